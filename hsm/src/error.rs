@@ -1,0 +1,153 @@
+//! Errors of the key layer. Messages say what failed and where; they never carry a PIN,
+//! a passphrase or key material.
+
+use std::path::PathBuf;
+
+/// What went wrong in the key layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HsmError {
+    /// A key label is empty, too long, or has characters outside `A-Z a-z 0-9 . _ -`.
+    #[error("invalid key label {label:?}: use 1-64 characters from A-Z a-z 0-9 . _ -")]
+    InvalidLabel {
+        /// The rejected label.
+        label: String,
+    },
+    /// No key with this label is in the store.
+    #[error("no key labelled `{label}` in {store}")]
+    KeyNotFound {
+        /// The label asked for.
+        label: String,
+        /// The store searched.
+        store: String,
+    },
+    /// A key with this label already exists; generation never overwrites.
+    #[error("a key labelled `{label}` already exists in {store}")]
+    KeyExists {
+        /// The label asked for.
+        label: String,
+        /// The store holding it.
+        store: String,
+    },
+    /// The key type, size, curve or scheme is not supported, or does not fit the key.
+    #[error("unsupported key: {detail}")]
+    UnsupportedKey {
+        /// What is unsupported.
+        detail: String,
+    },
+    /// Reading or writing a file of the soft key store failed.
+    #[error("{operation} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A soft key store file is damaged or not a key store file.
+    #[error("soft key store file {} is corrupted: {detail}", path.display())]
+    Corrupted {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The passphrase or key file does not open the soft key store.
+    #[error(
+        "the passphrase or key file does not open the soft key store at {} (wrong secret, or the store was created with another one)",
+        path.display()
+    )]
+    WrongPassphrase {
+        /// The key store folder.
+        path: PathBuf,
+    },
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("cannot load PKCS#11 module {}: {detail}", path.display())]
+    ModuleLoad {
+        /// The module path from config.
+        path: PathBuf,
+        /// The loader's or module's message.
+        detail: String,
+    },
+    /// No initialised token matches the configured label or serial.
+    #[error("no PKCS#11 token {selector} in module {}; tokens present: {available}", module.display())]
+    TokenNotFound {
+        /// The label or serial searched for.
+        selector: String,
+        /// The module searched.
+        module: PathBuf,
+        /// Labels and serials of the tokens that are present.
+        available: String,
+    },
+    /// The token refused the PIN.
+    #[error("the token {token} refused the PIN (CKR_PIN_INCORRECT)")]
+    WrongPin {
+        /// The token's label.
+        token: String,
+    },
+    /// The token's PIN is blocked.
+    #[error("the PIN of token {token} is locked (CKR_PIN_LOCKED); unblock it with the PUK")]
+    PinLocked {
+        /// The token's label.
+        token: String,
+    },
+    /// The key needs the PIN for every signature and none was given.
+    #[error(
+        "key `{label}` needs its PIN for every signature (always-authenticate); none was given"
+    )]
+    PinRequired {
+        /// The key's label.
+        label: String,
+    },
+    /// A PIN does not meet the token class's rules.
+    #[error("{kind} does not meet the policy: {rule}")]
+    PinPolicy {
+        /// Which PIN.
+        kind: crate::PinKind,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {function} failed: {detail}")]
+    Pkcs11 {
+        /// The PKCS#11 function or operation that failed.
+        function: String,
+        /// The return value or cause.
+        detail: String,
+    },
+    /// A software signing or key-generation operation failed.
+    #[error("{operation} failed: {detail}")]
+    Crypto {
+        /// The operation.
+        operation: &'static str,
+        /// The cause.
+        detail: String,
+    },
+    /// A structure could not be DER-encoded or decoded.
+    #[error("cannot encode or decode {what}: {detail}")]
+    Encoding {
+        /// The structure.
+        what: &'static str,
+        /// The cause.
+        detail: String,
+    },
+    /// A signature did not verify.
+    #[error("signature does not verify: {detail}")]
+    BadSignature {
+        /// The cause.
+        detail: String,
+    },
+    /// A blocking key operation could not be scheduled or panicked.
+    #[error("key operation did not complete: {detail}")]
+    Task {
+        /// The cause.
+        detail: String,
+    },
+}
+
+impl From<HsmError> for signature::Error {
+    fn from(e: HsmError) -> Self {
+        Self::from_source(e)
+    }
+}

@@ -1,0 +1,33 @@
+//! The key layer: the only code in eid that touches private keys.
+//!
+//! Two backends sit behind one API:
+//! - the **soft key store** (embedded default for development and pilots): keys
+//!   encrypted at rest with XChaCha20-Poly1305 under a key derived by Argon2id from a
+//!   passphrase, or read from a key file, and zeroized in memory;
+//! - **PKCS#11 tokens** (HSMs, smartcards, SIMs) through `cryptoki`, with a session
+//!   pool, recovery from lost sessions, and keys generated on the token as sensitive,
+//!   non-extractable and local.
+//!
+//! Callers get a [`KeySigner`], which implements the `signature` crate's
+//! [`Signer`](signature::Signer) and [`Keypair`](signature::Keypair) and spki's
+//! [`DynSignatureAlgorithmIdentifier`](spki::DynSignatureAlgorithmIdentifier), so the
+//! x509-cert and cms builders take it unchanged. Signing blocks (a token is a device):
+//! from async code use [`KeySigner::sign_async`].
+#![deny(unsafe_code)]
+
+mod error;
+mod key;
+mod pkcs11;
+mod policy;
+mod signer;
+mod soft;
+mod store;
+
+pub use error::HsmError;
+pub use key::{KeyAttributes, KeyInfo, KeyLabel, KeyRole, KeySpec, PublicKey, SignatureScheme};
+pub use pkcs11::{Pkcs11Options, TokenSelector, initialize_token};
+pub use policy::{PinKind, PinPolicy, QscdEvidence, TokenClass};
+pub use secrecy::SecretString;
+pub use signer::{KeySigner, Signature};
+pub use soft::{SoftSecret, SoftStoreOptions};
+pub use store::KeyStore;

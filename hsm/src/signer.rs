@@ -1,0 +1,138 @@
+//! [`KeySigner`]: a private key in the store, usable by x509-cert, cms and JWT code.
+
+use std::{fmt, sync::Arc};
+
+use der::asn1::BitString;
+use secrecy::SecretString;
+use spki::{AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SignatureBitStringEncoding};
+
+use crate::{HsmError, KeyInfo, PublicKey, SignatureScheme, store::SigningKey};
+
+/// A signature as it goes on the wire: DER `ECDSA-Sig-Value` for ECDSA, the raw
+/// octets for RSA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signature(Vec<u8>);
+
+impl Signature {
+    /// The signature octets.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Takes the octets.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl AsRef<[u8]> for Signature {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({} bytes)", self.0.len())
+    }
+}
+
+impl SignatureBitStringEncoding for Signature {
+    fn to_bitstring(&self) -> der::Result<BitString> {
+        BitString::from_bytes(&self.0)
+    }
+}
+
+/// Signs with one key of a [`KeyStore`](crate::KeyStore) in one scheme.
+///
+/// Cheap to clone and shareable across threads. [`signature::Signer::try_sign`] and
+/// [`KeySigner::sign`] block while the token works; async code calls
+/// [`KeySigner::sign_async`].
+#[derive(Clone)]
+pub struct KeySigner {
+    key: Arc<dyn SigningKey>,
+    scheme: SignatureScheme,
+    algorithm: AlgorithmIdentifierOwned,
+    pin: Option<Arc<SecretString>>,
+}
+
+impl fmt::Debug for KeySigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySigner")
+            .field("label", &self.key.info().label)
+            .field("scheme", &self.scheme)
+            .field("pin", &self.pin.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl KeySigner {
+    pub(crate) fn new(key: Arc<dyn SigningKey>, scheme: SignatureScheme) -> Result<Self, HsmError> {
+        Ok(Self {
+            key,
+            scheme,
+            algorithm: scheme.algorithm_identifier()?,
+            pin: None,
+        })
+    }
+
+    /// The same signer, carrying the PIN that an always-authenticate key (a citizen's
+    /// signing key) needs for every signature. The PIN is zeroized when the last clone
+    /// is dropped.
+    pub fn with_pin(mut self, pin: SecretString) -> Self {
+        self.pin = Some(Arc::new(pin));
+        self
+    }
+
+    /// The key being used.
+    pub fn info(&self) -> &KeyInfo {
+        self.key.info()
+    }
+
+    /// The signature scheme.
+    pub fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.key.info().public_key
+    }
+
+    /// Signs `message` (hashing it as the scheme says). Blocks.
+    pub fn sign(&self, message: &[u8]) -> Result<Signature, HsmError> {
+        self.key
+            .sign(self.scheme, message, self.pin.as_deref())
+            .map(Signature)
+    }
+
+    /// Signs on the blocking pool so the async executor keeps running.
+    pub async fn sign_async(&self, message: Vec<u8>) -> Result<Signature, HsmError> {
+        let signer = self.clone();
+        tokio::task::spawn_blocking(move || signer.sign(&message))
+            .await
+            .map_err(|e| HsmError::Task {
+                detail: e.to_string(),
+            })?
+    }
+}
+
+impl signature::Signer<Signature> for KeySigner {
+    fn try_sign(&self, message: &[u8]) -> Result<Signature, signature::Error> {
+        Ok(self.sign(message)?)
+    }
+}
+
+impl signature::Keypair for KeySigner {
+    type VerifyingKey = PublicKey;
+
+    fn verifying_key(&self) -> PublicKey {
+        self.public_key().clone()
+    }
+}
+
+impl DynSignatureAlgorithmIdentifier for KeySigner {
+    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
+        Ok(self.algorithm.clone())
+    }
+}

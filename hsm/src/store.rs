@@ -1,0 +1,155 @@
+//! The key store: one API over the soft store and PKCS#11 tokens.
+
+use std::{fmt, sync::Arc};
+
+use secrecy::SecretString;
+
+use crate::{
+    HsmError, KeyInfo, KeyLabel, KeyRole, KeySigner, KeySpec, Pkcs11Options, QscdEvidence,
+    SignatureScheme, SoftStoreOptions, TokenClass,
+};
+
+/// What a backend does; implemented by the soft store and the PKCS#11 token.
+pub(crate) trait Backend: Send + Sync + fmt::Debug {
+    /// The class of device this backend is.
+    fn class(&self) -> TokenClass;
+    /// Where the keys live, for logs and error messages (never secrets).
+    fn description(&self) -> String;
+    /// Generates a key pair; fails with [`HsmError::KeyExists`] if the label is taken.
+    fn generate(&self, label: &KeyLabel, spec: KeySpec, role: KeyRole)
+    -> Result<KeyInfo, HsmError>;
+    /// Looks a key up by label.
+    fn find(&self, label: &KeyLabel) -> Result<Option<KeyInfo>, HsmError>;
+    /// Every key in the store.
+    fn list(&self) -> Result<Vec<KeyInfo>, HsmError>;
+    /// A handle that signs with the key, resolved once so signing does no lookup.
+    fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError>;
+}
+
+/// A resolved private key that can sign.
+pub(crate) trait SigningKey: Send + Sync + fmt::Debug {
+    /// The key's description.
+    fn info(&self) -> &KeyInfo;
+    /// Signs `message` in `scheme` (ECDSA results DER-encoded). `pin` is the
+    /// context-specific PIN for always-authenticate keys.
+    fn sign(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+        pin: Option<&SecretString>,
+    ) -> Result<Vec<u8>, HsmError>;
+}
+
+/// A store of private keys: the soft key store or a PKCS#11 token.
+///
+/// Cheap to clone; clones share the open store (and, for PKCS#11, the session pool).
+/// Opening, generating and listing block: call them from a blocking context.
+#[derive(Clone, Debug)]
+pub struct KeyStore {
+    backend: Arc<dyn Backend>,
+}
+
+impl KeyStore {
+    /// Opens (or, if the options allow, creates) a soft key store.
+    pub fn open_soft(options: SoftStoreOptions) -> Result<Self, HsmError> {
+        Ok(Self {
+            backend: Arc::new(crate::soft::SoftStore::open(options)?),
+        })
+    }
+
+    /// Opens the PKCS#11 token the options select and logs in.
+    pub fn open_pkcs11(options: Pkcs11Options) -> Result<Self, HsmError> {
+        Ok(Self {
+            backend: Arc::new(crate::pkcs11::Pkcs11Store::open(options)?),
+        })
+    }
+
+    /// The class of device behind this store.
+    pub fn class(&self) -> TokenClass {
+        self.backend.class()
+    }
+
+    /// Where the keys live, for logs (never secrets).
+    pub fn description(&self) -> String {
+        self.backend.description()
+    }
+
+    /// Generates a key pair inside the store. Never overwrites an existing key.
+    pub fn generate(
+        &self,
+        label: &KeyLabel,
+        spec: KeySpec,
+        role: KeyRole,
+    ) -> Result<KeyInfo, HsmError> {
+        if role != KeyRole::Service && !self.class().is_citizen_token() {
+            tracing::debug!(%label, class = %self.class(), "citizen key role on a non-citizen store");
+        }
+        self.backend.generate(label, spec, role)
+    }
+
+    /// Returns the key with this label, generating it first if it does not exist.
+    /// An existing key with another spec is an error, not silently reused.
+    pub fn ensure(
+        &self,
+        label: &KeyLabel,
+        spec: KeySpec,
+        role: KeyRole,
+    ) -> Result<KeyInfo, HsmError> {
+        match self.backend.find(label)? {
+            Some(info) if info.spec == spec => Ok(info),
+            Some(info) => Err(HsmError::UnsupportedKey {
+                detail: format!(
+                    "key `{label}` exists as {} but {spec} was asked for",
+                    info.spec
+                ),
+            }),
+            None => self.backend.generate(label, spec, role),
+        }
+    }
+
+    /// Looks a key up by label.
+    pub fn find(&self, label: &KeyLabel) -> Result<Option<KeyInfo>, HsmError> {
+        self.backend.find(label)
+    }
+
+    /// Every key in the store, sorted by label.
+    pub fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
+        let mut keys = self.backend.list()?;
+        keys.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(keys)
+    }
+
+    /// A signer for the key, in `scheme` (or the key's default scheme).
+    pub fn signer(
+        &self,
+        label: &KeyLabel,
+        scheme: Option<SignatureScheme>,
+    ) -> Result<KeySigner, HsmError> {
+        let key = self.backend.signing_key(label)?;
+        let spec = key.info().spec;
+        let scheme = scheme.unwrap_or_else(|| spec.default_scheme());
+        if !spec.supports(scheme) {
+            return Err(HsmError::UnsupportedKey {
+                detail: format!("key `{label}` is {spec}, which cannot sign {scheme}"),
+            });
+        }
+        KeySigner::new(key, scheme)
+    }
+
+    /// What the store can prove about where the key lives, for the CA's question
+    /// "is this key on a qualified signature creation device?".
+    pub fn qscd_evidence(&self, label: &KeyLabel) -> Result<QscdEvidence, HsmError> {
+        let info = self
+            .backend
+            .find(label)?
+            .ok_or_else(|| HsmError::KeyNotFound {
+                label: label.to_string(),
+                store: self.description(),
+            })?;
+        Ok(QscdEvidence {
+            token_class: self.class(),
+            role: info.role,
+            attributes: info.attributes,
+        })
+    }
+}
