@@ -1,0 +1,1009 @@
+//! Configuration: a TOML file plus environment overrides, parsed strictly into typed
+//! structs. An unknown key, a bad value or an unreadable secret fails start-up with a
+//! message that names it. Secrets are never written inline: config names the file or
+//! environment variable that holds them.
+//!
+//! Precedence, lowest first: built-in defaults, the file, `EID_*` environment
+//! variables, command-line flags.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use eid_hsm::{SecretString, TokenClass};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key or a bad value.
+    #[error("config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value (from the file or the environment) is not acceptable.
+    #[error("config `{key}`: {message}")]
+    Invalid {
+        /// The key or environment variable.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A secret named in config could not be read.
+    #[error("config `{key}`: cannot read the secret: {message}")]
+    Secret {
+        /// The key that names the secret.
+        key: String,
+        /// What went wrong (never the secret itself).
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Deployment profile. `production` refuses development conveniences and every
+/// `danger_` option.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Embedded defaults allowed (soft key store with a generated key file, SQLite).
+    #[default]
+    Development,
+    /// Keys behind a passphrase or on a PKCS#11 token; no `danger_` options.
+    Production,
+}
+
+impl Profile {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// Where a secret comes from: a file or an environment variable, never inline.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRef {
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+// ---- The file's shape -------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    profile: Profile,
+    data_dir: Option<PathBuf>,
+    database: DatabaseSection,
+    listen: ListenSection,
+    keys: KeysSection,
+    audit: AuditSection,
+    log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DatabaseSection {
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    max_connections: u32,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_file: None,
+            password_env: None,
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ListenSection {
+    idp: Option<SocketAddr>,
+    ca: Option<SocketAddr>,
+    signing: Option<SocketAddr>,
+    enrolment: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct KeysSection {
+    backend: KeyBackendName,
+    soft: SoftSection,
+    pkcs11: Option<Pkcs11Section>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum KeyBackendName {
+    #[default]
+    Soft,
+    Pkcs11,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SoftSection {
+    dir: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+    passphrase_env: Option<String>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pkcs11Section {
+    module: PathBuf,
+    token_label: Option<String>,
+    token_serial: Option<String>,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    #[serde(default = "default_sessions")]
+    sessions: usize,
+    #[serde(default = "default_token_class")]
+    class: TokenClass,
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+fn default_token_class() -> TokenClass {
+    TokenClass::Hsm
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AuditSection {
+    checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogSection {
+    format: LogFormat,
+    level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+// ---- The validated result ---------------------------------------------------------
+
+/// The default data folder.
+pub const DEFAULT_DATA_DIR: &str = "./eid-data";
+
+/// Validated configuration, with secrets resolved.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Deployment profile.
+    pub profile: Profile,
+    /// The data folder (SQLite database and soft key store by default).
+    pub data_dir: PathBuf,
+    /// Database connection.
+    pub database: DatabaseConfig,
+    /// Listening addresses.
+    pub listen: Listeners,
+    /// Where keys live.
+    pub keys: KeysConfig,
+    /// Audit log settings (there is no switch to turn it off).
+    pub audit: AuditConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Database connection settings.
+#[non_exhaustive]
+pub struct DatabaseConfig {
+    /// The full URL, password included when one was configured.
+    pub url: SecretString,
+    /// The URL with any password removed, for logs.
+    pub display_url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.display_url)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The listening address of every service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Listeners {
+    /// OpenID Connect provider.
+    pub idp: SocketAddr,
+    /// Certificate authority (OCSP, CRL, issuance API).
+    pub ca: SocketAddr,
+    /// Signing service (TSA, CSC API).
+    pub signing: SocketAddr,
+    /// Enrolment desk and pre-registration.
+    pub enrolment: SocketAddr,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            idp: at(8080),
+            ca: at(8081),
+            signing: at(8082),
+            enrolment: at(8083),
+        }
+    }
+}
+
+/// Where keys live, with the secrets to open them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeysConfig {
+    /// The soft key store.
+    Soft {
+        /// Its folder.
+        dir: PathBuf,
+        /// What opens it.
+        secret: SoftSecretConfig,
+    },
+    /// A PKCS#11 token.
+    Pkcs11 {
+        /// The module.
+        module: PathBuf,
+        /// The token.
+        token: eid_hsm::TokenSelector,
+        /// The user PIN.
+        pin: SecretString,
+        /// Session pool size.
+        sessions: usize,
+        /// The device class.
+        class: TokenClass,
+    },
+}
+
+/// What opens the soft key store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SoftSecretConfig {
+    /// A passphrase (Argon2id).
+    Passphrase(SecretString),
+    /// A key file; `generated` when it is the development default inside the data folder.
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Whether eid may create it.
+        generated: bool,
+    },
+}
+
+/// Audit log settings.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct AuditConfig {
+    /// Seconds between signed checkpoints of the audit chain while serving.
+    pub checkpoint_interval_secs: u64,
+}
+
+/// Logging settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `eid_ca=debug,info`.
+    pub level: String,
+}
+
+/// The environment a config is loaded in (injected so tests do not touch the process
+/// environment).
+pub trait Environment {
+    /// The value of a variable, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// What the command line adds on top of file and environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--data`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the config file (if any), applies environment and command-line
+    /// overrides, validates, and resolves secrets.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Environment,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim_end().replace('\n', "\n  "),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(parsed, file, env, overrides)
+    }
+
+    fn resolve(
+        file: FileConfig,
+        config_path: Option<&Path>,
+        env: &dyn Environment,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        // Relative paths in a config file are relative to the file, so a config can
+        // travel with its deployment folder.
+        let base = config_path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or_else(|| env.var("EID_DATA").map(PathBuf::from))
+            .or_else(|| file.data_dir.map(relative))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let listen = resolve_listeners(&file.listen, env)?;
+        let database = resolve_database(&file.database, env, &data_dir)?;
+        let keys = resolve_keys(file.keys, env, &data_dir, &relative)?;
+
+        let log_format = match env.var("EID_LOG_FORMAT").as_deref() {
+            None => file.log.format,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "EID_LOG_FORMAT",
+                    format!("`{other}` is not `text` or `json`"),
+                ));
+            }
+        };
+        let log_level = env.var("EID_LOG").unwrap_or(file.log.level);
+        if file.audit.checkpoint_interval_secs == 0 {
+            return Err(invalid(
+                "audit.checkpoint_interval_secs",
+                "must be at least 1 second",
+            ));
+        }
+
+        let config = Self {
+            profile: file.profile,
+            data_dir,
+            database,
+            listen,
+            keys,
+            audit: AuditConfig {
+                checkpoint_interval_secs: file.audit.checkpoint_interval_secs,
+            },
+            log: LogConfig {
+                format: log_format,
+                level: log_level,
+            },
+        };
+        config.check_profile()?;
+        Ok(config)
+    }
+
+    fn check_profile(&self) -> Result<(), ConfigError> {
+        if self.profile != Profile::Production {
+            return Ok(());
+        }
+        if let KeysConfig::Soft {
+            secret: SoftSecretConfig::KeyFile {
+                generated: true, ..
+            },
+            ..
+        } = &self.keys
+        {
+            return Err(invalid(
+                "keys",
+                "the production profile does not accept the development default (a key file \
+                 generated inside the data folder): use keys.backend = \"pkcs11\", or \
+                 keys.soft.passphrase_file / passphrase_env",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML-like text without secrets, for `eid config check`.
+    pub fn describe(&self) -> String {
+        let keys = match &self.keys {
+            KeysConfig::Soft { dir, secret } => format!(
+                "backend = \"soft\"\ndir = {:?}\nsecret = {}",
+                dir.display().to_string(),
+                match secret {
+                    SoftSecretConfig::Passphrase(_) => "\"passphrase (Argon2id)\"".to_owned(),
+                    SoftSecretConfig::KeyFile { path, generated } => format!(
+                        "\"key file {}{}\"",
+                        path.display(),
+                        if *generated { ", generated" } else { "" }
+                    ),
+                }
+            ),
+            KeysConfig::Pkcs11 {
+                module,
+                token,
+                sessions,
+                class,
+                ..
+            } => format!(
+                "backend = \"pkcs11\"\nmodule = {:?}\ntoken = {:?}\nsessions = {sessions}\nclass = \"{class}\"\npin = \"<from config>\"",
+                module.display().to_string(),
+                match token {
+                    eid_hsm::TokenSelector::Label(l) => format!("label {l}"),
+                    eid_hsm::TokenSelector::Serial(s) => format!("serial {s}"),
+                }
+            ),
+        };
+        format!(
+            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n",
+            self.profile.name(),
+            self.data_dir.display().to_string(),
+            self.database.display_url,
+            self.database.max_connections,
+            self.listen.idp,
+            self.listen.ca,
+            self.listen.signing,
+            self.listen.enrolment,
+            self.audit.checkpoint_interval_secs,
+            self.log.format.name(),
+            self.log.level,
+        )
+    }
+}
+
+fn resolve_listeners(
+    section: &ListenSection,
+    env: &dyn Environment,
+) -> Result<Listeners, ConfigError> {
+    let defaults = Listeners::default();
+    let pick = |name: &str, file: Option<SocketAddr>, default: SocketAddr| match env.var(name) {
+        Some(value) => value.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                name,
+                format!("`{value}` is not an address like 127.0.0.1:8080 ({e})"),
+            )
+        }),
+        None => Ok(file.unwrap_or(default)),
+    };
+    let listeners = Listeners {
+        idp: pick("EID_IDP_LISTEN", section.idp, defaults.idp)?,
+        ca: pick("EID_CA_LISTEN", section.ca, defaults.ca)?,
+        signing: pick("EID_SIGNING_LISTEN", section.signing, defaults.signing)?,
+        enrolment: pick(
+            "EID_ENROLMENT_LISTEN",
+            section.enrolment,
+            defaults.enrolment,
+        )?,
+    };
+    let all = [
+        ("idp", listeners.idp),
+        ("ca", listeners.ca),
+        ("signing", listeners.signing),
+        ("enrolment", listeners.enrolment),
+    ];
+    for (i, (a, addr_a)) in all.iter().enumerate() {
+        for (b, addr_b) in &all[i + 1..] {
+            if addr_a == addr_b && addr_a.port() != 0 {
+                return Err(invalid(
+                    format!("listen.{b}"),
+                    format!("{addr_b} is also the address of listen.{a}"),
+                ));
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+fn read_secret(
+    key: &str,
+    reference: &SecretRef,
+    env: &dyn Environment,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (&reference.file, &reference.env) {
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            "give a file or an environment variable, not both",
+        )),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
+                key: key.to_owned(),
+                message: format!("{}: {e}", path.display()),
+            })?;
+            // A trailing newline is how editors and `echo` leave files; it is not part of the secret.
+            let trimmed = text.trim_end_matches(['\n', '\r']);
+            if trimmed.is_empty() {
+                return Err(ConfigError::Secret {
+                    key: key.to_owned(),
+                    message: format!("{} is empty", path.display()),
+                });
+            }
+            Ok(Some(SecretString::from(trimmed.to_owned())))
+        }
+        (None, Some(name)) => match env.var(name) {
+            Some(value) if !value.is_empty() => Ok(Some(SecretString::from(value))),
+            _ => Err(ConfigError::Secret {
+                key: key.to_owned(),
+                message: format!("environment variable {name} is not set"),
+            }),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn resolve_database(
+    section: &DatabaseSection,
+    env: &dyn Environment,
+    data_dir: &Path,
+) -> Result<DatabaseConfig, ConfigError> {
+    if section.max_connections == 0 {
+        return Err(invalid("database.max_connections", "must be at least 1"));
+    }
+    let (key, url) = match env.var("EID_DATABASE_URL") {
+        Some(url) => ("EID_DATABASE_URL", url),
+        None => match &section.url {
+            Some(url) => ("database.url", url.clone()),
+            None => (
+                "database.url",
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("eid.sqlite").display()
+                ),
+            ),
+        },
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        invalid(
+            key,
+            "expected a URL like sqlite://FILE or postgres://HOST/DB",
+        )
+    })?;
+    let password = read_secret(
+        "database.password_file/password_env",
+        &SecretRef {
+            file: section.password_file.clone(),
+            env: section.password_env.clone(),
+        },
+        env,
+    )?;
+    match scheme {
+        "sqlite" => {
+            if password.is_some() {
+                return Err(invalid(
+                    "database.password_file",
+                    "SQLite takes no password",
+                ));
+            }
+            Ok(DatabaseConfig {
+                display_url: url.clone(),
+                url: SecretString::from(url),
+                max_connections: section.max_connections,
+            })
+        }
+        "postgres" | "postgresql" => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (userinfo, host) = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => (Some(userinfo), host),
+                None => (None, authority),
+            };
+            let user = userinfo.map(|u| u.split_once(':').map_or(u, |(user, _)| user));
+            let inline_password = userinfo.is_some_and(|u| u.contains(':'));
+            if inline_password && key == "database.url" {
+                return Err(invalid(
+                    key,
+                    "the URL holds a password; put it in a file named by database.password_file \
+                     (or an environment variable named by database.password_env)",
+                ));
+            }
+            if inline_password && password.is_some() {
+                return Err(invalid(
+                    key,
+                    "the URL holds a password and a password secret is configured too",
+                ));
+            }
+            let display_user = user.map(|u| format!("{u}@")).unwrap_or_default();
+            let display_url = format!("{scheme}://{display_user}{host}/{path}");
+            let full = match (&password, user) {
+                (Some(password), Some(user)) => format!(
+                    "{scheme}://{user}:{}@{host}/{path}",
+                    percent_encode(password.expose_secret())
+                ),
+                (Some(_), None) => {
+                    return Err(invalid(
+                        key,
+                        "a password is configured but the URL names no user",
+                    ));
+                }
+                (None, _) => url,
+            };
+            Ok(DatabaseConfig {
+                url: SecretString::from(full),
+                display_url,
+                max_connections: section.max_connections,
+            })
+        }
+        other => Err(invalid(
+            key,
+            format!("unsupported database `{other}`: use sqlite:// or postgres://"),
+        )),
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn resolve_keys(
+    section: KeysSection,
+    env: &dyn Environment,
+    data_dir: &Path,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<KeysConfig, ConfigError> {
+    match section.backend {
+        KeyBackendName::Soft => {
+            if section.pkcs11.is_some() {
+                return Err(invalid(
+                    "keys.pkcs11",
+                    "is set but keys.backend is \"soft\"; set keys.backend = \"pkcs11\" or remove the section",
+                ));
+            }
+            let soft = section.soft;
+            let dir = soft
+                .dir
+                .map(relative)
+                .unwrap_or_else(|| data_dir.join("keys"));
+            let passphrase = read_secret(
+                "keys.soft.passphrase_file/passphrase_env",
+                &SecretRef {
+                    file: soft.passphrase_file.map(relative),
+                    env: soft.passphrase_env,
+                },
+                env,
+            )?;
+            let secret = match (passphrase, soft.key_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "keys.soft.key_file",
+                        "give a passphrase or a key file, not both",
+                    ));
+                }
+                (Some(passphrase), None) => SoftSecretConfig::Passphrase(passphrase),
+                (None, Some(path)) => SoftSecretConfig::KeyFile {
+                    path: relative(path),
+                    generated: false,
+                },
+                (None, None) => SoftSecretConfig::KeyFile {
+                    path: data_dir.join("secrets").join("soft-store.key"),
+                    generated: true,
+                },
+            };
+            Ok(KeysConfig::Soft { dir, secret })
+        }
+        KeyBackendName::Pkcs11 => {
+            let p = section.pkcs11.ok_or_else(|| {
+                invalid(
+                    "keys.pkcs11",
+                    "keys.backend is \"pkcs11\" but the [keys.pkcs11] section is missing",
+                )
+            })?;
+            let token = match (p.token_label, p.token_serial) {
+                (Some(label), None) => eid_hsm::TokenSelector::Label(label),
+                (None, Some(serial)) => eid_hsm::TokenSelector::Serial(serial),
+                _ => {
+                    return Err(invalid(
+                        "keys.pkcs11.token_label",
+                        "give exactly one of token_label and token_serial (slot numbers are not stable)",
+                    ));
+                }
+            };
+            let pin = read_secret(
+                "keys.pkcs11.pin_file/pin_env",
+                &SecretRef {
+                    file: p.pin_file.map(relative),
+                    env: p.pin_env,
+                },
+                env,
+            )?
+            .ok_or_else(|| {
+                invalid(
+                    "keys.pkcs11.pin_file",
+                    "the token's PIN must come from pin_file or pin_env",
+                )
+            })?;
+            if p.sessions == 0 {
+                return Err(invalid("keys.pkcs11.sessions", "must be at least 1"));
+            }
+            Ok(KeysConfig::Pkcs11 {
+                module: relative(p.module),
+                token,
+                pin,
+                sessions: p.sessions,
+                class: p.class,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeEnv(HashMap<String, String>);
+
+    impl Environment for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> FakeEnv {
+        FakeEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
+    }
+
+    fn load_text(text: &str, env: &FakeEnv) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eid.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env, &Overrides::default())
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let config = Config::load(None, &FakeEnv::default(), &Overrides::default()).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.listen, Listeners::default());
+        assert_eq!(
+            config.database.display_url,
+            "sqlite://./eid-data/eid.sqlite?mode=rwc"
+        );
+        assert!(matches!(
+            config.keys,
+            KeysConfig::Soft {
+                secret: SoftSecretConfig::KeyFile {
+                    generated: true,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_text(
+            "[listen]\nidp = \"127.0.0.1:1\"\nidpp = 3\n",
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("idpp"), "{err}");
+        let err = load_text("colour = 1\n", &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = load_text("[listen]\nca = \"nowhere\"\n", &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ca") && err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let env = env(&[
+            ("EID_CA_LISTEN", "127.0.0.1:9991"),
+            ("EID_DATA", "/tmp/from-env"),
+        ]);
+        let config = load_text("[listen]\nca = \"127.0.0.1:7000\"\n", &env).unwrap();
+        assert_eq!(config.listen.ca.port(), 9991);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-env"));
+        let overrides = Overrides {
+            data_dir: Some("/tmp/from-flag".into()),
+        };
+        let config = Config::load(None, &env, &overrides).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-flag"));
+        let err = Config::load(None, &self::env(&[("EID_IDP_LISTEN", "x")]), &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EID_IDP_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn inline_database_password_is_refused_and_file_password_is_used() {
+        let err = load_text(
+            "[database]\nurl = \"postgres://eid:hunter2@db/eid\"\n",
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("password_file"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db-pass"), "p@ss word\n").unwrap();
+        std::fs::write(
+            dir.path().join("eid.toml"),
+            "[database]\nurl = \"postgres://eid@db:5432/eid\"\npassword_file = \"PATH\"\n"
+                .replace("PATH", &dir.path().join("db-pass").display().to_string()),
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&dir.path().join("eid.toml")),
+            &FakeEnv::default(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://eid:p%40ss%20word@db:5432/eid"
+        );
+        assert_eq!(config.database.display_url, "postgres://eid@db:5432/eid");
+        assert!(!format!("{config:?}").contains("word"));
+    }
+
+    #[test]
+    fn pkcs11_needs_a_pin_source_and_one_token_selector() {
+        let base = "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n";
+        let err = load_text(
+            &format!("{base}token_label = \"eid\"\n"),
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pin"), "{err}");
+        let err = load_text(&format!("{base}pin_env = \"PIN\"\n"), &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_label"), "{err}");
+        let err = load_text(
+            &format!("{base}token_label = \"eid\"\npin_env = \"EID_TEST_PIN\"\n"),
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("EID_TEST_PIN is not set"), "{err}");
+        let config = load_text(
+            &format!("{base}token_label = \"eid\"\npin_env = \"EID_TEST_PIN\"\n"),
+            &env(&[("EID_TEST_PIN", "1234")]),
+        )
+        .unwrap();
+        assert!(matches!(
+            config.keys,
+            KeysConfig::Pkcs11 { sessions: 4, .. }
+        ));
+        assert!(!format!("{config:?}").contains("1234"));
+    }
+
+    #[test]
+    fn production_refuses_the_generated_key_file() {
+        let err = load_text("profile = \"production\"\n", &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("production"), "{err}");
+        let config = load_text(
+            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n",
+            &env(&[("P", "correct horse battery staple")]),
+        )
+        .unwrap();
+        assert_eq!(config.profile, Profile::Production);
+    }
+
+    #[test]
+    fn duplicate_listeners_are_refused() {
+        let err = load_text("[listen]\nca = \"127.0.0.1:8080\"\n", &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen.ca") && err.contains("listen.idp"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The database: SQLite (embedded default) or PostgreSQL, chosen by the URL.
+//!
+//! Queries are written once, with `$1`-style parameters that both backends accept, and
+//! run through sqlx's `Any` driver. Schema lives in per-backend migration folders
+//! (`core/migrations/sqlite`, `core/migrations/postgres`), applied at start-up.
+
+use std::{str::FromStr, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{
+    Any, AnyPool, Connection, Transaction,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::Migrator,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Which database engine is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite: one file in the data folder.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The URL is not a database URL eid understands.
+    #[error("database URL {url}: {message}")]
+    Url {
+        /// The URL without password.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The database could not be reached or refused the connection.
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect {
+        /// The URL without password.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Applying the schema migrations failed.
+    #[error("cannot apply database migrations ({backend}): {source}")]
+    Migrate {
+        /// The backend.
+        backend: &'static str,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("database {operation} failed: {source}")]
+    Query {
+        /// What was being done.
+        operation: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    /// Wraps a query error with what was being done.
+    pub fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Query { operation, source }
+    }
+}
+
+/// A connection pool with its backend.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    display_url: String,
+}
+
+impl Database {
+    /// Connects (creating the SQLite file when the URL says `mode=rwc`). Does not migrate.
+    pub async fn connect(
+        url: &SecretString,
+        display_url: &str,
+        max_connections: u32,
+    ) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url_text = url.expose_secret();
+        let backend = if url_text.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url_text.starts_with("postgres:") || url_text.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::Url {
+                url: display_url.to_owned(),
+                message: "use sqlite:// or postgres://".into(),
+            });
+        };
+        if backend == Backend::Sqlite {
+            ensure_sqlite_parent(url_text, display_url)?;
+        }
+        let options = AnyConnectOptions::from_str(url_text).map_err(|e| DbError::Url {
+            url: display_url.to_owned(),
+            message: e.to_string(),
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; the busy timeout makes
+                        // concurrent writers queue instead of failing; foreign keys are
+                        // off by default in SQLite.
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                        )
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Connect {
+                url: display_url.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            pool,
+            backend,
+            display_url: display_url.to_owned(),
+        })
+    }
+
+    /// Applies pending migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| DbError::Migrate {
+                backend: self.backend.name(),
+                source,
+            })
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL without password.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up
+    /// front (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
+    /// one failing when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {
+        match self.backend {
+            Backend::Sqlite => self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(DbError::query("beginning a transaction")),
+            Backend::Postgres => self
+                .pool
+                .begin()
+                .await
+                .map_err(DbError::query("beginning a transaction")),
+        }
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(DbError::query("acquiring a connection"))?;
+        conn.ping().await.map_err(DbError::query("ping"))
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// SQLite creates the database file but not its folder.
+fn ensure_sqlite_parent(url: &str, display_url: &str) -> Result<(), DbError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| DbError::Url {
+            url: display_url.to_owned(),
+            message: format!("cannot create folder {}: {e}", parent.display()),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! HTTP plumbing every service shares: `/healthz`, `/metrics` (Prometheus text with
+//! request counts and latencies per route), problem+json errors, and serving with
+//! graceful shutdown.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::ServiceContext;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: &'static str,
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    service: &'static str,
+    method: String,
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Request metrics of one service.
+#[derive(Debug)]
+struct HttpMetrics {
+    service: &'static str,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl HttpMetrics {
+    fn new(service: &'static str) -> Self {
+        let mut registry = Registry::with_prefix("eid");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            latency.clone(),
+        );
+        Self {
+            service,
+            registry,
+            requests,
+            latency,
+        }
+    }
+}
+
+async fn track(State(metrics): State<Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    tracing::debug!(service = metrics.service, %method, %route, status, elapsed_us = elapsed.as_micros() as u64, "request");
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            service: metrics.service,
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            service: metrics.service,
+            method,
+            route,
+        })
+        .observe(elapsed.as_secs_f64());
+    response
+}
+
+async fn metrics_text(State(metrics): State<Arc<HttpMetrics>>) -> Response {
+    let mut body = String::new();
+    match encode(&mut body, &metrics.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => Problem::internal("encoding metrics", &e).into_response(),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct HealthState {
+    service: &'static str,
+    ctx: ServiceContext,
+}
+
+async fn healthz(State(state): State<HealthState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.ctx.db.ping()).await {
+        Ok(Ok(())) => Json(serde_json::json!({
+            "status": "ok",
+            "service": state.service,
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+        .into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(service = state.service, error = %e, "health check: database unavailable");
+            unavailable(state.service, "database unavailable")
+        }
+        Err(_) => unavailable(state.service, "database did not answer within 2 s"),
+    }
+}
+
+fn unavailable(service: &str, reason: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": "unavailable", "service": service, "reason": reason })),
+    )
+        .into_response()
+}
+
+async fn not_found(request: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no resource at {}", request.uri().path()),
+    )
+}
+
+/// Wraps a service's own routes with `GET /` (what the service is), `/healthz`,
+/// `/metrics`, per-route metrics and a problem+json 404.
+pub fn service_router(
+    service: &'static str,
+    description: &'static str,
+    ctx: &ServiceContext,
+    routes: Router,
+) -> Router {
+    let metrics = Arc::new(HttpMetrics::new(service));
+    let health = HealthState {
+        service,
+        ctx: ctx.clone(),
+    };
+    let index = serde_json::json!({
+        "service": service,
+        "description": description,
+        "version": env!("CARGO_PKG_VERSION"),
+        "health": "/healthz",
+        "metrics": "/metrics",
+    });
+    routes
+        .route("/", get(move || std::future::ready(Json(index))))
+        .merge(
+            Router::new()
+                .route("/healthz", get(healthz))
+                .with_state(health),
+        )
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics_text))
+                .with_state(metrics.clone()),
+        )
+        .route_layer(middleware::from_fn_with_state(metrics, track))
+        .fallback(not_found)
+}
+
+/// An error answer in RFC 9457 problem+json. Internal causes go to the log under a
+/// correlation id; the body carries only the id.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    /// A problem with a status, a short machine-readable kind and a human message.
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 500 whose cause is logged, not shown.
+    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
+        let mut id = [0u8; 8];
+        let correlation = match getrandom::fill(&mut id) {
+            Ok(()) => hex::encode(id),
+            Err(_) => "unavailable".to_owned(),
+        };
+        tracing::error!(correlation_id = %correlation, context, error = %error, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error (correlation id {correlation})"),
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("urn:eid:problem:{}", self.kind),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    service: &'static str,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(service, address = ?address, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!(service, "stopped");
+    Ok(())
+}

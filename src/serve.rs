@@ -1,0 +1,186 @@
+//! `eid serve`: every service in one process, or one service.
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use eid_core::{
+    Config, ServiceContext, SystemClock, audit,
+    instance::{self, OpenMode},
+};
+use eid_hsm::KeySigner;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServiceName;
+
+struct Planned {
+    name: &'static str,
+    address: SocketAddr,
+    router: Router,
+}
+
+fn plan(ctx: &ServiceContext, only: Option<ServiceName>) -> Vec<Planned> {
+    let listen = ctx.config.listen;
+    let all = [
+        (
+            ServiceName::Idp,
+            eid_idp::SERVICE,
+            listen.idp,
+            eid_idp::router as fn(&ServiceContext) -> Router,
+        ),
+        (ServiceName::Ca, eid_ca::SERVICE, listen.ca, eid_ca::router),
+        (
+            ServiceName::Signing,
+            eid_signing::SERVICE,
+            listen.signing,
+            eid_signing::router,
+        ),
+        (
+            ServiceName::Enrolment,
+            eid_enrolment::SERVICE,
+            listen.enrolment,
+            eid_enrolment::router,
+        ),
+    ];
+    all.into_iter()
+        .filter(|(which, ..)| only.is_none_or(|only| only == *which))
+        .map(|(_, name, address, router)| Planned {
+            name,
+            address,
+            router: router(ctx),
+        })
+        .collect()
+}
+
+/// Serves until SIGINT or SIGTERM.
+#[allow(clippy::print_stdout)] // the URLs are the command's output
+pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Result<ExitCode> {
+    let interval = Duration::from_secs(config.audit.checkpoint_interval_secs);
+    let instance = instance::open(config, Arc::new(SystemClock), OpenMode::CreateIfMissing).await?;
+    let ctx = instance.ctx.clone();
+    if instance.created {
+        println!(
+            "initialised a new eid instance in {}",
+            ctx.config.data_dir.display()
+        );
+    }
+
+    // Bind every listener before serving any, so a taken port fails start-up cleanly.
+    let mut bound = Vec::new();
+    for planned in plan(&ctx, only) {
+        let listener = tokio::net::TcpListener::bind(planned.address)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} for {}", planned.address, planned.name)
+            })?;
+        let address = listener.local_addr().unwrap_or(planned.address);
+        bound.push((planned.name, address, listener, planned.router));
+    }
+    println!(
+        "eid {} serving (database {}, keys: {})",
+        env!("CARGO_PKG_VERSION"),
+        ctx.db.display_url(),
+        ctx.keys.description()
+    );
+    for (name, address, ..) in &bound {
+        println!("  {name:<10} http://{address}/");
+    }
+
+    let shutdown = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    for (name, _, listener, router) in bound {
+        servers.spawn(eid_core::http::serve(
+            name,
+            listener,
+            router,
+            shutdown.clone(),
+        ));
+    }
+    let checkpoints = tokio::spawn(checkpoint_loop(
+        ctx.clone(),
+        instance.checkpoint_signer.clone(),
+        interval,
+        shutdown.clone(),
+    ));
+
+    let mut failure = None;
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down: finishing requests in flight");
+        }
+        Some(result) = servers.join_next() => {
+            failure = Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("a service stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::from(e).context("a service failed"),
+                Err(e) => anyhow::Error::from(e).context("a service task failed"),
+            });
+        }
+    }
+    shutdown.cancel();
+    while let Some(result) = servers.join_next().await {
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "service stopped with an error");
+        }
+    }
+    let _ = checkpoints.await;
+    // Seal what this run recorded.
+    if let Err(e) =
+        audit::checkpoint(&ctx.db, ctx.clock.as_ref(), &instance.checkpoint_signer).await
+    {
+        tracing::warn!(error = %e, "final audit checkpoint failed");
+    }
+    ctx.db.close().await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn checkpoint_loop(
+    ctx: ServiceContext,
+    signer: KeySigner,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                match audit::checkpoint(&ctx.db, ctx.clock.as_ref(), &signer).await {
+                    Ok(Some(c)) => tracing::info!(upto = c.upto_seq, "signed audit checkpoint"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = interrupt => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+        "SIGINT"
+    }
+}
