@@ -1,0 +1,508 @@
+//! The `eid` command end to end: serving, initialising, verifying the audit log, and
+//! clear failures on bad input. Database-backed tests run on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    time::Duration,
+};
+
+use eid_tests::{TestBackend, TestDatabase, on_both_backends};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const EID: &str = env!("CARGO_BIN_EXE_eid");
+
+/// One eid instance under test: a data folder, and a database of its own on PostgreSQL
+/// (on SQLite, the default file inside the data folder).
+struct Eid {
+    dir: tempfile::TempDir,
+    db: Option<TestDatabase>,
+}
+
+impl Eid {
+    async fn new(backend: TestBackend) -> Self {
+        let db = match backend {
+            TestBackend::Sqlite => None,
+            TestBackend::Postgres => Some(TestDatabase::create(backend).await.unwrap()),
+        };
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            db,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(EID);
+        command
+            .args(args)
+            .env_remove("EID_CONFIG")
+            .env_remove("EID_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .env("EID_DATA", self.data())
+            .env("EID_IDP_LISTEN", "127.0.0.1:0")
+            .env("EID_CA_LISTEN", "127.0.0.1:0")
+            .env("EID_SIGNING_LISTEN", "127.0.0.1:0")
+            .env("EID_ENROLMENT_LISTEN", "127.0.0.1:0")
+            .env("EID_LOG", "warn")
+            .kill_on_drop(true);
+        if let Some(db) = &self.db {
+            command.env("EID_DATABASE_URL", &db.url);
+        }
+        command
+    }
+
+    /// Runs a command to completion (a minute at most: a command that should fail
+    /// but serves instead must not hang the suite).
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("eid {args:?} did not finish within 60 s"))
+            .unwrap()
+    }
+
+    async fn database(&self) -> eid_core::Database {
+        let url = match &self.db {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.data().join("eid.sqlite").display()),
+        };
+        eid_core::Database::connect(&secrecy::SecretString::from(url.clone()), &url, 2)
+            .await
+            .unwrap()
+    }
+
+    /// Starts `eid serve ARGS` and waits for the service URLs it prints.
+    async fn serve(&self, args: &[&str]) -> Server {
+        let mut child = self
+            .command(&[&["serve"], args].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut urls = BTreeMap::new();
+        let mut banner = Vec::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                banner.push(line.clone());
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let [name, url] = words[..]
+                    && url.starts_with("http://")
+                {
+                    urls.insert(name.to_owned(), url.trim_end_matches('/').to_owned());
+                    if urls.len() == args.first().map_or(4, |_| 1) {
+                        break;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .is_err()
+            || urls.is_empty()
+        {
+            let output = child.wait_with_output().await.unwrap();
+            panic!(
+                "eid serve did not print its URLs; stdout {banner:?}; stderr {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Server {
+            child,
+            urls,
+            banner,
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    urls: BTreeMap<String, String>,
+    banner: Vec<String>,
+}
+
+impl Server {
+    /// Sends SIGTERM and waits for a clean exit.
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("eid serve stops within 20 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "eid serve exited with {status}");
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_fails_with(output: &Output, needles: &[&str]) {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected failure; stderr: {stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Every file under `dir` with its contents, except the SQLite database files (their
+/// bytes change when SQLite checkpoints its journal, without any row changing).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !path.to_string_lossy().contains("eid.sqlite") {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+async fn serve_brings_up_every_service_and_restart_reuses_the_data(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let server = eid.serve(&[]).await;
+    assert!(
+        server
+            .banner
+            .iter()
+            .any(|l| l.contains("initialised a new eid instance"))
+    );
+    assert_eq!(
+        server.urls.keys().collect::<Vec<_>>(),
+        ["ca", "enrolment", "idp", "signing"]
+    );
+    let http = reqwest::Client::new();
+    for (name, url) in &server.urls {
+        let response = http.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name} /healthz");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["service"], name.as_str());
+        let metrics = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!(
+                "eid_http_requests_total{{service=\"{name}\",method=\"GET\",route=\"/healthz\",status=\"200\"}} 1"
+            )),
+            "{metrics}"
+        );
+        assert!(metrics.contains("eid_http_request_duration_seconds_bucket"));
+        let missing = http
+            .get(format!("{url}/no-such-thing"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        assert_eq!(
+            missing.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    server.stop().await;
+
+    let before = snapshot(&eid.data());
+    let server = eid.serve(&[]).await;
+    assert!(
+        !server.banner.iter().any(|l| l.contains("initialised")),
+        "second start must reuse the data folder: {:?}",
+        server.banner
+    );
+    let ca = &server.urls["ca"];
+    assert_eq!(
+        reqwest::get(format!("{ca}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+    assert_eq!(
+        before,
+        snapshot(&eid.data()),
+        "restart changed the key store"
+    );
+
+    let verify = eid.run(&["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    assert!(text(&verify.stdout).contains("audit log intact: 1 entries"));
+}
+
+async fn serve_runs_one_service(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let server = eid.serve(&["signing"]).await;
+    assert_eq!(server.urls.keys().collect::<Vec<_>>(), ["signing"]);
+    let body: serde_json::Value = reqwest::get(format!("{}/", server.urls["signing"]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["service"], "signing");
+    server.stop().await;
+}
+
+async fn init_is_idempotent(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let first = eid.run(&["init"]).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).starts_with("initialised eid in"));
+    let files = snapshot(&eid.data());
+    let tail = eid.run(&["audit", "tail"]).await;
+
+    let second = eid.run(&["init"]).await;
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(text(&second.stdout).contains("already initialised; nothing changed"));
+    assert_eq!(files, snapshot(&eid.data()));
+    assert_eq!(tail.stdout, eid.run(&["audit", "tail"]).await.stdout);
+    assert!(text(&tail.stdout).contains("instance.initialise success"));
+}
+
+async fn audit_verify_names_an_edited_row(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    assert!(eid.run(&["init"]).await.status.success());
+    let verify = eid.run(&["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+
+    let db = eid.database().await;
+    let disable = match db.backend() {
+        eid_core::Backend::Sqlite => "DROP TRIGGER audit_log_no_update",
+        _ => "ALTER TABLE audit_log DISABLE TRIGGER USER",
+    };
+    sqlx::raw_sql(disable).execute(db.pool()).await.unwrap();
+    sqlx::raw_sql("UPDATE audit_log SET actor = 'operator:mallory' WHERE seq = 1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+
+    let verify = eid.run(&["audit", "verify"]).await;
+    assert_eq!(verify.status.code(), Some(1));
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains("AUDIT LOG BROKEN: entry #1"), "{stderr}");
+    assert!(stderr.contains("modified"), "{stderr}");
+}
+
+on_both_backends!(
+    serve_brings_up_every_service_and_restart_reuses_the_data,
+    serve_runs_one_service,
+    init_is_idempotent,
+    audit_verify_names_an_edited_row,
+);
+
+async fn write_config(eid: &Eid, text: &str) -> String {
+    let path = eid.dir.path().join("eid.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn help_explains_the_commands() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let help = text(&eid.run(&["--help"]).await.stdout);
+    for word in [
+        "serve", "init", "audit", "keys", "--data", "--config", "EID_DATA",
+    ] {
+        assert!(help.contains(word), "eid --help lacks {word}: {help}");
+    }
+    let serve = text(&eid.run(&["serve", "--help"]).await.stdout);
+    for word in [
+        "idp",
+        "ca",
+        "signing",
+        "enrolment",
+        "EID_IDP_LISTEN",
+        "SIGTERM",
+    ] {
+        assert!(
+            serve.contains(word),
+            "eid serve --help lacks {word}: {serve}"
+        );
+    }
+    let audit = text(&eid.run(&["audit", "verify", "--help"]).await.stdout);
+    assert!(audit.contains("checkpoint"), "{audit}");
+}
+
+#[tokio::test]
+async fn unknown_config_key_is_named_and_nothing_is_created() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let config = write_config(&eid, "[listen]\nidp = \"127.0.0.1:9\"\ncolour = \"blue\"\n").await;
+    let output = eid.run(&["--config", &config, "init"]).await;
+    assert_fails_with(&output, &["eid.toml", "colour"]);
+    assert!(!eid.data().exists());
+}
+
+#[tokio::test]
+async fn missing_config_file_is_named() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let output = eid
+        .run(&["--config", "/nonexistent/eid.toml", "serve"])
+        .await;
+    assert_fails_with(&output, &["cannot read config file /nonexistent/eid.toml"]);
+}
+
+#[tokio::test]
+async fn config_check_prints_settings_without_secrets() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let config = write_config(
+        &eid,
+        "[keys.soft]\npassphrase_env = \"EID_TEST_PASSPHRASE\"\n[database]\nurl = \"postgres://eid@db.internal/eid\"\npassword_env = \"EID_TEST_DB_PASSWORD\"\n",
+    )
+    .await;
+    let output = eid
+        .command(&["--config", &config, "config", "check"])
+        .env("EID_TEST_PASSPHRASE", "correct-horse-battery")
+        .env("EID_TEST_DB_PASSWORD", "s3cret-db")
+        .output()
+        .await
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("postgres://eid@db.internal/eid"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("passphrase (Argon2id)"), "{stdout}");
+    assert!(
+        !stdout.contains("correct-horse") && !stdout.contains("s3cret"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_cleanly_and_leaves_nothing_behind() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let output = eid
+        .command(&["init"])
+        .env("EID_DATABASE_URL", "postgres://eid@127.0.0.1:1/eid")
+        .output()
+        .await
+        .unwrap();
+    assert_fails_with(
+        &output,
+        &["cannot connect to the database at postgres://eid@127.0.0.1:1/eid"],
+    );
+    assert!(
+        !eid.data().exists(),
+        "a failed first start must not leave a data folder"
+    );
+}
+
+#[tokio::test]
+async fn wrong_pkcs11_module_path_is_named() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let config = write_config(
+        &eid,
+        "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"/nonexistent/libpkcs11.so\"\ntoken_label = \"eid\"\npin_env = \"EID_TEST_PIN\"\n",
+    )
+    .await;
+    let output = eid
+        .command(&["--config", &config, "init"])
+        .env("EID_TEST_PIN", "123456")
+        .output()
+        .await
+        .unwrap();
+    assert_fails_with(&output, &["/nonexistent/libpkcs11.so"]);
+    assert!(!text(&output.stderr).contains("123456"));
+    assert!(!eid.data().exists());
+}
+
+#[tokio::test]
+async fn corrupted_soft_key_store_is_named() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    assert!(eid.run(&["init"]).await.status.success());
+    let key_file = eid.data().join("keys").join("eid-audit-checkpoint.key");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+    let sealed = json["sealed"].as_str().unwrap().to_owned();
+    let flipped = format!(
+        "{}{}",
+        &sealed[..sealed.len() - 1],
+        if sealed.ends_with('0') { '1' } else { '0' }
+    );
+    json["sealed"] = serde_json::Value::String(flipped);
+    std::fs::write(&key_file, json.to_string()).unwrap();
+    let output = eid.run(&["audit", "verify"]).await;
+    assert_fails_with(&output, &["eid-audit-checkpoint.key", "corrupted"]);
+
+    std::fs::write(eid.data().join("keys").join("store.json"), "{ not json").unwrap();
+    let output = eid.run(&["serve"]).await;
+    assert_fails_with(&output, &["store.json", "corrupted"]);
+}
+
+#[tokio::test]
+async fn wrong_passphrase_is_reported() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let config = write_config(
+        &eid,
+        "[keys.soft]\npassphrase_env = \"EID_TEST_PASSPHRASE\"\n",
+    )
+    .await;
+    let init = eid
+        .command(&["--config", &config, "init"])
+        .env("EID_TEST_PASSPHRASE", "the right one")
+        .output()
+        .await
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let output = eid
+        .command(&["--config", &config, "audit", "verify"])
+        .env("EID_TEST_PASSPHRASE", "the wrong one")
+        .output()
+        .await
+        .unwrap();
+    assert_fails_with(&output, &["passphrase or key file does not open"]);
+    assert!(!text(&output.stderr).contains("wrong one"));
+    let missing = eid.run(&["--config", &config, "audit", "verify"]).await;
+    assert_fails_with(&missing, &["EID_TEST_PASSPHRASE is not set"]);
+}
+
+#[tokio::test]
+async fn commands_on_an_uninitialised_folder_say_so() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let output = eid.run(&["audit", "verify"]).await;
+    assert_fails_with(&output, &["not initialised", "eid init"]);
+    assert!(!eid.data().exists());
+}
+
+#[tokio::test]
+async fn taken_port_fails_start_up_with_the_address() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = eid
+        .command(&["serve"])
+        .env("EID_CA_LISTEN", &address)
+        .output()
+        .await
+        .unwrap();
+    assert_fails_with(&output, &[&format!("cannot listen on {address} for ca")]);
+}
