@@ -997,6 +997,32 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_production_example_loads() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/eid.example.toml"),
+        )
+        .unwrap();
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("eid-db-password"), "db-secret\n").unwrap();
+        std::fs::write(secrets.path().join("eid-hsm-pin"), "918273\n").unwrap();
+        let text = example.replace("/run/secrets", &secrets.path().display().to_string());
+        let config = load_text(&text, &FakeEnv::default()).unwrap();
+        assert_eq!(config.profile, Profile::Production);
+        assert_eq!(config.database.display_url, "postgres://eid@db.internal:5432/eid");
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://eid:db-secret@db.internal:5432/eid"
+        );
+        let KeysConfig::Pkcs11 { token, pin, sessions, class, .. } = &config.keys else {
+            panic!("expected PKCS#11 keys, got {:?}", config.keys);
+        };
+        assert_eq!(token, &eid_hsm::TokenSelector::Label("eid-service".into()));
+        assert_eq!(pin.expose_secret(), "918273");
+        assert_eq!((*sessions, *class), (4, TokenClass::Hsm));
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
     fn duplicate_listeners_are_refused() {
         let err = load_text("[listen]\nca = \"127.0.0.1:8080\"\n", &FakeEnv::default())
             .unwrap_err()

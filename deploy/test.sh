@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean machine: installs what the tests need from Debian
+# packages when missing, starts PostgreSQL, then runs fmt, clippy and every test on
+# SQLite and PostgreSQL, on the soft key store and on SoftHSM2.
+#
+#   deploy/test.sh            # everything
+#   deploy/test.sh -- NAME    # extra arguments go to `cargo test` (e.g. a test filter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# --- Debian packages ---------------------------------------------------------------
+# softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
+# postgresql: the second storage backend; openssl: the independent judge of signatures.
+packages=(softhsm2 opensc postgresql openssl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- PostgreSQL ----------------------------------------------------------------------
+say "starting PostgreSQL"
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$*"; else sudo -u postgres sh -c "$*"; fi; }
+cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
+if [ -z "$cluster" ]; then
+  version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  as_postgres "pg_createcluster $version main" >/dev/null
+  cluster="$version main"
+fi
+pg_port=$(pg_lsclusters --no-header | awk 'NR==1 {print $3}')
+if ! pg_lsclusters --no-header | awk 'NR==1 {print $4}' | grep -q online; then
+  if [ "$(id -u)" -eq 0 ]; then pg_ctlcluster $cluster start; else sudo pg_ctlcluster $cluster start; fi
+fi
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p "$pg_port" && break; sleep 1; done
+pg_isready -h 127.0.0.1 -p "$pg_port"
+# A role that may create one database per test, reached over TCP with a password.
+as_postgres "psql -q -p $pg_port -c \"DO \\\$\\\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'eid_test') THEN CREATE ROLE eid_test LOGIN CREATEDB PASSWORD 'eid_test'; END IF; END\\\$\\\$;\""
+export EID_TEST_POSTGRES_URL="postgres://eid_test:eid_test@127.0.0.1:${pg_port}/postgres"
+
+# --- SoftHSM2 ------------------------------------------------------------------------
+export EID_TEST_PKCS11_MODULE="${EID_TEST_PKCS11_MODULE:-$(dpkg -L libsofthsm2 | grep 'libsofthsm2.so$' | head -1)}"
+[ -f "$EID_TEST_PKCS11_MODULE" ] || { echo "SoftHSM2 module not found" >&2; exit 1; }
+
+# --- Rust ------------------------------------------------------------------------------
+export CARGO_TERM_COLOR=never
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+say "cargo test (SQLite and PostgreSQL; soft store and SoftHSM2)"
+shift_args=()
+if [ "${1:-}" = "--" ]; then shift; shift_args=("$@"); fi
+cargo test --locked --workspace -- "${shift_args[@]}"
+say "all tests passed"
