@@ -440,6 +440,38 @@ fn bench_pool(c: &mut Criterion, rows: &mut Vec<Row>) {
         raw: two[two.len() / 2],
         target: ">= 1.70 (speed-up)",
     });
+
+    // SoftHSM2's own ceiling on this machine: bare cryptoki, one session per thread.
+    let bare_on_threads = |threads: u32, iterations: u32| {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let session = bare_session("bench-pool");
+                    let key = private_key(&session, "p256");
+                    for _ in 0..iterations / threads {
+                        let digest = sha2::Sha256::digest(MESSAGE);
+                        black_box(session.sign(&Mechanism::Ecdsa, key, &digest).unwrap());
+                    }
+                });
+            }
+        });
+        start.elapsed() / iterations
+    };
+    let mut one = Vec::new();
+    let mut two = Vec::new();
+    for _ in 0..7 {
+        one.push(bare_on_threads(1, 400));
+        two.push(bare_on_threads(2, 400));
+    }
+    one.sort();
+    two.sort();
+    rows.push(Row {
+        name: "bare cryptoki, 1 vs 2 sessions: 1 / 2 threads".into(),
+        layer: one[one.len() / 2],
+        raw: two[two.len() / 2],
+        target: "(SoftHSM2's own ceiling)",
+    });
 }
 
 fn main() {
