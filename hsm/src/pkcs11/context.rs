@@ -164,6 +164,12 @@ impl Module {
                 detail: format!("token label {label:?} must have 1 to 32 bytes"),
             });
         }
+        // Two initialisations at once would pick the same free slot, and the second
+        // C_InitToken would wipe the first's token: one at a time per process.
+        static INITIALISING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = INITIALISING.lock().map_err(|_| HsmError::Task {
+            detail: "token initialisation lock poisoned by an earlier panic".into(),
+        })?;
         let selector = TokenSelector::Label(label.to_owned());
         let tokens = self.tokens()?;
         // C_InitToken on an existing token wipes it, and two tokens with one label
