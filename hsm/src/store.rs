@@ -24,6 +24,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn list(&self) -> Result<Vec<KeyInfo>, HsmError>;
     /// A handle that signs with the key, resolved once so signing does no lookup.
     fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError>;
+    /// Test hook: closes every session of the token behind the backend's back.
+    fn danger_close_all_sessions(&self) -> Result<(), HsmError> {
+        Err(HsmError::UnsupportedKey {
+            detail: format!("{} has no sessions to close", self.description()),
+        })
+    }
 }
 
 /// A resolved private key that can sign.
@@ -134,6 +140,14 @@ impl KeyStore {
             });
         }
         KeySigner::new(key, scheme)
+    }
+
+    /// Test hook, not for production: closes every PKCS#11 session on the token behind
+    /// the session pool's back (as a token reset would), so tests can check that the
+    /// pool recovers. Fails on the soft store.
+    #[doc(hidden)]
+    pub fn danger_close_all_sessions_for_tests(&self) -> Result<(), HsmError> {
+        self.backend.danger_close_all_sessions()
     }
 
     /// What the store can prove about where the key lives, for the CA's question
