@@ -1008,12 +1008,22 @@ mod tests {
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
-        assert_eq!(config.database.display_url, "postgres://eid@db.internal:5432/eid");
+        assert_eq!(
+            config.database.display_url,
+            "postgres://eid@db.internal:5432/eid"
+        );
         assert_eq!(
             config.database.url.expose_secret(),
             "postgres://eid:db-secret@db.internal:5432/eid"
         );
-        let KeysConfig::Pkcs11 { token, pin, sessions, class, .. } = &config.keys else {
+        let KeysConfig::Pkcs11 {
+            token,
+            pin,
+            sessions,
+            class,
+            ..
+        } = &config.keys
+        else {
             panic!("expected PKCS#11 keys, got {:?}", config.keys);
         };
         assert_eq!(token, &eid_hsm::TokenSelector::Label("eid-service".into()));
