@@ -108,6 +108,12 @@ pub enum HsmError {
         /// The rule it breaks.
         rule: String,
     },
+    /// The operation is not allowed on this class of token.
+    #[error("token policy: {detail}")]
+    TokenPolicy {
+        /// What the policy forbids.
+        detail: String,
+    },
     /// A PKCS#11 call failed.
     #[error("PKCS#11 {function} failed: {detail}")]
     Pkcs11 {

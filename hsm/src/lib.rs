@@ -30,4 +30,4 @@ pub use policy::{PinKind, PinPolicy, QscdEvidence, TokenClass};
 pub use secrecy::SecretString;
 pub use signer::{KeySigner, Signature};
 pub use soft::{SoftSecret, SoftStoreOptions};
-pub use store::KeyStore;
+pub use store::{CITIZEN_AUTHENTICATION_LABEL, CITIZEN_SIGNING_LABEL, CitizenKeyPairs, KeyStore};

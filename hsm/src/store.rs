@@ -46,6 +46,20 @@ pub(crate) trait SigningKey: Send + Sync + fmt::Debug {
     ) -> Result<Vec<u8>, HsmError>;
 }
 
+/// Label of a citizen token's authentication key.
+pub const CITIZEN_AUTHENTICATION_LABEL: &str = "citizen-authentication";
+/// Label of a citizen token's signing key.
+pub const CITIZEN_SIGNING_LABEL: &str = "citizen-signing";
+
+/// The two key pairs on a citizen's card or SIM.
+#[derive(Clone, Debug)]
+pub struct CitizenKeyPairs {
+    /// For logging in (PIN1).
+    pub authentication: KeyInfo,
+    /// For qualified signatures (PIN2 for every signature).
+    pub signing: KeyInfo,
+}
+
 /// A store of private keys: the soft key store or a PKCS#11 token.
 ///
 /// Cheap to clone; clones share the open store (and, for PKCS#11, the session pool).
@@ -116,6 +130,41 @@ impl KeyStore {
     /// Looks a key up by label.
     pub fn find(&self, label: &KeyLabel) -> Result<Option<KeyInfo>, HsmError> {
         self.backend.find(label)
+    }
+
+    /// Looks a key up by its identifier (`CKA_ID` on a token).
+    pub fn find_by_id(&self, id: &[u8]) -> Result<Option<KeyInfo>, HsmError> {
+        Ok(self.backend.list()?.into_iter().find(|key| key.id == id))
+    }
+
+    /// Generates a citizen token's two key pairs, as ID cards and mobile-ID SIMs carry
+    /// them: an authentication key (used after PIN1) and a signing key that needs PIN2
+    /// for every signature (always-authenticate). Only a smartcard or SIM store may hold
+    /// them; anywhere else they could not be a qualified signature creation device.
+    pub fn generate_citizen_key_pairs(&self, spec: KeySpec) -> Result<CitizenKeyPairs, HsmError> {
+        if !self.class().is_citizen_token() {
+            return Err(HsmError::TokenPolicy {
+                detail: format!(
+                    "citizen key pairs are generated on a smartcard or SIM, not on a {} store ({})",
+                    self.class(),
+                    self.description()
+                ),
+            });
+        }
+        let authentication = self.generate(
+            &KeyLabel::new(CITIZEN_AUTHENTICATION_LABEL)?,
+            spec,
+            KeyRole::CitizenAuthentication,
+        )?;
+        let signing = self.generate(
+            &KeyLabel::new(CITIZEN_SIGNING_LABEL)?,
+            spec,
+            KeyRole::CitizenSigning,
+        )?;
+        Ok(CitizenKeyPairs {
+            authentication,
+            signing,
+        })
     }
 
     /// Every key in the store, sorted by label.

@@ -289,6 +289,42 @@ mod softhsm_only {
     }
 
     #[test]
+    fn citizen_token_gets_two_key_pairs_and_only_the_signing_one_is_qscd() {
+        let sim = softhsm_store(TokenClass::Sim, 1);
+        let pairs = sim
+            .store
+            .generate_citizen_key_pairs(KeySpec::EcP384)
+            .unwrap();
+        assert_eq!(pairs.authentication.role, KeyRole::CitizenAuthentication);
+        assert_eq!(pairs.signing.role, KeyRole::CitizenSigning);
+        assert!(!pairs.authentication.attributes.always_authenticate);
+        assert!(pairs.signing.attributes.always_authenticate);
+        assert!(pairs.signing.attributes.local && pairs.signing.attributes.never_extractable);
+        assert_ne!(pairs.authentication.id, pairs.signing.id);
+        let by_id = sim.store.find_by_id(&pairs.signing.id).unwrap().unwrap();
+        assert_eq!(by_id.label.as_str(), eid_hsm::CITIZEN_SIGNING_LABEL);
+        let evidence = |l: &str| sim.store.qscd_evidence(&label(l)).unwrap().is_qscd();
+        assert!(evidence(eid_hsm::CITIZEN_SIGNING_LABEL));
+        assert!(!evidence(eid_hsm::CITIZEN_AUTHENTICATION_LABEL));
+        // A second pair on the same token is refused, not overwritten.
+        assert!(matches!(
+            sim.store.generate_citizen_key_pairs(KeySpec::EcP384),
+            Err(HsmError::KeyExists { .. })
+        ));
+        // Service stores (an HSM, the soft store) do not hold citizen key pairs.
+        let hsm = softhsm_store(TokenClass::Hsm, 1);
+        assert!(matches!(
+            hsm.store.generate_citizen_key_pairs(KeySpec::EcP256),
+            Err(HsmError::TokenPolicy { .. })
+        ));
+        let soft = common::soft_store();
+        assert!(matches!(
+            soft.store.generate_citizen_key_pairs(KeySpec::EcP256),
+            Err(HsmError::TokenPolicy { .. })
+        ));
+    }
+
+    #[test]
     fn always_authenticate_key_needs_the_pin_for_every_signature() {
         let t = softhsm_store(TokenClass::Smartcard, 1);
         for (l, spec) in [("sig-ec", KeySpec::EcP256), ("sig-rsa", KeySpec::Rsa3072)] {

@@ -506,3 +506,154 @@ async fn taken_port_fails_start_up_with_the_address() {
         .unwrap();
     assert_fails_with(&output, &[&format!("cannot listen on {address} for ca")]);
 }
+
+/// A SoftHSM2 token made with softhsm2-util, as the README shows, in a folder of the
+/// test's own.
+struct SoftHsmToken {
+    conf: PathBuf,
+    module: String,
+}
+
+impl SoftHsmToken {
+    fn create(dir: &Path, label: &str, user_pin: &str) -> Self {
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let output = std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                "83910274",
+                "--pin",
+                user_pin,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "softhsm2-util: {}",
+            text(&output.stderr)
+        );
+        Self {
+            conf,
+            module: std::env::var("EID_TEST_PKCS11_MODULE")
+                .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()),
+        }
+    }
+
+    fn config(&self, eid: &Eid, token_label: &str, pin: &str) -> PathBuf {
+        let pin_file = eid.dir.path().join("hsm-pin");
+        std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+        let config = eid.dir.path().join("eid.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{token_label}\"\npin_file = \"hsm-pin\"\n",
+                self.module
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    async fn run(&self, eid: &Eid, config: &Path, args: &[&str]) -> Output {
+        let config = config.display().to_string();
+        eid.command(&[&["--config", config.as_str()], args].concat())
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn service_keys_live_on_a_pkcs11_token() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let token = SoftHsmToken::create(eid.dir.path(), "eid-service", "246810");
+    let config = token.config(&eid, "eid-service", "246810");
+
+    let init = token.run(&eid, &config, &["init"]).await;
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    assert!(
+        text(&init.stdout).contains("PKCS#11 token 'eid-service'"),
+        "{}",
+        text(&init.stdout)
+    );
+    let keys = token.run(&eid, &config, &["keys", "list"]).await;
+    let listing = text(&keys.stdout);
+    assert!(
+        listing.contains("eid-audit-checkpoint")
+            && listing
+                .contains("sensitive=true extractable=false never_extractable=true local=true"),
+        "{listing}"
+    );
+    assert!(
+        !eid.data().join("keys").exists(),
+        "no soft store when keys are on a token"
+    );
+    let verify = token.run(&eid, &config, &["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+
+    // OpenSC's pkcs11-tool, which nobody here wrote, sees the same key on the token.
+    let objects = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &token.conf)
+        .args([
+            "--module",
+            &token.module,
+            "--token-label",
+            "eid-service",
+            "--login",
+            "--pin",
+            "246810",
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .output()
+        .unwrap();
+    let objects = text(&objects.stdout);
+    assert!(
+        objects.contains("label:      eid-audit-checkpoint"),
+        "{objects}"
+    );
+    assert!(
+        objects.contains("never extractable") && objects.contains("local"),
+        "{objects}"
+    );
+    assert!(
+        objects.contains("Usage:      sign") && !objects.contains("decrypt"),
+        "{objects}"
+    );
+}
+
+#[tokio::test]
+async fn missing_token_and_wrong_pin_are_named_and_leave_nothing_behind() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let token = SoftHsmToken::create(eid.dir.path(), "eid-service", "246810");
+
+    let config = token.config(&eid, "no-such-token", "246810");
+    let output = token.run(&eid, &config, &["init"]).await;
+    assert_fails_with(
+        &output,
+        &["no PKCS#11 token labelled 'no-such-token'", "eid-service"],
+    );
+    assert!(!eid.data().exists());
+
+    let config = token.config(&eid, "eid-service", "999999");
+    let output = token.run(&eid, &config, &["init"]).await;
+    assert_fails_with(&output, &["eid-service", "refused the PIN"]);
+    assert!(!text(&output.stderr).contains("999999"));
+    assert!(!eid.data().exists());
+}
