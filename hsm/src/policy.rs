@@ -114,7 +114,10 @@ impl PinPolicy {
             return fail(format!("it must have {min} to {} digits", self.max));
         }
         let bytes = pin.as_bytes();
-        if bytes.iter().all(|&b| b == bytes[0]) {
+        if bytes
+            .first()
+            .is_some_and(|first| bytes.iter().all(|b| b == first))
+        {
             return fail("it must not be one digit repeated".into());
         }
         let steps: Vec<i16> = bytes
