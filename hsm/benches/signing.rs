@@ -13,7 +13,6 @@
 
 use std::{
     hint::black_box,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -30,30 +29,24 @@ use cryptoki::{
     types::Ulong,
 };
 use eid_hsm::{
-    KeyLabel, KeyRole, KeySigner, KeySpec, KeyStore, Pkcs11Options, SecretString, SignatureScheme,
-    SoftSecret, SoftStoreOptions, TokenClass, TokenSelector,
+    KeyLabel, KeyRole, KeySigner, KeySpec, KeyStore, Pkcs11Options, SignatureScheme, SoftSecret,
+    SoftStoreOptions, TokenClass, TokenSelector,
 };
 use sha2::Digest;
 
+// The key-layer tests' harness: the SoftHSM2 environment, the module path, PINs.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{SO_PIN, USER_PIN, module, secret, softhsm_environment};
+
 const MESSAGE: &[u8] = b"a 64-byte message to sign, about the size of a token or a digest";
-const USER_PIN: &str = "48213";
 const SHA256_DIGEST_INFO: &[u8] = &[
     0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
     0x00, 0x04, 0x20,
 ];
 
-fn secret(s: &str) -> SecretString {
-    SecretString::from(s.to_owned())
-}
-
 fn label(s: &str) -> KeyLabel {
     KeyLabel::new(s).unwrap()
-}
-
-fn module() -> PathBuf {
-    std::env::var_os("EID_TEST_PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
 }
 
 fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
@@ -211,31 +204,8 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
     });
 }
 
-/// Sets up SoftHSM2 with a private token directory. Runs first in `main`, while the
-/// process has a single thread.
-fn softhsm_environment() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    // SAFETY: called at the start of main, before any other thread exists.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-    }
-    dir
-}
-
 fn softhsm_store(token: &str, sessions: usize) -> KeyStore {
-    eid_hsm::initialize_token(&module(), token, &secret("83910274"), &secret(USER_PIN)).unwrap();
+    eid_hsm::initialize_token(&module(), token, &secret(SO_PIN), &secret(USER_PIN)).unwrap();
     KeyStore::open_pkcs11(Pkcs11Options {
         module: module(),
         token: TokenSelector::Label(token.into()),
@@ -481,7 +451,7 @@ fn bench_pool(c: &mut Criterion, rows: &mut Vec<Row>) {
 }
 
 fn main() {
-    let _softhsm_dir = softhsm_environment();
+    softhsm_environment();
     let mut criterion = Criterion::default().configure_from_args();
     let mut rows = Vec::new();
     bench_soft(&mut criterion, &mut rows);

@@ -657,3 +657,27 @@ async fn missing_token_and_wrong_pin_are_named_and_leave_nothing_behind() {
     assert!(!text(&output.stderr).contains("999999"));
     assert!(!eid.data().exists());
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let output = eid
+        .command(&["init"])
+        .env("EID_LOG_FORMAT", "json")
+        .env("EID_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let initialised = lines
+        .iter()
+        .find(|l| l["message"] == "initialised a new eid instance")
+        .unwrap_or_else(|| panic!("no initialisation record in {lines:?}"));
+    assert_eq!(initialised["level"], "INFO");
+    assert_eq!(initialised["instance_id"].as_str().map(str::len), Some(32));
+    assert!(initialised["timestamp"].is_string());
+}
