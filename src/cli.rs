@@ -64,6 +64,9 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Operate the certificate authority.
+    #[command(subcommand)]
+    Ca(crate::ca::CaCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -135,6 +138,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init => {
             let data_dir = config.data_dir.clone();
             let instance = open(config, OpenMode::CreateIfMissing).await?;
+            eid_ca::CertificateAuthority::open(&instance.ctx).await?;
             if instance.created {
                 println!(
                     "initialised eid in {} (database {}, keys in {})",
@@ -172,6 +176,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(command) => {
+            let instance = open(config, OpenMode::Existing).await?;
+            let result = crate::ca::run(&instance.ctx, command).await;
+            instance.ctx.db.close().await;
+            result
         }
         Command::Config(ConfigCommand::Check) => {
             print!("{}", config.describe());

@@ -1,6 +1,7 @@
 //! `eid`: runs the national identity and trust services, and the operator commands.
 #![forbid(unsafe_code)]
 
+mod ca;
 mod cli;
 mod serve;
 

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
+use eid_ca::CertificateAuthority;
 use eid_core::{
     Config, ServiceContext, SystemClock, audit,
     instance::{self, OpenMode},
@@ -20,35 +21,33 @@ struct Planned {
     router: Router,
 }
 
-fn plan(ctx: &ServiceContext, only: Option<ServiceName>) -> Vec<Planned> {
+fn plan(
+    ctx: &ServiceContext,
+    ca: &CertificateAuthority,
+    only: Option<ServiceName>,
+) -> Vec<Planned> {
     let listen = ctx.config.listen;
     let all = [
-        (
-            ServiceName::Idp,
-            eid_idp::SERVICE,
-            listen.idp,
-            eid_idp::router as fn(&ServiceContext) -> Router,
-        ),
-        (ServiceName::Ca, eid_ca::SERVICE, listen.ca, eid_ca::router),
-        (
-            ServiceName::Signing,
-            eid_signing::SERVICE,
-            listen.signing,
-            eid_signing::router,
-        ),
+        (ServiceName::Idp, eid_idp::SERVICE, listen.idp),
+        (ServiceName::Ca, eid_ca::SERVICE, listen.ca),
+        (ServiceName::Signing, eid_signing::SERVICE, listen.signing),
         (
             ServiceName::Enrolment,
             eid_enrolment::SERVICE,
             listen.enrolment,
-            eid_enrolment::router,
         ),
     ];
     all.into_iter()
         .filter(|(which, ..)| only.is_none_or(|only| only == *which))
-        .map(|(_, name, address, router)| Planned {
+        .map(|(which, name, address)| Planned {
             name,
             address,
-            router: router(ctx),
+            router: match which {
+                ServiceName::Idp => eid_idp::router(ctx),
+                ServiceName::Ca => eid_ca::router(ca),
+                ServiceName::Signing => eid_signing::router(ctx),
+                ServiceName::Enrolment => eid_enrolment::router(ctx),
+            },
         })
         .collect()
 }
@@ -59,6 +58,9 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
     let interval = Duration::from_secs(config.audit.checkpoint_interval_secs);
     let instance = instance::open(config, Arc::new(SystemClock), OpenMode::CreateIfMissing).await?;
     let ctx = instance.ctx.clone();
+    // The CA hierarchy is part of every instance: the other services use its
+    // certificates (TSU, TLS), so it is loaded (or, on first start, created) for all.
+    let ca = CertificateAuthority::open(&ctx).await?;
     if instance.created {
         println!(
             "initialised a new eid instance in {}",
@@ -68,7 +70,7 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
 
     // Bind every listener before serving any, so a taken port fails start-up cleanly.
     let mut bound = Vec::new();
-    for planned in plan(&ctx, only) {
+    for planned in plan(&ctx, &ca, only) {
         let listener = tokio::net::TcpListener::bind(planned.address)
             .await
             .with_context(|| {

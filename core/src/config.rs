@@ -124,6 +124,43 @@ struct FileConfig {
     keys: KeysSection,
     audit: AuditSection,
     log: LogSection,
+    ca: CaSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CaSection {
+    country: String,
+    organization: String,
+    public_url: Option<String>,
+    pds_url: Option<String>,
+    citizen_validity_days: u32,
+    crl_next_update_hours: u32,
+    ocsp_validity_hours: u32,
+    issuance_client: Vec<IssuanceClientSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuanceClientSection {
+    name: String,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+}
+
+impl Default for CaSection {
+    fn default() -> Self {
+        Self {
+            country: "TT".into(),
+            organization: "eID Development Authority".into(),
+            public_url: None,
+            pds_url: None,
+            citizen_validity_days: 5 * 365,
+            crl_next_update_hours: 24,
+            ocsp_validity_hours: 24,
+            issuance_client: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +292,50 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Certificate authority.
+    pub ca: CaConfig,
+}
+
+/// Certificate authority settings.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CaConfig {
+    /// ISO 3166-1 alpha-2 country of the authority and its citizens (`C=` and the
+    /// `PNO<CC>-` semantics of citizen serial numbers).
+    pub country: String,
+    /// The authority's organisation name (`O=` of the CA certificates).
+    pub organization: String,
+    /// Base URL written into certificates for OCSP, CA certificates and CRLs.
+    pub public_url: String,
+    /// PKI disclosure statement URL (the QcPDS statement of qualified certificates).
+    pub pds_url: String,
+    /// Validity of citizen certificates.
+    pub citizen_validity_days: u32,
+    /// How long a CRL is current (`nextUpdate - thisUpdate`).
+    pub crl_next_update_hours: u32,
+    /// How long an OCSP response is current.
+    pub ocsp_validity_hours: u32,
+    /// The registration-authority callers allowed to use the issuance API over HTTP,
+    /// each with its bearer token.
+    pub issuance_clients: Vec<IssuanceClient>,
+}
+
+/// A caller of the CA's issuance API.
+#[non_exhaustive]
+pub struct IssuanceClient {
+    /// The caller's name, recorded as the actor of its audit events.
+    pub name: String,
+    /// Its bearer token.
+    pub token: SecretString,
+}
+
+impl fmt::Debug for IssuanceClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuanceClient")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Database connection settings.
@@ -454,7 +535,9 @@ impl Config {
             ));
         }
 
+        let ca = resolve_ca(file.ca, &listen, env, &relative)?;
         let config = Self {
+            ca,
             profile: file.profile,
             data_dir,
             database,
@@ -581,6 +664,107 @@ fn resolve_listeners(
         }
     }
     Ok(listeners)
+}
+
+fn resolve_ca(
+    section: CaSection,
+    listen: &Listeners,
+    env: &dyn Environment,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<CaConfig, ConfigError> {
+    if section.country.len() != 2 || !section.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            "ca.country",
+            format!(
+                "`{}` is not an ISO 3166-1 alpha-2 code such as TT or EE",
+                section.country
+            ),
+        ));
+    }
+    if section.organization.trim().is_empty() || section.organization.len() > 64 {
+        return Err(invalid("ca.organization", "must have 1 to 64 characters"));
+    }
+    let public_url = section
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", listen.ca))
+        .trim_end_matches('/')
+        .to_owned();
+    // Relying parties fetch OCSP and CRLs over plain HTTP (RFC 5019, RFC 5280 4.2.1.13):
+    // the responses are signed, and HTTPS would need revocation checking of its own.
+    if !public_url.starts_with("http://") {
+        return Err(invalid(
+            "ca.public_url",
+            "must be an http:// URL (OCSP and CRL fetchers expect plain HTTP)",
+        ));
+    }
+    let pds_url = section.pds_url.unwrap_or_else(|| {
+        format!(
+            "https://{}/pds/en.pdf",
+            public_url.trim_start_matches("http://")
+        )
+    });
+    for (key, value) in [
+        ("ca.citizen_validity_days", section.citizen_validity_days),
+        ("ca.crl_next_update_hours", section.crl_next_update_hours),
+        ("ca.ocsp_validity_hours", section.ocsp_validity_hours),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    let mut issuance_clients = Vec::new();
+    for client in section.issuance_client {
+        let name = client.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "ca.issuance_client.name",
+                format!("`{name}`: use 1-64 characters from A-Z a-z 0-9 - _"),
+            ));
+        }
+        let key = format!("ca.issuance_client `{name}` token_file/token_env");
+        let token = read_secret(
+            &key,
+            &SecretRef {
+                file: client.token_file.map(relative),
+                env: client.token_env,
+            },
+            env,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                &key,
+                "the client's bearer token must come from a file or an environment variable",
+            )
+        })?;
+        if token.expose_secret().len() < 32 {
+            return Err(invalid(&key, "a bearer token needs at least 32 characters"));
+        }
+        if issuance_clients
+            .iter()
+            .any(|c: &IssuanceClient| c.name == name)
+        {
+            return Err(invalid(
+                "ca.issuance_client.name",
+                format!("`{name}` is listed twice"),
+            ));
+        }
+        issuance_clients.push(IssuanceClient { name, token });
+    }
+    Ok(CaConfig {
+        country: section.country,
+        organization: section.organization,
+        public_url,
+        pds_url,
+        citizen_validity_days: section.citizen_validity_days,
+        crl_next_update_hours: section.crl_next_update_hours,
+        ocsp_validity_hours: section.ocsp_validity_hours,
+        issuance_clients,
+    })
 }
 
 fn read_secret(

@@ -1,0 +1,505 @@
+//! The CA hierarchy: a root, the issuing CAs for citizens, their delegated OCSP
+//! responders, the time-stamping unit and the idp's TLS server certificate.
+//!
+//! The embedded default creates every missing role on first start, each key in the key
+//! layer and each certificate recorded with an audit event in one transaction; later
+//! starts load what exists and change nothing.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use der::{Decode, Encode, asn1::OctetString};
+use eid_core::{AuditEvent, ServiceContext, audit};
+use eid_hsm::{KeyLabel, KeyRole, KeySigner, KeySpec};
+use sqlx::Row;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use x509_cert::{
+    Certificate,
+    builder::{Builder, CertificateBuilder, profile::BuilderProfile},
+    certificate::TbsCertificate,
+    ext::{
+        Extension,
+        pkix::{KeyUsages, name::GeneralName},
+    },
+    name::Name,
+    time::{Time, Validity},
+};
+
+use crate::{
+    CaError, CertificateSerial,
+    extensions::{self, oid},
+    names::NameBuilder,
+};
+
+/// A place in the hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CaRole {
+    /// The root CA: signs the issuing CAs, the TSU and the idp's TLS certificate.
+    Root,
+    /// Issues citizens' authentication certificates.
+    CitizenAuthenticationCa,
+    /// Issues citizens' qualified signature certificates.
+    CitizenSigningCa,
+    /// Delegated OCSP responder for the citizen authentication CA.
+    OcspCitizenAuthentication,
+    /// Delegated OCSP responder for the citizen signing CA.
+    OcspCitizenSigning,
+    /// The time-stamping unit of the TSA.
+    TimeStamping,
+    /// The idp's TLS server certificate for the card-login listener.
+    IdpTls,
+}
+
+impl CaRole {
+    /// Every role, issuers before what they issue.
+    pub const ALL: [Self; 7] = [
+        Self::Root,
+        Self::CitizenAuthenticationCa,
+        Self::CitizenSigningCa,
+        Self::OcspCitizenAuthentication,
+        Self::OcspCitizenSigning,
+        Self::TimeStamping,
+        Self::IdpTls,
+    ];
+
+    /// The role's stable name: in URLs, file names and the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Root => "root",
+            Self::CitizenAuthenticationCa => "citizen-auth-ca",
+            Self::CitizenSigningCa => "citizen-sign-ca",
+            Self::OcspCitizenAuthentication => "ocsp-citizen-auth",
+            Self::OcspCitizenSigning => "ocsp-citizen-sign",
+            Self::TimeStamping => "tsa",
+            Self::IdpTls => "idp-tls",
+        }
+    }
+
+    /// Parses [`CaRole::name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.name() == name)
+    }
+
+    /// The label of the role's key in the key layer.
+    pub fn key_label(self) -> String {
+        format!("ca-{}", self.name())
+    }
+
+    /// Who issues this role's certificate (none for the root).
+    pub fn issuer(self) -> Option<Self> {
+        match self {
+            Self::Root => None,
+            Self::CitizenAuthenticationCa
+            | Self::CitizenSigningCa
+            | Self::TimeStamping
+            | Self::IdpTls => Some(Self::Root),
+            Self::OcspCitizenAuthentication => Some(Self::CitizenAuthenticationCa),
+            Self::OcspCitizenSigning => Some(Self::CitizenSigningCa),
+        }
+    }
+
+    /// Whether the role is a CA that issues citizen certificates.
+    pub fn is_issuing_ca(self) -> bool {
+        matches!(self, Self::CitizenAuthenticationCa | Self::CitizenSigningCa)
+    }
+
+    /// The OCSP responder of an issuing CA.
+    pub fn ocsp_responder(self) -> Option<Self> {
+        match self {
+            Self::CitizenAuthenticationCa => Some(Self::OcspCitizenAuthentication),
+            Self::CitizenSigningCa => Some(Self::OcspCitizenSigning),
+            _ => None,
+        }
+    }
+
+    fn key_spec(self) -> KeySpec {
+        // CA keys are long-lived: P-384. Responders, the TSU and TLS sign per request:
+        // P-256, several times faster.
+        match self {
+            Self::Root | Self::CitizenAuthenticationCa | Self::CitizenSigningCa => KeySpec::EcP384,
+            _ => KeySpec::EcP256,
+        }
+    }
+
+    fn lifetime(self) -> Duration {
+        const DAY: u64 = 24 * 60 * 60;
+        Duration::from_secs(
+            DAY * match self {
+                Self::Root => 20 * 365,
+                Self::CitizenAuthenticationCa | Self::CitizenSigningCa => 12 * 365,
+                Self::TimeStamping => 6 * 365,
+                Self::OcspCitizenAuthentication | Self::OcspCitizenSigning | Self::IdpTls => 365,
+            },
+        )
+    }
+}
+
+impl fmt::Display for CaRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A certificate with everything the builder needs, decided in advance.
+pub(crate) struct Planned {
+    pub(crate) subject: Name,
+    pub(crate) issuer: Name,
+    pub(crate) extensions: Vec<Extension>,
+}
+
+impl BuilderProfile for Planned {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        _spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        Ok(self.extensions.clone())
+    }
+}
+
+/// Converts a time for a certificate's validity (UTCTime before 2050, as RFC 5280 asks;
+/// the builder adjusts).
+pub(crate) fn x509_time(at: OffsetDateTime) -> Result<Time, CaError> {
+    let seconds =
+        u64::try_from(at.unix_timestamp()).map_err(|_| CaError::encoding("time", "before 1970"))?;
+    let date = der::DateTime::from_unix_duration(Duration::from_secs(seconds))
+        .map_err(|e| CaError::encoding("time", e))?;
+    Ok(Time::from(date))
+}
+
+/// Builds the TBS certificate, signs it with `signer`, and checks the result is the
+/// planned TBS with a signature that verifies.
+pub(crate) fn sign_planned(
+    planned: Planned,
+    serial: &CertificateSerial,
+    validity: (OffsetDateTime, OffsetDateTime),
+    spki: spki::SubjectPublicKeyInfoOwned,
+    signer: &KeySigner,
+) -> Result<(Vec<u8>, Vec<u8>), CaError> {
+    let mut builder = CertificateBuilder::new(
+        planned,
+        serial.to_x509()?,
+        Validity::new(x509_time(validity.0)?, x509_time(validity.1)?),
+        spki,
+    )
+    .map_err(|e| CaError::encoding("certificate", e))?;
+    let tbs = builder
+        .finalize(signer)
+        .map_err(|e| CaError::encoding("TBS certificate", e))?;
+    let signature = signer.sign(&tbs)?;
+    let bits = der::asn1::BitString::from_bytes(signature.as_bytes())
+        .map_err(|e| CaError::encoding("signature", e))?;
+    let certificate = builder
+        .assemble(bits, signer)
+        .map_err(|e| CaError::encoding("certificate", e))?;
+    let der = certificate
+        .to_der()
+        .map_err(|e| CaError::encoding("certificate", e))?;
+    Ok((tbs, der))
+}
+
+/// One role's certificate and, for roles that sign, its signer.
+#[derive(Clone, Debug)]
+pub struct Authority {
+    /// The role.
+    pub role: CaRole,
+    /// The certificate.
+    pub certificate: Certificate,
+    /// Its DER encoding.
+    pub der: Vec<u8>,
+    /// The role's key, ready to sign.
+    pub signer: KeySigner,
+}
+
+/// The whole hierarchy, loaded.
+#[derive(Clone, Debug)]
+pub struct Hierarchy {
+    authorities: BTreeMap<CaRole, Authority>,
+}
+
+impl Hierarchy {
+    /// The authority of `role`.
+    pub fn get(&self, role: CaRole) -> Result<&Authority, CaError> {
+        self.authorities
+            .get(&role)
+            .ok_or_else(|| CaError::Task(format!("CA role {role} is not loaded")))
+    }
+
+    /// Every authority, root first.
+    pub fn iter(&self) -> impl Iterator<Item = &Authority> {
+        self.authorities.values()
+    }
+
+    /// Loads the hierarchy, creating every missing role (keys in the key layer,
+    /// certificates signed by their issuers, each creation audited).
+    pub async fn ensure(ctx: &ServiceContext) -> Result<Self, CaError> {
+        let mut authorities = BTreeMap::new();
+        for role in CaRole::ALL {
+            let authority = match load(ctx, role).await? {
+                Some(authority) => authority,
+                None => create(ctx, role, &authorities).await?,
+            };
+            authorities.insert(role, authority);
+        }
+        Ok(Self { authorities })
+    }
+}
+
+async fn signer_for(
+    ctx: &ServiceContext,
+    role: CaRole,
+    create: bool,
+) -> Result<KeySigner, CaError> {
+    let keys = ctx.keys.clone();
+    tokio::task::spawn_blocking(move || {
+        let label = KeyLabel::new(role.key_label())?;
+        if create {
+            keys.ensure(&label, role.key_spec(), KeyRole::Service)?;
+        }
+        keys.signer(&label, None)
+    })
+    .await
+    .map_err(|e| CaError::Task(e.to_string()))?
+    .map_err(CaError::from)
+}
+
+async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Authority>, CaError> {
+    let row = sqlx::query("SELECT der FROM ca_certificate WHERE role = $1")
+        .bind(role.name())
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(CaError::query("loading a CA certificate"))?;
+    let Some(row) = row else { return Ok(None) };
+    let der: Vec<u8> = row
+        .try_get("der")
+        .map_err(CaError::query("loading a CA certificate"))?;
+    let certificate =
+        Certificate::from_der(&der).map_err(|e| CaError::encoding("stored CA certificate", e))?;
+    let signer = signer_for(ctx, role, false).await?;
+    if signer.public_key().spki()
+        != &certificate
+            .tbs_certificate()
+            .subject_public_key_info()
+            .clone()
+    {
+        return Err(CaError::Mismatch(format!(
+            "the key `{}` in {} is not the key of the stored {role} certificate",
+            role.key_label(),
+            ctx.keys.description()
+        )));
+    }
+    Ok(Some(Authority {
+        role,
+        certificate,
+        der,
+        signer,
+    }))
+}
+
+fn plan(
+    ctx: &ServiceContext,
+    role: CaRole,
+    spki: &spki::SubjectPublicKeyInfoOwned,
+    issuer: Option<&Authority>,
+) -> Result<Planned, CaError> {
+    let ca = &ctx.config.ca;
+    let base = NameBuilder::default()
+        .country(&ca.country)
+        .organization(&ca.organization);
+    let subject = match role {
+        CaRole::Root => base.common_name(&format!("{} Root CA", ca.organization)),
+        CaRole::CitizenAuthenticationCa => {
+            base.common_name(&format!("{} Citizen Authentication CA", ca.organization))
+        }
+        CaRole::CitizenSigningCa => base.common_name(&format!(
+            "{} Citizen Qualified Signature CA",
+            ca.organization
+        )),
+        CaRole::OcspCitizenAuthentication => base.common_name(&format!(
+            "{} Citizen Authentication OCSP Responder",
+            ca.organization
+        )),
+        CaRole::OcspCitizenSigning => base.common_name(&format!(
+            "{} Citizen Signature OCSP Responder",
+            ca.organization
+        )),
+        CaRole::TimeStamping => {
+            base.common_name(&format!("{} Time-Stamping Unit", ca.organization))
+        }
+        CaRole::IdpTls => base.common_name(&format!("{} Identity Provider", ca.organization)),
+    }
+    .build()?;
+    let issuer_name = match issuer {
+        Some(issuer) => issuer.certificate.tbs_certificate().subject().clone(),
+        None => subject.clone(),
+    };
+    let mut ext = vec![extensions::subject_key_identifier(spki)?];
+    if let Some(issuer) = issuer {
+        let issuer_spki = issuer
+            .certificate
+            .tbs_certificate()
+            .subject_public_key_info();
+        ext.push(extensions::authority_key_identifier(issuer_spki)?);
+        ext.push(extensions::authority_info_access(
+            None,
+            &format!("{}/ca/{}.crt", ca.public_url, issuer.role),
+        )?);
+    }
+    match role {
+        CaRole::Root => {
+            ext.push(extensions::basic_constraints(true, None)?);
+            ext.push(extensions::key_usage(&[
+                KeyUsages::KeyCertSign,
+                KeyUsages::CRLSign,
+            ])?);
+        }
+        CaRole::CitizenAuthenticationCa | CaRole::CitizenSigningCa => {
+            ext.push(extensions::basic_constraints(true, Some(0))?);
+            ext.push(extensions::key_usage(&[
+                KeyUsages::KeyCertSign,
+                KeyUsages::CRLSign,
+            ])?);
+            let policy = if role == CaRole::CitizenSigningCa {
+                oid::QCP_N_QSCD
+            } else {
+                oid::NCP_PLUS
+            };
+            ext.push(extensions::certificate_policies(&[policy])?);
+        }
+        CaRole::OcspCitizenAuthentication | CaRole::OcspCitizenSigning => {
+            ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
+            ext.push(extensions::extended_key_usage(&[oid::OCSP_SIGNING], false)?);
+            ext.push(extensions::ocsp_nocheck()?);
+        }
+        CaRole::TimeStamping => {
+            ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
+            // RFC 3161 §2.3: the TSU certificate's only purpose, and critical.
+            ext.push(extensions::extended_key_usage(&[oid::TIME_STAMPING], true)?);
+        }
+        CaRole::IdpTls => {
+            ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
+            ext.push(extensions::extended_key_usage(&[oid::SERVER_AUTH], false)?);
+            let host = ctx.config.listen.idp.ip();
+            let address = match host {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            // The listener's address: pkilint (rightly) refuses a bare "localhost" as a
+            // DNS name. A public host name comes from the idp's own configuration.
+            ext.push(extensions::subject_alt_name(vec![GeneralName::IpAddress(
+                OctetString::new(address).map_err(|e| CaError::encoding("SAN", e))?,
+            )])?);
+        }
+    }
+    Ok(Planned {
+        subject,
+        issuer: issuer_name,
+        extensions: ext,
+    })
+}
+
+async fn create(
+    ctx: &ServiceContext,
+    role: CaRole,
+    created: &BTreeMap<CaRole, Authority>,
+) -> Result<Authority, CaError> {
+    let issuer = match role.issuer() {
+        Some(issuer_role) => Some(
+            created
+                .get(&issuer_role)
+                .ok_or_else(|| CaError::Task(format!("{issuer_role} must exist before {role}")))?,
+        ),
+        None => None,
+    };
+    let signer = signer_for(ctx, role, true).await?;
+    let spki = signer.public_key().spki().clone();
+    let planned = plan(ctx, role, &spki, issuer)?;
+    let serial = CertificateSerial::random()?;
+    let now = ctx.clock.now();
+    // Back-dated an hour so relying parties with a slightly slow clock accept it.
+    let not_before = now - time::Duration::hours(1);
+    let mut not_after = now + role.lifetime();
+    if let Some(issuer) = issuer {
+        let issuer_end: std::time::SystemTime = issuer
+            .certificate
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .into();
+        not_after = not_after.min(OffsetDateTime::from(issuer_end));
+    }
+    let issuing_signer = issuer.map_or(&signer, |issuer| &issuer.signer).clone();
+    let (_, der) = tokio::task::spawn_blocking(move || {
+        sign_planned(
+            planned,
+            &serial,
+            (not_before, not_after),
+            spki,
+            &issuing_signer,
+        )
+    })
+    .await
+    .map_err(|e| CaError::Task(e.to_string()))??;
+    let certificate =
+        Certificate::from_der(&der).map_err(|e| CaError::encoding("certificate", e))?;
+    let tbs = certificate.tbs_certificate();
+    let serial = CertificateSerial::from_certificate(tbs.serial_number());
+    let subject = tbs.subject().to_string();
+    let text = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| CaError::encoding("time", e));
+
+    let mut tx = ctx.db.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO ca_certificate (role, serial, issuer_role, key_label, subject, not_before, \
+         not_after, der, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(role.name())
+    .bind(serial.to_hex())
+    .bind(role.issuer().map(CaRole::name))
+    .bind(role.key_label())
+    .bind(&subject)
+    .bind(text(not_before)?)
+    .bind(text(not_after)?)
+    .bind(&der)
+    .bind(text(now)?)
+    .execute(&mut *tx)
+    .await
+    .map_err(CaError::query("storing a CA certificate"))?;
+    audit::append(
+        &mut tx,
+        ctx.clock.as_ref(),
+        &AuditEvent::new(
+            "system",
+            "ca.certificate.create",
+            "ca-certificate",
+            role.name(),
+        )
+        .details(serde_json::json!({
+            "serial": serial.to_hex(),
+            "subject": subject,
+            "issuer": role.issuer().map(CaRole::name),
+            "key_label": role.key_label(),
+            "key_store": ctx.keys.description(),
+            "not_after": text(not_after)?,
+        })),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(CaError::query("committing a CA certificate"))?;
+    tracing::info!(role = role.name(), serial = %serial, "created CA certificate");
+    Ok(Authority {
+        role,
+        certificate,
+        der,
+        signer,
+    })
+}

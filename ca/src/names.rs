@@ -1,0 +1,180 @@
+//! Who a certificate is about: validated citizen identifiers and X.500 names.
+
+use std::fmt;
+
+use der::{
+    Any, Decode, Encode, Tag,
+    asn1::{ObjectIdentifier, PrintableStringRef, Utf8StringRef},
+};
+use x509_cert::{
+    attr::AttributeTypeAndValue,
+    name::{Name, RdnSequence, RelativeDistinguishedName},
+};
+
+use crate::CaError;
+
+const COUNTRY: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.6");
+const ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+const SURNAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.4");
+const GIVEN_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.42");
+const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
+
+/// A citizen's national identity number: 6 to 20 characters from `0-9 A-Z`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NationalId(String);
+
+impl NationalId {
+    /// Checks and wraps a national identity number.
+    pub fn new(id: &str) -> Result<Self, CaError> {
+        let valid = (6..=20).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+        if valid {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err(CaError::BadRequest(format!(
+                "national id {id:?} must have 6 to 20 characters from 0-9 and A-Z"
+            )))
+        }
+    }
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NationalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A citizen's given name and surname as they go into a certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonName {
+    given: String,
+    surname: String,
+}
+
+impl PersonName {
+    /// Checks and wraps a name: each part 1 to 64 characters, no control characters,
+    /// no leading or trailing space.
+    pub fn new(given: &str, surname: &str) -> Result<Self, CaError> {
+        for (what, part) in [("given name", given), ("surname", surname)] {
+            let chars = part.chars().count();
+            if chars == 0 || chars > 64 {
+                return Err(CaError::BadRequest(format!(
+                    "{what} must have 1 to 64 characters"
+                )));
+            }
+            if part.chars().any(char::is_control) || part.trim() != part {
+                return Err(CaError::BadRequest(format!(
+                    "{what} {part:?} has control characters or surrounding spaces"
+                )));
+            }
+        }
+        Ok(Self {
+            given: given.to_owned(),
+            surname: surname.to_owned(),
+        })
+    }
+
+    /// The given name.
+    pub fn given(&self) -> &str {
+        &self.given
+    }
+
+    /// The surname.
+    pub fn surname(&self) -> &str {
+        &self.surname
+    }
+}
+
+/// Builds a `Name` attribute by attribute, with the string type each attribute needs
+/// (PrintableString for country and serialNumber, UTF8String for the rest).
+#[derive(Debug, Default)]
+pub(crate) struct NameBuilder {
+    rdns: Vec<(ObjectIdentifier, Tag, String)>,
+}
+
+impl NameBuilder {
+    pub(crate) fn country(mut self, code: &str) -> Self {
+        self.rdns
+            .push((COUNTRY, Tag::PrintableString, code.to_owned()));
+        self
+    }
+
+    pub(crate) fn organization(mut self, name: &str) -> Self {
+        self.rdns
+            .push((ORGANIZATION, Tag::Utf8String, name.to_owned()));
+        self
+    }
+
+    pub(crate) fn surname(mut self, name: &str) -> Self {
+        self.rdns.push((SURNAME, Tag::Utf8String, name.to_owned()));
+        self
+    }
+
+    pub(crate) fn given_name(mut self, name: &str) -> Self {
+        self.rdns
+            .push((GIVEN_NAME, Tag::Utf8String, name.to_owned()));
+        self
+    }
+
+    pub(crate) fn serial_number(mut self, serial: &str) -> Self {
+        self.rdns
+            .push((SERIAL_NUMBER, Tag::PrintableString, serial.to_owned()));
+        self
+    }
+
+    pub(crate) fn common_name(mut self, name: &str) -> Self {
+        self.rdns
+            .push((COMMON_NAME, Tag::Utf8String, name.to_owned()));
+        self
+    }
+
+    pub(crate) fn build(self) -> Result<Name, CaError> {
+        let mut sequence = RdnSequence::default();
+        for (oid, tag, text) in self.rdns {
+            let value = match tag {
+                Tag::PrintableString => {
+                    Any::encode_from(&PrintableStringRef::new(&text).map_err(|_| {
+                        CaError::BadRequest(format!("{text:?} is not a printable string"))
+                    })?)
+                }
+                _ => Any::encode_from(
+                    &Utf8StringRef::new(&text).map_err(|e| CaError::encoding("name", e))?,
+                ),
+            }
+            .map_err(|e| CaError::encoding("name", e))?;
+            let rdn =
+                RelativeDistinguishedName::try_from(vec![AttributeTypeAndValue { oid, value }])
+                    .map_err(|e| CaError::encoding("name", e))?;
+            sequence.push(rdn);
+        }
+        // Through DER, so the Name is checked as any parsed one would be.
+        let der = sequence
+            .to_der()
+            .map_err(|e| CaError::encoding("name", e))?;
+        Name::from_der(&der).map_err(|e| CaError::encoding("name", e))
+    }
+}
+
+/// The subject of a citizen certificate: country, names, and the ETSI EN 319 412-1
+/// semantics identifier `PNO<country>-<national id>` as serialNumber.
+pub(crate) fn citizen_subject(
+    country: &str,
+    id: &NationalId,
+    name: &PersonName,
+) -> Result<Name, CaError> {
+    NameBuilder::default()
+        .country(country)
+        .surname(name.surname())
+        .given_name(name.given())
+        .serial_number(&format!("PNO{country}-{id}"))
+        .common_name(&format!("{} {}", name.given(), name.surname()))
+        .build()
+}
