@@ -4,11 +4,43 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Subcommand;
-use eid_ca::CertificateAuthority;
+use eid_ca::{CertificateAuthority, IssueRequest, KeyEvidence, NationalId, PersonName, Profile};
 use eid_core::ServiceContext;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
+    /// Issue a citizen certificate from a PKCS#10 request; prints the certificate as
+    /// PEM on stdout. The request's signature is the proof of possession.
+    ///
+    /// citizen-sign (qualified) certifies only a key on a qualified signature creation
+    /// device: name the token's key store with --key-store (an eid config file whose
+    /// [keys] section opens the citizen's card or SIM) and the key with --key-label.
+    Issue {
+        /// citizen-auth or citizen-sign.
+        #[arg(long)]
+        profile: String,
+        /// The certificate request, PEM or DER.
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// The citizen's national identity number.
+        #[arg(long, value_name = "ID")]
+        national_id: String,
+        /// The citizen's given name.
+        #[arg(long, value_name = "G")]
+        given_name: String,
+        /// The citizen's surname.
+        #[arg(long, value_name = "S")]
+        surname: String,
+        /// Config file whose [keys] section opens the token that holds the key.
+        #[arg(long, value_name = "FILE", requires = "key_label")]
+        key_store: Option<PathBuf>,
+        /// Label of the key on that token.
+        #[arg(long, value_name = "LABEL", requires = "key_store")]
+        key_label: Option<String>,
+        /// Who is asking, for the audit log (default: the operating-system user).
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
     /// Write every certificate of the CA hierarchy as PEM, named by role
     /// (root.pem, citizen-auth-ca.pem, citizen-sign-ca.pem, ocsp-*.pem, tsa.pem,
     /// idp-tls.pem), plus chain files for the two issuing CAs.
@@ -23,6 +55,39 @@ pub(crate) enum CaCommand {
 pub(crate) async fn run(ctx: &ServiceContext, command: CaCommand) -> anyhow::Result<ExitCode> {
     let ca = CertificateAuthority::open(ctx).await?;
     match command {
+        CaCommand::Issue {
+            profile,
+            csr,
+            national_id,
+            given_name,
+            surname,
+            key_store,
+            key_label,
+            operator,
+        } => {
+            let csr =
+                std::fs::read(&csr).with_context(|| format!("cannot read {}", csr.display()))?;
+            let key_evidence = match (key_store, key_label) {
+                (Some(config), Some(label)) => Some(key_evidence(&config, &label).await?),
+                _ => None,
+            };
+            let request = IssueRequest {
+                profile: Profile::parse(&profile)?,
+                csr,
+                national_id: NationalId::new(&national_id)?,
+                name: PersonName::new(&given_name, &surname)?,
+                requested_by: format!("operator:{}", operator_name(operator)),
+                key_evidence,
+            };
+            let issued = ca.issue(request).await?;
+            print!("{}", pem("CERTIFICATE", &issued.der)?);
+            eprintln!(
+                "issued {} certificate, serial {}",
+                issued.profile.name(),
+                issued.serial
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         CaCommand::Export { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
@@ -35,6 +100,36 @@ pub(crate) async fn run(ctx: &ServiceContext, command: CaCommand) -> anyhow::Res
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The key layer's evidence about a key on the token that `config` opens.
+async fn key_evidence(config: &std::path::Path, label: &str) -> anyhow::Result<KeyEvidence> {
+    let token = eid_core::Config::load(
+        Some(config),
+        &eid_core::config::ProcessEnvironment,
+        &eid_core::config::Overrides::default(),
+    )
+    .with_context(|| format!("reading the key store config {}", config.display()))?;
+    let store = eid_core::instance::open_key_store(&token.keys, false).await?;
+    let label = eid_hsm::KeyLabel::new(label)?;
+    let (public_key, qscd) = tokio::task::spawn_blocking(move || {
+        let info = store
+            .find(&label)?
+            .ok_or_else(|| eid_hsm::HsmError::KeyNotFound {
+                label: label.to_string(),
+                store: store.description(),
+            })?;
+        anyhow::Ok((info.public_key, store.qscd_evidence(&label)?))
+    })
+    .await??;
+    Ok(KeyEvidence { public_key, qscd })
+}
+
+fn operator_name(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// PEM (RFC 7468) of a DER document.

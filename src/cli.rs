@@ -99,9 +99,27 @@ enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// List the keys in the configured key store with their attributes.
     List,
+    /// Generate a citizen token's two key pairs (citizen-authentication, and
+    /// citizen-signing, which needs the PIN for every signature). Only on a store of
+    /// class smartcard or sim.
+    GenerateCitizen {
+        /// Key type: ec-p256, ec-p384 or rsa-3072.
+        #[arg(long, default_value = "ec-p384")]
+        spec: String,
+    },
+    /// Print a PKCS#10 certificate request (PEM) signed by a key in the store: the
+    /// proof of possession `eid ca issue` needs.
+    Csr {
+        /// The key's label.
+        #[arg(long, value_name = "LABEL")]
+        label: String,
+        /// File holding the PIN that an always-authenticate key needs for the signature.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,27 +174,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(command) => audit_command(config, command).await,
-        Command::Keys(KeysCommand::List) => {
-            let instance = open(config, OpenMode::Existing).await?;
-            let keys = instance.ctx.keys.clone();
-            let list = tokio::task::spawn_blocking(move || keys.list()).await??;
-            println!("{}", instance.ctx.keys.description());
-            for key in list {
-                let a = key.attributes;
-                println!(
-                    "  {:<28} {:<9} {:<24} sensitive={} extractable={} never_extractable={} local={} always_authenticate={}",
-                    key.label.as_str(),
-                    key.spec.name(),
-                    format!("{:?}", key.role),
-                    a.sensitive,
-                    a.extractable,
-                    a.never_extractable,
-                    a.local,
-                    a.always_authenticate
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Keys(command) => crate::keys::run(&config, command).await,
         Command::Ca(command) => {
             let instance = open(config, OpenMode::Existing).await?;
             let result = crate::ca::run(&instance.ctx, command).await;

@@ -3,6 +3,7 @@
 
 mod ca;
 mod cli;
+mod keys;
 mod serve;
 
 use std::process::ExitCode;

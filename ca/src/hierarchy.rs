@@ -176,15 +176,21 @@ pub(crate) fn x509_time(at: OffsetDateTime) -> Result<Time, CaError> {
     Ok(Time::from(date))
 }
 
-/// Builds the TBS certificate, signs it with `signer`, and checks the result is the
-/// planned TBS with a signature that verifies.
-pub(crate) fn sign_planned(
+/// A certificate whose TBS part is built and fixed, waiting for its signature.
+pub(crate) struct Prepared {
+    builder: CertificateBuilder<Planned>,
+    /// The DER TBS certificate: what will be signed, byte for byte.
+    pub(crate) tbs: Vec<u8>,
+}
+
+/// Builds the TBS certificate (the signer gives the signature algorithm only).
+pub(crate) fn prepare(
     planned: Planned,
     serial: &CertificateSerial,
     validity: (OffsetDateTime, OffsetDateTime),
     spki: spki::SubjectPublicKeyInfoOwned,
     signer: &KeySigner,
-) -> Result<(Vec<u8>, Vec<u8>), CaError> {
+) -> Result<Prepared, CaError> {
     let mut builder = CertificateBuilder::new(
         planned,
         serial.to_x509()?,
@@ -195,16 +201,39 @@ pub(crate) fn sign_planned(
     let tbs = builder
         .finalize(signer)
         .map_err(|e| CaError::encoding("TBS certificate", e))?;
-    let signature = signer.sign(&tbs)?;
-    let bits = der::asn1::BitString::from_bytes(signature.as_bytes())
-        .map_err(|e| CaError::encoding("signature", e))?;
-    let certificate = builder
-        .assemble(bits, signer)
-        .map_err(|e| CaError::encoding("certificate", e))?;
-    let der = certificate
-        .to_der()
-        .map_err(|e| CaError::encoding("certificate", e))?;
-    Ok((tbs, der))
+    Ok(Prepared { builder, tbs })
+}
+
+impl Prepared {
+    /// Signs through the key layer and checks the certificate is exactly the plan:
+    /// the same TBS bytes, and a signature that verifies with the signer's public key.
+    pub(crate) fn sign(self, signer: &KeySigner) -> Result<Vec<u8>, CaError> {
+        let signature = signer.sign(&self.tbs)?;
+        let bits = der::asn1::BitString::from_bytes(signature.as_bytes())
+            .map_err(|e| CaError::encoding("signature", e))?;
+        let certificate = self
+            .builder
+            .assemble(bits, signer)
+            .map_err(|e| CaError::encoding("certificate", e))?;
+        let der = certificate
+            .to_der()
+            .map_err(|e| CaError::encoding("certificate", e))?;
+        let parsed = Certificate::from_der(&der).map_err(|e| CaError::Mismatch(e.to_string()))?;
+        let signed_tbs = parsed
+            .tbs_certificate()
+            .to_der()
+            .map_err(|e| CaError::Mismatch(e.to_string()))?;
+        if signed_tbs != self.tbs {
+            return Err(CaError::Mismatch(
+                "the signed TBS differs from the planned one".into(),
+            ));
+        }
+        signer
+            .public_key()
+            .verify(signer.scheme(), &self.tbs, parsed.signature().raw_bytes())
+            .map_err(|e| CaError::Mismatch(format!("the signature does not verify: {e}")))?;
+        Ok(der)
+    }
 }
 
 /// One role's certificate and, for roles that sign, its signer.
@@ -438,14 +467,15 @@ async fn create(
         not_after = not_after.min(OffsetDateTime::from(issuer_end));
     }
     let issuing_signer = issuer.map_or(&signer, |issuer| &issuer.signer).clone();
-    let (_, der) = tokio::task::spawn_blocking(move || {
-        sign_planned(
+    let der = tokio::task::spawn_blocking(move || {
+        prepare(
             planned,
             &serial,
             (not_before, not_after),
             spki,
             &issuing_signer,
-        )
+        )?
+        .sign(&issuing_signer)
     })
     .await
     .map_err(|e| CaError::Task(e.to_string()))??;

@@ -5,10 +5,13 @@
 //! (`GET /ca/{role}.crt`), and the issuance API for the registration authority.
 #![forbid(unsafe_code)]
 
+pub mod csr;
 mod error;
 pub mod extensions;
 pub mod hierarchy;
+mod issue;
 mod names;
+mod profile;
 mod serial;
 
 use axum::{
@@ -22,7 +25,9 @@ use eid_core::{ServiceContext, http::Problem};
 
 pub use error::CaError;
 pub use hierarchy::{Authority, CaRole, Hierarchy};
+pub use issue::{IssueRequest, IssuedCertificate, KeyEvidence};
 pub use names::{NationalId, PersonName};
+pub use profile::Profile;
 pub use serial::CertificateSerial;
 
 /// The service's name in `eid serve ca`, logs and metrics.

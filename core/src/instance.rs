@@ -295,7 +295,8 @@ async fn checkpoint_signer(keys: &KeyStore, label: &KeyLabel) -> Result<KeySigne
     blocking(move || store.signer(&label, None)).await
 }
 
-async fn open_key_store(keys: &KeysConfig, create: bool) -> Result<KeyStore, InstanceError> {
+/// Opens the key store `keys` describes (creating a soft store only when `create`).
+pub async fn open_key_store(keys: &KeysConfig, create: bool) -> Result<KeyStore, InstanceError> {
     match keys {
         KeysConfig::Soft { dir, secret } => {
             let secret = match secret {

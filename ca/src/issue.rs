@@ -1,0 +1,281 @@
+//! The issuance pipeline, as boulder runs it: validate the request against the profile,
+//! plan the TBS certificate, lint it, store the plan with its audit event, sign through
+//! the key layer, check the result is exactly the plan, store it with its audit event.
+
+use der::Decode;
+use eid_core::{AuditEvent, Outcome, audit};
+use eid_hsm::{PublicKey, QscdEvidence};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use x509_cert::certificate::TbsCertificate;
+
+use crate::{
+    CaError, CertificateAuthority, CertificateSerial, csr,
+    hierarchy::prepare,
+    names::{NationalId, PersonName},
+    profile::{self, Profile, Subject},
+};
+
+/// What the registration authority asks the CA to certify.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// The profile.
+    pub profile: Profile,
+    /// The PKCS#10 request, PEM or DER: the key and its proof of possession.
+    pub csr: Vec<u8>,
+    /// The citizen's national identity number.
+    pub national_id: NationalId,
+    /// The citizen's names.
+    pub name: PersonName,
+    /// Who asks (an audit actor such as `service:enrolment` or `operator:NAME`).
+    pub requested_by: String,
+    /// What the key layer says about the key's device, with the key it describes.
+    /// Required for the qualified profile.
+    pub key_evidence: Option<KeyEvidence>,
+}
+
+/// The key layer's evidence about a key: where it lives, and which key it is.
+#[derive(Clone, Debug)]
+pub struct KeyEvidence {
+    /// The key the evidence describes.
+    pub public_key: PublicKey,
+    /// The device and attributes.
+    pub qscd: QscdEvidence,
+}
+
+/// An issued certificate.
+#[derive(Clone, Debug)]
+pub struct IssuedCertificate {
+    /// Its serial number.
+    pub serial: CertificateSerial,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// The profile it was issued under.
+    pub profile: Profile,
+}
+
+fn rfc3339(at: OffsetDateTime) -> Result<String, CaError> {
+    at.format(&Rfc3339)
+        .map_err(|e| CaError::encoding("time", e))
+}
+
+impl CertificateAuthority {
+    /// Issues a certificate. Refusals (bad request, policy) are audited as denied and
+    /// store nothing else.
+    pub async fn issue(&self, request: IssueRequest) -> Result<IssuedCertificate, CaError> {
+        match self.issue_inner(&request).await {
+            Err(e @ (CaError::BadRequest(_) | CaError::Refused(_))) => {
+                let event = AuditEvent::new(
+                    &request.requested_by,
+                    "certificate.issue",
+                    "citizen",
+                    request.national_id.as_str(),
+                )
+                .outcome(Outcome::Denied)
+                .details(serde_json::json!({
+                    "profile": request.profile.name(),
+                    "reason": e.to_string(),
+                }));
+                audit::record(&self.ctx.db, self.ctx.clock.as_ref(), &event).await?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn issue_inner(&self, request: &IssueRequest) -> Result<IssuedCertificate, CaError> {
+        let ctx = &self.ctx;
+        let profile = request.profile;
+        // 1. The request: proof of possession and key policy.
+        let verified = csr::verify(&csr::decode(&request.csr)?)?;
+        if profile == Profile::CitizenSigning {
+            require_qscd(request.key_evidence.as_ref(), &verified.public_key)?;
+        }
+        let duplicate = sqlx::query(
+            "SELECT serial FROM certificate WHERE spki_sha256 = $1 AND state <> 'failed'",
+        )
+        .bind(&verified.key_fingerprint)
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(CaError::query("checking for a certified key"))?;
+        if duplicate.is_some() {
+            return Err(CaError::Refused(
+                "this public key is already certified; every certificate needs a fresh key".into(),
+            ));
+        }
+
+        // 2. The plan and its lint, before the CA key is touched.
+        let issuer = self.hierarchy.get(profile.issuer())?;
+        let config = &ctx.config.ca;
+        let subject = Subject {
+            country: &config.country,
+            national_id: &request.national_id,
+            name: &request.name,
+        };
+        let planned = profile::plan(
+            profile,
+            &subject,
+            &verified.public_key,
+            issuer,
+            &config.public_url,
+            &config.pds_url,
+        )?;
+        let subject_name = planned.subject.clone();
+        let serial = CertificateSerial::random()?;
+        let now = ctx.clock.now();
+        let not_before = now - time::Duration::minutes(5);
+        let issuer_end: std::time::SystemTime = issuer
+            .certificate
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .into();
+        let not_after = (now + time::Duration::days(i64::from(config.citizen_validity_days)))
+            .min(OffsetDateTime::from(issuer_end));
+        let prepared = prepare(
+            planned,
+            &serial,
+            (not_before, not_after),
+            verified.public_key.clone(),
+            &issuer.signer,
+        )?;
+        profile::lint(
+            profile,
+            &prepared.tbs,
+            issuer,
+            &verified.public_key,
+            &subject_name,
+        )?;
+        let tbs = TbsCertificate::from_der(&prepared.tbs)
+            .map_err(|e| CaError::encoding("planned TBS certificate", e))?;
+        let subject_text = tbs.subject().to_string();
+
+        // 3. The plan is stored, with its audit event, before the CA key is used.
+        let mut tx = ctx.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO certificate (serial, issuer_role, profile, subject, national_id, \
+             spki_sha256, not_before, not_after, state, tbs, requested_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'planned', $9, $10, $11)",
+        )
+        .bind(serial.to_hex())
+        .bind(issuer.role.name())
+        .bind(profile.name())
+        .bind(&subject_text)
+        .bind(request.national_id.as_str())
+        .bind(&verified.key_fingerprint)
+        .bind(rfc3339(not_before)?)
+        .bind(rfc3339(not_after)?)
+        .bind(&prepared.tbs)
+        .bind(&request.requested_by)
+        .bind(rfc3339(now)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            // Two requests for one key at once: the unique index decides.
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => CaError::Refused(
+                "this public key is already certified; every certificate needs a fresh key".into(),
+            ),
+            other => CaError::query("storing the planned certificate")(other),
+        })?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                &request.requested_by,
+                "certificate.plan",
+                "certificate",
+                serial.to_hex(),
+            )
+            .details(serde_json::json!({
+                "profile": profile.name(),
+                "issuer": issuer.role.name(),
+                "subject": subject_text,
+                "national_id": request.national_id.as_str(),
+                "key": verified.key_type,
+                "key_sha256": verified.key_fingerprint,
+                "qscd": request.key_evidence.as_ref().map(|e| e.qscd.token_class.name()),
+                "not_after": rfc3339(not_after)?,
+            })),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(CaError::query("committing the planned certificate"))?;
+
+        // 4. Sign, and check the certificate is exactly what was planned.
+        let signer = issuer.signer.clone();
+        let signed = tokio::task::spawn_blocking(move || prepared.sign(&signer))
+            .await
+            .map_err(|e| CaError::Task(e.to_string()))?;
+        let (state, outcome, result) = match signed {
+            Ok(der) => ("issued", Outcome::Success, Ok(der)),
+            Err(e) => ("failed", Outcome::Failure, Err(e)),
+        };
+
+        // 5. Store the outcome with its audit event.
+        let mut tx = ctx.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE certificate SET state = $1, der = $2 WHERE serial = $3 AND state = 'planned'",
+        )
+        .bind(state)
+        .bind(result.as_ref().ok())
+        .bind(serial.to_hex())
+        .execute(&mut *tx)
+        .await
+        .map_err(CaError::query("storing the issued certificate"))?;
+        let mut details = serde_json::json!({ "profile": profile.name() });
+        if let Err(e) = &result {
+            details["error"] = serde_json::Value::String(e.to_string());
+        }
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                &request.requested_by,
+                "certificate.issue",
+                "certificate",
+                serial.to_hex(),
+            )
+            .outcome(outcome)
+            .details(details),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(CaError::query("committing the issued certificate"))?;
+        let der = result?;
+        tracing::info!(serial = %serial, profile = profile.name(), "issued certificate");
+        Ok(IssuedCertificate {
+            serial,
+            der,
+            profile,
+        })
+    }
+}
+
+/// A qualified signature certificate needs the key layer's word that this very key is
+/// on a qualified signature creation device.
+fn require_qscd(
+    evidence: Option<&KeyEvidence>,
+    key: &spki::SubjectPublicKeyInfoOwned,
+) -> Result<(), CaError> {
+    let evidence = evidence.ok_or_else(|| {
+        CaError::Refused(
+            "the citizen-sign profile certifies only keys on a qualified signature creation \
+             device, and no evidence from the key layer came with this request"
+                .into(),
+        )
+    })?;
+    if evidence.public_key.spki() != key {
+        return Err(CaError::Refused(
+            "the key evidence describes a different key than the request's".into(),
+        ));
+    }
+    if !evidence.qscd.is_qscd() {
+        return Err(CaError::Refused(format!(
+            "the key is not on a qualified signature creation device: {} token, role {:?}, \
+             attributes {:?}",
+            evidence.qscd.token_class, evidence.qscd.role, evidence.qscd.attributes
+        )));
+    }
+    Ok(())
+}
