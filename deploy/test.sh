@@ -12,8 +12,9 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------------
 # softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
-# postgresql: the second storage backend; openssl: the independent judge of signatures.
-packages=(softhsm2 opensc postgresql openssl)
+# postgresql: the second storage backend; openssl: the independent judge of signatures;
+# python3-venv: a private environment for pkilint.
+packages=(softhsm2 opensc postgresql openssl python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +25,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# --- Python judges ---------------------------------------------------------------
+# pkilint checks certificates, CRLs and OCSP responses against RFC 5280 and the ETSI
+# EN 319 412 profiles.
+# In a virtual environment of its own: Debian refuses pip installs into its Python.
+judges="$PWD/target/judges"
+if [ ! -x "$judges/bin/lint_etsi_cert" ]; then
+  say "installing pkilint into $judges"
+  python3 -m venv "$judges"
+  "$judges/bin/pip" install --quiet --disable-pip-version-check pkilint==0.13.3
+fi
+export PATH="$judges/bin:$PATH"
+command -v lint_etsi_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
 
 # --- PostgreSQL ----------------------------------------------------------------------
 say "starting PostgreSQL"

@@ -15,6 +15,8 @@ use tokio::{
     process::{Child, Command},
 };
 
+mod ca;
+
 const EID: &str = env!("CARGO_BIN_EXE_eid");
 
 /// One eid instance under test: a data folder, and a database of its own on PostgreSQL

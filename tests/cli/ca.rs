@@ -1,0 +1,371 @@
+//! The certificate authority through `eid`: the hierarchy, citizen certificates from
+//! requests, and refusals, judged by openssl and pkilint.
+
+use std::path::Path;
+
+use eid_tests::{TestBackend, on_both_backends};
+
+use super::{Eid, SoftHsmToken, assert_fails_with, text};
+
+/// Runs an external judge; a missing judge fails the test (never skips it).
+fn judge(program: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}): deploy/test.sh installs the judges")
+        })
+}
+
+/// `openssl verify` of `leaf` against the exported root and intermediate.
+fn openssl_verifies(pki: &Path, intermediate: &str, leaf: &Path) {
+    let root = pki.join("root.pem");
+    let intermediate = pki.join(format!("{intermediate}.pem"));
+    let output = judge(
+        "openssl",
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &root.display().to_string(),
+            "-untrusted",
+            &intermediate.display().to_string(),
+            &leaf.display().to_string(),
+        ],
+    );
+    assert!(
+        output.status.success() && text(&output.stdout).contains(": OK"),
+        "openssl verify {}: {}{}",
+        leaf.display(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// pkilint finds nothing at WARNING or above (its exit code counts findings).
+fn pkilint_clean(tool: &str, args: &[&str], file: &Path) {
+    let mut all = args.to_vec();
+    let file = file.display().to_string();
+    all.extend(["-s", "WARNING", &file]);
+    let output = judge(tool, &[&["lint"], &all[..]].concat());
+    assert!(
+        output.status.success(),
+        "{tool} {all:?}: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+fn openssl_csr(dir: &Path, name: &str, key_args: &[&str]) -> String {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let generated = judge(
+        "openssl",
+        &[
+            &["genpkey"],
+            key_args,
+            &["-out", &key.display().to_string()],
+        ]
+        .concat(),
+    );
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let request = judge(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key.display().to_string(),
+            "-subj",
+            "/CN=anything",
+            "-out",
+            &csr.display().to_string(),
+        ],
+    );
+    assert!(request.status.success(), "{}", text(&request.stderr));
+    csr.display().to_string()
+}
+
+const CITIZEN: [&str; 6] = [
+    "--national-id",
+    "3900101123456",
+    "--given-name",
+    "Mary",
+    "--surname",
+    "Seacole",
+];
+
+async fn issue(
+    eid: &Eid,
+    config: &str,
+    profile: &str,
+    csr: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let args = [
+        &[
+            "--config",
+            config,
+            "ca",
+            "issue",
+            "--profile",
+            profile,
+            "--csr",
+            csr,
+        ][..],
+        &CITIZEN[..],
+        extra,
+    ]
+    .concat();
+    eid.command(&args)
+        .env("SOFTHSM2_CONF", eid.dir.path().join("softhsm2.conf"))
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path();
+    // A public URL, as production has: ETSI profiles refuse internal addresses.
+    let config = dir.join("eid.toml");
+    std::fs::write(&config, "[ca]\npublic_url = \"http://pki.eid.gov.tt\"\n").unwrap();
+    let config = config.display().to_string();
+    let init = eid.run(&["--config", &config, "init"]).await;
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let pki = dir.join("pki");
+    let export = eid
+        .run(&[
+            "--config",
+            &config,
+            "ca",
+            "export",
+            "--out",
+            &pki.display().to_string(),
+        ])
+        .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    for role in [
+        "root",
+        "citizen-auth-ca",
+        "citizen-sign-ca",
+        "ocsp-citizen-auth",
+        "ocsp-citizen-sign",
+        "tsa",
+        "idp-tls",
+    ] {
+        pkilint_clean("lint_pkix_cert", &[], &pki.join(format!("{role}.pem")));
+    }
+    openssl_verifies(&pki, "citizen-auth-ca", &pki.join("ocsp-citizen-auth.pem"));
+
+    // Authentication certificate from an openssl request.
+    let csr = openssl_csr(
+        dir,
+        "auth",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let issued = issue(&eid, &config, "citizen-auth", &csr, &[]).await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let auth = dir.join("auth.pem");
+    std::fs::write(&auth, &issued.stdout).unwrap();
+    openssl_verifies(&pki, "citizen-auth-ca", &auth);
+    pkilint_clean(
+        "lint_etsi_cert",
+        &["-t", "NCP-NATURAL-PERSON-CERTIFICATE"],
+        &auth,
+    );
+    let subject = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &auth.display().to_string(),
+            "-noout",
+            "-subject",
+        ],
+    );
+    assert!(
+        text(&subject.stdout).contains("serialNumber = PNOTT-3900101123456"),
+        "{}",
+        text(&subject.stdout)
+    );
+
+    // Qualified signature certificate for a key generated on a citizen card.
+    let token = SoftHsmToken::create(dir, "citizen-card", "48213");
+    std::fs::write(dir.join("card-pin"), "48213\n").unwrap();
+    let card = dir.join("card.toml");
+    std::fs::write(
+        &card,
+        format!(
+            "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"citizen-card\"\npin_file = \"card-pin\"\nclass = \"smartcard\"\n",
+            token.module
+        ),
+    )
+    .unwrap();
+    let card = card.display().to_string();
+    let generated = token
+        .run(&eid, Path::new(&card), &["keys", "generate-citizen"])
+        .await;
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let pin_file = dir.join("card-pin").display().to_string();
+    let request = token
+        .run(
+            &eid,
+            Path::new(&card),
+            &[
+                "keys",
+                "csr",
+                "--label",
+                "citizen-signing",
+                "--pin-file",
+                &pin_file,
+            ],
+        )
+        .await;
+    assert!(request.status.success(), "{}", text(&request.stderr));
+    let sign_csr = dir.join("sign.csr");
+    std::fs::write(&sign_csr, &request.stdout).unwrap();
+    let sign_csr = sign_csr.display().to_string();
+    let issued = issue(
+        &eid,
+        &config,
+        "citizen-sign",
+        &sign_csr,
+        &["--key-store", &card, "--key-label", "citizen-signing"],
+    )
+    .await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let sign = dir.join("sign.pem");
+    std::fs::write(&sign, &issued.stdout).unwrap();
+    openssl_verifies(&pki, "citizen-sign-ca", &sign);
+    pkilint_clean(
+        "lint_etsi_cert",
+        &["-t", "QCP-N-QSCD-EIDAS-FINAL-CERTIFICATE"],
+        &sign,
+    );
+
+    // Refusals, each in its own words; the audit chain stays intact.
+    let again = issue(&eid, &config, "citizen-auth", &csr, &[]).await;
+    assert_fails_with(&again, &["already certified"]);
+    let no_evidence = issue(&eid, &config, "citizen-sign", &csr, &[]).await;
+    assert_fails_with(&no_evidence, &["qualified signature creation device"]);
+    let auth_request = token
+        .run(
+            &eid,
+            Path::new(&card),
+            &["keys", "csr", "--label", "citizen-authentication"],
+        )
+        .await;
+    let auth_csr = dir.join("card-auth.csr");
+    std::fs::write(&auth_csr, &auth_request.stdout).unwrap();
+    let not_qscd = issue(
+        &eid,
+        &config,
+        "citizen-sign",
+        &auth_csr.display().to_string(),
+        &[
+            "--key-store",
+            &card,
+            "--key-label",
+            "citizen-authentication",
+        ],
+    )
+    .await;
+    assert_fails_with(&not_qscd, &["not on a qualified signature creation device"]);
+    let mismatch = issue(
+        &eid,
+        &config,
+        "citizen-sign",
+        &auth_csr.display().to_string(),
+        &["--key-store", &card, "--key-label", "citizen-signing"],
+    )
+    .await;
+    assert_fails_with(&mismatch, &["different key"]);
+    let weak = openssl_csr(
+        dir,
+        "weak",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    assert_fails_with(
+        &issue(&eid, &config, "citizen-auth", &weak, &[]).await,
+        &["3072 to 4096 bits"],
+    );
+    let unknown = issue(&eid, &config, "citizen-vip", &csr, &[]).await;
+    assert_fails_with(&unknown, &["unknown profile \"citizen-vip\""]);
+    let mut forged = std::fs::read_to_string(&csr).unwrap();
+    // Flip one base64 character in the signature near the end of the PEM.
+    let at = forged.rfind("-----END").unwrap() - 8;
+    let flipped = if &forged[at..=at] == "A" { "B" } else { "A" };
+    forged.replace_range(at..=at, flipped);
+    let forged_path = dir.join("forged.csr");
+    std::fs::write(&forged_path, forged).unwrap();
+    let forged = issue(
+        &eid,
+        &config,
+        "citizen-auth",
+        &forged_path.display().to_string(),
+        &[],
+    )
+    .await;
+    assert_fails_with(&forged, &["bad request"]);
+    let garbage = dir.join("garbage.csr");
+    std::fs::write(&garbage, b"\x30\x03\x02\x01").unwrap();
+    let garbage = issue(
+        &eid,
+        &config,
+        "citizen-auth",
+        &garbage.display().to_string(),
+        &[],
+    )
+    .await;
+    assert_fails_with(&garbage, &["not a PKCS#10 request"]);
+
+    let tail = eid
+        .run(&["--config", &config, "audit", "tail", "-n", "40"])
+        .await;
+    let tail = text(&tail.stdout);
+    assert_eq!(
+        tail.matches("certificate.issue success").count(),
+        2,
+        "{tail}"
+    );
+    assert!(
+        tail.matches("certificate.issue denied").count() >= 7,
+        "{tail}"
+    );
+    assert_eq!(
+        tail.matches("ca.certificate.create success").count(),
+        7,
+        "{tail}"
+    );
+    let verify = eid.run(&["--config", &config, "audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
+async fn ca_certificates_are_published_at_their_ca_issuers_url(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let server = eid.serve(&["ca"]).await;
+    let pki = eid.dir.path().join("pki");
+    let export = eid
+        .run(&["ca", "export", "--out", &pki.display().to_string()])
+        .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let url = &server.urls["ca"];
+    for role in ["root", "citizen-auth-ca", "citizen-sign-ca", "tsa"] {
+        let response = reqwest::get(format!("{url}/ca/{role}.crt")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/pkix-cert");
+        let served = response.bytes().await.unwrap();
+        let exported = std::fs::read_to_string(pki.join(format!("{role}.pem"))).unwrap();
+        let (_, der) = der::pem::decode_vec(exported.as_bytes()).unwrap();
+        assert_eq!(served.as_ref(), der.as_slice(), "{role}");
+    }
+    let missing = reqwest::get(format!("{url}/ca/nobody.crt")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    server.stop().await;
+}
+
+on_both_backends!(
+    citizen_certificates_pass_openssl_and_pkilint,
+    ca_certificates_are_published_at_their_ca_issuers_url,
+);
