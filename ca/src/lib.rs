@@ -2,26 +2,22 @@
 //! issuance pipeline, revocation, CRLs and OCSP.
 //!
 //! HTTP surface: CA certificates at the caIssuers URLs written into certificates
-//! (`GET /ca/{role}.crt`), and the issuance API for the registration authority.
+//! (`GET /ca/{role}.crt`), and the issuance API for the registration authority
+//! (`POST /api/v1/certificates`, bearer token of a configured issuance client).
 #![forbid(unsafe_code)]
 
 pub mod csr;
 mod error;
 pub mod extensions;
 pub mod hierarchy;
+mod http;
 mod issue;
 mod names;
 mod profile;
 mod serial;
 
-use axum::{
-    Router,
-    extract::{Path, State},
-    http::header,
-    response::{IntoResponse, Response},
-    routing::get,
-};
-use eid_core::{ServiceContext, http::Problem};
+use axum::Router;
+use eid_core::ServiceContext;
 
 pub use error::CaError;
 pub use hierarchy::{Authority, CaRole, Hierarchy};
@@ -59,41 +55,7 @@ impl CertificateAuthority {
     }
 }
 
-async fn ca_certificate(
-    State(ca): State<CertificateAuthority>,
-    Path(file): Path<String>,
-) -> Response {
-    let role = file.strip_suffix(".crt").and_then(CaRole::parse);
-    match role.and_then(|role| ca.hierarchy.get(role).ok()) {
-        Some(authority) => (
-            [
-                (header::CONTENT_TYPE, "application/pkix-cert"),
-                (header::CACHE_CONTROL, "public, max-age=86400"),
-            ],
-            authority.der.clone(),
-        )
-            .into_response(),
-        None => Problem::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not-found",
-            format!("no CA certificate {file:?}; known: {}", role_list()),
-        )
-        .into_response(),
-    }
-}
-
-fn role_list() -> String {
-    CaRole::ALL
-        .iter()
-        .map(|r| format!("{}.crt", r.name()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The service's HTTP surface.
 pub fn router(ca: &CertificateAuthority) -> Router {
-    let routes = Router::new()
-        .route("/ca/{file}", get(ca_certificate))
-        .with_state(ca.clone());
-    eid_core::http::service_router(SERVICE, DESCRIPTION, &ca.ctx, routes)
+    eid_core::http::service_router(SERVICE, DESCRIPTION, &ca.ctx, http::routes(ca))
 }

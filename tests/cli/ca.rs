@@ -365,7 +365,114 @@ async fn ca_certificates_are_published_at_their_ca_issuers_url(backend: TestBack
     server.stop().await;
 }
 
+async fn issuance_api_serves_only_the_registration_authority(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path();
+    let token = "ra-token-0123456789abcdef0123456789abcdef";
+    std::fs::write(dir.join("ra-token"), format!("{token}\n")).unwrap();
+    let config = dir.join("eid.toml");
+    std::fs::write(
+        &config,
+        "[[ca.issuance_client]]\nname = \"enrolment\"\ntoken_file = \"ra-token\"\n",
+    )
+    .unwrap();
+    let server = {
+        let mut command = eid.command(&["--config", &config.display().to_string(), "serve", "ca"]);
+        command.stdout(std::process::Stdio::piped());
+        super::Server::start(command, 1).await
+    };
+    let url = format!("{}/api/v1/certificates", server.urls["ca"]);
+    let csr = openssl_csr(
+        dir,
+        "api",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+    );
+    let body = serde_json::json!({
+        "profile": "citizen-auth",
+        "csr": std::fs::read_to_string(&csr).unwrap(),
+        "national_id": "3900101123456",
+        "given_name": "Mary",
+        "surname": "Seacole",
+    });
+    let http = reqwest::Client::new();
+    let anonymous = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let wrong = http
+        .post(&url)
+        .bearer_auth("not-the-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let issued = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 201);
+    let issued: serde_json::Value = issued.json().await.unwrap();
+    let pem = issued["certificate"].as_str().unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(issued["profile"], "citizen-auth");
+
+    let again = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 422);
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = again.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already certified"),
+        "{problem}"
+    );
+    let malformed = http
+        .post(&url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body("{\"profile\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let mut unknown_field = body.clone();
+    unknown_field["colour"] = serde_json::json!("blue");
+    let unknown = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&unknown_field)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.text().await.unwrap().contains("colour"));
+    server.stop().await;
+
+    let tail = text(
+        &eid.run(&["--config", &config.display().to_string(), "audit", "tail"])
+            .await
+            .stdout,
+    );
+    assert!(
+        tail.contains("certificate.issue success") && tail.contains("by service:enrolment"),
+        "{tail}"
+    );
+    assert!(!tail.contains(token));
+}
+
 on_both_backends!(
     citizen_certificates_pass_openssl_and_pkilint,
     ca_certificates_are_published_at_their_ca_issuers_url,
+    issuance_api_serves_only_the_registration_authority,
 );

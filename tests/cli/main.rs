@@ -83,12 +83,23 @@ impl Eid {
 
     /// Starts `eid serve ARGS` and waits for the service URLs it prints.
     async fn serve(&self, args: &[&str]) -> Server {
-        let mut child = self
-            .command(&[&["serve"], args].concat())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = self.command(&[&["serve"], args].concat());
+        command.stdout(Stdio::piped());
+        Server::start(command, if args.is_empty() { 4 } else { 1 }).await
+    }
+}
+
+struct Server {
+    child: Child,
+    urls: BTreeMap<String, String>,
+    banner: Vec<String>,
+}
+
+impl Server {
+    /// Spawns an `eid serve` command and waits for the `expected` service URLs it
+    /// prints.
+    async fn start(mut command: Command, expected: usize) -> Self {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut urls = BTreeMap::new();
@@ -101,7 +112,7 @@ impl Eid {
                     && url.starts_with("http://")
                 {
                     urls.insert(name.to_owned(), url.trim_end_matches('/').to_owned());
-                    if urls.len() == args.first().map_or(4, |_| 1) {
+                    if urls.len() == expected {
                         break;
                     }
                 }
@@ -110,7 +121,7 @@ impl Eid {
         if tokio::time::timeout(Duration::from_secs(30), read)
             .await
             .is_err()
-            || urls.is_empty()
+            || urls.len() != expected
         {
             let output = child.wait_with_output().await.unwrap();
             panic!(
@@ -118,21 +129,13 @@ impl Eid {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        Server {
+        Self {
             child,
             urls,
             banner,
         }
     }
-}
 
-struct Server {
-    child: Child,
-    urls: BTreeMap<String, String>,
-    banner: Vec<String>,
-}
-
-impl Server {
     /// Sends SIGTERM and waits for a clean exit.
     async fn stop(mut self) {
         let pid = self.child.id().unwrap().to_string();
@@ -255,7 +258,7 @@ async fn serve_brings_up_every_service_and_restart_reuses_the_data(backend: Test
 
     let verify = eid.run(&["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
-    assert!(text(&verify.stdout).contains("audit log intact: 1 entries"));
+    assert!(text(&verify.stdout).contains("audit log intact: 8 entries"));
 }
 
 async fn serve_runs_one_service(backend: TestBackend) {

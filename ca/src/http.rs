@@ -1,0 +1,180 @@
+//! The CA's HTTP surface and its one error boundary. Handlers parse, call the domain,
+//! and map the result; CA errors become problem+json with a status that says whose
+//! fault it is.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use eid_core::http::Problem;
+use eid_hsm::{KeyAttributes, KeyRole, PublicKey, QscdEvidence, TokenClass};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    CaError, CaRole, CertificateAuthority, IssueRequest, KeyEvidence, NationalId, PersonName,
+    Profile, csr,
+};
+
+impl IntoResponse for CaError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            Self::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            Self::Unauthorised(_) => (StatusCode::UNAUTHORIZED, "unauthorised"),
+            Self::UnknownCertificate(_) => (StatusCode::NOT_FOUND, "unknown-certificate"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            _ => return Problem::internal("certificate authority", &self).into_response(),
+        };
+        let mut response = Problem::new(status, kind, self.to_string()).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The registration authority's request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    profile: String,
+    /// PEM.
+    csr: String,
+    national_id: String,
+    given_name: String,
+    surname: String,
+    /// What the RA read from the token the key was generated on.
+    key_evidence: Option<EvidenceBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceBody {
+    token_class: TokenClass,
+    role: KeyRole,
+    attributes: KeyAttributes,
+}
+
+/// The authenticated caller, by name.
+fn caller(ca: &CertificateAuthority, headers: &HeaderMap) -> Result<String, CaError> {
+    let clients = &ca.ctx.config.ca.issuance_clients;
+    if clients.is_empty() {
+        return Err(CaError::Unauthorised(
+            "the issuance API has no clients configured ([[ca.issuance_client]])".into(),
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| CaError::Unauthorised("a bearer token is required".into()))?;
+    let presented = Sha256::digest(presented.as_bytes());
+    // Compare digests in constant time: the comparison reveals nothing about a token.
+    clients
+        .iter()
+        .find(|client| {
+            let expected = Sha256::digest(client.token.expose_secret().as_bytes());
+            expected
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+        })
+        .map(|client| format!("service:{}", client.name))
+        .ok_or_else(|| CaError::Unauthorised("the bearer token is not an issuance client's".into()))
+}
+
+async fn issue(
+    State(ca): State<CertificateAuthority>,
+    headers: HeaderMap,
+    body: Result<Json<IssueBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, CaError> {
+    let requested_by = caller(&ca, &headers)?;
+    let Json(body) = body.map_err(|e| CaError::BadRequest(e.body_text()))?;
+    let csr_bytes = body.csr.into_bytes();
+    let key_evidence = match body.key_evidence {
+        Some(evidence) => {
+            // The RA vouches for the key in the request it sends.
+            let request = csr::decode(&csr_bytes)?;
+            let spki = der::Encode::to_der(&request.info.public_key)
+                .map_err(|e| CaError::encoding("public key", e))?;
+            Some(KeyEvidence {
+                public_key: PublicKey::from_der(&spki)?,
+                qscd: QscdEvidence {
+                    token_class: evidence.token_class,
+                    role: evidence.role,
+                    attributes: evidence.attributes,
+                },
+            })
+        }
+        None => None,
+    };
+    let issued = ca
+        .issue(IssueRequest {
+            profile: Profile::parse(&body.profile)?,
+            csr: csr_bytes,
+            national_id: NationalId::new(&body.national_id)?,
+            name: PersonName::new(&body.given_name, &body.surname)?,
+            requested_by,
+            key_evidence,
+        })
+        .await?;
+    let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &issued.der)
+        .map_err(|e| CaError::encoding("certificate", e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "serial": issued.serial.to_hex(),
+            "profile": issued.profile.name(),
+            "certificate": pem,
+        })),
+    )
+        .into_response())
+}
+
+async fn ca_certificate(
+    State(ca): State<CertificateAuthority>,
+    Path(file): Path<String>,
+) -> Response {
+    let role = file.strip_suffix(".crt").and_then(CaRole::parse);
+    match role.and_then(|role| ca.hierarchy.get(role).ok()) {
+        Some(authority) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-cert"),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            authority.der.clone(),
+        )
+            .into_response(),
+        None => Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no CA certificate {file:?}; known: {}", role_list()),
+        )
+        .into_response(),
+    }
+}
+
+fn role_list() -> String {
+    CaRole::ALL
+        .iter()
+        .map(|r| format!("{}.crt", r.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The routes, before the shared `/healthz` and `/metrics`.
+pub(crate) fn routes(ca: &CertificateAuthority) -> Router {
+    Router::new()
+        .route("/ca/{file}", get(ca_certificate))
+        .route("/api/v1/certificates", post(issue))
+        .with_state(ca.clone())
+}
