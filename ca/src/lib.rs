@@ -1,6 +1,10 @@
 //! The certificate authority. Its HTTP surface (OCSP, CRL and CA-certificate publication, and the issuance API reachable only by the registration authority) grows from here.
 #![forbid(unsafe_code)]
 
+pub mod crl;
+pub mod ocsp;
+pub mod reason;
+
 use axum::Router;
 use eid_core::ServiceContext;
 
