@@ -6,6 +6,7 @@
 //! (`POST /api/v1/certificates`, bearer token of a configured issuance client).
 #![forbid(unsafe_code)]
 
+pub mod crl;
 pub mod csr;
 mod error;
 pub mod extensions;
@@ -13,7 +14,9 @@ pub mod hierarchy;
 mod http;
 mod issue;
 mod names;
+pub mod ocsp;
 mod profile;
+pub mod reason;
 mod serial;
 
 use axum::Router;
