@@ -4,7 +4,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Subcommand;
-use eid_ca::{CertificateAuthority, IssueRequest, KeyEvidence, NationalId, PersonName, Profile};
+use eid_ca::{
+    CaRole, CertificateAuthority, CertificateSerial, IssueRequest, KeyEvidence, NationalId,
+    PersonName, Profile, StatusChange, reason::ReasonCode,
+};
 use eid_core::ServiceContext;
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +43,46 @@ pub(crate) enum CaCommand {
         /// Who is asking, for the audit log (default: the operating-system user).
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
+    },
+    /// Revoke a certificate for good, with an RFC 5280 reason (keyCompromise,
+    /// cACompromise, affiliationChanged, superseded, cessationOfOperation,
+    /// privilegeWithdrawn, aACompromise, unspecified). OCSP and the CRL change before
+    /// the command returns.
+    Revoke {
+        /// The certificate's serial number (hex).
+        #[arg(long, value_name = "HEX")]
+        serial: String,
+        /// The RFC 5280 reason name.
+        #[arg(long, value_name = "REASON", default_value = "unspecified")]
+        reason: String,
+        /// Who is asking, for the audit log (default: the operating-system user).
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
+    /// Suspend a certificate (certificateHold), as when a citizen reports a card lost.
+    Suspend {
+        /// The certificate's serial number (hex).
+        #[arg(long, value_name = "HEX")]
+        serial: String,
+        /// Who is asking, for the audit log.
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
+    /// Lift a suspension. A certificate revoked for good cannot be resumed.
+    Resume {
+        /// The certificate's serial number (hex).
+        #[arg(long, value_name = "HEX")]
+        serial: String,
+        /// Who is asking, for the audit log.
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
+    /// Publish a new full CRL for each issuing CA now (the server also does this on
+    /// every revocation and when half a CRL's validity has passed) and print where.
+    Crl {
+        /// Also write them, as DER, to this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Write every certificate of the CA hierarchy as PEM, named by role
     /// (root.pem, citizen-auth-ca.pem, citizen-sign-ca.pem, ocsp-*.pem, tsa.pem,
@@ -88,6 +131,37 @@ pub(crate) async fn run(ctx: &ServiceContext, command: CaCommand) -> anyhow::Res
             );
             Ok(ExitCode::SUCCESS)
         }
+        CaCommand::Revoke {
+            serial,
+            reason,
+            operator,
+        } => {
+            let reason = ReasonCode::parse(&reason)?;
+            change(&ca, &serial, StatusChange::Revoke(reason), operator).await
+        }
+        CaCommand::Suspend { serial, operator } => {
+            change(&ca, &serial, StatusChange::Suspend, operator).await
+        }
+        CaCommand::Resume { serial, operator } => {
+            change(&ca, &serial, StatusChange::Resume, operator).await
+        }
+        CaCommand::Crl { out } => {
+            for issuer in [CaRole::CitizenAuthenticationCa, CaRole::CitizenSigningCa] {
+                let published = ca.publish_crl(issuer).await?;
+                println!(
+                    "{issuer}: CRL number {} published at {}/crl/{issuer}.crl, next update {}",
+                    published.number, ctx.config.ca.public_url, published.next_update
+                );
+                if let Some(out) = &out {
+                    std::fs::create_dir_all(out)
+                        .with_context(|| format!("cannot create {}", out.display()))?;
+                    let path = out.join(format!("{issuer}.crl"));
+                    std::fs::write(&path, &published.der)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         CaCommand::Export { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
@@ -123,6 +197,33 @@ async fn key_evidence(config: &std::path::Path, label: &str) -> anyhow::Result<K
     })
     .await??;
     Ok(KeyEvidence { public_key, qscd })
+}
+
+#[allow(clippy::print_stdout)] // command output is the point of a CLI
+async fn change(
+    ca: &CertificateAuthority,
+    serial: &str,
+    change: StatusChange,
+    operator: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let serial = CertificateSerial::parse(serial)?;
+    let changed = ca
+        .change_status(
+            &serial,
+            change,
+            &format!("operator:{}", operator_name(operator)),
+        )
+        .await?;
+    match changed.reason {
+        Some(reason) => println!(
+            "{} ({}) is now revoked: {}",
+            changed.serial,
+            changed.issuer,
+            reason.name()
+        ),
+        None => println!("{} ({}) is valid again", changed.serial, changed.issuer),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn operator_name(given: Option<String>) -> String {

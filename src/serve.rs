@@ -99,6 +99,7 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             shutdown.clone(),
         ));
     }
+    let maintenance = tokio::spawn(ca.clone().maintain(shutdown.clone()));
     let checkpoints = tokio::spawn(checkpoint_loop(
         ctx.clone(),
         instance.checkpoint_signer.clone(),
@@ -126,6 +127,7 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         }
     }
     let _ = checkpoints.await;
+    let _ = maintenance.await;
     // Seal what this run recorded.
     if let Err(e) =
         audit::checkpoint(&ctx.db, ctx.clock.as_ref(), &instance.checkpoint_signer).await

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    CaError, CaRole, CertificateAuthority, IssueRequest, KeyEvidence, NationalId, PersonName,
-    Profile, csr,
+    CaError, CaRole, CertificateAuthority, IssueRequest, KeyEvidence, NationalId, OcspAnswer,
+    PersonName, Profile, csr, ocsp,
 };
 
 impl IntoResponse for CaError {
@@ -171,10 +171,99 @@ fn role_list() -> String {
         .join(", ")
 }
 
+/// RFC 5019 §5 caching headers for a cacheable OCSP answer; `no-store` otherwise.
+fn ocsp_response(answer: OcspAnswer, now: time::OffsetDateTime) -> Response {
+    let mut headers = vec![(header::CONTENT_TYPE, "application/ocsp-response".to_owned())];
+    match answer.validity {
+        Some((this_update, next_update)) => {
+            let http_date = |t: time::OffsetDateTime| httpdate::fmt_http_date(t.into());
+            let max_age = (next_update - now).whole_seconds().max(0);
+            headers.push((header::LAST_MODIFIED, http_date(this_update)));
+            headers.push((header::EXPIRES, http_date(next_update)));
+            headers.push((
+                header::CACHE_CONTROL,
+                format!("max-age={max_age}, public, no-transform, must-revalidate"),
+            ));
+            headers.push((
+                header::ETAG,
+                format!("\"{}\"", hex::encode(Sha256::digest(&answer.body))),
+            ));
+        }
+        None => headers.push((header::CACHE_CONTROL, "no-store".to_owned())),
+    }
+    let mut response = answer.body.to_vec().into_response();
+    for (name, value) in headers {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+async fn ocsp_post(State(ca): State<CertificateAuthority>, body: axum::body::Bytes) -> Response {
+    let answer = ca.respond_ocsp(&body).await;
+    ocsp_response(answer, ca.ctx.clock.now())
+}
+
+async fn ocsp_get(
+    State(ca): State<CertificateAuthority>,
+    Path((_issuer, request)): Path<(String, String)>,
+) -> Response {
+    let answer = match ocsp::parse_get_path(&request) {
+        Ok(der) => ca.respond_ocsp(&der).await,
+        Err(e) => OcspAnswer {
+            body: ocsp::error_response(e.response_status()).into(),
+            validity: None,
+        },
+    };
+    ocsp_response(answer, ca.ctx.clock.now())
+}
+
+async fn crl(
+    State(ca): State<CertificateAuthority>,
+    Path(file): Path<String>,
+) -> Result<Response, CaError> {
+    let issuer = file
+        .strip_suffix(".crl")
+        .and_then(CaRole::parse)
+        .filter(|role| role.is_issuing_ca())
+        .ok_or_else(|| {
+            CaError::UnknownCertificate(format!(
+                "CRL {file:?} (published: citizen-auth-ca.crl, citizen-sign-ca.crl)"
+            ))
+        })?;
+    let published = ca.current_crl(issuer).await?;
+    let max_age = (published.next_update - ca.ctx.clock.now())
+        .whole_seconds()
+        .max(0);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pkix-crl".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                format!("max-age={max_age}, public, no-transform"),
+            ),
+            (
+                header::LAST_MODIFIED,
+                httpdate::fmt_http_date(published.this_update.into()),
+            ),
+        ],
+        published.der,
+    )
+        .into_response())
+}
+
 /// The routes, before the shared `/healthz` and `/metrics`.
 pub(crate) fn routes(ca: &CertificateAuthority) -> Router {
     Router::new()
         .route("/ca/{file}", get(ca_certificate))
+        .route("/crl/{file}", get(crl))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{issuer}", post(ocsp_post))
+        .route("/ocsp/{issuer}/{*request}", get(ocsp_get))
+        // Bodies past the OCSP limit reach the parser, which answers malformedRequest;
+        // past this, HTTP answers 413.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .route("/api/v1/certificates", post(issue))
         .with_state(ca.clone())
 }

@@ -3,7 +3,9 @@
 //!
 //! HTTP surface: CA certificates at the caIssuers URLs written into certificates
 //! (`GET /ca/{role}.crt`), and the issuance API for the registration authority
-//! (`POST /api/v1/certificates`, bearer token of a configured issuance client).
+//! (`POST /api/v1/certificates`, bearer token of a configured issuance client), OCSP
+//! (`POST /ocsp/{issuer}` and RFC 5019 `GET /ocsp/{issuer}/{request}`) and CRLs
+//! (`GET /crl/{issuer}.crl`) at the URLs written into certificates.
 #![forbid(unsafe_code)]
 
 pub mod crl;
@@ -16,7 +18,10 @@ mod issue;
 mod names;
 pub mod ocsp;
 mod profile;
+mod publication;
 pub mod reason;
+mod responder;
+mod revoke;
 mod serial;
 
 use axum::Router;
@@ -27,6 +32,9 @@ pub use hierarchy::{Authority, CaRole, Hierarchy};
 pub use issue::{IssueRequest, IssuedCertificate, KeyEvidence};
 pub use names::{NationalId, PersonName};
 pub use profile::Profile;
+pub use publication::PublishedCrl;
+pub use responder::OcspAnswer;
+pub use revoke::{StatusChange, StatusChanged};
 pub use serial::CertificateSerial;
 
 /// The service's name in `eid serve ca`, logs and metrics.
@@ -41,13 +49,16 @@ pub const DESCRIPTION: &str =
 pub struct CertificateAuthority {
     ctx: ServiceContext,
     hierarchy: Hierarchy,
+    responder: std::sync::Arc<responder::ResponderState>,
 }
 
 impl CertificateAuthority {
     /// Loads the hierarchy, creating what is missing (the embedded default's first run).
     pub async fn open(ctx: &ServiceContext) -> Result<Self, CaError> {
+        let hierarchy = Hierarchy::ensure(ctx).await?;
         Ok(Self {
-            hierarchy: Hierarchy::ensure(ctx).await?,
+            responder: std::sync::Arc::new(responder::ResponderState::new(&hierarchy)?),
+            hierarchy,
             ctx: ctx.clone(),
         })
     }

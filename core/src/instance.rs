@@ -174,9 +174,9 @@ async fn open_inner(
         config.database.max_connections,
     )
     .await?;
-    if create {
-        db.migrate().await?;
-    }
+    // Pending migrations are applied on every start, so a new binary brings an older
+    // database up to date (migrations only ever add).
+    db.migrate().await?;
     let label = KeyLabel::new(CHECKPOINT_KEY_LABEL)?;
     let initialised = sqlx::query("SELECT instance_id, audit_key FROM instance WHERE id = 1")
         .fetch_optional(db.pool())

@@ -44,7 +44,12 @@ fn start(database_url: Option<&str>) -> Server {
     .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_eid"));
     command
-        .args(["--config", &dir.path().join("eid.toml").display().to_string(), "serve", "ca"])
+        .args([
+            "--config",
+            &dir.path().join("eid.toml").display().to_string(),
+            "serve",
+            "ca",
+        ])
         .env("EID_DATA", dir.path().join("data"))
         .env("EID_CA_LISTEN", "127.0.0.1:0")
         .env_remove("EID_DATABASE_URL")
@@ -75,13 +80,18 @@ fn start(database_url: Option<&str>) -> Server {
 fn requests(count: usize) -> Vec<String> {
     (0..count)
         .map(|_| {
-            let key = p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap();
+            let key =
+                p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap();
             let request = RequestBuilder::new("CN=bench".parse().unwrap())
                 .unwrap()
                 .build::<_, p256::ecdsa::DerSignature>(&key)
                 .unwrap();
-            der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &request.to_der().unwrap())
-                .unwrap()
+            der::pem::encode_string(
+                "CERTIFICATE REQUEST",
+                der::pem::LineEnding::LF,
+                &request.to_der().unwrap(),
+            )
+            .unwrap()
         })
         .collect()
 }
@@ -92,7 +102,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn issue_all(url: &str, csrs: Vec<String>, concurrency: usize) -> (Duration, Vec<Duration>) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
     let queue = Arc::new(std::sync::Mutex::new(csrs));
     let endpoint = format!("{url}/api/v1/certificates");
     let started = Instant::now();
@@ -103,7 +116,9 @@ async fn issue_all(url: &str, csrs: Vec<String>, concurrency: usize) -> (Duratio
             let mut latencies = Vec::new();
             let mut n = 0u64;
             loop {
-                let Some(csr) = queue.lock().unwrap().pop() else { break };
+                let Some(csr) = queue.lock().unwrap().pop() else {
+                    break;
+                };
                 n += 1;
                 let body = serde_json::json!({
                     "profile": "citizen-auth",
@@ -113,8 +128,19 @@ async fn issue_all(url: &str, csrs: Vec<String>, concurrency: usize) -> (Duratio
                     "surname": "Citizen",
                 });
                 let sent = Instant::now();
-                let response = client.post(&endpoint).bearer_auth(TOKEN).json(&body).send().await.unwrap();
-                assert_eq!(response.status(), 201, "{}", response.text().await.unwrap_or_default());
+                let response = client
+                    .post(&endpoint)
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    response.status(),
+                    201,
+                    "{}",
+                    response.text().await.unwrap_or_default()
+                );
                 latencies.push(sent.elapsed());
             }
             latencies
@@ -135,16 +161,26 @@ fn raw_p384_signing_rate() -> f64 {
     let started = Instant::now();
     let mut n = 0u32;
     while started.elapsed() < Duration::from_secs(2) {
-        let _: p384::ecdsa::Signature = key.sign(b"a TBS certificate of about this length, give or take a few hundred bytes");
+        let _: p384::ecdsa::Signature =
+            key.sign(b"a TBS certificate of about this length, give or take a few hundred bytes");
         n += 1;
     }
     f64::from(n) / started.elapsed().as_secs_f64()
 }
 
 fn main() {
-    let count: usize = std::env::var("EID_BENCH_CERTIFICATES").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
-    let concurrency: usize = std::env::var("EID_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let count: usize = std::env::var("EID_BENCH_CERTIFICATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let concurrency: usize = std::env::var("EID_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut backends = vec![("sqlite", None)];
     if let Ok(admin) = std::env::var("EID_TEST_POSTGRES_URL") {
         backends.push(("postgres", Some(admin)));
@@ -153,15 +189,22 @@ fn main() {
     }
     let reference = raw_p384_signing_rate();
     println!("reference: raw P-384 ECDSA signing on one core: {reference:.0}/s");
-    println!("{:<10} {:>8} {:>12} {:>10} {:>10}", "backend", "certs", "certs/s", "p50", "p99");
+    println!(
+        "{:<10} {:>8} {:>12} {:>10} {:>10}",
+        "backend", "certs", "certs/s", "p50", "p99"
+    );
     for (name, admin) in backends {
         let database = admin.map(|admin| {
             let db = format!("eid_bench_{}", std::process::id());
             runtime.block_on(async {
                 use sqlx::{Connection, Executor};
                 let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-                conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}"))).await.unwrap();
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).await.unwrap();
+                conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+                    .await
+                    .unwrap();
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                    .await
+                    .unwrap();
             });
             format!("{}/{db}", admin.rsplit_once('/').unwrap().0)
         });

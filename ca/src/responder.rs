@@ -1,0 +1,421 @@
+//! The OCSP responder: pre-produced responses served from memory, backed by the
+//! `ocsp_response` table; responses for nonce requests and for several certificates
+//! signed on demand by the issuing CA's delegated responder.
+//!
+//! A revocation made in this process replaces the certificate's responses before the
+//! revoke call returns. One made by another process (`eid ca revoke` beside a running
+//! server) bumps the revocation epoch in the same transaction; the server polls the
+//! epoch and drops its memory cache when it moves.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+};
+
+use sqlx::Row;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{
+    CaError, CaRole, Hierarchy,
+    ocsp::{self, CertIdHash, CertIdKey, ErrorStatus, IssuerHashes, ResponseEntry, Status},
+    reason::ReasonCode,
+};
+
+/// A response ready to send, with the times RFC 5019 caching headers need.
+#[derive(Clone, Debug)]
+pub struct OcspAnswer {
+    /// The DER `OCSPResponse`.
+    pub body: Arc<[u8]>,
+    /// For a cacheable (single, nonce-less, successful) response: thisUpdate and nextUpdate.
+    pub validity: Option<(OffsetDateTime, OffsetDateTime)>,
+}
+
+impl OcspAnswer {
+    fn error(status: ErrorStatus) -> Self {
+        Self {
+            body: ocsp::error_response(status).into(),
+            validity: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Cached {
+    body: Arc<[u8]>,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+}
+
+/// The responder's state, shared by the CA's clones.
+#[derive(Debug)]
+pub(crate) struct ResponderState {
+    issuers: Vec<(CaRole, IssuerHashes)>,
+    cache: RwLock<HashMap<(CertIdHash, Vec<u8>), Cached>>,
+    epoch: AtomicI64,
+}
+
+fn hash_name(hash: CertIdHash) -> &'static str {
+    match hash {
+        CertIdHash::Sha1 => "sha1",
+        CertIdHash::Sha256 => "sha256",
+    }
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, CaError> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| CaError::encoding("stored time", e))
+}
+
+fn format_time(at: OffsetDateTime) -> Result<String, CaError> {
+    at.format(&Rfc3339)
+        .map_err(|e| CaError::encoding("time", e))
+}
+
+impl ResponderState {
+    pub(crate) fn new(hierarchy: &Hierarchy) -> Result<Self, CaError> {
+        let mut issuers = Vec::new();
+        for role in [CaRole::CitizenAuthenticationCa, CaRole::CitizenSigningCa] {
+            let hashes = IssuerHashes::new(&hierarchy.get(role)?.certificate)
+                .map_err(|e| CaError::encoding("issuer hashes", e))?;
+            issuers.push((role, hashes));
+        }
+        Ok(Self {
+            issuers,
+            cache: RwLock::new(HashMap::new()),
+            epoch: AtomicI64::new(-1),
+        })
+    }
+
+    fn issuer_of(&self, id: &CertIdKey) -> Option<CaRole> {
+        self.issuers
+            .iter()
+            .find(|(_, hashes)| hashes.matches(id))
+            .map(|(role, _)| *role)
+    }
+
+    fn cached(
+        &self,
+        id: &CertIdKey,
+        now: OffsetDateTime,
+        refresh_after: time::Duration,
+    ) -> Option<Cached> {
+        let cache = self.cache.read().ok()?;
+        let entry = cache.get(&(id.hash, id.serial.as_bytes().to_vec()))?;
+        // Re-signed when half its validity is gone, so clients always get a fresh one.
+        (now < entry.this_update + refresh_after).then(|| entry.clone())
+    }
+
+    fn remember(&self, id: &CertIdKey, cached: Cached) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert((id.hash, id.serial.as_bytes().to_vec()), cached);
+        }
+    }
+
+    /// Records an epoch this process itself produced. Only when it directly follows the
+    /// last one seen: otherwise another process changed something too, and the next
+    /// poll must notice.
+    pub(crate) fn epoch_seen(&self, epoch: i64) {
+        let _ = self
+            .epoch
+            .compare_exchange(epoch - 1, epoch, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    fn forget_serial(&self, serial: &[u8]) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|(_, s), _| s != serial);
+        }
+    }
+}
+
+impl crate::CertificateAuthority {
+    /// Answers an OCSP request (DER). Never fails: errors become OCSP error responses.
+    pub async fn respond_ocsp(&self, request: &[u8]) -> OcspAnswer {
+        match self.respond_inner(request).await {
+            Ok(answer) => answer,
+            Err(AnswerError::Ocsp(status)) => OcspAnswer::error(status),
+            Err(AnswerError::Internal(e)) => {
+                tracing::error!(error = %e, "OCSP responder failed");
+                OcspAnswer::error(ErrorStatus::InternalError)
+            }
+        }
+    }
+
+    async fn respond_inner(&self, request: &[u8]) -> Result<OcspAnswer, AnswerError> {
+        let parsed = ocsp::parse_request(request).map_err(|e| {
+            tracing::debug!(error = %e, "malformed OCSP request");
+            AnswerError::Ocsp(e.response_status())
+        })?;
+        let state = &self.responder;
+        let mut issuer = None;
+        for id in &parsed.certs {
+            match (state.issuer_of(id), issuer) {
+                (None, _) => return Err(AnswerError::Ocsp(ErrorStatus::Unauthorized)),
+                (Some(role), Some(seen)) if role != seen => {
+                    // One response has one signer: a request spanning issuers is refused.
+                    return Err(AnswerError::Ocsp(ErrorStatus::Unauthorized));
+                }
+                (Some(role), _) => issuer = Some(role),
+            }
+        }
+        let issuer = issuer.ok_or(AnswerError::Ocsp(ErrorStatus::MalformedRequest))?;
+        let now = self.ctx.clock.now();
+        let validity = time::Duration::hours(i64::from(self.ctx.config.ca.ocsp_validity_hours));
+        let cacheable = parsed.nonce.is_none() && parsed.certs.len() == 1;
+        if cacheable {
+            let id = &parsed.certs[0];
+            if let Some(hit) = state.cached(id, now, validity / 2) {
+                return Ok(OcspAnswer {
+                    body: hit.body,
+                    validity: Some((hit.this_update, hit.next_update)),
+                });
+            }
+            if let Some(stored) = self.stored_response(id, now, validity / 2).await? {
+                state.remember(id, stored.clone());
+                return Ok(OcspAnswer {
+                    body: stored.body,
+                    validity: Some((stored.this_update, stored.next_update)),
+                });
+            }
+        }
+        let mut conn = self
+            .ctx
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(CaError::query("acquiring a connection"))?;
+        let mut entries = Vec::with_capacity(parsed.certs.len());
+        for id in &parsed.certs {
+            entries.push(ResponseEntry {
+                cert_id: id.clone(),
+                status: self.status(&mut conn, issuer, id).await?,
+                this_update: now,
+                next_update: Some(now + validity),
+            });
+        }
+        let body = self
+            .sign_ocsp(issuer, entries.clone(), parsed.nonce, now)
+            .await?;
+        if cacheable && entries[0].status != Status::Unknown {
+            let cached = Cached {
+                body: body.clone(),
+                this_update: now,
+                next_update: now + validity,
+            };
+            Self::store_response(&mut conn, &entries[0], &cached).await?;
+            state.remember(&entries[0].cert_id, cached);
+        }
+        Ok(OcspAnswer {
+            validity: cacheable.then_some((now, now + validity)),
+            body,
+        })
+    }
+
+    async fn sign_ocsp(
+        &self,
+        issuer: CaRole,
+        entries: Vec<ResponseEntry>,
+        nonce: Option<Vec<u8>>,
+        now: OffsetDateTime,
+    ) -> Result<Arc<[u8]>, CaError> {
+        let responder_role = issuer
+            .ocsp_responder()
+            .ok_or_else(|| CaError::Task(format!("{issuer} has no OCSP responder")))?;
+        let responder = self.hierarchy.get(responder_role)?.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            ocsp::sign_response(
+                &responder.signer,
+                &responder.certificate,
+                &entries,
+                nonce.as_deref(),
+                now,
+            )
+        })
+        .await
+        .map_err(|e| CaError::Task(e.to_string()))?
+        .map_err(|e| CaError::Task(format!("signing an OCSP response: {e}")))?;
+        Ok(body.into())
+    }
+
+    /// The status of `id`'s certificate as the database knows it.
+    async fn status(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        issuer: CaRole,
+        id: &CertIdKey,
+    ) -> Result<Status, CaError> {
+        let row = sqlx::query(
+            "SELECT revoked_at, revocation_reason FROM certificate \
+             WHERE serial = $1 AND issuer_role = $2 AND state = 'issued'",
+        )
+        .bind(hex::encode(id.serial.as_bytes()))
+        .bind(issuer.name())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(CaError::query("reading a certificate's status"))?;
+        let Some(row) = row else {
+            return Ok(Status::Unknown);
+        };
+        let revoked_at: Option<String> = row
+            .try_get("revoked_at")
+            .map_err(CaError::query("reading a certificate's status"))?;
+        let reason: Option<String> = row
+            .try_get("revocation_reason")
+            .map_err(CaError::query("reading a certificate's status"))?;
+        Ok(match revoked_at {
+            None => Status::Good,
+            Some(at) => Status::Revoked {
+                at: parse_time(&at)?,
+                reason: reason
+                    .map(|r| ReasonCode::parse(&r))
+                    .transpose()
+                    .map_err(|e| CaError::encoding("stored revocation reason", e))?,
+            },
+        })
+    }
+
+    async fn stored_response(
+        &self,
+        id: &CertIdKey,
+        now: OffsetDateTime,
+        refresh_after: time::Duration,
+    ) -> Result<Option<Cached>, CaError> {
+        let row = sqlx::query(
+            "SELECT this_update, next_update, der FROM ocsp_response \
+             WHERE serial = $1 AND cert_id_hash = $2",
+        )
+        .bind(hex::encode(id.serial.as_bytes()))
+        .bind(hash_name(id.hash))
+        .fetch_optional(self.ctx.db.pool())
+        .await
+        .map_err(CaError::query("reading a pre-produced OCSP response"))?;
+        let Some(row) = row else { return Ok(None) };
+        let read = |name: &str| -> Result<String, CaError> {
+            row.try_get(name)
+                .map_err(CaError::query("reading a pre-produced OCSP response"))
+        };
+        let this_update = parse_time(&read("this_update")?)?;
+        let next_update = parse_time(&read("next_update")?)?;
+        let der: Vec<u8> = row
+            .try_get("der")
+            .map_err(CaError::query("reading a pre-produced OCSP response"))?;
+        Ok((now < this_update + refresh_after).then(|| Cached {
+            body: der.into(),
+            this_update,
+            next_update,
+        }))
+    }
+
+    async fn store_response(
+        conn: &mut sqlx::AnyConnection,
+        entry: &ResponseEntry,
+        cached: &Cached,
+    ) -> Result<(), CaError> {
+        let status = match entry.status {
+            Status::Good => "good",
+            Status::Revoked { .. } => "revoked",
+            Status::Unknown => "unknown",
+        };
+        sqlx::query(
+            "INSERT INTO ocsp_response (serial, cert_id_hash, status, this_update, next_update, der) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (serial, cert_id_hash) DO UPDATE SET \
+             status = excluded.status, this_update = excluded.this_update, \
+             next_update = excluded.next_update, der = excluded.der",
+        )
+        .bind(hex::encode(entry.cert_id.serial.as_bytes()))
+        .bind(hash_name(entry.cert_id.hash))
+        .bind(status)
+        .bind(format_time(cached.this_update)?)
+        .bind(format_time(cached.next_update)?)
+        .bind(cached.body.as_ref())
+        .execute(&mut *conn)
+        .await
+        .map_err(CaError::query("storing a pre-produced OCSP response"))?;
+        Ok(())
+    }
+
+    /// Produces new responses (SHA-1 and SHA-256 CertIDs) for a certificate whose status
+    /// changed, and stores them on `conn` (the transaction of the change). The caller
+    /// puts them in the memory cache with [`Self::cache_responses`] once it commits.
+    pub(crate) async fn reproduce_responses(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        issuer: CaRole,
+        serial: &[u8],
+    ) -> Result<Vec<(CertIdKey, Cached)>, CaError> {
+        let hashes = self
+            .responder
+            .issuers
+            .iter()
+            .find(|(role, _)| *role == issuer)
+            .map(|(_, hashes)| hashes.clone())
+            .ok_or_else(|| {
+                CaError::Task(format!("{issuer} does not issue citizen certificates"))
+            })?;
+        let now = self.ctx.clock.now();
+        let validity = time::Duration::hours(i64::from(self.ctx.config.ca.ocsp_validity_hours));
+        let mut fresh = Vec::new();
+        for hash in [CertIdHash::Sha1, CertIdHash::Sha256] {
+            let id = hashes.cert_id(hash, ocsp::CertificateSerial::from_be_bytes(serial));
+            let entry = ResponseEntry {
+                status: self.status(conn, issuer, &id).await?,
+                cert_id: id,
+                this_update: now,
+                next_update: Some(now + validity),
+            };
+            let body = self
+                .sign_ocsp(issuer, vec![entry.clone()], None, now)
+                .await?;
+            let cached = Cached {
+                body,
+                this_update: now,
+                next_update: now + validity,
+            };
+            Self::store_response(conn, &entry, &cached).await?;
+            fresh.push((entry.cert_id, cached));
+        }
+        Ok(fresh)
+    }
+
+    /// Replaces a certificate's responses in the memory cache.
+    pub(crate) fn cache_responses(&self, serial: &[u8], fresh: Vec<(CertIdKey, Cached)>) {
+        self.responder.forget_serial(serial);
+        for (id, cached) in fresh {
+            self.responder.remember(&id, cached);
+        }
+    }
+
+    /// Drops the memory cache if another process changed a revocation status since the
+    /// last look. Called by the server at short intervals.
+    pub async fn sync_revocations(&self) -> Result<(), CaError> {
+        let epoch: i64 = sqlx::query("SELECT epoch FROM revocation_epoch WHERE id = 1")
+            .fetch_one(self.ctx.db.pool())
+            .await
+            .and_then(|row| row.try_get("epoch"))
+            .map_err(CaError::query("reading the revocation epoch"))?;
+        let previous = self.responder.epoch.swap(epoch, Ordering::SeqCst);
+        if previous != epoch && previous != -1 {
+            if let Ok(mut cache) = self.responder.cache.write() {
+                cache.clear();
+            }
+            tracing::info!(
+                epoch,
+                "revocation status changed elsewhere; OCSP cache reloaded"
+            );
+        }
+        Ok(())
+    }
+}
+
+enum AnswerError {
+    Ocsp(ErrorStatus),
+    Internal(CaError),
+}
+
+impl From<CaError> for AnswerError {
+    fn from(e: CaError) -> Self {
+        Self::Internal(e)
+    }
+}

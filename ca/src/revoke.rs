@@ -1,0 +1,183 @@
+//! Revocation: revoke with an RFC 5280 reason, suspend (certificateHold) and resume.
+//! Each change is one transaction holding the new status, its audit event, the
+//! revocation epoch, the certificate's new OCSP responses and its issuer's new CRL; the
+//! responder's memory cache is updated before the call returns.
+
+use eid_core::{AuditEvent, audit};
+use sqlx::Row;
+use time::format_description::well_known::Rfc3339;
+
+use crate::{CaError, CaRole, CertificateAuthority, CertificateSerial, reason::ReasonCode};
+
+/// A change of a certificate's revocation status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusChange {
+    /// Revoke for good, for this reason.
+    Revoke(ReasonCode),
+    /// Put on hold (`certificateHold`), as when a citizen reports a card lost.
+    Suspend,
+    /// Take off hold.
+    Resume,
+}
+
+impl StatusChange {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Revoke(_) => "certificate.revoke",
+            Self::Suspend => "certificate.suspend",
+            Self::Resume => "certificate.resume",
+        }
+    }
+}
+
+/// What a status change did.
+#[derive(Clone, Debug)]
+pub struct StatusChanged {
+    /// The certificate.
+    pub serial: CertificateSerial,
+    /// Its issuing CA.
+    pub issuer: CaRole,
+    /// The reason now recorded (None after a resume).
+    pub reason: Option<ReasonCode>,
+}
+
+impl CertificateAuthority {
+    /// Applies `change` to the certificate `serial`, as `actor`.
+    pub async fn change_status(
+        &self,
+        serial: &CertificateSerial,
+        change: StatusChange,
+        actor: &str,
+    ) -> Result<StatusChanged, CaError> {
+        if let StatusChange::Revoke(reason) = change {
+            match reason {
+                ReasonCode::CertificateHold => {
+                    return Err(CaError::BadRequest(
+                        "certificateHold is a suspension: use suspend (and resume to lift it)"
+                            .into(),
+                    ));
+                }
+                ReasonCode::RemoveFromCrl => {
+                    return Err(CaError::BadRequest(
+                        "removeFromCRL is not a revocation reason: use resume".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let ctx = &self.ctx;
+        let hex = serial.to_hex();
+        let mut tx = ctx.db.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT issuer_role, state, revoked_at, revocation_reason FROM certificate WHERE serial = $1",
+        )
+        .bind(&hex)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(CaError::query("reading a certificate"))?
+        .ok_or_else(|| CaError::UnknownCertificate(hex.clone()))?;
+        let get = |name: &str| -> Result<Option<String>, CaError> {
+            row.try_get(name)
+                .map_err(CaError::query("reading a certificate"))
+        };
+        let issuer_name = get("issuer_role")?.unwrap_or_default();
+        let issuer = CaRole::parse(&issuer_name).ok_or_else(|| {
+            CaError::Task(format!("stored issuer {issuer_name:?} is not a CA role"))
+        })?;
+        if get("state")?.as_deref() != Some("issued") {
+            return Err(CaError::Conflict(format!(
+                "certificate {hex} was never issued (its signing did not complete)"
+            )));
+        }
+        let current = get("revocation_reason")?;
+        let revoked_at = get("revoked_at")?;
+        let on_hold = current.as_deref() == Some(ReasonCode::CertificateHold.name());
+        let (new_reason, new_time) = match change {
+            StatusChange::Revoke(reason) => {
+                if revoked_at.is_some() && !on_hold {
+                    return Err(CaError::Conflict(format!(
+                        "certificate {hex} is already revoked ({}) since {}",
+                        current.unwrap_or_else(|| "unspecified".into()),
+                        revoked_at.unwrap_or_default()
+                    )));
+                }
+                (Some(reason), Some(ctx.clock.now()))
+            }
+            StatusChange::Suspend => {
+                if revoked_at.is_some() {
+                    return Err(CaError::Conflict(format!(
+                        "certificate {hex} is already {}",
+                        if on_hold { "suspended" } else { "revoked" }
+                    )));
+                }
+                (Some(ReasonCode::CertificateHold), Some(ctx.clock.now()))
+            }
+            StatusChange::Resume => {
+                if !on_hold {
+                    return Err(CaError::Conflict(format!(
+                        "certificate {hex} is not suspended{}: only a certificate on hold can be resumed",
+                        if revoked_at.is_some() {
+                            " but revoked for good"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                (None, None)
+            }
+        };
+        let time_text = new_time
+            .map(|t| t.format(&Rfc3339))
+            .transpose()
+            .map_err(|e| CaError::encoding("time", e))?;
+        sqlx::query(
+            "UPDATE certificate SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
+        )
+        .bind(&time_text)
+        .bind(new_reason.map(ReasonCode::name))
+        .bind(&hex)
+        .execute(&mut *tx)
+        .await
+        .map_err(CaError::query("changing a certificate's status"))?;
+        let epoch: i64 = sqlx::query(
+            "UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get("epoch"))
+        .map_err(CaError::query("advancing the revocation epoch"))?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(actor, change.action(), "certificate", &hex).details(
+                serde_json::json!({
+                    "issuer": issuer.name(),
+                    "reason": new_reason.map(ReasonCode::name),
+                    "previous_reason": current,
+                    "at": time_text,
+                }),
+            ),
+        )
+        .await?;
+        // New OCSP responses and CRL in the same transaction: the status change, its
+        // audit record and the revocation data that announce it commit together or
+        // not at all.
+        let fresh = self
+            .reproduce_responses(&mut tx, issuer, serial.as_bytes())
+            .await?;
+        self.publish_crl_on(&mut tx, issuer).await?;
+        tx.commit()
+            .await
+            .map_err(CaError::query("committing a status change"))?;
+        self.cache_responses(serial.as_bytes(), fresh);
+        // This process knows of its own change: no need to drop the whole cache.
+        self.responder.epoch_seen(epoch);
+        tracing::info!(serial = %hex, change = change.action(), "certificate status changed");
+        Ok(StatusChanged {
+            serial: serial.clone(),
+            issuer,
+            reason: new_reason,
+        })
+    }
+}
