@@ -471,7 +471,240 @@ async fn issuance_api_serves_only_the_registration_authority(backend: TestBacken
     assert!(!tail.contains(token));
 }
 
+/// `openssl ocsp` against the running responder: the status line it prints for `leaf`
+/// (and "Response verify OK" required).
+fn openssl_ocsp_status(dir: &Path, url: &str, leaf: &Path, extra: &[&str]) -> String {
+    let pki = dir.join("pki");
+    let chain = dir.join("chain.pem");
+    let chain_text = [
+        std::fs::read_to_string(pki.join("root.pem")).unwrap(),
+        std::fs::read_to_string(pki.join("citizen-auth-ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&chain, chain_text).unwrap();
+    let issuer = pki.join("citizen-auth-ca.pem").display().to_string();
+    let leaf = leaf.display().to_string();
+    let chain = chain.display().to_string();
+    let output = judge(
+        "openssl",
+        &[
+            &["ocsp", "-issuer", &issuer][..],
+            extra,
+            &["-cert", &leaf, "-url", url, "-CAfile", &chain],
+        ]
+        .concat(),
+    );
+    let out = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(out.contains("Response verify OK"), "openssl ocsp: {out}");
+    out.lines()
+        .find(|l| l.starts_with(&format!("{leaf}: ")))
+        .map(|l| l.trim_start_matches(&format!("{leaf}: ")).to_owned())
+        .unwrap_or_else(|| panic!("no status line in {out}"))
+}
+
+async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path();
+    assert!(eid.run(&["init"]).await.status.success());
+    let pki = dir.join("pki").display().to_string();
+    assert!(
+        eid.run(&["ca", "export", "--out", &pki])
+            .await
+            .status
+            .success()
+    );
+    let mut leaves = Vec::new();
+    for name in ["first", "second"] {
+        let csr = openssl_csr(
+            dir,
+            name,
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        );
+        let issued = eid
+            .run(
+                &[
+                    &["ca", "issue", "--profile", "citizen-auth", "--csr", &csr][..],
+                    &CITIZEN[..],
+                ]
+                .concat(),
+            )
+            .await;
+        assert!(issued.status.success(), "{}", text(&issued.stderr));
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, &issued.stdout).unwrap();
+        let serial = judge(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &path.display().to_string(),
+                "-noout",
+                "-serial",
+            ],
+        );
+        let serial = text(&serial.stdout)
+            .trim()
+            .trim_start_matches("serial=")
+            .to_owned();
+        leaves.push((path, serial));
+    }
+    let server = eid.serve(&["ca"]).await;
+    let url = format!("{}/ocsp/citizen-auth-ca", server.urls["ca"]);
+    let (first, first_serial) = &leaves[0];
+    let (second, _) = &leaves[1];
+    assert_eq!(openssl_ocsp_status(dir, &url, first, &[]), "good");
+    assert_eq!(
+        openssl_ocsp_status(dir, &url, first, &["-sha256", "-no_nonce"]),
+        "good"
+    );
+
+    // Through the CLI (another process): the server answers revoked at once.
+    let revoked = eid
+        .run(&[
+            "ca",
+            "revoke",
+            "--serial",
+            first_serial,
+            "--reason",
+            "keyCompromise",
+        ])
+        .await;
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        openssl_ocsp_status(dir, &url, first, &["-no_nonce"]),
+        "revoked"
+    );
+    assert_eq!(
+        openssl_ocsp_status(dir, &url, second, &["-no_nonce"]),
+        "good"
+    );
+
+    let crl = reqwest::get(format!("{}/crl/citizen-auth-ca.crl", server.urls["ca"]))
+        .await
+        .unwrap();
+    assert_eq!(crl.status(), 200);
+    assert_eq!(crl.headers()["content-type"], "application/pkix-crl");
+    let crl_der = dir.join("crl.der");
+    std::fs::write(&crl_der, crl.bytes().await.unwrap()).unwrap();
+    let crl_pem = dir.join("crl.pem").display().to_string();
+    let converted = judge(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            &crl_der.display().to_string(),
+            "-out",
+            &crl_pem,
+        ],
+    );
+    assert!(converted.status.success());
+    let listed = judge(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            &crl_pem,
+            "-noout",
+            "-text",
+            "-CAfile",
+            &dir.join("chain.pem").display().to_string(),
+        ],
+    );
+    let listed = format!("{}{}", text(&listed.stdout), text(&listed.stderr));
+    assert!(listed.contains("verify OK"), "{listed}");
+    assert!(
+        listed.contains(&format!("Serial Number: {first_serial}")),
+        "{listed}"
+    );
+    assert!(listed.contains("Key Compromise"), "{listed}");
+    pkilint_clean(
+        "lint_crl",
+        &["-t", "CRL", "-p", "PKIX"],
+        Path::new(&crl_pem),
+    );
+    let check = judge(
+        "openssl",
+        &[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            &crl_pem,
+            "-CAfile",
+            &dir.join("chain.pem").display().to_string(),
+            &first.display().to_string(),
+        ],
+    );
+    assert!(
+        text(&check.stdout).contains("certificate revoked")
+            || text(&check.stderr).contains("certificate revoked")
+    );
+
+    // Bad input, in the protocol's own terms; nothing changes.
+    let http = reqwest::Client::new();
+    let garbage = http
+        .post(&url)
+        .body(vec![0x30, 0x82, 0xff])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 200);
+    assert_eq!(
+        garbage.headers()["content-type"],
+        "application/ocsp-response"
+    );
+    let garbage_path = dir.join("garbage.der");
+    std::fs::write(&garbage_path, garbage.bytes().await.unwrap()).unwrap();
+    let parsed = judge(
+        "openssl",
+        &[
+            "ocsp",
+            "-respin",
+            &garbage_path.display().to_string(),
+            "-resp_text",
+            "-noverify",
+        ],
+    );
+    assert!(
+        format!("{}{}", text(&parsed.stdout), text(&parsed.stderr)).contains("malformedrequest"),
+        "{}{}",
+        text(&parsed.stdout),
+        text(&parsed.stderr)
+    );
+    let resume = eid.run(&["ca", "resume", "--serial", first_serial]).await;
+    assert_fails_with(&resume, &["not suspended", "revoked for good"]);
+    let unknown = eid
+        .run(&[
+            "ca",
+            "revoke",
+            "--serial",
+            "7fffffffffffffff",
+            "--reason",
+            "keyCompromise",
+        ])
+        .await;
+    assert_fails_with(&unknown, &["no certificate with serial 7fffffffffffffff"]);
+    let bad_reason = eid
+        .run(&[
+            "ca",
+            "revoke",
+            "--serial",
+            first_serial,
+            "--reason",
+            "lostIt",
+        ])
+        .await;
+    assert_fails_with(&bad_reason, &["not an RFC 5280 CRLReason"]);
+    assert_eq!(openssl_ocsp_status(dir, &url, first, &[]), "revoked");
+    server.stop().await;
+    let verify = eid.run(&["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
 on_both_backends!(
+    revocation_reaches_ocsp_and_the_crl,
     citizen_certificates_pass_openssl_and_pkilint,
     ca_certificates_are_published_at_their_ca_issuers_url,
     issuance_api_serves_only_the_registration_authority,
