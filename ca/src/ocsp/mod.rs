@@ -547,7 +547,7 @@ fn base64_decode(input: &[u8]) -> Result<Vec<u8>, OcspError> {
     if data.len() % 4 == 1 {
         return Err(get_error("base64 length is impossible"));
     }
-    if input.len() != data.len() && input.len() % 4 != 0 {
+    if input.len() != data.len() && !input.len().is_multiple_of(4) {
         return Err(get_error("base64 padding does not complete a quantum"));
     }
     let mut out = Vec::with_capacity(data.len() / 4 * 3 + 2);
