@@ -149,6 +149,7 @@ fn good_revoked_and_unknown_verify_with_openssl_and_pkilint() {
         for (status, word, detail) in &cases {
             let der = openssl_request(&pki, &[&pki.leaf_a.pem], sha256, false, "req.der");
             let request = parse_request(&der).unwrap();
+            assert!(issuer.matches(&request.certs[0]));
             let response = sign_response(
                 &pki.responder.signer,
                 &pki.responder.cert,
@@ -168,12 +169,6 @@ fn good_revoked_and_unknown_verify_with_openssl_and_pkilint() {
                     "revocation time:\n{text}"
                 );
             }
-            assert!(
-                !issuer
-                    .cert_id(CertIdHash::Sha1, request.certs[0].serial.clone())
-                    .issuer_key_hash
-                    .is_empty()
-            );
             assert_pkilint_clean("lint_ocsp_response", &[], &file);
         }
     }

@@ -16,7 +16,7 @@ use x509_cert::{
     builder::{Builder, CertificateBuilder, profile::BuilderProfile},
     der::{
         Encode, EncodePem,
-        asn1::{Null, ObjectIdentifier, OctetString},
+        asn1::{Ia5String, Null, ObjectIdentifier, OctetString},
         flagset::FlagSet,
         pem::LineEnding,
     },
@@ -25,6 +25,8 @@ use x509_cert::{
         pkix::{
             AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
             SubjectKeyIdentifier,
+            crl::{FreshestCrl, dp::DistributionPoint},
+            name::{DistributionPointName, GeneralName},
         },
     },
     name::Name,
@@ -126,6 +128,18 @@ impl BuilderProfile for TestProfile {
                     KeyUsage(FlagSet::from(KeyUsages::DigitalSignature))
                         .to_extension(subject, &[])?,
                 );
+                // openssl only consults delta CRLs (-use_deltas) for a certificate or
+                // base CRL that points to them with freshestCRL.
+                let delta_point = DistributionPoint {
+                    distribution_point: Some(DistributionPointName::FullName(vec![
+                        GeneralName::UniformResourceIdentifier(Ia5String::new(
+                            "http://crl.example.test/delta.crl",
+                        )?),
+                    ])),
+                    reasons: None,
+                    crl_issuer: None,
+                };
+                extensions.push(FreshestCrl(vec![delta_point]).to_extension(subject, &[])?);
             }
         }
         Ok(extensions)
