@@ -270,3 +270,33 @@ fn rfc5280_time(what: &'static str, time: OffsetDateTime) -> Result<Time, CrlErr
         .map(Time::from)
         .ok_or(CrlError::TimeOutOfRange { what, time })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn utc_time_through_2049_generalized_time_from_2050() {
+        let last_utc = rfc5280_time("t", datetime!(2049-12-31 23:59:59 UTC)).unwrap();
+        assert!(matches!(last_utc, Time::UtcTime(_)), "{last_utc:?}");
+        let first_generalized = rfc5280_time("t", datetime!(2050-01-01 00:00:00 UTC)).unwrap();
+        assert!(
+            matches!(first_generalized, Time::GeneralTime(_)),
+            "{first_generalized:?}"
+        );
+        // A non-UTC offset names the same instant.
+        let offset = rfc5280_time("t", datetime!(2030-01-01 02:00:00 +02:00)).unwrap();
+        assert_eq!(
+            offset,
+            rfc5280_time("t", datetime!(2030-01-01 00:00:00 UTC)).unwrap()
+        );
+        assert!(matches!(
+            rfc5280_time("t", datetime!(1969-12-31 23:59:59 UTC)),
+            Err(CrlError::TimeOutOfRange { .. })
+        ));
+    }
+}

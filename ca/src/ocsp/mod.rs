@@ -439,9 +439,11 @@ pub fn parse_request(der: &[u8]) -> Result<ParsedRequest, OcspError> {
     }
     let mut reader = der::SliceReader::new(der).map_err(OcspError::MalformedRequest)?;
     let request = OcspRequest::decode(&mut reader).map_err(OcspError::MalformedRequest)?;
-    let trailing = der.len() - usize::try_from(reader.position()).unwrap_or(der.len());
-    if trailing != 0 {
-        return Err(OcspError::TrailingData { count: trailing });
+    if !reader.is_finished() {
+        let consumed = usize::try_from(reader.position()).unwrap_or(der.len());
+        return Err(OcspError::TrailingData {
+            count: der.len().saturating_sub(consumed),
+        });
     }
 
     let tbs = request.tbs_request;
@@ -567,7 +569,8 @@ fn base64_decode(input: &[u8]) -> Result<Vec<u8>, OcspError> {
                 )));
             }
         };
-        accumulator = (accumulator << 6) | u32::from(value);
+        // Only the last 14 bits are ever read; masking keeps the shift from growing.
+        accumulator = ((accumulator << 6) | u32::from(value)) & 0x3FFF;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
