@@ -47,11 +47,19 @@ impl CertificateSerial {
         Ok(Self(bytes))
     }
 
-    /// From a certificate's serial number field.
+    /// From big-endian magnitude octets (as a CertID carries them); leading zeros are
+    /// dropped, zero stays `[0]`.
+    pub fn from_be_bytes(bytes: &[u8]) -> Self {
+        match bytes.iter().position(|&b| b != 0) {
+            Some(start) => Self(bytes[start..].to_vec()),
+            None => Self(vec![0]),
+        }
+    }
+
+    /// From a certificate's serial number field. Serials are positive (RFC 5280
+    /// §4.1.2.2), so the DER contents are the magnitude with at most one sign octet.
     pub fn from_certificate(serial: &SerialNumber) -> Self {
-        let bytes = serial.as_bytes();
-        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-        Self(bytes[start..].to_vec())
+        Self::from_be_bytes(serial.as_bytes())
     }
 
     /// The magnitude, big-endian, without leading zeros.
@@ -72,6 +80,12 @@ impl CertificateSerial {
             self.0.clone()
         };
         SerialNumber::new(&content).map_err(|e| CaError::encoding("serial number", e))
+    }
+}
+
+impl From<&SerialNumber> for CertificateSerial {
+    fn from(serial: &SerialNumber) -> Self {
+        Self::from_certificate(serial)
     }
 }
 

@@ -20,7 +20,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoRef};
 use time::OffsetDateTime;
-use x509_cert::{Certificate, ext::Extension, serial_number::SerialNumber};
+use x509_cert::{Certificate, ext::Extension};
 
 use self::asn1::{
     BasicOcspResponse, CertId, CertStatus, ID_PKIX_OCSP_BASIC, ID_PKIX_OCSP_NONCE, OcspRequest,
@@ -247,51 +247,7 @@ impl std::fmt::Display for CertIdHash {
     }
 }
 
-/// A certificate serial number: its big-endian magnitude without leading zero octets,
-/// so that one serial has one representation whatever INTEGER padding carried it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CertificateSerial(Vec<u8>);
-
-impl CertificateSerial {
-    /// From big-endian magnitude octets; leading zeros are dropped (zero stays `[0]`).
-    pub fn from_be_bytes(bytes: &[u8]) -> Self {
-        let start = bytes
-            .iter()
-            .position(|&b| b != 0)
-            .unwrap_or(bytes.len().saturating_sub(1));
-        let magnitude = bytes.get(start..).unwrap_or_default();
-        if magnitude.is_empty() {
-            Self(vec![0])
-        } else {
-            Self(magnitude.to_vec())
-        }
-    }
-
-    /// The big-endian magnitude.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl From<&SerialNumber> for CertificateSerial {
-    fn from(serial: &SerialNumber) -> Self {
-        // Certificate serials are positive (RFC 5280 §4.1.2.2), so the DER contents
-        // are the magnitude with at most one 0x00 sign octet.
-        Self::from_be_bytes(serial.as_bytes())
-    }
-}
-
-impl std::fmt::Debug for CertificateSerial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CertificateSerial({self})")
-    }
-}
-
-impl std::fmt::Display for CertificateSerial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode_upper(&self.0))
-    }
-}
+pub use crate::CertificateSerial;
 
 /// A `CertID`, decoded: which certificate of which issuer a request asks about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
