@@ -3,9 +3,10 @@
 //! - issuance over the registration authority's API (CSR in, certificate out, audit
 //!   log on), 32 concurrent clients;
 //! - OCSP from the pre-produced cache: RFC 5019 GET of one certificate, driven by `wrk`;
-//! - OCSP that must be signed (requests with a nonce), 16 concurrent clients;
-//! beside the raw P-384 (CA key) and P-256 (responder key) signing rates of this machine,
-//! measured in the same run.
+//! - OCSP that must be signed (requests with a nonce), 16 concurrent clients.
+//!
+//! Beside them, the raw P-384 (CA key) and P-256 (responder key) signing rates of this
+//! machine, measured in the same run.
 //!
 //! `cargo bench --bench ca_load` (optimised build). Environment:
 //! `EID_BENCH_CERTIFICATES` (default 4000 per backend), `EID_BENCH_CONCURRENCY` (32).
