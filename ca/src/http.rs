@@ -173,28 +173,36 @@ fn role_list() -> String {
 
 /// RFC 5019 §5 caching headers for a cacheable OCSP answer; `no-store` otherwise.
 fn ocsp_response(answer: OcspAnswer, now: time::OffsetDateTime) -> Response {
-    let mut headers = vec![(header::CONTENT_TYPE, "application/ocsp-response".to_owned())];
-    match answer.validity {
-        Some((this_update, next_update)) => {
-            let http_date = |t: time::OffsetDateTime| httpdate::fmt_http_date(t.into());
-            let max_age = (next_update - now).whole_seconds().max(0);
-            headers.push((header::LAST_MODIFIED, http_date(this_update)));
-            headers.push((header::EXPIRES, http_date(next_update)));
-            headers.push((
-                header::CACHE_CONTROL,
-                format!("max-age={max_age}, public, no-transform, must-revalidate"),
-            ));
-            headers.push((
-                header::ETAG,
-                format!("\"{}\"", hex::encode(Sha256::digest(&answer.body))),
-            ));
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/ocsp-response")],
+        axum::body::Bytes::from_owner(answer.body),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    match answer.cache {
+        Some(info) => {
+            let max_age = (info.next_update - now).whole_seconds().max(0);
+            let pairs = [
+                (header::LAST_MODIFIED, info.last_modified.as_str()),
+                (header::EXPIRES, info.expires.as_str()),
+                (header::ETAG, info.etag.as_str()),
+            ];
+            for (name, value) in pairs {
+                if let Ok(value) = header::HeaderValue::from_str(value) {
+                    headers.insert(name, value);
+                }
+            }
+            if let Ok(value) = header::HeaderValue::from_str(&format!(
+                "max-age={max_age}, public, no-transform, must-revalidate"
+            )) {
+                headers.insert(header::CACHE_CONTROL, value);
+            }
         }
-        None => headers.push((header::CACHE_CONTROL, "no-store".to_owned())),
-    }
-    let mut response = answer.body.to_vec().into_response();
-    for (name, value) in headers {
-        if let Ok(value) = header::HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
+        None => {
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
         }
     }
     response
@@ -213,7 +221,7 @@ async fn ocsp_get(
         Ok(der) => ca.respond_ocsp(&der).await,
         Err(e) => OcspAnswer {
             body: ocsp::error_response(e.response_status()).into(),
-            validity: None,
+            cache: None,
         },
     };
     ocsp_response(answer, ca.ctx.clock.now())

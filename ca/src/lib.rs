@@ -33,7 +33,7 @@ pub use issue::{IssueRequest, IssuedCertificate, KeyEvidence};
 pub use names::{NationalId, PersonName};
 pub use profile::Profile;
 pub use publication::PublishedCrl;
-pub use responder::OcspAnswer;
+pub use responder::{CacheInfo, OcspAnswer};
 pub use revoke::{StatusChange, StatusChanged};
 pub use serial::CertificateSerial;
 

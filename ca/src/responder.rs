@@ -24,20 +24,35 @@ use crate::{
     reason::ReasonCode,
 };
 
-/// A response ready to send, with the times RFC 5019 caching headers need.
+/// A response ready to send, with what RFC 5019 caching headers need.
 #[derive(Clone, Debug)]
 pub struct OcspAnswer {
     /// The DER `OCSPResponse`.
     pub body: Arc<[u8]>,
-    /// For a cacheable (single, nonce-less, successful) response: thisUpdate and nextUpdate.
-    pub validity: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// For a cacheable (single, nonce-less, successful) response.
+    pub cache: Option<Arc<CacheInfo>>,
+}
+
+/// The validity of a cacheable response, and its HTTP caching headers prepared once.
+#[derive(Debug)]
+pub struct CacheInfo {
+    /// thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// nextUpdate.
+    pub next_update: OffsetDateTime,
+    /// `Last-Modified` (thisUpdate as an HTTP date).
+    pub last_modified: String,
+    /// `Expires` (nextUpdate as an HTTP date).
+    pub expires: String,
+    /// `ETag`: a hash of the response.
+    pub etag: String,
 }
 
 impl OcspAnswer {
     fn error(status: ErrorStatus) -> Self {
         Self {
             body: ocsp::error_response(status).into(),
-            validity: None,
+            cache: None,
         }
     }
 }
@@ -45,8 +60,31 @@ impl OcspAnswer {
 #[derive(Clone, Debug)]
 pub(crate) struct Cached {
     body: Arc<[u8]>,
-    this_update: OffsetDateTime,
-    next_update: OffsetDateTime,
+    info: Arc<CacheInfo>,
+}
+
+impl Cached {
+    fn new(body: Arc<[u8]>, this_update: OffsetDateTime, next_update: OffsetDateTime) -> Self {
+        use sha2::Digest;
+        let info = CacheInfo {
+            last_modified: httpdate::fmt_http_date(this_update.into()),
+            expires: httpdate::fmt_http_date(next_update.into()),
+            etag: format!("\"{}\"", hex::encode(sha2::Sha256::digest(&body))),
+            this_update,
+            next_update,
+        };
+        Self {
+            body,
+            info: Arc::new(info),
+        }
+    }
+
+    fn answer(&self) -> OcspAnswer {
+        OcspAnswer {
+            body: self.body.clone(),
+            cache: Some(self.info.clone()),
+        }
+    }
 }
 
 /// The responder's state, shared by the CA's clones.
@@ -104,7 +142,7 @@ impl ResponderState {
         let cache = self.cache.read().ok()?;
         let entry = cache.get(&(id.hash, id.serial.as_bytes().to_vec()))?;
         // Re-signed when half its validity is gone, so clients always get a fresh one.
-        (now < entry.this_update + refresh_after).then(|| entry.clone())
+        (now < entry.info.this_update + refresh_after).then(|| entry.clone())
     }
 
     fn remember(&self, id: &CertIdKey, cached: Cached) {
@@ -166,17 +204,11 @@ impl crate::CertificateAuthority {
         if cacheable {
             let id = &parsed.certs[0];
             if let Some(hit) = state.cached(id, now, validity / 2) {
-                return Ok(OcspAnswer {
-                    body: hit.body,
-                    validity: Some((hit.this_update, hit.next_update)),
-                });
+                return Ok(hit.answer());
             }
             if let Some(stored) = self.stored_response(id, now, validity / 2).await? {
                 state.remember(id, stored.clone());
-                return Ok(OcspAnswer {
-                    body: stored.body,
-                    validity: Some((stored.this_update, stored.next_update)),
-                });
+                return Ok(stored.answer());
             }
         }
         let mut conn = self
@@ -198,19 +230,16 @@ impl crate::CertificateAuthority {
         let body = self
             .sign_ocsp(issuer, entries.clone(), parsed.nonce, now)
             .await?;
-        if cacheable && entries[0].status != Status::Unknown {
-            let cached = Cached {
-                body: body.clone(),
-                this_update: now,
-                next_update: now + validity,
-            };
-            Self::store_response(&mut conn, &entries[0], &cached).await?;
-            state.remember(&entries[0].cert_id, cached);
+        if !cacheable {
+            return Ok(OcspAnswer { body, cache: None });
         }
-        Ok(OcspAnswer {
-            validity: cacheable.then_some((now, now + validity)),
-            body,
-        })
+        let cached = Cached::new(body, now, now + validity);
+        // An unknown serial may be issued later: its answer is not kept.
+        if entries[0].status != Status::Unknown {
+            Self::store_response(&mut conn, &entries[0], &cached).await?;
+            state.remember(&entries[0].cert_id, cached.clone());
+        }
+        Ok(cached.answer())
     }
 
     async fn sign_ocsp(
@@ -301,11 +330,8 @@ impl crate::CertificateAuthority {
         let der: Vec<u8> = row
             .try_get("der")
             .map_err(CaError::query("reading a pre-produced OCSP response"))?;
-        Ok((now < this_update + refresh_after).then(|| Cached {
-            body: der.into(),
-            this_update,
-            next_update,
-        }))
+        Ok((now < this_update + refresh_after)
+            .then(|| Cached::new(der.into(), this_update, next_update)))
     }
 
     async fn store_response(
@@ -327,8 +353,8 @@ impl crate::CertificateAuthority {
         .bind(hex::encode(entry.cert_id.serial.as_bytes()))
         .bind(hash_name(entry.cert_id.hash))
         .bind(status)
-        .bind(format_time(cached.this_update)?)
-        .bind(format_time(cached.next_update)?)
+        .bind(format_time(cached.info.this_update)?)
+        .bind(format_time(cached.info.next_update)?)
         .bind(cached.body.as_ref())
         .execute(&mut *conn)
         .await
@@ -368,11 +394,7 @@ impl crate::CertificateAuthority {
             let body = self
                 .sign_ocsp(issuer, vec![entry.clone()], None, now)
                 .await?;
-            let cached = Cached {
-                body,
-                this_update: now,
-                next_update: now + validity,
-            };
+            let cached = Cached::new(body, now, now + validity);
             Self::store_response(conn, &entry, &cached).await?;
             fresh.push((entry.cert_id, cached));
         }

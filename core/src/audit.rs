@@ -13,7 +13,7 @@ use std::fmt;
 
 use eid_hsm::{KeySigner, PublicKey, SignatureScheme};
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{Clock, Database, DbError};
@@ -185,13 +185,13 @@ fn now_text(clock: &dyn Clock) -> String {
 /// Appends `event` inside `tx`, the transaction that makes the change it records.
 /// Returns the new entry.
 pub async fn append(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sqlx::AnyConnection,
     clock: &dyn Clock,
     event: &AuditEvent,
 ) -> Result<AuditEntry, AuditError> {
     // Taking the head row's lock serialises appenders, so the chain stays linear.
     let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(DbError::query("locking the audit head"))?;
     let seq: i64 = head
@@ -227,12 +227,12 @@ pub async fn append(
     .bind(&entry.details)
     .bind(&entry.prev_hash)
     .bind(&entry.hash)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(DbError::query("appending to the audit log"))?;
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
         .bind(&entry.hash)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(DbError::query("advancing the audit head"))?;
     Ok(entry)

@@ -87,6 +87,44 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     display_url: String,
+    /// SQLite has one writer at a time; queueing writers here, instead of letting
+    /// them contend for the file lock, avoids SQLite's busy handler, which sleeps in
+    /// steps of up to 100 ms.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction. On SQLite it also holds this process's writer turn.
+/// Dereferences to the connection, so queries run on `&mut *tx`.
+#[derive(Debug)]
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls the transaction back (dropping it does too).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl Database {
@@ -144,6 +182,7 @@ impl Database {
             pool,
             backend,
             display_url: display_url.to_owned(),
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -180,18 +219,28 @@ impl Database {
     /// Starts a transaction that will write. On SQLite it takes the write lock up
     /// front (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
     /// one failing when it upgrades a read lock.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {
+    pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
         match self.backend {
-            Backend::Sqlite => self
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(DbError::query("beginning a transaction")),
-            Backend::Postgres => self
-                .pool
-                .begin()
-                .await
-                .map_err(DbError::query("beginning a transaction")),
+            Backend::Sqlite => {
+                let turn = self.writer.clone().lock_owned().await;
+                let tx = self
+                    .pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(DbError::query("beginning a transaction"))?;
+                Ok(WriteTx {
+                    tx,
+                    _turn: Some(turn),
+                })
+            }
+            Backend::Postgres => Ok(WriteTx {
+                tx: self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(DbError::query("beginning a transaction"))?,
+                _turn: None,
+            }),
         }
     }
 

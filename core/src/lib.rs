@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use audit::{AuditError, AuditEvent, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{Config, ConfigError, KeysConfig, Listeners, SoftSecretConfig};
-pub use db::{Backend, Database, DbError};
+pub use db::{Backend, Database, DbError, WriteTx};
 pub use logging::init_logging;
 
 /// What every service is given: configuration, the database, the key store and the
