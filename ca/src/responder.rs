@@ -92,6 +92,9 @@ impl Cached {
 pub(crate) struct ResponderState {
     issuers: Vec<(CaRole, IssuerHashes)>,
     cache: RwLock<HashMap<(CertIdHash, Vec<u8>), Cached>>,
+    /// Statuses of known certificates (good or revoked; never unknown, which a later
+    /// issuance would change), for responses signed on demand.
+    statuses: RwLock<HashMap<(CaRole, Vec<u8>), Status>>,
     epoch: AtomicI64,
 }
 
@@ -122,6 +125,7 @@ impl ResponderState {
         Ok(Self {
             issuers,
             cache: RwLock::new(HashMap::new()),
+            statuses: RwLock::new(HashMap::new()),
             epoch: AtomicI64::new(-1),
         })
     }
@@ -163,6 +167,18 @@ impl ResponderState {
     fn forget_serial(&self, serial: &[u8]) {
         if let Ok(mut cache) = self.cache.write() {
             cache.retain(|(_, s), _| s != serial);
+        }
+        if let Ok(mut statuses) = self.statuses.write() {
+            statuses.retain(|(_, s), _| s != serial);
+        }
+    }
+
+    fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+        if let Ok(mut statuses) = self.statuses.write() {
+            statuses.clear();
         }
     }
 }
@@ -222,7 +238,7 @@ impl crate::CertificateAuthority {
         for id in &parsed.certs {
             entries.push(ResponseEntry {
                 cert_id: id.clone(),
-                status: self.status(&mut conn, issuer, id).await?,
+                status: self.cached_status(&mut conn, issuer, id).await?,
                 this_update: now,
                 next_update: Some(now + validity),
             });
@@ -268,7 +284,34 @@ impl crate::CertificateAuthority {
         Ok(body.into())
     }
 
-    /// The status of `id`'s certificate as the database knows it.
+    /// The status of `id`'s certificate, from memory when it is known there.
+    async fn cached_status(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        issuer: CaRole,
+        id: &CertIdKey,
+    ) -> Result<Status, CaError> {
+        let key = (issuer, id.serial.as_bytes().to_vec());
+        if let Some(status) = self
+            .responder
+            .statuses
+            .read()
+            .ok()
+            .and_then(|s| s.get(&key).copied())
+        {
+            return Ok(status);
+        }
+        let status = self.status(conn, issuer, id).await?;
+        if status != Status::Unknown
+            && let Ok(mut statuses) = self.responder.statuses.write()
+        {
+            statuses.insert(key, status);
+        }
+        Ok(status)
+    }
+
+    /// The status of `id`'s certificate as the database (or the open transaction on
+    /// `conn`) knows it.
     async fn status(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -419,9 +462,7 @@ impl crate::CertificateAuthority {
             .map_err(CaError::query("reading the revocation epoch"))?;
         let previous = self.responder.epoch.swap(epoch, Ordering::SeqCst);
         if previous != epoch && previous != -1 {
-            if let Ok(mut cache) = self.responder.cache.write() {
-                cache.clear();
-            }
+            self.responder.forget_all();
             tracing::info!(
                 epoch,
                 "revocation status changed elsewhere; OCSP cache reloaded"

@@ -32,16 +32,16 @@ use crate::ServiceContext;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     service: &'static str,
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     service: &'static str,
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,12 +84,45 @@ impl HttpMetrics {
     }
 }
 
+/// Routes are few and fixed: each distinct matched path is interned once, so recording
+/// a request allocates nothing.
+fn intern(text: &str) -> &'static str {
+    static INTERNED: std::sync::OnceLock<
+        std::sync::RwLock<std::collections::HashSet<&'static str>>,
+    > = std::sync::OnceLock::new();
+    let set = INTERNED.get_or_init(Default::default);
+    if let Some(found) = set.read().ok().and_then(|s| s.get(text).copied()) {
+        return found;
+    }
+    match set.write() {
+        Ok(mut set) => match set.get(text) {
+            Some(found) => found,
+            None => {
+                let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+                set.insert(leaked);
+                leaked
+            }
+        },
+        Err(_) => "unrecorded",
+    }
+}
+
 async fn track(State(metrics): State<Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+        .map_or("unmatched", |p| intern(p.as_str()));
+    // Only the methods a router matched reach here; anything else is labelled as such.
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
@@ -99,8 +132,8 @@ async fn track(State(metrics): State<Arc<HttpMetrics>>, request: Request, next: 
         .requests
         .get_or_create(&RequestLabels {
             service: metrics.service,
-            method: method.clone(),
-            route: route.clone(),
+            method,
+            route,
             status,
         })
         .inc();
