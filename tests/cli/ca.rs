@@ -571,14 +571,18 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
         .await;
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let response = dir.join("revoked.ocsp").display().to_string();
     assert_eq!(
-        openssl_ocsp_status(dir, &url, first, &["-no_nonce"]),
+        openssl_ocsp_status(dir, &url, first, &["-no_nonce", "-respout", &response]),
         "revoked"
     );
+    pkilint_clean("lint_ocsp_response", &[], Path::new(&response));
+    let response = dir.join("good.ocsp").display().to_string();
     assert_eq!(
-        openssl_ocsp_status(dir, &url, second, &["-no_nonce"]),
+        openssl_ocsp_status(dir, &url, second, &["-respout", &response]),
         "good"
     );
+    pkilint_clean("lint_ocsp_response", &[], Path::new(&response));
 
     let crl = reqwest::get(format!("{}/crl/citizen-auth-ca.crl", server.urls["ca"]))
         .await

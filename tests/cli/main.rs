@@ -610,6 +610,85 @@ async fn service_keys_live_on_a_pkcs11_token() {
     );
     let verify = token.run(&eid, &config, &["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
+    // The CA hierarchy's keys are on the token too, and certificates it signs there verify.
+    for label in [
+        "ca-root",
+        "ca-citizen-auth-ca",
+        "ca-ocsp-citizen-auth",
+        "ca-tsa",
+    ] {
+        assert!(
+            listing.contains(label),
+            "{label} not on the token: {listing}"
+        );
+    }
+    let pki = eid.dir.path().join("pki").display().to_string();
+    let export = token
+        .run(&eid, &config, &["ca", "export", "--out", &pki])
+        .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let key = eid.dir.path().join("leaf.key").display().to_string();
+    let csr = eid.dir.path().join("leaf.csr").display().to_string();
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &key,
+        ],
+        vec!["req", "-new", "-key", &key, "-subj", "/CN=x", "-out", &csr],
+    ] {
+        assert!(
+            std::process::Command::new("openssl")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let issued = token
+        .run(
+            &eid,
+            &config,
+            &[
+                "ca",
+                "issue",
+                "--profile",
+                "citizen-auth",
+                "--csr",
+                &csr,
+                "--national-id",
+                "3900101123456",
+                "--given-name",
+                "Mary",
+                "--surname",
+                "Seacole",
+            ],
+        )
+        .await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let leaf = eid.dir.path().join("leaf.pem");
+    std::fs::write(&leaf, &issued.stdout).unwrap();
+    let verified = std::process::Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            &format!("{pki}/root.pem"),
+            "-untrusted",
+            &format!("{pki}/citizen-auth-ca.pem"),
+        ])
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(
+        text(&verified.stdout).contains(": OK"),
+        "{}{}",
+        text(&verified.stdout),
+        text(&verified.stderr)
+    );
 
     // OpenSC's pkcs11-tool, which nobody here wrote, sees the same key on the token.
     let objects = std::process::Command::new("pkcs11-tool")
