@@ -214,6 +214,7 @@ async fn change(
             &format!("operator:{}", operator_name(operator)),
         )
         .await?;
+    tell_running_server(ca.config_listen()).await;
     match changed.reason {
         Some(reason) => println!(
             "{} ({}) is now revoked: {}",
@@ -224,6 +225,42 @@ async fn change(
         None => println!("{} ({}) is valid again", changed.serial, changed.issuer),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a CA server running on this configuration's listener drop OCSP answers the
+/// change made stale before this command returns. No server: nothing to tell.
+async fn tell_running_server(listen: std::net::SocketAddr) {
+    let host = if listen.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen.ip()
+    };
+    let url = format!(
+        "http://{}/internal/revocation-sync",
+        std::net::SocketAddr::new(host, listen.port())
+    );
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("warning: cannot reach a running CA server ({e}); it notices within 250 ms");
+            return;
+        }
+    };
+    match client.post(&url).send().await {
+        Ok(response) if response.status().is_success() => {}
+        Ok(response) => eprintln!(
+            "warning: the CA server at {url} answered {}; it notices the change within 250 ms",
+            response.status()
+        ),
+        // Nothing listening: no server holds a cache.
+        Err(e) if e.is_connect() => {}
+        Err(e) => eprintln!(
+            "warning: the CA server at {url} did not confirm ({e}); it notices within 250 ms"
+        ),
+    }
 }
 
 fn operator_name(given: Option<String>) -> String {

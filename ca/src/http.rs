@@ -261,6 +261,14 @@ async fn crl(
         .into_response())
 }
 
+/// Makes the responder re-read the revocation epoch now: `eid ca revoke` (another
+/// process) calls it before returning, so the server never answers from a cache the
+/// change made stale. It takes no input and drops the cache only if the epoch moved.
+async fn revocation_sync(State(ca): State<CertificateAuthority>) -> Result<StatusCode, CaError> {
+    ca.sync_revocations().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The routes, before the shared `/healthz` and `/metrics`.
 pub(crate) fn routes(ca: &CertificateAuthority) -> Router {
     Router::new()
@@ -273,5 +281,6 @@ pub(crate) fn routes(ca: &CertificateAuthority) -> Router {
         // past this, HTTP answers 413.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .route("/api/v1/certificates", post(issue))
+        .route("/internal/revocation-sync", post(revocation_sync))
         .with_state(ca.clone())
 }

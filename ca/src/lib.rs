@@ -67,6 +67,11 @@ impl CertificateAuthority {
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
     }
+
+    /// Where this configuration's CA service listens.
+    pub fn config_listen(&self) -> std::net::SocketAddr {
+        self.ctx.config.listen.ca
+    }
 }
 
 /// The service's HTTP surface.

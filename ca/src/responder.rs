@@ -4,8 +4,9 @@
 //!
 //! A revocation made in this process replaces the certificate's responses before the
 //! revoke call returns. One made by another process (`eid ca revoke` beside a running
-//! server) bumps the revocation epoch in the same transaction; the server polls the
-//! epoch and drops its memory cache when it moves.
+//! server) bumps the revocation epoch in the same transaction and then asks the server
+//! to re-read it (`POST /internal/revocation-sync`) before returning; the server also
+//! polls the epoch, and drops its memory cache when it moves.
 
 use std::{
     collections::HashMap,

@@ -1189,6 +1189,11 @@ mod tests {
         let secrets = tempfile::tempdir().unwrap();
         std::fs::write(secrets.path().join("eid-db-password"), "db-secret\n").unwrap();
         std::fs::write(secrets.path().join("eid-hsm-pin"), "918273\n").unwrap();
+        std::fs::write(
+            secrets.path().join("eid-ca-enrolment-token"),
+            "a-registration-authority-token-of-some-length\n",
+        )
+        .unwrap();
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
@@ -1214,6 +1219,10 @@ mod tests {
         assert_eq!(pin.expose_secret(), "918273");
         assert_eq!((*sessions, *class), (4, TokenClass::Hsm));
         assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.ca.public_url, "http://pki.eid.gov.tt");
+        assert_eq!(config.ca.issuance_clients.len(), 1);
+        assert_eq!(config.ca.issuance_clients[0].name, "enrolment");
+        assert!(!format!("{:?}", config.ca).contains("registration-authority-token"));
     }
 
     #[test]

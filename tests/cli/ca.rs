@@ -548,7 +548,20 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
             .to_owned();
         leaves.push((path, serial));
     }
-    let server = eid.serve(&["ca"]).await;
+    // One concrete address for the server and the CLI, so `eid ca revoke` can reach
+    // the running server as it would in production.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let server = {
+        let mut command = eid.command(&["serve", "ca"]);
+        command
+            .env("EID_CA_LISTEN", &address)
+            .stdout(std::process::Stdio::piped());
+        super::Server::start(command, 1).await
+    };
     let url = format!("{}/ocsp/citizen-auth-ca", server.urls["ca"]);
     let (first, first_serial) = &leaves[0];
     let (second, _) = &leaves[1];
@@ -560,7 +573,7 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
 
     // Through the CLI (another process): the server answers revoked at once.
     let revoked = eid
-        .run(&[
+        .command(&[
             "ca",
             "revoke",
             "--serial",
@@ -568,9 +581,18 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
             "--reason",
             "keyCompromise",
         ])
-        .await;
+        .env("EID_CA_LISTEN", &address)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        text(&revoked.stderr).is_empty() || !text(&revoked.stderr).contains("warning"),
+        "{}",
+        text(&revoked.stderr)
+    );
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // No pause: the command returns only after the running server has dropped the
+    // answers the revocation made stale.
     let response = dir.join("revoked.ocsp").display().to_string();
     assert_eq!(
         openssl_ocsp_status(dir, &url, first, &["-no_nonce", "-respout", &response]),
