@@ -123,7 +123,10 @@ fn key_policy(spki: &SubjectPublicKeyInfoOwned) -> Result<String, CaError> {
         let key = RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())
             .map_err(|e| CaError::BadRequest(format!("the RSA public key does not parse: {e}")))?;
         let modulus = key.modulus.as_bytes();
-        let bits = modulus.len() * 8 - modulus.first().map_or(8, |b| b.leading_zeros() as usize);
+        let bits = match modulus.first() {
+            Some(first) => modulus.len() * 8 - first.leading_zeros() as usize,
+            None => 0,
+        };
         if !(3072..=4096).contains(&bits) {
             return Err(CaError::Refused(format!(
                 "RSA keys must have 3072 to 4096 bits; this one has {bits}"
@@ -145,4 +148,58 @@ fn key_policy(spki: &SubjectPublicKeyInfoOwned) -> Result<String, CaError> {
         "unsupported key algorithm {}: use EC P-256/P-384 or RSA 3072-4096",
         spki.algorithm.oid
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use der::{Encode, asn1::BitString};
+    use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+
+    use super::*;
+
+    fn rsa_key(modulus: &[u8], exponent: &[u8]) -> SubjectPublicKeyInfoOwned {
+        let key = RsaPublicKey {
+            modulus: UintRef::new(modulus).unwrap(),
+            public_exponent: UintRef::new(exponent).unwrap(),
+        }
+        .to_der()
+        .unwrap();
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(der::asn1::Null.into()),
+            },
+            subject_public_key: BitString::from_bytes(&key).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rsa_policy_refuses_small_even_and_odd_exponent_keys_without_panicking() {
+        let mut modulus = vec![0xc5u8; 384];
+        modulus[383] = 0x01;
+        assert_eq!(
+            key_policy(&rsa_key(&modulus, &[1, 0, 1])).unwrap(),
+            "rsa-3072"
+        );
+        assert!(key_policy(&rsa_key(&modulus[..256], &[1, 0, 1])).is_err());
+        assert!(key_policy(&rsa_key(&modulus, &[3])).is_err());
+        modulus[383] = 0x02;
+        assert!(key_policy(&rsa_key(&modulus, &[1, 0, 1])).is_err());
+        // A zero modulus encodes as one zero octet: refused, not a panic.
+        assert!(key_policy(&rsa_key(&[0], &[1, 0, 1])).is_err());
+    }
+
+    #[test]
+    fn garbage_and_oversized_requests_are_bad_requests() {
+        assert!(matches!(decode(b"\x30\x00"), Err(CaError::BadRequest(_))));
+        assert!(matches!(
+            decode(&vec![0x30; MAX_CSR_BYTES + 1]),
+            Err(CaError::BadRequest(_))
+        ));
+        assert!(matches!(
+            decode(b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"),
+            Err(CaError::BadRequest(_))
+        ));
+    }
 }

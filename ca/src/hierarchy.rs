@@ -257,6 +257,19 @@ pub struct Authority {
     pub signer: KeySigner,
 }
 
+impl Authority {
+    /// The end of the certificate's validity: nothing it issues may outlive it.
+    pub fn not_after(&self) -> OffsetDateTime {
+        let end: std::time::SystemTime = self
+            .certificate
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .into();
+        OffsetDateTime::from(end)
+    }
+}
+
 /// The whole hierarchy, loaded.
 #[derive(Clone, Debug)]
 pub struct Hierarchy {
@@ -466,13 +479,7 @@ async fn create(
     let not_before = now - time::Duration::hours(1);
     let mut not_after = now + role.lifetime();
     if let Some(issuer) = issuer {
-        let issuer_end: std::time::SystemTime = issuer
-            .certificate
-            .tbs_certificate()
-            .validity()
-            .not_after
-            .into();
-        not_after = not_after.min(OffsetDateTime::from(issuer_end));
+        not_after = not_after.min(issuer.not_after());
     }
     let issuing_signer = issuer.map_or(&signer, |issuer| &issuer.signer).clone();
     let der = tokio::task::spawn_blocking(move || {

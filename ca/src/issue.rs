@@ -123,14 +123,8 @@ impl CertificateAuthority {
         let serial = CertificateSerial::random()?;
         let now = ctx.clock.now();
         let not_before = now - time::Duration::minutes(5);
-        let issuer_end: std::time::SystemTime = issuer
-            .certificate
-            .tbs_certificate()
-            .validity()
-            .not_after
-            .into();
         let not_after = (now + time::Duration::days(i64::from(config.citizen_validity_days)))
-            .min(OffsetDateTime::from(issuer_end));
+            .min(issuer.not_after());
         let prepared = prepare(
             planned,
             &serial,
