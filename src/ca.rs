@@ -84,6 +84,13 @@ pub(crate) enum CaCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Run the key ceremony that the --config file's [ceremony] section describes:
+    /// fresh keys on the configured token for each listed CA role, certificates with
+    /// the names, validity and policies the file gives, every step audited, and a
+    /// transcript (JSON, with the file's SHA-256) written where the file says. Run it on
+    /// a new instance before the first `eid serve`, which would otherwise create the
+    /// roles with embedded defaults.
+    Ceremony,
     /// Write every certificate of the CA hierarchy as PEM, named by role
     /// (root.pem, citizen-auth-ca.pem, citizen-sign-ca.pem, ocsp-*.pem, tsa.pem,
     /// idp-tls.pem), plus chain files for the two issuing CAs.
@@ -95,7 +102,14 @@ pub(crate) enum CaCommand {
 }
 
 #[allow(clippy::print_stdout)] // command output is the point of a CLI
-pub(crate) async fn run(ctx: &ServiceContext, command: CaCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    ctx: &ServiceContext,
+    checkpoint_signer: &eid_hsm::KeySigner,
+    command: CaCommand,
+) -> anyhow::Result<ExitCode> {
+    if let CaCommand::Ceremony = command {
+        return ceremony(ctx, checkpoint_signer).await;
+    }
     let ca = CertificateAuthority::open(ctx).await?;
     match command {
         CaCommand::Issue {
@@ -162,6 +176,7 @@ pub(crate) async fn run(ctx: &ServiceContext, command: CaCommand) -> anyhow::Res
             }
             Ok(ExitCode::SUCCESS)
         }
+        CaCommand::Ceremony => unreachable!("handled before the CA is opened"),
         CaCommand::Export { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
@@ -174,6 +189,42 @@ pub(crate) async fn run(ctx: &ServiceContext, command: CaCommand) -> anyhow::Res
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+#[allow(clippy::print_stdout)] // command output is the point of a CLI
+async fn ceremony(
+    ctx: &ServiceContext,
+    checkpoint_signer: &eid_hsm::KeySigner,
+) -> anyhow::Result<ExitCode> {
+    let ceremony = ctx.config.ceremony.as_ref().context(
+        "the --config file has no [ceremony] section: a ceremony runs from one reviewed file \
+         (see deploy/ceremony.example.toml)",
+    )?;
+    let transcript = eid_ca::ceremony::run(ctx, ceremony, checkpoint_signer).await?;
+    println!(
+        "ceremony {:?} (file sha256 {}) witnessed by {}",
+        transcript.ceremony,
+        transcript.file_sha256,
+        transcript.witnesses.join(", ")
+    );
+    for certificate in &transcript.certificates {
+        println!(
+            "  {:<18} serial {} key {} ({}) sha256 {}",
+            certificate.role,
+            certificate.serial,
+            certificate.key_label,
+            certificate.key_spec,
+            certificate.fingerprint_sha256
+        );
+    }
+    println!(
+        "audit entries #{}-#{}, sealed by checkpoint #{}; transcript {}",
+        transcript.audit.entries.0,
+        transcript.audit.entries.1,
+        transcript.audit.checkpoint,
+        ceremony.transcript.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The key layer's evidence about a key on the token that `config` opens.

@@ -176,8 +176,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(command) => audit_command(config, command).await,
         Command::Keys(command) => crate::keys::run(&config, command).await,
         Command::Ca(command) => {
-            let instance = open(config, OpenMode::Existing).await?;
-            let result = crate::ca::run(&instance.ctx, command).await;
+            // A ceremony may be the first thing done with a new instance.
+            let mode = match command {
+                crate::ca::CaCommand::Ceremony => OpenMode::CreateIfMissing,
+                _ => OpenMode::Existing,
+            };
+            let instance = open(config, mode).await?;
+            let result = crate::ca::run(&instance.ctx, &instance.checkpoint_signer, command).await;
             instance.ctx.db.close().await;
             result
         }

@@ -140,6 +140,17 @@ impl fmt::Display for CaRole {
     }
 }
 
+/// What a key ceremony decides for a role instead of the embedded defaults.
+#[derive(Clone, Debug)]
+pub(crate) struct RoleOverride {
+    pub(crate) common_name: String,
+    pub(crate) lifetime: Duration,
+    pub(crate) key_spec: KeySpec,
+    pub(crate) policies: Vec<der::asn1::ObjectIdentifier>,
+    /// The audit actor: the ceremony and its witnesses.
+    pub(crate) actor: String,
+}
+
 /// A certificate with everything the builder needs, decided in advance.
 pub(crate) struct Planned {
     pub(crate) subject: Name,
@@ -296,7 +307,7 @@ impl Hierarchy {
         for role in CaRole::ALL {
             let authority = match load(ctx, role).await? {
                 Some(authority) => authority,
-                None => create(ctx, role, &authorities).await?,
+                None => create(ctx, role, &authorities, None).await?,
             };
             authorities.insert(role, authority);
         }
@@ -304,16 +315,33 @@ impl Hierarchy {
     }
 }
 
+/// How a role's key is come by.
+#[derive(Clone, Copy, Debug)]
+enum KeyOrigin {
+    /// It must exist.
+    Existing,
+    /// Reuse it if it exists (a first start interrupted after the key was made).
+    Ensure(KeySpec),
+    /// A ceremony: it must be generated now, never an existing one.
+    Fresh(KeySpec),
+}
+
 async fn signer_for(
     ctx: &ServiceContext,
     role: CaRole,
-    create: bool,
+    origin: KeyOrigin,
 ) -> Result<KeySigner, CaError> {
     let keys = ctx.keys.clone();
     tokio::task::spawn_blocking(move || {
         let label = KeyLabel::new(role.key_label())?;
-        if create {
-            keys.ensure(&label, role.key_spec(), KeyRole::Service)?;
+        match origin {
+            KeyOrigin::Existing => {}
+            KeyOrigin::Ensure(spec) => {
+                keys.ensure(&label, spec, KeyRole::Service)?;
+            }
+            KeyOrigin::Fresh(spec) => {
+                keys.generate(&label, spec, KeyRole::Service)?;
+            }
         }
         keys.signer(&label, None)
     })
@@ -322,7 +350,17 @@ async fn signer_for(
     .map_err(CaError::from)
 }
 
-async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Authority>, CaError> {
+/// Whether the role's certificate exists.
+pub(crate) async fn load_existing(ctx: &ServiceContext, role: CaRole) -> Result<bool, CaError> {
+    sqlx::query("SELECT role FROM ca_certificate WHERE role = $1")
+        .bind(role.name())
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map(|row| row.is_some())
+        .map_err(CaError::query("looking for a CA certificate"))
+}
+
+pub(crate) async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Authority>, CaError> {
     let row = sqlx::query("SELECT der FROM ca_certificate WHERE role = $1")
         .bind(role.name())
         .fetch_optional(ctx.db.pool())
@@ -334,7 +372,7 @@ async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Authority>, C
         .map_err(CaError::query("loading a CA certificate"))?;
     let certificate =
         Certificate::from_der(&der).map_err(|e| CaError::encoding("stored CA certificate", e))?;
-    let signer = signer_for(ctx, role, false).await?;
+    let signer = signer_for(ctx, role, KeyOrigin::Existing).await?;
     if signer.public_key().spki()
         != &certificate
             .tbs_certificate()
@@ -360,12 +398,14 @@ fn plan(
     role: CaRole,
     spki: &spki::SubjectPublicKeyInfoOwned,
     issuer: Option<&Authority>,
+    chosen: Option<&RoleOverride>,
 ) -> Result<Planned, CaError> {
     let ca = &ctx.config.ca;
     let base = NameBuilder::default()
         .country(&ca.country)
         .organization(&ca.organization);
     let subject = match role {
+        _ if chosen.is_some() => base.common_name(chosen.map_or("", |c| c.common_name.as_str())),
         CaRole::Root => base.common_name(&format!("{} Root CA", ca.organization)),
         CaRole::CitizenAuthenticationCa => {
             base.common_name(&format!("{} Citizen Authentication CA", ca.organization))
@@ -418,12 +458,16 @@ fn plan(
                 KeyUsages::KeyCertSign,
                 KeyUsages::CRLSign,
             ])?);
-            let policy = if role == CaRole::CitizenSigningCa {
+            let default_policy = if role == CaRole::CitizenSigningCa {
                 oid::QCP_N_QSCD
             } else {
                 oid::NCP_PLUS
             };
-            ext.push(extensions::certificate_policies(&[policy])?);
+            let policies = match chosen {
+                Some(chosen) if !chosen.policies.is_empty() => chosen.policies.clone(),
+                _ => vec![default_policy],
+            };
+            ext.push(extensions::certificate_policies(&policies)?);
         }
         CaRole::OcspCitizenAuthentication | CaRole::OcspCitizenSigning => {
             ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
@@ -457,10 +501,11 @@ fn plan(
     })
 }
 
-async fn create(
+pub(crate) async fn create(
     ctx: &ServiceContext,
     role: CaRole,
     created: &BTreeMap<CaRole, Authority>,
+    chosen: Option<&RoleOverride>,
 ) -> Result<Authority, CaError> {
     let issuer = match role.issuer() {
         Some(issuer_role) => Some(
@@ -470,14 +515,18 @@ async fn create(
         ),
         None => None,
     };
-    let signer = signer_for(ctx, role, true).await?;
+    let origin = match chosen {
+        Some(chosen) => KeyOrigin::Fresh(chosen.key_spec),
+        None => KeyOrigin::Ensure(role.key_spec()),
+    };
+    let signer = signer_for(ctx, role, origin).await?;
     let spki = signer.public_key().spki().clone();
-    let planned = plan(ctx, role, &spki, issuer)?;
+    let planned = plan(ctx, role, &spki, issuer, chosen)?;
     let serial = CertificateSerial::random()?;
     let now = ctx.clock.now();
     // Back-dated an hour so relying parties with a slightly slow clock accept it.
     let not_before = now - time::Duration::hours(1);
-    let mut not_after = now + role.lifetime();
+    let mut not_after = now + chosen.map_or(role.lifetime(), |c| c.lifetime);
     if let Some(issuer) = issuer {
         not_after = not_after.min(issuer.not_after());
     }
@@ -522,7 +571,7 @@ async fn create(
         &mut tx,
         ctx.clock.as_ref(),
         &AuditEvent::new(
-            "system",
+            chosen.map_or("system", |c| c.actor.as_str()),
             "ca.certificate.create",
             "ca-certificate",
             role.name(),

@@ -8,6 +8,7 @@
 //! (`GET /crl/{issuer}.crl`) at the URLs written into certificates.
 #![forbid(unsafe_code)]
 
+pub mod ceremony;
 pub mod crl;
 pub mod csr;
 mod error;

@@ -125,6 +125,27 @@ struct FileConfig {
     audit: AuditSection,
     log: LogSection,
     ca: CaSection,
+    ceremony: Option<CeremonySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CeremonySection {
+    name: String,
+    witnesses: Vec<String>,
+    transcript: PathBuf,
+    certificate: Vec<CeremonyCertificateSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CeremonyCertificateSection {
+    role: String,
+    key: String,
+    common_name: String,
+    validity_days: u32,
+    #[serde(default)]
+    policies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +315,40 @@ pub struct Config {
     pub log: LogConfig,
     /// Certificate authority.
     pub ca: CaConfig,
+    /// A key ceremony to run (`eid ca ceremony`), when the file describes one.
+    pub ceremony: Option<CeremonyConfig>,
+}
+
+/// A key ceremony: which CA certificates to create, as the reviewed file says.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CeremonyConfig {
+    /// What the ceremony is called, in the transcript and the audit log.
+    pub name: String,
+    /// Who witnessed it, recorded in the transcript and the audit log.
+    pub witnesses: Vec<String>,
+    /// Where the transcript is written.
+    pub transcript: PathBuf,
+    /// The certificates, issuers before what they issue.
+    pub certificates: Vec<CeremonyCertificate>,
+    /// SHA-256 of the ceremony file as reviewed.
+    pub file_sha256: String,
+}
+
+/// One certificate of a ceremony.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CeremonyCertificate {
+    /// The CA role (`root`, `citizen-auth-ca`, ...).
+    pub role: String,
+    /// Key spec (`ec-p256`, `ec-p384`, `rsa-3072`).
+    pub key: String,
+    /// The certificate's common name.
+    pub common_name: String,
+    /// Validity in days.
+    pub validity_days: u32,
+    /// Certificate policy OIDs (dotted); empty keeps the role's default.
+    pub policies: Vec<String>,
 }
 
 /// Certificate authority settings.
@@ -536,8 +591,13 @@ impl Config {
         }
 
         let ca = resolve_ca(file.ca, &listen, env, &relative)?;
+        let ceremony = match file.ceremony {
+            Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
+            None => None,
+        };
         let config = Self {
             ca,
+            ceremony,
             profile: file.profile,
             data_dir,
             database,
@@ -664,6 +724,76 @@ fn resolve_listeners(
         }
     }
     Ok(listeners)
+}
+
+fn resolve_ceremony(
+    section: CeremonySection,
+    config_path: Option<&Path>,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<CeremonyConfig, ConfigError> {
+    if section.name.trim().is_empty() {
+        return Err(invalid("ceremony.name", "must not be empty"));
+    }
+    if section.witnesses.len() < 2 {
+        return Err(invalid(
+            "ceremony.witnesses",
+            "a key ceremony needs at least two named witnesses",
+        ));
+    }
+    if section.certificate.is_empty() {
+        return Err(invalid(
+            "ceremony.certificate",
+            "lists no certificate to create",
+        ));
+    }
+    for certificate in &section.certificate {
+        if certificate.validity_days == 0 {
+            return Err(invalid(
+                format!("ceremony.certificate `{}` validity_days", certificate.role),
+                "must be at least 1",
+            ));
+        }
+        if certificate.common_name.trim().is_empty() || certificate.common_name.len() > 64 {
+            return Err(invalid(
+                format!("ceremony.certificate `{}` common_name", certificate.role),
+                "must have 1 to 64 characters",
+            ));
+        }
+    }
+    // The transcript records which file was run: its hash, as reviewed.
+    let file_sha256 = match config_path {
+        Some(path) => {
+            use sha2::Digest;
+            let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            hex::encode(sha2::Sha256::digest(bytes))
+        }
+        None => {
+            return Err(invalid(
+                "ceremony",
+                "a ceremony runs only from a config file",
+            ));
+        }
+    };
+    Ok(CeremonyConfig {
+        name: section.name,
+        witnesses: section.witnesses,
+        transcript: relative(section.transcript),
+        certificates: section
+            .certificate
+            .into_iter()
+            .map(|c| CeremonyCertificate {
+                role: c.role,
+                key: c.key,
+                common_name: c.common_name,
+                validity_days: c.validity_days,
+                policies: c.policies,
+            })
+            .collect(),
+        file_sha256,
+    })
 }
 
 fn resolve_ca(

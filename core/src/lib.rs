@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 pub use audit::{AuditError, AuditEvent, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use config::{Config, ConfigError, KeysConfig, Listeners, SoftSecretConfig};
+pub use config::{
+    CeremonyCertificate, CeremonyConfig, Config, ConfigError, KeysConfig, Listeners,
+    SoftSecretConfig,
+};
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use logging::init_logging;
 

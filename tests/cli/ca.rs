@@ -735,3 +735,100 @@ on_both_backends!(
     ca_certificates_are_published_at_their_ca_issuers_url,
     issuance_api_serves_only_the_registration_authority,
 );
+
+#[tokio::test]
+async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
+    let eid = Eid::new(TestBackend::Sqlite).await;
+    let dir = eid.dir.path();
+    let token = SoftHsmToken::create(dir, "eid-ca", "246810");
+    std::fs::write(dir.join("hsm-pin"), "246810\n").unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ceremony.example.toml"),
+    )
+    .unwrap();
+    // The documented example, pointed at this test's token, database and folder.
+    let ceremony_text = example
+        .replace("profile = \"production\"\n", "")
+        .replace("data_dir = \"/var/lib/eid\"\n", "")
+        .replace("[database]\nurl = \"postgres://eid@db.internal:5432/eid\"\npassword_file = \"/run/secrets/eid-db-password\"\n", "")
+        .replace("/usr/lib/softhsm/libsofthsm2.so", &token.module)
+        .replace("/run/secrets/eid-hsm-pin", "hsm-pin");
+    let file = dir.join("ceremony.toml");
+    std::fs::write(&file, &ceremony_text).unwrap();
+    let run = token.run(&eid, &file, &["ca", "ceremony"]).await;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+
+    let transcript: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ceremony-2026.json")).unwrap())
+            .unwrap();
+    let file_hash = judge("sha256sum", &[&file.display().to_string()]);
+    assert!(text(&file_hash.stdout).starts_with(transcript["file_sha256"].as_str().unwrap()));
+    assert_eq!(transcript["witnesses"].as_array().unwrap().len(), 2);
+    let certificates = transcript["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 7);
+    let pki = dir.join("pki");
+    let export = token
+        .run(
+            &eid,
+            &file,
+            &["ca", "export", "--out", &pki.display().to_string()],
+        )
+        .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    for certificate in certificates {
+        let role = certificate["role"].as_str().unwrap();
+        assert_eq!(certificate["key_attributes"]["local"], true, "{role}");
+        assert_eq!(
+            certificate["key_attributes"]["extractable"], false,
+            "{role}"
+        );
+        let exported = std::fs::read_to_string(pki.join(format!("{role}.pem"))).unwrap();
+        assert_eq!(certificate["pem"].as_str().unwrap(), exported, "{role}");
+    }
+    let subject = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &pki.join("root.pem").display().to_string(),
+            "-noout",
+            "-subject",
+        ],
+    );
+    assert!(text(&subject.stdout).contains("eID Trinidad and Tobago Root CA 2026"));
+    openssl_verifies(&pki, "citizen-auth-ca", &pki.join("ocsp-citizen-auth.pem"));
+    let policies = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &pki.join("citizen-sign-ca.pem").display().to_string(),
+            "-noout",
+            "-ext",
+            "certificatePolicies",
+        ],
+    );
+    assert!(text(&policies.stdout).contains("0.4.0.194112.1.2"));
+
+    // Once only: the roles, keys and transcript exist now.
+    let again = token.run(&eid, &file, &["ca", "ceremony"]).await;
+    assert_fails_with(&again, &["ceremony-2026.json exists"]);
+    std::fs::remove_file(dir.join("ceremony-2026.json")).unwrap();
+    let again = token.run(&eid, &file, &["ca", "ceremony"]).await;
+    assert_fails_with(&again, &["already exists"]);
+    let verify = token.run(&eid, &file, &["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+
+    // A ceremony needs two witnesses.
+    let lonely = dir.join("lonely.toml");
+    std::fs::write(
+        &lonely,
+        ceremony_text.replace(
+            "witnesses = [\"Key custodian A. Baptiste\", \"Auditor R. Mohammed\"]",
+            "witnesses = [\"Alone\"]",
+        ),
+    )
+    .unwrap();
+    let refused = token.run(&eid, &lonely, &["ca", "ceremony"]).await;
+    assert_fails_with(&refused, &["at least two named witnesses"]);
+}
