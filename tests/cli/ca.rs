@@ -819,6 +819,106 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
     let verify = token.run(&eid, &file, &["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
 
+    // Issuance, OCSP and the CRL with every CA key on the token.
+    let csr = openssl_csr(
+        dir,
+        "onhsm",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let issued = token
+        .run(
+            &eid,
+            &file,
+            &[
+                &["ca", "issue", "--profile", "citizen-auth", "--csr", &csr][..],
+                &CITIZEN[..],
+            ]
+            .concat(),
+        )
+        .await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let leaf = dir.join("onhsm.pem");
+    std::fs::write(&leaf, &issued.stdout).unwrap();
+    openssl_verifies(&pki, "citizen-auth-ca", &leaf);
+    let serial = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &leaf.display().to_string(),
+            "-noout",
+            "-serial",
+        ],
+    );
+    let serial = text(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned();
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let server = {
+        let mut command = eid.command(&["--config", &file.display().to_string(), "serve", "ca"]);
+        command
+            .env("EID_CA_LISTEN", &address)
+            .env("SOFTHSM2_CONF", &token.conf)
+            .stdout(std::process::Stdio::piped());
+        super::Server::start(command, 1).await
+    };
+    let url = format!("{}/ocsp/citizen-auth-ca", server.urls["ca"]);
+    assert_eq!(openssl_ocsp_status(dir, &url, &leaf, &[]), "good");
+    let revoked = eid
+        .command(&[
+            "--config",
+            &file.display().to_string(),
+            "ca",
+            "revoke",
+            "--serial",
+            &serial,
+            "--reason",
+            "superseded",
+        ])
+        .env("EID_CA_LISTEN", &address)
+        .env("SOFTHSM2_CONF", &token.conf)
+        .output()
+        .await
+        .unwrap();
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    assert_eq!(
+        openssl_ocsp_status(dir, &url, &leaf, &["-no_nonce"]),
+        "revoked"
+    );
+    let crl = reqwest::get(format!("{}/crl/citizen-auth-ca.crl", server.urls["ca"]))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let crl_der = dir.join("onhsm.crl");
+    std::fs::write(&crl_der, crl).unwrap();
+    let listed = judge(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            &crl_der.display().to_string(),
+            "-noout",
+            "-text",
+            "-CAfile",
+            &dir.join("chain.pem").display().to_string(),
+        ],
+    );
+    let listed = format!("{}{}", text(&listed.stdout), text(&listed.stderr));
+    assert!(
+        listed.contains("verify OK") && listed.contains(&serial),
+        "{listed}"
+    );
+    server.stop().await;
+
     // A ceremony needs two witnesses.
     let lonely = dir.join("lonely.toml");
     std::fs::write(
