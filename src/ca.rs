@@ -161,7 +161,9 @@ pub(crate) async fn run(
         }
         CaCommand::Crl { out } => {
             for issuer in [CaRole::CitizenAuthenticationCa, CaRole::CitizenSigningCa] {
-                let published = ca.publish_crl(issuer).await?;
+                let published = ca
+                    .publish_crl(issuer, &format!("operator:{}", operator_name(None)))
+                    .await?;
                 println!(
                     "{issuer}: CRL number {} published at {}/crl/{issuer}.crl, next update {}",
                     published.number, ctx.config.ca.public_url, published.next_update

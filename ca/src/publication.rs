@@ -39,11 +39,28 @@ pub struct PublishedCrl {
 }
 
 impl CertificateAuthority {
-    /// Builds, checks, stores and returns a new full CRL for `issuer`.
-    pub async fn publish_crl(&self, issuer: CaRole) -> Result<PublishedCrl, CaError> {
+    /// Builds, checks, stores and returns a new full CRL for `issuer`, audited as
+    /// `actor`'s doing (a revocation's CRL is covered by the revocation's own event).
+    pub async fn publish_crl(&self, issuer: CaRole, actor: &str) -> Result<PublishedCrl, CaError> {
         // One writer at a time: the number must grow by one.
         let mut tx = self.ctx.db.begin_write().await?;
         let published = self.publish_crl_on(&mut tx, issuer).await?;
+        eid_core::audit::append(
+            &mut tx,
+            self.ctx.clock.as_ref(),
+            &eid_core::AuditEvent::new(
+                actor,
+                "crl.publish",
+                "crl",
+                format!("{issuer}/{}", published.number),
+            )
+            .details(serde_json::json!({
+                "issuer": issuer.name(),
+                "number": published.number,
+                "next_update": rfc3339(published.next_update)?,
+            })),
+        )
+        .await?;
         tx.commit()
             .await
             .map_err(CaError::query("committing a CRL"))?;
@@ -186,7 +203,7 @@ impl CertificateAuthority {
                         .map_err(CaError::query("reading the current CRL"))?,
                 })
             }
-            None => self.publish_crl(issuer).await,
+            None => self.publish_crl(issuer, "system").await,
         }
     }
 
@@ -219,7 +236,7 @@ impl CertificateAuthority {
         let current = self.current_crl(issuer).await?;
         let half = (current.next_update - current.this_update) / 2;
         if self.ctx.clock.now() >= current.this_update + half {
-            self.publish_crl(issuer).await?;
+            self.publish_crl(issuer, "system").await?;
         }
         Ok(())
     }
