@@ -143,57 +143,48 @@ impl CertificateAuthority {
             .map_err(|e| CaError::encoding("planned TBS certificate", e))?;
         let subject_text = tbs.subject().to_string();
 
-        // 3. The plan is stored, with its audit event, before the CA key is used.
-        let mut tx = ctx.db.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO certificate (serial, issuer_role, profile, subject, national_id, \
-             spki_sha256, not_before, not_after, state, tbs, requested_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'planned', $9, $10, $11)",
+        // 3. The plan is stored, with its audit event, before the CA key is used (in a
+        //    group commit with other requests' writes; returns once it is committed).
+        let plan_event = AuditEvent::new(
+            &request.requested_by,
+            "certificate.plan",
+            "certificate",
+            serial.to_hex(),
         )
-        .bind(serial.to_hex())
-        .bind(issuer.role.name())
-        .bind(profile.name())
-        .bind(&subject_text)
-        .bind(request.national_id.as_str())
-        .bind(&verified.key_fingerprint)
-        .bind(rfc3339(not_before)?)
-        .bind(rfc3339(not_after)?)
-        .bind(&prepared.tbs)
-        .bind(&request.requested_by)
-        .bind(rfc3339(now)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match e {
-            // Two requests for one key at once: the unique index decides.
-            sqlx::Error::Database(ref d) if d.is_unique_violation() => CaError::Refused(
-                "this public key is already certified; every certificate needs a fresh key".into(),
-            ),
-            other => CaError::query("storing the planned certificate")(other),
-        })?;
-        audit::append(
-            &mut tx,
-            ctx.clock.as_ref(),
-            &AuditEvent::new(
-                &request.requested_by,
-                "certificate.plan",
-                "certificate",
-                serial.to_hex(),
-            )
-            .details(serde_json::json!({
-                "profile": profile.name(),
-                "issuer": issuer.role.name(),
-                "subject": subject_text,
-                "national_id": request.national_id.as_str(),
-                "key": verified.key_type,
-                "key_sha256": verified.key_fingerprint,
-                "qscd": request.key_evidence.as_ref().map(|e| e.qscd.token_class.name()),
-                "not_after": rfc3339(not_after)?,
-            })),
-        )
-        .await?;
-        tx.commit()
-            .await
-            .map_err(CaError::query("committing the planned certificate"))?;
+        .details(serde_json::json!({
+            "profile": profile.name(),
+            "issuer": issuer.role.name(),
+            "subject": subject_text,
+            "national_id": request.national_id.as_str(),
+            "key": verified.key_type,
+            "key_sha256": verified.key_fingerprint,
+            "qscd": request.key_evidence.as_ref().map(|e| e.qscd.token_class.name()),
+            "not_after": rfc3339(not_after)?,
+        }));
+        let row = PlannedRow {
+            serial: serial.to_hex(),
+            issuer: issuer.role.name(),
+            profile: profile.name(),
+            subject: subject_text,
+            national_id: request.national_id.as_str().to_owned(),
+            key_sha256: verified.key_fingerprint.clone(),
+            not_before: rfc3339(not_before)?,
+            not_after: rfc3339(not_after)?,
+            tbs: prepared.tbs.clone(),
+            requested_by: request.requested_by.clone(),
+            created_at: rfc3339(now)?,
+        };
+        let clock = ctx.clock.clone();
+        ctx.db
+            .group_commit()
+            .write(move |conn| {
+                Box::pin(async move {
+                    row.insert(conn).await?;
+                    audit::append(conn, clock.as_ref(), &plan_event).await?;
+                    Ok::<_, CaError>(())
+                })
+            })
+            .await?;
 
         // 4. Sign, and check the certificate is exactly what was planned.
         let signer = issuer.signer.clone();
@@ -206,36 +197,39 @@ impl CertificateAuthority {
         };
 
         // 5. Store the outcome with its audit event.
-        let mut tx = ctx.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE certificate SET state = $1, der = $2 WHERE serial = $3 AND state = 'planned'",
-        )
-        .bind(state)
-        .bind(result.as_ref().ok())
-        .bind(serial.to_hex())
-        .execute(&mut *tx)
-        .await
-        .map_err(CaError::query("storing the issued certificate"))?;
         let mut details = serde_json::json!({ "profile": profile.name() });
         if let Err(e) = &result {
             details["error"] = serde_json::Value::String(e.to_string());
         }
-        audit::append(
-            &mut tx,
-            ctx.clock.as_ref(),
-            &AuditEvent::new(
-                &request.requested_by,
-                "certificate.issue",
-                "certificate",
-                serial.to_hex(),
-            )
-            .outcome(outcome)
-            .details(details),
+        let issue_event = AuditEvent::new(
+            &request.requested_by,
+            "certificate.issue",
+            "certificate",
+            serial.to_hex(),
         )
-        .await?;
-        tx.commit()
-            .await
-            .map_err(CaError::query("committing the issued certificate"))?;
+        .outcome(outcome)
+        .details(details);
+        let der = result.as_ref().ok().cloned();
+        let serial_hex = serial.to_hex();
+        let clock = ctx.clock.clone();
+        ctx.db
+            .group_commit()
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE certificate SET state = $1, der = $2 WHERE serial = $3 AND state = 'planned'",
+                    )
+                    .bind(state)
+                    .bind(der)
+                    .bind(serial_hex)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(CaError::query("storing the issued certificate"))?;
+                    audit::append(conn, clock.as_ref(), &issue_event).await?;
+                    Ok::<_, CaError>(())
+                })
+            })
+            .await?;
         let der = result?;
         tracing::info!(serial = %serial, profile = profile.name(), "issued certificate");
         Ok(IssuedCertificate {
@@ -243,6 +237,52 @@ impl CertificateAuthority {
             der,
             profile,
         })
+    }
+}
+
+/// The planned certificate's row, owned so a group commit can write it.
+struct PlannedRow {
+    serial: String,
+    issuer: &'static str,
+    profile: &'static str,
+    subject: String,
+    national_id: String,
+    key_sha256: String,
+    not_before: String,
+    not_after: String,
+    tbs: Vec<u8>,
+    requested_by: String,
+    created_at: String,
+}
+
+impl PlannedRow {
+    async fn insert(self, conn: &mut sqlx::AnyConnection) -> Result<(), CaError> {
+        sqlx::query(
+            "INSERT INTO certificate (serial, issuer_role, profile, subject, national_id, \
+             spki_sha256, not_before, not_after, state, tbs, requested_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'planned', $9, $10, $11)",
+        )
+        .bind(self.serial)
+        .bind(self.issuer)
+        .bind(self.profile)
+        .bind(self.subject)
+        .bind(self.national_id)
+        .bind(self.key_sha256)
+        .bind(self.not_before)
+        .bind(self.not_after)
+        .bind(self.tbs)
+        .bind(self.requested_by)
+        .bind(self.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match e {
+            // Two requests for one key at once: the unique index decides.
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => CaError::Refused(
+                "this public key is already certified; every certificate needs a fresh key".into(),
+            ),
+            other => CaError::query("storing the planned certificate")(other),
+        })?;
+        Ok(())
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Database {
     /// them contend for the file lock, avoids SQLite's busy handler, which sleeps in
     /// steps of up to 100 ms.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The group-commit writer, started on first use.
+    group: std::sync::Arc<std::sync::OnceLock<crate::group_commit::GroupCommit>>,
 }
 
 /// A write transaction. On SQLite it also holds this process's writer turn.
@@ -183,6 +185,7 @@ impl Database {
             backend,
             display_url: display_url.to_owned(),
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            group: std::sync::Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -242,6 +245,13 @@ impl Database {
                 _turn: None,
             }),
         }
+    }
+
+    /// The group-commit writer of this database (see [`crate::group_commit`]), started
+    /// on the current runtime at first use.
+    pub fn group_commit(&self) -> &crate::group_commit::GroupCommit {
+        self.group
+            .get_or_init(|| crate::group_commit::GroupCommit::start(self.clone()))
     }
 
     /// Checks the database answers.

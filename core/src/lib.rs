@@ -7,6 +7,7 @@ pub mod audit;
 mod clock;
 pub mod config;
 mod db;
+pub mod group_commit;
 pub mod http;
 pub mod instance;
 mod logging;

@@ -324,7 +324,63 @@ async fn forged_checkpoint_is_refused(backend: TestBackend) {
     assert!(why.contains("checkpoint at entry #2"), "{why}");
 }
 
+async fn group_commit_keeps_each_operation_whole(backend: TestBackend) {
+    let f = fixture(backend).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..60_i64 {
+        let db = f.db.clone();
+        let clock: Arc<dyn Clock> = f.clock.clone();
+        tasks.spawn(async move {
+            db.group_commit()
+                .write(move |conn| {
+                    Box::pin(async move {
+                        audit::append(conn, clock.as_ref(), &event(n as usize)).await?;
+                        // Every third operation fails after its audit entry was
+                        // appended: the entry must go with it.
+                        if n % 3 == 0 {
+                            sqlx::query("INSERT INTO no_such_table (x) VALUES (1)")
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(eid_core::DbError::query("failing on purpose"))?;
+                        }
+                        Ok::<_, AuditError>(n)
+                    })
+                })
+                .await
+        });
+    }
+    let mut succeeded = 0;
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            Ok(n) => {
+                assert_ne!(n % 3, 0);
+                succeeded += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!((succeeded, failed), (40, 20));
+    let report = audit::verify(&f.db, f.signer.public_key()).await.unwrap();
+    assert_eq!(
+        report.entries, 40,
+        "only the successful operations' entries remain"
+    );
+    let ids: Vec<String> = audit::tail(&f.db, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.object_id)
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|id| id[1..].parse::<usize>().unwrap() % 3 != 0),
+        "{ids:?}"
+    );
+}
+
 on_both_backends!(
+    group_commit_keeps_each_operation_whole,
     migrations_are_idempotent,
     chain_verifies_and_checkpoints_cover_the_head,
     entry_is_written_with_its_change_or_not_at_all,
