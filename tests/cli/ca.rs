@@ -56,6 +56,33 @@ fn pkilint_clean(tool: &str, args: &[&str], file: &Path) {
     );
 }
 
+/// A certificate's serial number as openssl prints it (upper-case hex).
+fn openssl_serial(certificate: &Path) -> String {
+    let output = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &certificate.display().to_string(),
+            "-noout",
+            "-serial",
+        ],
+    );
+    text(&output.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned()
+}
+
+/// An address nothing listens on now: for a server and the CLI to agree on one.
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
 fn openssl_csr(dir: &Path, name: &str, key_args: &[&str]) -> String {
     let key = dir.join(format!("{name}.key"));
     let csr = dir.join(format!("{name}.csr"));
@@ -532,29 +559,12 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
         assert!(issued.status.success(), "{}", text(&issued.stderr));
         let path = dir.join(format!("{name}.pem"));
         std::fs::write(&path, &issued.stdout).unwrap();
-        let serial = judge(
-            "openssl",
-            &[
-                "x509",
-                "-in",
-                &path.display().to_string(),
-                "-noout",
-                "-serial",
-            ],
-        );
-        let serial = text(&serial.stdout)
-            .trim()
-            .trim_start_matches("serial=")
-            .to_owned();
+        let serial = openssl_serial(&path);
         leaves.push((path, serial));
     }
     // One concrete address for the server and the CLI, so `eid ca revoke` can reach
     // the running server as it would in production.
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let address = free_address();
     let server = {
         let mut command = eid.command(&["serve", "ca"]);
         command
@@ -840,25 +850,8 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
     let leaf = dir.join("onhsm.pem");
     std::fs::write(&leaf, &issued.stdout).unwrap();
     openssl_verifies(&pki, "citizen-auth-ca", &leaf);
-    let serial = judge(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &leaf.display().to_string(),
-            "-noout",
-            "-serial",
-        ],
-    );
-    let serial = text(&serial.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_owned();
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let serial = openssl_serial(&leaf);
+    let address = free_address();
     let server = {
         let mut command = eid.command(&["--config", &file.display().to_string(), "serve", "ca"]);
         command
