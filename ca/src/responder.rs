@@ -1,6 +1,7 @@
-//! The OCSP responder: pre-produced responses served from memory, backed by the
-//! `ocsp_response` table; responses for nonce requests and for several certificates
-//! signed on demand by the issuing CA's delegated responder.
+//! The OCSP responder: pre-produced responses served from memory; the `ocsp_response`
+//! table keeps the responses each status change produced (in the change's own
+//! transaction, so it never disagrees with the database); responses for nonce requests
+//! and for several certificates are signed on demand by the delegated responder.
 //!
 //! A revocation made in this process replaces the certificate's responses before the
 //! revoke call returns. One made by another process (`eid ca revoke` beside a running
@@ -12,7 +13,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
@@ -97,6 +98,10 @@ pub(crate) struct ResponderState {
     /// issuance would change), for responses signed on demand.
     statuses: RwLock<HashMap<(CaRole, Vec<u8>), Status>>,
     epoch: AtomicI64,
+    /// Bumped by every local change to the caches. An answer or status read before a
+    /// change is put into a cache only if no change came in between (checked under the
+    /// cache's lock), so a stale "good" can never overwrite a fresh "revoked".
+    generation: AtomicU64,
 }
 
 fn hash_name(hash: CertIdHash) -> &'static str {
@@ -128,6 +133,7 @@ impl ResponderState {
             cache: RwLock::new(HashMap::new()),
             statuses: RwLock::new(HashMap::new()),
             epoch: AtomicI64::new(-1),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -150,9 +156,25 @@ impl ResponderState {
         (now < entry.info.this_update + refresh_after).then(|| entry.clone())
     }
 
-    fn remember(&self, id: &CertIdKey, cached: Cached) {
-        if let Ok(mut cache) = self.cache.write() {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Caches an answer produced from state read at generation `seen`, unless the
+    /// caches changed since.
+    fn remember(&self, id: &CertIdKey, cached: Cached, seen: u64) {
+        if let Ok(mut cache) = self.cache.write()
+            && self.generation() == seen
+        {
             cache.insert((id.hash, id.serial.as_bytes().to_vec()), cached);
+        }
+    }
+
+    fn remember_status(&self, key: (CaRole, Vec<u8>), status: Status, seen: u64) {
+        if let Ok(mut statuses) = self.statuses.write()
+            && self.generation() == seen
+        {
+            statuses.insert(key, status);
         }
     }
 
@@ -166,6 +188,7 @@ impl ResponderState {
     }
 
     fn forget_serial(&self, serial: &[u8]) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut cache) = self.cache.write() {
             cache.retain(|(_, s), _| s != serial);
         }
@@ -175,6 +198,7 @@ impl ResponderState {
     }
 
     fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut cache) = self.cache.write() {
             cache.clear();
         }
@@ -215,6 +239,8 @@ impl crate::CertificateAuthority {
             }
         }
         let issuer = issuer.ok_or(AnswerError::Ocsp(ErrorStatus::MalformedRequest))?;
+        // Before any state is read: see ResponderState::generation.
+        let seen = state.generation();
         let now = self.ctx.clock.now();
         let validity = time::Duration::hours(i64::from(self.ctx.config.ca.ocsp_validity_hours));
         let cacheable = parsed.nonce.is_none() && parsed.certs.len() == 1;
@@ -224,7 +250,7 @@ impl crate::CertificateAuthority {
                 return Ok(hit.answer());
             }
             if let Some(stored) = self.stored_response(id, now, validity / 2).await? {
-                state.remember(id, stored.clone());
+                state.remember(id, stored.clone(), seen);
                 return Ok(stored.answer());
             }
         }
@@ -239,7 +265,7 @@ impl crate::CertificateAuthority {
         for id in &parsed.certs {
             entries.push(ResponseEntry {
                 cert_id: id.clone(),
-                status: self.cached_status(&mut conn, issuer, id).await?,
+                status: self.cached_status(&mut conn, issuer, id, seen).await?,
                 this_update: now,
                 next_update: Some(now + validity),
             });
@@ -251,10 +277,10 @@ impl crate::CertificateAuthority {
             return Ok(OcspAnswer { body, cache: None });
         }
         let cached = Cached::new(body, now, now + validity);
-        // An unknown serial may be issued later: its answer is not kept.
+        // Kept in memory only: the table holds what status changes produced, inside
+        // their own transactions. An unknown serial may be issued later: not kept.
         if entries[0].status != Status::Unknown {
-            Self::store_response(&mut conn, &entries[0], &cached).await?;
-            state.remember(&entries[0].cert_id, cached.clone());
+            state.remember(&entries[0].cert_id, cached.clone(), seen);
         }
         Ok(cached.answer())
     }
@@ -291,6 +317,7 @@ impl crate::CertificateAuthority {
         conn: &mut sqlx::AnyConnection,
         issuer: CaRole,
         id: &CertIdKey,
+        seen: u64,
     ) -> Result<Status, CaError> {
         let key = (issuer, id.serial.as_bytes().to_vec());
         if let Some(status) = self
@@ -303,10 +330,8 @@ impl crate::CertificateAuthority {
             return Ok(status);
         }
         let status = self.status(conn, issuer, id).await?;
-        if status != Status::Unknown
-            && let Ok(mut statuses) = self.responder.statuses.write()
-        {
-            statuses.insert(key, status);
+        if status != Status::Unknown {
+            self.responder.remember_status(key, status, seen);
         }
         Ok(status)
     }
@@ -447,9 +472,12 @@ impl crate::CertificateAuthority {
 
     /// Replaces a certificate's responses in the memory cache.
     pub(crate) fn cache_responses(&self, serial: &[u8], fresh: Vec<(CertIdKey, Cached)>) {
+        // Invalidates first (bumping the generation), so a request that read the old
+        // status cannot put its answer back afterwards.
         self.responder.forget_serial(serial);
+        let seen = self.responder.generation();
         for (id, cached) in fresh {
-            self.responder.remember(&id, cached);
+            self.responder.remember(&id, cached, seen);
         }
     }
 
