@@ -170,6 +170,13 @@ impl ResponderState {
         }
     }
 
+    fn known_status(&self, issuer: CaRole, id: &CertIdKey) -> Option<Status> {
+        let statuses = self.statuses.read().ok()?;
+        statuses
+            .get(&(issuer, id.serial.as_bytes().to_vec()))
+            .copied()
+    }
+
     fn remember_status(&self, key: (CaRole, Vec<u8>), status: Status, seen: u64) {
         if let Ok(mut statuses) = self.statuses.write()
             && self.generation() == seen
@@ -254,22 +261,36 @@ impl crate::CertificateAuthority {
                 return Ok(stored.answer());
             }
         }
-        let mut conn = self
-            .ctx
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(CaError::query("acquiring a connection"))?;
+        // A connection only when a status is not in memory: acquiring one costs a
+        // round trip (the pool checks it), which nonce requests mostly need not pay.
+        let mut conn = None;
         let mut entries = Vec::with_capacity(parsed.certs.len());
         for id in &parsed.certs {
+            let status = match state.known_status(issuer, id) {
+                Some(status) => status,
+                None => {
+                    let conn = match &mut conn {
+                        Some(conn) => conn,
+                        None => conn.insert(
+                            self.ctx
+                                .db
+                                .pool()
+                                .acquire()
+                                .await
+                                .map_err(CaError::query("acquiring a connection"))?,
+                        ),
+                    };
+                    self.read_status(conn, issuer, id, seen).await?
+                }
+            };
             entries.push(ResponseEntry {
                 cert_id: id.clone(),
-                status: self.cached_status(&mut conn, issuer, id, seen).await?,
+                status,
                 this_update: now,
                 next_update: Some(now + validity),
             });
         }
+        drop(conn);
         let body = self
             .sign_ocsp(issuer, entries.clone(), parsed.nonce, now)
             .await?;
@@ -311,27 +332,19 @@ impl crate::CertificateAuthority {
         Ok(body.into())
     }
 
-    /// The status of `id`'s certificate, from memory when it is known there.
-    async fn cached_status(
+    /// Reads `id`'s status from the database and remembers it (unless unknown, or the
+    /// caches changed since generation `seen`).
+    async fn read_status(
         &self,
         conn: &mut sqlx::AnyConnection,
         issuer: CaRole,
         id: &CertIdKey,
         seen: u64,
     ) -> Result<Status, CaError> {
-        let key = (issuer, id.serial.as_bytes().to_vec());
-        if let Some(status) = self
-            .responder
-            .statuses
-            .read()
-            .ok()
-            .and_then(|s| s.get(&key).copied())
-        {
-            return Ok(status);
-        }
         let status = self.status(conn, issuer, id).await?;
         if status != Status::Unknown {
-            self.responder.remember_status(key, status, seen);
+            self.responder
+                .remember_status((issuer, id.serial.as_bytes().to_vec()), status, seen);
         }
         Ok(status)
     }

@@ -158,6 +158,11 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before each use: it is a round trip per query on PostgreSQL, and a
+            // connection can die just after it anyway. A broken connection fails its
+            // query and is dropped from the pool; idle ones are recycled.
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(300))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
