@@ -178,7 +178,8 @@ pub(crate) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        CaCommand::Ceremony => unreachable!("handled before the CA is opened"),
+        // Handled above, before opening the CA would create missing roles.
+        CaCommand::Ceremony => ceremony(ctx, checkpoint_signer).await,
         CaCommand::Export { out } => {
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
