@@ -3,7 +3,7 @@
 //! the key layer, check the result is exactly the plan, store it with its audit event.
 
 use der::Decode;
-use eid_core::{AuditEvent, Outcome, audit};
+use eid_core::{AuditEvent, Outcome, audit, group_commit::Written};
 use eid_hsm::{PublicKey, QscdEvidence};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use x509_cert::certificate::TbsCertificate;
@@ -174,14 +174,15 @@ impl CertificateAuthority {
             requested_by: request.requested_by.clone(),
             created_at: rfc3339(now)?,
         };
-        let clock = ctx.clock.clone();
         ctx.db
-            .group_commit()
+            .group_commit(&ctx.clock)
             .write(move |conn| {
                 Box::pin(async move {
                     row.insert(conn).await?;
-                    audit::append(conn, clock.as_ref(), &plan_event).await?;
-                    Ok::<_, CaError>(())
+                    Ok::<_, CaError>(Written {
+                        value: (),
+                        audit: vec![plan_event],
+                    })
                 })
             })
             .await?;
@@ -211,9 +212,8 @@ impl CertificateAuthority {
         .details(details);
         let der = result.as_ref().ok().cloned();
         let serial_hex = serial.to_hex();
-        let clock = ctx.clock.clone();
         ctx.db
-            .group_commit()
+            .group_commit(&ctx.clock)
             .write(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
@@ -225,8 +225,10 @@ impl CertificateAuthority {
                     .execute(&mut *conn)
                     .await
                     .map_err(CaError::query("storing the issued certificate"))?;
-                    audit::append(conn, clock.as_ref(), &issue_event).await?;
-                    Ok::<_, CaError>(())
+                    Ok::<_, CaError>(Written {
+                        value: (),
+                        audit: vec![issue_event],
+                    })
                 })
             })
             .await?;

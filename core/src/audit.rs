@@ -189,53 +189,98 @@ pub async fn append(
     clock: &dyn Clock,
     event: &AuditEvent,
 ) -> Result<AuditEntry, AuditError> {
-    // Taking the head row's lock serialises appenders, so the chain stays linear.
-    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+    let mut entries = append_all(tx, clock, std::slice::from_ref(event)).await?;
+    entries
+        .pop()
+        .ok_or_else(|| AuditError::Broken("appending one event produced no entry".into()))
+}
+
+/// Appends `events`, in order, inside `tx`: one lock and one update of the chain head
+/// for all of them, and one insert. Returns the new entries.
+pub async fn append_all(
+    tx: &mut sqlx::AnyConnection,
+    clock: &dyn Clock,
+    events: &[AuditEvent],
+) -> Result<Vec<AuditEntry>, AuditError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(events.len())
+        .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
+    // Taking the head row's lock serialises appenders, so the chain stays linear. The
+    // head's hash is the previous entry's until the update below.
+    let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+        .bind(count)
         .fetch_one(&mut *tx)
         .await
         .map_err(DbError::query("locking the audit head"))?;
-    let seq: i64 = head
+    let last_seq: i64 = head
         .try_get("seq")
         .map_err(DbError::query("reading the audit head"))?;
-    let prev_hash: String = head
+    let mut prev_hash: String = head
         .try_get("hash")
         .map_err(DbError::query("reading the audit head"))?;
-    let mut entry = AuditEntry {
-        seq,
-        recorded_at: now_text(clock),
-        actor: event.actor.clone(),
-        action: event.action.clone(),
-        object_type: event.object_type.clone(),
-        object_id: event.object_id.clone(),
-        outcome: event.outcome.name().to_owned(),
-        details: event.details.to_string(),
-        prev_hash,
-        hash: String::new(),
-    };
-    entry.hash = entry.computed_hash();
-    sqlx::query(
+    let recorded_at = now_text(clock);
+    let mut entries = Vec::with_capacity(events.len());
+    for (offset, event) in (0..count).rev().zip(events) {
+        let mut entry = AuditEntry {
+            seq: last_seq - offset,
+            recorded_at: recorded_at.clone(),
+            actor: event.actor.clone(),
+            action: event.action.clone(),
+            object_type: event.object_type.clone(),
+            object_id: event.object_id.clone(),
+            outcome: event.outcome.name().to_owned(),
+            details: event.details.to_string(),
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = entry.computed_hash();
+        prev_hash = entry.hash.clone();
+        entries.push(entry);
+    }
+    let mut sql = String::from(
         "INSERT INTO audit_log (seq, recorded_at, actor, action, object_type, object_id, \
-         outcome, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(entry.seq)
-    .bind(&entry.recorded_at)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.object_type)
-    .bind(&entry.object_id)
-    .bind(&entry.outcome)
-    .bind(&entry.details)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
-    .execute(&mut *tx)
-    .await
-    .map_err(DbError::query("appending to the audit log"))?;
+         outcome, details, prev_hash, hash) VALUES ",
+    );
+    for index in 0..entries.len() {
+        let base = index * 10;
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(
+            &(1..=10)
+                .map(|n| format!("${}", base + n))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        sql.push(')');
+    }
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for entry in &entries {
+        insert = insert
+            .bind(entry.seq)
+            .bind(entry.recorded_at.clone())
+            .bind(entry.actor.clone())
+            .bind(entry.action.clone())
+            .bind(entry.object_type.clone())
+            .bind(entry.object_id.clone())
+            .bind(entry.outcome.clone())
+            .bind(entry.details.clone())
+            .bind(entry.prev_hash.clone())
+            .bind(entry.hash.clone());
+    }
+    insert
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query("appending to the audit log"))?;
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&entry.hash)
+        .bind(&prev_hash)
         .execute(&mut *tx)
         .await
         .map_err(DbError::query("advancing the audit head"))?;
-    Ok(entry)
+    Ok(entries)
 }
 
 /// Records `event` in a transaction of its own (for events that change nothing else,

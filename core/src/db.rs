@@ -252,11 +252,14 @@ impl Database {
         }
     }
 
-    /// The group-commit writer of this database (see [`crate::group_commit`]), started
-    /// on the current runtime at first use.
-    pub fn group_commit(&self) -> &crate::group_commit::GroupCommit {
+    /// The group-commit writers of this database (see [`crate::group_commit`]),
+    /// started on the current runtime at first use; `clock` times the audit entries.
+    pub fn group_commit(
+        &self,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> &crate::group_commit::GroupCommit {
         self.group
-            .get_or_init(|| crate::group_commit::GroupCommit::start(self.clone()))
+            .get_or_init(|| crate::group_commit::GroupCommit::start(self.clone(), clock.clone()))
     }
 
     /// Checks the database answers.

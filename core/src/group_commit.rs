@@ -2,6 +2,11 @@
 //! transaction, each under a savepoint of its own, and every caller learns its outcome
 //! only after the transaction commits.
 //!
+//! An operation returns the audit events of its change instead of appending them: the
+//! batch appends every successful operation's events at its end, still inside the
+//! same transaction, so the audit chain's head is held only for that last step and
+//! several writers can work side by side (on PostgreSQL; SQLite has one writer).
+//!
 //! A database commit is the expensive part of a small write: SQLite serialises writers,
 //! PostgreSQL flushes its WAL, and the audit log's single chain head serialises both.
 //! Sharing the commit among the operations waiting at that moment keeps each one's
@@ -12,17 +17,32 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::AnyConnection;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
-use crate::{Database, DbError};
+use sqlx::AnyConnection;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::{AuditError, AuditEvent, Backend, Clock, Database, DbError, audit};
 
 /// The future of one write operation, borrowing the batch's connection.
 pub type WriteFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>;
 
-/// What the writer runs for one caller: the operation, and how to tell the caller.
+/// What an operation produced: its value, and the audit events of its change.
+#[derive(Debug)]
+pub struct Written<T> {
+    /// What the caller gets back.
+    pub value: T,
+    /// Appended to the audit log in the same transaction, after the batch's operations.
+    pub audit: Vec<AuditEvent>,
+}
+
+/// What the writer runs for one caller: the operation, which yields its audit events
+/// and how to tell the caller.
 type Job = Box<
-    dyn for<'c> FnOnce(&'c mut AnyConnection) -> Pin<Box<dyn Future<Output = Finish> + Send + 'c>>
+    dyn for<'c> FnOnce(
+            &'c mut AnyConnection,
+        )
+            -> Pin<Box<dyn Future<Output = (Vec<AuditEvent>, Finish)> + Send + 'c>>
         + Send,
 >;
 
@@ -33,17 +53,29 @@ type Finish = Box<dyn FnOnce(Result<(), &DbError>) + Send>;
 /// The most operations one transaction carries.
 const MAX_BATCH: usize = 64;
 
-/// A handle to a database's group-commit writer. Cheap to clone.
+/// Writers per PostgreSQL database: they overlap their row writes and queue only for
+/// the audit chain's head and the commit.
+const POSTGRES_WRITERS: usize = 4;
+
+/// A handle to a database's group-commit writers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct GroupCommit {
     jobs: mpsc::Sender<Job>,
 }
 
 impl GroupCommit {
-    /// Starts the writer for `db` on the current runtime.
-    pub fn start(db: Database) -> Self {
+    /// Starts the writers for `db` on the current runtime; batches append their audit
+    /// entries with `clock`'s time.
+    pub fn start(db: Database, clock: Arc<dyn Clock>) -> Self {
         let (jobs, receiver) = mpsc::channel::<Job>(1024);
-        tokio::spawn(run(db, receiver));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match db.backend() {
+            Backend::Postgres => POSTGRES_WRITERS,
+            Backend::Sqlite => 1,
+        };
+        for _ in 0..writers {
+            tokio::spawn(run(db.clone(), clock.clone(), receiver.clone()));
+        }
         Self { jobs }
     }
 
@@ -52,7 +84,9 @@ impl GroupCommit {
     /// are not; if the commit fails, every operation of the batch fails.
     pub async fn write<T, E>(
         &self,
-        operation: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T, E> + Send + 'static,
+        operation: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, Written<T>, E>
+        + Send
+        + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -61,7 +95,10 @@ impl GroupCommit {
         let (reply, outcome) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
-                let result = run_in_savepoint(conn, operation).await;
+                let (events, result) = match run_in_savepoint(conn, operation).await {
+                    Ok(written) => (written.audit, Ok(written.value)),
+                    Err(e) => (Vec::new(), Err(e)),
+                };
                 let finish: Finish = Box::new(move |committed| {
                     let delivered = match (result, committed) {
                         (Ok(value), Ok(())) => Ok(value),
@@ -74,7 +111,7 @@ impl GroupCommit {
                     // The caller may have gone away; its writes stand regardless.
                     let _ = reply.send(delivered);
                 });
-                finish
+                (events, finish)
             })
         });
         self.jobs.send(job).await.map_err(|_| {
@@ -137,15 +174,22 @@ where
     }
 }
 
-async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
-    while let Some(first) = receiver.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+async fn run(db: Database, clock: Arc<dyn Clock>, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let jobs = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+            jobs
+        };
         let mut tx = match db.begin_write().await {
             Ok(tx) => tx,
             Err(e) => {
@@ -157,13 +201,26 @@ async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
             }
         };
         let mut finishes = Vec::with_capacity(jobs.len());
+        let mut events = Vec::new();
         for job in jobs {
-            finishes.push(job(&mut tx).await);
+            let (job_events, finish) = job(&mut tx).await;
+            events.extend(job_events);
+            finishes.push(finish);
         }
-        let committed = tx.commit().await.map_err(|source| DbError::Query {
-            operation: "committing a group of writes",
-            source,
-        });
+        let appended: Result<(), AuditError> = audit::append_all(&mut tx, clock.as_ref(), &events)
+            .await
+            .map(|_| ());
+        let committed = match appended {
+            Ok(()) => tx.commit().await.map_err(|source| DbError::Query {
+                operation: "committing a group of writes",
+                source,
+            }),
+            // Without its audit entries nothing of the batch may commit.
+            Err(e) => Err(DbError::Query {
+                operation: "appending a group's audit entries",
+                source: sqlx::Error::Protocol(e.to_string()),
+            }),
+        };
         for finish in finishes {
             finish(committed.as_ref().map(|_| ()));
         }

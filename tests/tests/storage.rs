@@ -326,24 +326,31 @@ async fn forged_checkpoint_is_refused(backend: TestBackend) {
 
 async fn group_commit_keeps_each_operation_whole(backend: TestBackend) {
     let f = fixture(backend).await;
+    let clock: Arc<dyn Clock> = f.clock.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..60_i64 {
         let db = f.db.clone();
-        let clock: Arc<dyn Clock> = f.clock.clone();
+        let clock = clock.clone();
         tasks.spawn(async move {
-            db.group_commit()
+            db.group_commit(&clock)
                 .write(move |conn| {
                     Box::pin(async move {
-                        audit::append(conn, clock.as_ref(), &event(n as usize)).await?;
-                        // Every third operation fails after its audit entry was
-                        // appended: the entry must go with it.
+                        // A real write, then (every third operation) a failure: the
+                        // write must be rolled back and its audit event never appended.
+                        sqlx::query("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1")
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(eid_core::DbError::query("counting"))?;
                         if n % 3 == 0 {
                             sqlx::query("INSERT INTO no_such_table (x) VALUES (1)")
                                 .execute(&mut *conn)
                                 .await
                                 .map_err(eid_core::DbError::query("failing on purpose"))?;
                         }
-                        Ok::<_, AuditError>(n)
+                        Ok::<_, AuditError>(eid_core::group_commit::Written {
+                            value: n,
+                            audit: vec![event(n as usize)],
+                        })
                     })
                 })
                 .await
@@ -361,10 +368,17 @@ async fn group_commit_keeps_each_operation_whole(backend: TestBackend) {
         }
     }
     assert_eq!((succeeded, failed), (40, 20));
+    let epoch: i64 = sqlx::query("SELECT epoch FROM revocation_epoch WHERE id = 1")
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap()
+        .try_get("epoch")
+        .unwrap();
+    assert_eq!(epoch, 40, "only the successful operations' writes remain");
     let report = audit::verify(&f.db, f.signer.public_key()).await.unwrap();
     assert_eq!(
         report.entries, 40,
-        "only the successful operations' entries remain"
+        "only the successful operations' entries were appended"
     );
     let ids: Vec<String> = audit::tail(&f.db, 100)
         .await
