@@ -13,11 +13,11 @@ use der::Encode;
 use eid_core::{AuditEvent, CeremonyConfig, ServiceContext, audit};
 use eid_hsm::{KeyLabel, KeySigner, KeySpec};
 use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
 
 use crate::{
     CaError, CaRole,
     hierarchy::{Authority, RoleOverride, create, load_existing},
+    rfc3339,
 };
 
 /// What a ceremony did, as written to its transcript.
@@ -79,11 +79,6 @@ pub struct TranscriptAudit {
     pub checkpoint: i64,
     /// The chain's head hash at that checkpoint.
     pub head_hash: String,
-}
-
-fn rfc3339(at: time::OffsetDateTime) -> Result<String, CaError> {
-    at.format(&Rfc3339)
-        .map_err(|e| CaError::encoding("time", e))
 }
 
 /// Runs the ceremony `ceremony` describes. Refuses, before creating anything, if a

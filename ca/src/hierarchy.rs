@@ -373,12 +373,7 @@ pub(crate) async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Au
     let certificate =
         Certificate::from_der(&der).map_err(|e| CaError::encoding("stored CA certificate", e))?;
     let signer = signer_for(ctx, role, KeyOrigin::Existing).await?;
-    if signer.public_key().spki()
-        != &certificate
-            .tbs_certificate()
-            .subject_public_key_info()
-            .clone()
-    {
+    if signer.public_key().spki() != certificate.tbs_certificate().subject_public_key_info() {
         return Err(CaError::Mismatch(format!(
             "the key `{}` in {} is not the key of the stored {role} certificate",
             role.key_label(),
@@ -404,30 +399,20 @@ fn plan(
     let base = NameBuilder::default()
         .country(&ca.country)
         .organization(&ca.organization);
-    let subject = match role {
-        _ if chosen.is_some() => base.common_name(chosen.map_or("", |c| c.common_name.as_str())),
-        CaRole::Root => base.common_name(&format!("{} Root CA", ca.organization)),
-        CaRole::CitizenAuthenticationCa => {
-            base.common_name(&format!("{} Citizen Authentication CA", ca.organization))
-        }
-        CaRole::CitizenSigningCa => base.common_name(&format!(
-            "{} Citizen Qualified Signature CA",
-            ca.organization
-        )),
-        CaRole::OcspCitizenAuthentication => base.common_name(&format!(
-            "{} Citizen Authentication OCSP Responder",
-            ca.organization
-        )),
-        CaRole::OcspCitizenSigning => base.common_name(&format!(
-            "{} Citizen Signature OCSP Responder",
-            ca.organization
-        )),
-        CaRole::TimeStamping => {
-            base.common_name(&format!("{} Time-Stamping Unit", ca.organization))
-        }
-        CaRole::IdpTls => base.common_name(&format!("{} Identity Provider", ca.organization)),
-    }
-    .build()?;
+    let org = &ca.organization;
+    let default_name = match role {
+        CaRole::Root => format!("{org} Root CA"),
+        CaRole::CitizenAuthenticationCa => format!("{org} Citizen Authentication CA"),
+        CaRole::CitizenSigningCa => format!("{org} Citizen Qualified Signature CA"),
+        CaRole::OcspCitizenAuthentication => format!("{org} Citizen Authentication OCSP Responder"),
+        CaRole::OcspCitizenSigning => format!("{org} Citizen Signature OCSP Responder"),
+        CaRole::TimeStamping => format!("{org} Time-Stamping Unit"),
+        CaRole::IdpTls => format!("{org} Identity Provider"),
+    };
+    // A ceremony names each certificate itself.
+    let subject = base
+        .common_name(chosen.map_or(default_name.as_str(), |c| c.common_name.as_str()))
+        .build()?;
     let issuer_name = match issuer {
         Some(issuer) => issuer.certificate.tbs_certificate().subject().clone(),
         None => subject.clone(),

@@ -234,12 +234,15 @@ async fn crl(
     let issuer = file
         .strip_suffix(".crl")
         .and_then(CaRole::parse)
-        .filter(|role| role.is_issuing_ca())
-        .ok_or_else(|| {
-            CaError::UnknownCertificate(format!(
-                "CRL {file:?} (published: citizen-auth-ca.crl, citizen-sign-ca.crl)"
-            ))
-        })?;
+        .filter(|role| role.is_issuing_ca());
+    let Some(issuer) = issuer else {
+        return Ok(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no CRL {file:?}; published: citizen-auth-ca.crl, citizen-sign-ca.crl"),
+        )
+        .into_response());
+    };
     let published = ca.current_crl(issuer).await?;
     let max_age = (published.next_update - ca.ctx.clock.now())
         .whole_seconds()

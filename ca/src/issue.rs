@@ -5,7 +5,6 @@
 use der::Decode;
 use eid_core::{AuditEvent, Outcome, audit, group_commit::Written};
 use eid_hsm::{PublicKey, QscdEvidence};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use x509_cert::certificate::TbsCertificate;
 
 use crate::{
@@ -13,6 +12,7 @@ use crate::{
     hierarchy::prepare,
     names::{NationalId, PersonName},
     profile::{self, Profile, Subject},
+    rfc3339,
 };
 
 /// What the registration authority asks the CA to certify.
@@ -51,11 +51,6 @@ pub struct IssuedCertificate {
     pub der: Vec<u8>,
     /// The profile it was issued under.
     pub profile: Profile,
-}
-
-fn rfc3339(at: OffsetDateTime) -> Result<String, CaError> {
-    at.format(&Rfc3339)
-        .map_err(|e| CaError::encoding("time", e))
 }
 
 impl CertificateAuthority {

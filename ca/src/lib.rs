@@ -38,6 +38,18 @@ pub use responder::{CacheInfo, OcspAnswer};
 pub use revoke::{StatusChange, StatusChanged};
 pub use serial::CertificateSerial;
 
+/// A time as stored and recorded: RFC 3339, UTC.
+pub(crate) fn rfc3339(at: time::OffsetDateTime) -> Result<String, CaError> {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| CaError::encoding("time", e))
+}
+
+/// Parses a stored RFC 3339 time.
+pub(crate) fn parse_rfc3339(text: &str) -> Result<time::OffsetDateTime, CaError> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| CaError::encoding("stored time", e))
+}
+
 /// The service's name in `eid serve ca`, logs and metrics.
 pub const SERVICE: &str = "ca";
 

@@ -6,24 +6,17 @@ use std::{collections::BTreeSet, time::Duration};
 
 use der::Decode;
 use sqlx::Row;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use x509_cert::crl::CertificateList;
 
 use crate::{
     CaError, CaRole, CertificateAuthority, CertificateSerial,
     crl::{self, CrlContent, CrlScope, RevokedEntry},
+    parse_rfc3339,
     reason::ReasonCode,
+    rfc3339,
 };
-
-fn rfc3339(at: OffsetDateTime) -> Result<String, CaError> {
-    at.format(&Rfc3339)
-        .map_err(|e| CaError::encoding("time", e))
-}
-
-fn parse(text: &str) -> Result<OffsetDateTime, CaError> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| CaError::encoding("stored time", e))
-}
 
 /// A published CRL.
 #[derive(Clone, Debug)]
@@ -104,7 +97,7 @@ impl CertificateAuthority {
             expected.insert(serial.clone());
             entries.push(RevokedEntry {
                 serial: serial.to_x509()?,
-                revoked_at: parse(&get("revoked_at")?.unwrap_or_default())?,
+                revoked_at: parse_rfc3339(&get("revoked_at")?.unwrap_or_default())?,
                 reason,
             });
         }
@@ -196,8 +189,8 @@ impl CertificateAuthority {
                     number: row
                         .try_get("crl_number")
                         .map_err(CaError::query("reading the current CRL"))?,
-                    this_update: parse(&get("this_update")?)?,
-                    next_update: parse(&get("next_update")?)?,
+                    this_update: parse_rfc3339(&get("this_update")?)?,
+                    next_update: parse_rfc3339(&get("next_update")?)?,
                     der: row
                         .try_get("der")
                         .map_err(CaError::query("reading the current CRL"))?,

@@ -18,12 +18,14 @@ use std::{
 };
 
 use sqlx::Row;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 
 use crate::{
     CaError, CaRole, Hierarchy,
     ocsp::{self, CertIdHash, CertIdKey, ErrorStatus, IssuerHashes, ResponseEntry, Status},
+    parse_rfc3339,
     reason::ReasonCode,
+    rfc3339,
 };
 
 /// A response ready to send, with what RFC 5019 caching headers need.
@@ -109,15 +111,6 @@ fn hash_name(hash: CertIdHash) -> &'static str {
         CertIdHash::Sha1 => "sha1",
         CertIdHash::Sha256 => "sha256",
     }
-}
-
-fn parse_time(text: &str) -> Result<OffsetDateTime, CaError> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| CaError::encoding("stored time", e))
-}
-
-fn format_time(at: OffsetDateTime) -> Result<String, CaError> {
-    at.format(&Rfc3339)
-        .map_err(|e| CaError::encoding("time", e))
 }
 
 impl ResponderState {
@@ -378,7 +371,7 @@ impl crate::CertificateAuthority {
         Ok(match revoked_at {
             None => Status::Good,
             Some(at) => Status::Revoked {
-                at: parse_time(&at)?,
+                at: parse_rfc3339(&at)?,
                 reason: reason
                     .map(|r| ReasonCode::parse(&r))
                     .transpose()
@@ -407,8 +400,8 @@ impl crate::CertificateAuthority {
             row.try_get(name)
                 .map_err(CaError::query("reading a pre-produced OCSP response"))
         };
-        let this_update = parse_time(&read("this_update")?)?;
-        let next_update = parse_time(&read("next_update")?)?;
+        let this_update = parse_rfc3339(&read("this_update")?)?;
+        let next_update = parse_rfc3339(&read("next_update")?)?;
         let der: Vec<u8> = row
             .try_get("der")
             .map_err(CaError::query("reading a pre-produced OCSP response"))?;
@@ -435,8 +428,8 @@ impl crate::CertificateAuthority {
         .bind(hex::encode(entry.cert_id.serial.as_bytes()))
         .bind(hash_name(entry.cert_id.hash))
         .bind(status)
-        .bind(format_time(cached.info.this_update)?)
-        .bind(format_time(cached.info.next_update)?)
+        .bind(rfc3339(cached.info.this_update)?)
+        .bind(rfc3339(cached.info.next_update)?)
         .bind(cached.body.as_ref())
         .execute(&mut *conn)
         .await

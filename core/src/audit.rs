@@ -14,7 +14,7 @@ use std::fmt;
 use eid_hsm::{KeySigner, PublicKey, SignatureScheme};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::format_description::well_known::Rfc3339;
 
 use crate::{Clock, Database, DbError};
 
@@ -584,9 +584,4 @@ pub async fn tail(db: &Database, limit: i64) -> Result<Vec<AuditEntry>, AuditErr
         .collect::<Result<Vec<_>, _>>()?;
     entries.reverse();
     Ok(entries)
-}
-
-/// Parses a stored timestamp (for display and tests).
-pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok()
 }
