@@ -125,7 +125,65 @@ struct FileConfig {
     audit: AuditSection,
     log: LogSection,
     ca: CaSection,
+    signing: SigningSection,
     ceremony: Option<CeremonySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SigningSection {
+    tsa: TsaSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TsaSection {
+    policy: String,
+    accuracy_millis: u32,
+    qualified: bool,
+    include_tsa_name: bool,
+    clock: ClockSection,
+}
+
+/// ETSI EN 319 421's best-practices time-stamp policy (`itu-t(0)
+/// identified-organization(4) etsi(0) time-stamp-policy(2023) policy-identifiers(1)
+/// best-practices-ts-policy(1)`), which the TSA follows.
+pub const ETSI_BEST_PRACTICES_TS_POLICY: &str = "0.4.0.2023.1.1";
+
+impl Default for TsaSection {
+    fn default() -> Self {
+        Self {
+            policy: ETSI_BEST_PRACTICES_TS_POLICY.into(),
+            accuracy_millis: 1000,
+            qualified: false,
+            include_tsa_name: true,
+            clock: ClockSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ClockSection {
+    os_sync: OsSyncCheck,
+    ntp_servers: Vec<String>,
+    max_drift_millis: u32,
+    check_interval_secs: u64,
+    ntp_timeout_millis: u64,
+    danger_unchecked: bool,
+}
+
+impl Default for ClockSection {
+    fn default() -> Self {
+        Self {
+            os_sync: OsSyncCheck::WhenReported,
+            ntp_servers: Vec::new(),
+            max_drift_millis: 500,
+            check_interval_secs: 30,
+            ntp_timeout_millis: 1000,
+            danger_unchecked: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,8 +373,129 @@ pub struct Config {
     pub log: LogConfig,
     /// Certificate authority.
     pub ca: CaConfig,
+    /// The signing service (its time-stamp authority, for now).
+    pub signing: SigningConfig,
     /// A key ceremony to run (`eid ca ceremony`), when the file describes one.
     pub ceremony: Option<CeremonyConfig>,
+}
+
+/// Signing service settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SigningConfig {
+    /// The RFC 3161 time-stamp authority.
+    pub tsa: TsaConfig,
+}
+
+/// The time-stamp authority (RFC 3161, profile ETSI EN 319 422).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TsaConfig {
+    /// The TSA policy OID (dotted) written into every token; a request naming another
+    /// policy is refused with `unacceptedPolicy`.
+    pub policy: String,
+    /// The accuracy stated in every token (`TSTInfo.accuracy`).
+    pub accuracy: std::time::Duration,
+    /// Whether tokens are qualified electronic time-stamps (eIDAS art. 42): they then
+    /// carry the `esi4-qtstStatement-1` statement of ETSI EN 319 422.
+    pub qualified: bool,
+    /// Whether tokens name the TSA (`TSTInfo.tsa`: the TSU certificate's subject).
+    pub include_tsa_name: bool,
+    /// When the clock is trusted enough to stamp.
+    pub clock: ClockTrustConfig,
+}
+
+/// How the operating system's clock synchronisation status counts (ETSI EN 319 421:
+/// the TSA stops issuing when its clock is out of its stated accuracy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum OsSyncCheck {
+    /// Stamp only when the OS reports its clock synchronised.
+    Required,
+    /// Refuse when the OS reports its clock unsynchronised; stamp when it reports
+    /// nothing (no systemd, a container).
+    WhenReported,
+    /// Do not ask the OS (the NTP drift check must then be configured in production).
+    Ignored,
+}
+
+impl OsSyncCheck {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::WhenReported => "when-reported",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+/// An NTP server: a host name or address, and a UDP port (123 unless given).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NtpServer {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl NtpServer {
+    /// Parses `host`, `host:port` or `[ipv6]:port` (a bare IPv6 address is taken whole).
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => 123,
+                _ => after.strip_prefix(':')?.parse().ok()?,
+            };
+            (host, port)
+        } else {
+            match text.split_once(':') {
+                // More than one colon: a bare IPv6 address.
+                Some((_, rest)) if rest.contains(':') => (text, 123),
+                Some((host, port)) => (host, port.parse().ok()?),
+                None => (text, 123),
+            }
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) || port == 0 {
+            return None;
+        }
+        Some(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NtpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The checks that decide whether the TSA's clock may be trusted.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClockTrustConfig {
+    /// The OS synchronisation status check.
+    pub os_sync: OsSyncCheck,
+    /// NTP servers the clock is compared with (SNTP, RFC 4330).
+    pub ntp_servers: Vec<NtpServer>,
+    /// The largest difference from an NTP server that is still trusted.
+    pub max_drift: std::time::Duration,
+    /// How often the checks run.
+    pub check_interval: std::time::Duration,
+    /// How long to wait for an NTP answer.
+    pub ntp_timeout: std::time::Duration,
+    /// Trust the clock without any check (development only; refused in production).
+    pub danger_unchecked: bool,
 }
 
 /// A key ceremony: which CA certificates to create, as the reviewed file says.
@@ -591,12 +770,16 @@ impl Config {
         }
 
         let ca = resolve_ca(file.ca, &listen, env, &relative)?;
+        let signing = SigningConfig {
+            tsa: resolve_tsa(file.signing.tsa)?,
+        };
         let ceremony = match file.ceremony {
             Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
             None => None,
         };
         let config = Self {
             ca,
+            signing,
             ceremony,
             profile: file.profile,
             data_dir,
@@ -633,6 +816,31 @@ impl Config {
                  keys.soft.passphrase_file / passphrase_env",
             ));
         }
+        let clock = &self.signing.tsa.clock;
+        if clock.danger_unchecked {
+            return Err(invalid(
+                "signing.tsa.clock.danger_unchecked",
+                "the production profile refuses a TSA whose clock is not checked",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the TSA may start with this configuration: production needs a real clock
+    /// check (ETSI EN 319 421). Checked when the signing service starts rather than at
+    /// load, so configs for other commands (a key ceremony) need no TSA section.
+    pub fn check_tsa_clock_for_profile(&self) -> Result<(), ConfigError> {
+        let clock = &self.signing.tsa.clock;
+        if self.profile == Profile::Production
+            && clock.ntp_servers.is_empty()
+            && clock.os_sync != OsSyncCheck::Required
+        {
+            return Err(invalid(
+                "signing.tsa.clock",
+                "the production profile needs a clock check (ETSI EN 319 421): list \
+                 ntp_servers, or set os_sync = \"required\"",
+            ));
+        }
         Ok(())
     }
 
@@ -667,7 +875,7 @@ impl Config {
             ),
         };
         format!(
-            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n",
+            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n\n[signing.tsa]\npolicy = \"{}\"\naccuracy_millis = {}\nqualified = {}\ninclude_tsa_name = {}\n\n[signing.tsa.clock]\nos_sync = \"{}\"\nntp_servers = {:?}\nmax_drift_millis = {}\ncheck_interval_secs = {}\nntp_timeout_millis = {}\ndanger_unchecked = {}\n",
             self.profile.name(),
             self.data_dir.display().to_string(),
             self.database.display_url,
@@ -679,6 +887,22 @@ impl Config {
             self.audit.checkpoint_interval_secs,
             self.log.format.name(),
             self.log.level,
+            self.signing.tsa.policy,
+            self.signing.tsa.accuracy.as_millis(),
+            self.signing.tsa.qualified,
+            self.signing.tsa.include_tsa_name,
+            self.signing.tsa.clock.os_sync.name(),
+            self.signing
+                .tsa
+                .clock
+                .ntp_servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            self.signing.tsa.clock.max_drift.as_millis(),
+            self.signing.tsa.clock.check_interval.as_secs(),
+            self.signing.tsa.clock.ntp_timeout.as_millis(),
+            self.signing.tsa.clock.danger_unchecked,
         )
     }
 }
@@ -793,6 +1017,71 @@ fn resolve_ceremony(
             })
             .collect(),
         file_sha256,
+    })
+}
+
+fn resolve_tsa(section: TsaSection) -> Result<TsaConfig, ConfigError> {
+    const_oid::ObjectIdentifier::new(&section.policy).map_err(|e| {
+        invalid(
+            "signing.tsa.policy",
+            format!("`{}` is not a dotted OID ({e})", section.policy),
+        )
+    })?;
+    if !(1..=60_000).contains(&section.accuracy_millis) {
+        return Err(invalid(
+            "signing.tsa.accuracy_millis",
+            "must be 1 to 60000 milliseconds",
+        ));
+    }
+    let clock = section.clock;
+    // A drift larger than the stated accuracy would make every token's accuracy false.
+    if clock.max_drift_millis == 0 || clock.max_drift_millis > section.accuracy_millis {
+        return Err(invalid(
+            "signing.tsa.clock.max_drift_millis",
+            format!(
+                "must be at least 1 and at most signing.tsa.accuracy_millis ({})",
+                section.accuracy_millis
+            ),
+        ));
+    }
+    if !(1..=3600).contains(&clock.check_interval_secs) {
+        return Err(invalid(
+            "signing.tsa.clock.check_interval_secs",
+            "must be 1 to 3600 seconds",
+        ));
+    }
+    if clock.ntp_timeout_millis == 0 || clock.ntp_timeout_millis > clock.check_interval_secs * 1000
+    {
+        return Err(invalid(
+            "signing.tsa.clock.ntp_timeout_millis",
+            "must be at least 1 and at most the check interval",
+        ));
+    }
+    let ntp_servers = clock
+        .ntp_servers
+        .iter()
+        .map(|server| {
+            NtpServer::parse(server).ok_or_else(|| {
+                invalid(
+                    "signing.tsa.clock.ntp_servers",
+                    format!("`{server}` is not `host`, `host:port` or `[ipv6]:port`"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TsaConfig {
+        policy: section.policy,
+        accuracy: std::time::Duration::from_millis(u64::from(section.accuracy_millis)),
+        qualified: section.qualified,
+        include_tsa_name: section.include_tsa_name,
+        clock: ClockTrustConfig {
+            os_sync: clock.os_sync,
+            ntp_servers,
+            max_drift: std::time::Duration::from_millis(u64::from(clock.max_drift_millis)),
+            check_interval: std::time::Duration::from_secs(clock.check_interval_secs),
+            ntp_timeout: std::time::Duration::from_millis(clock.ntp_timeout_millis),
+            danger_unchecked: clock.danger_unchecked,
+        },
     })
 }
 
@@ -1353,6 +1642,84 @@ mod tests {
         assert_eq!(config.ca.issuance_clients.len(), 1);
         assert_eq!(config.ca.issuance_clients[0].name, "enrolment");
         assert!(!format!("{:?}", config.ca).contains("registration-authority-token"));
+        let tsa = &config.signing.tsa;
+        assert!(tsa.qualified);
+        assert_eq!(tsa.clock.os_sync, OsSyncCheck::Required);
+        assert_eq!(tsa.clock.ntp_servers.len(), 2);
+    }
+
+    #[test]
+    fn tsa_defaults_and_checks() {
+        let config = Config::load(None, &FakeEnv::default(), &Overrides::default()).unwrap();
+        let tsa = &config.signing.tsa;
+        assert_eq!(tsa.policy, ETSI_BEST_PRACTICES_TS_POLICY);
+        assert_eq!(tsa.accuracy, std::time::Duration::from_secs(1));
+        assert!(!tsa.qualified && tsa.include_tsa_name);
+        assert_eq!(tsa.clock.os_sync, OsSyncCheck::WhenReported);
+        assert!(tsa.clock.ntp_servers.is_empty() && !tsa.clock.danger_unchecked);
+
+        let err = load_text("[signing.tsa]\npolicy = \"not.an.oid\"\n", &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signing.tsa.policy"), "{err}");
+        let err = load_text(
+            "[signing.tsa]\naccuracy_millis = 100\n[signing.tsa.clock]\nmax_drift_millis = 200\n",
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_drift_millis"), "{err}");
+        let err = load_text(
+            "[signing.tsa.clock]\nntp_servers = [\"ntp.example:x\"]\n",
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ntp_servers"), "{err}");
+        let err = load_text("[signing.tsa.clock]\nos_sync = \"maybe\"\n", &FakeEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
+        let config = load_text(
+            "[signing.tsa]\nqualified = true\n[signing.tsa.clock]\nntp_servers = [\"127.0.0.1:1123\", \"ntp.example\", \"[::1]:9\"]\n",
+            &FakeEnv::default(),
+        )
+        .unwrap();
+        let servers: Vec<String> = config
+            .signing
+            .tsa
+            .clock
+            .ntp_servers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(servers, ["127.0.0.1:1123", "ntp.example:123", "[::1]:9"]);
+        assert!(config.signing.tsa.qualified);
+    }
+
+    #[test]
+    fn production_requires_a_clock_check_and_refuses_an_unchecked_clock() {
+        let env = env(&[("P", "correct horse battery staple")]);
+        let base = "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n";
+        let err = load_text(base, &env)
+            .unwrap()
+            .check_tsa_clock_for_profile()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signing.tsa.clock") && err.contains("ntp_servers"), "{err}");
+        let err = load_text(
+            &format!("{base}[signing.tsa.clock]\nos_sync = \"required\"\ndanger_unchecked = true\n"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("danger_unchecked"), "{err}");
+        for clock in ["os_sync = \"required\"", "ntp_servers = [\"ntp.internal\"]"] {
+            load_text(&format!("{base}[signing.tsa.clock]\n{clock}\n"), &env)
+                .unwrap()
+                .check_tsa_clock_for_profile()
+                .unwrap();
+        }
     }
 
     #[test]
