@@ -4,12 +4,13 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use eid_ca::CertificateAuthority;
+use eid_ca::{CaRole, CertificateAuthority};
 use eid_core::{
     Config, ServiceContext, SystemClock, audit,
     instance::{self, OpenMode},
 };
 use eid_hsm::KeySigner;
+use eid_signing::{TimeStampAuthority, TimeStampUnit};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,7 @@ struct Planned {
 fn plan(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
+    tsa: Option<&TimeStampAuthority>,
     only: Option<ServiceName>,
 ) -> Vec<Planned> {
     let listen = ctx.config.listen;
@@ -39,17 +41,41 @@ fn plan(
     ];
     all.into_iter()
         .filter(|(which, ..)| only.is_none_or(|only| only == *which))
-        .map(|(which, name, address)| Planned {
-            name,
-            address,
-            router: match which {
+        .filter_map(|(which, name, address)| {
+            let router = match which {
                 ServiceName::Idp => eid_idp::router(ctx),
                 ServiceName::Ca => eid_ca::router(ca),
-                ServiceName::Signing => eid_signing::router(ctx),
+                ServiceName::Signing => eid_signing::router(ctx, tsa?),
                 ServiceName::Enrolment => eid_enrolment::router(ctx),
-            },
+            };
+            Some(Planned {
+                name,
+                address,
+                router,
+            })
         })
         .collect()
+}
+
+/// The TSA's unit from the CA hierarchy: the signing service gets a signer and
+/// certificates, not the CA crate (services do not import each other's internals).
+fn time_stamp_unit(ca: &CertificateAuthority) -> anyhow::Result<TimeStampUnit> {
+    let hierarchy = ca.hierarchy();
+    let tsu = hierarchy.get(CaRole::TimeStamping)?;
+    // Intermediates between the TSU and the root; none in the embedded hierarchy.
+    let mut chain = Vec::new();
+    let mut issuer = CaRole::TimeStamping.issuer();
+    while let Some(role) = issuer {
+        if role.issuer().is_some() {
+            chain.push(hierarchy.get(role)?.certificate.clone());
+        }
+        issuer = role.issuer();
+    }
+    Ok(TimeStampUnit {
+        signer: tsu.signer.clone(),
+        certificate: tsu.certificate.clone(),
+        chain,
+    })
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -68,9 +94,20 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         );
     }
 
+    let shutdown = CancellationToken::new();
+    let tsa = if only.is_none_or(|only| only == ServiceName::Signing) {
+        Some(
+            TimeStampAuthority::start(&ctx, time_stamp_unit(&ca)?, shutdown.clone())
+                .await
+                .context("cannot start the time-stamp authority")?,
+        )
+    } else {
+        None
+    };
+
     // Bind every listener before serving any, so a taken port fails start-up cleanly.
     let mut bound = Vec::new();
-    for planned in plan(&ctx, &ca, only) {
+    for planned in plan(&ctx, &ca, tsa.as_ref(), only) {
         let listener = tokio::net::TcpListener::bind(planned.address)
             .await
             .with_context(|| {
@@ -89,7 +126,6 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         println!("  {name:<10} http://{address}/");
     }
 
-    let shutdown = CancellationToken::new();
     let mut servers = JoinSet::new();
     for (name, _, listener, router) in bound {
         servers.spawn(eid_core::http::serve(

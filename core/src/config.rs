@@ -1658,9 +1658,12 @@ mod tests {
         assert_eq!(tsa.clock.os_sync, OsSyncCheck::WhenReported);
         assert!(tsa.clock.ntp_servers.is_empty() && !tsa.clock.danger_unchecked);
 
-        let err = load_text("[signing.tsa]\npolicy = \"not.an.oid\"\n", &FakeEnv::default())
-            .unwrap_err()
-            .to_string();
+        let err = load_text(
+            "[signing.tsa]\npolicy = \"not.an.oid\"\n",
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("signing.tsa.policy"), "{err}");
         let err = load_text(
             "[signing.tsa]\naccuracy_millis = 100\n[signing.tsa.clock]\nmax_drift_millis = 200\n",
@@ -1676,9 +1679,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("ntp_servers"), "{err}");
-        let err = load_text("[signing.tsa.clock]\nos_sync = \"maybe\"\n", &FakeEnv::default())
-            .unwrap_err()
-            .to_string();
+        let err = load_text(
+            "[signing.tsa.clock]\nos_sync = \"maybe\"\n",
+            &FakeEnv::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("maybe"), "{err}");
         let config = load_text(
             "[signing.tsa]\nqualified = true\n[signing.tsa.clock]\nntp_servers = [\"127.0.0.1:1123\", \"ntp.example\", \"[::1]:9\"]\n",
@@ -1706,9 +1712,14 @@ mod tests {
             .check_tsa_clock_for_profile()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("signing.tsa.clock") && err.contains("ntp_servers"), "{err}");
+        assert!(
+            err.contains("signing.tsa.clock") && err.contains("ntp_servers"),
+            "{err}"
+        );
         let err = load_text(
-            &format!("{base}[signing.tsa.clock]\nos_sync = \"required\"\ndanger_unchecked = true\n"),
+            &format!(
+                "{base}[signing.tsa.clock]\nos_sync = \"required\"\ndanger_unchecked = true\n"
+            ),
             &env,
         )
         .unwrap_err()

@@ -1,8 +1,17 @@
-//! The signing service. Its HTTP surface (RFC 3161 at POST /tsa, the CSC API v2 under /csc/v2/, document signing and validation) grows from here.
+//! The signing service. Its HTTP surface: RFC 3161 time-stamps at `POST /tsa` (token
+//! profile ETSI EN 319 422). CAdES/PAdES signing, the CSC API v2 under `/csc/v2/` and
+//! validation grow from here.
 #![forbid(unsafe_code)]
+
+mod error;
+mod http;
+pub mod tsa;
 
 use axum::Router;
 use eid_core::ServiceContext;
+
+pub use error::TsaError;
+pub use tsa::{TimeStampAuthority, TimeStampUnit};
 
 /// The service's name in `eid serve signing`, logs and metrics.
 pub const SERVICE: &str = "signing";
@@ -12,6 +21,6 @@ pub const DESCRIPTION: &str =
     "signing service: RFC 3161 timestamps, CAdES/PAdES signatures, CSC API v2, validation";
 
 /// The service's HTTP surface.
-pub fn router(ctx: &ServiceContext) -> Router {
-    eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, Router::new())
+pub fn router(ctx: &ServiceContext, tsa: &TimeStampAuthority) -> Router {
+    eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, http::routes(tsa))
 }

@@ -1,0 +1,342 @@
+//! The time-stamp authority: RFC 3161 with the token profile of ETSI EN 319 422.
+//!
+//! [`TimeStampAuthority::respond`] takes a DER `TimeStampReq` and always returns a DER
+//! `TimeStampResp`: a token, or a rejection with the PKIFailureInfo that says why.
+//!
+//! **Records and audit.** Each token is written to `timestamp_token` (serial, genTime,
+//! policy, imprint, nonce, TSU) and appended to the audit log as `tsa.timestamp.issue`
+//! (the imprint, never the data) in one transaction, before the token leaves the TSA:
+//! a token without its record cannot exist. Both go through the database's group
+//! commit, so a burst of requests shares one transaction and one audit-chain append;
+//! the cost is measured in the README. The table's primary key on the serial is the
+//! final guard of uniqueness across restarts and replicas: serials are 127 random
+//! bits, and a clash (never seen in practice) is retried with a new serial.
+//! The TSA's start (its policy, unit and clock checks) and every change of clock trust
+//! (`tsa.clock.untrusted`, `tsa.clock.trusted` with the number of requests refused
+//! meanwhile) are audited too; single refusals are not state changes and are not.
+
+pub mod asn1;
+pub mod clock;
+mod gen_time;
+pub mod sntp;
+pub mod token;
+
+use std::sync::Arc;
+
+use der::asn1::ObjectIdentifier;
+use eid_core::{AuditEvent, Outcome, ServiceContext, audit, group_commit::Written};
+use eid_hsm::KeySigner;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+use x509_cert::Certificate;
+
+pub use self::asn1::FailureInfo;
+pub use self::clock::{ClockMonitor, OsStatusSource, Verdict};
+pub use self::gen_time::GenTime;
+use self::token::{ParsedRequest, TokenSigner};
+use crate::TsaError;
+
+/// The time-stamping unit: the key that signs tokens and its certificate.
+///
+/// The `eid` binary builds it from the CA hierarchy and hands it over, so the signing
+/// service depends on no other service's crate (ARCHITECTURE.md: services do not import
+/// each other's internals); what it needs is a signer and certificates, which the key
+/// layer and x509-cert already describe.
+#[derive(Clone, Debug)]
+pub struct TimeStampUnit {
+    /// The TSU key, in the key layer (soft store or PKCS#11 token).
+    pub signer: KeySigner,
+    /// The TSU certificate: critical extended key usage id-kp-timeStamping only.
+    pub certificate: Certificate,
+    /// Certificates between the TSU certificate and the trust anchor, issuer first
+    /// after the TSU (not the root); sent with the TSU certificate when asked.
+    pub chain: Vec<Certificate>,
+}
+
+/// The TSA. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TimeStampAuthority {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ctx: ServiceContext,
+    token: TokenSigner,
+    monitor: ClockMonitor,
+    tsu_serial: String,
+}
+
+/// The actor of the TSA's own audit events.
+const ACTOR: &str = "service:signing";
+
+impl TimeStampAuthority {
+    /// Starts the TSA with the OS's own clock status source: checks the unit and the
+    /// configuration, records the start, runs the clock checks once and keeps them
+    /// running until `shutdown`.
+    pub async fn start(
+        ctx: &ServiceContext,
+        unit: TimeStampUnit,
+        shutdown: CancellationToken,
+    ) -> Result<Self, TsaError> {
+        Self::start_with(ctx, unit, OsStatusSource::default(), shutdown).await
+    }
+
+    /// [`Self::start`] with another OS status source (tests).
+    pub async fn start_with(
+        ctx: &ServiceContext,
+        unit: TimeStampUnit,
+        os: OsStatusSource,
+        shutdown: CancellationToken,
+    ) -> Result<Self, TsaError> {
+        ctx.config.check_tsa_clock_for_profile()?;
+        let config = &ctx.config.signing.tsa;
+        let policy = ObjectIdentifier::new(&config.policy)
+            .map_err(|e| TsaError::Unit(format!("policy {}: {e}", config.policy)))?;
+        let token = TokenSigner::new(
+            &unit,
+            policy,
+            config.accuracy,
+            config.qualified,
+            config.include_tsa_name,
+        )?;
+        let tsu_serial = hex::encode(
+            unit.certificate
+                .tbs_certificate()
+                .serial_number()
+                .as_bytes(),
+        );
+        let tsa = Self {
+            inner: Arc::new(Inner {
+                ctx: ctx.clone(),
+                token,
+                monitor: ClockMonitor::new(config.clock.clone(), os),
+                tsu_serial,
+            }),
+        };
+        let clock = &config.clock;
+        if clock.danger_unchecked {
+            tracing::warn!(
+                "signing.tsa.clock.danger_unchecked is set: the TSA stamps without checking its clock"
+            );
+        }
+        let first = tsa.inner.monitor.check(ctx.clock.as_ref()).await;
+        tsa.record(
+            AuditEvent::new(ACTOR, "tsa.start", "tsa", tsa.inner.tsu_serial.clone()).details(
+                serde_json::json!({
+                    "policy": config.policy,
+                    "accuracy_millis": u64::try_from(config.accuracy.as_millis()).unwrap_or(u64::MAX),
+                    "qualified": config.qualified,
+                    "tsu_subject": unit.certificate.tbs_certificate().subject().to_string(),
+                    "tsu_key": unit.signer.info().label.to_string(),
+                    "key_store": ctx.keys.description(),
+                    "clock": {
+                        "os_sync": clock.os_sync.name(),
+                        "ntp_servers": clock.ntp_servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "max_drift_millis": u64::try_from(clock.max_drift.as_millis()).unwrap_or(u64::MAX),
+                        "danger_unchecked": clock.danger_unchecked,
+                    },
+                    "clock_verdict": first.detail(),
+                    "clock_trusted": first.is_trusted(),
+                }),
+            ),
+        )
+        .await?;
+        if !first.is_trusted() {
+            tracing::warn!(
+                reason = first.detail(),
+                "TSA clock not trusted: refusing time-stamps"
+            );
+        }
+        tokio::spawn(tsa.clone().watch_clock(shutdown));
+        Ok(tsa)
+    }
+
+    async fn record(&self, event: AuditEvent) -> Result<(), TsaError> {
+        let ctx = &self.inner.ctx;
+        let mut tx = ctx.db.begin_write().await?;
+        audit::append(&mut tx, ctx.clock.as_ref(), &event).await?;
+        tx.commit()
+            .await
+            .map_err(eid_core::DbError::query("committing a TSA audit event"))?;
+        Ok(())
+    }
+
+    async fn watch_clock(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.inner.monitor.config().check_interval);
+        ticker.tick().await; // the first tick is immediate; start() already checked
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {
+                    self.refresh_clock_trust().await;
+                }
+            }
+        }
+    }
+
+    /// Runs the clock checks now (the background task does so every interval) and
+    /// audits a change of trust. Returns the verdict.
+    pub async fn refresh_clock_trust(&self) -> Verdict {
+        let monitor = &self.inner.monitor;
+        let before = monitor.last_verdict();
+        let after = monitor.check(self.inner.ctx.clock.as_ref()).await;
+        let changed = before.as_ref().map(Verdict::is_trusted) != Some(after.is_trusted());
+        if changed {
+            let (action, outcome) = if after.is_trusted() {
+                ("tsa.clock.trusted", Outcome::Success)
+            } else {
+                ("tsa.clock.untrusted", Outcome::Failure)
+            };
+            if after.is_trusted() {
+                tracing::info!(detail = after.detail(), "TSA clock trusted again");
+            } else {
+                tracing::warn!(
+                    reason = after.detail(),
+                    "TSA clock not trusted: refusing time-stamps"
+                );
+            }
+            let event = AuditEvent::new(ACTOR, action, "tsa", self.inner.tsu_serial.clone())
+                .outcome(outcome)
+                .details(serde_json::json!({
+                    "detail": after.detail(),
+                    "refused_since_last_change": monitor.take_refused(),
+                }));
+            if let Err(e) = self.record(event).await {
+                tracing::error!(error = %e, "cannot audit a change of TSA clock trust");
+            }
+        }
+        after
+    }
+
+    /// Answers a DER `TimeStampReq` with a DER `TimeStampResp`. Never fails: refusals
+    /// and internal errors become rejections (`systemFailure` for the latter, with the
+    /// cause in the log under a correlation id).
+    pub async fn respond(&self, request: &[u8]) -> Vec<u8> {
+        match self.issue(request).await {
+            Ok(response) => response,
+            Err(TsaError::Refused { reason, detail }) => {
+                tracing::debug!(reason = reason.name(), detail, "time-stamp request refused");
+                token::rejection(reason, &detail)
+            }
+            Err(e) => {
+                let mut id = [0u8; 8];
+                let correlation = match getrandom::fill(&mut id) {
+                    Ok(()) => hex::encode(id),
+                    Err(_) => "unavailable".to_owned(),
+                };
+                tracing::error!(correlation_id = %correlation, error = %e, "time-stamp failed");
+                token::rejection(
+                    FailureInfo::SystemFailure,
+                    &format!("internal error (correlation id {correlation})"),
+                )
+            }
+        }
+    }
+
+    async fn issue(&self, request: &[u8]) -> Result<Vec<u8>, TsaError> {
+        let inner = &self.inner;
+        let parsed = token::parse_request(request, inner.token.policy())?;
+        if !inner.monitor.trusted_now() {
+            return Err(TsaError::refused(
+                FailureInfo::TimeNotAvailable,
+                "the TSA's clock is not currently trusted",
+            ));
+        }
+        let parsed = Arc::new(parsed);
+        for _ in 0..3 {
+            match self.issue_once(parsed.clone()).await {
+                Err(TsaError::DuplicateSerial) => {
+                    tracing::warn!("time-stamp serial clash; drawing another");
+                }
+                other => return other,
+            }
+        }
+        Err(TsaError::DuplicateSerial)
+    }
+
+    async fn issue_once(&self, parsed: Arc<ParsedRequest>) -> Result<Vec<u8>, TsaError> {
+        let inner = &self.inner;
+        let serial = random_serial()?;
+        let gen_time = inner.ctx.clock.now();
+        let signing = {
+            let inner = self.inner.clone();
+            let parsed = parsed.clone();
+            let serial = serial.clone();
+            // PKCS#11 signing blocks; off the async executor.
+            tokio::task::spawn_blocking(move || inner.token.sign(&parsed, &serial, gen_time))
+        };
+        let response = signing.await.map_err(|e| TsaError::Task(e.to_string()))??;
+
+        let serial_hex = hex::encode(&serial);
+        let gen_time_text = gen_time
+            .replace_nanosecond(gen_time.millisecond() as u32 * 1_000_000)
+            .unwrap_or(gen_time)
+            .format(&Rfc3339)
+            .map_err(|e| TsaError::Task(format!("formatting genTime: {e}")))?;
+        let policy = inner.ctx.config.signing.tsa.policy.clone();
+        let hash = parsed.hash.name();
+        let imprint = hex::encode(parsed.imprint.hashed_message.as_bytes());
+        let nonce = parsed.nonce.as_ref().map(|n| hex::encode(n.as_bytes()));
+        let tsu_serial = inner.tsu_serial.clone();
+        inner
+            .ctx
+            .db
+            .group_commit(&inner.ctx.clock)
+            .write(move |conn| {
+                Box::pin(async move {
+                    let inserted = sqlx::query(
+                        "INSERT INTO timestamp_token (serial, gen_time, policy, hash_algorithm, \
+                         message_imprint, nonce, tsu_serial) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&serial_hex)
+                    .bind(&gen_time_text)
+                    .bind(&policy)
+                    .bind(hash)
+                    .bind(&imprint)
+                    .bind(&nonce)
+                    .bind(&tsu_serial)
+                    .execute(&mut *conn)
+                    .await;
+                    match inserted {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Err(TsaError::DuplicateSerial);
+                        }
+                        Err(e) => {
+                            return Err(eid_core::DbError::Query {
+                                operation: "recording a time-stamp token",
+                                source: e,
+                            }
+                            .into());
+                        }
+                    }
+                    let event =
+                        AuditEvent::new("public", "tsa.timestamp.issue", "timestamp", &serial_hex)
+                            .details(serde_json::json!({
+                                "gen_time": gen_time_text,
+                                "policy": policy,
+                                "hash_algorithm": hash,
+                                "message_imprint": imprint,
+                                "tsu_serial": tsu_serial,
+                            }));
+                    Ok(Written {
+                        value: (),
+                        audit: vec![event],
+                    })
+                })
+            })
+            .await?;
+        Ok(response)
+    }
+}
+
+/// 127 random bits: 16 octets from the OS CSPRNG, the top bit cleared so the INTEGER is
+/// positive without a padding octet, and the first octet never zero so it keeps its
+/// length.
+fn random_serial() -> Result<Vec<u8>, TsaError> {
+    let mut bytes = vec![0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| TsaError::Task(format!("random serial: {e}")))?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    Ok(bytes)
+}

@@ -1,0 +1,575 @@
+//! RFC 3161 requests in, time-stamp tokens and rejections out. Pure protocol code: no
+//! database, no clock reads, no async; the TSA in `mod.rs` decides *when* to call it.
+//!
+//! The token is a CMS SignedData assembled from the `cms` crate's types. Its
+//! `SignedDataBuilder` is not used: it sits behind the crate's `builder` feature,
+//! which compiles the whole encryption stack (AES, key wrap, KDFs) for envelope
+//! builders we do not use, and it re-encodes constant parts (the signer identifier,
+//! ESSCertIDv2, certificates) on every token; here they are prepared once per TSU.
+
+use cms::{
+    cert::{CertificateChoices, IssuerAndSerialNumber},
+    content_info::{CmsVersion, ContentInfo},
+    signed_data::{
+        CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo,
+        SignerInfos,
+    },
+};
+use der::{
+    Any, Decode, Encode, Reader, Tag, Tagged,
+    asn1::{Int, ObjectIdentifier, OctetString, SetOfVec, Uint},
+};
+use eid_hsm::{KeySigner, SignatureScheme};
+use sha2::{Digest, Sha256};
+use spki::AlgorithmIdentifierOwned;
+use time::OffsetDateTime;
+use x509_cert::{
+    Certificate,
+    attr::Attribute,
+    ext::{Extension, pkix::name::GeneralName},
+};
+
+use super::{
+    TimeStampUnit,
+    asn1::{
+        Accuracy, EssCertIdV2, FailureInfo, ID_AA_SIGNING_CERTIFICATE_V2, ID_CONTENT_TYPE,
+        ID_CT_TST_INFO, ID_ETSI_TSTS_EU_QCOMPLIANCE, ID_MESSAGE_DIGEST, ID_PE_QC_STATEMENTS,
+        ID_SHA1, ID_SHA256, ID_SHA384, ID_SHA512, ID_SIGNED_DATA, IssuerSerial, MessageImprint,
+        PkiStatus, PkiStatusInfo, QcStatement, SigningCertificateV2, TimeStampReq, TimeStampResp,
+        TstInfo,
+    },
+    gen_time::GenTime,
+};
+use crate::TsaError;
+
+/// The largest request accepted, in octets. A SHA-512 request with a 64-bit nonce is
+/// about 100 octets; 4 KiB leaves room for long nonces and a policy while refusing
+/// bodies that only cost parsing.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
+/// `id-kp-timeStamping` (RFC 3161 §2.3).
+const ID_KP_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
+/// `id-ce-extKeyUsage`.
+const ID_CE_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+
+/// The hashes accepted in message imprints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ImprintHash {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl ImprintHash {
+    fn from_oid(oid: ObjectIdentifier) -> Option<Self> {
+        match oid {
+            ID_SHA256 => Some(Self::Sha256),
+            ID_SHA384 => Some(Self::Sha384),
+            ID_SHA512 => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The digest length in octets.
+    pub fn output_len(self) -> usize {
+        match self {
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// The name as stored.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+}
+
+/// A request the TSA will answer with a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedRequest {
+    /// The imprint, exactly as received (it goes into the token unchanged).
+    pub imprint: MessageImprint,
+    /// Its hash.
+    pub hash: ImprintHash,
+    /// The nonce to echo.
+    pub nonce: Option<Int>,
+    /// Whether the TSU certificate is to be included.
+    pub cert_req: bool,
+}
+
+/// Decodes and checks a `TimeStampReq` against what this TSA offers (`policy`).
+pub fn parse_request(der: &[u8], policy: ObjectIdentifier) -> Result<ParsedRequest, TsaError> {
+    if der.len() > MAX_REQUEST_BYTES {
+        return Err(TsaError::refused(
+            FailureInfo::BadRequest,
+            format!("request larger than {MAX_REQUEST_BYTES} octets"),
+        ));
+    }
+    let bad_format = |_| TsaError::refused(FailureInfo::BadDataFormat, "not a DER TimeStampReq");
+    let mut reader = der::SliceReader::new(der).map_err(bad_format)?;
+    let request = TimeStampReq::decode(&mut reader).map_err(bad_format)?;
+    if !reader.is_finished() {
+        return Err(TsaError::refused(
+            FailureInfo::BadDataFormat,
+            "octets after the TimeStampReq",
+        ));
+    }
+    if request.version != 1 {
+        return Err(TsaError::refused(
+            FailureInfo::BadRequest,
+            "only TimeStampReq version 1 exists",
+        ));
+    }
+    let algorithm = &request.message_imprint.hash_algorithm;
+    if algorithm.oid == ID_SHA1 {
+        return Err(TsaError::refused(
+            FailureInfo::BadAlg,
+            "SHA-1 imprints are not accepted; use SHA-256, SHA-384 or SHA-512",
+        ));
+    }
+    let hash = ImprintHash::from_oid(algorithm.oid).ok_or_else(|| {
+        TsaError::refused(
+            FailureInfo::BadAlg,
+            "unsupported hash algorithm; use SHA-256, SHA-384 or SHA-512",
+        )
+    })?;
+    // RFC 5754: SHA-2 parameters are absent, or NULL from older encoders.
+    if algorithm
+        .parameters
+        .as_ref()
+        .is_some_and(|p| p.tag() != Tag::Null || !p.value().is_empty())
+    {
+        return Err(TsaError::refused(
+            FailureInfo::BadAlg,
+            "SHA-2 algorithm identifiers take no parameters",
+        ));
+    }
+    let len = request.message_imprint.hashed_message.as_bytes().len();
+    if len != hash.output_len() {
+        return Err(TsaError::refused(
+            FailureInfo::BadDataFormat,
+            format!(
+                "the imprint is {len} octets but {} gives {}",
+                hash.name(),
+                hash.output_len()
+            ),
+        ));
+    }
+    if let Some(asked) = request.req_policy
+        && asked != policy
+    {
+        return Err(TsaError::refused(
+            FailureInfo::UnacceptedPolicy,
+            format!("this TSA issues under policy {policy} only"),
+        ));
+    }
+    if request.extensions.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(TsaError::refused(
+            FailureInfo::UnacceptedExtension,
+            "this TSA supports no request extensions",
+        ));
+    }
+    Ok(ParsedRequest {
+        imprint: request.message_imprint,
+        hash,
+        nonce: request.nonce,
+        cert_req: request.cert_req,
+    })
+}
+
+/// What every token of one TSU shares, prepared once.
+#[derive(Clone, Debug)]
+pub struct TokenSigner {
+    signer: KeySigner,
+    certificates: Vec<CertificateChoices>,
+    sid: SignerIdentifier,
+    signing_certificate: Attribute,
+    signature_algorithm: AlgorithmIdentifierOwned,
+    policy: ObjectIdentifier,
+    accuracy: Option<Accuracy>,
+    tsa_name: Option<GeneralName>,
+    extensions: Option<Vec<Extension>>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+fn sha256_algorithm() -> AlgorithmIdentifierOwned {
+    // RFC 5754 §2: parameters absent.
+    AlgorithmIdentifierOwned {
+        oid: ID_SHA256,
+        parameters: None,
+    }
+}
+
+fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, TsaError> {
+    Ok(Attribute {
+        oid,
+        values: SetOfVec::try_from(vec![value]).map_err(TsaError::encoding("attribute"))?,
+    })
+}
+
+/// Checks that `certificate` may sign time-stamps (RFC 3161 §2.3): an extended key
+/// usage extension, critical, with id-kp-timeStamping as its only purpose.
+fn check_time_stamping_certificate(certificate: &Certificate) -> Result<(), TsaError> {
+    let extension = certificate
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == ID_CE_EXT_KEY_USAGE)
+        .ok_or_else(|| TsaError::Unit("the certificate has no extended key usage".into()))?;
+    if !extension.critical {
+        return Err(TsaError::Unit(
+            "the extended key usage must be critical (RFC 3161 §2.3)".into(),
+        ));
+    }
+    let purposes = Vec::<ObjectIdentifier>::from_der(extension.extn_value.as_bytes())
+        .map_err(TsaError::encoding("extended key usage"))?;
+    if purposes != [ID_KP_TIME_STAMPING] {
+        return Err(TsaError::Unit(
+            "the extended key usage must be id-kp-timeStamping only (RFC 3161 §2.3)".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl TokenSigner {
+    /// Prepares the TSU's constant parts, refusing a certificate unfit for time-stamping
+    /// or a key that is not the certified one.
+    pub fn new(
+        unit: &TimeStampUnit,
+        policy: ObjectIdentifier,
+        accuracy: std::time::Duration,
+        qualified: bool,
+        include_tsa_name: bool,
+    ) -> Result<Self, TsaError> {
+        let certificate = &unit.certificate;
+        let tbs = certificate.tbs_certificate();
+        if unit.signer.public_key().spki() != tbs.subject_public_key_info() {
+            return Err(TsaError::Unit(format!(
+                "the key `{}` is not the key of the TSU certificate",
+                unit.signer.info().label
+            )));
+        }
+        check_time_stamping_certificate(certificate)?;
+        let certificate_der = certificate
+            .to_der()
+            .map_err(TsaError::encoding("TSU certificate"))?;
+        // ESSCertIDv2 (RFC 5816): SHA-256 of the certificate, with issuer and serial.
+        let ess = SigningCertificateV2 {
+            certs: vec![EssCertIdV2 {
+                hash_algorithm: None,
+                cert_hash: OctetString::new(Sha256::digest(&certificate_der).as_slice())
+                    .map_err(TsaError::encoding("ESSCertIDv2"))?,
+                issuer_serial: Some(IssuerSerial {
+                    issuer: vec![GeneralName::DirectoryName(tbs.issuer().clone())],
+                    serial_number: tbs.serial_number().clone(),
+                }),
+            }],
+        };
+        let signing_certificate = attribute(
+            ID_AA_SIGNING_CERTIFICATE_V2,
+            Any::encode_from(&ess).map_err(TsaError::encoding("SigningCertificateV2"))?,
+        )?;
+        let mut certificates = vec![CertificateChoices::Certificate(certificate.clone())];
+        certificates.extend(
+            unit.chain
+                .iter()
+                .cloned()
+                .map(CertificateChoices::Certificate),
+        );
+        let millis = u64::try_from(accuracy.as_millis()).unwrap_or(u64::MAX);
+        let accuracy = (millis > 0).then(|| Accuracy {
+            seconds: u32::try_from(millis / 1000).ok().filter(|s| *s > 0),
+            millis: u16::try_from(millis % 1000).ok().filter(|m| *m > 0),
+            micros: None,
+        });
+        let extensions = if qualified {
+            let statements = vec![QcStatement {
+                statement_id: ID_ETSI_TSTS_EU_QCOMPLIANCE,
+            }];
+            Some(vec![Extension {
+                extn_id: ID_PE_QC_STATEMENTS,
+                critical: false,
+                extn_value: OctetString::new(
+                    statements
+                        .to_der()
+                        .map_err(TsaError::encoding("qcStatements"))?,
+                )
+                .map_err(TsaError::encoding("qcStatements"))?,
+            }])
+        } else {
+            None
+        };
+        let validity = tbs.validity();
+        Ok(Self {
+            signer: unit.signer.clone(),
+            certificates,
+            sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                issuer: tbs.issuer().clone(),
+                serial_number: tbs.serial_number().clone(),
+            }),
+            signing_certificate,
+            signature_algorithm: unit.signer.scheme().algorithm_identifier()?,
+            policy,
+            accuracy,
+            tsa_name: include_tsa_name.then(|| GeneralName::DirectoryName(tbs.subject().clone())),
+            extensions,
+            not_before: OffsetDateTime::from(std::time::SystemTime::from(validity.not_before)),
+            not_after: OffsetDateTime::from(std::time::SystemTime::from(validity.not_after)),
+        })
+    }
+
+    /// The policy tokens are issued under.
+    pub fn policy(&self) -> ObjectIdentifier {
+        self.policy
+    }
+
+    /// Signs a token for `request` with `serial` (big-endian magnitude) at `gen_time`,
+    /// and returns the granted `TimeStampResp`. Blocks while the key layer signs.
+    pub fn sign(
+        &self,
+        request: &ParsedRequest,
+        serial: &[u8],
+        gen_time: OffsetDateTime,
+    ) -> Result<Vec<u8>, TsaError> {
+        if gen_time < self.not_before || gen_time > self.not_after {
+            return Err(TsaError::Unit(format!(
+                "the TSU certificate is not valid at {gen_time}"
+            )));
+        }
+        let tst_info = TstInfo {
+            version: 1,
+            policy: self.policy,
+            message_imprint: request.imprint.clone(),
+            serial_number: Uint::new(serial).map_err(TsaError::encoding("serial number"))?,
+            gen_time: GenTime::from_time(gen_time)
+                .ok_or_else(|| TsaError::Unit(format!("genTime {gen_time} out of range")))?,
+            accuracy: self.accuracy,
+            ordering: false,
+            nonce: request.nonce.clone(),
+            tsa: self.tsa_name.clone(),
+            extensions: self.extensions.clone(),
+        };
+        let tst_der = tst_info.to_der().map_err(TsaError::encoding("TSTInfo"))?;
+        let digest = Sha256::digest(&tst_der);
+        let signed_attrs = SetOfVec::try_from(vec![
+            attribute(
+                ID_CONTENT_TYPE,
+                Any::encode_from(&ID_CT_TST_INFO).map_err(TsaError::encoding("content type"))?,
+            )?,
+            attribute(
+                ID_MESSAGE_DIGEST,
+                Any::new(Tag::OctetString, digest.as_slice())
+                    .map_err(TsaError::encoding("message digest"))?,
+            )?,
+            self.signing_certificate.clone(),
+        ])
+        .map_err(TsaError::encoding("signed attributes"))?;
+        // RFC 5652 §5.4: the signature covers the DER of the SET OF, not the [0].
+        let to_sign = signed_attrs
+            .to_der()
+            .map_err(TsaError::encoding("signed attributes"))?;
+        let signature = self.signer.sign(&to_sign)?;
+        // An RSA signature from a faulty CRT step leaks the key: check it before
+        // release (ECDSA has no such failure mode).
+        if matches!(
+            self.signer.scheme(),
+            SignatureScheme::RsaPkcs1Sha256 | SignatureScheme::RsaPssSha256
+        ) {
+            self.signer.public_key().verify(
+                self.signer.scheme(),
+                &to_sign,
+                signature.as_bytes(),
+            )?;
+        }
+        let signer_info = SignerInfo {
+            version: CmsVersion::V1,
+            sid: self.sid.clone(),
+            digest_alg: sha256_algorithm(),
+            signed_attrs: Some(signed_attrs),
+            signature_algorithm: self.signature_algorithm.clone(),
+            signature: OctetString::new(signature.into_bytes())
+                .map_err(TsaError::encoding("signature"))?,
+            unsigned_attrs: None,
+        };
+        let certificates = if request.cert_req {
+            Some(CertificateSet(
+                SetOfVec::try_from(self.certificates.clone())
+                    .map_err(TsaError::encoding("certificates"))?,
+            ))
+        } else {
+            None
+        };
+        let signed_data = SignedData {
+            // v3: the eContentType is not id-data (RFC 5652 §5.1).
+            version: CmsVersion::V3,
+            digest_algorithms: SetOfVec::try_from(vec![sha256_algorithm()])
+                .map_err(TsaError::encoding("digest algorithms"))?,
+            encap_content_info: EncapsulatedContentInfo {
+                econtent_type: ID_CT_TST_INFO,
+                econtent: Some(
+                    Any::new(Tag::OctetString, tst_der).map_err(TsaError::encoding("eContent"))?,
+                ),
+            },
+            certificates,
+            crls: None,
+            signer_infos: SignerInfos(
+                SetOfVec::try_from(vec![signer_info])
+                    .map_err(TsaError::encoding("signer infos"))?,
+            ),
+        };
+        let token = ContentInfo {
+            content_type: ID_SIGNED_DATA,
+            content: Any::encode_from(&signed_data).map_err(TsaError::encoding("SignedData"))?,
+        };
+        TimeStampResp {
+            status: PkiStatusInfo {
+                status: PkiStatus::Granted,
+                status_string: None,
+                fail_info: None,
+            },
+            time_stamp_token: Some(token),
+        }
+        .to_der()
+        .map_err(TsaError::encoding("TimeStampResp"))
+    }
+}
+
+/// `TimeStampResp` for a refused request with only `systemFailure`: fixed octets, used
+/// when even encoding a rejection fails.
+const SYSTEM_FAILURE_RESPONSE: [u8; 14] = [
+    0x30, 0x0C, 0x30, 0x0A, 0x02, 0x01, 0x02, 0x03, 0x05, 0x06, 0x00, 0x00, 0x00, 0x40,
+];
+
+/// A `rejection` with one failure reason and a short text.
+pub fn rejection(reason: FailureInfo, text: &str) -> Vec<u8> {
+    let encoded = reason.to_bit_string().and_then(|bits| {
+        TimeStampResp {
+            status: PkiStatusInfo {
+                status: PkiStatus::Rejection,
+                status_string: Some(vec![text.to_owned()]),
+                fail_info: Some(bits),
+            },
+            time_stamp_token: None,
+        }
+        .to_der()
+    });
+    encoded.unwrap_or_else(|_| SYSTEM_FAILURE_RESPONSE.to_vec())
+}
+
+/// Reads a response's status and failure reasons (for tests and diagnostics).
+pub fn response_status(der: &[u8]) -> Result<(PkiStatus, Vec<FailureInfo>), der::Error> {
+    let response = TimeStampResp::from_der(der)?;
+    let reasons = response
+        .status
+        .fail_info
+        .as_ref()
+        .map(FailureInfo::from_bit_string)
+        .unwrap_or_default();
+    Ok((response.status.status, reasons))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_fixed_system_failure_matches_the_encoder() {
+        let encoded = TimeStampResp {
+            status: PkiStatusInfo {
+                status: PkiStatus::Rejection,
+                status_string: None,
+                fail_info: Some(FailureInfo::SystemFailure.to_bit_string().unwrap()),
+            },
+            time_stamp_token: None,
+        }
+        .to_der()
+        .unwrap();
+        assert_eq!(encoded, SYSTEM_FAILURE_RESPONSE);
+    }
+
+    fn request(oid: ObjectIdentifier, len: usize) -> Vec<u8> {
+        TimeStampReq {
+            version: 1,
+            message_imprint: MessageImprint {
+                hash_algorithm: AlgorithmIdentifierOwned {
+                    oid,
+                    parameters: None,
+                },
+                hashed_message: OctetString::new(vec![7u8; len]).unwrap(),
+            },
+            req_policy: None,
+            nonce: None,
+            cert_req: true,
+            extensions: None,
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn reason(result: Result<ParsedRequest, TsaError>) -> FailureInfo {
+        match result {
+            Err(TsaError::Refused { reason, .. }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let policy = ObjectIdentifier::new_unwrap("1.2.3.4");
+        let parsed = parse_request(&request(ID_SHA384, 48), policy).unwrap();
+        assert_eq!(parsed.hash, ImprintHash::Sha384);
+        assert!(parsed.cert_req);
+        assert_eq!(
+            reason(parse_request(&request(ID_SHA1, 20), policy)),
+            FailureInfo::BadAlg
+        );
+        assert_eq!(
+            reason(parse_request(
+                &request(ObjectIdentifier::new_unwrap("1.2.840.113549.2.5"), 16),
+                policy
+            )),
+            FailureInfo::BadAlg
+        );
+        assert_eq!(
+            reason(parse_request(&request(ID_SHA256, 31), policy)),
+            FailureInfo::BadDataFormat
+        );
+        assert_eq!(
+            reason(parse_request(b"garbage", policy)),
+            FailureInfo::BadDataFormat
+        );
+        let mut trailing = request(ID_SHA256, 32);
+        trailing.push(0);
+        assert_eq!(
+            reason(parse_request(&trailing, policy)),
+            FailureInfo::BadDataFormat
+        );
+        assert_eq!(
+            reason(parse_request(&vec![0x30; MAX_REQUEST_BYTES + 1], policy)),
+            FailureInfo::BadRequest
+        );
+    }
+
+    #[test]
+    fn rejections_carry_their_reason() {
+        for reason in FailureInfo::ALL {
+            let der = rejection(reason, "why");
+            assert_eq!(
+                response_status(&der).unwrap(),
+                (PkiStatus::Rejection, vec![reason])
+            );
+        }
+    }
+}
