@@ -1,0 +1,424 @@
+//! The time-stamp authority end to end over HTTP: requests made by `openssl ts -query`,
+//! tokens judged by `openssl ts -verify` trusting only the instance's root, refusals
+//! read by our parser and by `openssl ts -reply -text`. On SQLite and PostgreSQL, with
+//! the soft key store and a SoftHSM2 token.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod common;
+
+use common::{Keys, SntpServer, Tsa, openssl, os_says, os_silent, silent_udp};
+use eid_signing::tsa::{FailureInfo, asn1::PkiStatus, token::response_status};
+use eid_tests::{TestBackend, on_both_backends};
+use sqlx::Row;
+
+/// `openssl ts -query` for `data` (written first) with the given extra options.
+fn query(tsa: &Tsa, data: &[u8], name: &str, options: &[&str]) -> std::path::PathBuf {
+    let file = tsa.path(&format!("{name}.txt"));
+    std::fs::write(&file, data).unwrap();
+    let out = tsa.path(&format!("{name}.tsq"));
+    let mut args = vec![
+        "ts".to_owned(),
+        "-query".to_owned(),
+        "-data".to_owned(),
+        file.display().to_string(),
+        "-out".to_owned(),
+        out.display().to_string(),
+    ];
+    args.extend(options.iter().map(|o| (*o).to_owned()));
+    let made = openssl(&args);
+    assert!(made.success, "openssl ts -query: {}", made.text);
+    out
+}
+
+fn reply_text(reply: &std::path::Path) -> String {
+    let printed = openssl(&["ts", "-reply", "-in", &reply.display().to_string(), "-text"]);
+    assert!(printed.success, "openssl ts -reply -text: {}", printed.text);
+    printed.text
+}
+
+fn verify(tsa: &Tsa, reply: &std::path::Path, against: &[&str], untrusted: bool) -> String {
+    let mut args = vec![
+        "ts".to_owned(),
+        "-verify".to_owned(),
+        "-in".to_owned(),
+        reply.display().to_string(),
+        "-CAfile".to_owned(),
+        tsa.root.display().to_string(),
+    ];
+    args.extend(against.iter().map(|a| (*a).to_owned()));
+    if untrusted {
+        args.push("-untrusted".into());
+        args.push(tsa.tsu.display().to_string());
+    }
+    let judged = openssl(&args);
+    judged.text
+}
+
+/// Asserts a refusal with exactly `reason`, by our parser and by openssl.
+fn assert_refused(tsa: &Tsa, body: &[u8], reason: FailureInfo, openssl_says: &str) {
+    let (status, reasons) = response_status(body).unwrap();
+    assert_eq!((status, reasons), (PkiStatus::Rejection, vec![reason]));
+    let file = tsa.path(&format!("refused-{}.tsr", reason.name()));
+    std::fs::write(&file, body).unwrap();
+    let text = reply_text(&file);
+    assert!(
+        text.contains("Status: Rejected") && text.contains(openssl_says),
+        "openssl shows:\n{text}"
+    );
+}
+
+async fn openssl_verifies_tokens_with_and_without_the_certificate(backend: TestBackend) {
+    openssl_journey(backend, Keys::Soft).await;
+}
+
+async fn openssl_journey(backend: TestBackend, keys: Keys) {
+    let tsa = Tsa::start(backend, keys, "", os_silent()).await;
+    let data = b"a document worth a time-stamp\n";
+    let document = tsa.path("doc.txt");
+    std::fs::write(&document, data).unwrap();
+    let document = document.display().to_string();
+
+    // certReq and a nonce: the TSU certificate travels in the token.
+    let request = query(&tsa, data, "with-cert", &["-sha256", "-cert"]);
+    let reply = tsa.stamp(&request, "with-cert.tsr").await;
+    let text = reply_text(&reply);
+    assert!(text.contains("Status: Granted"), "{text}");
+    assert!(text.contains("Policy OID: 0.4.0.2023.1.1"), "{text}");
+    assert!(text.contains("Nonce: 0x"), "{text}");
+    assert!(text.contains("Accuracy: 0x01 seconds"), "{text}");
+    assert!(text.contains("Ordering: no"), "{text}");
+    assert!(text.contains("Time-Stamping Unit"), "TSA name: {text}");
+    let verified = verify(&tsa, &reply, &["-data", &document], false);
+    assert!(verified.contains("Verification: OK"), "{verified}");
+    let request_path = request.display().to_string();
+    let verified = verify(&tsa, &reply, &["-queryfile", &request_path], false);
+    assert!(
+        verified.contains("Verification: OK"),
+        "nonce and imprint: {verified}"
+    );
+
+    // No certReq, no nonce: the verifier is given the TSU certificate itself.
+    for (hash, name) in [("-sha384", "sha384"), ("-sha512", "sha512")] {
+        let request = query(&tsa, data, name, &[hash, "-no_nonce"]);
+        let reply = tsa.stamp(&request, &format!("{name}.tsr")).await;
+        let text = reply_text(&reply);
+        assert!(text.contains("Nonce: unspecified"), "{text}");
+        let without = verify(&tsa, &reply, &["-data", &document], false);
+        assert!(
+            !without.contains("Verification: OK"),
+            "the certificate should be missing: {without}"
+        );
+        let verified = verify(&tsa, &reply, &["-data", &document], true);
+        assert!(verified.contains("Verification: OK"), "{verified}");
+    }
+
+    // A token does not verify for other data.
+    let other = tsa.path("other.txt");
+    std::fs::write(&other, b"something else").unwrap();
+    let wrong = verify(&tsa, &reply, &["-data", &other.display().to_string()], true);
+    assert!(!wrong.contains("Verification: OK"), "{wrong}");
+
+    // Every token is recorded (distinct serials) and audited.
+    let rows = sqlx::query("SELECT serial, hash_algorithm FROM timestamp_token")
+        .fetch_all(tsa.ctx.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let mut serials: Vec<String> = rows.iter().map(|r| r.get("serial")).collect();
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 3);
+    let audited: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.timestamp.issue'")
+            .fetch_one(tsa.ctx.db.pool())
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(audited, 3);
+    let started: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.start'")
+            .fetch_one(tsa.ctx.db.pool())
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(started, 1);
+    eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
+        .await
+        .unwrap();
+}
+
+async fn bad_requests_get_their_failure_info(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let data = b"data";
+    let sha1 = query(&tsa, data, "sha1", &["-sha1"]);
+    let (status, _, body) = tsa
+        .post("application/timestamp-query", std::fs::read(sha1).unwrap())
+        .await;
+    assert_eq!(status, 200);
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::BadAlg,
+        "unrecognized or unsupported algorithm identifier",
+    );
+
+    let (status, kind, body) = tsa
+        .post("application/timestamp-query", b"\x30\x03garbage".to_vec())
+        .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (200, "application/timestamp-reply")
+    );
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::BadDataFormat,
+        "the data submitted has the wrong format",
+    );
+
+    let policy = query(&tsa, data, "policy", &["-sha256", "-tspolicy", "1.2.3.4.5"]);
+    let (_, _, body) = tsa
+        .post(
+            "application/timestamp-query",
+            std::fs::read(policy).unwrap(),
+        )
+        .await;
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::UnacceptedPolicy,
+        "the requested TSA policy is not supported by the TSA",
+    );
+
+    // The TSA's own policy asked for by name is fine.
+    let ours = query(
+        &tsa,
+        data,
+        "ours",
+        &["-sha256", "-tspolicy", "0.4.0.2023.1.1"],
+    );
+    let (_, _, body) = tsa
+        .post("application/timestamp-query", std::fs::read(ours).unwrap())
+        .await;
+    assert_eq!(response_status(&body).unwrap().0, PkiStatus::Granted);
+
+    // A body over the limit: still a DER reply.
+    let (status, _, body) = tsa
+        .post("application/timestamp-query", vec![0x30; 64 * 1024])
+        .await;
+    assert_eq!(status, 200);
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::BadRequest,
+        "transaction not permitted or supported",
+    );
+
+    // Not a time-stamp query at all: HTTP says so.
+    let (status, kind, _) = tsa.post("application/json", b"{}".to_vec()).await;
+    assert_eq!((status, kind.as_str()), (415, "application/problem+json"));
+
+    // Nothing refused was recorded.
+    let recorded: i64 = sqlx::query("SELECT COUNT(*) AS n FROM timestamp_token")
+        .fetch_one(tsa.ctx.db.pool())
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(recorded, 1);
+}
+
+async fn ntp_drift_decides_whether_the_clock_is_trusted(backend: TestBackend) {
+    let sntp = SntpServer::start().await;
+    let (_silent, silent) = silent_udp().await;
+    let config = format!(
+        "[signing.tsa.clock]\nos_sync = \"ignored\"\nntp_servers = [\"{}\", \"{}\"]\nmax_drift_millis = 500\nntp_timeout_millis = 300\n",
+        sntp.address, silent
+    );
+    let tsa = Tsa::start(backend, Keys::Soft, &config, os_silent()).await;
+    let data = b"drift";
+    let request = std::fs::read(query(&tsa, data, "drift", &["-sha256", "-cert"])).unwrap();
+    let stamp = || tsa.post("application/timestamp-query", request.clone());
+
+    // In step with the reference (the silent one does not count against it).
+    let (_, _, body) = stamp().await;
+    assert_eq!(response_status(&body).unwrap().0, PkiStatus::Granted);
+
+    // Two seconds off: refused with timeNotAvailable, and the change is audited.
+    sntp.set_offset(2000);
+    let verdict = tsa.tsa.refresh_clock_trust().await;
+    assert!(!verdict.is_trusted(), "{verdict:?}");
+    assert!(
+        verdict.detail().contains("more than the 500 ms"),
+        "{verdict:?}"
+    );
+    let (status, _, body) = stamp().await;
+    assert_eq!(status, 200);
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::TimeNotAvailable,
+        "the TSA's time source is not available",
+    );
+
+    // Back in step: trusted again, the refusal counted in the audit record.
+    sntp.set_offset(-100);
+    assert!(tsa.tsa.refresh_clock_trust().await.is_trusted());
+    let (_, _, body) = stamp().await;
+    assert_eq!(response_status(&body).unwrap().0, PkiStatus::Granted);
+    let rows = sqlx::query(
+        "SELECT action, details FROM audit_log WHERE action LIKE 'tsa.clock.%' ORDER BY seq",
+    )
+    .fetch_all(tsa.ctx.db.pool())
+    .await
+    .unwrap();
+    let actions: Vec<String> = rows.iter().map(|r| r.get("action")).collect();
+    assert_eq!(actions, ["tsa.clock.untrusted", "tsa.clock.trusted"]);
+    let details: String = rows[1].get("details");
+    assert!(
+        details.contains("\"refused_since_last_change\":1"),
+        "{details}"
+    );
+}
+
+async fn no_answering_reference_is_not_trusted(backend: TestBackend) {
+    let (_silent, silent) = silent_udp().await;
+    let config = format!(
+        "[signing.tsa.clock]\nos_sync = \"ignored\"\nntp_servers = [\"{silent}\"]\nntp_timeout_millis = 200\n"
+    );
+    let tsa = Tsa::start(backend, Keys::Soft, &config, os_silent()).await;
+    let request = std::fs::read(query(&tsa, b"x", "silent", &["-sha256"])).unwrap();
+    let (_, _, body) = tsa.post("application/timestamp-query", request).await;
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::TimeNotAvailable,
+        "the TSA's time source is not available",
+    );
+}
+
+async fn an_unsynchronised_os_clock_is_refused(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_says("no")).await;
+    let request = std::fs::read(query(&tsa, b"x", "os", &["-sha256"])).unwrap();
+    let (_, _, body) = tsa
+        .post("application/timestamp-query", request.clone())
+        .await;
+    assert_refused(
+        &tsa,
+        &body,
+        FailureInfo::TimeNotAvailable,
+        "the TSA's time source is not available",
+    );
+    // "required" with an OS that reports nothing is refused too; "yes" is trusted.
+    let tsa = Tsa::start(
+        backend,
+        Keys::Soft,
+        "[signing.tsa.clock]\nos_sync = \"required\"\n",
+        os_silent(),
+    )
+    .await;
+    let (_, _, body) = tsa
+        .post("application/timestamp-query", request.clone())
+        .await;
+    assert_eq!(
+        response_status(&body).unwrap().1,
+        [FailureInfo::TimeNotAvailable]
+    );
+    let tsa = Tsa::start(
+        backend,
+        Keys::Soft,
+        "[signing.tsa.clock]\nos_sync = \"required\"\n",
+        os_says("yes"),
+    )
+    .await;
+    let (_, _, body) = tsa.post("application/timestamp-query", request).await;
+    assert_eq!(response_status(&body).unwrap().0, PkiStatus::Granted);
+}
+
+async fn qualified_tokens_carry_the_etsi_statement(backend: TestBackend) {
+    let tsa = Tsa::start(
+        backend,
+        Keys::Soft,
+        "[signing.tsa]\nqualified = true\naccuracy_millis = 250\n[signing.tsa.clock]\nmax_drift_millis = 200\n",
+        os_silent(),
+    )
+    .await;
+    let data = b"qualified";
+    let request = query(&tsa, data, "qualified", &["-sha256", "-cert"]);
+    let reply = tsa.stamp(&request, "qualified.tsr").await;
+    let text = reply_text(&reply);
+    assert!(
+        text.contains("Accuracy: unspecified seconds, 0xFA millis"),
+        "{text}"
+    );
+    // openssl prints the extension by OID: qcStatements.
+    assert!(
+        text.contains("qcStatements") || text.contains("1.3.6.1.5.5.7.1.3"),
+        "{text}"
+    );
+    // openssl's own DER parser, into the eContent OCTET STRING (the TSTInfo).
+    let reply_path = reply.display().to_string();
+    let dump = openssl(&["asn1parse", "-inform", "DER", "-in", &reply_path]);
+    let lines: Vec<&str> = dump.text.lines().collect();
+    let content_type = lines
+        .iter()
+        .position(|l| l.contains("id-smime-ct-TSTInfo"))
+        .unwrap_or_else(|| panic!("no TSTInfo content type:\n{}", dump.text));
+    let econtent = lines[content_type..]
+        .iter()
+        .find(|l| l.contains("OCTET STRING"))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let tst_info = openssl(&[
+        "asn1parse",
+        "-inform",
+        "DER",
+        "-in",
+        &reply_path,
+        "-strparse",
+        &econtent,
+    ]);
+    assert!(tst_info.success, "{}", tst_info.text);
+    assert!(tst_info.text.contains("qcStatements"), "{}", tst_info.text);
+    // The statement sits inside the extension's OCTET STRING: parse that too.
+    let tst_lines: Vec<&str> = tst_info.text.lines().collect();
+    let extension = tst_lines
+        .iter()
+        .position(|l| l.contains("qcStatements"))
+        .unwrap();
+    let value = tst_lines[extension..]
+        .iter()
+        .find(|l| l.contains("OCTET STRING"))
+        .unwrap();
+    // SEQUENCE { SEQUENCE { OID 0.4.0.19422.1.1 } }: esi4-qtstStatement-1, no info.
+    let statement = value.split("[HEX DUMP]:").nth(1).unwrap().trim();
+    assert_eq!(statement, "300B30090607040081975E0101", "{value}");
+    let document = tsa.path("qualified.txt").display().to_string();
+    let verified = verify(&tsa, &reply, &["-data", &document], false);
+    assert!(verified.contains("Verification: OK"), "{verified}");
+}
+
+on_both_backends!(
+    openssl_verifies_tokens_with_and_without_the_certificate,
+    bad_requests_get_their_failure_info,
+    ntp_drift_decides_whether_the_clock_is_trusted,
+    no_answering_reference_is_not_trusted,
+    an_unsynchronised_os_clock_is_refused,
+    qualified_tokens_carry_the_etsi_statement,
+);
+
+/// The TSU key on a SoftHSM2 token: the same journey, on both backends.
+mod softhsm {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        openssl_journey(TestBackend::Sqlite, Keys::SoftHsm).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        openssl_journey(TestBackend::Postgres, Keys::SoftHsm).await;
+    }
+}
