@@ -258,10 +258,11 @@ async fn serve_brings_up_every_service_and_restart_reuses_the_data(backend: Test
 
     let verify = eid.run(&["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
-    // The instance, the seven CA certificates, and the first CRL of each issuing CA
-    // (published by the first start; the second start found them current).
+    // The instance, the seven CA certificates, the first CRL of each issuing CA
+    // (published by the first start; the second start found them current), and the
+    // TSA's start at each of the two starts.
     assert!(
-        text(&verify.stdout).contains("audit log intact: 10 entries"),
+        text(&verify.stdout).contains("audit log intact: 12 entries"),
         "{}",
         text(&verify.stdout)
     );
@@ -278,7 +279,67 @@ async fn serve_runs_one_service(backend: TestBackend) {
         .await
         .unwrap();
     assert_eq!(body["service"], "signing");
+
+    // The README's time-stamp walk-through: openssl makes the query, the served TSA
+    // answers, `eid ca export` gives the root, and openssl verifies the token.
+    let dir = eid.dir.path();
+    let document = dir.join("contract.txt");
+    std::fs::write(&document, "the document\n").unwrap();
+    let (query, reply) = (dir.join("contract.tsq"), dir.join("contract.tsr"));
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed (the independent judge)");
+        (
+            output.status.success(),
+            format!("{}{}", text(&output.stdout), text(&output.stderr)),
+        )
+    };
+    let (made, made_text) = openssl(&[
+        "ts".as_ref(),
+        "-query".as_ref(),
+        "-data".as_ref(),
+        document.as_os_str(),
+        "-sha256".as_ref(),
+        "-cert".as_ref(),
+        "-out".as_ref(),
+        query.as_os_str(),
+    ]);
+    assert!(made, "{made_text}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/tsa", server.urls["signing"]))
+        .header("content-type", "application/timestamp-query")
+        .body(std::fs::read(&query).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/timestamp-reply"
+    );
+    std::fs::write(&reply, response.bytes().await.unwrap()).unwrap();
     server.stop().await;
+    let pki = dir.join("pki");
+    let export = eid
+        .run(&["ca", "export", "--out", pki.to_str().unwrap()])
+        .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let (verified, verified_text) = openssl(&[
+        "ts".as_ref(),
+        "-verify".as_ref(),
+        "-in".as_ref(),
+        reply.as_os_str(),
+        "-queryfile".as_ref(),
+        query.as_os_str(),
+        "-CAfile".as_ref(),
+        pki.join("root.pem").as_os_str(),
+    ]);
+    assert!(
+        verified && verified_text.contains("Verification: OK"),
+        "{verified_text}"
+    );
 }
 
 async fn init_is_idempotent(backend: TestBackend) {

@@ -91,6 +91,8 @@ pub struct Tsa {
     pub tsu: PathBuf,
     /// The audit checkpoint key, to verify the audit chain.
     pub checkpoint_key: eid_hsm::PublicKey,
+    /// The time-stamping unit the TSA signs with.
+    pub unit: TimeStampUnit,
     shutdown: CancellationToken,
     _db: TestDatabase,
 }
@@ -159,7 +161,7 @@ impl Tsa {
             chain: Vec::new(),
         };
         let shutdown = CancellationToken::new();
-        let tsa = TimeStampAuthority::start_with(&ctx, unit, os, shutdown.clone())
+        let tsa = TimeStampAuthority::start_with(&ctx, unit.clone(), os, shutdown.clone())
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -178,6 +180,7 @@ impl Tsa {
             root: root_pem,
             tsu: tsu_pem,
             checkpoint_key: instance.checkpoint_signer.public_key().clone(),
+            unit,
             shutdown,
             _db: db,
         }
