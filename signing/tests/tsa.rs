@@ -399,7 +399,54 @@ async fn qualified_tokens_carry_the_etsi_statement(backend: TestBackend) {
     assert!(verified.contains("Verification: OK"), "{verified}");
 }
 
+async fn concurrent_tokens_are_all_recorded_and_audited(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let request = std::fs::read(query(&tsa, b"burst", "burst", &["-sha256"])).unwrap();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (url, body) = (format!("{}/tsa", tsa.url), request.clone());
+        requests.spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/timestamp-query")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            response.bytes().await.unwrap().to_vec()
+        });
+    }
+    while let Some(body) = requests.join_next().await {
+        assert_eq!(
+            response_status(&body.unwrap()).unwrap().0,
+            PkiStatus::Granted
+        );
+    }
+    let count = |sql: &'static str| {
+        let pool = tsa.ctx.db.pool().clone();
+        async move {
+            sqlx::query(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<i64, _>("n")
+        }
+    };
+    assert_eq!(
+        count("SELECT COUNT(DISTINCT serial) AS n FROM timestamp_token").await,
+        64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.timestamp.issue'").await,
+        64
+    );
+    eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
+        .await
+        .unwrap();
+}
+
 on_both_backends!(
+    concurrent_tokens_are_all_recorded_and_audited,
     openssl_verifies_tokens_with_and_without_the_certificate,
     bad_requests_get_their_failure_info,
     ntp_drift_decides_whether_the_clock_is_trusted,
