@@ -24,6 +24,7 @@ struct Planned {
 fn plan(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
+    idp: Option<&eid_idp::Idp>,
     only: Option<ServiceName>,
 ) -> Vec<Planned> {
     let listen = ctx.config.listen;
@@ -39,15 +40,17 @@ fn plan(
     ];
     all.into_iter()
         .filter(|(which, ..)| only.is_none_or(|only| only == *which))
-        .map(|(which, name, address)| Planned {
+        .filter_map(|(which, name, address)| {
+            Some(Planned {
             name,
             address,
             router: match which {
-                ServiceName::Idp => eid_idp::router(ctx),
+                ServiceName::Idp => eid_idp::router(idp?),
                 ServiceName::Ca => eid_ca::router(ca),
                 ServiceName::Signing => eid_signing::router(ctx),
                 ServiceName::Enrolment => eid_enrolment::router(ctx),
             },
+        })
         })
         .collect()
 }
@@ -68,9 +71,14 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         );
     }
 
+    let idp = match only {
+        None | Some(ServiceName::Idp) => Some(open_idp(&ctx, &ca).await?),
+        Some(_) => None,
+    };
+
     // Bind every listener before serving any, so a taken port fails start-up cleanly.
     let mut bound = Vec::new();
-    for planned in plan(&ctx, &ca, only) {
+    for planned in plan(&ctx, &ca, idp.as_ref(), only) {
         let listener = tokio::net::TcpListener::bind(planned.address)
             .await
             .with_context(|| {
@@ -79,6 +87,16 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         let address = listener.local_addr().unwrap_or(planned.address);
         bound.push((planned.name, address, listener, planned.router));
     }
+    let card = match &idp {
+        Some(idp) => {
+            let address = ctx.config.idp.card_listen;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for the ID-card login"))?;
+            Some((idp.clone(), listener))
+        }
+        None => None,
+    };
     println!(
         "eid {} serving (database {}, keys: {})",
         env!("CARGO_PKG_VERSION"),
@@ -88,8 +106,13 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
     for (name, address, ..) in &bound {
         println!("  {name:<10} http://{address}/");
     }
+    if let Some((_, listener)) = &card {
+        let address = listener.local_addr().unwrap_or(ctx.config.idp.card_listen);
+        println!("  {:<10} https://{address}/ (ID-card login)", "idp-card");
+    }
 
     let shutdown = CancellationToken::new();
+    let shutdown_for_idp = shutdown.clone();
     let mut servers = JoinSet::new();
     for (name, _, listener, router) in bound {
         servers.spawn(eid_core::http::serve(
@@ -98,6 +121,17 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             router,
             shutdown.clone(),
         ));
+    }
+    if let Some((idp, listener)) = card {
+        servers.spawn(eid_idp::serve_card_listener(
+            idp.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        servers.spawn(async move {
+            idp.maintain(shutdown_for_idp).await;
+            Ok(())
+        });
     }
     let maintenance = tokio::spawn(ca.clone().maintain(shutdown.clone()));
     let checkpoints = tokio::spawn(checkpoint_loop(
@@ -139,6 +173,20 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The identity provider, with its ID-card listener set up from the CA hierarchy: the
+/// TLS server certificate (issued by the root) and the citizen authentication CA.
+async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Result<eid_idp::Idp> {
+    let hierarchy = ca.hierarchy();
+    let tls = hierarchy.get(eid_ca::CaRole::IdpTls)?;
+    let citizen_ca = hierarchy.get(eid_ca::CaRole::CitizenAuthenticationCa)?;
+    let setup = eid_idp::CardSetup {
+        server_chain: vec![tls.der.clone()],
+        server_key: tls.signer.clone(),
+        citizen_auth_ca: citizen_ca.der.clone(),
+    };
+    Ok(eid_idp::Idp::open(ctx, setup).await?)
 }
 
 async fn checkpoint_loop(

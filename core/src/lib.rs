@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use audit::{AuditError, AuditEvent, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{
-    CeremonyCertificate, CeremonyConfig, Config, ConfigError, KeysConfig, Listeners,
+    CeremonyCertificate, CeremonyConfig, Config, ConfigError, IdpConfig, KeysConfig, Listeners,
     SoftSecretConfig,
 };
 pub use db::{Backend, Database, DbError, WriteTx};
