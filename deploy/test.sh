@@ -39,6 +39,23 @@ fi
 export PATH="$judges/bin:$PATH"
 command -v lint_etsi_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
 
+# An independent OpenID Connect relying party (openid-client, certified by the OpenID
+# Foundation) judges the identity provider. It runs on Node.js: the machine's own if it
+# has one, else Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || {
+  say "installing nodejs and npm"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+}
+rp_judge="$PWD/target/judges/oidc-rp"
+if [ ! -d "$rp_judge/node_modules/openid-client" ] || ! cmp -s tests/judges/oidc-rp/package.json "$rp_judge/package.json"; then
+  say "installing openid-client into $rp_judge"
+  mkdir -p "$rp_judge"
+  cp tests/judges/oidc-rp/package.json "$rp_judge/"
+  (cd "$rp_judge" && npm install --no-audit --no-fund --silent)
+fi
+export EID_TEST_OIDC_RP_DIR="$rp_judge"
+
 # --- PostgreSQL ----------------------------------------------------------------------
 say "starting PostgreSQL"
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$*"; else sudo -u postgres sh -c "$*"; fi; }

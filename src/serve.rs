@@ -42,15 +42,15 @@ fn plan(
         .filter(|(which, ..)| only.is_none_or(|only| only == *which))
         .filter_map(|(which, name, address)| {
             Some(Planned {
-            name,
-            address,
-            router: match which {
-                ServiceName::Idp => eid_idp::router(idp?),
-                ServiceName::Ca => eid_ca::router(ca),
-                ServiceName::Signing => eid_signing::router(ctx),
-                ServiceName::Enrolment => eid_enrolment::router(ctx),
-            },
-        })
+                name,
+                address,
+                router: match which {
+                    ServiceName::Idp => eid_idp::router(idp?),
+                    ServiceName::Ca => eid_ca::router(ca),
+                    ServiceName::Signing => eid_signing::router(ctx),
+                    ServiceName::Enrolment => eid_enrolment::router(ctx),
+                },
+            })
         })
         .collect()
 }
@@ -97,18 +97,21 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         }
         None => None,
     };
-    println!(
+    say(format_args!(
         "eid {} serving (database {}, keys: {})",
         env!("CARGO_PKG_VERSION"),
         ctx.db.display_url(),
         ctx.keys.description()
-    );
+    ));
     for (name, address, ..) in &bound {
-        println!("  {name:<10} http://{address}/");
+        say(format_args!("  {name:<10} http://{address}/"));
     }
     if let Some((_, listener)) = &card {
         let address = listener.local_addr().unwrap_or(ctx.config.idp.card_listen);
-        println!("  {:<10} https://{address}/ (ID-card login)", "idp-card");
+        say(format_args!(
+            "  {:<10} https://{address}/ (ID-card login)",
+            "idp-card"
+        ));
     }
 
     let shutdown = CancellationToken::new();
@@ -173,6 +176,13 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Prints a line of the start-up banner. Whoever started the server may have stopped
+/// reading its output (a closed pipe); that is no reason to stop serving.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// The identity provider, with its ID-card listener set up from the CA hierarchy: the

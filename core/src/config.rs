@@ -1036,7 +1036,10 @@ fn resolve_idp(
         }
     }
     if acr[0] == acr[1] || acr[1] == acr[2] || acr[0] == acr[2] {
-        return Err(invalid("idp.acr_*", "the three levels need distinct values"));
+        return Err(invalid(
+            "idp.acr_*",
+            "the three levels need distinct values",
+        ));
     }
     if !matches!(section.token_alg.as_str(), "ES256" | "PS256") {
         return Err(invalid(

@@ -236,7 +236,11 @@ pub fn check(
     };
 
     // acr_values lists acceptable levels: the lowest of them is what must be reached.
-    let level_of = |value: &str| acr.iter().position(|a| a == value).and_then(Level::from_index);
+    let level_of = |value: &str| {
+        acr.iter()
+            .position(|a| a == value)
+            .and_then(Level::from_index)
+    };
     let mut required = client.metadata.min_level;
     if let Some(values) = params.get("acr_values") {
         let known: Vec<Level> = values.split(' ').filter_map(level_of).collect();

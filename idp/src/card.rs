@@ -173,9 +173,10 @@ fn attribute(cert: &Certificate, oid: &str) -> Option<String> {
 
 /// Reads the holder from a (chain-verified) authentication certificate.
 pub fn holder(cert_der: &[u8], country: &str) -> Result<CardHolder, String> {
-    let cert = Certificate::from_der(cert_der).map_err(|e| format!("unreadable certificate: {e}"))?;
-    let serial_number = attribute(&cert, SERIAL_NUMBER)
-        .ok_or("the certificate has no serialNumber attribute")?;
+    let cert =
+        Certificate::from_der(cert_der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let serial_number =
+        attribute(&cert, SERIAL_NUMBER).ok_or("the certificate has no serialNumber attribute")?;
     let prefix = format!("PNO{country}-");
     let national_id = serial_number
         .strip_prefix(&prefix)
@@ -192,10 +193,12 @@ pub fn holder(cert_der: &[u8], country: &str) -> Result<CardHolder, String> {
         .filter(|ext| ext.extn_id == AUTHORITY_INFO_ACCESS)
         .filter_map(|ext| AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()).ok())
         .flat_map(|aia| aia.0)
-        .find_map(|ad| match (ad.access_method == ID_AD_OCSP, ad.access_location) {
-            (true, GeneralName::UniformResourceIdentifier(uri)) => Some(uri.to_string()),
-            _ => None,
-        });
+        .find_map(
+            |ad| match (ad.access_method == ID_AD_OCSP, ad.access_location) {
+                (true, GeneralName::UniformResourceIdentifier(uri)) => Some(uri.to_string()),
+                _ => None,
+            },
+        );
     Ok(CardHolder {
         national_id,
         given_name,
@@ -216,7 +219,11 @@ pub struct StatusChecker {
 
 impl StatusChecker {
     /// A checker for certificates of `issuer_der`.
-    pub fn new(issuer_der: &[u8], http: reqwest::Client, cache_for: Duration) -> Result<Self, IdpError> {
+    pub fn new(
+        issuer_der: &[u8],
+        http: reqwest::Client,
+        cache_for: Duration,
+    ) -> Result<Self, IdpError> {
         Ok(Self {
             issuer: Certificate::from_der(issuer_der)
                 .map_err(|e| IdpError::Tls(format!("citizen authentication CA: {e}")))?,
@@ -250,14 +257,18 @@ impl StatusChecker {
             .await
             .map_err(|e| format!("OCSP responder unreachable: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("OCSP responder answered HTTP {}", response.status()));
+            return Err(format!(
+                "OCSP responder answered HTTP {}",
+                response.status()
+            ));
         }
         let body = response
             .bytes()
             .await
             .map_err(|e| format!("OCSP response: {e}"))?;
-        let status = client::check_response(&body, &self.issuer, &id, time::OffsetDateTime::now_utc())
-            .map_err(|e| e.to_string())?;
+        let status =
+            client::check_response(&body, &self.issuer, &id, time::OffsetDateTime::now_utc())
+                .map_err(|e| e.to_string())?;
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 100_000 {
                 cache.clear();

@@ -223,10 +223,7 @@ pub(crate) fn check_uri(what: &'static str, uri: &str) -> Result<url::Url, IdpEr
             format!("`{uri}` has a fragment (RFC 6749 3.1.2)"),
         ));
     }
-    let loopback = matches!(
-        parsed.host_str(),
-        Some("127.0.0.1" | "localhost" | "[::1]")
-    );
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match parsed.scheme() {
         "https" => Ok(parsed),
         "http" if loopback => Ok(parsed),
@@ -399,7 +396,9 @@ pub async fn register(
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Client, IdpError> {
     let metadata: String = row.try_get("metadata").map_err(query("reading a client"))?;
     Ok(Client {
-        client_id: row.try_get("client_id").map_err(query("reading a client"))?,
+        client_id: row
+            .try_get("client_id")
+            .map_err(query("reading a client"))?,
         name: row.try_get("name").map_err(query("reading a client"))?,
         secret_sha256: row
             .try_get("secret_sha256")
@@ -504,6 +503,8 @@ pub async fn rotate_secret(
         &AuditEvent::new(actor, "rp.rotate_secret", "client", client_id),
     )
     .await?;
-    tx.commit().await.map_err(query("rotating a client secret"))?;
+    tx.commit()
+        .await
+        .map_err(query("rotating a client secret"))?;
     Ok(secret)
 }

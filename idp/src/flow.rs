@@ -6,11 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::{
-    IdpError, Level,
-    authorize::AuthorizationRequest,
-    clients::sha256_hex,
-    error::query,
-    jose::b64,
+    IdpError, Level, authorize::AuthorizationRequest, clients::sha256_hex, error::query, jose::b64,
     random_token,
 };
 
@@ -82,7 +78,9 @@ const CITIZEN_COLUMNS: &str =
 fn citizen_from_row(row: &sqlx::any::AnyRow) -> Result<Citizen, IdpError> {
     let read = query("reading a citizen");
     Ok(Citizen {
-        citizen_id: row.try_get("citizen_id").map_err(query("reading a citizen"))?,
+        citizen_id: row
+            .try_get("citizen_id")
+            .map_err(query("reading a citizen"))?,
         national_id: row
             .try_get("national_id")
             .map_err(query("reading a citizen"))?,
@@ -92,7 +90,9 @@ fn citizen_from_row(row: &sqlx::any::AnyRow) -> Result<Citizen, IdpError> {
         family_name: row
             .try_get("family_name")
             .map_err(query("reading a citizen"))?,
-        birthdate: row.try_get("birthdate").map_err(query("reading a citizen"))?,
+        birthdate: row
+            .try_get("birthdate")
+            .map_err(query("reading a citizen"))?,
         email: row.try_get("email").map_err(query("reading a citizen"))?,
         phone_number: row.try_get("phone_number").map_err(read)?,
     })
@@ -147,8 +147,13 @@ pub async fn upsert_citizen(
             audit::append(
                 &mut tx,
                 ctx.clock.as_ref(),
-                &AuditEvent::new("service:idp", "citizen.update_names", "citizen", &c.citizen_id)
-                    .details(serde_json::json!({ "source": "authentication certificate" })),
+                &AuditEvent::new(
+                    "service:idp",
+                    "citizen.update_names",
+                    "citizen",
+                    &c.citizen_id,
+                )
+                .details(serde_json::json!({ "source": "authentication certificate" })),
             )
             .await?;
             c.given_name = given_name.to_owned();
@@ -180,8 +185,13 @@ pub async fn upsert_citizen(
             audit::append(
                 &mut tx,
                 ctx.clock.as_ref(),
-                &AuditEvent::new("service:idp", "citizen.create", "citizen", &citizen.citizen_id)
-                    .details(serde_json::json!({ "source": "authentication certificate" })),
+                &AuditEvent::new(
+                    "service:idp",
+                    "citizen.create",
+                    "citizen",
+                    &citizen.citizen_id,
+                )
+                .details(serde_json::json!({ "source": "authentication certificate" })),
             )
             .await?;
             citizen
@@ -191,11 +201,7 @@ pub async fn upsert_citizen(
     Ok(citizen)
 }
 
-fn authentication_from(
-    level: &str,
-    amr: &str,
-    auth_time: i64,
-) -> Result<Authentication, IdpError> {
+fn authentication_from(level: &str, amr: &str, auth_time: i64) -> Result<Authentication, IdpError> {
     let level = Level::parse(level).ok_or_else(|| IdpError::stored("level", level))?;
     let (method, amr): (String, Vec<String>) =
         serde_json::from_str(amr).map_err(|e| IdpError::stored("amr", e))?;
@@ -230,11 +236,7 @@ pub async fn session(ctx: &ServiceContext, cookie: &str) -> Result<Option<Sessio
     Ok(Some(Session {
         sid: row.try_get("sid").map_err(read)?,
         citizen_id: row.try_get("citizen_id").map_err(read)?,
-        authentication: authentication_from(
-            &level,
-            &amr,
-            row.try_get("auth_time").map_err(read)?,
-        )?,
+        authentication: authentication_from(&level, &amr, row.try_get("auth_time").map_err(read)?)?,
         expires_at: row.try_get("expires_at").map_err(read)?,
     }))
 }
@@ -505,7 +507,8 @@ pub async fn record_consent(
             granted.push(scope.clone());
         }
     }
-    let granted_text = serde_json::to_string(&granted).map_err(|e| IdpError::stored("consent", e))?;
+    let granted_text =
+        serde_json::to_string(&granted).map_err(|e| IdpError::stored("consent", e))?;
     sqlx::query("DELETE FROM idp_consent WHERE citizen_id = $1 AND client_id = $2")
         .bind(citizen_id)
         .bind(client_id)
@@ -621,15 +624,14 @@ pub async fn end_session(
 ) -> Result<Vec<String>, IdpError> {
     let now = ctx.clock.now().unix_timestamp();
     let mut tx = ctx.db.begin_write().await?;
-    let ended = sqlx::query(
-        "UPDATE idp_session SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL",
-    )
-    .bind(now)
-    .bind(sid)
-    .execute(&mut *tx)
-    .await
-    .map_err(query("ending a session"))?
-    .rows_affected();
+    let ended =
+        sqlx::query("UPDATE idp_session SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL")
+            .bind(now)
+            .bind(sid)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("ending a session"))?
+            .rows_affected();
     let clients: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT client_id FROM idp_grant WHERE sid = $1 AND revoked_at IS NULL",
     )

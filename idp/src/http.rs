@@ -84,7 +84,9 @@ fn bearer_error(error: &OAuthError) -> Response {
         error.description.replace(['"', '\\'], "'")
     );
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -158,7 +160,9 @@ fn set_cookie(response: &mut Response, idp: &Idp, name: &str, value: &str, max_a
     } else {
         ""
     };
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
     let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}{age}");
     if let Ok(value) = HeaderValue::from_str(&text) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -474,7 +478,11 @@ async fn login_page(
     let client = match clients::find(idp.ctx(), &interaction.request.client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
-            return error_page(&headers, StatusCode::NOT_FOUND, "The service is no longer registered.");
+            return error_page(
+                &headers,
+                StatusCode::NOT_FOUND,
+                "The service is no longer registered.",
+            );
         }
         Err(e) => return internal(&headers, &e),
     };
@@ -484,7 +492,9 @@ async fn login_page(
         &interaction.request.redirect_uri,
         &config.issuer,
         interaction.request.state.as_deref(),
-        Err(&OAuthError::access_denied("the citizen cancelled the login")),
+        Err(&OAuthError::access_denied(
+            "the citizen cancelled the login",
+        )),
     );
     html(
         StatusCode::OK,
@@ -530,8 +540,7 @@ async fn login_done(
         };
         let previous = cookie(&headers, SESSION_COOKIE);
         let (session, session_cookie) =
-            flow::start_session(idp.ctx(), citizen_id, authentication, previous.as_deref())
-                .await?;
+            flow::start_session(idp.ctx(), citizen_id, authentication, previous.as_deref()).await?;
         Ok::<_, IdpError>(Some((interaction, session, session_cookie)))
     }
     .await;
@@ -546,10 +555,11 @@ async fn login_done(
         }
         Err(e) => return internal(&headers, &e),
     };
-    let mut response = match after_login(&idp, &interaction.id, &interaction.request, &session).await {
-        Ok(r) => r,
-        Err(e) => return internal(&headers, &e),
-    };
+    let mut response =
+        match after_login(&idp, &interaction.id, &interaction.request, &session).await {
+            Ok(r) => r,
+            Err(e) => return internal(&headers, &e),
+        };
     set_cookie(&mut response, &idp, SESSION_COOKIE, &session_cookie, None);
     response
 }
@@ -584,20 +594,29 @@ async fn consent_context(
     id: &str,
 ) -> Result<Result<(flow::Interaction, Session, String), &'static str>, IdpError> {
     let Some(browser) = cookie(headers, BROWSER_COOKIE) else {
-        return Ok(Err("This browser did not start the login. Start again from the service."));
+        return Ok(Err(
+            "This browser did not start the login. Start again from the service.",
+        ));
     };
     let Some(interaction) = flow::interaction(idp.ctx(), id).await? else {
-        return Ok(Err("This request has expired. Start again from the service."));
+        return Ok(Err(
+            "This request has expired. Start again from the service.",
+        ));
     };
-    if interaction.state != "consent" || interaction.browser_sha256 != sha256_hex(browser.as_bytes())
+    if interaction.state != "consent"
+        || interaction.browser_sha256 != sha256_hex(browser.as_bytes())
     {
-        return Ok(Err("This request is already finished or belongs to another browser."));
+        return Ok(Err(
+            "This request is already finished or belongs to another browser.",
+        ));
     }
     let Some(session) = (match cookie(headers, SESSION_COOKIE) {
         Some(value) => flow::session(idp.ctx(), &value).await?,
         None => None,
     }) else {
-        return Ok(Err("You are not logged in any more. Start again from the service."));
+        return Ok(Err(
+            "You are not logged in any more. Start again from the service.",
+        ));
     };
     if interaction.citizen_id.as_deref() != Some(session.citizen_id.as_str()) {
         return Ok(Err("This request was started by someone else."));
@@ -621,7 +640,13 @@ async fn consent_page(
     ) {
         (Ok(Some(client)), Ok(Some(citizen))) => (client, citizen),
         (Err(e), _) | (_, Err(e)) => return internal(&headers, &e),
-        _ => return error_page(&headers, StatusCode::NOT_FOUND, "The service is no longer registered."),
+        _ => {
+            return error_page(
+                &headers,
+                StatusCode::NOT_FOUND,
+                "The service is no longer registered.",
+            );
+        }
     };
     let lang = lang_of(&headers, interaction.request.ui_locales.as_deref());
     html(
@@ -650,7 +675,11 @@ async fn consent_post(
     form: Result<Form<ConsentForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return error_page(&headers, StatusCode::BAD_REQUEST, "The form was incomplete.");
+        return error_page(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "The form was incomplete.",
+        );
     };
     let (interaction, session, browser) = match consent_context(&idp, &headers, &id).await {
         Ok(Ok(found)) => found,
@@ -679,8 +708,13 @@ async fn consent_post(
                     return Ok(None);
                 }
                 if !shared.is_empty() {
-                    flow::record_consent(idp.ctx(), &session.citizen_id, &request.client_id, &shared)
-                        .await?;
+                    flow::record_consent(
+                        idp.ctx(),
+                        &session.citizen_id,
+                        &request.client_id,
+                        &shared,
+                    )
+                    .await?;
                 }
                 let code = flow::issue_code(idp.ctx(), request, &session).await?;
                 Ok(Some(authorize::response_url(
@@ -706,7 +740,11 @@ async fn consent_post(
     .await;
     match result {
         Ok(Some(location)) => see_other(&location),
-        Ok(None) => error_page(&headers, StatusCode::CONFLICT, "This request is already finished."),
+        Ok(None) => error_page(
+            &headers,
+            StatusCode::CONFLICT,
+            "This request is already finished.",
+        ),
         Err(e) => internal(&headers, &e),
     }
 }
@@ -798,7 +836,9 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
             let token = value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| OAuthError::invalid_request("use the Bearer authorization scheme"))?;
+                .ok_or_else(|| {
+                    OAuthError::invalid_request("use the Bearer authorization scheme")
+                })?;
             Ok(Some(token.trim().to_owned()))
         }
         None => Ok(None),
@@ -816,8 +856,8 @@ async fn userinfo_get(
         ));
     }
     let result = async {
-        let token = bearer(&headers)?
-            .ok_or_else(|| OAuthError::invalid_token("no access token"))?;
+        let token =
+            bearer(&headers)?.ok_or_else(|| OAuthError::invalid_token("no access token"))?;
         tokens::userinfo(&idp, &token).await
     }
     .await;
@@ -914,7 +954,9 @@ async fn introspect(
 /// RP-Initiated Logout 1.0, section 2).
 fn hinted_client(idp: &Idp, hint: &str) -> Option<String> {
     let parsed = Parsed::new(hint).ok()?;
-    let alg = parsed.algorithm(&[Algorithm::Es256, Algorithm::Ps256]).ok()?;
+    let alg = parsed
+        .algorithm(&[Algorithm::Es256, Algorithm::Ps256])
+        .ok()?;
     let (key_alg, key) = idp.keys().verifying_key(parsed.kid()?)?;
     if key_alg != alg || parsed.verify(alg, &key).is_err() {
         return None;
@@ -948,7 +990,13 @@ async fn logout_get(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         pages::escape(&csrf_token(&session_cookie, "logout"))
     );
-    for name in ["id_token_hint", "post_logout_redirect_uri", "state", "client_id", "ui_locales"] {
+    for name in [
+        "id_token_hint",
+        "post_logout_redirect_uri",
+        "state",
+        "client_id",
+        "ui_locales",
+    ] {
         if let Some(value) = params.get(name) {
             hidden.push_str(&format!(
                 "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
@@ -1097,7 +1145,11 @@ async fn card_login(
     let interaction = match flow::interaction(ctx, &id).await {
         Ok(Some(i)) if i.state == "login" => i,
         Ok(_) => {
-            return error_page(&headers, StatusCode::NOT_FOUND, "This login has expired or is already finished.");
+            return error_page(
+                &headers,
+                StatusCode::NOT_FOUND,
+                "This login has expired or is already finished.",
+            );
         }
         Err(e) => return internal(&headers, &e),
     };
@@ -1145,7 +1197,11 @@ async fn card_login(
         }
         Ok(eid_ca::ocsp::client::CheckedStatus::Unknown) => {
             refused("certificate unknown to the OCSP responder".into()).await;
-            return error_page(&headers, StatusCode::FORBIDDEN, "This ID card's certificate is not known to the issuer.");
+            return error_page(
+                &headers,
+                StatusCode::FORBIDDEN,
+                "This ID card's certificate is not known to the issuer.",
+            );
         }
         Err(why) => {
             tracing::warn!(%why, "certificate status unavailable at login");
@@ -1157,9 +1213,13 @@ async fn card_login(
         }
     }
     let result = async {
-        let citizen =
-            flow::upsert_citizen(ctx, &holder.national_id, &holder.given_name, &holder.family_name)
-                .await?;
+        let citizen = flow::upsert_citizen(
+            ctx,
+            &holder.national_id,
+            &holder.given_name,
+            &holder.family_name,
+        )
+        .await?;
         let authentication = Authentication {
             level: Level::High,
             amr: vec!["hwk".into(), "mfa".into(), "pin".into(), "sc".into()],
@@ -1177,7 +1237,11 @@ async fn card_login(
             "{}/login/{id}/done?handoff={handoff}",
             ctx.config.idp.issuer
         )),
-        Ok(None) => error_page(&headers, StatusCode::CONFLICT, "This login is already finished."),
+        Ok(None) => error_page(
+            &headers,
+            StatusCode::CONFLICT,
+            "This login is already finished.",
+        ),
         Err(e) => internal(&headers, &e),
     }
 }
@@ -1221,7 +1285,8 @@ async fn serve_card_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
-    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+    let handshake =
+        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
     let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {

@@ -201,9 +201,10 @@ impl TokenKeys {
                 .ok_or_else(|| IdpError::stored("signing key", format!("alg {alg}")))?;
             let label = KeyLabel::new(label)?;
             let keys = self.ctx.keys.clone();
-            let signer = tokio::task::spawn_blocking(move || keys.signer(&label, Some(alg.scheme())))
-                .await
-                .map_err(|e| IdpError::stored("signing key", e))??;
+            let signer =
+                tokio::task::spawn_blocking(move || keys.signer(&label, Some(alg.scheme())))
+                    .await
+                    .map_err(|e| IdpError::stored("signing key", e))??;
             let public = signer.public_key().clone();
             let jwk = Jwk::from_public_key(&public, &kid, alg)?;
             if state == "active" {
@@ -294,7 +295,9 @@ pub async fn status(ctx: &ServiceContext) -> Result<Vec<KeyStatus>, IdpError> {
                 alg: row.try_get("alg").map_err(query("reading a key"))?,
                 state: row.try_get("state").map_err(query("reading a key"))?,
                 created_at: row.try_get("created_at").map_err(query("reading a key"))?,
-                remove_after: row.try_get("remove_after").map_err(query("reading a key"))?,
+                remove_after: row
+                    .try_get("remove_after")
+                    .map_err(query("reading a key"))?,
             })
         })
         .collect()

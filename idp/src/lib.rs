@@ -64,7 +64,9 @@ impl Level {
     }
 
     fn from_index(index: usize) -> Option<Self> {
-        [Self::Low, Self::Substantial, Self::High].get(index).copied()
+        [Self::Low, Self::Substantial, Self::High]
+            .get(index)
+            .copied()
     }
 
     fn index(self) -> usize {
@@ -125,11 +127,8 @@ impl Idp {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| IdpError::Tls(format!("HTTP client: {e}")))?;
-        let card_tls = card::server_config(
-            card.server_chain,
-            card.server_key,
-            &card.citizen_auth_ca,
-        )?;
+        let card_tls =
+            card::server_config(card.server_chain, card.server_key, &card.citizen_auth_ca)?;
         let status = card::StatusChecker::new(
             &card.citizen_auth_ca,
             http.clone(),

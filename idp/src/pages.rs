@@ -94,7 +94,9 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
         (Lang::En, "logout.title") => "Log out",
         (Lang::Es, "logout.title") => "Cerrar sesión",
         (Lang::En, "logout.confirm") => "Log out of every service that uses this login?",
-        (Lang::Es, "logout.confirm") => "¿Cerrar la sesión en todos los servicios que usan este acceso?",
+        (Lang::Es, "logout.confirm") => {
+            "¿Cerrar la sesión en todos los servicios que usan este acceso?"
+        }
         (Lang::En, "logout.button") => "Log out",
         (Lang::Es, "logout.button") => "Cerrar sesión",
         (Lang::En, "logout.done") => "You are logged out.",
@@ -139,7 +141,13 @@ pub(crate) fn page(lang: Lang, title: &str, body: &str) -> String {
 }
 
 /// The login page: the methods that reach the level asked for.
-pub(crate) fn login(lang: Lang, client_name: &str, level: &str, card_url: &str, cancel_url: &str) -> String {
+pub(crate) fn login(
+    lang: Lang,
+    client_name: &str,
+    level: &str,
+    card_url: &str,
+    cancel_url: &str,
+) -> String {
     let t = |k| text(lang, k);
     page(
         lang,
@@ -176,7 +184,10 @@ pub(crate) fn consent(
         .iter()
         .map(|s| {
             let label = text(lang, &format!("scope.{s}"));
-            format!("<li>{}</li>", escape(if label.is_empty() { s } else { label }))
+            format!(
+                "<li>{}</li>",
+                escape(if label.is_empty() { s } else { label })
+            )
         })
         .collect();
     page(
@@ -252,11 +263,29 @@ mod tests {
     #[test]
     fn every_english_text_has_a_spanish_one() {
         for key in [
-            "login.title", "login.intro", "login.card", "login.card.help", "login.level",
-            "login.cancel", "consent.title", "consent.intro", "consent.allow", "consent.deny",
-            "consent.as", "consent.remember", "scope.openid", "scope.profile",
-            "scope.national_id", "scope.contact", "scope.offline_access", "error.title",
-            "error.back", "logout.title", "logout.confirm", "logout.button", "logout.done",
+            "login.title",
+            "login.intro",
+            "login.card",
+            "login.card.help",
+            "login.level",
+            "login.cancel",
+            "consent.title",
+            "consent.intro",
+            "consent.allow",
+            "consent.deny",
+            "consent.as",
+            "consent.remember",
+            "scope.openid",
+            "scope.profile",
+            "scope.national_id",
+            "scope.contact",
+            "scope.offline_access",
+            "error.title",
+            "error.back",
+            "logout.title",
+            "logout.confirm",
+            "logout.button",
+            "logout.done",
         ] {
             assert!(!text(Lang::En, key).is_empty(), "{key}");
             assert!(!text(Lang::Es, key).is_empty(), "{key}");
@@ -265,6 +294,9 @@ mod tests {
 
     #[test]
     fn markup_is_escaped() {
-        assert_eq!(escape("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
+        assert_eq!(
+            escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
     }
 }

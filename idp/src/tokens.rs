@@ -147,13 +147,12 @@ async fn verify_assertion(
     let keys = idp.client_keys(&client).await?;
     let key = jose::select_key(&keys, parsed.kid(), alg).map_err(|e| bad(&e.to_string()))?;
     let public = key.public_key().map_err(|e| bad(&e.to_string()))?;
-    parsed.verify(alg, &public).map_err(|e| bad(&e.to_string()))?;
+    parsed
+        .verify(alg, &public)
+        .map_err(|e| bad(&e.to_string()))?;
 
     let issuer_url = &idp.ctx().config.idp.issuer;
-    let audience_ok = |v: &Value| {
-        v.as_str()
-            .is_some_and(|a| a == issuer_url || a == endpoint)
-    };
+    let audience_ok = |v: &Value| v.as_str().is_some_and(|a| a == issuer_url || a == endpoint);
     let aud_ok = match parsed.claims.get("aud") {
         Some(Value::Array(list)) => list.iter().any(audience_ok),
         Some(one) => audience_ok(one),
@@ -342,7 +341,14 @@ async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<V
     let used_at: Option<i64> = row.try_get("used_at").map_err(read)?;
     if used_at.is_some() {
         // RFC 6749 4.1.2: a second use revokes what the first one issued.
-        revoke_grant(&mut tx, idp, &grant.grant_id, "idp.code.reuse", "code used twice").await?;
+        revoke_grant(
+            &mut tx,
+            idp,
+            &grant.grant_id,
+            "idp.code.reuse",
+            "code used twice",
+        )
+        .await?;
         tx.commit().await.map_err(query("revoking a grant"))?;
         return Err(OAuthError::invalid_grant(
             "the authorization code was already used; the tokens issued with it are revoked",
@@ -350,7 +356,9 @@ async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<V
     }
     let expires: i64 = row.try_get("code_expires").map_err(read)?;
     if expires <= now {
-        return Err(OAuthError::invalid_grant("the authorization code has expired"));
+        return Err(OAuthError::invalid_grant(
+            "the authorization code has expired",
+        ));
     }
     if grant.client_id != client.client_id {
         return Err(OAuthError::invalid_grant(
@@ -483,7 +491,11 @@ async fn refresh_grant(
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
     if let Some(scope) = params.get("scope") {
-        let asked: Vec<String> = scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let asked: Vec<String> = scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
         if let Some(extra) = asked.iter().find(|s| !grant.scopes.contains(s)) {
             return Err(OAuthError::invalid_scope(format!(
                 "scope `{extra}` was not part of the original grant"
@@ -510,9 +522,18 @@ async fn refresh_grant(
     )
     .await
     .map_err(IdpError::from)?;
-    tx.commit().await.map_err(query("rotating a refresh token"))?;
-    respond(idp, client, &grant, None, Some(next), grant.scopes.iter().any(|s| s == "openid"))
+    tx.commit()
         .await
+        .map_err(query("rotating a refresh token"))?;
+    respond(
+        idp,
+        client,
+        &grant,
+        None,
+        Some(next),
+        grant.scopes.iter().any(|s| s == "openid"),
+    )
+    .await
 }
 
 async fn client_credentials(
@@ -570,7 +591,11 @@ pub fn subject(idp: &Idp, client: &Client, citizen_id: &str) -> String {
         SubjectType::Public => citizen_id.to_owned(),
         SubjectType::Pairwise => {
             let mut hash = Sha256::new();
-            for part in [client.metadata.sector.as_bytes(), citizen_id.as_bytes(), idp.salt()] {
+            for part in [
+                client.metadata.sector.as_bytes(),
+                citizen_id.as_bytes(),
+                idp.salt(),
+            ] {
                 hash.update((part.len() as u64).to_be_bytes());
                 hash.update(part);
             }
@@ -731,7 +756,11 @@ pub async fn verify_access_token(idp: &Idp, token: &str) -> Result<AccessToken, 
         return Err(invalid("issued by someone else"));
     }
     let now = idp.ctx().clock.now().unix_timestamp();
-    if claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp <= now) {
+    if claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .is_none_or(|exp| exp <= now)
+    {
         return Err(invalid("the access token has expired"));
     }
     let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
@@ -781,7 +810,9 @@ pub async fn userinfo(idp: &Idp, token: &str) -> Result<Value, OAuthError> {
         .map(str::to_owned)
         .collect();
     if !scopes.iter().any(|s| s == "openid") {
-        return Err(OAuthError::insufficient_scope("userinfo needs the openid scope"));
+        return Err(OAuthError::insufficient_scope(
+            "userinfo needs the openid scope",
+        ));
     }
     let client = crate::clients::find(idp.ctx(), &grant.client_id)
         .await?
@@ -887,7 +918,18 @@ pub async fn introspect(idp: &Idp, _caller: &Client, token: &str) -> Result<Valu
     let inactive = json!({ "active": false });
     if let Ok(access) = verify_access_token(idp, token).await {
         let mut body = json!({ "active": true, "token_type": "Bearer" });
-        for name in ["scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti", "acr", "auth_time"] {
+        for name in [
+            "scope",
+            "client_id",
+            "sub",
+            "exp",
+            "iat",
+            "iss",
+            "aud",
+            "jti",
+            "acr",
+            "auth_time",
+        ] {
             if let Some(value) = access.claims.get(name) {
                 body[name] = value.clone();
             }

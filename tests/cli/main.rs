@@ -16,6 +16,7 @@ use tokio::{
 };
 
 mod ca;
+mod idp;
 
 const EID: &str = env!("CARGO_BIN_EXE_eid");
 
@@ -51,6 +52,7 @@ impl Eid {
             .env_remove("RUST_LOG")
             .env("EID_DATA", self.data())
             .env("EID_IDP_LISTEN", "127.0.0.1:0")
+            .env("EID_IDP_CARD_LISTEN", "127.0.0.1:0")
             .env("EID_CA_LISTEN", "127.0.0.1:0")
             .env("EID_SIGNING_LISTEN", "127.0.0.1:0")
             .env("EID_ENROLMENT_LISTEN", "127.0.0.1:0")

@@ -59,8 +59,12 @@ pub enum OcspClientError {
 }
 
 /// The CertID (SHA-1, as RFC 5019 clients send it) of `serial` issued by `issuer`.
-pub fn cert_id(issuer: &Certificate, serial: CertificateSerial) -> Result<CertIdKey, OcspClientError> {
-    let hashes = IssuerHashes::new(issuer).map_err(|e| OcspClientError::Malformed(e.to_string()))?;
+pub fn cert_id(
+    issuer: &Certificate,
+    serial: CertificateSerial,
+) -> Result<CertIdKey, OcspClientError> {
+    let hashes =
+        IssuerHashes::new(issuer).map_err(|e| OcspClientError::Malformed(e.to_string()))?;
     Ok(hashes.cert_id(CertIdHash::Sha1, serial))
 }
 
@@ -105,7 +109,10 @@ fn public_key(cert: &Certificate) -> Result<PublicKey, OcspClientError> {
 fn certificate_signed_by(signed: &Certificate, issuer_key: &PublicKey) -> Result<(), String> {
     let scheme = scheme_of(signed.signature_algorithm().oid)
         .ok_or_else(|| "unsupported certificate signature algorithm".to_owned())?;
-    let tbs = signed.tbs_certificate().to_der().map_err(|e| e.to_string())?;
+    let tbs = signed
+        .tbs_certificate()
+        .to_der()
+        .map_err(|e| e.to_string())?;
     issuer_key
         .verify(scheme, &tbs, signed.signature().raw_bytes())
         .map_err(|e| e.to_string())
@@ -138,7 +145,9 @@ pub fn check_response(
         .response_bytes
         .ok_or_else(|| OcspClientError::Malformed("no responseBytes".into()))?;
     if bytes.response_type != ID_PKIX_OCSP_BASIC {
-        return Err(OcspClientError::Malformed("not a basic OCSP response".into()));
+        return Err(OcspClientError::Malformed(
+            "not a basic OCSP response".into(),
+        ));
     }
     let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).map_err(malformed)?;
 
@@ -166,7 +175,10 @@ pub fn check_response(
             if now < not_before || now > not_after {
                 continue;
             }
-            if public_key(responder)?.verify(scheme, &tbs, signature).is_ok() {
+            if public_key(responder)?
+                .verify(scheme, &tbs, signature)
+                .is_ok()
+            {
                 signed = true;
                 break;
             }

@@ -1,0 +1,633 @@
+//! The identity provider through `eid serve`: an ID-card login judged end to end by an
+//! independent, certified relying-party library (openid-client, Node), and the error
+//! behaviour the OpenID conformance suite checks, on SQLite and PostgreSQL.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use eid_tests::{TestBackend, on_both_backends};
+use serde_json::Value;
+
+use super::{
+    Eid, Server,
+    ca::{free_address, judge, openssl_csr},
+    text,
+};
+
+/// The addresses one provider instance uses (the CA's is written into certificates as
+/// the OCSP URL, the card listener's into the login page), fixed for the whole test.
+struct Addresses {
+    idp: String,
+    ca: String,
+    card: String,
+}
+
+impl Addresses {
+    fn new() -> Self {
+        Self {
+            idp: free_address(),
+            ca: free_address(),
+            card: free_address(),
+        }
+    }
+}
+
+fn command(eid: &Eid, addresses: &Addresses, args: &[&str]) -> tokio::process::Command {
+    let mut command = eid.command(args);
+    command
+        .env("EID_IDP_LISTEN", &addresses.idp)
+        .env("EID_CA_LISTEN", &addresses.ca)
+        .env("EID_IDP_CARD_LISTEN", &addresses.card);
+    command
+}
+
+async fn run(eid: &Eid, addresses: &Addresses, args: &[&str]) -> String {
+    let output = command(eid, addresses, args).output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "eid {args:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+async fn serve(eid: &Eid, addresses: &Addresses) -> Server {
+    let mut command = command(eid, addresses, &["serve"]);
+    command.stdout(Stdio::piped());
+    Server::start(command, 4).await
+}
+
+async fn issue_card(
+    eid: &Eid,
+    addresses: &Addresses,
+    dir: &Path,
+    name: &str,
+    national_id: &str,
+) -> (PathBuf, PathBuf, String) {
+    // A test ID card: a P-256 key in a file, certified by our citizen authentication CA.
+    let csr = openssl_csr(
+        dir,
+        name,
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let key = dir.join(format!("{name}.key"));
+    let pem = run(
+        eid,
+        addresses,
+        &[
+            "ca",
+            "issue",
+            "--profile",
+            "citizen-auth",
+            "--csr",
+            &csr,
+            "--national-id",
+            national_id,
+            "--given-name",
+            "Mary",
+            "--surname",
+            "Seacole",
+        ],
+    )
+    .await;
+    let cert = dir.join(format!("{name}.pem"));
+    std::fs::write(&cert, &pem).unwrap();
+    let serial = judge(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            &cert.display().to_string(),
+        ],
+    );
+    let serial = text(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned();
+    (cert, key, serial)
+}
+
+async fn register(eid: &Eid, addresses: &Addresses, extra: &[&str]) -> (String, String) {
+    let out = run(
+        eid,
+        addresses,
+        &[
+            &[
+                "rp",
+                "add",
+                "--name",
+                "Board of Inland Revenue",
+                "--redirect-uri",
+                "http://127.0.0.1:9/callback",
+            ][..],
+            extra,
+        ]
+        .concat(),
+    )
+    .await;
+    let client: Value = serde_json::from_str(&out).unwrap();
+    (
+        client["client_id"].as_str().unwrap().to_owned(),
+        client["client_secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// Where deploy/test.sh installed the Node relying party (openid-client).
+fn relying_party_dir() -> PathBuf {
+    let dir = std::env::var_os("EID_TEST_OIDC_RP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/judges/oidc-rp"));
+    assert!(
+        dir.join("node_modules/openid-client").is_dir(),
+        "openid-client is not installed in {}: deploy/test.sh installs it",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs the relying-party judge; returns what it accepted.
+fn relying_party(envs: &BTreeMap<&str, String>) -> Value {
+    let dir = relying_party_dir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/judges/oidc-rp/rp.mjs");
+    // The script runs from the judge's folder so that its imports resolve there.
+    let copy = dir.join(format!("rp-{}.mjs", std::process::id()));
+    std::fs::copy(&script, &copy).unwrap();
+    let output = std::process::Command::new("node")
+        .arg(&copy)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): deploy/test.sh installs it"));
+    let _ = std::fs::remove_file(&copy);
+    assert!(
+        output.status.success(),
+        "the relying party failed: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    serde_json::from_str(text(&output.stdout).trim()).unwrap()
+}
+
+async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    run(&eid, &addresses, &["init"]).await;
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    let (_, revoked_key, revoked_serial) =
+        issue_card(&eid, &addresses, &dir, "lost", "3900101654321").await;
+    let pki = dir.join("pki");
+    run(
+        &eid,
+        &addresses,
+        &["ca", "export", "--out", &pki.display().to_string()],
+    )
+    .await;
+    let (client_id, secret) = register(
+        &eid,
+        &addresses,
+        &["--scope", "profile", "--scope", "national_id"],
+    )
+    .await;
+    let server = serve(&eid, &addresses).await;
+
+    let mut envs = BTreeMap::from([
+        ("EID_ISSUER", format!("http://{}", addresses.idp)),
+        ("EID_CLIENT_ID", client_id.clone()),
+        ("EID_CLIENT_SECRET", secret.clone()),
+        ("EID_REDIRECT_URI", "http://127.0.0.1:9/callback".to_owned()),
+        ("EID_CARD_CERT", cert.display().to_string()),
+        ("EID_CARD_KEY", key.display().to_string()),
+        ("EID_ROOT_CA", pki.join("root.pem").display().to_string()),
+        ("EID_SCOPE", "openid profile national_id".to_owned()),
+        ("EID_ACR", "http://eidas.europa.eu/LoA/high".to_owned()),
+    ]);
+    let accepted = relying_party(&envs);
+    let id_token = &accepted["id_token"];
+    assert_eq!(id_token["acr"], "http://eidas.europa.eu/LoA/high");
+    assert_eq!(
+        id_token["amr"],
+        serde_json::json!(["hwk", "mfa", "pin", "sc"])
+    );
+    assert_eq!(id_token["aud"], client_id.as_str());
+    assert!(id_token["auth_time"].is_i64() && id_token["sid"].is_string());
+    let sub = id_token["sub"].as_str().unwrap();
+    // Pairwise: not the national identity number, which travels only as its own claim.
+    assert!(!sub.contains("3900101123456"), "{sub}");
+    assert_eq!(accepted["userinfo"]["national_id"], "3900101123456");
+    assert_eq!(accepted["userinfo"]["given_name"], "Mary");
+    assert_eq!(accepted["userinfo"]["family_name"], "Seacole");
+    assert_eq!(accepted["userinfo"]["sub"], sub);
+    assert_eq!(accepted["refreshed"]["sub"], sub);
+    assert_eq!(accepted["refreshed"]["rotated"], true);
+    assert_eq!(accepted["code_reuse"]["status"], 400);
+    assert_eq!(accepted["code_reuse"]["error"], "invalid_grant");
+    assert_eq!(accepted["userinfo_after_reuse"], "refused");
+
+    // A suspended card does not log in: the provider asks the OCSP responder.
+    run(
+        &eid,
+        &addresses,
+        &["ca", "suspend", "--serial", &revoked_serial],
+    )
+    .await;
+    envs.insert("EID_CARD_CERT", dir.join("lost.pem").display().to_string());
+    envs.insert("EID_CARD_KEY", revoked_key.display().to_string());
+    let dir_for_judge = relying_party_dir();
+    let copy = dir_for_judge.join(format!("rp-suspended-{}.mjs", std::process::id()));
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/judges/oidc-rp/rp.mjs"),
+        &copy,
+    )
+    .unwrap();
+    let refused = std::process::Command::new("node")
+        .arg(&copy)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("card login: 403"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // Every login, grant and refusal is in the audit chain, which still verifies.
+    server.stop().await;
+    let verified = eid.run(&["audit", "verify"]).await;
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    let tail = eid.run(&["audit", "tail", "--count", "200"]).await;
+    let tail = text(&tail.stdout);
+    for action in [
+        "rp.register",
+        "idp.login",
+        "idp.consent.grant",
+        "idp.authorize",
+        "idp.token.code",
+        "idp.token.refresh",
+        "idp.code.reuse",
+        "idp.login.idcard",
+    ] {
+        assert!(
+            tail.contains(action),
+            "no {action} in the audit log:\n{tail}"
+        );
+    }
+}
+
+/// A client that follows no redirects and keeps no cookies: each answer is inspected.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn query_of(location: &str) -> BTreeMap<String, String> {
+    let url = reqwest::Url::parse(location).unwrap();
+    url.query_pairs().into_owned().collect()
+}
+
+async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    run(&eid, &addresses, &["init"]).await;
+    let (client_id, secret) = register(&eid, &addresses, &[]).await;
+    let (service_id, service_secret) = register(
+        &eid,
+        &addresses,
+        &[
+            "--grant",
+            "client_credentials",
+            "--auth-method",
+            "client_secret_post",
+            "--scope",
+            "profile",
+        ],
+    )
+    .await;
+    let (par_id, par_secret) = register(&eid, &addresses, &["--require-par"]).await;
+    let server = serve(&eid, &addresses).await;
+    let issuer = format!("http://{}", addresses.idp);
+    let http = http();
+    let discovery: Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    assert_eq!(
+        discovery["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(discovery["request_parameter_supported"], false);
+    assert_eq!(
+        discovery["authorization_response_iss_parameter_supported"],
+        true
+    );
+    let jwks: Value = http
+        .get(discovery["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let authorize = |extra: &str, client: &str| {
+        format!(
+            "{issuer}/authorize?client_id={client}&response_type=code&scope=openid&state=st&\
+             redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&code_challenge={challenge}&\
+             code_challenge_method=S256{extra}"
+        )
+    };
+
+    // An unregistered redirect URI: an error page at the provider, never a redirect.
+    let response = http
+        .get(authorize("", &client_id).replace("callback", "elsewhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+    assert!(response.text().await.unwrap().contains("not registered"));
+    // An unknown client: the same.
+    let response = http.get(authorize("", "rp-nobody")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+
+    // Errors after the redirect URI is trusted go back to the client, with state and iss.
+    for (extra, code) in [
+        ("&prompt=none", "login_required"),
+        ("&request=eyJhbGciOiJub25lIn0.e30.", "request_not_supported"),
+    ] {
+        let response = http.get(authorize(extra, &client_id)).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{extra}");
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let query = query_of(&location);
+        assert!(
+            location.starts_with("http://127.0.0.1:9/callback?"),
+            "{location}"
+        );
+        assert_eq!(query["error"], code, "{extra}: {location}");
+        assert_eq!(query["state"], "st");
+        assert_eq!(query["iss"], issuer);
+    }
+    let implicit = authorize("", &client_id).replace("response_type=code", "response_type=token");
+    let query = query_of(
+        http.get(implicit).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "unsupported_response_type");
+    let plain = authorize("", &client_id).replace("method=S256", "method=plain");
+    let query = query_of(
+        http.get(plain).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_request");
+    // A parameter given twice: refused at the provider (which value would be trusted?).
+    let twice = http
+        .get(authorize("&state=again", &client_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    assert!(twice.headers().get("location").is_none());
+    let no_pkce = authorize("", &client_id).replace(&format!("&code_challenge={challenge}"), "");
+    let query = query_of(
+        http.get(no_pkce).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_request");
+    assert!(query["error_description"].contains("PKCE"));
+    let no_openid = authorize("", &client_id).replace("scope=openid", "scope=profile");
+    let query = query_of(
+        http.get(no_openid).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_scope");
+    // A client that must push its requests is refused a plain one.
+    let query = query_of(
+        http.get(authorize("", &par_id))
+            .send()
+            .await
+            .unwrap()
+            .headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_request");
+
+    // PAR: 201 with a request_uri, used once, by its own client.
+    let pushed = http
+        .post(format!("{issuer}/par"))
+        .basic_auth(&par_id, Some(&par_secret))
+        .form(&[
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("redirect_uri", "http://127.0.0.1:9/callback"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let pushed: Value = pushed.json().await.unwrap();
+    let request_uri = pushed["request_uri"].as_str().unwrap();
+    assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    let by_reference = |client: &str| {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{issuer}/authorize"),
+            &[("client_id", client), ("request_uri", request_uri)],
+        )
+        .unwrap();
+        http.get(url).send()
+    };
+    assert_eq!(by_reference(&client_id).await.unwrap().status(), 400);
+    let first = by_reference(&par_id).await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert!(
+        first.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("/login/")
+    );
+    assert_eq!(by_reference(&par_id).await.unwrap().status(), 400);
+
+    // The token endpoint: exact error codes.
+    let token = |form: Vec<(&'static str, String)>, basic: Option<(&str, &str)>| {
+        let mut request = http.post(format!("{issuer}/token")).form(&form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        request.send()
+    };
+    let wrong = token(
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", "x".into()),
+        ],
+        Some((&client_id, "not-the-secret")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    for (form, status, error) in [
+        (
+            vec![("grant_type", "password".to_owned())],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", "no-such-code".to_owned()),
+                ("redirect_uri", "http://127.0.0.1:9/callback".to_owned()),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            vec![("grant_type", "client_credentials".to_owned())],
+            400,
+            "unauthorized_client",
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", "nope".to_owned()),
+            ],
+            400,
+            "invalid_grant",
+        ),
+    ] {
+        let response = token(form.clone(), Some((&client_id, &secret)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{form:?}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            error,
+            "{form:?}"
+        );
+    }
+
+    // Client credentials, then introspection and revocation by the resource side.
+    let granted: Value = token(
+        vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_id", service_id.clone()),
+            ("client_secret", service_secret.clone()),
+            ("scope", "profile".into()),
+        ],
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = granted["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(granted["token_type"], "Bearer");
+    let introspected: Value = http
+        .post(format!("{issuer}/introspect"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["client_id"], service_id.as_str());
+    let garbage: Value = http
+        .post(format!("{issuer}/introspect"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", "e30.e30.e30")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(garbage, serde_json::json!({ "active": false }));
+
+    // Userinfo: no token in the query; a client's own token carries no citizen.
+    let in_query = http
+        .get(format!("{issuer}/userinfo?access_token={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 400);
+    let own = http
+        .get(format!("{issuer}/userinfo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 403);
+    let forged = http
+        .post(format!("{issuer}/userinfo"))
+        .form(&[("access_token", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert!(
+        forged.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    // Key rotation: the next key is published in the JWKS before it signs.
+    let rotated = run(&eid, &addresses, &["idp", "rotate-keys"]).await;
+    assert!(rotated.contains("published token-signing key"), "{rotated}");
+    let mut published = 0;
+    for _ in 0..40 {
+        let jwks: Value = http
+            .get(format!("{issuer}/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        published = jwks["keys"].as_array().unwrap().len();
+        if published == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(published, 2, "the rotated-to key is published within 10 s");
+    server.stop().await;
+}
+
+on_both_backends!(
+    id_card_login_is_accepted_by_an_independent_relying_party,
+    protocol_errors_follow_the_specifications,
+);
