@@ -698,6 +698,12 @@ impl Config {
         if self.profile != Profile::Production {
             return Ok(());
         }
+        if !self.idp.issuer.starts_with("https://") {
+            return Err(invalid(
+                "idp.issuer",
+                "the production profile needs an https:// issuer (OpenID Connect Discovery 3)",
+            ));
+        }
         if let KeysConfig::Soft {
             secret: SoftSecretConfig::KeyFile {
                 generated: true, ..
@@ -1488,11 +1494,38 @@ mod tests {
             .to_string();
         assert!(err.contains("production"), "{err}");
         let config = load_text(
-            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n",
+            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n\
+             [idp]\nissuer = \"https://login.example\"\n",
             &env(&[("P", "correct horse battery staple")]),
         )
         .unwrap();
         assert_eq!(config.profile, Profile::Production);
+    }
+
+    #[test]
+    fn idp_settings_are_checked_and_named() {
+        let config = load_text("", &FakeEnv::default()).unwrap();
+        assert_eq!(config.idp.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.idp.card_url, "https://127.0.0.1:8443");
+        for (text, key) in [
+            ("[idp]\ntoken_alg = \"HS256\"\n", "idp.token_alg"),
+            ("[idp]\ncode_ttl_secs = 3600\n", "idp.code_ttl_secs"),
+            ("[idp]\nissuer = \"https://x/?a=b\"\n", "idp.issuer"),
+            ("[idp]\ncard_url = \"http://card\"\n", "idp.card_url"),
+            ("[idp]\nacr_high = \"http://eidas.europa.eu/LoA/low\"\n", "idp.acr_*"),
+            ("[idp]\nsession_ttl_secs = 0\n", "idp.session_ttl_secs"),
+            ("[idp]\nbogus = 1\n", "bogus"),
+        ] {
+            let err = load_text(text, &FakeEnv::default()).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load_text(
+            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n",
+            &env(&[("P", "correct horse battery staple")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("idp.issuer") && err.contains("https"), "{err}");
     }
 
     #[test]
@@ -1512,6 +1545,8 @@ mod tests {
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
+        assert_eq!(config.idp.issuer, "https://login.eid.gov.tt");
+        assert_eq!(config.idp.card_url, "https://card.login.eid.gov.tt");
         assert_eq!(
             config.database.display_url,
             "postgres://eid@db.internal:5432/eid"
