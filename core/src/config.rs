@@ -1512,11 +1512,16 @@ mod tests {
             ("[idp]\ncode_ttl_secs = 3600\n", "idp.code_ttl_secs"),
             ("[idp]\nissuer = \"https://x/?a=b\"\n", "idp.issuer"),
             ("[idp]\ncard_url = \"http://card\"\n", "idp.card_url"),
-            ("[idp]\nacr_high = \"http://eidas.europa.eu/LoA/low\"\n", "idp.acr_*"),
+            (
+                "[idp]\nacr_high = \"http://eidas.europa.eu/LoA/low\"\n",
+                "idp.acr_*",
+            ),
             ("[idp]\nsession_ttl_secs = 0\n", "idp.session_ttl_secs"),
             ("[idp]\nbogus = 1\n", "bogus"),
         ] {
-            let err = load_text(text, &FakeEnv::default()).unwrap_err().to_string();
+            let err = load_text(text, &FakeEnv::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
         let err = load_text(

@@ -104,30 +104,57 @@ fn start(database_url: Option<&str>) -> Setup {
     // A test ID card for the one login that makes the session.
     let key = path.join("card.key");
     let csr = path.join("card.csr");
-    assert!(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("openssl")
-        .args(["req", "-new", "-subj", "/CN=x", "-key"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out"
+            ])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=x", "-key"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .status()
+            .unwrap()
+            .success()
+    );
     let mut issue = eid(path, database_url, &envs);
-    issue.args(["ca", "issue", "--profile", "citizen-auth", "--national-id", "3900101999999"]);
-    issue.args(["--given-name", "Bench", "--surname", "Citizen", "--csr"]).arg(&csr);
+    issue.args([
+        "ca",
+        "issue",
+        "--profile",
+        "citizen-auth",
+        "--national-id",
+        "3900101999999",
+    ]);
+    issue
+        .args(["--given-name", "Bench", "--surname", "Citizen", "--csr"])
+        .arg(&csr);
     std::fs::write(path.join("card.pem"), output(issue)).unwrap();
     let mut export = eid(path, database_url, &envs);
     export.args(["ca", "export", "--out"]).arg(path.join("pki"));
     output(export);
     let register = |extra: &[&str]| {
         let mut rp = eid(path, database_url, &envs);
-        rp.args(["rp", "add", "--name", "Bench", "--redirect-uri", "http://127.0.0.1:9/cb"]);
+        rp.args([
+            "rp",
+            "add",
+            "--name",
+            "Bench",
+            "--redirect-uri",
+            "http://127.0.0.1:9/cb",
+        ]);
         rp.args(extra);
         let client: serde_json::Value = serde_json::from_str(&output(rp)).unwrap();
         (
@@ -139,7 +166,10 @@ fn start(database_url: Option<&str>) -> Setup {
     let (service_id, service_secret) = register(&["--grant", "client_credentials"]);
 
     let mut serve = eid(path, database_url, &envs);
-    serve.arg("serve").stdout(Stdio::piped()).stderr(Stdio::inherit());
+    serve
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = serve.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
@@ -235,7 +265,12 @@ fn resident_mb(pid: u32) -> f64 {
 }
 
 /// Runs `work` on `concurrency` workers for `seconds`; each call is one operation.
-async fn drive<S, F, Fut>(concurrency: usize, seconds: u64, state: Vec<S>, work: F) -> (f64, Vec<Duration>)
+async fn drive<S, F, Fut>(
+    concurrency: usize,
+    seconds: u64,
+    state: Vec<S>,
+    work: F,
+) -> (f64, Vec<Duration>)
 where
     S: Send + 'static,
     F: Fn(reqwest::Client, S) -> Fut + Send + Sync + 'static,
@@ -387,7 +422,11 @@ fn main() {
             seconds,
             vec![(); concurrency],
             move |client, ()| {
-                let (url, id, secret) = (token_url.clone(), service_id.clone(), service_secret.clone());
+                let (url, id, secret) = (
+                    token_url.clone(),
+                    service_id.clone(),
+                    service_secret.clone(),
+                );
                 async move {
                     let response = client
                         .post(url)

@@ -1,7 +1,7 @@
 //! The login journey's state: citizens, browser sessions, interactions (one
 //! authorization request in progress), consents, and the code that ends it.
 
-use eid_core::{AuditEvent, ServiceContext, audit};
+use eid_core::{AuditEvent, ServiceContext, audit, group_commit::Written};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -560,58 +560,76 @@ pub async fn issue_code(
     let grant_lifetime = config
         .refresh_token_ttl_secs
         .max(config.access_token_ttl_secs);
-    let mut tx = ctx.db.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO idp_grant (grant_id, client_id, citizen_id, sid, scope, acr, amr, auth_time, \
-         claims, dpop_jkt, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(&grant_id)
-    .bind(&request.client_id)
-    .bind(&session.citizen_id)
-    .bind(&session.sid)
-    .bind(request.scopes.join(" "))
-    .bind(session.authentication.level.name())
-    .bind(amr_text(&session.authentication))
-    .bind(session.authentication.auth_time)
-    .bind(claims)
-    .bind(request.dpop_jkt.clone())
-    .bind(now)
-    .bind(now + i64::try_from(grant_lifetime).unwrap_or(i64::MAX / 2))
-    .execute(&mut *tx)
-    .await
-    .map_err(query("creating a grant"))?;
-    sqlx::query(
-        "INSERT INTO idp_code (code_sha256, grant_id, redirect_uri, code_challenge, nonce, \
-         expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(sha256_hex(code.as_bytes()))
-    .bind(&grant_id)
-    .bind(&request.redirect_uri)
-    .bind(request.code_challenge.clone())
-    .bind(request.nonce.clone())
-    .bind(now + i64::try_from(config.code_ttl_secs).unwrap_or(60))
-    .execute(&mut *tx)
-    .await
-    .map_err(query("storing a code"))?;
-    audit::append(
-        &mut tx,
-        ctx.clock.as_ref(),
-        &AuditEvent::new(
-            format!("citizen:{}", session.citizen_id),
-            "idp.authorize",
-            "grant",
-            &grant_id,
-        )
-        .details(serde_json::json!({
-            "client_id": request.client_id,
-            "scope": request.scopes.join(" "),
-            "level": session.authentication.level.name(),
-            "sid": session.sid,
-        })),
-    )
-    .await?;
-    tx.commit().await.map_err(query("issuing a code"))?;
+    let citizen_id = session.citizen_id.clone();
+    let sid = session.sid.clone();
+    let scope = request.scopes.join(" ");
+    let level = session.authentication.level.name();
+    let amr = amr_text(&session.authentication);
+    let auth_time = session.authentication.auth_time;
+    let client_id = request.client_id.clone();
+    let dpop_jkt = request.dpop_jkt.clone();
+    let redirect_uri = request.redirect_uri.clone();
+    let code_challenge = request.code_challenge.clone();
+    let nonce = request.nonce.clone();
+    let code_hash = sha256_hex(code.as_bytes());
+    let grant_expires = now + i64::try_from(grant_lifetime).unwrap_or(i64::MAX / 2);
+    let code_expires = now + i64::try_from(config.code_ttl_secs).unwrap_or(60);
+    ctx.db
+        .group_commit(&ctx.clock)
+        .write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO idp_grant (grant_id, client_id, citizen_id, sid, scope, acr, \
+                     amr, auth_time, claims, dpop_jkt, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&grant_id)
+                .bind(&client_id)
+                .bind(&citizen_id)
+                .bind(&sid)
+                .bind(&scope)
+                .bind(level)
+                .bind(amr)
+                .bind(auth_time)
+                .bind(claims)
+                .bind(dpop_jkt)
+                .bind(now)
+                .bind(grant_expires)
+                .execute(&mut *conn)
+                .await
+                .map_err(query("creating a grant"))?;
+                sqlx::query(
+                    "INSERT INTO idp_code (code_sha256, grant_id, redirect_uri, code_challenge, \
+                     nonce, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(code_hash)
+                .bind(&grant_id)
+                .bind(redirect_uri)
+                .bind(code_challenge)
+                .bind(nonce)
+                .bind(code_expires)
+                .execute(&mut *conn)
+                .await
+                .map_err(query("storing a code"))?;
+                let event = AuditEvent::new(
+                    format!("citizen:{citizen_id}"),
+                    "idp.authorize",
+                    "grant",
+                    &grant_id,
+                )
+                .details(serde_json::json!({
+                    "client_id": client_id,
+                    "scope": scope,
+                    "level": level,
+                    "sid": sid,
+                }));
+                Ok::<_, IdpError>(Written {
+                    value: (),
+                    audit: vec![event],
+                })
+            })
+        })
+        .await?;
     Ok(code)
 }
 

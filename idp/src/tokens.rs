@@ -4,7 +4,7 @@
 //! `private_key_jwt`).
 
 use base64ct::{Base64, Encoding};
-use eid_core::{AuditEvent, audit};
+use eid_core::{AuditEvent, audit, group_commit::Written};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -290,29 +290,113 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
 const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.citizen_id, g.sid, g.scope, g.acr, \
                              g.amr, g.auth_time, g.claims, g.revoked_at";
 
-async fn revoke_grant(
-    tx: &mut sqlx::AnyConnection,
+/// What a single-use credential (code or refresh token) turned out to be when spent.
+enum Spent {
+    /// Spent now; the successor refresh token, if one was made.
+    Now(Option<String>),
+    /// It had been spent before: the grant is now revoked.
+    Reused,
+}
+
+/// The single-use credentials the token endpoint accepts.
+#[derive(Clone, Copy)]
+enum Credential {
+    Code,
+    Refresh,
+}
+
+/// Spends a code or refresh token in one group-commit write: marks it used only if it
+/// was not (the conditional update is the guard against two concurrent uses), issues
+/// the successor refresh token, and audits. A second use revokes the whole grant.
+async fn spend(
     idp: &Idp,
-    grant_id: &str,
-    action: &str,
-    why: &str,
-) -> Result<(), IdpError> {
-    let now = idp.ctx().clock.now().unix_timestamp();
-    sqlx::query("UPDATE idp_grant SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(grant_id)
-        .execute(&mut *tx)
+    client: &Client,
+    kind: Credential,
+    key_hash: String,
+    grant_id: String,
+) -> Result<Spent, IdpError> {
+    let (table, key_column, action, reuse_action) = match kind {
+        Credential::Code => (
+            "idp_code",
+            "code_sha256",
+            "idp.token.code",
+            "idp.code.reuse",
+        ),
+        Credential::Refresh => (
+            "idp_refresh_token",
+            "token_sha256",
+            "idp.token.refresh",
+            "idp.refresh.reuse",
+        ),
+    };
+    let successor = match kind {
+        Credential::Code => client.allows_grant("refresh_token"),
+        Credential::Refresh => true,
+    };
+    let ctx = idp.ctx();
+    let now = ctx.clock.now().unix_timestamp();
+    let ttl = i64::try_from(ctx.config.idp.refresh_token_ttl_secs).unwrap_or(i64::MAX / 2);
+    let actor = format!("client:{}", client.client_id);
+    ctx.db
+        .group_commit(&ctx.clock)
+        .write(move |conn| {
+            Box::pin(async move {
+                let sql = format!(
+                    "UPDATE {table} SET used_at = $1 WHERE {key_column} = $2 AND used_at IS NULL"
+                );
+                let spent = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(&key_hash)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query("spending a credential"))?
+                    .rows_affected();
+                if spent == 0 {
+                    // RFC 6749 4.1.2 and the Security BCP 4.14.2: a second use of a code
+                    // or a rotated-out refresh token revokes everything the grant issued.
+                    sqlx::query(
+                        "UPDATE idp_grant SET revoked_at = $1 WHERE grant_id = $2 \
+                         AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&grant_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query("revoking a grant"))?;
+                    let event = AuditEvent::new(actor, reuse_action, "grant", &grant_id)
+                        .outcome(eid_core::Outcome::Denied)
+                        .details(
+                            json!({ "reason": "a single-use credential was presented again" }),
+                        );
+                    return Ok::<_, IdpError>(Written {
+                        value: Spent::Reused,
+                        audit: vec![event],
+                    });
+                }
+                let next = if successor {
+                    let token = random_token();
+                    sqlx::query(
+                        "INSERT INTO idp_refresh_token (token_sha256, grant_id, created_at, \
+                         expires_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(sha256_hex(token.as_bytes()))
+                    .bind(&grant_id)
+                    .bind(now)
+                    .bind(now + ttl)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query("storing a refresh token"))?;
+                    Some(token)
+                } else {
+                    None
+                };
+                Ok(Written {
+                    value: Spent::Now(next),
+                    audit: vec![AuditEvent::new(actor, action, "grant", &grant_id)],
+                })
+            })
+        })
         .await
-        .map_err(query("revoking a grant"))?;
-    audit::append(
-        tx,
-        idp.ctx().clock.as_ref(),
-        &AuditEvent::new("service:idp", action, "grant", grant_id)
-            .outcome(eid_core::Outcome::Denied)
-            .details(json!({ "reason": why })),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<Value, OAuthError> {
@@ -324,35 +408,29 @@ async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<V
         .get("redirect_uri")
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
     let now = ctx.clock.now().unix_timestamp();
-    let mut tx = ctx.db.begin_write().await.map_err(IdpError::from)?;
+    let code_hash = sha256_hex(code.as_bytes());
     let sql = format!(
         "SELECT {GRANT_COLUMNS}, c.redirect_uri, c.code_challenge, c.nonce, c.expires_at AS \
          code_expires, c.used_at FROM idp_code c JOIN idp_grant g ON g.grant_id = c.grant_id \
          WHERE c.code_sha256 = $1"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sha256_hex(code.as_bytes()))
-        .fetch_optional(&mut *tx)
+        .bind(&code_hash)
+        .fetch_optional(ctx.db.pool())
         .await
         .map_err(query("finding a code"))?
         .ok_or_else(|| OAuthError::invalid_grant("unknown authorization code"))?;
     let grant = grant_from_row(&row)?;
     let read = |e| query("reading a code")(e);
     let used_at: Option<i64> = row.try_get("used_at").map_err(read)?;
-    if used_at.is_some() {
-        // RFC 6749 4.1.2: a second use revokes what the first one issued.
-        revoke_grant(
-            &mut tx,
-            idp,
-            &grant.grant_id,
-            "idp.code.reuse",
-            "code used twice",
-        )
-        .await?;
-        tx.commit().await.map_err(query("revoking a grant"))?;
-        return Err(OAuthError::invalid_grant(
+    let reused = || {
+        OAuthError::invalid_grant(
             "the authorization code was already used; the tokens issued with it are revoked",
-        ));
+        )
+    };
+    if used_at.is_some() {
+        spend(idp, client, Credential::Code, code_hash, grant.grant_id).await?;
+        return Err(reused());
     }
     let expires: i64 = row.try_get("code_expires").map_err(read)?;
     if expires <= now {
@@ -390,53 +468,18 @@ async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<V
         return Err(OAuthError::invalid_grant("the grant has been revoked"));
     }
     let nonce: Option<String> = row.try_get("nonce").map_err(read)?;
-    sqlx::query("UPDATE idp_code SET used_at = $1 WHERE code_sha256 = $2")
-        .bind(now)
-        .bind(sha256_hex(code.as_bytes()))
-        .execute(&mut *tx)
-        .await
-        .map_err(query("using a code"))?;
-    let refresh = if client.allows_grant("refresh_token") {
-        Some(new_refresh_token(&mut tx, idp, &grant.grant_id, now).await?)
-    } else {
-        None
-    };
-    audit::append(
-        &mut tx,
-        ctx.clock.as_ref(),
-        &AuditEvent::new(
-            format!("client:{}", client.client_id),
-            "idp.token.code",
-            "grant",
-            &grant.grant_id,
-        ),
+    let spent = spend(
+        idp,
+        client,
+        Credential::Code,
+        code_hash,
+        grant.grant_id.clone(),
     )
-    .await
-    .map_err(IdpError::from)?;
-    tx.commit().await.map_err(query("using a code"))?;
-    respond(idp, client, &grant, nonce.as_deref(), refresh, true).await
-}
-
-async fn new_refresh_token(
-    tx: &mut sqlx::AnyConnection,
-    idp: &Idp,
-    grant_id: &str,
-    now: i64,
-) -> Result<String, IdpError> {
-    let token = random_token();
-    let ttl = i64::try_from(idp.ctx().config.idp.refresh_token_ttl_secs).unwrap_or(i64::MAX / 2);
-    sqlx::query(
-        "INSERT INTO idp_refresh_token (token_sha256, grant_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(sha256_hex(token.as_bytes()))
-    .bind(grant_id)
-    .bind(now)
-    .bind(now + ttl)
-    .execute(&mut *tx)
-    .await
-    .map_err(query("storing a refresh token"))?;
-    Ok(token)
+    .await?;
+    match spent {
+        Spent::Now(refresh) => respond(idp, client, &grant, nonce.as_deref(), refresh, true).await,
+        Spent::Reused => Err(reused()),
+    }
 }
 
 async fn refresh_grant(
@@ -449,14 +492,14 @@ async fn refresh_grant(
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let now = ctx.clock.now().unix_timestamp();
-    let mut tx = ctx.db.begin_write().await.map_err(IdpError::from)?;
+    let token_hash = sha256_hex(token.as_bytes());
     let sql = format!(
         "SELECT {GRANT_COLUMNS}, r.expires_at AS token_expires, r.used_at FROM idp_refresh_token r \
          JOIN idp_grant g ON g.grant_id = r.grant_id WHERE r.token_sha256 = $1"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sha256_hex(token.as_bytes()))
-        .fetch_optional(&mut *tx)
+        .bind(&token_hash)
+        .fetch_optional(ctx.db.pool())
         .await
         .map_err(query("finding a refresh token"))?
         .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
@@ -467,21 +510,16 @@ async fn refresh_grant(
             "the refresh token was issued to another client",
         ));
     }
+    let reused = || {
+        OAuthError::invalid_grant(
+            "the refresh token was already used; every token of this grant is revoked",
+        )
+    };
     let used_at: Option<i64> = row.try_get("used_at").map_err(read)?;
     if used_at.is_some() {
         // A rotated-out token coming back means two parties hold it: revoke the family.
-        revoke_grant(
-            &mut tx,
-            idp,
-            &grant.grant_id,
-            "idp.refresh.reuse",
-            "refresh token used twice",
-        )
-        .await?;
-        tx.commit().await.map_err(query("revoking a grant"))?;
-        return Err(OAuthError::invalid_grant(
-            "the refresh token was already used; every token of this grant is revoked",
-        ));
+        spend(idp, client, Credential::Refresh, token_hash, grant.grant_id).await?;
+        return Err(reused());
     }
     if grant.revoked {
         return Err(OAuthError::invalid_grant("the grant has been revoked"));
@@ -503,37 +541,21 @@ async fn refresh_grant(
         }
         grant.scopes = asked;
     }
-    sqlx::query("UPDATE idp_refresh_token SET used_at = $1 WHERE token_sha256 = $2")
-        .bind(now)
-        .bind(sha256_hex(token.as_bytes()))
-        .execute(&mut *tx)
-        .await
-        .map_err(query("rotating a refresh token"))?;
-    let next = new_refresh_token(&mut tx, idp, &grant.grant_id, now).await?;
-    audit::append(
-        &mut tx,
-        ctx.clock.as_ref(),
-        &AuditEvent::new(
-            format!("client:{}", client.client_id),
-            "idp.token.refresh",
-            "grant",
-            &grant.grant_id,
-        ),
-    )
-    .await
-    .map_err(IdpError::from)?;
-    tx.commit()
-        .await
-        .map_err(query("rotating a refresh token"))?;
-    respond(
+    let spent = spend(
         idp,
         client,
-        &grant,
-        None,
-        Some(next),
-        grant.scopes.iter().any(|s| s == "openid"),
+        Credential::Refresh,
+        token_hash,
+        grant.grant_id.clone(),
     )
-    .await
+    .await?;
+    match spent {
+        Spent::Now(next) => {
+            let openid = grant.scopes.iter().any(|s| s == "openid");
+            respond(idp, client, &grant, None, next, openid).await
+        }
+        Spent::Reused => Err(reused()),
+    }
 }
 
 async fn client_credentials(
