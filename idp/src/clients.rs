@@ -508,3 +508,41 @@ pub async fn rotate_secret(
         .map_err(query("rotating a client secret"))?;
     Ok(secret)
 }
+
+/// Makes sure one of the provider's own clients exists (the self-service pages), with
+/// no secret: it never uses the token endpoint.
+pub(crate) async fn ensure_internal(
+    ctx: &ServiceContext,
+    client_id: &str,
+    name: &str,
+    redirect_uri: &str,
+) -> Result<(), IdpError> {
+    let metadata = ClientMetadata {
+        redirect_uris: vec![redirect_uri.to_owned()],
+        post_logout_redirect_uris: Vec::new(),
+        scopes: vec!["profile".into()],
+        grant_types: vec!["authorization_code".into()],
+        auth_method: AuthMethod::ClientSecretBasic,
+        jwks_uri: None,
+        jwks: None,
+        subject_type: SubjectType::Public,
+        sector: "eid-internal".into(),
+        min_level: Level::Low,
+        require_par: false,
+        require_dpop: false,
+        backchannel_logout_uri: None,
+    };
+    let metadata = serde_json::to_string(&metadata).map_err(|e| IdpError::stored("client", e))?;
+    sqlx::query(
+        "INSERT INTO idp_client (client_id, name, metadata, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (client_id) DO UPDATE SET metadata = excluded.metadata",
+    )
+    .bind(client_id)
+    .bind(name)
+    .bind(metadata)
+    .bind(ctx.clock.now().unix_timestamp())
+    .execute(ctx.db.pool())
+    .await
+    .map_err(query("registering the provider's own client"))?;
+    Ok(())
+}

@@ -675,3 +675,80 @@ pub async fn end_session(
     tx.commit().await.map_err(query("ending a session"))?;
     Ok(clients)
 }
+
+/// The consents a citizen has given: (client id, client name, scopes).
+pub async fn consents(
+    ctx: &ServiceContext,
+    citizen_id: &str,
+) -> Result<Vec<(String, String, Vec<String>)>, IdpError> {
+    let rows = sqlx::query(
+        "SELECT c.client_id, k.name, c.scopes FROM idp_consent c \
+         JOIN idp_client k ON k.client_id = c.client_id \
+         WHERE c.citizen_id = $1 AND c.revoked_at IS NULL AND k.removed_at IS NULL \
+         ORDER BY k.name, c.client_id",
+    )
+    .bind(citizen_id)
+    .fetch_all(ctx.db.pool())
+    .await
+    .map_err(query("listing consents"))?;
+    rows.iter()
+        .map(|row| {
+            let read = |e| query("reading a consent")(e);
+            let scopes: String = row.try_get("scopes").map_err(read)?;
+            Ok((
+                row.try_get("client_id").map_err(read)?,
+                row.try_get("name").map_err(read)?,
+                serde_json::from_str(&scopes).map_err(|e| IdpError::stored("consent", e))?,
+            ))
+        })
+        .collect()
+}
+
+/// Withdraws a consent: the client must ask again, and its grants for this citizen
+/// (refresh tokens, access tokens) stop working.
+pub async fn withdraw_consent(
+    ctx: &ServiceContext,
+    citizen_id: &str,
+    client_id: &str,
+) -> Result<bool, IdpError> {
+    let now = ctx.clock.now().unix_timestamp();
+    let mut tx = ctx.db.begin_write().await?;
+    let withdrawn = sqlx::query(
+        "UPDATE idp_consent SET revoked_at = $1 WHERE citizen_id = $2 AND client_id = $3 \
+         AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(citizen_id)
+    .bind(client_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(query("withdrawing a consent"))?
+    .rows_affected();
+    let grants = sqlx::query(
+        "UPDATE idp_grant SET revoked_at = $1 WHERE citizen_id = $2 AND client_id = $3 \
+         AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(citizen_id)
+    .bind(client_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(query("revoking a client's grants"))?
+    .rows_affected();
+    if withdrawn > 0 {
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                format!("citizen:{citizen_id}"),
+                "idp.consent.withdraw",
+                "client",
+                client_id,
+            )
+            .details(serde_json::json!({ "grants_revoked": grants })),
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(query("withdrawing a consent"))?;
+    Ok(withdrawn > 0)
+}

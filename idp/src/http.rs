@@ -48,6 +48,15 @@ pub(crate) fn routes(idp: &Idp) -> Router {
         .route("/login/{id}/done", get(login_done))
         .route("/consent/{id}", get(consent_page).post(consent_post))
         .route("/logout", get(logout_get).post(logout_post))
+        .route("/login/{id}/passkey/start", post(passkey_login_start))
+        .route("/login/{id}/passkey/finish", post(passkey_login_finish))
+        .route("/account", get(account_page))
+        .route("/account/login", get(account_login))
+        .route("/account/passkeys/start", post(passkey_add_start))
+        .route("/account/passkeys/finish", post(passkey_add_finish))
+        .route("/account/passkeys/remove", post(passkey_remove))
+        .route("/account/consents/withdraw", post(consent_withdraw))
+        .route("/static/passkey.js", get(passkey_script))
         .with_state(idp.clone())
 }
 
@@ -98,8 +107,8 @@ fn html(status: StatusCode, body: String) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; \
-             frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; \
+             style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -373,6 +382,9 @@ async fn consent_needed(
     session: &Session,
     request: &AuthorizationRequest,
 ) -> Result<bool, IdpError> {
+    if request.client_id == crate::ACCOUNT_CLIENT {
+        return Ok(false);
+    }
     if request.prompt.consent {
         return Ok(true);
     }
@@ -441,13 +453,7 @@ async fn proceed(
                 .await?;
                 see_other(&format!("{issuer}/consent/{id}"))
             } else {
-                let code = flow::issue_code(idp.ctx(), request, &session).await?;
-                see_other(&authorize::response_url(
-                    &request.redirect_uri,
-                    issuer,
-                    request.state.as_deref(),
-                    Ok(&code),
-                ))
+                see_other(&complete(idp, request, &session).await?)
             }
         }
     };
@@ -488,6 +494,11 @@ async fn login_page(
     };
     let lang = lang_of(&headers, interaction.request.ui_locales.as_deref());
     let config = &idp.ctx().config.idp;
+    let passkey_start = format!("/login/{id}/passkey/start");
+    let passkey_finish = format!("/login/{id}/passkey/finish");
+    let passkey = (idp.webauthn().is_some()
+        && interaction.request.required_level <= Level::Substantial)
+        .then_some((passkey_start.as_str(), passkey_finish.as_str()));
     let cancel = authorize::response_url(
         &interaction.request.redirect_uri,
         &config.issuer,
@@ -504,6 +515,7 @@ async fn login_page(
             interaction.request.required_level.name(),
             &format!("{}/card-login/{id}", config.card_url),
             &cancel,
+            passkey,
         ),
     )
 }
@@ -557,33 +569,47 @@ async fn login_done(
     };
     let mut response =
         match after_login(&idp, &interaction.id, &interaction.request, &session).await {
-            Ok(r) => r,
+            Ok(location) => see_other(&location),
             Err(e) => return internal(&headers, &e),
         };
     set_cookie(&mut response, &idp, SESSION_COOKIE, &session_cookie, None);
     response
 }
 
+/// Where the browser goes once the citizen has logged in for an interaction.
 async fn after_login(
     idp: &Idp,
     id: &str,
     request: &AuthorizationRequest,
     session: &Session,
-) -> Result<Response, IdpError> {
+) -> Result<String, IdpError> {
     let issuer = &idp.ctx().config.idp.issuer;
     if consent_needed(idp, session, request).await? {
-        return Ok(see_other(&format!("{issuer}/consent/{id}")));
+        return Ok(format!("{issuer}/consent/{id}"));
     }
     if !flow::finish_interaction(idp.ctx(), id, "consent", "done").await? {
         return Err(IdpError::NotFound("interaction already finished".into()));
     }
+    complete(idp, request, session).await
+}
+
+/// The end of a successful authorization: the code back to the client, or, for the
+/// provider's own self-service pages, straight back to them (they use the session).
+async fn complete(
+    idp: &Idp,
+    request: &AuthorizationRequest,
+    session: &Session,
+) -> Result<String, IdpError> {
+    if request.client_id == crate::ACCOUNT_CLIENT {
+        return Ok(request.redirect_uri.clone());
+    }
     let code = flow::issue_code(idp.ctx(), request, session).await?;
-    Ok(see_other(&authorize::response_url(
+    Ok(authorize::response_url(
         &request.redirect_uri,
-        issuer,
+        &idp.ctx().config.idp.issuer,
         request.state.as_deref(),
         Ok(&code),
-    )))
+    ))
 }
 
 /// The interaction and session a consent page or form belongs to: both must be this
@@ -1308,5 +1334,433 @@ async fn serve_card_connection(
         .await
     {
         tracing::debug!(%peer, %error, "card listener connection ended with an error");
+    }
+}
+
+// ---- Passkeys and the self-service pages -----------------------------------------------
+
+fn json_error(status: StatusCode, code: &'static str, description: &str) -> Response {
+    no_store(
+        (
+            status,
+            Json(json!({ "error": code, "error_description": description })),
+        )
+            .into_response(),
+    )
+}
+
+fn passkey_error(headers: &HeaderMap, error: crate::passkeys::PasskeyError) -> Response {
+    use crate::passkeys::PasskeyError;
+    match error {
+        PasskeyError::Internal(e) => {
+            let _ = internal(headers, &e);
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the login service could not complete the request",
+            )
+        }
+        PasskeyError::Unavailable => {
+            json_error(StatusCode::NOT_FOUND, "unavailable", &error.to_string())
+        }
+        other => json_error(
+            StatusCode::BAD_REQUEST,
+            "passkey_refused",
+            &other.to_string(),
+        ),
+    }
+}
+
+async fn passkey_script() -> Response {
+    let mut response = (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../static/passkey.js"),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The session behind the request's cookie, with the cookie.
+async fn current_session(
+    idp: &Idp,
+    headers: &HeaderMap,
+) -> Result<Option<(Session, String)>, IdpError> {
+    let Some(cookie_value) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    Ok(flow::session(idp.ctx(), &cookie_value)
+        .await?
+        .map(|session| (session, cookie_value)))
+}
+
+async fn account_login(State(idp): State<Idp>, headers: HeaderMap) -> Response {
+    let issuer = &idp.ctx().config.idp.issuer;
+    let request = AuthorizationRequest {
+        client_id: crate::ACCOUNT_CLIENT.to_owned(),
+        redirect_uri: format!("{issuer}/account"),
+        scopes: vec!["openid".into()],
+        state: None,
+        nonce: None,
+        code_challenge: None,
+        prompt: authorize::Prompt::default(),
+        max_age: None,
+        required_level: Level::High,
+        id_token_claims: Vec::new(),
+        userinfo_claims: Vec::new(),
+        dpop_jkt: None,
+        ui_locales: None,
+    };
+    match proceed(&idp, &headers, &request).await {
+        Ok(response) => response,
+        Err(e) => internal(&headers, &e),
+    }
+}
+
+async fn account_page(State(idp): State<Idp>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers, None);
+    let (session, session_cookie) = match current_session(&idp, &headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return html(StatusCode::OK, pages::account_login(lang)),
+        Err(e) => return internal(&headers, &e),
+    };
+    let result = async {
+        let citizen = flow::citizen(idp.ctx(), &session.citizen_id)
+            .await?
+            .ok_or_else(|| IdpError::NotFound("citizen".into()))?;
+        let passkeys = crate::passkeys::list(&idp, &session.citizen_id).await?;
+        let consents = flow::consents(idp.ctx(), &session.citizen_id).await?;
+        Ok::<_, IdpError>((citizen, passkeys, consents))
+    }
+    .await;
+    let (citizen, passkeys, consents) = match result {
+        Ok(found) => found,
+        Err(e) => return internal(&headers, &e),
+    };
+    let date = |at: i64| {
+        time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::macros::format_description!("[year]-[month]-[day]"))
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let csrf = csrf_token(&session_cookie, "account");
+    let name = format!("{} {}", citizen.given_name, citizen.family_name);
+    let page = pages::Account {
+        name: &name,
+        national_id: &citizen.national_id,
+        level: session.authentication.level.name(),
+        high: session.authentication.level == Level::High,
+        passkeys: passkeys
+            .into_iter()
+            .map(|p| (p.credential_id, p.name, date(p.created_at)))
+            .collect(),
+        consents: consents
+            .into_iter()
+            .map(|(id, name, scopes)| (id, name, scopes.join(", ")))
+            .collect(),
+        csrf: &csrf,
+        passkeys_available: idp.webauthn().is_some(),
+    };
+    html(StatusCode::OK, pages::account(lang, &page))
+}
+
+/// The session of a JSON call from the account page, checked against its CSRF header.
+async fn account_call(idp: &Idp, headers: &HeaderMap) -> Result<Session, Response> {
+    let (session, session_cookie) = match current_session(idp, headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                "login_required",
+                "you are not logged in",
+            ));
+        }
+        Err(e) => return Err(internal(headers, &e)),
+    };
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    if sent != Some(csrf_token(&session_cookie, "account").as_str()) {
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "the request did not come from the account page",
+        ));
+    }
+    Ok(session)
+}
+
+fn needs_high() -> Response {
+    json_error(
+        StatusCode::FORBIDDEN,
+        "insufficient_user_authentication",
+        "a passkey can be added only after logging in with the ID card (level high)",
+    )
+}
+
+async fn passkey_add_start(State(idp): State<Idp>, headers: HeaderMap) -> Response {
+    let session = match account_call(&idp, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    if session.authentication.level < Level::High {
+        return needs_high();
+    }
+    let name = match flow::citizen(idp.ctx(), &session.citizen_id).await {
+        Ok(Some(c)) => format!("{} {}", c.given_name, c.family_name),
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, "not_found", "no such citizen"),
+        Err(e) => return internal(&headers, &e),
+    };
+    match crate::passkeys::start_registration(&idp, &session.citizen_id, &name).await {
+        Ok((ceremony, options)) => {
+            no_store(Json(json!({ "ceremony": ceremony, "options": options })).into_response())
+        }
+        Err(e) => passkey_error(&headers, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AddPasskey {
+    ceremony: String,
+    #[serde(default)]
+    name: String,
+    credential: webauthn_rs::prelude::RegisterPublicKeyCredential,
+}
+
+async fn passkey_add_finish(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    body: Result<Json<AddPasskey>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let session = match account_call(&idp, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let Ok(Json(body)) = body else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed passkey response",
+        );
+    };
+    if session.authentication.level < Level::High {
+        return needs_high();
+    }
+    match crate::passkeys::finish_registration(
+        &idp,
+        &session.citizen_id,
+        &body.ceremony,
+        &body.credential,
+        &body.name,
+    )
+    .await
+    {
+        Ok(id) => no_store(Json(json!({ "credential_id": id })).into_response()),
+        Err(e) => passkey_error(&headers, e),
+    }
+}
+
+/// The session of a form on the account page, checked against its CSRF field.
+async fn account_form(
+    idp: &Idp,
+    headers: &HeaderMap,
+    params: &Parameters,
+) -> Result<Session, Response> {
+    let (session, session_cookie) = match current_session(idp, headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(see_other("/account")),
+        Err(e) => return Err(internal(headers, &e)),
+    };
+    if params.get("csrf") != Some(csrf_token(&session_cookie, "account").as_str()) {
+        return Err(error_page(
+            headers,
+            StatusCode::FORBIDDEN,
+            "The form did not come from your account page (CSRF check failed).",
+        ));
+    }
+    Ok(session)
+}
+
+async fn passkey_remove(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    form: Result<Form<Pairs>, FormRejection>,
+) -> Response {
+    let params = match form_params(form) {
+        Ok(p) => p,
+        Err(e) => return error_page(&headers, StatusCode::BAD_REQUEST, &e.description),
+    };
+    let session = match account_form(&idp, &headers, &params).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let id = params.get("credential_id").unwrap_or("");
+    match crate::passkeys::remove(&idp, &session.citizen_id, id).await {
+        Ok(_) => see_other("/account"),
+        Err(e) => internal(&headers, &e),
+    }
+}
+
+async fn consent_withdraw(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    form: Result<Form<Pairs>, FormRejection>,
+) -> Response {
+    let params = match form_params(form) {
+        Ok(p) => p,
+        Err(e) => return error_page(&headers, StatusCode::BAD_REQUEST, &e.description),
+    };
+    let session = match account_form(&idp, &headers, &params).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let client_id = params.get("client_id").unwrap_or("");
+    match flow::withdraw_consent(idp.ctx(), &session.citizen_id, client_id).await {
+        Ok(_) => see_other("/account"),
+        Err(e) => internal(&headers, &e),
+    }
+}
+
+/// The interaction a passkey login call belongs to: waiting for a login, in this browser.
+async fn login_interaction(
+    idp: &Idp,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(flow::Interaction, String), Response> {
+    let Some(browser) = cookie(headers, BROWSER_COOKIE) else {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "this browser did not start the login",
+        ));
+    };
+    match flow::interaction(idp.ctx(), id).await {
+        Ok(Some(i)) if i.state == "login" && i.browser_sha256 == sha256_hex(browser.as_bytes()) => {
+            Ok((i, browser))
+        }
+        Ok(_) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "this login has expired or is already finished",
+        )),
+        Err(e) => Err(internal(headers, &e)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PasskeyLoginStart {
+    national_id: String,
+}
+
+async fn passkey_login_start(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<PasskeyLoginStart>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let (interaction, _) = match login_interaction(&idp, &headers, &id).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let Ok(Json(body)) = body else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "national_id is required",
+        );
+    };
+    if interaction.request.required_level > Level::Substantial {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "insufficient_user_authentication",
+            "this service asks for level high: log in with the ID card",
+        );
+    }
+    match crate::passkeys::start_login(&idp, &id, &body.national_id).await {
+        Ok((ceremony, options)) => {
+            no_store(Json(json!({ "ceremony": ceremony, "options": options })).into_response())
+        }
+        Err(e) => passkey_error(&headers, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PasskeyLoginFinish {
+    ceremony: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+}
+
+async fn passkey_login_finish(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<PasskeyLoginFinish>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let (interaction, browser) = match login_interaction(&idp, &headers, &id).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let Ok(Json(body)) = body else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed passkey response",
+        );
+    };
+    let citizen_id =
+        match crate::passkeys::finish_login(&idp, &id, &body.ceremony, &body.credential).await {
+            Ok(citizen_id) => citizen_id,
+            Err(e) => return passkey_error(&headers, e),
+        };
+    let ctx = idp.ctx();
+    let authentication = Authentication {
+        level: Level::Substantial,
+        // Possession of a hardware-bound key, with user verification on the device.
+        amr: vec!["hwk".into(), "mfa".into(), "user".into()],
+        auth_time: ctx.clock.now().unix_timestamp(),
+        method: "passkey".into(),
+    };
+    let result = async {
+        let Some(handoff) = flow::record_login(ctx, &id, &citizen_id, &authentication).await?
+        else {
+            return Ok(None);
+        };
+        if !flow::take_handoff(ctx, &id, &browser, &handoff).await? {
+            return Ok(None);
+        }
+        let previous = cookie(&headers, SESSION_COOKIE);
+        let (session, session_cookie) =
+            flow::start_session(ctx, &citizen_id, &authentication, previous.as_deref()).await?;
+        let location = after_login(&idp, &id, &interaction.request, &session).await?;
+        Ok::<_, IdpError>(Some((location, session_cookie)))
+    }
+    .await;
+    match result {
+        Ok(Some((location, session_cookie))) => {
+            let mut response = no_store(Json(json!({ "location": location })).into_response());
+            set_cookie(&mut response, &idp, SESSION_COOKIE, &session_cookie, None);
+            response
+        }
+        Ok(None) => json_error(
+            StatusCode::CONFLICT,
+            "invalid_request",
+            "this login is already finished",
+        ),
+        Err(e) => {
+            let _ = internal(&headers, &e);
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the login service could not complete the request",
+            )
+        }
     }
 }

@@ -13,6 +13,7 @@ mod http;
 pub mod jose;
 pub mod keys;
 mod pages;
+pub mod passkeys;
 pub mod tokens;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -115,7 +116,11 @@ struct Inner {
     card_tls: Arc<rustls::ServerConfig>,
     status: card::StatusChecker,
     client_keys: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Vec<jose::Jwk>)>>,
+    webauthn: Option<webauthn_rs::Webauthn>,
 }
+
+/// The client id of the provider's own self-service pages.
+pub(crate) const ACCOUNT_CLIENT: &str = "eid-account";
 
 impl Idp {
     /// Opens the provider: loads (or creates) its signing keys and pairwise salt, and
@@ -134,8 +139,24 @@ impl Idp {
             http.clone(),
             Duration::from_secs(ctx.config.idp.ocsp_cache_secs),
         )?;
+        let issuer = &ctx.config.idp.issuer;
+        clients::ensure_internal(
+            ctx,
+            ACCOUNT_CLIENT,
+            "eID account",
+            &format!("{issuer}/account"),
+        )
+        .await?;
+        let webauthn = passkeys::relying_party(issuer, &ctx.config.ca.organization);
+        if webauthn.is_none() {
+            tracing::info!(
+                %issuer,
+                "passkeys are off: WebAuthn needs the issuer to have a host name, not an IP address"
+            );
+        }
         Ok(Self {
             inner: Arc::new(Inner {
+                webauthn,
                 ctx: ctx.clone(),
                 keys,
                 salt,
@@ -155,6 +176,10 @@ impl Idp {
     /// The token-signing keys.
     pub fn keys(&self) -> &keys::TokenKeys {
         &self.inner.keys
+    }
+
+    pub(crate) fn webauthn(&self) -> Option<&webauthn_rs::Webauthn> {
+        self.inner.webauthn.as_ref()
     }
 
     pub(crate) fn salt(&self) -> &[u8] {

@@ -101,6 +101,48 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
         (Lang::Es, "logout.button") => "Cerrar sesión",
         (Lang::En, "logout.done") => "You are logged out.",
         (Lang::Es, "logout.done") => "Ha cerrado la sesión.",
+        (Lang::En, "login.passkey") => "Log in with a passkey",
+        (Lang::Es, "login.passkey") => "Iniciar sesión con una llave de acceso",
+        (Lang::En, "login.passkey.id") => "Your national identity number",
+        (Lang::Es, "login.passkey.id") => "Su número de identidad nacional",
+        (Lang::En, "login.passkey.help") => {
+            "A passkey reaches level substantial. Services that ask for level high need your ID card."
+        }
+        (Lang::Es, "login.passkey.help") => {
+            "Una llave de acceso alcanza el nivel sustancial. Los servicios de nivel alto requieren su cédula."
+        }
+        (Lang::En, "account.title") => "Your eID account",
+        (Lang::Es, "account.title") => "Su cuenta eID",
+        (Lang::En, "account.login") => "Log in with your ID card to see your account",
+        (Lang::Es, "account.login") => "Inicie sesión con su cédula para ver su cuenta",
+        (Lang::En, "account.identity") => "Identity",
+        (Lang::Es, "account.identity") => "Identidad",
+        (Lang::En, "account.level") => "This session's assurance level",
+        (Lang::Es, "account.level") => "Nivel de garantía de esta sesión",
+        (Lang::En, "account.passkeys") => "Passkeys",
+        (Lang::Es, "account.passkeys") => "Llaves de acceso",
+        (Lang::En, "account.passkeys.none") => "You have no passkeys.",
+        (Lang::Es, "account.passkeys.none") => "No tiene llaves de acceso.",
+        (Lang::En, "account.passkeys.add") => "Add a passkey",
+        (Lang::Es, "account.passkeys.add") => "Añadir una llave de acceso",
+        (Lang::En, "account.passkeys.name") => "Name for the new passkey",
+        (Lang::Es, "account.passkeys.name") => "Nombre de la nueva llave de acceso",
+        (Lang::En, "account.passkeys.high") => {
+            "To add a passkey, log in with your ID card (level high)."
+        }
+        (Lang::Es, "account.passkeys.high") => {
+            "Para añadir una llave de acceso, inicie sesión con su cédula (nivel alto)."
+        }
+        (Lang::En, "account.remove") => "Remove",
+        (Lang::Es, "account.remove") => "Eliminar",
+        (Lang::En, "account.consents") => "Services you share details with",
+        (Lang::Es, "account.consents") => "Servicios con los que comparte datos",
+        (Lang::En, "account.consents.none") => {
+            "You have not allowed any service to see your details."
+        }
+        (Lang::Es, "account.consents.none") => "No ha permitido a ningún servicio ver sus datos.",
+        (Lang::En, "account.withdraw") => "Withdraw",
+        (Lang::Es, "account.withdraw") => "Retirar",
         (Lang::En, _) | (Lang::Es, _) => "",
     }
 }
@@ -140,22 +182,42 @@ pub(crate) fn page(lang: Lang, title: &str, body: &str) -> String {
     )
 }
 
-/// The login page: the methods that reach the level asked for.
+/// The login page: the methods that reach the level asked for. `passkey` carries the
+/// passkey endpoints (start, finish) when a passkey is good enough.
 pub(crate) fn login(
     lang: Lang,
     client_name: &str,
     level: &str,
     card_url: &str,
     cancel_url: &str,
+    passkey: Option<(&str, &str)>,
 ) -> String {
     let t = |k| text(lang, k);
+    let passkey = passkey
+        .map(|(start, finish)| {
+            format!(
+                "<h2>{}</h2><form id=\"passkey-form\" data-start=\"{}\" data-finish=\"{}\">\
+                 <p><label for=\"national-id\">{}</label><br><input id=\"national-id\" \
+                 name=\"national_id\" inputmode=\"numeric\" autocomplete=\"username webauthn\" \
+                 required></p><p><button type=\"submit\" id=\"passkey\">{}</button></p>\
+                 <p class=\"note\">{}</p><p class=\"error\" role=\"alert\" id=\"passkey-error\" \
+                 hidden></p></form><script src=\"/static/passkey.js\"></script>",
+                escape(t("login.passkey")),
+                escape(start),
+                escape(finish),
+                escape(t("login.passkey.id")),
+                escape(t("login.passkey")),
+                escape(t("login.passkey.help")),
+            )
+        })
+        .unwrap_or_default();
     page(
         lang,
         t("login.title"),
         &format!(
             "<h1>{}</h1><p><strong>{}</strong> {}</p><p class=\"note\">{} <strong>{}</strong>.</p>\
              <p><a class=\"button\" id=\"idcard\" href=\"{}\">{}</a></p><p class=\"note\">{}</p>\
-             <p><a class=\"button secondary\" id=\"cancel\" href=\"{}\">{}</a></p>",
+             {passkey}<p><a class=\"button secondary\" id=\"cancel\" href=\"{}\">{}</a></p>",
             escape(t("login.title")),
             escape(client_name),
             escape(t("login.intro")),
@@ -224,6 +286,136 @@ pub(crate) fn error(lang: Lang, message: &str) -> String {
             escape(t("error.title")),
             escape(message),
             escape(t("error.back")),
+        ),
+    )
+}
+
+/// What the self-service page shows.
+pub(crate) struct Account<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) national_id: &'a str,
+    pub(crate) level: &'a str,
+    pub(crate) high: bool,
+    /// (credential id, name, added) of each passkey.
+    pub(crate) passkeys: Vec<(String, String, String)>,
+    /// (client id, client name, scopes) of each consent.
+    pub(crate) consents: Vec<(String, String, String)>,
+    pub(crate) csrf: &'a str,
+    pub(crate) passkeys_available: bool,
+}
+
+fn inline_form(action: &str, csrf: &str, field: &str, value: &str, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{}\" style=\"display:inline\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"{}\" \
+         value=\"{}\"><button type=\"submit\" class=\"secondary\">{}</button></form>",
+        escape(action),
+        escape(csrf),
+        escape(field),
+        escape(value),
+        escape(label)
+    )
+}
+
+/// The self-service page of a logged-in citizen.
+pub(crate) fn account(lang: Lang, account: &Account<'_>) -> String {
+    let t = |k| text(lang, k);
+    let passkeys = if account.passkeys.is_empty() {
+        format!(
+            "<p id=\"no-passkeys\">{}</p>",
+            escape(t("account.passkeys.none"))
+        )
+    } else {
+        let items: String = account
+            .passkeys
+            .iter()
+            .map(|(id, name, added)| {
+                format!(
+                    "<li class=\"passkey\">{} <span class=\"note\">({})</span> {}</li>",
+                    escape(name),
+                    escape(added),
+                    inline_form(
+                        "/account/passkeys/remove",
+                        account.csrf,
+                        "credential_id",
+                        id,
+                        t("account.remove")
+                    ),
+                )
+            })
+            .collect();
+        format!("<ul id=\"passkeys\">{items}</ul>")
+    };
+    let add = match (account.passkeys_available, account.high) {
+        (false, _) => String::new(),
+        (true, true) => format!(
+            "<p><label for=\"passkey-name\">{}</label><br><input id=\"passkey-name\" \
+             value=\"Passkey\"></p><p><button type=\"button\" id=\"add-passkey\" \
+             data-start=\"/account/passkeys/start\" data-finish=\"/account/passkeys/finish\" \
+             data-csrf=\"{}\">{}</button></p><p class=\"error\" role=\"alert\" \
+             id=\"passkey-error\" hidden></p><script src=\"/static/passkey.js\"></script>",
+            escape(t("account.passkeys.name")),
+            escape(account.csrf),
+            escape(t("account.passkeys.add")),
+        ),
+        (true, false) => format!(
+            "<p class=\"note\">{}</p>",
+            escape(t("account.passkeys.high"))
+        ),
+    };
+    let consents = if account.consents.is_empty() {
+        format!("<p>{}</p>", escape(t("account.consents.none")))
+    } else {
+        let items: String = account
+            .consents
+            .iter()
+            .map(|(id, name, scopes)| {
+                format!(
+                    "<li class=\"consent\">{} <span class=\"note\">({})</span> {}</li>",
+                    escape(name),
+                    escape(scopes),
+                    inline_form(
+                        "/account/consents/withdraw",
+                        account.csrf,
+                        "client_id",
+                        id,
+                        t("account.withdraw")
+                    ),
+                )
+            })
+            .collect();
+        format!("<ul id=\"consents\">{items}</ul>")
+    };
+    page(
+        lang,
+        t("account.title"),
+        &format!(
+            "<h1>{}</h1><h2>{}</h2><p id=\"identity\"><strong>{}</strong><br>{}</p>\
+             <p>{}: <strong id=\"level\">{}</strong></p><h2>{}</h2>{passkeys}{add}<h2>{}</h2>\
+             {consents}<p><a class=\"button secondary\" id=\"logout\" href=\"/logout\">{}</a></p>",
+            escape(t("account.title")),
+            escape(t("account.identity")),
+            escape(account.name),
+            escape(account.national_id),
+            escape(t("account.level")),
+            escape(account.level),
+            escape(t("account.passkeys")),
+            escape(t("account.consents")),
+            escape(t("logout.button")),
+        ),
+    )
+}
+
+/// The page for a visitor of /account without a session.
+pub(crate) fn account_login(lang: Lang) -> String {
+    let t = |k| text(lang, k);
+    page(
+        lang,
+        t("account.title"),
+        &format!(
+            "<h1>{}</h1><p><a class=\"button\" id=\"account-login\" href=\"/account/login\">{}</a></p>",
+            escape(t("account.title")),
+            escape(t("account.login")),
         ),
     )
 }
