@@ -13,8 +13,9 @@ say() { printf '\n==> %s\n' "$*"; }
 # --- Debian packages ---------------------------------------------------------------
 # softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
 # postgresql: the second storage backend; openssl: the independent judge of signatures;
-# python3-venv: a private environment for pkilint.
-packages=(softhsm2 opensc postgresql openssl python3-venv)
+# python3-venv: a private environment for pkilint; curl: presents a test ID card's
+# client certificate; chromium, chromium-driver: the browser tests of the pages.
+packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

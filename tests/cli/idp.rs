@@ -627,7 +627,206 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
     server.stop().await;
 }
 
+/// Logs in at the self-service page with the ID card, with curl as the browser (a
+/// browser that can present a client certificate without a dialog); returns the session
+/// and browser cookies.
+fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, String) {
+    let jar = dir.join("jar");
+    let curl = |args: &[&str]| -> String {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl ({e}): deploy/test.sh installs it"));
+        text(&output.stdout)
+    };
+    let login = curl(&[&format!("{issuer}/account/login")]);
+    let id = login.rsplit('/').next().unwrap().to_owned();
+    assert!(login.contains("/login/"), "{login}");
+    let card_url = format!(
+        "{}/card-login/{id}",
+        login_card_url(&dir.join("login.html"), issuer, &id, &jar)
+    );
+    let root = dir.join("pki/root.pem").display().to_string();
+    let handoff = curl(&[
+        "--cacert",
+        &root,
+        "--cert",
+        &cert.display().to_string(),
+        "--key",
+        &key.display().to_string(),
+        &card_url,
+    ]);
+    assert!(handoff.contains("handoff="), "{handoff}");
+    let account = curl(&[&handoff]);
+    assert!(account.ends_with("/account"), "{account}");
+    let jar = std::fs::read_to_string(&jar).unwrap();
+    let cookie = |name: &str| {
+        jar.lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                (fields.len() == 7 && fields[5] == name).then(|| fields[6].to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name} cookie in {jar}"))
+    };
+    (cookie("eid_session"), cookie("eid_browser"))
+}
+
+/// The card listener's base URL, as the login page links it.
+fn login_card_url(page: &Path, issuer: &str, id: &str, jar: &Path) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-b"])
+        .arg(jar)
+        .arg("-o")
+        .arg(page)
+        .arg(format!("{issuer}/login/{id}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let html = std::fs::read_to_string(page).unwrap();
+    let href = html
+        .split("id=\"idcard\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no ID-card link on {html}"));
+    href.split("/card-login/").next().unwrap().to_owned()
+}
+
+async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    // WebAuthn needs a host name: the issuer is localhost, not 127.0.0.1.
+    let idp_port = addresses.idp.rsplit(':').next().unwrap().to_owned();
+    let issuer = format!("http://localhost:{idp_port}");
+    let with_issuer = |args: &[&str]| {
+        let mut command = command(&eid, &addresses, args);
+        command.env("EID_IDP_ISSUER", &issuer);
+        command
+    };
+    let output = with_issuer(&["init"]).output().await.unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    let pki = dir.join("pki");
+    run(
+        &eid,
+        &addresses,
+        &["ca", "export", "--out", &pki.display().to_string()],
+    )
+    .await;
+    let (client_id, secret) = register(&eid, &addresses, &["--scope", "profile"]).await;
+    let server = {
+        let mut command = with_issuer(&["serve"]);
+        command.stdout(Stdio::piped());
+        Server::start(command, 4).await
+    };
+
+    // Level high with the ID card, then a passkey added in the browser.
+    let (session, browser_cookie) = card_session(&issuer, &dir, &cert, &key);
+    let browser = super::browser::Browser::start().await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser.goto(&format!("{issuer}/healthz")).await;
+    browser.add_cookie("eid_session", &session).await;
+    browser.add_cookie("eid_browser", &browser_cookie).await;
+    browser.goto(&format!("{issuer}/account")).await;
+    assert_eq!(browser.text("#level").await, "high");
+    assert!(browser.text("#identity").await.contains("3900101123456"));
+    assert!(browser.has("#no-passkeys").await);
+    browser.type_into("#passkey-name", "Phone").await;
+    browser.click("#add-passkey").await;
+    browser.find("li.passkey").await;
+    assert!(browser.text("#passkeys").await.contains("Phone"));
+    assert_eq!(browser.credentials(&authenticator).await.len(), 1);
+
+    // Log out everywhere.
+    browser.click("#logout").await;
+    browser.click("button#logout").await;
+    assert!(browser.text("#message").await.contains("logged out"));
+
+    // A relying party asking for substantial: the passkey logs in, in Spanish.
+    let verifier = "a-pkce-verifier-that-is-long-enough-0123456789";
+    let challenge = {
+        use base64ct::Encoding;
+        use sha2::Digest;
+        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let authorize = format!(
+        "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid%20profile&\
+         redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&state=xyz&nonce=n-1&\
+         code_challenge={challenge}&code_challenge_method=S256&ui_locales=es&\
+         acr_values=http%3A%2F%2Feidas.europa.eu%2FLoA%2Fsubstantial"
+    );
+    browser.goto(&authorize).await;
+    assert!(browser.source().await.contains("Iniciar sesión"));
+    browser.type_into("#national-id", "3900101123456").await;
+    browser.click("#passkey").await;
+    browser.wait_for_url(|url| url.contains("/consent/")).await;
+    browser.click("#allow").await;
+    let back = browser
+        .wait_for_url(|url| url.starts_with("http://127.0.0.1:9/callback"))
+        .await;
+    let query = query_of(&back);
+    assert_eq!(query["state"], "xyz");
+    assert_eq!(query["iss"], issuer);
+    let tokens: Value = http()
+        .post(format!("http://{}/token", addresses.idp))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", query["code"].as_str()),
+            ("redirect_uri", "http://127.0.0.1:9/callback"),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = tokens["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: Value = {
+        use base64ct::Encoding;
+        serde_json::from_slice(&base64ct::Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap()
+    };
+    assert_eq!(claims["acr"], "http://eidas.europa.eu/LoA/substantial");
+    assert_eq!(claims["amr"], serde_json::json!(["hwk", "mfa", "user"]));
+    assert_eq!(claims["nonce"], "n-1");
+
+    // A service asking for high gets no passkey offer: the session steps up with the card.
+    browser
+        .goto(&authorize.replace("LoA%2Fsubstantial", "LoA%2Fhigh"))
+        .await;
+    browser.find("#idcard").await;
+    assert!(!browser.has("#passkey-form").await);
+
+    // The consent is listed in self-service and can be withdrawn there.
+    browser.goto(&format!("{issuer}/account")).await;
+    assert_eq!(browser.text("#level").await, "substantial");
+    assert!(
+        browser
+            .text("#consents")
+            .await
+            .contains("Board of Inland Revenue")
+    );
+    assert!(
+        !browser.has("#add-passkey").await,
+        "a passkey session cannot add passkeys"
+    );
+    browser.click("li.consent button").await;
+    browser.find("#identity").await;
+    assert!(!browser.has("li.consent").await);
+    browser.quit().await;
+    server.stop().await;
+}
+
 on_both_backends!(
     id_card_login_is_accepted_by_an_independent_relying_party,
     protocol_errors_follow_the_specifications,
+    passkey_journey_in_a_real_browser,
 );

@@ -15,6 +15,7 @@ use tokio::{
     process::{Child, Command},
 };
 
+mod browser;
 mod ca;
 mod idp;
 
