@@ -651,7 +651,9 @@ pub async fn end_session(
             .map_err(query("ending a session"))?
             .rows_affected();
     let clients: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT client_id FROM idp_grant WHERE sid = $1 AND revoked_at IS NULL",
+        // Every client that logged the citizen in during this session, even one whose
+        // grant was revoked since: it may still hold a session of its own to end.
+        "SELECT DISTINCT client_id FROM idp_grant WHERE sid = $1",
     )
     .bind(sid)
     .fetch_all(&mut *tx)

@@ -283,6 +283,68 @@ async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: Test
     }
 }
 
+/// A relying party's own endpoints, as a test server: its JWKS (for private_key_jwt)
+/// and its back-channel logout endpoint, which records what it receives.
+struct RelyingPartyEndpoints {
+    base: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RelyingPartyEndpoints {
+    async fn start(jwks: Value) -> Self {
+        use axum::routing::{get, post};
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let app = axum::Router::new()
+            .route("/jwks", get(move || async move { axum::Json(jwks) }))
+            .route(
+                "/backchannel-logout",
+                post(move |body: String| async move {
+                    sink.lock().unwrap().push(body);
+                    axum::http::StatusCode::OK
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, received }
+    }
+}
+
+/// A compact ES256 JWS made by the test (standing in for a client's own library).
+fn es256_jws(key: &p256::ecdsa::SigningKey, kid: &str, claims: &Value) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    use p256::ecdsa::signature::Signer;
+    let header = serde_json::json!({ "alg": "ES256", "kid": kid, "typ": "JWT" });
+    let input = format!(
+        "{}.{}",
+        Base64UrlUnpadded::encode_string(header.to_string().as_bytes()),
+        Base64UrlUnpadded::encode_string(claims.to_string().as_bytes())
+    );
+    let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!(
+        "{input}.{}",
+        Base64UrlUnpadded::encode_string(&signature.to_bytes())
+    )
+}
+
+fn jwk_of(key: &p256::ecdsa::SigningKey, kid: &str) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let point = key.verifying_key().as_affine().to_sec1_point(false);
+    serde_json::json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+        "x": Base64UrlUnpadded::encode_string(point.x().unwrap()),
+        "y": Base64UrlUnpadded::encode_string(point.y().unwrap()),
+    })
+}
+
+fn payload_of(jws: &str) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let payload = jws.split('.').nth(1).unwrap();
+    serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap()
+}
+
 /// A client that follows no redirects and keeps no cookies: each answer is inspected.
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -604,6 +666,78 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
             .contains("invalid_token")
     );
 
+    // private_key_jwt (RFC 7523): a client signs its own assertion with its key, published
+    // at its JWKS URI; wrong audience, expiry and replay are each refused.
+    let client_key = {
+        use p256::elliptic_curve::Generate;
+        p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap()
+    };
+    let endpoints =
+        RelyingPartyEndpoints::start(serde_json::json!({ "keys": [jwk_of(&client_key, "k1")] }))
+            .await;
+    let (jwt_client, _) = register(
+        &eid,
+        &addresses,
+        &[
+            "--grant",
+            "client_credentials",
+            "--auth-method",
+            "private_key_jwt",
+            "--jwks-uri",
+            &format!("{}/jwks", endpoints.base),
+            "--scope",
+            "profile",
+        ],
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let assertion = |aud: &str, exp: u64, jti: &str| {
+        es256_jws(
+            &client_key,
+            "k1",
+            &serde_json::json!({
+                "iss": jwt_client, "sub": jwt_client, "aud": aud, "exp": exp, "iat": now, "jti": jti,
+            }),
+        )
+    };
+    let with_assertion = |assertion: String| {
+        http.post(format!("{issuer}/token"))
+            .form(&[
+                ("grant_type", "client_credentials".to_owned()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+                ),
+                ("client_assertion", assertion),
+            ])
+            .send()
+    };
+    let good = assertion(&format!("{issuer}/token"), now + 60, "jti-1");
+    let accepted = with_assertion(good.clone()).await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert!(accepted.json::<Value>().await.unwrap()["access_token"].is_string());
+    for (bad, why) in [
+        (good, "already used"),
+        (
+            assertion("https://elsewhere.example/token", now + 60, "jti-2"),
+            "aud",
+        ),
+        (assertion(&issuer, now - 5, "jti-3"), "expired"),
+        ("not.a.jwt".to_owned(), "malformed"),
+    ] {
+        let refused = with_assertion(bad).await.unwrap();
+        assert_eq!(refused.status(), 401, "{why}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_client", "{why}");
+        assert!(
+            body["error_description"].as_str().unwrap().contains(why),
+            "{why}: {body}"
+        );
+    }
+
     // Key rotation: the next key is published in the JWKS before it signs.
     let rotated = run(&eid, &addresses, &["idp", "rotate-keys"]).await;
     assert!(rotated.contains("published token-signing key"), "{rotated}");
@@ -717,7 +851,18 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
         &["ca", "export", "--out", &pki.display().to_string()],
     )
     .await;
-    let (client_id, secret) = register(&eid, &addresses, &["--scope", "profile"]).await;
+    let endpoints = RelyingPartyEndpoints::start(serde_json::json!({ "keys": [] })).await;
+    let (client_id, secret) = register(
+        &eid,
+        &addresses,
+        &[
+            "--scope",
+            "profile",
+            "--backchannel-logout-uri",
+            &format!("{}/backchannel-logout", endpoints.base),
+        ],
+    )
+    .await;
     let server = {
         let mut command = with_issuer(&["serve"]);
         command.stdout(Stdio::piped());
@@ -797,6 +942,7 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     assert_eq!(claims["acr"], "http://eidas.europa.eu/LoA/substantial");
     assert_eq!(claims["amr"], serde_json::json!(["hwk", "mfa", "user"]));
     assert_eq!(claims["nonce"], "n-1");
+    let sid = claims["sid"].as_str().unwrap().to_owned();
 
     // A service asking for high gets no passkey offer: the session steps up with the card.
     browser
@@ -821,6 +967,28 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     browser.click("li.consent button").await;
     browser.find("#identity").await;
     assert!(!browser.has("li.consent").await);
+
+    // Logging out tells the relying party over the back channel (OpenID Connect
+    // Back-Channel Logout 1.0): a logout token for the session it knows.
+    browser.click("#logout").await;
+    browser.click("button#logout").await;
+    browser.find("#message").await;
+    let mut token = None;
+    for _ in 0..50 {
+        if let Some(body) = endpoints.received.lock().unwrap().first() {
+            token = Some(body.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = token.expect("a back-channel logout request within 5 s");
+    let logout_token = body.strip_prefix("logout_token=").unwrap();
+    let logout = payload_of(logout_token);
+    assert_eq!(logout["sid"], sid.as_str());
+    assert_eq!(logout["aud"], client_id.as_str());
+    assert_eq!(logout["iss"], issuer.as_str());
+    assert!(logout["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+    assert!(logout.get("nonce").is_none());
     browser.quit().await;
     server.stop().await;
 }
