@@ -229,6 +229,7 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         "backchannel_logout_session_supported": true,
         "ui_locales_supported": ["en", "es"],
         "claim_types_supported": ["normal"],
+        "dpop_signing_alg_values_supported": ["ES256", "PS256"],
     });
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
@@ -800,7 +801,8 @@ async fn token(
 ) -> Response {
     let result = async {
         let params = form_params(form)?;
-        tokens::token(&idp, &params, authorization(&headers)).await
+        let proof = single_header(&headers, "dpop")?;
+        tokens::token(&idp, &params, authorization(&headers), proof).await
     }
     .await;
     match result {
@@ -856,16 +858,38 @@ async fn par(
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
+/// A header that may appear at most once.
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, OAuthError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| OAuthError::invalid_request(format!("the {name} header is not text"))),
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request(format!(
+            "the {name} header appears more than once"
+        ))),
+    }
+}
+
+/// The access token from the Authorization header, and whether its scheme is DPoP.
+fn bearer(headers: &HeaderMap) -> Result<Option<(String, bool)>, OAuthError> {
     match authorization(headers) {
         Some(value) => {
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| {
-                    OAuthError::invalid_request("use the Bearer authorization scheme")
-                })?;
-            Ok(Some(token.trim().to_owned()))
+            let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+                OAuthError::invalid_request("use the Bearer or DPoP authorization scheme")
+            })?;
+            let dpop = if scheme.eq_ignore_ascii_case("bearer") {
+                false
+            } else if scheme.eq_ignore_ascii_case("dpop") {
+                true
+            } else {
+                return Err(OAuthError::invalid_request(
+                    "use the Bearer or DPoP authorization scheme",
+                ));
+            };
+            Ok(Some((token.trim().to_owned(), dpop)))
         }
         None => Ok(None),
     }
@@ -882,9 +906,17 @@ async fn userinfo_get(
         ));
     }
     let result = async {
-        let token =
+        let (token, dpop_scheme) =
             bearer(&headers)?.ok_or_else(|| OAuthError::invalid_token("no access token"))?;
-        tokens::userinfo(&idp, &token).await
+        let url = format!("{}/userinfo", idp.ctx().config.idp.issuer);
+        let presented = tokens::Presented {
+            token: &token,
+            dpop_scheme,
+            proof: single_header(&headers, "dpop")?,
+            method: "GET",
+            url: &url,
+        };
+        tokens::userinfo(&idp, &presented).await
     }
     .await;
     match result {
@@ -910,17 +942,25 @@ async fn userinfo_post(
                 )));
             }
         };
-        let token = match (from_header, params.get("access_token")) {
+        let (token, dpop_scheme) = match (from_header, params.get("access_token")) {
             (Some(_), Some(_)) => {
                 return Err(OAuthError::invalid_request(
                     "send the access token once, in the header or the body",
                 ));
             }
-            (Some(token), None) => token,
-            (None, Some(token)) => token.to_owned(),
+            (Some(found), None) => found,
+            (None, Some(token)) => (token.to_owned(), false),
             (None, None) => return Err(OAuthError::invalid_token("no access token")),
         };
-        tokens::userinfo(&idp, &token).await
+        let url = format!("{}/userinfo", idp.ctx().config.idp.issuer);
+        let presented = tokens::Presented {
+            token: &token,
+            dpop_scheme,
+            proof: single_header(&headers, "dpop")?,
+            method: "POST",
+            url: &url,
+        };
+        tokens::userinfo(&idp, &presented).await
     }
     .await;
     match result {

@@ -7,6 +7,7 @@
 pub mod authorize;
 pub mod card;
 pub mod clients;
+mod dpop;
 mod error;
 pub mod flow;
 mod http;
@@ -117,6 +118,7 @@ struct Inner {
     status: card::StatusChecker,
     client_keys: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Vec<jose::Jwk>)>>,
     webauthn: Option<webauthn_rs::Webauthn>,
+    dpop_replays: dpop::ReplayCache,
 }
 
 /// The client id of the provider's own self-service pages.
@@ -157,6 +159,7 @@ impl Idp {
         Ok(Self {
             inner: Arc::new(Inner {
                 webauthn,
+                dpop_replays: dpop::ReplayCache::default(),
                 ctx: ctx.clone(),
                 keys,
                 salt,
@@ -180,6 +183,24 @@ impl Idp {
 
     pub(crate) fn webauthn(&self) -> Option<&webauthn_rs::Webauthn> {
         self.inner.webauthn.as_ref()
+    }
+
+    /// Checks a DPoP proof for a request to `url` of this provider.
+    pub(crate) fn dpop(
+        &self,
+        proof: &str,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<String, OAuthError> {
+        dpop::verify(
+            proof,
+            method,
+            url,
+            access_token,
+            self.ctx().clock.now().unix_timestamp(),
+            &self.inner.dpop_replays,
+        )
     }
 
     pub(crate) fn salt(&self) -> &[u8] {

@@ -213,9 +213,19 @@ pub async fn token(
     idp: &Idp,
     params: &Parameters,
     authorization: Option<&str>,
+    dpop_proof: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let endpoint = format!("{}/token", idp.ctx().config.idp.issuer);
     let client = authenticate_client(idp, params, authorization, &endpoint).await?;
+    let jkt = match dpop_proof {
+        Some(proof) => Some(idp.dpop(proof, "POST", &endpoint, None)?),
+        None if client.metadata.require_dpop => {
+            return Err(OAuthError::invalid_dpop_proof(
+                "this client's tokens must be DPoP-bound: send a DPoP proof (RFC 9449)",
+            ));
+        }
+        None => None,
+    };
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
@@ -232,10 +242,11 @@ pub async fn token(
             "this client is not registered for {grant_type}"
         )));
     }
+    let jkt = jkt.as_deref();
     match grant_type {
-        "authorization_code" => code_grant(idp, &client, params).await,
-        "refresh_token" => refresh_grant(idp, &client, params).await,
-        _ => client_credentials(idp, &client, params).await,
+        "authorization_code" => code_grant(idp, &client, params, jkt).await,
+        "refresh_token" => refresh_grant(idp, &client, params, jkt).await,
+        _ => client_credentials(idp, &client, params, jkt).await,
     }
 }
 
@@ -250,6 +261,7 @@ struct Grant {
     amr: Vec<String>,
     auth_time: Option<i64>,
     id_token_claims: Vec<String>,
+    dpop_jkt: Option<String>,
     revoked: bool,
 }
 
@@ -283,12 +295,13 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
         amr,
         auth_time: row.try_get("auth_time").map_err(read)?,
         id_token_claims,
+        dpop_jkt: row.try_get("dpop_jkt").map_err(read)?,
         revoked: revoked_at.is_some(),
     })
 }
 
 const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.citizen_id, g.sid, g.scope, g.acr, \
-                             g.amr, g.auth_time, g.claims, g.revoked_at";
+                             g.amr, g.auth_time, g.claims, g.dpop_jkt, g.revoked_at";
 
 /// What a single-use credential (code or refresh token) turned out to be when spent.
 enum Spent {
@@ -399,7 +412,12 @@ async fn spend(
         .await
 }
 
-async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<Value, OAuthError> {
+async fn code_grant(
+    idp: &Idp,
+    client: &Client,
+    params: &Parameters,
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
     let ctx = idp.ctx();
     let code = params
         .get("code")
@@ -467,6 +485,14 @@ async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<V
     if grant.revoked {
         return Err(OAuthError::invalid_grant("the grant has been revoked"));
     }
+    // RFC 9449 10: a code bound to a key at the authorization request needs that key.
+    if let Some(bound) = &grant.dpop_jkt
+        && jkt != Some(bound.as_str())
+    {
+        return Err(OAuthError::invalid_grant(
+            "the code is bound to a DPoP key (dpop_jkt); send a proof made with it",
+        ));
+    }
     let nonce: Option<String> = row.try_get("nonce").map_err(read)?;
     let spent = spend(
         idp,
@@ -477,7 +503,9 @@ async fn code_grant(idp: &Idp, client: &Client, params: &Parameters) -> Result<V
     )
     .await?;
     match spent {
-        Spent::Now(refresh) => respond(idp, client, &grant, nonce.as_deref(), refresh, true).await,
+        Spent::Now(refresh) => {
+            respond(idp, client, &grant, nonce.as_deref(), refresh, true, jkt).await
+        }
         Spent::Reused => Err(reused()),
     }
 }
@@ -486,6 +514,7 @@ async fn refresh_grant(
     idp: &Idp,
     client: &Client,
     params: &Parameters,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let ctx = idp.ctx();
     let token = params
@@ -552,7 +581,7 @@ async fn refresh_grant(
     match spent {
         Spent::Now(next) => {
             let openid = grant.scopes.iter().any(|s| s == "openid");
-            respond(idp, client, &grant, None, next, openid).await
+            respond(idp, client, &grant, None, next, openid, jkt).await
         }
         Spent::Reused => Err(reused()),
     }
@@ -562,6 +591,7 @@ async fn client_credentials(
     idp: &Idp,
     client: &Client,
     params: &Parameters,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let scopes: Vec<String> = params
         .get("scope")
@@ -593,12 +623,15 @@ async fn client_credentials(
     if !scopes.is_empty() {
         claims["scope"] = Value::from(scopes.join(" "));
     }
+    if let Some(jkt) = jkt {
+        claims["cnf"] = json!({ "jkt": jkt });
+    }
     let access_token = jose::sign(&key.signer, key.alg, &key.kid, "at+jwt", &claims)
         .await
         .map_err(IdpError::from)?;
     let mut body = json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": ttl,
     });
     if !scopes.is_empty() {
@@ -662,6 +695,7 @@ async fn respond(
     nonce: Option<&str>,
     refresh_token: Option<String>,
     with_id_token: bool,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let ctx = idp.ctx();
     let config = &ctx.config.idp;
@@ -693,12 +727,15 @@ async fn respond(
     if let Some(acr) = &acr {
         access["acr"] = acr.clone().into();
     }
+    if let Some(jkt) = jkt {
+        access["cnf"] = json!({ "jkt": jkt });
+    }
     let access_token = jose::sign(&key.signer, key.alg, &key.kid, "at+jwt", &access)
         .await
         .map_err(IdpError::from)?;
     let mut body = json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": access_ttl,
         "scope": grant.scopes.join(" "),
     });
@@ -807,9 +844,62 @@ pub async fn verify_access_token(idp: &Idp, token: &str) -> Result<AccessToken, 
     Ok(AccessToken { claims, grant_id })
 }
 
+/// How an access token was presented at a resource of this provider.
+#[derive(Debug)]
+pub struct Presented<'a> {
+    /// The token.
+    pub token: &'a str,
+    /// `Authorization: DPoP` rather than `Bearer`.
+    pub dpop_scheme: bool,
+    /// The `DPoP` header, if any.
+    pub proof: Option<&'a str>,
+    /// The request's method, which the proof must name.
+    pub method: &'a str,
+    /// The request's URL, which the proof must name.
+    pub url: &'a str,
+}
+
+/// Verifies a presented access token, and its DPoP proof when the token is bound.
+pub async fn verify_presented(
+    idp: &Idp,
+    presented: &Presented<'_>,
+) -> Result<AccessToken, OAuthError> {
+    let access = verify_access_token(idp, presented.token).await?;
+    let bound = access
+        .claims
+        .get("cnf")
+        .and_then(|cnf| cnf.get("jkt"))
+        .and_then(Value::as_str);
+    match (bound, presented.dpop_scheme, presented.proof) {
+        (None, false, _) => Ok(access),
+        (None, true, _) => Err(OAuthError::invalid_token(
+            "the access token is not DPoP-bound; present it as Bearer",
+        )),
+        (Some(_), false, _) => Err(OAuthError::invalid_token(
+            "the access token is DPoP-bound; present it with the DPoP scheme and a proof",
+        )),
+        (Some(_), true, None) => Err(OAuthError::invalid_dpop_proof("no DPoP proof")),
+        (Some(jkt), true, Some(proof)) => {
+            let proved = idp.dpop(
+                proof,
+                presented.method,
+                presented.url,
+                Some(presented.token),
+            )?;
+            if proved == jkt {
+                Ok(access)
+            } else {
+                Err(OAuthError::invalid_dpop_proof(
+                    "the proof is made with another key than the token is bound to",
+                ))
+            }
+        }
+    }
+}
+
 /// Userinfo (OpenID Connect Core 5.3): the claims of the granted scopes.
-pub async fn userinfo(idp: &Idp, token: &str) -> Result<Value, OAuthError> {
-    let access = verify_access_token(idp, token).await?;
+pub async fn userinfo(idp: &Idp, presented: &Presented<'_>) -> Result<Value, OAuthError> {
+    let access = verify_presented(idp, presented).await?;
     let Some(grant_id) = access.grant_id else {
         return Err(OAuthError::insufficient_scope(
             "a client's own access token carries no citizen",
@@ -951,6 +1041,7 @@ pub async fn introspect(idp: &Idp, _caller: &Client, token: &str) -> Result<Valu
             "jti",
             "acr",
             "auth_time",
+            "cnf",
         ] {
             if let Some(value) = access.claims.get(name) {
                 body[name] = value.clone();

@@ -231,6 +231,17 @@ async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: Test
     assert_eq!(accepted["code_reuse"]["error"], "invalid_grant");
     assert_eq!(accepted["userinfo_after_reuse"], "refused");
 
+    assert_eq!(accepted["token_type"], "bearer");
+
+    // The same with DPoP: openid-client binds the tokens to its key and proves it.
+    envs.insert("EID_DPOP", "1".to_owned());
+    let bound = relying_party(&envs);
+    assert_eq!(bound["token_type"], "dpop");
+    assert_eq!(bound["bearer_only"], 401);
+    assert_eq!(bound["userinfo"]["national_id"], "3900101123456");
+    assert_eq!(bound["refreshed"]["rotated"], true);
+    envs.remove("EID_DPOP");
+
     // A suspended card does not log in: the provider asks the OCSP responder.
     run(
         &eid,

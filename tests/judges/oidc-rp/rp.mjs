@@ -4,7 +4,8 @@
 // certificate and key in files. Prints one JSON object with what the library accepted.
 //
 // Environment: EID_ISSUER, EID_CLIENT_ID, EID_CLIENT_SECRET, EID_REDIRECT_URI,
-// EID_CARD_CERT, EID_CARD_KEY, EID_ROOT_CA (PEM files), EID_SCOPE, EID_ACR (optional).
+// EID_CARD_CERT, EID_CARD_KEY, EID_ROOT_CA (PEM files), EID_SCOPE, EID_ACR (optional),
+// EID_DPOP=1 to bind the tokens to a key with DPoP (RFC 9449).
 import * as client from 'openid-client';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
@@ -62,6 +63,10 @@ function cardRequest(url) {
   });
 }
 
+// With EID_DPOP, every token request and resource call carries a proof of one key.
+const dpop = process.env.EID_DPOP ? client.getDPoPHandle(config, await client.randomDPoPKeyPair('ES256')) : undefined;
+const withDpop = (options = {}) => (dpop ? { ...options, DPoP: dpop } : options);
+
 const codeVerifier = client.randomPKCECodeVerifier();
 const nonce = client.randomNonce();
 const state = client.randomState();
@@ -107,10 +112,16 @@ const tokens = await client.authorizationCodeGrant(config, new URL(location), {
   expectedNonce: nonce,
   expectedState: state,
   idTokenExpected: true,
-});
+}, undefined, withDpop());
 const claims = tokens.claims();
-const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
-const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub, withDpop());
+const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token, undefined, withDpop());
+// A DPoP-bound token without its proof is refused.
+let bearerOnly = 'not tried';
+if (dpop) {
+  const plain = await fetch(new URL('/userinfo', issuer), { headers: { authorization: `Bearer ${tokens.access_token}` } });
+  bearerOnly = plain.status;
+}
 const refreshedClaims = refreshed.claims();
 
 // The same code again must be refused, and must revoke what it issued.
@@ -126,13 +137,15 @@ const reuse = await fetch(new URL('/token', issuer), {
 const reuseBody = await reuse.json();
 let afterReuse;
 try {
-  await client.fetchUserInfo(config, refreshed.access_token, claims.sub);
+  await client.fetchUserInfo(config, refreshed.access_token, claims.sub, withDpop());
   afterReuse = 'accepted';
 } catch (error) {
   afterReuse = error.code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE' || error.status === 401 ? 'refused' : `error: ${error.message}`;
 }
 
 console.log(JSON.stringify({
+  token_type: tokens.token_type,
+  bearer_only: bearerOnly,
   id_token: claims,
   userinfo,
   refreshed: { sub: refreshedClaims?.sub, acr: refreshedClaims?.acr, rotated: refreshed.refresh_token !== tokens.refresh_token },
