@@ -13,8 +13,9 @@ say() { printf '\n==> %s\n' "$*"; }
 # --- Debian packages ---------------------------------------------------------------
 # softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
 # postgresql: the second storage backend; openssl: the independent judge of signatures;
-# python3-venv: a private environment for pkilint.
-packages=(softhsm2 opensc postgresql openssl python3-venv)
+# python3-venv: a private environment for pkilint; curl: presents a test ID card's
+# client certificate; chromium, chromium-driver: the browser tests of the pages.
+packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +39,23 @@ if [ ! -x "$judges/bin/lint_etsi_cert" ]; then
 fi
 export PATH="$judges/bin:$PATH"
 command -v lint_etsi_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
+
+# An independent OpenID Connect relying party (openid-client, certified by the OpenID
+# Foundation) judges the identity provider. It runs on Node.js: the machine's own if it
+# has one, else Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || {
+  say "installing nodejs and npm"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+}
+rp_judge="$PWD/target/judges/oidc-rp"
+if [ ! -d "$rp_judge/node_modules/openid-client" ] || ! cmp -s tests/judges/oidc-rp/package.json "$rp_judge/package.json"; then
+  say "installing openid-client into $rp_judge"
+  mkdir -p "$rp_judge"
+  cp tests/judges/oidc-rp/package.json "$rp_judge/"
+  (cd "$rp_judge" && npm install --no-audit --no-fund --silent)
+fi
+export EID_TEST_OIDC_RP_DIR="$rp_judge"
 
 # --- PostgreSQL ----------------------------------------------------------------------
 say "starting PostgreSQL"

@@ -317,7 +317,7 @@ async fn tell_running_server(listen: std::net::SocketAddr) {
     }
 }
 
-fn operator_name(given: Option<String>) -> String {
+pub(crate) fn operator_name(given: Option<String>) -> String {
     given
         .or_else(|| std::env::var("SUDO_USER").ok())
         .or_else(|| std::env::var("USER").ok())

@@ -67,6 +67,12 @@ enum Command {
     /// Operate the certificate authority.
     #[command(subcommand)]
     Ca(crate::ca::CaCommand),
+    /// Manage the relying parties (OpenID Connect clients) of the identity provider.
+    #[command(subcommand)]
+    Rp(crate::rp::RpCommand),
+    /// Operate the identity provider (token-signing keys).
+    #[command(subcommand)]
+    Idp(crate::rp::IdpCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -183,6 +189,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let instance = open(config, mode).await?;
             let result = crate::ca::run(&instance.ctx, &instance.checkpoint_signer, command).await;
+            instance.ctx.db.close().await;
+            result
+        }
+        Command::Rp(command) => {
+            let instance = open(config, OpenMode::Existing).await?;
+            let result = crate::rp::run_rp(&instance.ctx, command).await;
+            instance.ctx.db.close().await;
+            result
+        }
+        Command::Idp(command) => {
+            let instance = open(config, OpenMode::Existing).await?;
+            let result = crate::rp::run_idp(&instance.ctx, command).await;
             instance.ctx.db.close().await;
             result
         }

@@ -4,6 +4,7 @@
 mod ca;
 mod cli;
 mod keys;
+mod rp;
 mod serve;
 
 use std::process::ExitCode;

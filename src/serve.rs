@@ -26,6 +26,7 @@ fn plan(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
     tsa: Option<&TimeStampAuthority>,
+    idp: Option<&eid_idp::Idp>,
     only: Option<ServiceName>,
 ) -> Vec<Planned> {
     let listen = ctx.config.listen;
@@ -43,7 +44,7 @@ fn plan(
         .filter(|(which, ..)| only.is_none_or(|only| only == *which))
         .filter_map(|(which, name, address)| {
             let router = match which {
-                ServiceName::Idp => eid_idp::router(ctx),
+                ServiceName::Idp => eid_idp::router(idp?),
                 ServiceName::Ca => eid_ca::router(ca),
                 ServiceName::Signing => eid_signing::router(ctx, tsa?),
                 ServiceName::Enrolment => eid_enrolment::router(ctx),
@@ -104,10 +105,14 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
     } else {
         None
     };
+    let idp = match only {
+        None | Some(ServiceName::Idp) => Some(open_idp(&ctx, &ca).await?),
+        Some(_) => None,
+    };
 
     // Bind every listener before serving any, so a taken port fails start-up cleanly.
     let mut bound = Vec::new();
-    for planned in plan(&ctx, &ca, tsa.as_ref(), only) {
+    for planned in plan(&ctx, &ca, tsa.as_ref(), idp.as_ref(), only) {
         let listener = tokio::net::TcpListener::bind(planned.address)
             .await
             .with_context(|| {
@@ -116,16 +121,34 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         let address = listener.local_addr().unwrap_or(planned.address);
         bound.push((planned.name, address, listener, planned.router));
     }
-    println!(
+    let card = match &idp {
+        Some(idp) => {
+            let address = ctx.config.idp.card_listen;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for the ID-card login"))?;
+            Some((idp.clone(), listener))
+        }
+        None => None,
+    };
+    say(format_args!(
         "eid {} serving (database {}, keys: {})",
         env!("CARGO_PKG_VERSION"),
         ctx.db.display_url(),
         ctx.keys.description()
-    );
+    ));
     for (name, address, ..) in &bound {
-        println!("  {name:<10} http://{address}/");
+        say(format_args!("  {name:<10} http://{address}/"));
+    }
+    if let Some((_, listener)) = &card {
+        let address = listener.local_addr().unwrap_or(ctx.config.idp.card_listen);
+        say(format_args!(
+            "  {:<10} https://{address}/ (ID-card login)",
+            "idp-card"
+        ));
     }
 
+    let shutdown_for_idp = shutdown.clone();
     let mut servers = JoinSet::new();
     for (name, _, listener, router) in bound {
         servers.spawn(eid_core::http::serve(
@@ -134,6 +157,17 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             router,
             shutdown.clone(),
         ));
+    }
+    if let Some((idp, listener)) = card {
+        servers.spawn(eid_idp::serve_card_listener(
+            idp.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        servers.spawn(async move {
+            idp.maintain(shutdown_for_idp).await;
+            Ok(())
+        });
     }
     let maintenance = tokio::spawn(ca.clone().maintain(shutdown.clone()));
     let checkpoints = tokio::spawn(checkpoint_loop(
@@ -175,6 +209,27 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Prints a line of the start-up banner. Whoever started the server may have stopped
+/// reading its output (a closed pipe); that is no reason to stop serving.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// The identity provider, with its ID-card listener set up from the CA hierarchy: the
+/// TLS server certificate (issued by the root) and the citizen authentication CA.
+async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Result<eid_idp::Idp> {
+    let hierarchy = ca.hierarchy();
+    let tls = hierarchy.get(CaRole::IdpTls)?;
+    let citizen_ca = hierarchy.get(CaRole::CitizenAuthenticationCa)?;
+    let setup = eid_idp::CardSetup {
+        server_chain: vec![tls.der.clone()],
+        server_key: tls.signer.clone(),
+        citizen_auth_ca: citizen_ca.der.clone(),
+    };
+    Ok(eid_idp::Idp::open(ctx, setup).await?)
 }
 
 async fn checkpoint_loop(

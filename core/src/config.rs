@@ -126,6 +126,7 @@ struct FileConfig {
     log: LogSection,
     ca: CaSection,
     signing: SigningSection,
+    idp: IdpSection,
     ceremony: Option<CeremonySection>,
 }
 
@@ -182,6 +183,48 @@ impl Default for ClockSection {
             check_interval_secs: 30,
             ntp_timeout_millis: 1000,
             danger_unchecked: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct IdpSection {
+    issuer: Option<String>,
+    card_listen: Option<SocketAddr>,
+    card_url: Option<String>,
+    acr_low: String,
+    acr_substantial: String,
+    acr_high: String,
+    token_alg: String,
+    code_ttl_secs: u64,
+    access_token_ttl_secs: u64,
+    id_token_ttl_secs: u64,
+    refresh_token_ttl_secs: u64,
+    session_ttl_secs: u64,
+    interaction_ttl_secs: u64,
+    key_publish_secs: u64,
+    ocsp_cache_secs: u64,
+}
+
+impl Default for IdpSection {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            card_listen: None,
+            card_url: None,
+            acr_low: "http://eidas.europa.eu/LoA/low".into(),
+            acr_substantial: "http://eidas.europa.eu/LoA/substantial".into(),
+            acr_high: "http://eidas.europa.eu/LoA/high".into(),
+            token_alg: "ES256".into(),
+            code_ttl_secs: 60,
+            access_token_ttl_secs: 600,
+            id_token_ttl_secs: 600,
+            refresh_token_ttl_secs: 8 * 3600,
+            session_ttl_secs: 30 * 60,
+            interaction_ttl_secs: 10 * 60,
+            key_publish_secs: 300,
+            ocsp_cache_secs: 60,
         }
     }
 }
@@ -353,6 +396,38 @@ impl Default for LogSection {
 /// The default data folder.
 pub const DEFAULT_DATA_DIR: &str = "./eid-data";
 
+/// The OpenID Connect provider's settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct IdpConfig {
+    /// The issuer identifier (`iss`): the provider's public base URL, no trailing slash.
+    pub issuer: String,
+    /// Where the ID-card (TLS client certificate) listener binds.
+    pub card_listen: SocketAddr,
+    /// The public base URL of the ID-card listener (https).
+    pub card_url: String,
+    /// `acr` values of the eIDAS levels low, substantial and high, in that order.
+    pub acr: [String; 3],
+    /// Signature algorithm of ID tokens and access tokens: `ES256` or `PS256`.
+    pub token_alg: String,
+    /// Lifetime of an authorization code.
+    pub code_ttl_secs: u64,
+    /// Lifetime of an access token.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of an ID token.
+    pub id_token_ttl_secs: u64,
+    /// Lifetime of a refresh token (each rotation starts a new one, within the grant's).
+    pub refresh_token_ttl_secs: u64,
+    /// Lifetime of a single-sign-on session.
+    pub session_ttl_secs: u64,
+    /// How long a login may take, from /authorize to the code.
+    pub interaction_ttl_secs: u64,
+    /// How long a new token-signing key is published before it signs.
+    pub key_publish_secs: u64,
+    /// How long an OCSP answer about a login certificate is reused.
+    pub ocsp_cache_secs: u64,
+}
+
 /// Validated configuration, with secrets resolved.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -375,6 +450,8 @@ pub struct Config {
     pub ca: CaConfig,
     /// The signing service (its time-stamp authority, for now).
     pub signing: SigningConfig,
+    /// The OpenID Connect provider (`[idp]`).
+    pub idp: IdpConfig,
     /// A key ceremony to run (`eid ca ceremony`), when the file describes one.
     pub ceremony: Option<CeremonyConfig>,
 }
@@ -773,6 +850,7 @@ impl Config {
         let signing = SigningConfig {
             tsa: resolve_tsa(file.signing.tsa)?,
         };
+        let idp = resolve_idp(file.idp, &listen, env)?;
         let ceremony = match file.ceremony {
             Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
             None => None,
@@ -780,6 +858,7 @@ impl Config {
         let config = Self {
             ca,
             signing,
+            idp,
             ceremony,
             profile: file.profile,
             data_dir,
@@ -801,6 +880,12 @@ impl Config {
     fn check_profile(&self) -> Result<(), ConfigError> {
         if self.profile != Profile::Production {
             return Ok(());
+        }
+        if !self.idp.issuer.starts_with("https://") {
+            return Err(invalid(
+                "idp.issuer",
+                "the production profile needs an https:// issuer (OpenID Connect Discovery 3)",
+            ));
         }
         if let KeysConfig::Soft {
             secret: SoftSecretConfig::KeyFile {
@@ -1183,6 +1268,112 @@ fn resolve_ca(
         crl_next_update_hours: section.crl_next_update_hours,
         ocsp_validity_hours: section.ocsp_validity_hours,
         issuance_clients,
+    })
+}
+
+fn resolve_idp(
+    section: IdpSection,
+    listen: &Listeners,
+    env: &dyn Environment,
+) -> Result<IdpConfig, ConfigError> {
+    let issuer = env
+        .var("EID_IDP_ISSUER")
+        .or(section.issuer)
+        .unwrap_or_else(|| format!("http://{}", listen.idp))
+        .trim_end_matches('/')
+        .to_owned();
+    let issuer_url = url::Url::parse(&issuer)
+        .map_err(|e| invalid("idp.issuer", format!("`{issuer}` is not a URL ({e})")))?;
+    if !matches!(issuer_url.scheme(), "https" | "http")
+        || issuer_url.query().is_some()
+        || issuer_url.fragment().is_some()
+    {
+        return Err(invalid(
+            "idp.issuer",
+            "must be an https:// (or, for development, http://) URL without query or fragment",
+        ));
+    }
+    let card_listen = match env.var("EID_IDP_CARD_LISTEN") {
+        Some(value) => value.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "EID_IDP_CARD_LISTEN",
+                format!("`{value}` is not an address like 127.0.0.1:8443 ({e})"),
+            )
+        })?,
+        None => section
+            .card_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
+    };
+    if card_listen == listen.idp && card_listen.port() != 0 {
+        return Err(invalid(
+            "idp.card_listen",
+            format!("{card_listen} is also the address of listen.idp"),
+        ));
+    }
+    let card_url = section
+        .card_url
+        .unwrap_or_else(|| format!("https://{card_listen}"))
+        .trim_end_matches('/')
+        .to_owned();
+    if !card_url.starts_with("https://") {
+        return Err(invalid(
+            "idp.card_url",
+            "must be an https:// URL: the ID card is asked for in the TLS handshake",
+        ));
+    }
+    let acr = [section.acr_low, section.acr_substantial, section.acr_high];
+    for (key, value) in ["idp.acr_low", "idp.acr_substantial", "idp.acr_high"]
+        .iter()
+        .zip(&acr)
+    {
+        if value.trim().is_empty() || value.contains(' ') {
+            return Err(invalid(*key, "must be a non-empty URI without spaces"));
+        }
+    }
+    if acr[0] == acr[1] || acr[1] == acr[2] || acr[0] == acr[2] {
+        return Err(invalid(
+            "idp.acr_*",
+            "the three levels need distinct values",
+        ));
+    }
+    if !matches!(section.token_alg.as_str(), "ES256" | "PS256") {
+        return Err(invalid(
+            "idp.token_alg",
+            format!("`{}` is not ES256 or PS256", section.token_alg),
+        ));
+    }
+    for (key, value) in [
+        ("idp.code_ttl_secs", section.code_ttl_secs),
+        ("idp.access_token_ttl_secs", section.access_token_ttl_secs),
+        ("idp.id_token_ttl_secs", section.id_token_ttl_secs),
+        ("idp.refresh_token_ttl_secs", section.refresh_token_ttl_secs),
+        ("idp.session_ttl_secs", section.session_ttl_secs),
+        ("idp.interaction_ttl_secs", section.interaction_ttl_secs),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    if section.code_ttl_secs > 600 {
+        return Err(invalid(
+            "idp.code_ttl_secs",
+            "at most 600 (RFC 6749 4.1.2 recommends codes live at most 10 minutes)",
+        ));
+    }
+    Ok(IdpConfig {
+        issuer,
+        card_listen,
+        card_url,
+        acr,
+        token_alg: section.token_alg,
+        code_ttl_secs: section.code_ttl_secs,
+        access_token_ttl_secs: section.access_token_ttl_secs,
+        id_token_ttl_secs: section.id_token_ttl_secs,
+        refresh_token_ttl_secs: section.refresh_token_ttl_secs,
+        session_ttl_secs: section.session_ttl_secs,
+        interaction_ttl_secs: section.interaction_ttl_secs,
+        key_publish_secs: section.key_publish_secs,
+        ocsp_cache_secs: section.ocsp_cache_secs,
     })
 }
 
@@ -1592,11 +1783,43 @@ mod tests {
             .to_string();
         assert!(err.contains("production"), "{err}");
         let config = load_text(
-            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n",
+            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n\
+             [idp]\nissuer = \"https://login.example\"\n",
             &env(&[("P", "correct horse battery staple")]),
         )
         .unwrap();
         assert_eq!(config.profile, Profile::Production);
+    }
+
+    #[test]
+    fn idp_settings_are_checked_and_named() {
+        let config = load_text("", &FakeEnv::default()).unwrap();
+        assert_eq!(config.idp.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.idp.card_url, "https://127.0.0.1:8443");
+        for (text, key) in [
+            ("[idp]\ntoken_alg = \"HS256\"\n", "idp.token_alg"),
+            ("[idp]\ncode_ttl_secs = 3600\n", "idp.code_ttl_secs"),
+            ("[idp]\nissuer = \"https://x/?a=b\"\n", "idp.issuer"),
+            ("[idp]\ncard_url = \"http://card\"\n", "idp.card_url"),
+            (
+                "[idp]\nacr_high = \"http://eidas.europa.eu/LoA/low\"\n",
+                "idp.acr_*",
+            ),
+            ("[idp]\nsession_ttl_secs = 0\n", "idp.session_ttl_secs"),
+            ("[idp]\nbogus = 1\n", "bogus"),
+        ] {
+            let err = load_text(text, &FakeEnv::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load_text(
+            "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n",
+            &env(&[("P", "correct horse battery staple")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("idp.issuer") && err.contains("https"), "{err}");
     }
 
     #[test]
@@ -1616,6 +1839,8 @@ mod tests {
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
+        assert_eq!(config.idp.issuer, "https://login.eid.gov.tt");
+        assert_eq!(config.idp.card_url, "https://card.login.eid.gov.tt");
         assert_eq!(
             config.database.display_url,
             "postgres://eid@db.internal:5432/eid"

@@ -8,7 +8,7 @@ use eid_tests::{TestBackend, on_both_backends};
 use super::{Eid, SoftHsmToken, assert_fails_with, text};
 
 /// Runs an external judge; a missing judge fails the test (never skips it).
-fn judge(program: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn judge(program: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(program)
         .args(args)
         .output()
@@ -75,7 +75,7 @@ fn openssl_serial(certificate: &Path) -> String {
 }
 
 /// An address nothing listens on now: for a server and the CLI to agree on one.
-fn free_address() -> String {
+pub(crate) fn free_address() -> String {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -83,7 +83,7 @@ fn free_address() -> String {
         .to_string()
 }
 
-fn openssl_csr(dir: &Path, name: &str, key_args: &[&str]) -> String {
+pub(crate) fn openssl_csr(dir: &Path, name: &str, key_args: &[&str]) -> String {
     let key = dir.join(format!("{name}.key"));
     let csr = dir.join(format!("{name}.csr"));
     let generated = judge(

@@ -15,7 +15,9 @@ use tokio::{
     process::{Child, Command},
 };
 
+mod browser;
 mod ca;
+mod idp;
 
 const EID: &str = env!("CARGO_BIN_EXE_eid");
 
@@ -51,6 +53,7 @@ impl Eid {
             .env_remove("RUST_LOG")
             .env("EID_DATA", self.data())
             .env("EID_IDP_LISTEN", "127.0.0.1:0")
+            .env("EID_IDP_CARD_LISTEN", "127.0.0.1:0")
             .env("EID_CA_LISTEN", "127.0.0.1:0")
             .env("EID_SIGNING_LISTEN", "127.0.0.1:0")
             .env("EID_ENROLMENT_LISTEN", "127.0.0.1:0")
@@ -259,10 +262,10 @@ async fn serve_brings_up_every_service_and_restart_reuses_the_data(backend: Test
     let verify = eid.run(&["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     // The instance, the seven CA certificates, the first CRL of each issuing CA
-    // (published by the first start; the second start found them current), and the
-    // TSA's start at each of the two starts.
+    // (published by the first start; the second start found them current), the idp's
+    // first token-signing key, and the TSA's start at each of the two starts.
     assert!(
-        text(&verify.stdout).contains("audit log intact: 12 entries"),
+        text(&verify.stdout).contains("audit log intact: 13 entries"),
         "{}",
         text(&verify.stdout)
     );

@@ -7,6 +7,7 @@
 //! certificate (RFC 5019 §2.2.1 pre-production); with a nonce it is signed on demand.
 
 pub mod asn1;
+pub mod client;
 
 use std::time::Duration;
 

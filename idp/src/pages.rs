@@ -1,0 +1,494 @@
+//! The pages a citizen sees: login, consent, logout and errors. Server-rendered, no
+//! scripts, no third-party assets; every text in English and Spanish (the language
+//! comes from `ui_locales`, else `Accept-Language`).
+
+/// A page language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lang {
+    En,
+    Es,
+}
+
+impl Lang {
+    /// Picks from `ui_locales` (space-separated) or an `Accept-Language` header.
+    pub(crate) fn pick(ui_locales: Option<&str>, accept_language: Option<&str>) -> Self {
+        let candidates = ui_locales
+            .map(|l| l.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            .or_else(|| {
+                accept_language.map(|header| {
+                    header
+                        .split(',')
+                        .map(|part| part.split(';').next().unwrap_or("").trim().to_owned())
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        for tag in candidates {
+            let primary = tag.split('-').next().unwrap_or("").to_ascii_lowercase();
+            match primary.as_str() {
+                "en" => return Self::En,
+                "es" => return Self::Es,
+                _ => {}
+            }
+        }
+        Self::En
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Es => "es",
+        }
+    }
+}
+
+/// The texts, by key.
+pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
+    match (lang, key) {
+        (Lang::En, "login.title") => "Log in",
+        (Lang::Es, "login.title") => "Iniciar sesión",
+        (Lang::En, "login.intro") => "wants to know who you are. Choose how to prove it.",
+        (Lang::Es, "login.intro") => "quiere saber quién es usted. Elija cómo demostrarlo.",
+        (Lang::En, "login.card") => "Log in with your ID card",
+        (Lang::Es, "login.card") => "Iniciar sesión con su cédula de identidad",
+        (Lang::En, "login.card.help") => {
+            "Put the card in the reader first. Your browser will ask which certificate to use and then for PIN1."
+        }
+        (Lang::Es, "login.card.help") => {
+            "Inserte primero la tarjeta en el lector. El navegador le pedirá el certificado y luego el PIN1."
+        }
+        (Lang::En, "login.level") => "This service asks for assurance level",
+        (Lang::Es, "login.level") => "Este servicio exige el nivel de garantía",
+        (Lang::En, "login.cancel") => "Cancel and return to the service",
+        (Lang::Es, "login.cancel") => "Cancelar y volver al servicio",
+        (Lang::En, "consent.title") => "Share your details?",
+        (Lang::Es, "consent.title") => "¿Compartir sus datos?",
+        (Lang::En, "consent.intro") => "asks for the following:",
+        (Lang::Es, "consent.intro") => "solicita lo siguiente:",
+        (Lang::En, "consent.allow") => "Allow",
+        (Lang::Es, "consent.allow") => "Permitir",
+        (Lang::En, "consent.deny") => "Do not allow",
+        (Lang::Es, "consent.deny") => "No permitir",
+        (Lang::En, "consent.as") => "You are logged in as",
+        (Lang::Es, "consent.as") => "Ha iniciado sesión como",
+        (Lang::En, "consent.remember") => {
+            "Your choice is remembered; you can withdraw it at any time in your account."
+        }
+        (Lang::Es, "consent.remember") => {
+            "Su decisión se recuerda; puede retirarla en cualquier momento desde su cuenta."
+        }
+        (Lang::En, "scope.openid") => "Your identifier for this service",
+        (Lang::Es, "scope.openid") => "Su identificador para este servicio",
+        (Lang::En, "scope.profile") => "Your name",
+        (Lang::Es, "scope.profile") => "Su nombre",
+        (Lang::En, "scope.national_id") => "Your national identity number",
+        (Lang::Es, "scope.national_id") => "Su número de identidad nacional",
+        (Lang::En, "scope.contact") => "Your e-mail address and phone number",
+        (Lang::Es, "scope.contact") => "Su correo electrónico y teléfono",
+        (Lang::En, "scope.offline_access") => "Access while you are not logged in",
+        (Lang::Es, "scope.offline_access") => "Acceso cuando usted no ha iniciado sesión",
+        (Lang::En, "error.title") => "Something went wrong",
+        (Lang::Es, "error.title") => "Algo salió mal",
+        (Lang::En, "error.back") => "Go back to the service you came from and start again.",
+        (Lang::Es, "error.back") => "Vuelva al servicio del que venía y empiece de nuevo.",
+        (Lang::En, "logout.title") => "Log out",
+        (Lang::Es, "logout.title") => "Cerrar sesión",
+        (Lang::En, "logout.confirm") => "Log out of every service that uses this login?",
+        (Lang::Es, "logout.confirm") => {
+            "¿Cerrar la sesión en todos los servicios que usan este acceso?"
+        }
+        (Lang::En, "logout.button") => "Log out",
+        (Lang::Es, "logout.button") => "Cerrar sesión",
+        (Lang::En, "logout.done") => "You are logged out.",
+        (Lang::Es, "logout.done") => "Ha cerrado la sesión.",
+        (Lang::En, "login.passkey") => "Log in with a passkey",
+        (Lang::Es, "login.passkey") => "Iniciar sesión con una llave de acceso",
+        (Lang::En, "login.passkey.id") => "Your national identity number",
+        (Lang::Es, "login.passkey.id") => "Su número de identidad nacional",
+        (Lang::En, "login.passkey.help") => {
+            "A passkey reaches level substantial. Services that ask for level high need your ID card."
+        }
+        (Lang::Es, "login.passkey.help") => {
+            "Una llave de acceso alcanza el nivel sustancial. Los servicios de nivel alto requieren su cédula."
+        }
+        (Lang::En, "account.title") => "Your eID account",
+        (Lang::Es, "account.title") => "Su cuenta eID",
+        (Lang::En, "account.login") => "Log in with your ID card to see your account",
+        (Lang::Es, "account.login") => "Inicie sesión con su cédula para ver su cuenta",
+        (Lang::En, "account.identity") => "Identity",
+        (Lang::Es, "account.identity") => "Identidad",
+        (Lang::En, "account.level") => "This session's assurance level",
+        (Lang::Es, "account.level") => "Nivel de garantía de esta sesión",
+        (Lang::En, "account.passkeys") => "Passkeys",
+        (Lang::Es, "account.passkeys") => "Llaves de acceso",
+        (Lang::En, "account.passkeys.none") => "You have no passkeys.",
+        (Lang::Es, "account.passkeys.none") => "No tiene llaves de acceso.",
+        (Lang::En, "account.passkeys.add") => "Add a passkey",
+        (Lang::Es, "account.passkeys.add") => "Añadir una llave de acceso",
+        (Lang::En, "account.passkeys.name") => "Name for the new passkey",
+        (Lang::Es, "account.passkeys.name") => "Nombre de la nueva llave de acceso",
+        (Lang::En, "account.passkeys.high") => {
+            "To add a passkey, log in with your ID card (level high)."
+        }
+        (Lang::Es, "account.passkeys.high") => {
+            "Para añadir una llave de acceso, inicie sesión con su cédula (nivel alto)."
+        }
+        (Lang::En, "account.remove") => "Remove",
+        (Lang::Es, "account.remove") => "Eliminar",
+        (Lang::En, "account.consents") => "Services you share details with",
+        (Lang::Es, "account.consents") => "Servicios con los que comparte datos",
+        (Lang::En, "account.consents.none") => {
+            "You have not allowed any service to see your details."
+        }
+        (Lang::Es, "account.consents.none") => "No ha permitido a ningún servicio ver sus datos.",
+        (Lang::En, "account.withdraw") => "Withdraw",
+        (Lang::Es, "account.withdraw") => "Retirar",
+        (Lang::En, _) | (Lang::Es, _) => "",
+    }
+}
+
+/// Escapes text for HTML element content and quoted attributes.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;\
+padding:0 1rem;color:#111;background:#fff;line-height:1.5}h1{font-size:1.6rem}\
+a.button,button{display:inline-block;font-size:1.05rem;padding:.7rem 1.2rem;margin:.3rem 0;\
+border:2px solid #0b3d91;border-radius:.3rem;background:#0b3d91;color:#fff;text-decoration:none;\
+cursor:pointer}button.secondary,a.secondary{background:#fff;color:#0b3d91}\
+a:focus,button:focus{outline:3px solid #f4a000;outline-offset:2px}.note{color:#333}\
+.error{border-left:4px solid #b00020;padding-left:1rem}";
+
+/// A whole page around `body` (already escaped where needed).
+pub(crate) fn page(lang: Lang, title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+        lang.code(),
+        escape(title),
+    )
+}
+
+/// The login page: the methods that reach the level asked for. `passkey` carries the
+/// passkey endpoints (start, finish) when a passkey is good enough.
+pub(crate) fn login(
+    lang: Lang,
+    client_name: &str,
+    level: &str,
+    card_url: &str,
+    cancel_url: &str,
+    passkey: Option<(&str, &str)>,
+) -> String {
+    let t = |k| text(lang, k);
+    let passkey = passkey
+        .map(|(start, finish)| {
+            format!(
+                "<h2>{}</h2><form id=\"passkey-form\" data-start=\"{}\" data-finish=\"{}\">\
+                 <p><label for=\"national-id\">{}</label><br><input id=\"national-id\" \
+                 name=\"national_id\" inputmode=\"numeric\" autocomplete=\"username webauthn\" \
+                 required></p><p><button type=\"submit\" id=\"passkey\">{}</button></p>\
+                 <p class=\"note\">{}</p><p class=\"error\" role=\"alert\" id=\"passkey-error\" \
+                 hidden></p></form><script src=\"/static/passkey.js\"></script>",
+                escape(t("login.passkey")),
+                escape(start),
+                escape(finish),
+                escape(t("login.passkey.id")),
+                escape(t("login.passkey")),
+                escape(t("login.passkey.help")),
+            )
+        })
+        .unwrap_or_default();
+    page(
+        lang,
+        t("login.title"),
+        &format!(
+            "<h1>{}</h1><p><strong>{}</strong> {}</p><p class=\"note\">{} <strong>{}</strong>.</p>\
+             <p><a class=\"button\" id=\"idcard\" href=\"{}\">{}</a></p><p class=\"note\">{}</p>\
+             {passkey}<p><a class=\"button secondary\" id=\"cancel\" href=\"{}\">{}</a></p>",
+            escape(t("login.title")),
+            escape(client_name),
+            escape(t("login.intro")),
+            escape(t("login.level")),
+            escape(level),
+            escape(card_url),
+            escape(t("login.card")),
+            escape(t("login.card.help")),
+            escape(cancel_url),
+            escape(t("login.cancel")),
+        ),
+    )
+}
+
+/// The consent page for `scopes`.
+pub(crate) fn consent(
+    lang: Lang,
+    client_name: &str,
+    citizen_name: &str,
+    scopes: &[String],
+    action: &str,
+    csrf: &str,
+) -> String {
+    let t = |k| text(lang, k);
+    let items: String = scopes
+        .iter()
+        .map(|s| {
+            let label = text(lang, &format!("scope.{s}"));
+            format!(
+                "<li>{}</li>",
+                escape(if label.is_empty() { s } else { label })
+            )
+        })
+        .collect();
+    page(
+        lang,
+        t("consent.title"),
+        &format!(
+            "<h1>{}</h1><p>{} <strong>{}</strong>.</p><p><strong>{}</strong> {}</p><ul>{items}</ul>\
+             <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">{}</button> \
+             <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\" class=\"secondary\">{}</button>\
+             </form><p class=\"note\">{}</p>",
+            escape(t("consent.title")),
+            escape(t("consent.as")),
+            escape(citizen_name),
+            escape(client_name),
+            escape(t("consent.intro")),
+            escape(action),
+            escape(csrf),
+            escape(t("consent.allow")),
+            escape(t("consent.deny")),
+            escape(t("consent.remember")),
+        ),
+    )
+}
+
+/// An error shown at the provider (never redirected).
+pub(crate) fn error(lang: Lang, message: &str) -> String {
+    let t = |k| text(lang, k);
+    page(
+        lang,
+        t("error.title"),
+        &format!(
+            "<h1>{}</h1><p class=\"error\" role=\"alert\" id=\"message\">{}</p><p>{}</p>",
+            escape(t("error.title")),
+            escape(message),
+            escape(t("error.back")),
+        ),
+    )
+}
+
+/// What the self-service page shows.
+pub(crate) struct Account<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) national_id: &'a str,
+    pub(crate) level: &'a str,
+    pub(crate) high: bool,
+    /// (credential id, name, added) of each passkey.
+    pub(crate) passkeys: Vec<(String, String, String)>,
+    /// (client id, client name, scopes) of each consent.
+    pub(crate) consents: Vec<(String, String, String)>,
+    pub(crate) csrf: &'a str,
+    pub(crate) passkeys_available: bool,
+}
+
+fn inline_form(action: &str, csrf: &str, field: &str, value: &str, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{}\" style=\"display:inline\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"{}\" \
+         value=\"{}\"><button type=\"submit\" class=\"secondary\">{}</button></form>",
+        escape(action),
+        escape(csrf),
+        escape(field),
+        escape(value),
+        escape(label)
+    )
+}
+
+/// The self-service page of a logged-in citizen.
+pub(crate) fn account(lang: Lang, account: &Account<'_>) -> String {
+    let t = |k| text(lang, k);
+    let passkeys = if account.passkeys.is_empty() {
+        format!(
+            "<p id=\"no-passkeys\">{}</p>",
+            escape(t("account.passkeys.none"))
+        )
+    } else {
+        let items: String = account
+            .passkeys
+            .iter()
+            .map(|(id, name, added)| {
+                format!(
+                    "<li class=\"passkey\">{} <span class=\"note\">({})</span> {}</li>",
+                    escape(name),
+                    escape(added),
+                    inline_form(
+                        "/account/passkeys/remove",
+                        account.csrf,
+                        "credential_id",
+                        id,
+                        t("account.remove")
+                    ),
+                )
+            })
+            .collect();
+        format!("<ul id=\"passkeys\">{items}</ul>")
+    };
+    let add = match (account.passkeys_available, account.high) {
+        (false, _) => String::new(),
+        (true, true) => format!(
+            "<p><label for=\"passkey-name\">{}</label><br><input id=\"passkey-name\" \
+             value=\"Passkey\"></p><p><button type=\"button\" id=\"add-passkey\" \
+             data-start=\"/account/passkeys/start\" data-finish=\"/account/passkeys/finish\" \
+             data-csrf=\"{}\">{}</button></p><p class=\"error\" role=\"alert\" \
+             id=\"passkey-error\" hidden></p><script src=\"/static/passkey.js\"></script>",
+            escape(t("account.passkeys.name")),
+            escape(account.csrf),
+            escape(t("account.passkeys.add")),
+        ),
+        (true, false) => format!(
+            "<p class=\"note\">{}</p>",
+            escape(t("account.passkeys.high"))
+        ),
+    };
+    let consents = if account.consents.is_empty() {
+        format!("<p>{}</p>", escape(t("account.consents.none")))
+    } else {
+        let items: String = account
+            .consents
+            .iter()
+            .map(|(id, name, scopes)| {
+                format!(
+                    "<li class=\"consent\">{} <span class=\"note\">({})</span> {}</li>",
+                    escape(name),
+                    escape(scopes),
+                    inline_form(
+                        "/account/consents/withdraw",
+                        account.csrf,
+                        "client_id",
+                        id,
+                        t("account.withdraw")
+                    ),
+                )
+            })
+            .collect();
+        format!("<ul id=\"consents\">{items}</ul>")
+    };
+    page(
+        lang,
+        t("account.title"),
+        &format!(
+            "<h1>{}</h1><h2>{}</h2><p id=\"identity\"><strong>{}</strong><br>{}</p>\
+             <p>{}: <strong id=\"level\">{}</strong></p><h2>{}</h2>{passkeys}{add}<h2>{}</h2>\
+             {consents}<p><a class=\"button secondary\" id=\"logout\" href=\"/logout\">{}</a></p>",
+            escape(t("account.title")),
+            escape(t("account.identity")),
+            escape(account.name),
+            escape(account.national_id),
+            escape(t("account.level")),
+            escape(account.level),
+            escape(t("account.passkeys")),
+            escape(t("account.consents")),
+            escape(t("logout.button")),
+        ),
+    )
+}
+
+/// The page for a visitor of /account without a session.
+pub(crate) fn account_login(lang: Lang) -> String {
+    let t = |k| text(lang, k);
+    page(
+        lang,
+        t("account.title"),
+        &format!(
+            "<h1>{}</h1><p><a class=\"button\" id=\"account-login\" href=\"/account/login\">{}</a></p>",
+            escape(t("account.title")),
+            escape(t("account.login")),
+        ),
+    )
+}
+
+/// The logout confirmation, or the logged-out notice.
+pub(crate) fn logout(lang: Lang, form: Option<(&str, &str)>) -> String {
+    let t = |k| text(lang, k);
+    let body = match form {
+        Some((action, hidden)) => format!(
+            "<h1>{}</h1><p>{}</p><form method=\"post\" action=\"{}\">{hidden}\
+             <button type=\"submit\" id=\"logout\">{}</button></form>",
+            escape(t("logout.title")),
+            escape(t("logout.confirm")),
+            escape(action),
+            escape(t("logout.button")),
+        ),
+        None => format!(
+            "<h1>{}</h1><p id=\"message\">{}</p>",
+            escape(t("logout.title")),
+            escape(t("logout.done"))
+        ),
+    };
+    page(lang, t("logout.title"), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_follows_ui_locales_then_accept_language() {
+        assert_eq!(Lang::pick(Some("es-TT en"), Some("en")), Lang::Es);
+        assert_eq!(Lang::pick(None, Some("fr;q=1, es;q=0.8")), Lang::Es);
+        assert_eq!(Lang::pick(None, None), Lang::En);
+    }
+
+    #[test]
+    fn every_english_text_has_a_spanish_one() {
+        for key in [
+            "login.title",
+            "login.intro",
+            "login.card",
+            "login.card.help",
+            "login.level",
+            "login.cancel",
+            "consent.title",
+            "consent.intro",
+            "consent.allow",
+            "consent.deny",
+            "consent.as",
+            "consent.remember",
+            "scope.openid",
+            "scope.profile",
+            "scope.national_id",
+            "scope.contact",
+            "scope.offline_access",
+            "error.title",
+            "error.back",
+            "logout.title",
+            "logout.confirm",
+            "logout.button",
+            "logout.done",
+        ] {
+            assert!(!text(Lang::En, key).is_empty(), "{key}");
+            assert!(!text(Lang::Es, key).is_empty(), "{key}");
+        }
+    }
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+}

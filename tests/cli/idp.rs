@@ -1,0 +1,1013 @@
+//! The identity provider through `eid serve`: an ID-card login judged end to end by an
+//! independent, certified relying-party library (openid-client, Node), and the error
+//! behaviour the OpenID conformance suite checks, on SQLite and PostgreSQL.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use eid_tests::{TestBackend, on_both_backends};
+use serde_json::Value;
+
+use super::{
+    Eid, Server,
+    ca::{free_address, judge, openssl_csr},
+    text,
+};
+
+/// The addresses one provider instance uses (the CA's is written into certificates as
+/// the OCSP URL, the card listener's into the login page), fixed for the whole test.
+struct Addresses {
+    idp: String,
+    ca: String,
+    card: String,
+}
+
+impl Addresses {
+    fn new() -> Self {
+        Self {
+            idp: free_address(),
+            ca: free_address(),
+            card: free_address(),
+        }
+    }
+}
+
+fn command(eid: &Eid, addresses: &Addresses, args: &[&str]) -> tokio::process::Command {
+    let mut command = eid.command(args);
+    command
+        .env("EID_IDP_LISTEN", &addresses.idp)
+        .env("EID_CA_LISTEN", &addresses.ca)
+        .env("EID_IDP_CARD_LISTEN", &addresses.card);
+    command
+}
+
+async fn run(eid: &Eid, addresses: &Addresses, args: &[&str]) -> String {
+    let output = command(eid, addresses, args).output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "eid {args:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+async fn serve(eid: &Eid, addresses: &Addresses) -> Server {
+    let mut command = command(eid, addresses, &["serve"]);
+    command.stdout(Stdio::piped());
+    Server::start(command, 4).await
+}
+
+async fn issue_card(
+    eid: &Eid,
+    addresses: &Addresses,
+    dir: &Path,
+    name: &str,
+    national_id: &str,
+) -> (PathBuf, PathBuf, String) {
+    // A test ID card: a P-256 key in a file, certified by our citizen authentication CA.
+    let csr = openssl_csr(
+        dir,
+        name,
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let key = dir.join(format!("{name}.key"));
+    let pem = run(
+        eid,
+        addresses,
+        &[
+            "ca",
+            "issue",
+            "--profile",
+            "citizen-auth",
+            "--csr",
+            &csr,
+            "--national-id",
+            national_id,
+            "--given-name",
+            "Mary",
+            "--surname",
+            "Seacole",
+        ],
+    )
+    .await;
+    let cert = dir.join(format!("{name}.pem"));
+    std::fs::write(&cert, &pem).unwrap();
+    let serial = judge(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            &cert.display().to_string(),
+        ],
+    );
+    let serial = text(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned();
+    (cert, key, serial)
+}
+
+async fn register(eid: &Eid, addresses: &Addresses, extra: &[&str]) -> (String, String) {
+    let out = run(
+        eid,
+        addresses,
+        &[
+            &[
+                "rp",
+                "add",
+                "--name",
+                "Board of Inland Revenue",
+                "--redirect-uri",
+                "http://127.0.0.1:9/callback",
+            ][..],
+            extra,
+        ]
+        .concat(),
+    )
+    .await;
+    let client: Value = serde_json::from_str(&out).unwrap();
+    (
+        client["client_id"].as_str().unwrap().to_owned(),
+        client["client_secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// Where deploy/test.sh installed the Node relying party (openid-client).
+fn relying_party_dir() -> PathBuf {
+    let dir = std::env::var_os("EID_TEST_OIDC_RP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/judges/oidc-rp"));
+    assert!(
+        dir.join("node_modules/openid-client").is_dir(),
+        "openid-client is not installed in {}: deploy/test.sh installs it",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs the relying-party judge; returns what it accepted.
+fn relying_party(envs: &BTreeMap<&str, String>) -> Value {
+    let dir = relying_party_dir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/judges/oidc-rp/rp.mjs");
+    // The script runs from the judge's folder so that its imports resolve there.
+    let copy = dir.join(format!("rp-{}.mjs", std::process::id()));
+    std::fs::copy(&script, &copy).unwrap();
+    let output = std::process::Command::new("node")
+        .arg(&copy)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): deploy/test.sh installs it"));
+    let _ = std::fs::remove_file(&copy);
+    assert!(
+        output.status.success(),
+        "the relying party failed: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    serde_json::from_str(text(&output.stdout).trim()).unwrap()
+}
+
+async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    run(&eid, &addresses, &["init"]).await;
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    let (_, revoked_key, revoked_serial) =
+        issue_card(&eid, &addresses, &dir, "lost", "3900101654321").await;
+    let pki = dir.join("pki");
+    run(
+        &eid,
+        &addresses,
+        &["ca", "export", "--out", &pki.display().to_string()],
+    )
+    .await;
+    let (client_id, secret) = register(
+        &eid,
+        &addresses,
+        &["--scope", "profile", "--scope", "national_id"],
+    )
+    .await;
+    let server = serve(&eid, &addresses).await;
+
+    let mut envs = BTreeMap::from([
+        ("EID_ISSUER", format!("http://{}", addresses.idp)),
+        ("EID_CLIENT_ID", client_id.clone()),
+        ("EID_CLIENT_SECRET", secret.clone()),
+        ("EID_REDIRECT_URI", "http://127.0.0.1:9/callback".to_owned()),
+        ("EID_CARD_CERT", cert.display().to_string()),
+        ("EID_CARD_KEY", key.display().to_string()),
+        ("EID_ROOT_CA", pki.join("root.pem").display().to_string()),
+        ("EID_SCOPE", "openid profile national_id".to_owned()),
+        ("EID_ACR", "http://eidas.europa.eu/LoA/high".to_owned()),
+    ]);
+    let accepted = relying_party(&envs);
+    let id_token = &accepted["id_token"];
+    assert_eq!(id_token["acr"], "http://eidas.europa.eu/LoA/high");
+    assert_eq!(
+        id_token["amr"],
+        serde_json::json!(["hwk", "mfa", "pin", "sc"])
+    );
+    assert_eq!(id_token["aud"], client_id.as_str());
+    assert!(id_token["auth_time"].is_i64() && id_token["sid"].is_string());
+    let sub = id_token["sub"].as_str().unwrap();
+    // Pairwise: not the national identity number, which travels only as its own claim.
+    assert!(!sub.contains("3900101123456"), "{sub}");
+    assert_eq!(accepted["userinfo"]["national_id"], "3900101123456");
+    assert_eq!(accepted["userinfo"]["given_name"], "Mary");
+    assert_eq!(accepted["userinfo"]["family_name"], "Seacole");
+    assert_eq!(accepted["userinfo"]["sub"], sub);
+    assert_eq!(accepted["refreshed"]["sub"], sub);
+    assert_eq!(accepted["refreshed"]["rotated"], true);
+    assert_eq!(accepted["code_reuse"]["status"], 400);
+    assert_eq!(accepted["code_reuse"]["error"], "invalid_grant");
+    assert_eq!(accepted["userinfo_after_reuse"], "refused");
+
+    assert_eq!(accepted["token_type"], "bearer");
+
+    // The same with DPoP: openid-client binds the tokens to its key and proves it.
+    envs.insert("EID_DPOP", "1".to_owned());
+    let bound = relying_party(&envs);
+    assert_eq!(bound["token_type"], "dpop");
+    assert_eq!(bound["bearer_only"], 401);
+    assert_eq!(bound["userinfo"]["national_id"], "3900101123456");
+    assert_eq!(bound["refreshed"]["rotated"], true);
+    envs.remove("EID_DPOP");
+
+    // A suspended card does not log in: the provider asks the OCSP responder.
+    run(
+        &eid,
+        &addresses,
+        &["ca", "suspend", "--serial", &revoked_serial],
+    )
+    .await;
+    envs.insert("EID_CARD_CERT", dir.join("lost.pem").display().to_string());
+    envs.insert("EID_CARD_KEY", revoked_key.display().to_string());
+    let dir_for_judge = relying_party_dir();
+    let copy = dir_for_judge.join(format!("rp-suspended-{}.mjs", std::process::id()));
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/judges/oidc-rp/rp.mjs"),
+        &copy,
+    )
+    .unwrap();
+    let refused = std::process::Command::new("node")
+        .arg(&copy)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("card login: 403"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // Every login, grant and refusal is in the audit chain, which still verifies.
+    server.stop().await;
+    let verified = eid.run(&["audit", "verify"]).await;
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    let tail = eid.run(&["audit", "tail", "--count", "200"]).await;
+    let tail = text(&tail.stdout);
+    for action in [
+        "rp.register",
+        "idp.login",
+        "idp.consent.grant",
+        "idp.authorize",
+        "idp.token.code",
+        "idp.token.refresh",
+        "idp.code.reuse",
+        "idp.login.idcard",
+    ] {
+        assert!(
+            tail.contains(action),
+            "no {action} in the audit log:\n{tail}"
+        );
+    }
+}
+
+/// A relying party's own endpoints, as a test server: its JWKS (for private_key_jwt)
+/// and its back-channel logout endpoint, which records what it receives.
+struct RelyingPartyEndpoints {
+    base: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RelyingPartyEndpoints {
+    async fn start(jwks: Value) -> Self {
+        use axum::routing::{get, post};
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let app = axum::Router::new()
+            .route("/jwks", get(move || async move { axum::Json(jwks) }))
+            .route(
+                "/backchannel-logout",
+                post(move |body: String| async move {
+                    sink.lock().unwrap().push(body);
+                    axum::http::StatusCode::OK
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, received }
+    }
+}
+
+/// A compact ES256 JWS made by the test (standing in for a client's own library).
+fn es256_jws(key: &p256::ecdsa::SigningKey, kid: &str, claims: &Value) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    use p256::ecdsa::signature::Signer;
+    let header = serde_json::json!({ "alg": "ES256", "kid": kid, "typ": "JWT" });
+    let input = format!(
+        "{}.{}",
+        Base64UrlUnpadded::encode_string(header.to_string().as_bytes()),
+        Base64UrlUnpadded::encode_string(claims.to_string().as_bytes())
+    );
+    let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!(
+        "{input}.{}",
+        Base64UrlUnpadded::encode_string(&signature.to_bytes())
+    )
+}
+
+fn jwk_of(key: &p256::ecdsa::SigningKey, kid: &str) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let point = key.verifying_key().as_affine().to_sec1_point(false);
+    serde_json::json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+        "x": Base64UrlUnpadded::encode_string(point.x().unwrap()),
+        "y": Base64UrlUnpadded::encode_string(point.y().unwrap()),
+    })
+}
+
+fn payload_of(jws: &str) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let payload = jws.split('.').nth(1).unwrap();
+    serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap()
+}
+
+/// A client that follows no redirects and keeps no cookies: each answer is inspected.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn query_of(location: &str) -> BTreeMap<String, String> {
+    let url = reqwest::Url::parse(location).unwrap();
+    url.query_pairs().into_owned().collect()
+}
+
+async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    run(&eid, &addresses, &["init"]).await;
+    let (client_id, secret) = register(&eid, &addresses, &[]).await;
+    let (service_id, service_secret) = register(
+        &eid,
+        &addresses,
+        &[
+            "--grant",
+            "client_credentials",
+            "--auth-method",
+            "client_secret_post",
+            "--scope",
+            "profile",
+        ],
+    )
+    .await;
+    let (par_id, par_secret) = register(&eid, &addresses, &["--require-par"]).await;
+    let server = serve(&eid, &addresses).await;
+    let issuer = format!("http://{}", addresses.idp);
+    let http = http();
+    let discovery: Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    assert_eq!(
+        discovery["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(discovery["request_parameter_supported"], false);
+    assert_eq!(
+        discovery["authorization_response_iss_parameter_supported"],
+        true
+    );
+    let jwks: Value = http
+        .get(discovery["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let authorize = |extra: &str, client: &str| {
+        format!(
+            "{issuer}/authorize?client_id={client}&response_type=code&scope=openid&state=st&\
+             redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&code_challenge={challenge}&\
+             code_challenge_method=S256{extra}"
+        )
+    };
+
+    // An unregistered redirect URI: an error page at the provider, never a redirect.
+    let response = http
+        .get(authorize("", &client_id).replace("callback", "elsewhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+    assert!(response.text().await.unwrap().contains("not registered"));
+    // An unknown client: the same.
+    let response = http.get(authorize("", "rp-nobody")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+
+    // Errors after the redirect URI is trusted go back to the client, with state and iss.
+    for (extra, code) in [
+        ("&prompt=none", "login_required"),
+        ("&request=eyJhbGciOiJub25lIn0.e30.", "request_not_supported"),
+    ] {
+        let response = http.get(authorize(extra, &client_id)).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{extra}");
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let query = query_of(&location);
+        assert!(
+            location.starts_with("http://127.0.0.1:9/callback?"),
+            "{location}"
+        );
+        assert_eq!(query["error"], code, "{extra}: {location}");
+        assert_eq!(query["state"], "st");
+        assert_eq!(query["iss"], issuer);
+    }
+    let implicit = authorize("", &client_id).replace("response_type=code", "response_type=token");
+    let query = query_of(
+        http.get(implicit).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "unsupported_response_type");
+    let plain = authorize("", &client_id).replace("method=S256", "method=plain");
+    let query = query_of(
+        http.get(plain).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_request");
+    // A parameter given twice: refused at the provider (which value would be trusted?).
+    let twice = http
+        .get(authorize("&state=again", &client_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    assert!(twice.headers().get("location").is_none());
+    let no_pkce = authorize("", &client_id).replace(&format!("&code_challenge={challenge}"), "");
+    let query = query_of(
+        http.get(no_pkce).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_request");
+    assert!(query["error_description"].contains("PKCE"));
+    let no_openid = authorize("", &client_id).replace("scope=openid", "scope=profile");
+    let query = query_of(
+        http.get(no_openid).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_scope");
+    // A client that must push its requests is refused a plain one.
+    let query = query_of(
+        http.get(authorize("", &par_id))
+            .send()
+            .await
+            .unwrap()
+            .headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(query["error"], "invalid_request");
+
+    // PAR: 201 with a request_uri, used once, by its own client.
+    let pushed = http
+        .post(format!("{issuer}/par"))
+        .basic_auth(&par_id, Some(&par_secret))
+        .form(&[
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("redirect_uri", "http://127.0.0.1:9/callback"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let pushed: Value = pushed.json().await.unwrap();
+    let request_uri = pushed["request_uri"].as_str().unwrap();
+    assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    let by_reference = |client: &str| {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{issuer}/authorize"),
+            &[("client_id", client), ("request_uri", request_uri)],
+        )
+        .unwrap();
+        http.get(url).send()
+    };
+    assert_eq!(by_reference(&client_id).await.unwrap().status(), 400);
+    let first = by_reference(&par_id).await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert!(
+        first.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("/login/")
+    );
+    assert_eq!(by_reference(&par_id).await.unwrap().status(), 400);
+
+    // The token endpoint: exact error codes.
+    let token = |form: Vec<(&'static str, String)>, basic: Option<(&str, &str)>| {
+        let mut request = http.post(format!("{issuer}/token")).form(&form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        request.send()
+    };
+    let wrong = token(
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", "x".into()),
+        ],
+        Some((&client_id, "not-the-secret")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    for (form, status, error) in [
+        (
+            vec![("grant_type", "password".to_owned())],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", "no-such-code".to_owned()),
+                ("redirect_uri", "http://127.0.0.1:9/callback".to_owned()),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            vec![("grant_type", "client_credentials".to_owned())],
+            400,
+            "unauthorized_client",
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", "nope".to_owned()),
+            ],
+            400,
+            "invalid_grant",
+        ),
+    ] {
+        let response = token(form.clone(), Some((&client_id, &secret)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{form:?}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            error,
+            "{form:?}"
+        );
+    }
+
+    // Client credentials, then introspection and revocation by the resource side.
+    let granted: Value = token(
+        vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_id", service_id.clone()),
+            ("client_secret", service_secret.clone()),
+            ("scope", "profile".into()),
+        ],
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = granted["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(granted["token_type"], "Bearer");
+    let introspected: Value = http
+        .post(format!("{issuer}/introspect"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["client_id"], service_id.as_str());
+    let garbage: Value = http
+        .post(format!("{issuer}/introspect"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", "e30.e30.e30")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(garbage, serde_json::json!({ "active": false }));
+
+    // Userinfo: no token in the query; a client's own token carries no citizen.
+    let in_query = http
+        .get(format!("{issuer}/userinfo?access_token={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 400);
+    let own = http
+        .get(format!("{issuer}/userinfo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 403);
+    let forged = http
+        .post(format!("{issuer}/userinfo"))
+        .form(&[("access_token", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert!(
+        forged.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    // private_key_jwt (RFC 7523): a client signs its own assertion with its key, published
+    // at its JWKS URI; wrong audience, expiry and replay are each refused.
+    let client_key = {
+        use p256::elliptic_curve::Generate;
+        p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap()
+    };
+    let endpoints =
+        RelyingPartyEndpoints::start(serde_json::json!({ "keys": [jwk_of(&client_key, "k1")] }))
+            .await;
+    let (jwt_client, _) = register(
+        &eid,
+        &addresses,
+        &[
+            "--grant",
+            "client_credentials",
+            "--auth-method",
+            "private_key_jwt",
+            "--jwks-uri",
+            &format!("{}/jwks", endpoints.base),
+            "--scope",
+            "profile",
+        ],
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let assertion = |aud: &str, exp: u64, jti: &str| {
+        es256_jws(
+            &client_key,
+            "k1",
+            &serde_json::json!({
+                "iss": jwt_client, "sub": jwt_client, "aud": aud, "exp": exp, "iat": now, "jti": jti,
+            }),
+        )
+    };
+    let with_assertion = |assertion: String| {
+        http.post(format!("{issuer}/token"))
+            .form(&[
+                ("grant_type", "client_credentials".to_owned()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+                ),
+                ("client_assertion", assertion),
+            ])
+            .send()
+    };
+    let good = assertion(&format!("{issuer}/token"), now + 60, "jti-1");
+    let accepted = with_assertion(good.clone()).await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert!(accepted.json::<Value>().await.unwrap()["access_token"].is_string());
+    for (bad, why) in [
+        (good, "already used"),
+        (
+            assertion("https://elsewhere.example/token", now + 60, "jti-2"),
+            "aud",
+        ),
+        (assertion(&issuer, now - 5, "jti-3"), "expired"),
+        ("not.a.jwt".to_owned(), "malformed"),
+    ] {
+        let refused = with_assertion(bad).await.unwrap();
+        assert_eq!(refused.status(), 401, "{why}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_client", "{why}");
+        assert!(
+            body["error_description"].as_str().unwrap().contains(why),
+            "{why}: {body}"
+        );
+    }
+
+    // Key rotation: the next key is published in the JWKS before it signs.
+    let rotated = run(&eid, &addresses, &["idp", "rotate-keys"]).await;
+    assert!(rotated.contains("published token-signing key"), "{rotated}");
+    let mut published = 0;
+    for _ in 0..40 {
+        let jwks: Value = http
+            .get(format!("{issuer}/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        published = jwks["keys"].as_array().unwrap().len();
+        if published == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(published, 2, "the rotated-to key is published within 10 s");
+    server.stop().await;
+}
+
+/// Logs in at the self-service page with the ID card, with curl as the browser (a
+/// browser that can present a client certificate without a dialog); returns the session
+/// and browser cookies.
+fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, String) {
+    let jar = dir.join("jar");
+    let curl = |args: &[&str]| -> String {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl ({e}): deploy/test.sh installs it"));
+        text(&output.stdout)
+    };
+    let login = curl(&[&format!("{issuer}/account/login")]);
+    let id = login.rsplit('/').next().unwrap().to_owned();
+    assert!(login.contains("/login/"), "{login}");
+    let card_url = format!(
+        "{}/card-login/{id}",
+        login_card_url(&dir.join("login.html"), issuer, &id, &jar)
+    );
+    let root = dir.join("pki/root.pem").display().to_string();
+    let handoff = curl(&[
+        "--cacert",
+        &root,
+        "--cert",
+        &cert.display().to_string(),
+        "--key",
+        &key.display().to_string(),
+        &card_url,
+    ]);
+    assert!(handoff.contains("handoff="), "{handoff}");
+    let account = curl(&[&handoff]);
+    assert!(account.ends_with("/account"), "{account}");
+    let jar = std::fs::read_to_string(&jar).unwrap();
+    let cookie = |name: &str| {
+        jar.lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                (fields.len() == 7 && fields[5] == name).then(|| fields[6].to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name} cookie in {jar}"))
+    };
+    (cookie("eid_session"), cookie("eid_browser"))
+}
+
+/// The card listener's base URL, as the login page links it.
+fn login_card_url(page: &Path, issuer: &str, id: &str, jar: &Path) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-b"])
+        .arg(jar)
+        .arg("-o")
+        .arg(page)
+        .arg(format!("{issuer}/login/{id}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let html = std::fs::read_to_string(page).unwrap();
+    let href = html
+        .split("id=\"idcard\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no ID-card link on {html}"));
+    href.split("/card-login/").next().unwrap().to_owned()
+}
+
+async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    // WebAuthn needs a host name: the issuer is localhost, not 127.0.0.1.
+    let idp_port = addresses.idp.rsplit(':').next().unwrap().to_owned();
+    let issuer = format!("http://localhost:{idp_port}");
+    let with_issuer = |args: &[&str]| {
+        let mut command = command(&eid, &addresses, args);
+        command.env("EID_IDP_ISSUER", &issuer);
+        command
+    };
+    let output = with_issuer(&["init"]).output().await.unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    let pki = dir.join("pki");
+    run(
+        &eid,
+        &addresses,
+        &["ca", "export", "--out", &pki.display().to_string()],
+    )
+    .await;
+    let endpoints = RelyingPartyEndpoints::start(serde_json::json!({ "keys": [] })).await;
+    let (client_id, secret) = register(
+        &eid,
+        &addresses,
+        &[
+            "--scope",
+            "profile",
+            "--backchannel-logout-uri",
+            &format!("{}/backchannel-logout", endpoints.base),
+        ],
+    )
+    .await;
+    let server = {
+        let mut command = with_issuer(&["serve"]);
+        command.stdout(Stdio::piped());
+        Server::start(command, 4).await
+    };
+
+    // Level high with the ID card, then a passkey added in the browser.
+    let (session, browser_cookie) = card_session(&issuer, &dir, &cert, &key);
+    let browser = super::browser::Browser::start().await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser.goto(&format!("{issuer}/healthz")).await;
+    browser.add_cookie("eid_session", &session).await;
+    browser.add_cookie("eid_browser", &browser_cookie).await;
+    browser.goto(&format!("{issuer}/account")).await;
+    assert_eq!(browser.text("#level").await, "high");
+    assert!(browser.text("#identity").await.contains("3900101123456"));
+    assert!(browser.has("#no-passkeys").await);
+    browser.type_into("#passkey-name", "Phone").await;
+    browser.click("#add-passkey").await;
+    browser.find("li.passkey").await;
+    assert!(browser.text("#passkeys").await.contains("Phone"));
+    assert_eq!(browser.credentials(&authenticator).await.len(), 1);
+
+    // Log out everywhere.
+    browser.click("#logout").await;
+    browser.click("button#logout").await;
+    assert!(browser.text("#message").await.contains("logged out"));
+
+    // A relying party asking for substantial: the passkey logs in, in Spanish.
+    let verifier = "a-pkce-verifier-that-is-long-enough-0123456789";
+    let challenge = {
+        use base64ct::Encoding;
+        use sha2::Digest;
+        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let authorize = format!(
+        "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid%20profile&\
+         redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&state=xyz&nonce=n-1&\
+         code_challenge={challenge}&code_challenge_method=S256&ui_locales=es&\
+         acr_values=http%3A%2F%2Feidas.europa.eu%2FLoA%2Fsubstantial"
+    );
+    browser.goto(&authorize).await;
+    browser.find("#national-id").await;
+    let page = browser.source().await;
+    assert!(page.contains("Iniciar sesión"), "{}: {page}", browser.url().await);
+    browser.type_into("#national-id", "3900101123456").await;
+    browser.click("#passkey").await;
+    browser.wait_for_url(|url| url.contains("/consent/")).await;
+    browser.click("#allow").await;
+    let back = browser
+        .wait_for_url(|url| url.starts_with("http://127.0.0.1:9/callback"))
+        .await;
+    let query = query_of(&back);
+    assert_eq!(query["state"], "xyz");
+    assert_eq!(query["iss"], issuer);
+    let tokens: Value = http()
+        .post(format!("http://{}/token", addresses.idp))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", query["code"].as_str()),
+            ("redirect_uri", "http://127.0.0.1:9/callback"),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = tokens["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: Value = {
+        use base64ct::Encoding;
+        serde_json::from_slice(&base64ct::Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap()
+    };
+    assert_eq!(claims["acr"], "http://eidas.europa.eu/LoA/substantial");
+    assert_eq!(claims["amr"], serde_json::json!(["hwk", "mfa", "user"]));
+    assert_eq!(claims["nonce"], "n-1");
+    let sid = claims["sid"].as_str().unwrap().to_owned();
+
+    // A service asking for high gets no passkey offer: the session steps up with the card.
+    browser
+        .goto(&authorize.replace("LoA%2Fsubstantial", "LoA%2Fhigh"))
+        .await;
+    browser.find("#idcard").await;
+    assert!(!browser.has("#passkey-form").await);
+
+    // The consent is listed in self-service and can be withdrawn there.
+    browser.goto(&format!("{issuer}/account")).await;
+    assert_eq!(browser.text("#level").await, "substantial");
+    assert!(
+        browser
+            .text("#consents")
+            .await
+            .contains("Board of Inland Revenue")
+    );
+    assert!(
+        !browser.has("#add-passkey").await,
+        "a passkey session cannot add passkeys"
+    );
+    browser.click("li.consent button").await;
+    browser.find("#identity").await;
+    assert!(!browser.has("li.consent").await);
+
+    // Logging out tells the relying party over the back channel (OpenID Connect
+    // Back-Channel Logout 1.0): a logout token for the session it knows.
+    browser.click("#logout").await;
+    browser.click("button#logout").await;
+    browser.find("#message").await;
+    let mut token = None;
+    for _ in 0..50 {
+        if let Some(body) = endpoints.received.lock().unwrap().first() {
+            token = Some(body.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = token.expect("a back-channel logout request within 5 s");
+    let logout_token = body.strip_prefix("logout_token=").unwrap();
+    let logout = payload_of(logout_token);
+    assert_eq!(logout["sid"], sid.as_str());
+    assert_eq!(logout["aud"], client_id.as_str());
+    assert_eq!(logout["iss"], issuer.as_str());
+    assert!(logout["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+    assert!(logout.get("nonce").is_none());
+    browser.quit().await;
+    server.stop().await;
+}
+
+on_both_backends!(
+    id_card_login_is_accepted_by_an_independent_relying_party,
+    protocol_errors_follow_the_specifications,
+    passkey_journey_in_a_real_browser,
+);
