@@ -918,7 +918,11 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     browser.goto(&authorize).await;
     browser.find("#national-id").await;
     let page = browser.source().await;
-    assert!(page.contains("Iniciar sesión"), "{}: {page}", browser.url().await);
+    assert!(
+        page.contains("Iniciar sesión"),
+        "{}: {page}",
+        browser.url().await
+    );
     browser.type_into("#national-id", "3900101123456").await;
     browser.click("#passkey").await;
     browser.wait_for_url(|url| url.contains("/consent/")).await;
