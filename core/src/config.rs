@@ -1202,7 +1202,7 @@ fn resolve_bearer_clients(
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(invalid(
-                &format!("{key}.name"),
+                format!("{key}.name"),
                 format!("`{name}`: use 1-64 characters from A-Z a-z 0-9 - _"),
             ));
         }
@@ -1229,7 +1229,7 @@ fn resolve_bearer_clients(
         }
         if clients.iter().any(|(other, _)| *other == name) {
             return Err(invalid(
-                &format!("{key}.name"),
+                format!("{key}.name"),
                 format!("`{name}` is listed twice"),
             ));
         }
