@@ -115,11 +115,17 @@ async fn prepared(tsa: &Tsa, card: &Card, document: &[u8], level: &str) -> (Stri
     );
     let json = answer.json();
     let tbs = Base64::decode_vec(json["data_to_be_signed"].as_str().unwrap()).unwrap();
+    let p384 = json["signature_algorithm"] == "ecdsa-sha384";
+    let expected = if p384 {
+        sha2::Sha384::digest(&tbs).to_vec()
+    } else {
+        assert_eq!(json["signature_algorithm"], "ecdsa-sha256");
+        Sha256::digest(&tbs).to_vec()
+    };
     assert_eq!(
         Base64::decode_vec(json["data_to_be_signed_digest"].as_str().unwrap()).unwrap(),
-        Sha256::digest(&tbs).to_vec()
+        expected
     );
-    assert_eq!(json["signature_algorithm"], "ecdsa-sha256");
     (json["id"].as_str().unwrap().to_owned(), tbs)
 }
 
@@ -324,12 +330,16 @@ async fn count(tsa: &Tsa, sql: &'static str) -> i64 {
 }
 
 async fn levels_b_t_lt_are_judged_by_openssl(backend: TestBackend) {
-    journey(backend, Keys::Soft).await;
+    journey(backend, Keys::Soft, eid_hsm::KeySpec::EcP256).await;
 }
 
-async fn journey(backend: TestBackend, keys: Keys) {
+async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     let tsa = Tsa::start(backend, keys, "", os_silent()).await;
-    let card = Card::issue(&tsa, "3900101123456").await;
+    let card = Card::issue_with(&tsa, "3900101123456", spec).await;
+    let digest_name = match spec {
+        eid_hsm::KeySpec::EcP384 => "SHA-384",
+        _ => "SHA-256",
+    };
     let document = b"%PDF-1.7 a contract worth signing on a card\n".to_vec();
     let document_path = write(&tsa, "contract.pdf", &document);
 
@@ -361,8 +371,11 @@ async fn journey(backend: TestBackend, keys: Keys) {
         &tsa,
         json!({
             "certificate": card.certificate_pem,
-            "digest": Base64::encode_string(&Sha256::digest(&document)),
-            "digest_algorithm": "SHA-256",
+            "digest": Base64::encode_string(&match spec {
+                eid_hsm::KeySpec::EcP384 => sha2::Sha384::digest(&document).to_vec(),
+                _ => Sha256::digest(&document).to_vec(),
+            }),
+            "digest_algorithm": digest_name,
             "level": "LT",
         }),
     )
@@ -673,12 +686,13 @@ on_both_backends!(
     bad_input_gets_a_specific_problem,
 );
 
-/// The instance's own keys (CA, OCSP responder, TSU) on a SoftHSM2 token too.
+/// The instance's own keys (CA, OCSP responder, TSU) on a SoftHSM2 token too, and a
+/// P-384 card (ECDSA with SHA-384 throughout, as `eid keys generate-citizen` makes).
 mod softhsm {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        journey(TestBackend::Sqlite, Keys::SoftHsm).await;
+    async fn sqlite_p384_card() {
+        journey(TestBackend::Sqlite, Keys::SoftHsm, eid_hsm::KeySpec::EcP384).await;
     }
 }

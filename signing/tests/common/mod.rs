@@ -279,8 +279,13 @@ pub struct Card {
 pub const CARD_PIN: &str = "48213";
 
 impl Card {
-    /// Makes a card and has `instance`'s CA certify its signing key.
+    /// Makes a card with P-256 keys and has `instance`'s CA certify its signing key.
     pub async fn issue(instance: &Tsa, national_id: &str) -> Self {
+        Self::issue_with(instance, national_id, eid_hsm::KeySpec::EcP256).await
+    }
+
+    /// Makes a card with keys of `spec` and has `instance`'s CA certify its signing key.
+    pub async fn issue_with(instance: &Tsa, national_id: &str, spec: eid_hsm::KeySpec) -> Self {
         use x509_cert::builder::{Builder, RequestBuilder};
         softhsm_environment();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -307,9 +312,7 @@ impl Card {
                 class: eid_hsm::TokenClass::Smartcard,
             })
             .unwrap();
-            store
-                .generate_citizen_key_pairs(eid_hsm::KeySpec::EcP256)
-                .unwrap();
+            store.generate_citizen_key_pairs(spec).unwrap();
             store
         })
         .await
