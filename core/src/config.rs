@@ -2026,7 +2026,10 @@ mod tests {
     #[test]
     fn production_requires_a_clock_check_and_refuses_an_unchecked_clock() {
         let env = env(&[("P", "correct horse battery staple")]);
-        let base = "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n";
+        // Production also needs an https issuer for the idp (checked since the idp
+        // joined); the TSA's clock rules are what this test is about.
+        let base = "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n\
+                    [idp]\nissuer = \"https://login.example\"\ncard_url = \"https://card.login.example\"\n";
         let err = load_text(base, &env)
             .unwrap()
             .check_tsa_clock_for_profile()
@@ -2051,6 +2054,39 @@ mod tests {
                 .check_tsa_clock_for_profile()
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn signature_api_clients_need_long_tokens_and_unique_names() {
+        let env = env(&[
+            ("RP_TOKEN", "a-signature-api-token-of-enough-length"),
+            ("SHORT", "short"),
+        ]);
+        let config = load_text(
+            "[signing.cades]\npending_ttl_secs = 120\n[[signing.api_client]]\nname = \"portal\"\ntoken_env = \"RP_TOKEN\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.signing.api_clients.len(), 1);
+        assert_eq!(config.signing.api_clients[0].name, "portal");
+        assert_eq!(config.signing.cades.pending_ttl.as_secs(), 120);
+        assert!(!format!("{:?}", config.signing).contains("enough-length"));
+        let err = load_text(
+            "[[signing.api_client]]\nname = \"portal\"\ntoken_env = \"SHORT\"\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("signing.api_client `portal`"), "{err}");
+        let twice = "[[signing.api_client]]\nname = \"portal\"\ntoken_env = \"RP_TOKEN\"\n";
+        let err = load_text(&format!("{twice}{twice}"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        let err = load_text("[signing.cades]\npending_ttl_secs = 1\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signing.cades.pending_ttl_secs"), "{err}");
     }
 
     #[test]
