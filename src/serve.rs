@@ -10,7 +10,10 @@ use eid_core::{
     instance::{self, OpenMode},
 };
 use eid_hsm::KeySigner;
-use eid_signing::{TimeStampAuthority, TimeStampUnit};
+use eid_signing::{
+    Signatures, TimeStampAuthority, TimeStampUnit,
+    cades::{timestamp::TimeStampSource, trust::TrustedCas},
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +28,7 @@ struct Planned {
 fn plan(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
-    tsa: Option<&TimeStampAuthority>,
+    signing: Option<&(TimeStampAuthority, Signatures)>,
     idp: Option<&eid_idp::Idp>,
     only: Option<ServiceName>,
 ) -> Vec<Planned> {
@@ -46,7 +49,10 @@ fn plan(
             let router = match which {
                 ServiceName::Idp => eid_idp::router(idp?),
                 ServiceName::Ca => eid_ca::router(ca),
-                ServiceName::Signing => eid_signing::router(ctx, tsa?),
+                ServiceName::Signing => {
+                    let (tsa, signatures) = signing?;
+                    eid_signing::router(ctx, tsa, signatures)
+                }
                 ServiceName::Enrolment => eid_enrolment::router(ctx),
             };
             Some(Planned {
@@ -79,6 +85,20 @@ fn time_stamp_unit(ca: &CertificateAuthority) -> anyhow::Result<TimeStampUnit> {
     })
 }
 
+/// The CA certificates the signature API trusts, from the CA hierarchy: it signs for
+/// certificates of the citizen qualified signature CA, and builds chains from all.
+fn trusted_cas(ca: &CertificateAuthority) -> anyhow::Result<TrustedCas> {
+    let hierarchy = ca.hierarchy();
+    let mut known = Vec::new();
+    for role in [CaRole::Root, CaRole::CitizenSigningCa] {
+        known.push(hierarchy.get(role)?.certificate.clone());
+    }
+    Ok(TrustedCas {
+        signer_issuers: vec![hierarchy.get(CaRole::CitizenSigningCa)?.certificate.clone()],
+        known,
+    })
+}
+
 /// Serves until SIGINT or SIGTERM.
 #[allow(clippy::print_stdout)] // the URLs are the command's output
 pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Result<ExitCode> {
@@ -96,12 +116,17 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
     }
 
     let shutdown = CancellationToken::new();
-    let tsa = if only.is_none_or(|only| only == ServiceName::Signing) {
-        Some(
-            TimeStampAuthority::start(&ctx, time_stamp_unit(&ca)?, shutdown.clone())
-                .await
-                .context("cannot start the time-stamp authority")?,
-        )
+    let signing = if only.is_none_or(|only| only == ServiceName::Signing) {
+        let tsa = TimeStampAuthority::start(&ctx, time_stamp_unit(&ca)?, shutdown.clone())
+            .await
+            .context("cannot start the time-stamp authority")?;
+        // Signature time-stamps come from the TSA in this process.
+        let signatures = Signatures::new(
+            &ctx,
+            trusted_cas(&ca)?,
+            TimeStampSource::InProcess(tsa.clone()),
+        );
+        Some((tsa, signatures))
     } else {
         None
     };
@@ -112,7 +137,7 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
 
     // Bind every listener before serving any, so a taken port fails start-up cleanly.
     let mut bound = Vec::new();
-    for planned in plan(&ctx, &ca, tsa.as_ref(), idp.as_ref(), only) {
+    for planned in plan(&ctx, &ca, signing.as_ref(), idp.as_ref(), only) {
         let listener = tokio::net::TcpListener::bind(planned.address)
             .await
             .with_context(|| {

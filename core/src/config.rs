@@ -134,6 +134,22 @@ struct FileConfig {
 #[serde(deny_unknown_fields, default)]
 struct SigningSection {
     tsa: TsaSection,
+    cades: CadesSection,
+    api_client: Vec<IssuanceClientSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CadesSection {
+    pending_ttl_secs: u64,
+}
+
+impl Default for CadesSection {
+    fn default() -> Self {
+        Self {
+            pending_ttl_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -462,6 +478,38 @@ pub struct Config {
 pub struct SigningConfig {
     /// The RFC 3161 time-stamp authority.
     pub tsa: TsaConfig,
+    /// CAdES signatures (the two-step card/SIM flow).
+    pub cades: CadesConfig,
+    /// The callers allowed to use the signature API, each with its bearer token
+    /// (`[[signing.api_client]]`).
+    pub api_clients: Vec<ApiClient>,
+}
+
+/// CAdES signature settings (`[signing.cades]`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CadesConfig {
+    /// How long a prepared signature waits for its signature value.
+    pub pending_ttl: std::time::Duration,
+}
+
+/// A caller of a service API authenticated by a bearer token.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ApiClient {
+    /// The caller's name, recorded as the actor of its audit events.
+    pub name: String,
+    /// Its bearer token.
+    pub token: std::sync::Arc<SecretString>,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The time-stamp authority (RFC 3161, profile ETSI EN 319 422).
@@ -849,6 +897,19 @@ impl Config {
         let ca = resolve_ca(file.ca, &listen, env, &relative)?;
         let signing = SigningConfig {
             tsa: resolve_tsa(file.signing.tsa)?,
+            cades: resolve_cades(file.signing.cades)?,
+            api_clients: resolve_bearer_clients(
+                "signing.api_client",
+                file.signing.api_client,
+                env,
+                &relative,
+            )?
+            .into_iter()
+            .map(|(name, token)| ApiClient {
+                name,
+                token: std::sync::Arc::new(token),
+            })
+            .collect(),
         };
         let idp = resolve_idp(file.idp, &listen, env)?;
         let ceremony = match file.ceremony {
@@ -960,7 +1021,7 @@ impl Config {
             ),
         };
         format!(
-            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n\n[signing.tsa]\npolicy = \"{}\"\naccuracy_millis = {}\nqualified = {}\ninclude_tsa_name = {}\n\n[signing.tsa.clock]\nos_sync = \"{}\"\nntp_servers = {:?}\nmax_drift_millis = {}\ncheck_interval_secs = {}\nntp_timeout_millis = {}\ndanger_unchecked = {}\n",
+            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n\n[signing.cades]\npending_ttl_secs = {}\n# [[signing.api_client]] names (tokens not shown): {:?}\n\n[signing.tsa]\npolicy = \"{}\"\naccuracy_millis = {}\nqualified = {}\ninclude_tsa_name = {}\n\n[signing.tsa.clock]\nos_sync = \"{}\"\nntp_servers = {:?}\nmax_drift_millis = {}\ncheck_interval_secs = {}\nntp_timeout_millis = {}\ndanger_unchecked = {}\n",
             self.profile.name(),
             self.data_dir.display().to_string(),
             self.database.display_url,
@@ -972,6 +1033,12 @@ impl Config {
             self.audit.checkpoint_interval_secs,
             self.log.format.name(),
             self.log.level,
+            self.signing.cades.pending_ttl.as_secs(),
+            self.signing
+                .api_clients
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
             self.signing.tsa.policy,
             self.signing.tsa.accuracy.as_millis(),
             self.signing.tsa.qualified,
@@ -1105,6 +1172,72 @@ fn resolve_ceremony(
     })
 }
 
+fn resolve_cades(section: CadesSection) -> Result<CadesConfig, ConfigError> {
+    if !(10..=3600).contains(&section.pending_ttl_secs) {
+        return Err(invalid(
+            "signing.cades.pending_ttl_secs",
+            "must be 10 to 3600 seconds",
+        ));
+    }
+    Ok(CadesConfig {
+        pending_ttl: std::time::Duration::from_secs(section.pending_ttl_secs),
+    })
+}
+
+/// Callers named in `[[KEY]]` sections, each with a bearer token of at least 32
+/// characters from a file or the environment; names unique.
+fn resolve_bearer_clients(
+    key: &str,
+    sections: Vec<IssuanceClientSection>,
+    env: &dyn Environment,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<Vec<(String, SecretString)>, ConfigError> {
+    let mut clients: Vec<(String, SecretString)> = Vec::new();
+    for client in sections {
+        let name = client.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("`{name}`: use 1-64 characters from A-Z a-z 0-9 - _"),
+            ));
+        }
+        let token_key = format!("{key} `{name}` token_file/token_env");
+        let token = read_secret(
+            &token_key,
+            &SecretRef {
+                file: client.token_file.map(relative),
+                env: client.token_env,
+            },
+            env,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                &token_key,
+                "the client's bearer token must come from a file or an environment variable",
+            )
+        })?;
+        if token.expose_secret().len() < 32 {
+            return Err(invalid(
+                &token_key,
+                "a bearer token needs at least 32 characters",
+            ));
+        }
+        if clients.iter().any(|(other, _)| *other == name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("`{name}` is listed twice"),
+            ));
+        }
+        clients.push((name, token));
+    }
+    Ok(clients)
+}
+
 fn resolve_tsa(section: TsaSection) -> Result<TsaConfig, ConfigError> {
     const_oid::ObjectIdentifier::new(&section.policy).map_err(|e| {
         invalid(
@@ -1216,49 +1349,11 @@ fn resolve_ca(
             return Err(invalid(key, "must be at least 1"));
         }
     }
-    let mut issuance_clients = Vec::new();
-    for client in section.issuance_client {
-        let name = client.name;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                "ca.issuance_client.name",
-                format!("`{name}`: use 1-64 characters from A-Z a-z 0-9 - _"),
-            ));
-        }
-        let key = format!("ca.issuance_client `{name}` token_file/token_env");
-        let token = read_secret(
-            &key,
-            &SecretRef {
-                file: client.token_file.map(relative),
-                env: client.token_env,
-            },
-            env,
-        )?
-        .ok_or_else(|| {
-            invalid(
-                &key,
-                "the client's bearer token must come from a file or an environment variable",
-            )
-        })?;
-        if token.expose_secret().len() < 32 {
-            return Err(invalid(&key, "a bearer token needs at least 32 characters"));
-        }
-        if issuance_clients
-            .iter()
-            .any(|c: &IssuanceClient| c.name == name)
-        {
-            return Err(invalid(
-                "ca.issuance_client.name",
-                format!("`{name}` is listed twice"),
-            ));
-        }
-        issuance_clients.push(IssuanceClient { name, token });
-    }
+    let issuance_clients =
+        resolve_bearer_clients("ca.issuance_client", section.issuance_client, env, relative)?
+            .into_iter()
+            .map(|(name, token)| IssuanceClient { name, token })
+            .collect();
     Ok(CaConfig {
         country: section.country,
         organization: section.organization,
@@ -1931,7 +2026,10 @@ mod tests {
     #[test]
     fn production_requires_a_clock_check_and_refuses_an_unchecked_clock() {
         let env = env(&[("P", "correct horse battery staple")]);
-        let base = "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n";
+        // Production also needs an https issuer for the idp (checked since the idp
+        // joined); the TSA's clock rules are what this test is about.
+        let base = "profile = \"production\"\n[keys.soft]\npassphrase_env = \"P\"\n\
+                    [idp]\nissuer = \"https://login.example\"\ncard_url = \"https://card.login.example\"\n";
         let err = load_text(base, &env)
             .unwrap()
             .check_tsa_clock_for_profile()
@@ -1956,6 +2054,39 @@ mod tests {
                 .check_tsa_clock_for_profile()
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn signature_api_clients_need_long_tokens_and_unique_names() {
+        let env = env(&[
+            ("RP_TOKEN", "a-signature-api-token-of-enough-length"),
+            ("SHORT", "short"),
+        ]);
+        let config = load_text(
+            "[signing.cades]\npending_ttl_secs = 120\n[[signing.api_client]]\nname = \"portal\"\ntoken_env = \"RP_TOKEN\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.signing.api_clients.len(), 1);
+        assert_eq!(config.signing.api_clients[0].name, "portal");
+        assert_eq!(config.signing.cades.pending_ttl.as_secs(), 120);
+        assert!(!format!("{:?}", config.signing).contains("enough-length"));
+        let err = load_text(
+            "[[signing.api_client]]\nname = \"portal\"\ntoken_env = \"SHORT\"\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("signing.api_client `portal`"), "{err}");
+        let twice = "[[signing.api_client]]\nname = \"portal\"\ntoken_env = \"RP_TOKEN\"\n";
+        let err = load_text(&format!("{twice}{twice}"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        let err = load_text("[signing.cades]\npending_ttl_secs = 1\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signing.cades.pending_ttl_secs"), "{err}");
     }
 
     #[test]

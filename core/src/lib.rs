@@ -17,8 +17,9 @@ use std::sync::Arc;
 pub use audit::{AuditError, AuditEvent, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{
-    CeremonyCertificate, CeremonyConfig, ClockTrustConfig, Config, ConfigError, IdpConfig,
-    KeysConfig, Listeners, NtpServer, OsSyncCheck, SigningConfig, SoftSecretConfig, TsaConfig,
+    ApiClient, CadesConfig, CeremonyCertificate, CeremonyConfig, ClockTrustConfig, Config,
+    ConfigError, IdpConfig, KeysConfig, Listeners, NtpServer, OsSyncCheck, SigningConfig,
+    SoftSecretConfig, TsaConfig,
 };
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use logging::init_logging;

@@ -62,3 +62,88 @@ impl TsaError {
         move |source| Self::Encoding { what, source }
     }
 }
+
+/// Why a CAdES signature could not be prepared or finished. Each variant is one
+/// answer of the signature API (see `http.rs` for the status and problem type).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// No or an unknown bearer token.
+    #[error("{0}")]
+    Unauthorised(String),
+    /// The request is malformed (JSON, base64, digest length, missing fields).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A digest or key algorithm this service does not sign with.
+    #[error("{0}")]
+    UnsupportedAlgorithm(String),
+    /// The signer's certificate is unreadable, not issued by a trusted signing CA, not
+    /// valid now, or not for signatures.
+    #[error("{0}")]
+    BadCertificate(String),
+    /// No pending signature with this id for this caller.
+    #[error("no pending signature {0}")]
+    UnknownSignature(String),
+    /// The pending signature expired before it was finalised.
+    #[error("the pending signature {0} has expired; prepare it again")]
+    Expired(String),
+    /// The pending signature was already finalised (or refused): each is single-use.
+    #[error("the pending signature {0} was already used")]
+    AlreadyUsed(String),
+    /// The signature value does not verify with the certificate's key over the
+    /// prepared signed attributes.
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// The signer's certificate is revoked.
+    #[error("{0}")]
+    CertificateRevoked(String),
+    /// The signer's certificate is suspended (certificateHold).
+    #[error("{0}")]
+    CertificateSuspended(String),
+    /// The OCSP responder does not know the signer's certificate.
+    #[error("{0}")]
+    CertificateUnknown(String),
+    /// The certificate's status could not be learnt (responder down, bad answer).
+    #[error("{0}")]
+    RevocationUnavailable(String),
+    /// The time-stamp authority did not issue a token.
+    #[error("{0}")]
+    TimeStampUnavailable(String),
+    /// Encoding part of the signature failed.
+    #[error("encoding {what} failed: {source}")]
+    Encoding {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        source: der::Error,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Appending to the audit log failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Anything else internal.
+    #[error("signature task failed: {0}")]
+    Task(String),
+}
+
+impl SignatureError {
+    /// Whether the caller caused it (answered 4xx), rather than the service (5xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorised(_)
+                | Self::BadRequest(_)
+                | Self::UnsupportedAlgorithm(_)
+                | Self::BadCertificate(_)
+                | Self::UnknownSignature(_)
+                | Self::Expired(_)
+                | Self::AlreadyUsed(_)
+                | Self::InvalidSignature(_)
+                | Self::CertificateRevoked(_)
+                | Self::CertificateSuspended(_)
+                | Self::CertificateUnknown(_)
+        )
+    }
+}

@@ -3,18 +3,32 @@
 //! carries the PKIFailureInfo), sent with 200 as RFC 3161 §3.4 clients expect. Only a
 //! request that is not a time-stamp query at all (wrong media type) gets a 415
 //! problem+json, since its sender would not read a DER reply.
+//!
+//! The signature API (`/api/v1/signatures/...`) answers problem+json for every error,
+//! each [`SignatureError`] with its own status and type; callers authenticate with
+//! a bearer token of a `[[signing.api_client]]`.
 
 use axum::{
-    Router,
+    Json, Router,
     body::Bytes,
-    extract::{State, rejection::BytesRejection},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, JsonRejection},
+    },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
+use base64ct::{Base64, Encoding};
 use eid_core::http::Problem;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
-use crate::tsa::{FailureInfo, TimeStampAuthority, token};
+use crate::{
+    SignatureError,
+    cades::{DocumentInput, Level, PrepareRequest, Signatures},
+    tsa::{FailureInfo, TimeStampAuthority, token},
+};
 
 const QUERY: &str = "application/timestamp-query";
 const REPLY: &str = "application/timestamp-reply";
@@ -67,8 +81,205 @@ async fn time_stamp(
     }
 }
 
+const PKCS7_SIGNATURE: &str = "application/pkcs7-signature";
+/// The largest signature API request: a document of up to about 24 MiB in base64.
+const MAX_API_BYTES: usize = 32 * 1024 * 1024;
+
+impl IntoResponse for SignatureError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            Self::Unauthorised(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            Self::UnsupportedAlgorithm(_) => (StatusCode::BAD_REQUEST, "unsupported-algorithm"),
+            Self::BadCertificate(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad-certificate"),
+            Self::UnknownSignature(_) => (StatusCode::NOT_FOUND, "unknown-signature"),
+            Self::Expired(_) => (StatusCode::GONE, "signature-expired"),
+            Self::AlreadyUsed(_) => (StatusCode::CONFLICT, "signature-already-used"),
+            Self::InvalidSignature(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-signature"),
+            Self::CertificateRevoked(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "certificate-revoked")
+            }
+            Self::CertificateSuspended(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "certificate-suspended")
+            }
+            Self::CertificateUnknown(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "certificate-unknown")
+            }
+            Self::RevocationUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "revocation-unavailable")
+            }
+            Self::TimeStampUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "time-stamp-unavailable")
+            }
+            _ => return Problem::internal("signature API", &self).into_response(),
+        };
+        let mut response = Problem::new(status, kind, self.to_string()).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The authenticated API client, by name.
+fn caller(signatures: &Signatures, headers: &HeaderMap) -> Result<String, SignatureError> {
+    let clients = &signatures.context().config.signing.api_clients;
+    if clients.is_empty() {
+        return Err(SignatureError::Unauthorised(
+            "the signature API has no clients configured ([[signing.api_client]])".into(),
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| SignatureError::Unauthorised("a bearer token is required".into()))?;
+    let presented = Sha256::digest(presented.as_bytes());
+    // Digests compared in constant time: a comparison reveals nothing about a token.
+    clients
+        .iter()
+        .find(|client| {
+            let expected = Sha256::digest(
+                secrecy::ExposeSecret::expose_secret(client.token.as_ref()).as_bytes(),
+            );
+            expected
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+        })
+        .map(|client| client.name.clone())
+        .ok_or_else(|| {
+            SignatureError::Unauthorised("the bearer token is not a signature API client's".into())
+        })
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, SignatureError> {
+    body.map(|Json(value)| value)
+        .map_err(|e| SignatureError::BadRequest(e.body_text()))
+}
+
+fn base64_field(name: &str, value: &str) -> Result<Vec<u8>, SignatureError> {
+    Base64::decode_vec(value.trim())
+        .map_err(|_| SignatureError::BadRequest(format!("`{name}` is not base64")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrepareBody {
+    /// The signer's certificate, PEM.
+    certificate: String,
+    /// The document, base64 (or give `digest`).
+    document: Option<String>,
+    /// The document's digest, base64.
+    digest: Option<String>,
+    /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
+    digest_algorithm: Option<String>,
+    /// `B`, `T` or `LT` (default `LT`).
+    level: Option<String>,
+}
+
+async fn prepare(
+    State(signatures): State<Signatures>,
+    headers: HeaderMap,
+    body: Result<Json<PrepareBody>, JsonRejection>,
+) -> Result<Response, SignatureError> {
+    let client = caller(&signatures, &headers)?;
+    let body = json_body(body)?;
+    let level = match body.level.as_deref() {
+        None => Level::Lt,
+        Some(text) => Level::parse(text).ok_or_else(|| {
+            SignatureError::BadRequest(format!("level `{text}` is not B, T or LT"))
+        })?,
+    };
+    let document = match (body.document, body.digest, body.digest_algorithm) {
+        (Some(document), None, None) => DocumentInput::Bytes(base64_field("document", &document)?),
+        (None, Some(digest), Some(algorithm)) => DocumentInput::Digest {
+            algorithm,
+            value: base64_field("digest", &digest)?,
+        },
+        _ => {
+            return Err(SignatureError::BadRequest(
+                "give either `document`, or `digest` with `digest_algorithm`".into(),
+            ));
+        }
+    };
+    let prepared = signatures
+        .prepare(
+            &client,
+            PrepareRequest {
+                certificate: body.certificate.into_bytes(),
+                document,
+                level,
+            },
+        )
+        .await?;
+    let answer = serde_json::json!({
+        "id": prepared.id,
+        "level": level.name(),
+        "expires_at": prepared.expires_at,
+        "signature_algorithm": prepared.scheme.name(),
+        "digest_algorithm": prepared.digest_algorithm.name(),
+        "data_to_be_signed": Base64::encode_string(&prepared.signed_attributes),
+        "data_to_be_signed_digest": Base64::encode_string(&prepared.signed_attributes_digest),
+        "finalize": format!("/api/v1/signatures/{}/finalize", prepared.id),
+    });
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FinalizeBody {
+    /// The signature value the token made, base64.
+    signature: String,
+}
+
+async fn finalize(
+    State(signatures): State<Signatures>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<FinalizeBody>, JsonRejection>,
+) -> Result<Response, SignatureError> {
+    let client = caller(&signatures, &headers)?;
+    let body = json_body(body)?;
+    let signature = base64_field("signature", &body.signature)?;
+    if signature.is_empty() {
+        return Err(SignatureError::BadRequest("`signature` is empty".into()));
+    }
+    let finished = signatures.finalize(&client, &id, &signature).await?;
+    let wants_der = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(PKCS7_SIGNATURE));
+    if wants_der {
+        return Ok((
+            [
+                (header::CONTENT_TYPE, PKCS7_SIGNATURE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            finished.cades,
+        )
+            .into_response());
+    }
+    Ok(Json(serde_json::json!({
+        "id": finished.id,
+        "level": finished.level.name(),
+        "format": "CAdES detached (CMS SignedData, DER)",
+        "signature": Base64::encode_string(&finished.cades),
+    }))
+    .into_response())
+}
+
 /// The routes, before the shared `/healthz` and `/metrics`.
-pub(crate) fn routes(tsa: &TimeStampAuthority) -> Router {
+pub(crate) fn routes(tsa: &TimeStampAuthority, signatures: &Signatures) -> Router {
+    let api = Router::new()
+        .route("/api/v1/signatures/prepare", post(prepare))
+        .route("/api/v1/signatures/{id}/finalize", post(finalize))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
+        .with_state(signatures.clone());
     Router::new()
         .route("/tsa", post(time_stamp))
         // Past the parser's limit the body is not read further; the handler answers
@@ -77,4 +288,5 @@ pub(crate) fn routes(tsa: &TimeStampAuthority) -> Router {
             token::MAX_REQUEST_BYTES + 1,
         ))
         .with_state(tsa.clone())
+        .merge(api)
 }

@@ -1,8 +1,12 @@
 //! The signing service. Its HTTP surface: RFC 3161 time-stamps at `POST /tsa` (token
-//! profile ETSI EN 319 422). CAdES/PAdES signing, the CSC API v2 under `/csc/v2/` and
-//! validation grow from here.
+//! profile ETSI EN 319 422) and CAdES baseline B/T/LT signatures made in two steps for
+//! keys on a card or SIM (`POST /api/v1/signatures/prepare`, then
+//! `POST /api/v1/signatures/{id}/finalize`). PAdES, the CSC API v2 under `/csc/v2/`
+//! and validation grow from here.
 #![forbid(unsafe_code)]
 
+pub mod cades;
+pub mod cms;
 mod error;
 mod http;
 pub mod tsa;
@@ -10,7 +14,8 @@ pub mod tsa;
 use axum::Router;
 use eid_core::ServiceContext;
 
-pub use error::TsaError;
+pub use cades::Signatures;
+pub use error::{SignatureError, TsaError};
 pub use tsa::{TimeStampAuthority, TimeStampUnit};
 
 /// The service's name in `eid serve signing`, logs and metrics.
@@ -21,6 +26,6 @@ pub const DESCRIPTION: &str =
     "signing service: RFC 3161 timestamps, CAdES/PAdES signatures, CSC API v2, validation";
 
 /// The service's HTTP surface.
-pub fn router(ctx: &ServiceContext, tsa: &TimeStampAuthority) -> Router {
-    eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, http::routes(tsa))
+pub fn router(ctx: &ServiceContext, tsa: &TimeStampAuthority, signatures: &Signatures) -> Router {
+    eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, http::routes(tsa, signatures))
 }

@@ -18,19 +18,13 @@ use x509_cert::{
 
 use super::gen_time::GenTime;
 
+pub use crate::cms::{
+    ID_AA_SIGNING_CERTIFICATE_V2, ID_CONTENT_TYPE, ID_MESSAGE_DIGEST, ID_SIGNED_DATA,
+};
+
 /// `id-ct-TSTInfo` (RFC 3161 §2.4.2): the eContentType of a time-stamp token.
 pub const ID_CT_TST_INFO: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
-/// `id-aa-signingCertificateV2` (RFC 5035, used by RFC 5816).
-pub const ID_AA_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
-/// `id-contentType` (RFC 5652 §11.1).
-pub const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
-/// `id-messageDigest` (RFC 5652 §11.2).
-pub const ID_MESSAGE_DIGEST: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
-/// `id-signedData` (RFC 5652 §5.1).
-pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 /// `id-pe-qcStatements` (RFC 3739): the extension that carries the statement.
 pub const ID_PE_QC_STATEMENTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.3");
 /// `id-etsi-tsts-EuQCompliance` (ETSI EN 319 422 Annex B): `esi4-qtstStatement-1`, the

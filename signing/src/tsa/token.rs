@@ -8,7 +8,7 @@
 //! ESSCertIDv2, certificates) on every token; here they are prepared once per TSU.
 
 use cms::{
-    cert::{CertificateChoices, IssuerAndSerialNumber},
+    cert::CertificateChoices,
     content_info::{CmsVersion, ContentInfo},
     signed_data::{
         CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo,
@@ -32,11 +32,10 @@ use x509_cert::{
 use super::{
     TimeStampUnit,
     asn1::{
-        Accuracy, EssCertIdV2, FailureInfo, ID_AA_SIGNING_CERTIFICATE_V2, ID_CONTENT_TYPE,
-        ID_CT_TST_INFO, ID_ETSI_TSTS_EU_QCOMPLIANCE, ID_MESSAGE_DIGEST, ID_PE_QC_STATEMENTS,
-        ID_SHA1, ID_SHA256, ID_SHA384, ID_SHA512, ID_SIGNED_DATA, IssuerSerial, MessageImprint,
-        PkiStatus, PkiStatusInfo, QcStatement, SigningCertificateV2, TimeStampReq, TimeStampResp,
-        TstInfo,
+        Accuracy, FailureInfo, ID_CONTENT_TYPE, ID_CT_TST_INFO, ID_ETSI_TSTS_EU_QCOMPLIANCE,
+        ID_MESSAGE_DIGEST, ID_PE_QC_STATEMENTS, ID_SHA1, ID_SHA256, ID_SHA384, ID_SHA512,
+        ID_SIGNED_DATA, MessageImprint, PkiStatus, PkiStatusInfo, QcStatement, TimeStampReq,
+        TimeStampResp, TstInfo,
     },
     gen_time::GenTime,
 };
@@ -211,10 +210,7 @@ fn sha256_algorithm() -> AlgorithmIdentifierOwned {
 }
 
 fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, TsaError> {
-    Ok(Attribute {
-        oid,
-        values: SetOfVec::try_from(vec![value]).map_err(TsaError::encoding("attribute"))?,
-    })
+    crate::cms::attribute(oid, value).map_err(TsaError::encoding("attribute"))
 }
 
 /// Checks that `certificate` may sign time-stamps (RFC 3161 §2.3): an extended key
@@ -261,25 +257,9 @@ impl TokenSigner {
             )));
         }
         check_time_stamping_certificate(certificate)?;
-        let certificate_der = certificate
-            .to_der()
-            .map_err(TsaError::encoding("TSU certificate"))?;
         // ESSCertIDv2 (RFC 5816): SHA-256 of the certificate, with issuer and serial.
-        let ess = SigningCertificateV2 {
-            certs: vec![EssCertIdV2 {
-                hash_algorithm: None,
-                cert_hash: OctetString::new(Sha256::digest(&certificate_der).as_slice())
-                    .map_err(TsaError::encoding("ESSCertIDv2"))?,
-                issuer_serial: Some(IssuerSerial {
-                    issuer: vec![GeneralName::DirectoryName(tbs.issuer().clone())],
-                    serial_number: tbs.serial_number().clone(),
-                }),
-            }],
-        };
-        let signing_certificate = attribute(
-            ID_AA_SIGNING_CERTIFICATE_V2,
-            Any::encode_from(&ess).map_err(TsaError::encoding("SigningCertificateV2"))?,
-        )?;
+        let signing_certificate = crate::cms::signing_certificate_v2(certificate)
+            .map_err(TsaError::encoding("SigningCertificateV2"))?;
         let mut certificates = vec![CertificateChoices::Certificate(certificate.clone())];
         certificates.extend(
             unit.chain
@@ -314,10 +294,7 @@ impl TokenSigner {
         Ok(Self {
             signer: unit.signer.clone(),
             certificates,
-            sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-                issuer: tbs.issuer().clone(),
-                serial_number: tbs.serial_number().clone(),
-            }),
+            sid: crate::cms::signer_identifier(certificate),
             signing_certificate,
             signature_algorithm: unit.signer.scheme().algorithm_identifier()?,
             policy,

@@ -1,7 +1,9 @@
-//! A whole eid instance for the TSA tests: a fresh database (SQLite or PostgreSQL), a
-//! key store (the soft store or a SoftHSM2 token), the real CA hierarchy made by
-//! eid-ca (its TSU certificate included), the TSA started on it, and the signing
-//! router served on a loopback port. Plus openssl as the judge and a tiny SNTP server.
+//! A whole eid instance for the signing tests: a fresh database (SQLite or
+//! PostgreSQL), a key store (the soft store or a SoftHSM2 token), the real CA hierarchy
+//! made by eid-ca (its TSU certificate included) with the CA's HTTP surface (OCSP)
+//! served at the URL its certificates name, the TSA and the signature API started on
+//! it, and the signing router served on a loopback port. Plus citizen cards on
+//! SoftHSM2, openssl as the judge and a tiny SNTP server.
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
 use std::{
@@ -20,7 +22,11 @@ use eid_core::{
     config::{Environment, Overrides},
     instance::{self, OpenMode},
 };
-use eid_signing::{TimeStampAuthority, TimeStampUnit, tsa::OsStatusSource};
+use eid_signing::{
+    Signatures, TimeStampAuthority, TimeStampUnit,
+    cades::{timestamp::TimeStampSource, trust::TrustedCas},
+    tsa::OsStatusSource,
+};
 use eid_tests::{TestBackend, TestDatabase};
 use tokio_util::sync::CancellationToken;
 use x509_cert::der::{EncodePem, pem::LineEnding};
@@ -93,6 +99,14 @@ pub struct Tsa {
     pub checkpoint_key: eid_hsm::PublicKey,
     /// The time-stamping unit the TSA signs with.
     pub unit: TimeStampUnit,
+    /// The certificate authority (issues card certificates, revokes them).
+    pub ca: eid_ca::CertificateAuthority,
+    /// The signature API.
+    pub signatures: Signatures,
+    /// The bearer token of the API client `test-rp`.
+    pub api_token: String,
+    /// The bearer token of another API client, `other-rp`.
+    pub other_api_token: String,
     shutdown: CancellationToken,
     _db: TestDatabase,
 }
@@ -131,6 +145,18 @@ impl Tsa {
                 pkcs11_module()
             ));
         }
+        // The CA's HTTP surface listens where its certificates' OCSP URLs point.
+        let ca_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ca_address = ca_listener.local_addr().unwrap();
+        let api_token = "test-rp-token-0123456789abcdefghijklmnop".to_owned();
+        let other_api_token = "other-rp-token-0123456789abcdefghijklmnop".to_owned();
+        std::fs::write(dir.path().join("api-token"), &api_token).unwrap();
+        std::fs::write(dir.path().join("other-api-token"), &other_api_token).unwrap();
+        text.push_str(&format!(
+            "[ca]\npublic_url = \"http://{ca_address}\"\n\
+             [[signing.api_client]]\nname = \"test-rp\"\ntoken_file = \"api-token\"\n\
+             [[signing.api_client]]\nname = \"other-rp\"\ntoken_file = \"other-api-token\"\n"
+        ));
         text.push_str(extra);
         let file = dir.path().join("eid.toml");
         std::fs::write(&file, text).unwrap();
@@ -164,12 +190,27 @@ impl Tsa {
         let tsa = TimeStampAuthority::start_with(&ctx, unit.clone(), os, shutdown.clone())
             .await
             .unwrap();
+        tokio::spawn(eid_core::http::serve(
+            "ca",
+            ca_listener,
+            eid_ca::router(&ca),
+            shutdown.clone(),
+        ));
+        let signing_ca = hierarchy.get(eid_ca::CaRole::CitizenSigningCa).unwrap();
+        let signatures = Signatures::new(
+            &ctx,
+            TrustedCas {
+                signer_issuers: vec![signing_ca.certificate.clone()],
+                known: vec![root.certificate.clone(), signing_ca.certificate.clone()],
+            },
+            TimeStampSource::InProcess(tsa.clone()),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(eid_core::http::serve(
             "signing",
             listener,
-            eid_signing::router(&ctx, &tsa),
+            eid_signing::router(&ctx, &tsa, &signatures),
             shutdown.clone(),
         ));
         Self {
@@ -181,6 +222,10 @@ impl Tsa {
             tsu: tsu_pem,
             checkpoint_key: instance.checkpoint_signer.public_key().clone(),
             unit,
+            ca: ca.clone(),
+            signatures,
+            api_token,
+            other_api_token,
             shutdown,
             _db: db,
         }
@@ -219,6 +264,118 @@ impl Tsa {
         let path = self.path(reply);
         std::fs::write(&path, body).unwrap();
         path
+    }
+}
+
+/// A citizen's card: a SoftHSM2 token of class smartcard with the two citizen key
+/// pairs generated on it, and a qualified signature certificate for its signing key.
+pub struct Card {
+    pub store: eid_hsm::KeyStore,
+    pub certificate: x509_cert::Certificate,
+    pub certificate_pem: String,
+}
+
+/// The card's PIN2 (the signing PIN).
+pub const CARD_PIN: &str = "48213";
+
+impl Card {
+    /// Makes a card with P-256 keys and has `instance`'s CA certify its signing key.
+    pub async fn issue(instance: &Tsa, national_id: &str) -> Self {
+        Self::issue_with(instance, national_id, eid_hsm::KeySpec::EcP256).await
+    }
+
+    /// Makes a card with keys of `spec` and has `instance`'s CA certify its signing key.
+    pub async fn issue_with(instance: &Tsa, national_id: &str, spec: eid_hsm::KeySpec) -> Self {
+        use x509_cert::builder::{Builder, RequestBuilder};
+        softhsm_environment();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let label = format!(
+            "card-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let module = PathBuf::from(pkcs11_module());
+        let pin = secrecy::SecretString::from(CARD_PIN.to_owned());
+        let store = tokio::task::spawn_blocking(move || {
+            eid_hsm::initialize_token(
+                &module,
+                &label,
+                &secrecy::SecretString::from("5678".to_owned()),
+                &pin,
+            )
+            .unwrap();
+            let store = eid_hsm::KeyStore::open_pkcs11(eid_hsm::Pkcs11Options {
+                module,
+                token: eid_hsm::TokenSelector::Label(label),
+                pin,
+                sessions: 1,
+                class: eid_hsm::TokenClass::Smartcard,
+            })
+            .unwrap();
+            store.generate_citizen_key_pairs(spec).unwrap();
+            store
+        })
+        .await
+        .unwrap();
+        let signing = eid_hsm::KeyLabel::new(eid_hsm::CITIZEN_SIGNING_LABEL).unwrap();
+        let signer = store
+            .signer(&signing, None)
+            .unwrap()
+            .with_pin(secrecy::SecretString::from(CARD_PIN.to_owned()));
+        let csr = {
+            let signer = signer.clone();
+            tokio::task::spawn_blocking(move || {
+                let subject: x509_cert::name::Name = "CN=card".parse().unwrap();
+                let request = RequestBuilder::new(subject)
+                    .unwrap()
+                    .build::<_, eid_hsm::Signature>(&signer)
+                    .unwrap();
+                der::Encode::to_der(&request).unwrap()
+            })
+            .await
+            .unwrap()
+        };
+        let evidence = eid_ca::KeyEvidence {
+            public_key: signer.public_key().clone(),
+            qscd: store.qscd_evidence(&signing).unwrap(),
+        };
+        let issued = instance
+            .ca
+            .issue(eid_ca::IssueRequest {
+                profile: eid_ca::Profile::CitizenSigning,
+                csr,
+                national_id: eid_ca::NationalId::new(national_id).unwrap(),
+                name: eid_ca::PersonName::new("Mari", "Maasikas").unwrap(),
+                requested_by: "operator:test".into(),
+                key_evidence: Some(evidence),
+            })
+            .await
+            .unwrap();
+        let certificate = <x509_cert::Certificate as der::Decode>::from_der(&issued.der).unwrap();
+        let certificate_pem = certificate.to_pem(LineEnding::LF).unwrap();
+        Self {
+            store,
+            certificate,
+            certificate_pem,
+        }
+    }
+
+    /// A signer for one of the card's keys, with the PIN for this signature (an
+    /// always-authenticate key asks for it every time, as a card does).
+    pub fn signer(&self, label: &str) -> eid_hsm::KeySigner {
+        self.store
+            .signer(&eid_hsm::KeyLabel::new(label).unwrap(), None)
+            .unwrap()
+            .with_pin(secrecy::SecretString::from(CARD_PIN.to_owned()))
+    }
+
+    /// Signs `data` on the card with its signing key, as the card's middleware would.
+    pub async fn sign(&self, data: Vec<u8>) -> Vec<u8> {
+        self.signer(eid_hsm::CITIZEN_SIGNING_LABEL)
+            .sign_async(data)
+            .await
+            .unwrap()
+            .into_bytes()
     }
 }
 

@@ -1,0 +1,546 @@
+//! CAdES baseline signatures (ETSI EN 319 122-1: B, T and LT) in two steps, for keys
+//! that never leave a citizen's card or SIM.
+//!
+//! 1. [`Signatures::prepare`] checks the signer's certificate, builds the signed
+//!    attributes over the document's digest and stores them as a pending signature
+//!    (`pending_signature`, audited as `signature.prepare`). The caller gets the DER
+//!    the token must sign and its hash.
+//! 2. [`Signatures::finalize`] (once, before the pending signature expires) checks the
+//!    signature value against the certificate's key and the stored attributes, asks
+//!    our OCSP responder for the certificate's status, adds a signature time-stamp
+//!    (T) and the validation data (LT), and stores the finished signature with its
+//!    audit event (`signature.finalize`) in one transaction, claiming the pending row
+//!    only if it is still pending, so it is single-use even under concurrent calls.
+//!
+//! A refusal that consumes the pending signature (a signature value that does not
+//! verify, a revoked, suspended or unknown certificate) is recorded and audited as
+//! denied in one transaction; one that may pass on retry (OCSP or TSA unavailable)
+//! changes nothing. Only digests are stored and audited, never documents.
+
+pub mod build;
+mod revocation;
+pub mod timestamp;
+pub mod trust;
+
+use base64ct::{Base64, Encoding};
+use der::{Decode, DecodePem, Encode};
+use eid_core::{AuditEvent, Outcome, ServiceContext, audit};
+use eid_hsm::SignatureScheme;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use x509_cert::Certificate;
+
+use self::{
+    build::{Additions, DigestAlgorithm},
+    timestamp::TimeStampSource,
+    trust::TrustedCas,
+};
+use crate::SignatureError;
+
+/// A CAdES baseline level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Level {
+    /// B-B: signed attributes, signer certificate.
+    B,
+    /// B-T: plus a signature time-stamp.
+    T,
+    /// B-LT: plus certificate chains and OCSP responses of the signer and the TSU.
+    Lt,
+}
+
+impl Level {
+    /// Parses `B`, `T`, `LT` (with or without the `B-` prefix, any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        let upper = text.to_ascii_uppercase();
+        match upper.strip_prefix("B-").unwrap_or(&upper) {
+            "B" => Some(Self::B),
+            "T" => Some(Self::T),
+            "LT" => Some(Self::Lt),
+            _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::B => "B",
+            Self::T => "T",
+            Self::Lt => "LT",
+        }
+    }
+}
+
+/// What the document is, as the caller gives it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DocumentInput {
+    /// The document itself (hashed here, never stored).
+    Bytes(Vec<u8>),
+    /// The document's digest, made with `algorithm`.
+    Digest {
+        /// The digest algorithm's name.
+        algorithm: String,
+        /// The digest.
+        value: Vec<u8>,
+    },
+}
+
+/// A request to prepare a signature.
+#[derive(Debug)]
+pub struct PrepareRequest {
+    /// The signer's certificate, PEM or DER.
+    pub certificate: Vec<u8>,
+    /// The document.
+    pub document: DocumentInput,
+    /// The level wanted.
+    pub level: Level,
+}
+
+/// A prepared signature: what the signer's token must sign.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The pending signature's id.
+    pub id: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// The DER of the signed attributes: the data to be signed.
+    pub signed_attributes: Vec<u8>,
+    /// Their hash under the signature scheme's digest, for tokens that sign a hash.
+    pub signed_attributes_digest: Vec<u8>,
+    /// That digest's algorithm.
+    pub digest_algorithm: DigestAlgorithm,
+    /// The signature scheme the token must use.
+    pub scheme: SignatureScheme,
+}
+
+/// A finished signature.
+#[derive(Debug)]
+pub struct Finished {
+    /// The pending signature's id.
+    pub id: String,
+    /// Its level.
+    pub level: Level,
+    /// The DER `ContentInfo` (a detached CAdES signature, `.p7s`).
+    pub cades: Vec<u8>,
+}
+
+/// The signature service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Signatures {
+    ctx: ServiceContext,
+    trust: std::sync::Arc<TrustedCas>,
+    time_stamps: TimeStampSource,
+    http: reqwest::Client,
+}
+
+fn random_id() -> Result<String, SignatureError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| SignatureError::Task(format!("random id: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+fn rfc3339(at: OffsetDateTime) -> Result<String, SignatureError> {
+    at.format(&Rfc3339)
+        .map_err(|e| SignatureError::Task(format!("formatting a time: {e}")))
+}
+
+fn parse_certificate(input: &[u8]) -> Result<Certificate, SignatureError> {
+    let parsed = if input.starts_with(b"-----BEGIN") {
+        Certificate::from_pem(input)
+    } else {
+        Certificate::from_der(input)
+    };
+    parsed.map_err(|e| SignatureError::BadCertificate(format!("unreadable certificate: {e}")))
+}
+
+fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> SignatureError {
+    move |source| SignatureError::Db(eid_core::DbError::Query { operation, source })
+}
+
+/// A pending signature as stored.
+struct Pending {
+    level: Level,
+    certificate: Certificate,
+    digest_algorithm: DigestAlgorithm,
+    document_digest: String,
+    scheme: SignatureScheme,
+    signed_attributes: Vec<u8>,
+    expires_at: i64,
+    state: String,
+}
+
+impl Signatures {
+    /// The service: it signs for certificates of `trust`'s signer CAs and takes
+    /// signature time-stamps from `time_stamps`.
+    pub fn new(ctx: &ServiceContext, trust: TrustedCas, time_stamps: TimeStampSource) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            trust: std::sync::Arc::new(trust),
+            time_stamps,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The service context (configuration, database).
+    pub fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+
+    /// Step 1: checks the certificate, builds and stores the signed attributes.
+    /// `client` is the authenticated caller.
+    pub async fn prepare(
+        &self,
+        client: &str,
+        request: PrepareRequest,
+    ) -> Result<Prepared, SignatureError> {
+        let now = self.ctx.clock.now();
+        let certificate = parse_certificate(&request.certificate)?;
+        let issuer = self.trust.check_signer(&certificate, now)?.clone();
+        let scheme = build::scheme_for(&certificate)?;
+        let digest_algorithm = DigestAlgorithm::of_scheme(scheme).ok_or_else(|| {
+            SignatureError::UnsupportedAlgorithm(format!("no digest for {scheme}"))
+        })?;
+        let document_digest = match request.document {
+            DocumentInput::Bytes(bytes) => digest_algorithm.digest(&bytes),
+            DocumentInput::Digest { algorithm, value } => {
+                let named = DigestAlgorithm::parse(&algorithm).ok_or_else(|| {
+                    SignatureError::UnsupportedAlgorithm(format!(
+                        "digest algorithm `{algorithm}` is not supported (sha256, sha384, sha512)"
+                    ))
+                })?;
+                if named != digest_algorithm {
+                    return Err(SignatureError::UnsupportedAlgorithm(format!(
+                        "this certificate's key signs with {scheme}: give a {} digest of the document, not {}",
+                        digest_algorithm.name(),
+                        named.name()
+                    )));
+                }
+                if value.len() != named.output_len() {
+                    return Err(SignatureError::BadRequest(format!(
+                        "a {} digest has {} octets, not {}",
+                        named.name(),
+                        named.output_len(),
+                        value.len()
+                    )));
+                }
+                value
+            }
+        };
+        let signed_attributes = build::signed_attributes(&certificate, &document_digest, now)?;
+        let signed_attributes_digest = digest_algorithm.digest(&signed_attributes);
+        let id = random_id()?;
+        let ttl = time::Duration::try_from(self.ctx.config.signing.cades.pending_ttl)
+            .map_err(|e| SignatureError::Task(format!("pending TTL: {e}")))?;
+        let expires = now + ttl;
+        let certificate_der = certificate
+            .to_der()
+            .map_err(|source| SignatureError::Encoding {
+                what: "certificate",
+                source,
+            })?;
+        let tbs = certificate.tbs_certificate();
+        let serial = hex::encode(tbs.serial_number().as_bytes());
+        let document_digest_hex = hex::encode(&document_digest);
+        let event = AuditEvent::new(
+            format!("service:{client}"),
+            "signature.prepare",
+            "signature",
+            &id,
+        )
+        .details(serde_json::json!({
+            "level": request.level.name(),
+            "signer_serial": serial,
+            "signer_subject": tbs.subject().to_string(),
+            "signer_issuer": issuer.tbs_certificate().subject().to_string(),
+            "digest_algorithm": digest_algorithm.name(),
+            "document_digest": document_digest_hex,
+            "signature_scheme": scheme.name(),
+            "expires_at": rfc3339(expires)?,
+        }));
+        let mut tx = self.ctx.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO pending_signature (id, client, level, signer_serial, signer_issuer, \
+             certificate, digest_algorithm, document_digest, signature_scheme, \
+             signed_attributes, created_at, expires_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending')",
+        )
+        .bind(&id)
+        .bind(client)
+        .bind(request.level.name())
+        .bind(&serial)
+        .bind(tbs.issuer().to_string())
+        .bind(Base64::encode_string(&certificate_der))
+        .bind(digest_algorithm.name())
+        .bind(&document_digest_hex)
+        .bind(scheme.name())
+        .bind(Base64::encode_string(&signed_attributes))
+        .bind(rfc3339(now)?)
+        .bind(expires.unix_timestamp())
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("storing a pending signature"))?;
+        audit::append(&mut tx, self.ctx.clock.as_ref(), &event).await?;
+        tx.commit()
+            .await
+            .map_err(query_error("committing a pending signature"))?;
+        Ok(Prepared {
+            id,
+            expires_at: rfc3339(expires)?,
+            signed_attributes,
+            signed_attributes_digest,
+            digest_algorithm,
+            scheme,
+        })
+    }
+
+    async fn load(&self, client: &str, id: &str) -> Result<Pending, SignatureError> {
+        let unknown = || SignatureError::UnknownSignature(id.to_owned());
+        // Ids are 32 hex digits; anything else cannot exist.
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let row = sqlx::query(
+            "SELECT client, level, certificate, digest_algorithm, document_digest, \
+             signature_scheme, signed_attributes, expires_at, state \
+             FROM pending_signature WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.ctx.db.pool())
+        .await
+        .map_err(query_error("reading a pending signature"))?
+        .ok_or_else(unknown)?;
+        let text = |name: &str| -> Result<String, SignatureError> {
+            row.try_get::<String, _>(name)
+                .map_err(query_error("reading a pending signature"))
+        };
+        // Another client's pending signature is not even confirmed to exist.
+        if text("client")? != client {
+            return Err(unknown());
+        }
+        let stored = |what: &str| SignatureError::Task(format!("stored {what} is unreadable"));
+        let certificate = Base64::decode_vec(&text("certificate")?)
+            .ok()
+            .and_then(|der| Certificate::from_der(&der).ok())
+            .ok_or_else(|| stored("certificate"))?;
+        Ok(Pending {
+            level: Level::parse(&text("level")?).ok_or_else(|| stored("level"))?,
+            certificate,
+            digest_algorithm: DigestAlgorithm::parse(&text("digest_algorithm")?)
+                .ok_or_else(|| stored("digest algorithm"))?,
+            document_digest: text("document_digest")?,
+            scheme: SignatureScheme::parse(&text("signature_scheme")?)
+                .map_err(|_| stored("signature scheme"))?,
+            signed_attributes: Base64::decode_vec(&text("signed_attributes")?)
+                .map_err(|_| stored("signed attributes"))?,
+            expires_at: row
+                .try_get::<i64, _>("expires_at")
+                .map_err(query_error("reading a pending signature"))?,
+            state: text("state")?,
+        })
+    }
+
+    /// Step 2: checks `signature` (the value the token made over the prepared signed
+    /// attributes) and finishes the signature at the prepared level.
+    pub async fn finalize(
+        &self,
+        client: &str,
+        id: &str,
+        signature: &[u8],
+    ) -> Result<Finished, SignatureError> {
+        let pending = self.load(client, id).await?;
+        if pending.state != "pending" {
+            return Err(SignatureError::AlreadyUsed(id.to_owned()));
+        }
+        let now = self.ctx.clock.now();
+        if now.unix_timestamp() >= pending.expires_at {
+            return Err(SignatureError::Expired(id.to_owned()));
+        }
+        match self.finish(&pending, signature, now).await {
+            Ok(cades) => {
+                self.complete(client, id, &pending, &cades, now).await?;
+                Ok(Finished {
+                    id: id.to_owned(),
+                    level: pending.level,
+                    cades,
+                })
+            }
+            Err(
+                e @ (SignatureError::InvalidSignature(_)
+                | SignatureError::CertificateRevoked(_)
+                | SignatureError::CertificateSuspended(_)
+                | SignatureError::CertificateUnknown(_)
+                | SignatureError::BadCertificate(_)),
+            ) => {
+                self.refuse(client, id, &pending, &e, now).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn finish(
+        &self,
+        pending: &Pending,
+        signature: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, SignatureError> {
+        let certificate = &pending.certificate;
+        let scheme = pending.scheme;
+        let signature = match scheme {
+            SignatureScheme::EcdsaSha256 => build::ecdsa_signature_der(signature, 32),
+            SignatureScheme::EcdsaSha384 => build::ecdsa_signature_der(signature, 48),
+            _ => Some(signature.to_vec()),
+        }
+        .ok_or_else(|| {
+            SignatureError::InvalidSignature(format!(
+                "the signature value is not an {} signature",
+                scheme.name()
+            ))
+        })?;
+        let key = eid_hsm::PublicKey::new(
+            certificate
+                .tbs_certificate()
+                .subject_public_key_info()
+                .clone(),
+        );
+        key.verify(scheme, &pending.signed_attributes, &signature)
+            .map_err(|_| {
+                SignatureError::InvalidSignature(
+                    "the signature value does not verify with the certificate's key over the prepared signed attributes"
+                        .into(),
+                )
+            })?;
+        // The certificate may have been revoked (or expired) since it was prepared.
+        let issuer = self.trust.check_signer(certificate, now)?.clone();
+        let status = revocation::check(&self.http, certificate, &issuer, now).await?;
+
+        let mut additions = Additions {
+            certificates: self.trust.chain_of(certificate),
+            ..Additions::default()
+        };
+        if matches!(pending.level, Level::T | Level::Lt) {
+            let token = self
+                .time_stamps
+                .stamp(Sha256::digest(&signature).as_slice())
+                .await?;
+            if pending.level == Level::Lt {
+                additions
+                    .certificates
+                    .extend(status.responder_certificates.iter().cloned());
+                additions.ocsp_responses.push(status.response.clone());
+                for tsu in &token.certificates {
+                    additions.certificates.push(tsu.clone());
+                    additions.certificates.extend(self.trust.chain_of(tsu));
+                    // The TSU's own status, where its certificate names a responder.
+                    if trust::ocsp_url(tsu).is_some()
+                        && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
+                    {
+                        let tsu_status =
+                            revocation::check(&self.http, tsu, tsu_issuer, now).await?;
+                        additions.ocsp_responses.push(tsu_status.response);
+                    }
+                }
+            }
+            additions.time_stamp = Some(token.token);
+        }
+        build::assemble(
+            certificate,
+            scheme,
+            pending.digest_algorithm,
+            &pending.signed_attributes,
+            &signature,
+            &additions,
+        )
+    }
+
+    async fn complete(
+        &self,
+        client: &str,
+        id: &str,
+        pending: &Pending,
+        cades: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), SignatureError> {
+        let event = AuditEvent::new(
+            format!("service:{client}"),
+            "signature.finalize",
+            "signature",
+            id,
+        )
+        .details(serde_json::json!({
+            "level": pending.level.name(),
+            "signer_serial": hex::encode(pending.certificate.tbs_certificate().serial_number().as_bytes()),
+            "digest_algorithm": pending.digest_algorithm.name(),
+            "document_digest": pending.document_digest,
+            "certificate_status": "good",
+            "signature_sha256": hex::encode(Sha256::digest(cades)),
+        }));
+        let mut tx = self.ctx.db.begin_write().await?;
+        let claimed = sqlx::query(
+            "UPDATE pending_signature SET state = 'completed', finalized_at = $1, cades = $2 \
+             WHERE id = $3 AND state = 'pending' AND expires_at > $4",
+        )
+        .bind(rfc3339(now)?)
+        .bind(Base64::encode_string(cades))
+        .bind(id)
+        .bind(now.unix_timestamp())
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("finishing a pending signature"))?;
+        if claimed.rows_affected() != 1 {
+            // Another call got there first (or it expired meanwhile): nothing written.
+            let _ = tx.rollback().await;
+            return Err(SignatureError::AlreadyUsed(id.to_owned()));
+        }
+        audit::append(&mut tx, self.ctx.clock.as_ref(), &event).await?;
+        tx.commit()
+            .await
+            .map_err(query_error("committing a finished signature"))?;
+        Ok(())
+    }
+
+    async fn refuse(
+        &self,
+        client: &str,
+        id: &str,
+        pending: &Pending,
+        reason: &SignatureError,
+        now: OffsetDateTime,
+    ) -> Result<(), SignatureError> {
+        let event = AuditEvent::new(
+            format!("service:{client}"),
+            "signature.finalize",
+            "signature",
+            id,
+        )
+        .outcome(Outcome::Denied)
+        .details(serde_json::json!({
+            "level": pending.level.name(),
+            "signer_serial": hex::encode(pending.certificate.tbs_certificate().serial_number().as_bytes()),
+            "document_digest": pending.document_digest,
+            "reason": reason.to_string(),
+        }));
+        let mut tx = self.ctx.db.begin_write().await?;
+        let claimed = sqlx::query(
+            "UPDATE pending_signature SET state = 'refused', finalized_at = $1, failure = $2 \
+             WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(rfc3339(now)?)
+        .bind(reason.to_string())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("refusing a pending signature"))?;
+        if claimed.rows_affected() != 1 {
+            let _ = tx.rollback().await;
+            return Err(SignatureError::AlreadyUsed(id.to_owned()));
+        }
+        audit::append(&mut tx, self.ctx.clock.as_ref(), &event).await?;
+        tx.commit()
+            .await
+            .map_err(query_error("committing a refused signature"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! Which certificates the service signs for, and their chains: the CA certificates it
+//! is given at start (by the `eid` binary, from the CA hierarchy), never fetched.
+
+use der::{Decode, Encode, asn1::ObjectIdentifier};
+use eid_hsm::{PublicKey, SignatureScheme};
+use time::OffsetDateTime;
+use x509_cert::{
+    Certificate,
+    ext::pkix::{AuthorityInfoAccessSyntax, KeyUsage, KeyUsages, name::GeneralName},
+};
+
+use crate::SignatureError;
+
+const ID_CE_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const ID_PE_AUTHORITY_INFO_ACCESS: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+const ID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+
+/// The CA certificates the service knows.
+#[derive(Clone, Debug)]
+pub struct TrustedCas {
+    /// CAs whose certificates may sign documents here (the citizen qualified
+    /// signature CA).
+    pub signer_issuers: Vec<Certificate>,
+    /// Every CA certificate up to and including the trust anchor(s), to build chains
+    /// (the signer's and the TSU's) for long-term validation data.
+    pub known: Vec<Certificate>,
+}
+
+fn scheme_of(oid: ObjectIdentifier) -> Option<SignatureScheme> {
+    match oid.to_string().as_str() {
+        "1.2.840.10045.4.3.2" => Some(SignatureScheme::EcdsaSha256),
+        "1.2.840.10045.4.3.3" => Some(SignatureScheme::EcdsaSha384),
+        "1.2.840.113549.1.1.11" => Some(SignatureScheme::RsaPkcs1Sha256),
+        "1.2.840.113549.1.1.10" => Some(SignatureScheme::RsaPssSha256),
+        _ => None,
+    }
+}
+
+/// Whether `issuer`'s key signed `certificate`.
+fn signed_by(certificate: &Certificate, issuer: &Certificate) -> bool {
+    let Some(scheme) = scheme_of(certificate.signature_algorithm().oid) else {
+        return false;
+    };
+    let Ok(tbs) = certificate.tbs_certificate().to_der() else {
+        return false;
+    };
+    let key = PublicKey::new(issuer.tbs_certificate().subject_public_key_info().clone());
+    key.verify(scheme, &tbs, certificate.signature().raw_bytes())
+        .is_ok()
+}
+
+fn validity(certificate: &Certificate) -> (OffsetDateTime, OffsetDateTime) {
+    let validity = certificate.tbs_certificate().validity();
+    (
+        OffsetDateTime::from(validity.not_before.to_system_time()),
+        OffsetDateTime::from(validity.not_after.to_system_time()),
+    )
+}
+
+impl TrustedCas {
+    /// Checks that `certificate` may sign here at `now`: issued (and signed) by one of
+    /// the signer CAs, valid now, and certified for signatures (key usage
+    /// nonRepudiation or digitalSignature). Returns its issuer.
+    pub fn check_signer(
+        &self,
+        certificate: &Certificate,
+        now: OffsetDateTime,
+    ) -> Result<&Certificate, SignatureError> {
+        let tbs = certificate.tbs_certificate();
+        let issuer = self
+            .signer_issuers
+            .iter()
+            .find(|ca| ca.tbs_certificate().subject() == tbs.issuer() && signed_by(certificate, ca))
+            .ok_or_else(|| {
+                SignatureError::BadCertificate(
+                    "the certificate is not issued by a signature CA this service trusts".into(),
+                )
+            })?;
+        let (not_before, not_after) = validity(certificate);
+        if now < not_before || now > not_after {
+            return Err(SignatureError::BadCertificate(format!(
+                "the certificate is not valid now (valid {not_before} to {not_after})"
+            )));
+        }
+        let usage = tbs
+            .extensions()
+            .into_iter()
+            .flatten()
+            .find(|e| e.extn_id == ID_CE_KEY_USAGE)
+            .and_then(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok());
+        let fit = usage.is_some_and(|usage| {
+            usage.0.contains(KeyUsages::NonRepudiation)
+                || usage.0.contains(KeyUsages::DigitalSignature)
+        });
+        if !fit {
+            return Err(SignatureError::BadCertificate(
+                "the certificate's key usage allows no signatures".into(),
+            ));
+        }
+        Ok(issuer)
+    }
+
+    /// The known CA certificates above `certificate`, nearest first, up to a
+    /// self-signed one (or as far as known).
+    pub fn chain_of(&self, certificate: &Certificate) -> Vec<Certificate> {
+        let mut chain: Vec<Certificate> = Vec::new();
+        let mut current = certificate.clone();
+        // At most as many steps as known certificates: a loop cannot go on forever.
+        for _ in 0..self.known.len() {
+            let tbs = current.tbs_certificate();
+            if tbs.issuer() == tbs.subject() {
+                break;
+            }
+            let Some(issuer) = self.known.iter().find(|ca| {
+                ca.tbs_certificate().subject() == tbs.issuer() && signed_by(&current, ca)
+            }) else {
+                break;
+            };
+            chain.push(issuer.clone());
+            current = issuer.clone();
+        }
+        chain
+    }
+
+    /// The issuer of `certificate` among the known CAs.
+    pub fn issuer_of(&self, certificate: &Certificate) -> Option<&Certificate> {
+        let tbs = certificate.tbs_certificate();
+        self.known
+            .iter()
+            .find(|ca| ca.tbs_certificate().subject() == tbs.issuer() && signed_by(certificate, ca))
+    }
+}
+
+/// The OCSP responder URL in a certificate's authority information access.
+pub fn ocsp_url(certificate: &Certificate) -> Option<String> {
+    certificate
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .filter(|ext| ext.extn_id == ID_PE_AUTHORITY_INFO_ACCESS)
+        .filter_map(|ext| AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()).ok())
+        .flat_map(|aia| aia.0)
+        .find_map(
+            |ad| match (ad.access_method == ID_AD_OCSP, ad.access_location) {
+                (true, GeneralName::UniformResourceIdentifier(uri)) => Some(uri.to_string()),
+                _ => None,
+            },
+        )
+}
