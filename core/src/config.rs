@@ -221,6 +221,7 @@ struct IdpSection {
     interaction_ttl_secs: u64,
     key_publish_secs: u64,
     ocsp_cache_secs: u64,
+    admin_client: Vec<IssuanceClientSection>,
 }
 
 impl Default for IdpSection {
@@ -241,6 +242,7 @@ impl Default for IdpSection {
             interaction_ttl_secs: 10 * 60,
             key_publish_secs: 300,
             ocsp_cache_secs: 60,
+            admin_client: Vec::new(),
         }
     }
 }
@@ -442,6 +444,8 @@ pub struct IdpConfig {
     pub key_publish_secs: u64,
     /// How long an OCSP answer about a login certificate is reused.
     pub ocsp_cache_secs: u64,
+    /// Callers of the registry's admin API (`[[idp.admin_client]]`).
+    pub admin_clients: Vec<ApiClient>,
 }
 
 /// Validated configuration, with secrets resolved.
@@ -911,7 +915,7 @@ impl Config {
             })
             .collect(),
         };
-        let idp = resolve_idp(file.idp, &listen, env)?;
+        let idp = resolve_idp(file.idp, &listen, env, &relative)?;
         let ceremony = match file.ceremony {
             Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
             None => None,
@@ -1370,6 +1374,7 @@ fn resolve_idp(
     section: IdpSection,
     listen: &Listeners,
     env: &dyn Environment,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<IdpConfig, ConfigError> {
     let issuer = env
         .var("EID_IDP_ISSUER")
@@ -1469,6 +1474,18 @@ fn resolve_idp(
         interaction_ttl_secs: section.interaction_ttl_secs,
         key_publish_secs: section.key_publish_secs,
         ocsp_cache_secs: section.ocsp_cache_secs,
+        admin_clients: resolve_bearer_clients(
+            "idp.admin_client",
+            section.admin_client,
+            env,
+            relative,
+        )?
+        .into_iter()
+        .map(|(name, token)| ApiClient {
+            name,
+            token: std::sync::Arc::new(token),
+        })
+        .collect(),
     })
 }
 

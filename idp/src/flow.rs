@@ -754,3 +754,51 @@ pub async fn withdraw_consent(
     tx.commit().await.map_err(query("withdrawing a consent"))?;
     Ok(withdrawn > 0)
 }
+
+/// A login as the audit log recorded it.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The method (`idcard`, `passkey`, ...).
+    pub method: String,
+    /// The level reached.
+    pub level: String,
+}
+
+/// The citizen's most recent logins, newest first, from the audit log.
+pub async fn recent_logins(
+    ctx: &ServiceContext,
+    citizen_id: &str,
+    limit: i64,
+) -> Result<Vec<LoginRecord>, IdpError> {
+    let rows = sqlx::query(
+        "SELECT recorded_at, details FROM audit_log WHERE actor = $1 AND action = 'idp.login' \
+         ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(format!("citizen:{citizen_id}"))
+    .bind(limit)
+    .fetch_all(ctx.db.pool())
+    .await
+    .map_err(query("reading recent logins"))?;
+    rows.iter()
+        .map(|row| {
+            let read = |e| query("reading a login record")(e);
+            let details: String = row.try_get("details").map_err(read)?;
+            let details: serde_json::Value =
+                serde_json::from_str(&details).map_err(|e| IdpError::stored("audit details", e))?;
+            let field = |name: &str| {
+                details
+                    .get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            Ok(LoginRecord {
+                at: row.try_get("recorded_at").map_err(read)?,
+                method: field("method"),
+                level: field("level"),
+            })
+        })
+        .collect()
+}

@@ -1477,10 +1477,11 @@ async fn account_page(State(idp): State<Idp>, headers: HeaderMap) -> Response {
             .ok_or_else(|| IdpError::NotFound("citizen".into()))?;
         let passkeys = crate::passkeys::list(&idp, &session.citizen_id).await?;
         let consents = flow::consents(idp.ctx(), &session.citizen_id).await?;
-        Ok::<_, IdpError>((citizen, passkeys, consents))
+        let logins = flow::recent_logins(idp.ctx(), &session.citizen_id, 10).await?;
+        Ok::<_, IdpError>((citizen, passkeys, consents, logins))
     }
     .await;
-    let (citizen, passkeys, consents) = match result {
+    let (citizen, passkeys, consents, logins) = match result {
         Ok(found) => found,
         Err(e) => return internal(&headers, &e),
     };
@@ -1510,6 +1511,10 @@ async fn account_page(State(idp): State<Idp>, headers: HeaderMap) -> Response {
             .collect(),
         csrf: &csrf,
         passkeys_available: idp.webauthn().is_some(),
+        logins: logins
+            .into_iter()
+            .map(|l| (l.at, l.method, l.level))
+            .collect(),
     };
     html(StatusCode::OK, pages::account(lang, &page))
 }

@@ -4,6 +4,7 @@
 //! listener of its own; the relying-party registry and consents.
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod authorize;
 pub mod card;
 pub mod clients;
@@ -285,5 +286,10 @@ async fn pairwise_salt(ctx: &ServiceContext) -> Result<Vec<u8>, IdpError> {
 
 /// The provider's HTTP surface on the main listener.
 pub fn router(idp: &Idp) -> axum::Router {
-    eid_core::http::service_router(SERVICE, DESCRIPTION, idp.ctx(), http::routes(idp))
+    eid_core::http::service_router(
+        SERVICE,
+        DESCRIPTION,
+        idp.ctx(),
+        http::routes(idp).merge(admin::routes(idp)),
+    )
 }

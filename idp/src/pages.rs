@@ -143,6 +143,12 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
         (Lang::Es, "account.consents.none") => "No ha permitido a ningún servicio ver sus datos.",
         (Lang::En, "account.withdraw") => "Withdraw",
         (Lang::Es, "account.withdraw") => "Retirar",
+        (Lang::En, "account.logins") => "Recent logins",
+        (Lang::Es, "account.logins") => "Inicios de sesión recientes",
+        (Lang::En, "method.idcard") => "ID card",
+        (Lang::Es, "method.idcard") => "cédula de identidad",
+        (Lang::En, "method.passkey") => "passkey",
+        (Lang::Es, "method.passkey") => "llave de acceso",
         (Lang::En, _) | (Lang::Es, _) => "",
     }
 }
@@ -302,6 +308,8 @@ pub(crate) struct Account<'a> {
     pub(crate) consents: Vec<(String, String, String)>,
     pub(crate) csrf: &'a str,
     pub(crate) passkeys_available: bool,
+    /// (when, method, level) of recent logins, newest first.
+    pub(crate) logins: Vec<(String, String, String)>,
 }
 
 fn inline_form(action: &str, csrf: &str, field: &str, value: &str, label: &str) -> String {
@@ -386,13 +394,27 @@ pub(crate) fn account(lang: Lang, account: &Account<'_>) -> String {
             .collect();
         format!("<ul id=\"consents\">{items}</ul>")
     };
+    let logins: String = account
+        .logins
+        .iter()
+        .map(|(at, method, level)| {
+            let label = text(lang, &format!("method.{method}"));
+            format!(
+                "<li class=\"login\">{} <span class=\"note\">{}, {}</span></li>",
+                escape(at),
+                escape(if label.is_empty() { method } else { label }),
+                escape(level),
+            )
+        })
+        .collect();
     page(
         lang,
         t("account.title"),
         &format!(
             "<h1>{}</h1><h2>{}</h2><p id=\"identity\"><strong>{}</strong><br>{}</p>\
              <p>{}: <strong id=\"level\">{}</strong></p><h2>{}</h2>{passkeys}{add}<h2>{}</h2>\
-             {consents}<p><a class=\"button secondary\" id=\"logout\" href=\"/logout\">{}</a></p>",
+             {consents}<h2>{}</h2><ul id=\"logins\">{logins}</ul>\
+             <p><a class=\"button secondary\" id=\"logout\" href=\"/logout\">{}</a></p>",
             escape(t("account.title")),
             escape(t("account.identity")),
             escape(account.name),
@@ -401,6 +423,7 @@ pub(crate) fn account(lang: Lang, account: &Account<'_>) -> String {
             escape(account.level),
             escape(t("account.passkeys")),
             escape(t("account.consents")),
+            escape(t("account.logins")),
             escape(t("logout.button")),
         ),
     )
@@ -466,6 +489,25 @@ mod tests {
             "consent.allow",
             "consent.deny",
             "consent.as",
+            "login.passkey",
+            "login.passkey.id",
+            "login.passkey.help",
+            "account.title",
+            "account.login",
+            "account.identity",
+            "account.level",
+            "account.passkeys",
+            "account.passkeys.none",
+            "account.passkeys.add",
+            "account.passkeys.name",
+            "account.passkeys.high",
+            "account.remove",
+            "account.consents",
+            "account.consents.none",
+            "account.withdraw",
+            "account.logins",
+            "method.idcard",
+            "method.passkey",
             "consent.remember",
             "scope.openid",
             "scope.profile",

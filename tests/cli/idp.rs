@@ -369,6 +369,8 @@ fn query_of(location: &str) -> BTreeMap<String, String> {
     url.query_pairs().into_owned().collect()
 }
 
+const ADMIN_TOKEN: &str = "an-operator-tooling-token-of-some-length-0123";
+
 async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
     let eid = Eid::new(backend).await;
     let addresses = Addresses::new();
@@ -388,7 +390,23 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
     )
     .await;
     let (par_id, par_secret) = register(&eid, &addresses, &["--require-par"]).await;
-    let server = serve(&eid, &addresses).await;
+    let server = {
+        let config = eid.dir.path().join("admin.toml");
+        std::fs::write(
+            &config,
+            "[[idp.admin_client]]\nname = \"tooling\"\ntoken_env = \"EID_TEST_ADMIN_TOKEN\"\n",
+        )
+        .unwrap();
+        let mut command = command(
+            &eid,
+            &addresses,
+            &["--config", &config.display().to_string(), "serve"],
+        );
+        command
+            .env("EID_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::piped());
+        Server::start(command, 4).await
+    };
     let issuer = format!("http://{}", addresses.idp);
     let http = http();
     let discovery: Value = http
@@ -749,6 +767,97 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
         );
     }
 
+    // The registry's admin API: only its configured callers, the same checks as `eid rp`.
+    let admin = |method: reqwest::Method, path: &str, token: &str| {
+        http.request(method, format!("{issuer}/admin/api/v1/clients{path}"))
+            .bearer_auth(token)
+    };
+    assert_eq!(
+        admin(reqwest::Method::GET, "", "not-the-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let created = admin(reqwest::Method::POST, "", ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "name": "Ministry of Health",
+            "redirect_uris": ["https://health.example/callback"],
+            "scopes": ["profile", "national_id"],
+            "min_level": "high",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let health = created["client_id"].as_str().unwrap().to_owned();
+    assert!(created["client_secret"].as_str().unwrap().len() >= 43);
+    assert_eq!(created["metadata"]["min_level"], "high");
+    for (body, needle) in [
+        (
+            serde_json::json!({ "name": "x", "redirect_uris": ["http://evil.example/cb"] }),
+            "must be https",
+        ),
+        (
+            serde_json::json!({ "name": "x", "redirect_uris": ["https://a.example/cb"], "scopes": ["everything"] }),
+            "is not one of",
+        ),
+        (
+            serde_json::json!({ "name": "x", "colour": "red" }),
+            "unknown field",
+        ),
+    ] {
+        let refused = admin(reqwest::Method::POST, "", ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{body}");
+        let problem: Value = refused.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{problem}"
+        );
+    }
+    let listed: Value = admin(reqwest::Method::GET, "", ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == health.as_str())
+    );
+    let rotated: Value = admin(
+        reqwest::Method::POST,
+        &format!("/{health}/secret"),
+        ADMIN_TOKEN,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_ne!(rotated["client_secret"], created["client_secret"]);
+    let removed = admin(reqwest::Method::DELETE, &format!("/{health}"), ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let again = admin(reqwest::Method::DELETE, &format!("/{health}"), ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+
     // Key rotation: the next key is published in the JWKS before it signs.
     let rotated = run(&eid, &addresses, &["idp", "rotate-keys"]).await;
     assert!(rotated.contains("published token-signing key"), "{rotated}");
@@ -971,6 +1080,12 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     // The consent is listed in self-service and can be withdrawn there.
     browser.goto(&format!("{issuer}/account")).await;
     assert_eq!(browser.text("#level").await, "substantial");
+    // Recent logins come from the audit log: the passkey one, then the card one.
+    let logins = browser.text("#logins").await;
+    assert!(
+        logins.contains("passkey, substantial") && logins.contains("ID card, high"),
+        "{logins}"
+    );
     assert!(
         browser
             .text("#consents")
