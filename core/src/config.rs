@@ -1948,11 +1948,17 @@ mod tests {
             "a-registration-authority-token-of-some-length\n",
         )
         .unwrap();
+        std::fs::write(
+            secrets.path().join("eid-idp-admin-token"),
+            "an-operator-tooling-token-of-some-length\n",
+        )
+        .unwrap();
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
         assert_eq!(config.idp.issuer, "https://login.eid.gov.tt");
         assert_eq!(config.idp.card_url, "https://card.login.eid.gov.tt");
+        assert_eq!(config.idp.admin_clients[0].name, "operator-tooling");
         assert_eq!(
             config.database.display_url,
             "postgres://eid@db.internal:5432/eid"
