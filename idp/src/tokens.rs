@@ -14,7 +14,7 @@ use crate::{
     authorize::Parameters,
     clients::{AuthMethod, Client, SubjectType, sha256_hex},
     error::query,
-    flow::{self, Citizen},
+    flow::Citizen,
     jose::{self, Algorithm, Jwk, Parsed, b64},
     random_token,
 };
@@ -263,6 +263,8 @@ struct Grant {
     id_token_claims: Vec<String>,
     dpop_jkt: Option<String>,
     revoked: bool,
+    /// The citizen, read in the same query (none for client-credentials grants).
+    citizen: Option<Citizen>,
 }
 
 fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
@@ -297,11 +299,31 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
         id_token_claims,
         dpop_jkt: row.try_get("dpop_jkt").map_err(read)?,
         revoked: revoked_at.is_some(),
+        citizen: match row
+            .try_get::<Option<String>, _>("national_id")
+            .map_err(read)?
+        {
+            Some(national_id) => Some(Citizen {
+                citizen_id: row.try_get("citizen_id").map_err(read)?,
+                national_id,
+                given_name: row.try_get("given_name").map_err(read)?,
+                family_name: row.try_get("family_name").map_err(read)?,
+                birthdate: row.try_get("birthdate").map_err(read)?,
+                email: row.try_get("email").map_err(read)?,
+                phone_number: row.try_get("phone_number").map_err(read)?,
+            }),
+            None => None,
+        },
     })
 }
 
 const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.citizen_id, g.sid, g.scope, g.acr, \
-                             g.amr, g.auth_time, g.claims, g.dpop_jkt, g.revoked_at";
+                             g.amr, g.auth_time, g.claims, g.dpop_jkt, g.revoked_at, \
+                             z.national_id, z.given_name, z.family_name, z.birthdate, z.email, \
+                             z.phone_number";
+
+/// The grant's citizen, joined into the same query.
+const CITIZEN_JOIN: &str = "LEFT JOIN idp_citizen z ON z.citizen_id = g.citizen_id";
 
 /// What a single-use credential (code or refresh token) turned out to be when spent.
 enum Spent {
@@ -430,7 +452,7 @@ async fn code_grant(
     let sql = format!(
         "SELECT {GRANT_COLUMNS}, c.redirect_uri, c.code_challenge, c.nonce, c.expires_at AS \
          code_expires, c.used_at FROM idp_code c JOIN idp_grant g ON g.grant_id = c.grant_id \
-         WHERE c.code_sha256 = $1"
+         {CITIZEN_JOIN} WHERE c.code_sha256 = $1"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&code_hash)
@@ -524,7 +546,7 @@ async fn refresh_grant(
     let token_hash = sha256_hex(token.as_bytes());
     let sql = format!(
         "SELECT {GRANT_COLUMNS}, r.expires_at AS token_expires, r.used_at FROM idp_refresh_token r \
-         JOIN idp_grant g ON g.grant_id = r.grant_id WHERE r.token_sha256 = $1"
+         JOIN idp_grant g ON g.grant_id = r.grant_id {CITIZEN_JOIN} WHERE r.token_sha256 = $1"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&token_hash)
@@ -704,8 +726,9 @@ async fn respond(
         .citizen_id
         .as_deref()
         .ok_or_else(|| IdpError::stored("grant", "no citizen"))?;
-    let citizen = flow::citizen(ctx, citizen_id)
-        .await?
+    let citizen = grant
+        .citizen
+        .as_ref()
         .ok_or_else(|| IdpError::stored("grant", "citizen missing"))?;
     let sub = subject(idp, client, citizen_id);
     let key = idp.keys().active()?;
@@ -762,7 +785,7 @@ async fn respond(
             id["sid"] = sid.clone().into();
         }
         // Claims asked for in the ID token by the claims parameter, within the scopes.
-        let available = scope_claims(&citizen, &grant.scopes);
+        let available = scope_claims(citizen, &grant.scopes);
         for name in &grant.id_token_claims {
             if let Some(value) = available.get(name) {
                 id[name.as_str()] = value.clone();
@@ -905,7 +928,8 @@ pub async fn userinfo(idp: &Idp, presented: &Presented<'_>) -> Result<Value, OAu
             "a client's own access token carries no citizen",
         ));
     };
-    let sql = format!("SELECT {GRANT_COLUMNS} FROM idp_grant g WHERE g.grant_id = $1");
+    let sql =
+        format!("SELECT {GRANT_COLUMNS} FROM idp_grant g {CITIZEN_JOIN} WHERE g.grant_id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&grant_id)
         .fetch_optional(idp.ctx().db.pool())
@@ -929,12 +953,10 @@ pub async fn userinfo(idp: &Idp, presented: &Presented<'_>) -> Result<Value, OAu
     let client = crate::clients::find(idp.ctx(), &grant.client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_token("the client has been removed"))?;
-    let citizen_id = grant
-        .citizen_id
+    let citizen = grant
+        .citizen
         .ok_or_else(|| OAuthError::invalid_token("no citizen"))?;
-    let citizen = flow::citizen(idp.ctx(), &citizen_id)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_token("unknown citizen"))?;
+    let citizen_id = citizen.citizen_id.clone();
     let mut claims = scope_claims(&citizen, &scopes);
     claims.insert("sub".into(), subject(idp, &client, &citizen_id).into());
     Ok(Value::Object(claims))
