@@ -1125,7 +1125,116 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     server.stop().await;
 }
 
+/// The session rules the conformance suite trips providers on most (prompt=none with a
+/// session, auth_time kept on reuse, max_age forcing a new login, prompt=login).
+async fn session_reuse_follows_max_age_and_prompt(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    run(&eid, &addresses, &["init"]).await;
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    run(
+        &eid,
+        &addresses,
+        &[
+            "ca",
+            "export",
+            "--out",
+            &dir.join("pki").display().to_string(),
+        ],
+    )
+    .await;
+    let (client_id, secret) = register(&eid, &addresses, &[]).await;
+    let server = serve(&eid, &addresses).await;
+    let issuer = format!("http://{}", addresses.idp);
+    let (session, browser_cookie) = card_session(&issuer, &dir, &cert, &key);
+    let cookies = format!("eid_session={session}; eid_browser={browser_cookie}");
+    let http = http();
+    let verifier = "a-pkce-verifier-that-is-long-enough-0123456789";
+    let challenge = {
+        use base64ct::Encoding;
+        use sha2::Digest;
+        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let authorize = |extra: &str| {
+        let url = format!(
+            "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid&state=s&\
+             redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&code_challenge={challenge}&\
+             code_challenge_method=S256{extra}"
+        );
+        http.get(url).header("cookie", &cookies).send()
+    };
+    let token_url = format!("http://{}/token", addresses.idp);
+    let id_token_of = |location: String| {
+        let http = http.clone();
+        let (client_id, secret, token_url) = (client_id.clone(), secret.clone(), token_url.clone());
+        async move {
+            let query = query_of(&location);
+            let tokens: Value = http
+                .post(token_url)
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", query["code"].as_str()),
+                    ("redirect_uri", "http://127.0.0.1:9/callback"),
+                    ("code_verifier", verifier),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            payload_of(
+                tokens["id_token"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{tokens}")),
+            )
+        }
+    };
+    let location = |response: reqwest::Response| {
+        assert_eq!(response.status(), 303);
+        response.headers()["location"].to_str().unwrap().to_owned()
+    };
+
+    // prompt=none with a good session: a code at once, no page.
+    let first = location(authorize("&prompt=none&max_age=3600").await.unwrap());
+    assert!(
+        first.starts_with("http://127.0.0.1:9/callback?code="),
+        "{first}"
+    );
+    let first = id_token_of(first).await;
+    let auth_time = first["auth_time"].as_i64().unwrap();
+    assert_eq!(first["acr"], "http://eidas.europa.eu/LoA/high");
+    // Reusing the session keeps auth_time (the login did not happen again).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = id_token_of(location(authorize("").await.unwrap())).await;
+    assert_eq!(second["auth_time"].as_i64().unwrap(), auth_time);
+    assert_eq!(second["sid"], first["sid"]);
+    // max_age shorter than the session's age: log in again, or login_required.
+    let again = location(authorize("&max_age=0").await.unwrap());
+    assert!(again.contains("/login/"), "{again}");
+    let refused = location(authorize("&max_age=0&prompt=none").await.unwrap());
+    assert_eq!(query_of(&refused)["error"], "login_required");
+    // prompt=login always shows the login page.
+    let forced = location(authorize("&prompt=login").await.unwrap());
+    assert!(forced.contains("/login/"), "{forced}");
+    // prompt=none without a session cookie: login_required, never a page.
+    let anonymous = http
+        .get(format!(
+            "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid&\
+             redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&code_challenge={challenge}&\
+             code_challenge_method=S256&prompt=none"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query_of(&location(anonymous))["error"], "login_required");
+    server.stop().await;
+}
+
 on_both_backends!(
+    session_reuse_follows_max_age_and_prompt,
     id_card_login_is_accepted_by_an_independent_relying_party,
     protocol_errors_follow_the_specifications,
     passkey_journey_in_a_real_browser,
