@@ -254,7 +254,65 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
         server_key: tls.signer.clone(),
         citizen_auth_ca: citizen_ca.der.clone(),
     };
-    Ok(eid_idp::Idp::open(ctx, setup).await?)
+    let certificates: Arc<dyn eid_idp::CitizenCertificates> = Arc::new(CaCertificates(ca.clone()));
+    Ok(eid_idp::Idp::open(ctx, setup, Some(certificates)).await?)
+}
+
+/// The idp's view of the CA for a logged-in citizen: their certificates, and
+/// suspending one. In-process, on the same CA object the server's OCSP responder uses,
+/// so a suspension changes OCSP answers before the call returns.
+#[derive(Debug)]
+struct CaCertificates(CertificateAuthority);
+
+impl eid_idp::CitizenCertificates for CaCertificates {
+    fn list<'a>(
+        &'a self,
+        national_id: &'a str,
+    ) -> eid_idp::PortFuture<'a, Vec<eid_idp::CitizenCertificate>> {
+        Box::pin(async move {
+            let all = self
+                .0
+                .certificates_of(national_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(all
+                .into_iter()
+                .map(|c| eid_idp::CitizenCertificate {
+                    serial: c.serial,
+                    profile: c.profile,
+                    not_after: c.not_after,
+                    status: c.status.to_owned(),
+                })
+                .collect())
+        })
+    }
+
+    fn suspend<'a>(
+        &'a self,
+        national_id: &'a str,
+        serial: &'a str,
+        actor: &'a str,
+    ) -> eid_idp::PortFuture<'a, ()> {
+        Box::pin(async move {
+            // Only the citizen's own certificates, whatever the form said.
+            let owned = self
+                .0
+                .certificates_of(national_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .any(|c| c.serial.eq_ignore_ascii_case(serial) && c.status == "active");
+            if !owned {
+                return Err("it is not one of your active certificates".into());
+            }
+            let serial = eid_ca::CertificateSerial::parse(serial).map_err(|e| e.to_string())?;
+            self.0
+                .change_status(&serial, eid_ca::StatusChange::Suspend, actor)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 async fn checkpoint_loop(

@@ -35,7 +35,7 @@ pub use names::{NationalId, PersonName};
 pub use profile::Profile;
 pub use publication::PublishedCrl;
 pub use responder::{CacheInfo, OcspAnswer};
-pub use revoke::{StatusChange, StatusChanged};
+pub use revoke::{CertificateSummary, StatusChange, StatusChanged};
 pub use serial::CertificateSerial;
 
 /// A time as stored and recorded: RFC 3339, UTC.

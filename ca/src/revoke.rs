@@ -181,3 +181,55 @@ impl CertificateAuthority {
         })
     }
 }
+
+/// One of a citizen's certificates, as the citizen's self-service shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// The serial (hex).
+    pub serial: String,
+    /// `citizen-auth` or `citizen-sign`.
+    pub profile: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// `active`, `suspended` or `revoked`.
+    pub status: &'static str,
+}
+
+impl CertificateAuthority {
+    /// The issued certificates of the citizen with this national identity number,
+    /// newest first.
+    pub async fn certificates_of(
+        &self,
+        national_id: &str,
+    ) -> Result<Vec<CertificateSummary>, CaError> {
+        let rows = sqlx::query(
+            "SELECT serial, profile, not_after, revoked_at, revocation_reason FROM certificate \
+             WHERE national_id = $1 AND state = 'issued' ORDER BY created_at DESC, serial",
+        )
+        .bind(national_id)
+        .fetch_all(self.ctx.db.pool())
+        .await
+        .map_err(eid_core::DbError::query("listing a citizen's certificates"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |name: &str| -> Result<Option<String>, CaError> {
+                    row.try_get(name).map_err(|e| {
+                        CaError::from(eid_core::DbError::query("reading a certificate")(e))
+                    })
+                };
+                let reason = get("revocation_reason")?;
+                let status = match (get("revoked_at")?, reason.as_deref()) {
+                    (None, _) => "active",
+                    (Some(_), Some("certificateHold")) => "suspended",
+                    (Some(_), _) => "revoked",
+                };
+                Ok(CertificateSummary {
+                    serial: get("serial")?.unwrap_or_default(),
+                    profile: get("profile")?.unwrap_or_default(),
+                    not_after: get("not_after")?.unwrap_or_default(),
+                    status,
+                })
+            })
+            .collect()
+    }
+}

@@ -233,6 +233,13 @@ impl StatusChecker {
         })
     }
 
+    /// Drops a cached answer, so the next login asks the responder again.
+    pub fn forget(&self, serial_hex: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|serial, _| !serial.to_hex().eq_ignore_ascii_case(serial_hex));
+        }
+    }
+
     /// The status of the holder's certificate. Fails closed: no answer is not "good".
     pub async fn status(&self, holder: &CardHolder) -> Result<CheckedStatus, String> {
         if let Ok(cache) = self.cache.lock()

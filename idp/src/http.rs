@@ -56,6 +56,7 @@ pub(crate) fn routes(idp: &Idp) -> Router {
         .route("/account/passkeys/finish", post(passkey_add_finish))
         .route("/account/passkeys/remove", post(passkey_remove))
         .route("/account/consents/withdraw", post(consent_withdraw))
+        .route("/account/certificates/suspend", post(certificate_suspend))
         .route("/static/passkey.js", get(passkey_script))
         .with_state(idp.clone())
 }
@@ -1485,6 +1486,23 @@ async fn account_page(State(idp): State<Idp>, headers: HeaderMap) -> Response {
         Ok(found) => found,
         Err(e) => return internal(&headers, &e),
     };
+    let certificates = match idp.certificates() {
+        Some(port) => match port.list(&citizen.national_id).await {
+            Ok(list) => Some(
+                list.into_iter()
+                    .map(|c| {
+                        let until = c.not_after.get(..10).unwrap_or(&c.not_after).to_owned();
+                        (c.serial, c.profile, until, c.status)
+                    })
+                    .collect(),
+            ),
+            Err(why) => {
+                tracing::warn!(%why, "the citizen's certificates could not be listed");
+                None
+            }
+        },
+        None => None,
+    };
     let date = |at: i64| {
         time::OffsetDateTime::from_unix_timestamp(at)
             .ok()
@@ -1515,6 +1533,7 @@ async fn account_page(State(idp): State<Idp>, headers: HeaderMap) -> Response {
             .into_iter()
             .map(|l| (l.at, l.method, l.level))
             .collect(),
+        certificates,
     };
     html(StatusCode::OK, pages::account(lang, &page))
 }
@@ -1807,5 +1826,45 @@ async fn passkey_login_finish(
                 "the login service could not complete the request",
             )
         }
+    }
+}
+
+async fn certificate_suspend(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    form: Result<Form<Pairs>, FormRejection>,
+) -> Response {
+    let params = match form_params(form) {
+        Ok(p) => p,
+        Err(e) => return error_page(&headers, StatusCode::BAD_REQUEST, &e.description),
+    };
+    let session = match account_form(&idp, &headers, &params).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let Some(port) = idp.certificates() else {
+        return error_page(
+            &headers,
+            StatusCode::NOT_FOUND,
+            "Certificates cannot be managed here. Visit a service centre.",
+        );
+    };
+    let citizen = match flow::citizen(idp.ctx(), &session.citizen_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return error_page(&headers, StatusCode::NOT_FOUND, "Unknown citizen."),
+        Err(e) => return internal(&headers, &e),
+    };
+    let serial = params.get("serial").unwrap_or("");
+    let actor = format!("citizen:{}", session.citizen_id);
+    match port.suspend(&citizen.national_id, serial, &actor).await {
+        Ok(()) => {
+            idp.forget_status(serial);
+            see_other("/account")
+        }
+        Err(why) => error_page(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            &format!("The certificate could not be suspended: {why}"),
+        ),
     }
 }

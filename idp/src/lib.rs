@@ -103,6 +103,37 @@ pub struct CardSetup {
     pub citizen_auth_ca: Vec<u8>,
 }
 
+/// A future the certificate port returns (boxed: the port is a trait object).
+pub type PortFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// One of a citizen's certificates, as the account page shows it.
+#[derive(Clone, Debug)]
+pub struct CitizenCertificate {
+    /// Serial (hex).
+    pub serial: String,
+    /// `citizen-auth` or `citizen-sign`.
+    pub profile: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// `active`, `suspended` or `revoked`.
+    pub status: String,
+}
+
+/// What the provider may ask of the certificate authority for a logged-in citizen:
+/// their certificates, and suspending one (a lost card). The `eid` binary connects it
+/// to the CA in-process; the idp never touches CA internals.
+pub trait CitizenCertificates: Send + Sync + std::fmt::Debug {
+    /// The citizen's certificates, newest first.
+    fn list<'a>(&'a self, national_id: &'a str) -> PortFuture<'a, Vec<CitizenCertificate>>;
+    /// Suspends (certificateHold) one of the citizen's certificates, as `actor`.
+    fn suspend<'a>(
+        &'a self,
+        national_id: &'a str,
+        serial: &'a str,
+        actor: &'a str,
+    ) -> PortFuture<'a, ()>;
+}
+
 /// The provider: everything its handlers share. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Idp {
@@ -120,6 +151,7 @@ struct Inner {
     client_keys: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Vec<jose::Jwk>)>>,
     webauthn: Option<webauthn_rs::Webauthn>,
     dpop_replays: dpop::ReplayCache,
+    certificates: Option<Arc<dyn CitizenCertificates>>,
 }
 
 /// The client id of the provider's own self-service pages.
@@ -128,7 +160,11 @@ pub(crate) const ACCOUNT_CLIENT: &str = "eid-account";
 impl Idp {
     /// Opens the provider: loads (or creates) its signing keys and pairwise salt, and
     /// sets up the ID-card listener's TLS.
-    pub async fn open(ctx: &ServiceContext, card: CardSetup) -> Result<Self, IdpError> {
+    pub async fn open(
+        ctx: &ServiceContext,
+        card: CardSetup,
+        certificates: Option<Arc<dyn CitizenCertificates>>,
+    ) -> Result<Self, IdpError> {
         let keys = keys::TokenKeys::open(ctx).await?;
         let salt = pairwise_salt(ctx).await?;
         let http = reqwest::Client::builder()
@@ -161,6 +197,7 @@ impl Idp {
             inner: Arc::new(Inner {
                 webauthn,
                 dpop_replays: dpop::ReplayCache::default(),
+                certificates,
                 ctx: ctx.clone(),
                 keys,
                 salt,
@@ -202,6 +239,15 @@ impl Idp {
             self.ctx().clock.now().unix_timestamp(),
             &self.inner.dpop_replays,
         )
+    }
+
+    pub(crate) fn certificates(&self) -> Option<&dyn CitizenCertificates> {
+        self.inner.certificates.as_deref()
+    }
+
+    /// Forgets a cached certificate status (after the citizen suspended it here).
+    pub(crate) fn forget_status(&self, serial_hex: &str) {
+        self.inner.status.forget(serial_hex);
     }
 
     pub(crate) fn salt(&self) -> &[u8] {

@@ -149,6 +149,16 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
         (Lang::Es, "method.idcard") => "cédula de identidad",
         (Lang::En, "method.passkey") => "passkey",
         (Lang::Es, "method.passkey") => "llave de acceso",
+        (Lang::En, "account.certificates") => "Your certificates",
+        (Lang::Es, "account.certificates") => "Sus certificados",
+        (Lang::En, "account.suspend") => "Suspend (card lost)",
+        (Lang::Es, "account.suspend") => "Suspender (tarjeta perdida)",
+        (Lang::En, "account.suspend.help") => {
+            "A suspended certificate stops working at once. A service centre can lift the suspension."
+        }
+        (Lang::Es, "account.suspend.help") => {
+            "Un certificado suspendido deja de funcionar de inmediato. Un centro de servicio puede levantar la suspensión."
+        }
         (Lang::En, _) | (Lang::Es, _) => "",
     }
 }
@@ -310,6 +320,9 @@ pub(crate) struct Account<'a> {
     pub(crate) passkeys_available: bool,
     /// (when, method, level) of recent logins, newest first.
     pub(crate) logins: Vec<(String, String, String)>,
+    /// (serial, profile, valid until, status) of the citizen's certificates, if the
+    /// provider can see them.
+    pub(crate) certificates: Option<Vec<(String, String, String, String)>>,
 }
 
 fn inline_form(action: &str, csrf: &str, field: &str, value: &str, label: &str) -> String {
@@ -407,12 +420,48 @@ pub(crate) fn account(lang: Lang, account: &Account<'_>) -> String {
             )
         })
         .collect();
+    let certificates = account
+        .certificates
+        .as_ref()
+        .map(|list| {
+            let items: String = list
+                .iter()
+                .map(|(serial, profile, until, status)| {
+                    let action = if status == "active" {
+                        inline_form(
+                            "/account/certificates/suspend",
+                            account.csrf,
+                            "serial",
+                            serial,
+                            t("account.suspend"),
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "<li class=\"certificate\" data-serial=\"{}\">{} <span class=\"note\">\
+                         {} &middot; {} &middot; <span class=\"status\">{}</span></span> {action}</li>",
+                        escape(serial),
+                        escape(profile),
+                        escape(serial),
+                        escape(until),
+                        escape(status),
+                    )
+                })
+                .collect();
+            format!(
+                "<h2>{}</h2><ul id=\"certificates\">{items}</ul><p class=\"note\">{}</p>",
+                escape(t("account.certificates")),
+                escape(t("account.suspend.help")),
+            )
+        })
+        .unwrap_or_default();
     page(
         lang,
         t("account.title"),
         &format!(
             "<h1>{}</h1><h2>{}</h2><p id=\"identity\"><strong>{}</strong><br>{}</p>\
-             <p>{}: <strong id=\"level\">{}</strong></p><h2>{}</h2>{passkeys}{add}<h2>{}</h2>\
+             <p>{}: <strong id=\"level\">{}</strong></p>{certificates}<h2>{}</h2>{passkeys}{add}<h2>{}</h2>\
              {consents}<h2>{}</h2><ul id=\"logins\">{logins}</ul>\
              <p><a class=\"button secondary\" id=\"logout\" href=\"/logout\">{}</a></p>",
             escape(t("account.title")),
@@ -508,6 +557,9 @@ mod tests {
             "account.logins",
             "method.idcard",
             "method.passkey",
+            "account.certificates",
+            "account.suspend",
+            "account.suspend.help",
             "consent.remember",
             "scope.openid",
             "scope.profile",

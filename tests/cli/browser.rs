@@ -87,17 +87,33 @@ impl Browser {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// A WebDriver command: its value, or the error WebDriver named.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        if let Some(error) = answer["value"].get("error") {
-            panic!("WebDriver {path}: {error}: {}", answer["value"]["message"]);
+        match answer["value"].get("error") {
+            Some(error) => Err(format!(
+                "{}: {}",
+                error.as_str().unwrap_or_default(),
+                answer["value"]["message"]
+            )),
+            None => Ok(answer["value"].clone()),
         }
-        answer["value"].clone()
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {path}: {error}"))
     }
 
     /// Opens a URL (waits for the load).
@@ -187,18 +203,43 @@ impl Browser {
         .await;
     }
 
-    /// An element's text.
+    /// An element's text (found again if the page changed under it).
     pub(crate) async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{element}/text"),
-            None,
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+        for _ in 0..50 {
+            let element = self.find(css).await;
+            match self
+                .try_call(
+                    reqwest::Method::GET,
+                    &format!("/element/{element}/text"),
+                    None,
+                )
+                .await
+            {
+                Ok(value) => return value.as_str().unwrap_or_default().to_owned(),
+                Err(error) if error.starts_with("stale element reference") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("WebDriver text of `{css}`: {error}"),
+            }
+        }
+        panic!("`{css}` kept going stale");
+    }
+
+    /// Clicks an element that leads to another page, and waits until the page it was
+    /// on has gone (so that what is found next is on the new page).
+    pub(crate) async fn click_and_wait(&self, css: &str) {
+        let old = self.find("html").await;
+        self.click(css).await;
+        for _ in 0..100 {
+            let probe = self
+                .try_call(reqwest::Method::GET, &format!("/element/{old}/name"), None)
+                .await;
+            if probe.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("clicking `{css}` did not leave {}", self.url().await);
     }
 
     /// Waits (up to 10 s) until the URL satisfies `test`.

@@ -929,6 +929,41 @@ fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, S
     (cookie("eid_session"), cookie("eid_browser"))
 }
 
+/// What the card listener answers a (new) login with this card: the HTTP status.
+fn card_login_status(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> String {
+    let jar = dir.join("jar-status");
+    let curl = |args: &[&str], write: &str| -> String {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", write, "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .unwrap();
+        text(&output.stdout)
+    };
+    let login = curl(&[&format!("{issuer}/account/login")], "%{redirect_url}");
+    let id = login.rsplit('/').next().unwrap().to_owned();
+    let card_url = format!(
+        "{}/card-login/{id}",
+        login_card_url(&dir.join("login-status.html"), issuer, &id, &jar)
+    );
+    let root = dir.join("pki/root.pem").display().to_string();
+    curl(
+        &[
+            "--cacert",
+            &root,
+            "--cert",
+            &cert.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+            &card_url,
+        ],
+        "%{http_code}",
+    )
+}
+
 /// The card listener's base URL, as the login page links it.
 fn login_card_url(page: &Path, issuer: &str, id: &str, jar: &Path) -> String {
     let output = std::process::Command::new("curl")
@@ -1001,14 +1036,14 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     assert!(browser.text("#identity").await.contains("3900101123456"));
     assert!(browser.has("#no-passkeys").await);
     browser.type_into("#passkey-name", "Phone").await;
-    browser.click("#add-passkey").await;
+    browser.click_and_wait("#add-passkey").await;
     browser.find("li.passkey").await;
     assert!(browser.text("#passkeys").await.contains("Phone"));
     assert_eq!(browser.credentials(&authenticator).await.len(), 1);
 
     // Log out everywhere.
-    browser.click("#logout").await;
-    browser.click("button#logout").await;
+    browser.click_and_wait("#logout").await;
+    browser.click_and_wait("button#logout").await;
     assert!(browser.text("#message").await.contains("logged out"));
 
     // A relying party asking for substantial: the passkey logs in, in Spanish.
@@ -1035,7 +1070,7 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     browser.type_into("#national-id", "3900101123456").await;
     browser.click("#passkey").await;
     browser.wait_for_url(|url| url.contains("/consent/")).await;
-    browser.click("#allow").await;
+    browser.click_and_wait("#allow").await;
     let back = browser
         .wait_for_url(|url| url.starts_with("http://127.0.0.1:9/callback"))
         .await;
@@ -1096,14 +1131,31 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
         !browser.has("#add-passkey").await,
         "a passkey session cannot add passkeys"
     );
-    browser.click("li.consent button").await;
+    browser.click_and_wait("li.consent button").await;
     browser.find("#identity").await;
     assert!(!browser.has("li.consent").await);
 
+    // A lost card: the citizen suspends it from the account page (a passkey session is
+    // enough: the card is gone); OCSP says so at once and the card logs in no more.
+    let certificates = browser.text("#certificates").await;
+    assert!(
+        certificates.contains("citizen-auth") && certificates.contains("active"),
+        "{certificates}"
+    );
+    browser.click_and_wait("li.certificate button").await;
+    browser.find("#identity").await;
+    assert!(
+        browser
+            .text("li.certificate .status")
+            .await
+            .contains("suspended")
+    );
+    assert_eq!(card_login_status(&issuer, &dir, &cert, &key), "403");
+
     // Logging out tells the relying party over the back channel (OpenID Connect
     // Back-Channel Logout 1.0): a logout token for the session it knows.
-    browser.click("#logout").await;
-    browser.click("button#logout").await;
+    browser.click_and_wait("#logout").await;
+    browser.click_and_wait("button#logout").await;
     browser.find("#message").await;
     let mut token = None;
     for _ in 0..50 {
