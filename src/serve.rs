@@ -102,6 +102,7 @@ fn trusted_cas(ca: &CertificateAuthority) -> anyhow::Result<TrustedCas> {
 /// Serves until SIGINT or SIGTERM.
 #[allow(clippy::print_stdout)] // the URLs are the command's output
 pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Result<ExitCode> {
+    let signals = shutdown_signal();
     let interval = Duration::from_secs(config.audit.checkpoint_interval_secs);
     let instance = instance::open(config, Arc::new(SystemClock), OpenMode::CreateIfMissing).await?;
     let ctx = instance.ctx.clone();
@@ -204,7 +205,7 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
 
     let mut failure = None;
     tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signals => {
             tracing::info!(signal, "shutting down: finishing requests in flight");
         }
         Some(result) = servers.join_next() => {
@@ -337,28 +338,44 @@ async fn checkpoint_loop(
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving while the
+/// server is still starting stops it cleanly instead of killing it, and returns the
+/// future that completes on the first of them.
+fn shutdown_signal() -> impl Future<Output = &'static str> {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-                return "SIGINT";
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                },
+                (Ok(mut interrupt), Err(e)) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
+                    interrupt.recv().await;
+                    "SIGINT"
+                }
+                (Err(e), Ok(mut terminate)) => {
+                    tracing::warn!(error = %e, "cannot watch SIGINT; only SIGTERM stops the server");
+                    terminate.recv().await;
+                    "SIGTERM"
+                }
+                (Err(e), Err(_)) => {
+                    tracing::warn!(error = %e, "cannot watch SIGINT or SIGTERM");
+                    std::future::pending().await
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
-        "SIGINT"
+        let interrupt = tokio::signal::ctrl_c();
+        async move {
+            let _ = interrupt.await;
+            "SIGINT"
+        }
     }
 }

@@ -9,11 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use eid_core::http::BearerRefusal;
 use eid_core::http::Problem;
 use eid_hsm::{KeyAttributes, KeyRole, PublicKey, QscdEvidence, TokenClass};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::{
     CaError, CaRole, CertificateAuthority, IssueRequest, KeyEvidence, NationalId, OcspAnswer,
@@ -71,25 +70,16 @@ fn caller(ca: &CertificateAuthority, headers: &HeaderMap) -> Result<String, CaEr
             "the issuance API has no clients configured ([[ca.issuance_client]])".into(),
         ));
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| CaError::Unauthorised("a bearer token is required".into()))?;
-    let presented = Sha256::digest(presented.as_bytes());
-    // Compare digests in constant time: the comparison reveals nothing about a token.
-    clients
-        .iter()
-        .find(|client| {
-            let expected = Sha256::digest(client.token.expose_secret().as_bytes());
-            expected
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-        })
-        .map(|client| format!("service:{}", client.name))
-        .ok_or_else(|| CaError::Unauthorised("the bearer token is not an issuance client's".into()))
+    let callers = clients.iter().map(|c| (c.name.as_str(), &c.token));
+    match eid_core::http::bearer_caller(headers, callers) {
+        Ok(name) => Ok(format!("service:{name}")),
+        Err(BearerRefusal::Missing) => {
+            Err(CaError::Unauthorised("a bearer token is required".into()))
+        }
+        Err(BearerRefusal::Unknown) => Err(CaError::Unauthorised(
+            "the bearer token is not an issuance client's".into(),
+        )),
+    }
 }
 
 async fn issue(

@@ -308,3 +308,40 @@ pub async fn serve(
     tracing::info!(service, "stopped");
     Ok(())
 }
+
+/// Why a call to a bearer-token API was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BearerRefusal {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token that is no configured caller's.
+    Unknown,
+}
+
+/// The configured caller whose token the request's `Authorization: Bearer` header
+/// carries. Digests are compared in constant time, so a comparison reveals nothing
+/// about a token.
+pub fn bearer_caller<'a>(
+    headers: &axum::http::HeaderMap,
+    callers: impl IntoIterator<Item = (&'a str, &'a secrecy::SecretString)>,
+) -> Result<&'a str, BearerRefusal> {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(BearerRefusal::Missing)?;
+    let presented = Sha256::digest(presented.as_bytes());
+    callers
+        .into_iter()
+        .find(|(_, token)| {
+            Sha256::digest(token.expose_secret().as_bytes())
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+        })
+        .map(|(name, _)| name)
+        .ok_or(BearerRefusal::Unknown)
+}

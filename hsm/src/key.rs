@@ -136,6 +136,18 @@ const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 
 impl SignatureScheme {
+    /// The scheme an X.509 signature algorithm OID names (certificates, CRLs, OCSP
+    /// responses, CMS), if it is one the key layer knows.
+    pub fn from_algorithm_oid(oid: &ObjectIdentifier) -> Option<Self> {
+        match *oid {
+            ECDSA_WITH_SHA256 => Some(Self::EcdsaSha256),
+            ECDSA_WITH_SHA384 => Some(Self::EcdsaSha384),
+            SHA256_WITH_RSA => Some(Self::RsaPkcs1Sha256),
+            RSASSA_PSS => Some(Self::RsaPssSha256),
+            _ => None,
+        }
+    }
+
     /// The X.509 `AlgorithmIdentifier` of signatures in this scheme.
     pub fn algorithm_identifier(self) -> Result<AlgorithmIdentifierOwned, HsmError> {
         Ok(match self {

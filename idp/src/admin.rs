@@ -13,7 +13,6 @@ use axum::{
 use eid_core::http::Problem;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::{
     Idp, IdpError, Level,
@@ -44,39 +43,20 @@ fn caller(idp: &Idp, headers: &HeaderMap) -> Result<String, Problem> {
             "the admin API has no callers configured ([[idp.admin_client]])",
         ));
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorised",
-                "a bearer token is required",
-            )
-        })?;
-    let presented = Sha256::digest(presented.as_bytes());
-    // Digests compared in constant time: a comparison reveals nothing about a token.
-    clients
-        .iter()
-        .find(|client| {
-            let expected = Sha256::digest(
-                secrecy::ExposeSecret::expose_secret(client.token.as_ref()).as_bytes(),
-            );
-            expected
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-        })
-        .map(|client| format!("admin:{}", client.name))
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorised",
-                "the bearer token is not an admin client's",
-            )
-        })
+    let callers = clients.iter().map(|c| (c.name.as_str(), c.token.as_ref()));
+    match eid_core::http::bearer_caller(headers, callers) {
+        Ok(name) => Ok(format!("admin:{name}")),
+        Err(eid_core::http::BearerRefusal::Missing) => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorised",
+            "a bearer token is required",
+        )),
+        Err(eid_core::http::BearerRefusal::Unknown) => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorised",
+            "the bearer token is not an admin client's",
+        )),
+    }
 }
 
 fn problem(error: IdpError) -> Problem {

@@ -23,17 +23,10 @@ use rustls::{
     sign::{CertifiedKey, Signer, SigningKey},
 };
 use rustls_pki_types::CertificateDer;
-use x509_cert::{
-    Certificate,
-    ext::pkix::{AuthorityInfoAccessSyntax, name::GeneralName},
-};
+use x509_cert::Certificate;
 
 use crate::IdpError;
 
-const ID_AD_OCSP: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
-const AUTHORITY_INFO_ACCESS: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
 const GIVEN_NAME: &str = "2.5.4.42";
 const SURNAME: &str = "2.5.4.4";
 const SERIAL_NUMBER: &str = "2.5.4.5";
@@ -185,20 +178,7 @@ pub fn holder(cert_der: &[u8], country: &str) -> Result<CardHolder, String> {
         .to_owned();
     let given_name = attribute(&cert, GIVEN_NAME).ok_or("no givenName")?;
     let family_name = attribute(&cert, SURNAME).ok_or("no surname")?;
-    let ocsp_url = cert
-        .tbs_certificate()
-        .extensions()
-        .into_iter()
-        .flatten()
-        .filter(|ext| ext.extn_id == AUTHORITY_INFO_ACCESS)
-        .filter_map(|ext| AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()).ok())
-        .flat_map(|aia| aia.0)
-        .find_map(
-            |ad| match (ad.access_method == ID_AD_OCSP, ad.access_location) {
-                (true, GeneralName::UniformResourceIdentifier(uri)) => Some(uri.to_string()),
-                _ => None,
-            },
-        );
+    let ocsp_url = client::ocsp_url(&cert);
     Ok(CardHolder {
         national_id,
         given_name,

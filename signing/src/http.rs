@@ -22,7 +22,6 @@ use axum::{
 use base64ct::{Base64, Encoding};
 use eid_core::http::Problem;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::{
     SignatureError,
@@ -132,29 +131,16 @@ fn caller(signatures: &Signatures, headers: &HeaderMap) -> Result<String, Signat
             "the signature API has no clients configured ([[signing.api_client]])".into(),
         ));
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| SignatureError::Unauthorised("a bearer token is required".into()))?;
-    let presented = Sha256::digest(presented.as_bytes());
-    // Digests compared in constant time: a comparison reveals nothing about a token.
-    clients
-        .iter()
-        .find(|client| {
-            let expected = Sha256::digest(
-                secrecy::ExposeSecret::expose_secret(client.token.as_ref()).as_bytes(),
-            );
-            expected
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-        })
-        .map(|client| client.name.clone())
-        .ok_or_else(|| {
-            SignatureError::Unauthorised("the bearer token is not a signature API client's".into())
-        })
+    let callers = clients.iter().map(|c| (c.name.as_str(), c.token.as_ref()));
+    match eid_core::http::bearer_caller(headers, callers) {
+        Ok(name) => Ok(name.to_owned()),
+        Err(eid_core::http::BearerRefusal::Missing) => Err(SignatureError::Unauthorised(
+            "a bearer token is required".into(),
+        )),
+        Err(eid_core::http::BearerRefusal::Unknown) => Err(SignatureError::Unauthorised(
+            "the bearer token is not a signature API client's".into(),
+        )),
+    }
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, SignatureError> {

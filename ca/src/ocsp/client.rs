@@ -6,7 +6,10 @@
 use der::{Decode, Encode, asn1::ObjectIdentifier};
 use eid_hsm::{PublicKey, SignatureScheme};
 use time::OffsetDateTime;
-use x509_cert::{Certificate, ext::pkix::ExtendedKeyUsage};
+use x509_cert::{
+    Certificate,
+    ext::pkix::{AuthorityInfoAccessSyntax, ExtendedKeyUsage, name::GeneralName},
+};
 
 use super::{
     CertIdHash, CertIdKey, CertificateSerial, ID_PKIX_OCSP_BASIC, IssuerHashes,
@@ -90,13 +93,28 @@ pub fn build_request(id: &CertIdKey) -> Result<Vec<u8>, OcspClientError> {
 }
 
 fn scheme_of(oid: ObjectIdentifier) -> Option<SignatureScheme> {
-    match oid.to_string().as_str() {
-        "1.2.840.10045.4.3.2" => Some(SignatureScheme::EcdsaSha256),
-        "1.2.840.10045.4.3.3" => Some(SignatureScheme::EcdsaSha384),
-        "1.2.840.113549.1.1.11" => Some(SignatureScheme::RsaPkcs1Sha256),
-        "1.2.840.113549.1.1.10" => Some(SignatureScheme::RsaPssSha256),
-        _ => None,
-    }
+    SignatureScheme::from_algorithm_oid(&oid)
+}
+
+const AUTHORITY_INFO_ACCESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+const ID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+
+/// The OCSP responder URL in a certificate's authority information access, if any.
+pub fn ocsp_url(certificate: &Certificate) -> Option<String> {
+    certificate
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .filter(|ext| ext.extn_id == AUTHORITY_INFO_ACCESS)
+        .filter_map(|ext| AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()).ok())
+        .flat_map(|aia| aia.0)
+        .find_map(
+            |ad| match (ad.access_method == ID_AD_OCSP, ad.access_location) {
+                (true, GeneralName::UniformResourceIdentifier(uri)) => Some(uri.to_string()),
+                _ => None,
+            },
+        )
 }
 
 fn public_key(cert: &Certificate) -> Result<PublicKey, OcspClientError> {

@@ -6,15 +6,12 @@ use eid_hsm::{PublicKey, SignatureScheme};
 use time::OffsetDateTime;
 use x509_cert::{
     Certificate,
-    ext::pkix::{AuthorityInfoAccessSyntax, KeyUsage, KeyUsages, name::GeneralName},
+    ext::pkix::{KeyUsage, KeyUsages},
 };
 
 use crate::SignatureError;
 
 const ID_CE_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
-const ID_PE_AUTHORITY_INFO_ACCESS: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
-const ID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
 
 /// The CA certificates the service knows.
 #[derive(Clone, Debug)]
@@ -28,13 +25,7 @@ pub struct TrustedCas {
 }
 
 fn scheme_of(oid: ObjectIdentifier) -> Option<SignatureScheme> {
-    match oid.to_string().as_str() {
-        "1.2.840.10045.4.3.2" => Some(SignatureScheme::EcdsaSha256),
-        "1.2.840.10045.4.3.3" => Some(SignatureScheme::EcdsaSha384),
-        "1.2.840.113549.1.1.11" => Some(SignatureScheme::RsaPkcs1Sha256),
-        "1.2.840.113549.1.1.10" => Some(SignatureScheme::RsaPssSha256),
-        _ => None,
-    }
+    SignatureScheme::from_algorithm_oid(&oid)
 }
 
 /// Whether `issuer`'s key signed `certificate`.
@@ -132,20 +123,4 @@ impl TrustedCas {
     }
 }
 
-/// The OCSP responder URL in a certificate's authority information access.
-pub fn ocsp_url(certificate: &Certificate) -> Option<String> {
-    certificate
-        .tbs_certificate()
-        .extensions()
-        .into_iter()
-        .flatten()
-        .filter(|ext| ext.extn_id == ID_PE_AUTHORITY_INFO_ACCESS)
-        .filter_map(|ext| AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()).ok())
-        .flat_map(|aia| aia.0)
-        .find_map(
-            |ad| match (ad.access_method == ID_AD_OCSP, ad.access_location) {
-                (true, GeneralName::UniformResourceIdentifier(uri)) => Some(uri.to_string()),
-                _ => None,
-            },
-        )
-}
+pub use eid_ca::ocsp::client::ocsp_url;
