@@ -106,8 +106,12 @@ impl KeySigner {
             .map(Signature)
     }
 
-    /// Signs on the blocking pool so the async executor keeps running.
+    /// Signs without holding up the async executor: on the blocking pool, except for
+    /// software ECDSA, which is quicker than the hand-off to another thread.
     pub async fn sign_async(&self, message: Vec<u8>) -> Result<Signature, HsmError> {
+        if self.key.signs_quickly(self.scheme) {
+            return self.sign(&message);
+        }
         let signer = self.clone();
         tokio::task::spawn_blocking(move || signer.sign(&message))
             .await

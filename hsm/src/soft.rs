@@ -729,4 +729,12 @@ impl SigningKey for SoftKey {
     ) -> Result<Vec<u8>, HsmError> {
         self.material.sign(scheme, message)
     }
+
+    fn signs_quickly(&self, scheme: SignatureScheme) -> bool {
+        // ECDSA in software; RSA-3072 takes milliseconds and goes to the blocking pool.
+        matches!(
+            scheme,
+            SignatureScheme::EcdsaSha256 | SignatureScheme::EcdsaSha384
+        )
+    }
 }

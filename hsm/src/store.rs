@@ -44,6 +44,12 @@ pub(crate) trait SigningKey: Send + Sync + fmt::Debug {
         message: &[u8],
         pin: Option<&SecretString>,
     ) -> Result<Vec<u8>, HsmError>;
+    /// Whether a signature in `scheme` is quick, in-process arithmetic (tens to a few
+    /// hundred microseconds) that may run on the async executor rather than be handed
+    /// to the blocking pool. Token operations never are.
+    fn signs_quickly(&self, _scheme: SignatureScheme) -> bool {
+        false
+    }
 }
 
 /// Label of a citizen token's authentication key.
