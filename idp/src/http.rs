@@ -1658,19 +1658,15 @@ async fn passkey_remove(
     headers: HeaderMap,
     form: Result<Form<Pairs>, FormRejection>,
 ) -> Response {
-    let params = match form_params(form) {
-        Ok(p) => p,
-        Err(e) => return error_page(&headers, StatusCode::BAD_REQUEST, &e.description),
-    };
-    let session = match account_form(&idp, &headers, &params).await {
-        Ok(s) => s,
+    let (params, session) = match account_post(&idp, &headers, form).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let id = params.get("credential_id").unwrap_or("");
-    match crate::passkeys::remove(&idp, &session.citizen_id, id).await {
-        Ok(_) => see_other("/account"),
-        Err(e) => internal(&headers, &e),
-    }
+    back_to_account(
+        &headers,
+        crate::passkeys::remove(&idp, &session.citizen_id, id).await,
+    )
 }
 
 async fn consent_withdraw(
@@ -1678,18 +1674,34 @@ async fn consent_withdraw(
     headers: HeaderMap,
     form: Result<Form<Pairs>, FormRejection>,
 ) -> Response {
-    let params = match form_params(form) {
-        Ok(p) => p,
-        Err(e) => return error_page(&headers, StatusCode::BAD_REQUEST, &e.description),
-    };
-    let session = match account_form(&idp, &headers, &params).await {
-        Ok(s) => s,
+    let (params, session) = match account_post(&idp, &headers, form).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let client_id = params.get("client_id").unwrap_or("");
-    match flow::withdraw_consent(idp.ctx(), &session.citizen_id, client_id).await {
+    back_to_account(
+        &headers,
+        flow::withdraw_consent(idp.ctx(), &session.citizen_id, client_id).await,
+    )
+}
+
+/// The checked form and session of a POST from the account page.
+async fn account_post(
+    idp: &Idp,
+    headers: &HeaderMap,
+    form: Result<Form<Pairs>, FormRejection>,
+) -> Result<(Parameters, Session), Response> {
+    let params = form_params(form)
+        .map_err(|e| error_page(headers, StatusCode::BAD_REQUEST, &e.description))?;
+    let session = account_form(idp, headers, &params).await?;
+    Ok((params, session))
+}
+
+/// Back to the account page after a change made there, or the error page.
+fn back_to_account<T>(headers: &HeaderMap, result: Result<T, IdpError>) -> Response {
+    match result {
         Ok(_) => see_other("/account"),
-        Err(e) => internal(&headers, &e),
+        Err(e) => internal(headers, &e),
     }
 }
 
@@ -1834,12 +1846,8 @@ async fn certificate_suspend(
     headers: HeaderMap,
     form: Result<Form<Pairs>, FormRejection>,
 ) -> Response {
-    let params = match form_params(form) {
-        Ok(p) => p,
-        Err(e) => return error_page(&headers, StatusCode::BAD_REQUEST, &e.description),
-    };
-    let session = match account_form(&idp, &headers, &params).await {
-        Ok(s) => s,
+    let (params, session) = match account_post(&idp, &headers, form).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let Some(port) = idp.certificates() else {
