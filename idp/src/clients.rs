@@ -215,6 +215,14 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
 /// Checks a redirect or logout URI: absolute, no fragment, https (or http on a loopback
 /// host, as RFC 8252 allows native and development clients).
 pub(crate) fn check_uri(what: &'static str, uri: &str) -> Result<url::Url, IdpError> {
+    // The URL parser drops tabs and newlines silently; the registered string is what
+    // requests are compared with and what goes into Location headers, so refuse them.
+    if uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(IdpError::invalid(
+            what,
+            format!("{uri:?} contains whitespace or control characters"),
+        ));
+    }
     let parsed =
         url::Url::parse(uri).map_err(|e| IdpError::invalid(what, format!("`{uri}`: {e}")))?;
     if parsed.fragment().is_some() {
@@ -545,4 +553,25 @@ pub(crate) async fn ensure_internal(
     .await
     .map_err(query("registering the provider's own client"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_are_checked_as_written() {
+        assert!(check_uri("redirect URI", "https://rp.example/callback").is_ok());
+        assert!(check_uri("redirect URI", "http://127.0.0.1:9/cb").is_ok());
+        for bad in [
+            "https://rp.example/cb\n",
+            "https://rp.example/c\tb",
+            "https://rp.example/a b",
+            "http://rp.example/cb",
+            "https://rp.example/cb#frag",
+            "not a url",
+        ] {
+            assert!(check_uri("redirect URI", bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -76,24 +76,14 @@ const CITIZEN_COLUMNS: &str =
     "citizen_id, national_id, given_name, family_name, birthdate, email, phone_number";
 
 fn citizen_from_row(row: &sqlx::any::AnyRow) -> Result<Citizen, IdpError> {
-    let read = query("reading a citizen");
+    let read = |e| query("reading a citizen")(e);
     Ok(Citizen {
-        citizen_id: row
-            .try_get("citizen_id")
-            .map_err(query("reading a citizen"))?,
-        national_id: row
-            .try_get("national_id")
-            .map_err(query("reading a citizen"))?,
-        given_name: row
-            .try_get("given_name")
-            .map_err(query("reading a citizen"))?,
-        family_name: row
-            .try_get("family_name")
-            .map_err(query("reading a citizen"))?,
-        birthdate: row
-            .try_get("birthdate")
-            .map_err(query("reading a citizen"))?,
-        email: row.try_get("email").map_err(query("reading a citizen"))?,
+        citizen_id: row.try_get("citizen_id").map_err(read)?,
+        national_id: row.try_get("national_id").map_err(read)?,
+        given_name: row.try_get("given_name").map_err(read)?,
+        family_name: row.try_get("family_name").map_err(read)?,
+        birthdate: row.try_get("birthdate").map_err(read)?,
+        email: row.try_get("email").map_err(read)?,
         phone_number: row.try_get("phone_number").map_err(read)?,
     })
 }

@@ -909,15 +909,30 @@ async fn userinfo_get(
     let result = async {
         let (token, dpop_scheme) =
             bearer(&headers)?.ok_or_else(|| OAuthError::invalid_token("no access token"))?;
+        Ok((token, dpop_scheme))
+    }
+    .await;
+    userinfo(&idp, &headers, "GET", result).await
+}
+
+/// Userinfo for a token taken from the request (or the error that taking it gave).
+async fn userinfo(
+    idp: &Idp,
+    headers: &HeaderMap,
+    method: &str,
+    token: Result<(String, bool), OAuthError>,
+) -> Response {
+    let result = async {
+        let (token, dpop_scheme) = token?;
         let url = format!("{}/userinfo", idp.ctx().config.idp.issuer);
         let presented = tokens::Presented {
             token: &token,
             dpop_scheme,
-            proof: single_header(&headers, "dpop")?,
-            method: "GET",
+            proof: single_header(headers, "dpop")?,
+            method,
             url: &url,
         };
-        tokens::userinfo(&idp, &presented).await
+        tokens::userinfo(idp, &presented).await
     }
     .await;
     match result {
@@ -953,21 +968,10 @@ async fn userinfo_post(
             (None, Some(token)) => (token.to_owned(), false),
             (None, None) => return Err(OAuthError::invalid_token("no access token")),
         };
-        let url = format!("{}/userinfo", idp.ctx().config.idp.issuer);
-        let presented = tokens::Presented {
-            token: &token,
-            dpop_scheme,
-            proof: single_header(&headers, "dpop")?,
-            method: "POST",
-            url: &url,
-        };
-        tokens::userinfo(&idp, &presented).await
+        Ok((token, dpop_scheme))
     }
     .await;
-    match result {
-        Ok(body) => no_store(Json(body).into_response()),
-        Err(error) => bearer_error(&error),
-    }
+    userinfo(&idp, &headers, "POST", result).await
 }
 
 async fn revoke(

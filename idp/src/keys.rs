@@ -26,10 +26,19 @@ pub struct ActiveKey {
     pub signer: KeySigner,
 }
 
+/// A published key, loaded from the key layer once.
+#[derive(Debug, Clone)]
+struct Loaded {
+    key: ActiveKey,
+    jwk: Jwk,
+}
+
 #[derive(Debug, Default)]
 struct KeySet {
-    active: Option<ActiveKey>,
-    published: Vec<(Jwk, eid_hsm::PublicKey)>,
+    /// Every published key (active, waiting, or retired but still verifying).
+    published: Vec<Loaded>,
+    /// The `kid` of the one that signs.
+    active: Option<String>,
 }
 
 /// The provider's token-signing keys, as last loaded from the database.
@@ -79,11 +88,14 @@ impl TokenKeys {
 
     /// The key to sign with.
     pub fn active(&self) -> Result<ActiveKey, IdpError> {
-        self.set
+        let set = self
+            .set
             .read()
-            .map_err(|_| IdpError::Tls("key set lock poisoned".into()))?
-            .active
-            .clone()
+            .map_err(|_| IdpError::stored("token-signing key set", "lock poisoned"))?;
+        set.active
+            .as_deref()
+            .and_then(|kid| set.published.iter().find(|l| l.key.kid == kid))
+            .map(|l| l.key.clone())
             .ok_or_else(|| IdpError::NotFound("no active token-signing key".into()))
     }
 
@@ -92,7 +104,7 @@ impl TokenKeys {
         let keys: Vec<Jwk> = self
             .set
             .read()
-            .map(|set| set.published.iter().map(|(jwk, _)| jwk.clone()).collect())
+            .map(|set| set.published.iter().map(|l| l.jwk.clone()).collect())
             .unwrap_or_default();
         serde_json::json!({ "keys": keys })
     }
@@ -100,16 +112,10 @@ impl TokenKeys {
     /// The published public key with this `kid` (to verify our own tokens).
     pub fn verifying_key(&self, kid: &str) -> Option<(Algorithm, eid_hsm::PublicKey)> {
         let set = self.set.read().ok()?;
-        set.published.iter().find_map(|(jwk, key)| {
-            (jwk.kid.as_deref() == Some(kid)).then(|| {
-                let alg = jwk
-                    .alg
-                    .as_deref()
-                    .and_then(Algorithm::parse)
-                    .unwrap_or(self.alg);
-                (alg, key.clone())
-            })
-        })
+        set.published
+            .iter()
+            .find(|l| l.key.kid == kid)
+            .map(|l| (l.key.alg, l.key.signer.public_key().clone()))
     }
 
     /// The configured algorithm.
@@ -191,12 +197,25 @@ impl TokenKeys {
         .fetch_all(self.ctx.db.pool())
         .await
         .map_err(query("loading token-signing keys"))?;
+        // Keys already loaded are kept: the key store is read only for a new key.
+        let loaded: Vec<Loaded> = self
+            .set
+            .read()
+            .map(|set| set.published.clone())
+            .unwrap_or_default();
         let mut set = KeySet::default();
         for row in rows {
             let kid: String = row.try_get("kid").map_err(query("reading a key"))?;
+            let state: String = row.try_get("state").map_err(query("reading a key"))?;
+            if state == "active" {
+                set.active = Some(kid.clone());
+            }
+            if let Some(known) = loaded.iter().find(|l| l.key.kid == kid) {
+                set.published.push(known.clone());
+                continue;
+            }
             let label: String = row.try_get("key_label").map_err(query("reading a key"))?;
             let alg: String = row.try_get("alg").map_err(query("reading a key"))?;
-            let state: String = row.try_get("state").map_err(query("reading a key"))?;
             let alg = Algorithm::parse(&alg)
                 .ok_or_else(|| IdpError::stored("signing key", format!("alg {alg}")))?;
             let label = KeyLabel::new(label)?;
@@ -205,16 +224,11 @@ impl TokenKeys {
                 tokio::task::spawn_blocking(move || keys.signer(&label, Some(alg.scheme())))
                     .await
                     .map_err(|e| IdpError::stored("signing key", e))??;
-            let public = signer.public_key().clone();
-            let jwk = Jwk::from_public_key(&public, &kid, alg)?;
-            if state == "active" {
-                set.active = Some(ActiveKey {
-                    kid: kid.clone(),
-                    alg,
-                    signer,
-                });
-            }
-            set.published.push((jwk, public));
+            let jwk = Jwk::from_public_key(signer.public_key(), &kid, alg)?;
+            set.published.push(Loaded {
+                key: ActiveKey { kid, alg, signer },
+                jwk,
+            });
         }
         if let Ok(mut current) = self.set.write() {
             *current = set;

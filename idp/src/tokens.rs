@@ -251,6 +251,7 @@ pub async fn token(
 }
 
 /// What a grant row says.
+#[derive(Debug)]
 struct Grant {
     grant_id: String,
     client_id: String,
@@ -809,6 +810,8 @@ pub struct AccessToken {
     pub claims: Map<String, Value>,
     /// The grant it belongs to (none for client-credentials tokens).
     pub grant_id: Option<String>,
+    /// That grant as stored, read once while checking it is not revoked.
+    grant: Option<Grant>,
 }
 
 /// Verifies an access token we issued: signature by a published key, type, issuer,
@@ -851,20 +854,30 @@ pub async fn verify_access_token(idp: &Idp, token: &str) -> Result<AccessToken, 
         Some((grant, _)) => Some(grant.to_owned()),
         None => return Err(invalid("malformed jti")),
     };
-    if let Some(grant_id) = &grant_id {
-        let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM idp_grant WHERE grant_id = $1")
+    let grant = match &grant_id {
+        Some(grant_id) => {
+            let sql = format!(
+                "SELECT {GRANT_COLUMNS} FROM idp_grant g {CITIZEN_JOIN} WHERE g.grant_id = $1"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(grant_id)
                 .fetch_optional(idp.ctx().db.pool())
                 .await
-                .map_err(|e| OAuthError::from(query("checking a grant")(e)))?;
-        match revoked {
-            Some(None) => {}
-            Some(Some(_)) => return Err(invalid("the access token has been revoked")),
-            None => return Err(invalid("unknown grant")),
+                .map_err(|e| OAuthError::from(query("checking a grant")(e)))?
+                .ok_or_else(|| invalid("unknown grant"))?;
+            let grant = grant_from_row(&row)?;
+            if grant.revoked {
+                return Err(invalid("the access token has been revoked"));
+            }
+            Some(grant)
         }
-    }
-    Ok(AccessToken { claims, grant_id })
+        None => None,
+    };
+    Ok(AccessToken {
+        claims,
+        grant_id,
+        grant,
+    })
 }
 
 /// How an access token was presented at a resource of this provider.
@@ -923,20 +936,11 @@ pub async fn verify_presented(
 /// Userinfo (OpenID Connect Core 5.3): the claims of the granted scopes.
 pub async fn userinfo(idp: &Idp, presented: &Presented<'_>) -> Result<Value, OAuthError> {
     let access = verify_presented(idp, presented).await?;
-    let Some(grant_id) = access.grant_id else {
+    let Some(grant) = access.grant else {
         return Err(OAuthError::insufficient_scope(
             "a client's own access token carries no citizen",
         ));
     };
-    let sql =
-        format!("SELECT {GRANT_COLUMNS} FROM idp_grant g {CITIZEN_JOIN} WHERE g.grant_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&grant_id)
-        .fetch_optional(idp.ctx().db.pool())
-        .await
-        .map_err(|e| OAuthError::from(query("reading a grant")(e)))?
-        .ok_or_else(|| OAuthError::invalid_token("unknown grant"))?;
-    let grant = grant_from_row(&row)?;
     let scopes: Vec<String> = access
         .claims
         .get("scope")
@@ -1039,6 +1043,7 @@ async fn grant_of_token(idp: &Idp, token: &str) -> Result<Option<(String, String
         Ok(AccessToken {
             grant_id: Some(grant_id),
             claims,
+            ..
         }) => Ok(claims
             .get("client_id")
             .and_then(Value::as_str)
