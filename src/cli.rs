@@ -73,6 +73,9 @@ enum Command {
     /// Operate the identity provider (token-signing keys).
     #[command(subcommand)]
     Idp(crate::rp::IdpCommand),
+    /// Administer the enrolment desk: centres, desks, staff.
+    #[command(subcommand)]
+    Enrolment(crate::enrolment::EnrolmentCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -201,6 +204,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Idp(command) => {
             let instance = open(config, OpenMode::Existing).await?;
             let result = crate::rp::run_idp(&instance.ctx, command).await;
+            instance.ctx.db.close().await;
+            result
+        }
+        Command::Enrolment(command) => {
+            let instance = open(config, OpenMode::Existing).await?;
+            let result = crate::enrolment::run(&instance.ctx, command).await;
             instance.ctx.db.close().await;
             result
         }

@@ -3,6 +3,7 @@
 
 mod ca;
 mod cli;
+mod enrolment;
 mod keys;
 mod rp;
 mod serve;

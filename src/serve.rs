@@ -30,6 +30,7 @@ fn plan(
     ca: &CertificateAuthority,
     signing: Option<&(TimeStampAuthority, Signatures)>,
     idp: Option<&eid_idp::Idp>,
+    enrolment: Option<&eid_enrolment::Enrolment>,
     only: Option<ServiceName>,
 ) -> Vec<Planned> {
     let listen = ctx.config.listen;
@@ -53,7 +54,7 @@ fn plan(
                     let (tsa, signatures) = signing?;
                     eid_signing::router(ctx, tsa, signatures)
                 }
-                ServiceName::Enrolment => eid_enrolment::router(ctx),
+                ServiceName::Enrolment => eid_enrolment::router(enrolment?),
             };
             Some(Planned {
                 name,
@@ -135,10 +136,21 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         None | Some(ServiceName::Idp) => Some(open_idp(&ctx, &ca).await?),
         Some(_) => None,
     };
+    let enrolment = match only {
+        None | Some(ServiceName::Enrolment) => Some(open_enrolment(&ctx, &ca).await?),
+        Some(_) => None,
+    };
 
     // Bind every listener before serving any, so a taken port fails start-up cleanly.
     let mut bound = Vec::new();
-    for planned in plan(&ctx, &ca, signing.as_ref(), idp.as_ref(), only) {
+    for planned in plan(
+        &ctx,
+        &ca,
+        signing.as_ref(),
+        idp.as_ref(),
+        enrolment.as_ref(),
+        only,
+    ) {
         let listener = tokio::net::TcpListener::bind(planned.address)
             .await
             .with_context(|| {
@@ -257,6 +269,112 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
     };
     let certificates: Arc<dyn eid_idp::CitizenCertificates> = Arc::new(CaCertificates(ca.clone()));
     Ok(eid_idp::Idp::open(ctx, setup, Some(certificates)).await?)
+}
+
+/// The enrolment desk, asking the CA in this process to issue and revoke: the
+/// registration authority's narrow way in.
+pub(crate) async fn open_enrolment(
+    ctx: &ServiceContext,
+    ca: &CertificateAuthority,
+) -> anyhow::Result<eid_enrolment::Enrolment> {
+    let issuer: Arc<dyn eid_enrolment::CertificateIssuer> = Arc::new(CaIssuer(ca.clone()));
+    eid_enrolment::Enrolment::open(ctx, Some(issuer))
+        .await
+        .context("cannot open the enrolment desk")
+}
+
+/// The CA as the registration authority reaches it.
+#[derive(Debug)]
+struct CaIssuer(CertificateAuthority);
+
+fn port_error(e: eid_ca::CaError) -> eid_enrolment::PortError {
+    match e {
+        eid_ca::CaError::BadRequest(m) | eid_ca::CaError::Refused(m) => {
+            eid_enrolment::PortError::Refused(m)
+        }
+        other => eid_enrolment::PortError::Unavailable(other.to_string()),
+    }
+}
+
+impl eid_enrolment::CertificateIssuer for CaIssuer {
+    fn issue(
+        &self,
+        request: eid_enrolment::CertificateRequest,
+    ) -> eid_enrolment::PortFuture<'_, eid_enrolment::IssuedCertificate> {
+        Box::pin(async move {
+            let profile = match request.kind {
+                eid_enrolment::CertificateKind::Authentication => {
+                    eid_ca::Profile::CitizenAuthentication
+                }
+                eid_enrolment::CertificateKind::QualifiedSignature => {
+                    eid_ca::Profile::CitizenSigning
+                }
+            };
+            let issued = self
+                .0
+                .issue(eid_ca::IssueRequest {
+                    profile,
+                    csr: request.csr,
+                    national_id: eid_ca::NationalId::new(&request.national_id)
+                        .map_err(port_error)?,
+                    name: eid_ca::PersonName::new(&request.given_name, &request.surname)
+                        .map_err(port_error)?,
+                    requested_by: request.requested_by,
+                    key_evidence: request
+                        .key_evidence
+                        .map(|(public_key, qscd)| eid_ca::KeyEvidence { public_key, qscd }),
+                })
+                .await
+                .map_err(port_error)?;
+            Ok(eid_enrolment::IssuedCertificate {
+                serial: issued.serial.to_hex(),
+                der: issued.der,
+            })
+        })
+    }
+
+    fn certificates_of<'a>(
+        &'a self,
+        national_id: &'a str,
+    ) -> eid_enrolment::PortFuture<'a, Vec<eid_enrolment::KnownCertificate>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .certificates_of(national_id)
+                .await
+                .map_err(port_error)?
+                .into_iter()
+                .map(|c| eid_enrolment::KnownCertificate {
+                    serial: c.serial,
+                    status: c.status.to_owned(),
+                })
+                .collect())
+        })
+    }
+
+    fn change_status<'a>(
+        &'a self,
+        serial: &'a str,
+        change: &'a str,
+        actor: &'a str,
+    ) -> eid_enrolment::PortFuture<'a, ()> {
+        Box::pin(async move {
+            let serial = eid_ca::CertificateSerial::parse(serial).map_err(port_error)?;
+            let change = match change {
+                "certificateHold" => eid_ca::StatusChange::Suspend,
+                "resume" => eid_ca::StatusChange::Resume,
+                reason => eid_ca::StatusChange::Revoke(
+                    eid_ca::reason::ReasonCode::parse(reason)
+                        .map_err(|e| eid_enrolment::PortError::Refused(e.to_string()))?,
+                ),
+            };
+            self.0
+                .change_status(&serial, change, actor)
+                .await
+                .map(|_| ())
+                .map_err(port_error)
+        })
+    }
 }
 
 /// The idp's view of the CA for a logged-in citizen: their certificates, and

@@ -127,6 +127,7 @@ struct FileConfig {
     ca: CaSection,
     signing: SigningSection,
     idp: IdpSection,
+    enrolment: EnrolmentSection,
     ceremony: Option<CeremonySection>,
 }
 
@@ -245,6 +246,58 @@ impl Default for IdpSection {
             admin_client: Vec::new(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EnrolmentSection {
+    public_url: Option<String>,
+    session_ttl_secs: u64,
+    link_ttl_secs: u64,
+    applications_per_minute: u32,
+    document_type: Vec<DocumentTypeSection>,
+    reader: Option<ReaderSection>,
+}
+
+impl Default for EnrolmentSection {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            session_ttl_secs: 8 * 3600,
+            link_ttl_secs: 24 * 3600,
+            applications_per_minute: 20,
+            document_type: Vec::new(),
+            reader: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentTypeSection {
+    code: String,
+    name: String,
+    mrz: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReaderSection {
+    module: PathBuf,
+    #[serde(default = "default_reader_class")]
+    class: String,
+    #[serde(default = "default_citizen_key")]
+    key: String,
+    transport_code_file: Option<PathBuf>,
+    transport_code_env: Option<String>,
+}
+
+fn default_reader_class() -> String {
+    "smartcard".into()
+}
+
+fn default_citizen_key() -> String {
+    "ec-p256".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -472,8 +525,77 @@ pub struct Config {
     pub signing: SigningConfig,
     /// The OpenID Connect provider (`[idp]`).
     pub idp: IdpConfig,
+    /// The enrolment desk (`[enrolment]`).
+    pub enrolment: EnrolmentConfig,
     /// A key ceremony to run (`eid ca ceremony`), when the file describes one.
     pub ceremony: Option<CeremonyConfig>,
+}
+
+/// The enrolment desk's settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EnrolmentConfig {
+    /// The desk's public base URL (its host name is the passkeys' relying-party id, so
+    /// it must be a name, not an IP address).
+    pub public_url: String,
+    /// How long a clerk's desk session lasts.
+    pub session_ttl_secs: u64,
+    /// How long a one-time link (a staff member's passkey enrolment, a workstation's
+    /// registration) stays valid.
+    pub link_ttl_secs: u64,
+    /// Pre-registrations accepted per minute from one client address.
+    pub applications_per_minute: u32,
+    /// The identity documents a clerk may record (`[[enrolment.document_type]]`).
+    pub document_types: Vec<DocumentType>,
+    /// The desk's card or SIM reader, if it has one (`[enrolment.reader]`).
+    pub reader: Option<ReaderConfig>,
+}
+
+/// A kind of identity document the desk accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DocumentType {
+    /// Stable code (`passport`, `national-id`, ...).
+    pub code: String,
+    /// What the clerk sees.
+    pub name: String,
+    /// The machine-readable zone it carries: `td1`, `td2`, `td3`, or none.
+    pub mrz: Option<String>,
+}
+
+impl DocumentType {
+    fn new(code: &str, name: &str, mrz: Option<&str>) -> Self {
+        Self {
+            code: code.into(),
+            name: name.into(),
+            mrz: mrz.map(str::to_owned),
+        }
+    }
+}
+
+/// The PKCS#11 module where cards (or SIMs) in the desk's reader appear.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ReaderConfig {
+    /// Path of the PKCS#11 module.
+    pub module: PathBuf,
+    /// `smartcard` or `sim`.
+    pub class: String,
+    /// The key type generated on the card (`ec-p256`, `ec-p384`).
+    pub key: String,
+    /// The card batch's transport code (the blank card's SO PIN).
+    pub transport_code: std::sync::Arc<SecretString>,
+}
+
+impl fmt::Debug for ReaderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReaderConfig")
+            .field("module", &self.module)
+            .field("class", &self.class)
+            .field("key", &self.key)
+            .field("transport_code", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Signing service settings.
@@ -916,6 +1038,7 @@ impl Config {
             .collect(),
         };
         let idp = resolve_idp(file.idp, &listen, env, &relative)?;
+        let enrolment = resolve_enrolment(file.enrolment, &listen, env, &relative)?;
         let ceremony = match file.ceremony {
             Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
             None => None,
@@ -924,6 +1047,7 @@ impl Config {
             ca,
             signing,
             idp,
+            enrolment,
             ceremony,
             profile: file.profile,
             data_dir,
@@ -1367,6 +1491,152 @@ fn resolve_ca(
         crl_next_update_hours: section.crl_next_update_hours,
         ocsp_validity_hours: section.ocsp_validity_hours,
         issuance_clients,
+    })
+}
+
+fn resolve_enrolment(
+    section: EnrolmentSection,
+    listen: &Listeners,
+    env: &dyn Environment,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<EnrolmentConfig, ConfigError> {
+    let public_url = env
+        .var("EID_ENROLMENT_PUBLIC_URL")
+        .or(section.public_url)
+        .unwrap_or_else(|| {
+            // Passkeys need a host name: a loopback listener is reached as localhost.
+            let address = listen.enrolment;
+            if address.ip().is_loopback() {
+                format!("http://localhost:{}", address.port())
+            } else {
+                format!("http://{address}")
+            }
+        })
+        .trim_end_matches('/')
+        .to_owned();
+    let url = url::Url::parse(&public_url).map_err(|e| {
+        invalid(
+            "enrolment.public_url",
+            format!("`{public_url}` is not a URL ({e})"),
+        )
+    })?;
+    if !matches!(url.scheme(), "https" | "http") || url.path() != "/" {
+        return Err(invalid(
+            "enrolment.public_url",
+            "must be an https:// (or, for development, http://) origin without a path",
+        ));
+    }
+    for (key, value) in [
+        ("enrolment.session_ttl_secs", section.session_ttl_secs),
+        ("enrolment.link_ttl_secs", section.link_ttl_secs),
+        (
+            "enrolment.applications_per_minute",
+            u64::from(section.applications_per_minute),
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    let document_types = if section.document_type.is_empty() {
+        vec![
+            DocumentType::new("passport", "Passport", Some("td3")),
+            DocumentType::new("national-id", "National identity card", Some("td1")),
+            DocumentType::new("residence-permit", "Residence permit", Some("td1")),
+            DocumentType::new("drivers-permit", "Driver's permit", None),
+            DocumentType::new("birth-certificate", "Birth certificate", None),
+        ]
+    } else {
+        let mut types: Vec<DocumentType> = Vec::new();
+        for t in section.document_type {
+            let key = "enrolment.document_type";
+            if t.code.is_empty()
+                || !t
+                    .code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(invalid(
+                    format!("{key}.code"),
+                    format!("`{}`: use a-z, 0-9 and -", t.code),
+                ));
+            }
+            if types.iter().any(|o| o.code == t.code) {
+                return Err(invalid(
+                    format!("{key}.code"),
+                    format!("`{}` is listed twice", t.code),
+                ));
+            }
+            if let Some(mrz) = &t.mrz
+                && !matches!(mrz.as_str(), "td1" | "td2" | "td3")
+            {
+                return Err(invalid(
+                    format!("{key}.mrz"),
+                    format!("`{mrz}` is not td1, td2 or td3"),
+                ));
+            }
+            types.push(DocumentType {
+                code: t.code,
+                name: t.name,
+                mrz: t.mrz,
+            });
+        }
+        types
+    };
+    let reader_module = env.var("EID_ENROLMENT_READER_MODULE").map(PathBuf::from);
+    let reader = match (section.reader, reader_module) {
+        (None, None) => None,
+        (section, module) => {
+            let section = section.unwrap_or(ReaderSection {
+                module: PathBuf::new(),
+                class: default_reader_class(),
+                key: default_citizen_key(),
+                transport_code_file: None,
+                transport_code_env: Some("EID_ENROLMENT_TRANSPORT_CODE".into()),
+            });
+            let module = module.unwrap_or_else(|| relative(section.module));
+            if !matches!(section.class.as_str(), "smartcard" | "sim") {
+                return Err(invalid(
+                    "enrolment.reader.class",
+                    format!("`{}` is not smartcard or sim", section.class),
+                ));
+            }
+            if !matches!(section.key.as_str(), "ec-p256" | "ec-p384") {
+                return Err(invalid(
+                    "enrolment.reader.key",
+                    format!("`{}` is not ec-p256 or ec-p384", section.key),
+                ));
+            }
+            let key = "enrolment.reader transport_code_file/transport_code_env";
+            let transport_code = read_secret(
+                key,
+                &SecretRef {
+                    file: section.transport_code_file.map(relative),
+                    env: section.transport_code_env,
+                },
+                env,
+            )?
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    "the card batch's transport code must come from a file or an environment variable",
+                )
+            })?;
+            Some(ReaderConfig {
+                module,
+                class: section.class,
+                key: section.key,
+                transport_code: std::sync::Arc::new(transport_code),
+            })
+        }
+    };
+    Ok(EnrolmentConfig {
+        public_url,
+        session_ttl_secs: section.session_ttl_secs,
+        link_ttl_secs: section.link_ttl_secs,
+        applications_per_minute: section.applications_per_minute,
+        document_types,
+        reader,
     })
 }
 

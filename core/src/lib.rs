@@ -11,6 +11,7 @@ pub mod group_commit;
 pub mod http;
 pub mod instance;
 mod logging;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ pub use audit::{AuditError, AuditEvent, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{
     ApiClient, CadesConfig, CeremonyCertificate, CeremonyConfig, ClockTrustConfig, Config,
-    ConfigError, IdpConfig, KeysConfig, Listeners, NtpServer, OsSyncCheck, SigningConfig,
-    SoftSecretConfig, TsaConfig,
+    ConfigError, DocumentType, EnrolmentConfig, IdpConfig, KeysConfig, Listeners, NtpServer,
+    OsSyncCheck, ReaderConfig, SigningConfig, SoftSecretConfig, TsaConfig,
 };
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use logging::init_logging;

@@ -2,17 +2,17 @@
 //! results to responses: OAuth errors as JSON (or redirects, or error pages when the
 //! redirect URI is not trusted), pages as HTML with strict security headers.
 
+use eid_core::web::{cookie, csrf_token, escape, html, no_store, see_other};
 use std::net::SocketAddr;
 
 use axum::{
     Extension, Form, Json, Router,
     extract::{Path, Query, State, rejection::FormRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -63,13 +63,6 @@ pub(crate) fn routes(idp: &Idp) -> Router {
 
 // ---- Responses ---------------------------------------------------------------------
 
-fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
-}
-
 fn oauth_json(error: &OAuthError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (
@@ -101,29 +94,6 @@ fn bearer_error(error: &OAuthError) -> Response {
     response
 }
 
-/// An HTML page with the security headers every page carries.
-fn html(status: StatusCode, body: String) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; connect-src 'self'; \
-             style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    no_store(response)
-}
-
 fn lang_of(headers: &HeaderMap, ui_locales: Option<&str>) -> Lang {
     Lang::pick(
         ui_locales,
@@ -146,46 +116,11 @@ fn internal(headers: &HeaderMap, error: &IdpError) -> Response {
     )
 }
 
-fn see_other(location: &str) -> Response {
-    no_store(Redirect::to(location).into_response())
-}
-
 // ---- Cookies -----------------------------------------------------------------------
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| v.len() <= 64)
-}
-
 fn set_cookie(response: &mut Response, idp: &Idp, name: &str, value: &str, max_age: Option<u64>) {
-    let secure = if idp.ctx().config.idp.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let age = max_age
-        .map(|a| format!("; Max-Age={a}"))
-        .unwrap_or_default();
-    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}{age}");
-    if let Ok(value) = HeaderValue::from_str(&text) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-fn csrf_token(secret_cookie: &str, context: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(b"eid csrf\n");
-    hash.update(secret_cookie.as_bytes());
-    hash.update(b"\n");
-    hash.update(context.as_bytes());
-    b64(&hash.finalize())
+    let secure = idp.ctx().config.idp.issuer.starts_with("https://");
+    eid_core::web::set_cookie(response, name, value, secure, max_age);
 }
 
 // ---- Discovery and keys --------------------------------------------------------------
@@ -1059,7 +994,7 @@ async fn logout_get(
     };
     let mut hidden = format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        pages::escape(&csrf_token(&session_cookie, "logout"))
+        escape(&csrf_token(&session_cookie, "logout"))
     );
     for name in [
         "id_token_hint",
@@ -1071,7 +1006,7 @@ async fn logout_get(
         if let Some(value) = params.get(name) {
             hidden.push_str(&format!(
                 "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-                pages::escape(value)
+                escape(value)
             ));
         }
     }

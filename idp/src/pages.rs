@@ -163,21 +163,7 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
     }
 }
 
-/// Escapes text for HTML element content and quoted attributes.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use eid_core::web::escape;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;\
 padding:0 1rem;color:#111;background:#fff;line-height:1.5}h1{font-size:1.6rem}\

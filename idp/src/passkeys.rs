@@ -9,8 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use webauthn_rs::prelude::{
     CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
-    Webauthn, WebauthnBuilder,
+    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Uuid,
 };
 
 use crate::{Idp, IdpError, error::query, jose::b64, random_token};
@@ -45,17 +44,7 @@ impl From<eid_core::DbError> for PasskeyError {
     }
 }
 
-/// The provider's WebAuthn relying party, if its issuer has a host name.
-pub(crate) fn relying_party(issuer: &str, name: &str) -> Option<Webauthn> {
-    let origin = Url::parse(issuer).ok()?;
-    let host = origin.domain()?.to_owned();
-    let origin = Url::parse(&origin.origin().ascii_serialization()).ok()?;
-    WebauthnBuilder::new(&host, &origin)
-        .ok()?
-        .rp_name(name)
-        .build()
-        .ok()
-}
+pub(crate) use eid_core::web::relying_party;
 
 /// A passkey as the self-service page lists it.
 #[derive(Debug, Clone, Serialize)]

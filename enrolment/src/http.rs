@@ -1,0 +1,941 @@
+//! The enrolment service's HTTP surface: the pre-registration page and API, and the
+//! desk. Handlers parse, call the domain, and map the result; refusals are specific
+//! (a 4xx with the reason on the page or in problem+json), internal failures are
+//! logged and answered with a 500 that says nothing about them.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Form, Path, Query, State, rejection::FormRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64ct::Encoding;
+use eid_core::{
+    http::Problem,
+    web::{cookie, csrf_token, html, no_store, see_other, set_cookie, tokens_match},
+};
+use serde::Deserialize;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use crate::{
+    Enrolment, EnrolmentError, NewApplication,
+    activation::CardPins,
+    case::DocumentInput,
+    pages,
+    staff::{Desk, DeskSession},
+};
+
+const DESK_COOKIE: &str = "eid_desk";
+const SESSION_COOKIE: &str = "eid_desk_session";
+/// Browsers keep a cookie at most about 400 days; the desk cookie asks for a year.
+const DESK_COOKIE_SECS: u64 = 365 * 24 * 3600;
+
+pub(crate) fn routes(enrolment: &Enrolment) -> Router {
+    Router::new()
+        .route("/apply", get(apply_page).post(apply_form))
+        .route("/api/v1/applications", post(apply_json))
+        .route("/static/desk.js", get(script))
+        .route(
+            "/desk/register/{token}",
+            get(register_page).post(register_desk),
+        )
+        .route("/staff/enrol/{token}", get(enrol_page))
+        .route("/desk/api/enrol/{token}/start", post(enrol_start))
+        .route("/desk/api/enrol/{token}/finish", post(enrol_finish))
+        .route("/desk", get(desk_page))
+        .route("/desk/api/login/start", post(login_start))
+        .route("/desk/api/login/finish", post(login_finish))
+        .route("/desk/logout", post(logout))
+        .route("/desk/search", get(search))
+        .route("/desk/applications/{id}", get(case_page))
+        .route("/desk/applications/{id}/consent", post(consent))
+        .route("/desk/applications/{id}/documents", post(document))
+        .route(
+            "/desk/applications/{id}/photo",
+            get(photo).post(photo_upload),
+        )
+        .route("/desk/applications/{id}/approve", post(approve))
+        .route("/desk/applications/{id}/reject", post(reject))
+        .route("/desk/applications/{id}/activate", post(activate))
+        .route("/desk/applications/{id}/receipt", get(receipt))
+        .route(
+            "/desk/api/applications/{id}/approve/start",
+            post(supervisor_start),
+        )
+        .route(
+            "/desk/api/applications/{id}/approve/finish",
+            post(supervisor_finish),
+        )
+        .with_state(enrolment.clone())
+}
+
+// ---- Errors ----------------------------------------------------------------------------
+
+fn status_of(error: &EnrolmentError) -> StatusCode {
+    match error {
+        EnrolmentError::Invalid(_) | EnrolmentError::Token(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        EnrolmentError::Conflict(_) => StatusCode::CONFLICT,
+        EnrolmentError::NotFound(_) => StatusCode::NOT_FOUND,
+        EnrolmentError::Forbidden(_) => StatusCode::FORBIDDEN,
+        EnrolmentError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        EnrolmentError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The text a person may see: the refusal, or a generic line for internal failures
+/// (whose detail goes to the log).
+fn shown(error: &EnrolmentError) -> String {
+    if error.is_internal() {
+        tracing::error!(%error, "enrolment request failed");
+        "The desk could not complete the request. It has been logged; please try again.".into()
+    } else {
+        error.to_string()
+    }
+}
+
+fn problem(error: &EnrolmentError) -> Response {
+    let status = status_of(error);
+    let kind = match status {
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid-request",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate-limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "internal-error",
+    };
+    let mut response = Problem::new(status, kind, shown(error)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    no_store(response)
+}
+
+fn error_page(error: &EnrolmentError) -> Response {
+    html(status_of(error), pages::error(&shown(error)))
+}
+
+// ---- Pre-registration -------------------------------------------------------------------
+
+fn client_of(connect: &Result<ConnectInfo<SocketAddr>, impl std::fmt::Debug>) -> IpAddr {
+    connect
+        .as_ref()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+type Connect = Result<
+    ConnectInfo<SocketAddr>,
+    <ConnectInfo<SocketAddr> as axum::extract::FromRequestParts<Enrolment>>::Rejection,
+>;
+
+async fn apply_page() -> Response {
+    html(StatusCode::OK, pages::apply(None, None))
+}
+
+async fn apply_form(
+    State(enrolment): State<Enrolment>,
+    connect: Connect,
+    form: Result<Form<NewApplication>, FormRejection>,
+) -> Response {
+    let Ok(Form(new)) = form else {
+        return html(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::apply(
+                Some("the form is incomplete: fill in every required field"),
+                None,
+            ),
+        );
+    };
+    let client = client_of(&connect);
+    match enrolment
+        .apply(&new, client, &format!("public:{client}"))
+        .await
+    {
+        Ok(application) => html(StatusCode::CREATED, pages::applied(&application)),
+        Err(e) => html(status_of(&e), pages::apply(Some(&shown(&e)), Some(&new))),
+    }
+}
+
+async fn apply_json(
+    State(enrolment): State<Enrolment>,
+    connect: Connect,
+    body: Result<Json<NewApplication>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let new = match body {
+        Ok(Json(new)) => new,
+        Err(e) => {
+            return problem(&EnrolmentError::Invalid(format!(
+                "the application is not valid JSON of the expected shape: {}",
+                e.body_text()
+            )));
+        }
+    };
+    let client = client_of(&connect);
+    match enrolment
+        .apply(&new, client, &format!("api:{client}"))
+        .await
+    {
+        Ok(application) => {
+            let location = format!("/api/v1/applications/{}", application.reference);
+            let mut response = (
+                StatusCode::CREATED,
+                Json(serde_json::json!({
+                    "reference": application.reference,
+                    "national_id": application.national_id,
+                    "status": application.status,
+                })),
+            )
+                .into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            no_store(response)
+        }
+        Err(e) => problem(&e),
+    }
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../static/desk.js"),
+    )
+        .into_response()
+}
+
+// ---- Desk and session ------------------------------------------------------------------
+
+async fn desk_of(enrolment: &Enrolment, headers: &HeaderMap) -> Result<Desk, Response> {
+    let Some(value) = cookie(headers, DESK_COOKIE) else {
+        return Err(html(StatusCode::FORBIDDEN, pages::unregistered()));
+    };
+    match enrolment.desk_by_cookie(&value).await {
+        Ok(Some(desk)) => Ok(desk),
+        Ok(None) => Err(html(StatusCode::FORBIDDEN, pages::unregistered())),
+        Err(e) => Err(error_page(&e)),
+    }
+}
+
+/// A desk session for a page: redirects to the login page when there is none.
+async fn session_for_page(
+    enrolment: &Enrolment,
+    headers: &HeaderMap,
+) -> Result<(DeskSession, String), Response> {
+    let desk = desk_of(enrolment, headers).await?;
+    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+        return Err(see_other("/desk"));
+    };
+    match enrolment.session(&desk, &value).await {
+        Ok(Some(session)) => Ok((session, csrf_token(&value, "desk"))),
+        Ok(None) => Err(see_other("/desk")),
+        Err(e) => Err(error_page(&e)),
+    }
+}
+
+/// A desk session for a form post or an API call, with its CSRF token checked.
+async fn session_for_post(
+    enrolment: &Enrolment,
+    headers: &HeaderMap,
+    sent_csrf: Option<&str>,
+) -> Result<(DeskSession, String), Response> {
+    let (session, csrf) = session_for_page(enrolment, headers).await?;
+    if !sent_csrf.is_some_and(|sent| tokens_match(sent, &csrf)) {
+        return Err(error_page(&EnrolmentError::Forbidden(
+            "this form has expired (or came from elsewhere): reload the page".into(),
+        )));
+    }
+    Ok((session, csrf))
+}
+
+fn csrf_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+async fn register_page(Path(token): Path<String>) -> Response {
+    html(
+        StatusCode::OK,
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Register this desk</title></head>\
+             <body><h1>Register this workstation as a desk</h1><form method=\"post\" action=\"/desk/register/{}\">\
+             <button type=\"submit\" id=\"register\" autofocus>Register this workstation</button></form></body></html>",
+            eid_core::web::escape(&token)
+        ),
+    )
+}
+
+async fn register_desk(State(enrolment): State<Enrolment>, Path(token): Path<String>) -> Response {
+    match enrolment.register_desk(&token).await {
+        Ok((desk, value)) => {
+            let mut response = html(StatusCode::OK, pages::desk_registered(&desk));
+            set_cookie(
+                &mut response,
+                DESK_COOKIE,
+                &value,
+                enrolment.secure_cookies(),
+                Some(DESK_COOKIE_SECS),
+            );
+            response
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+async fn enrol_page(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    match enrolment.enrolment_link_subject(&token).await {
+        Ok((staff_id, name)) => html(
+            StatusCode::OK,
+            pages::staff_enrol(&desk, &staff_id, &name, &token),
+        ),
+        Err(e) => error_page(&e),
+    }
+}
+
+async fn enrol_start(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    match enrolment.start_passkey_enrolment(&desk, &token).await {
+        Ok((ceremony, options)) => no_store(
+            Json(serde_json::json!({ "ceremony": ceremony, "options": options })).into_response(),
+        ),
+        Err(e) => problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct EnrolFinish {
+    ceremony: String,
+    credential: RegisterPublicKeyCredential,
+}
+
+async fn enrol_finish(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Json(body): Json<EnrolFinish>,
+) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    match enrolment
+        .finish_passkey_enrolment(&desk, &token, &body.ceremony, &body.credential)
+        .await
+    {
+        Ok(_) => no_store(Json(serde_json::json!({ "location": "/desk" })).into_response()),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn desk_page(State(enrolment): State<Enrolment>, headers: HeaderMap) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    let session = match cookie(&headers, SESSION_COOKIE) {
+        Some(value) => match enrolment.session(&desk, &value).await {
+            Ok(session) => session.map(|s| (s, csrf_token(&value, "desk"))),
+            Err(e) => return error_page(&e),
+        },
+        None => None,
+    };
+    let Some((session, csrf)) = session else {
+        return html(StatusCode::OK, pages::login(&desk));
+    };
+    match enrolment.recent_applications(20).await {
+        Ok(recent) => html(
+            StatusCode::OK,
+            pages::dashboard(&session, &csrf, &recent, None),
+        ),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginStart {
+    staff_id: String,
+}
+
+async fn login_start(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Json(body): Json<LoginStart>,
+) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    match enrolment
+        .start_staff_authentication(&desk, &body.staff_id, "login", None)
+        .await
+    {
+        Ok((ceremony, options)) => no_store(
+            Json(serde_json::json!({ "ceremony": ceremony, "options": options })).into_response(),
+        ),
+        Err(e) => problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CeremonyFinish {
+    ceremony: String,
+    credential: PublicKeyCredential,
+    #[serde(default)]
+    version: Option<i64>,
+}
+
+async fn login_finish(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Json(body): Json<CeremonyFinish>,
+) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    let result = async {
+        let (staff_id, _, _) = enrolment
+            .finish_staff_authentication(&desk, &body.ceremony, "login", None, &body.credential)
+            .await?;
+        enrolment.open_session(&desk, &staff_id).await
+    }
+    .await;
+    match result {
+        Ok(value) => {
+            let mut response =
+                no_store(Json(serde_json::json!({ "location": "/desk" })).into_response());
+            set_cookie(
+                &mut response,
+                SESSION_COOKIE,
+                &value,
+                enrolment.secure_cookies(),
+                None,
+            );
+            response
+        }
+        Err(e) => problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let (session, _) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let value = cookie(&headers, SESSION_COOKIE).unwrap_or_default();
+    if let Err(e) = enrolment.end_session(&session, &value).await {
+        return error_page(&e);
+    }
+    let mut response = see_other("/desk");
+    set_cookie(
+        &mut response,
+        SESSION_COOKIE,
+        "",
+        enrolment.secure_cookies(),
+        Some(0),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+}
+
+async fn search(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Query(query): Query<SearchQuery>,
+) -> Response {
+    let (session, csrf) = match session_for_page(&enrolment, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    match enrolment.find(&query.q).await {
+        Ok(Some(application)) => see_other(&format!(
+            "/desk/applications/{}",
+            application.application_id
+        )),
+        Ok(None) => match enrolment.recent_applications(20).await {
+            Ok(recent) => html(
+                StatusCode::NOT_FOUND,
+                pages::dashboard(
+                    &session,
+                    &csrf,
+                    &recent,
+                    Some(&format!(
+                        "no application has the reference or national identity number {:?}",
+                        query.q.trim()
+                    )),
+                ),
+            ),
+            Err(e) => error_page(&e),
+        },
+        Err(e) => error_page(&e),
+    }
+}
+
+// ---- The case ----------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct Notice {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+fn notice_text(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "consent" => "Consent recorded.",
+        "document" => "Document checked and recorded: it matches the application.",
+        "document-mismatch" => {
+            "Document recorded, but it does not match the application: a supervisor must approve the exception."
+        }
+        "exceptions" => "The supervisor approved the exceptions.",
+        "approved" => "Identity verified: the application is approved. Activate a card next.",
+        "rejected" => "The application is rejected.",
+        "photo" => "Photo stored.",
+        "activated" => "The card is activated: the citizen can log in and sign. Print the receipt.",
+        _ => return None,
+    })
+}
+
+struct Render<'a> {
+    error: Option<&'a EnrolmentError>,
+    notice: Option<&'a str>,
+    document: Option<&'a DocumentInput>,
+}
+
+async fn render_case(
+    enrolment: &Enrolment,
+    session: &DeskSession,
+    csrf: &str,
+    application_id: &str,
+    render: Render<'_>,
+) -> Response {
+    let case = match enrolment.case(application_id).await {
+        Ok(case) => case,
+        Err(e) => return error_page(&e),
+    };
+    let activations = match enrolment.activations(application_id).await {
+        Ok(a) => a,
+        Err(e) => return error_page(&e),
+    };
+    let reader = match enrolment.reader() {
+        Some(reader) => match enrolment.blank_cards().await {
+            Ok(cards) => Some((reader.description.clone(), cards)),
+            Err(e) => Some((format!("{} — {}", reader.description, e), Vec::new())),
+        },
+        None => None,
+    };
+    let error_text = render.error.map(shown);
+    let view = pages::CaseView {
+        session,
+        csrf,
+        case: &case,
+        document_types: &enrolment.ctx().config.enrolment.document_types,
+        reader,
+        error: error_text.as_deref(),
+        notice: render.notice,
+        document: render.document,
+        activations: &activations,
+    };
+    let status = render.error.map(status_of).unwrap_or(StatusCode::OK);
+    html(status, pages::case(&view))
+}
+
+async fn case_page(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Response {
+    let (session, csrf) = match session_for_page(&enrolment, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let notice = notice.done.as_deref().and_then(notice_text);
+    render_case(
+        &enrolment,
+        &session,
+        &csrf,
+        &id,
+        Render {
+            error: None,
+            notice,
+            document: None,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    csrf: String,
+    version: i64,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The result of a case form: back to the case with a notice, or the case with the error.
+async fn after_case_post(
+    enrolment: &Enrolment,
+    session: &DeskSession,
+    csrf: &str,
+    id: &str,
+    result: Result<&'static str, EnrolmentError>,
+) -> Response {
+    match result {
+        Ok(done) => see_other(&format!("/desk/applications/{id}?done={done}")),
+        Err(e) => {
+            render_case(
+                enrolment,
+                session,
+                csrf,
+                id,
+                Render {
+                    error: Some(&e),
+                    notice: None,
+                    document: None,
+                },
+            )
+            .await
+        }
+    }
+}
+
+async fn consent(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Versioned>,
+) -> Response {
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result = enrolment
+        .record_consent(&session, &id, form.version)
+        .await
+        .map(|()| "consent");
+    after_case_post(&enrolment, &session, &csrf, &id, result).await
+}
+
+#[derive(Deserialize)]
+struct DocumentForm {
+    csrf: String,
+    version: i64,
+    #[serde(flatten)]
+    document: DocumentInput,
+}
+
+async fn document(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<DocumentForm>,
+) -> Response {
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    match enrolment
+        .record_document(&session, &id, form.version, &form.document)
+        .await
+    {
+        Ok(d) => see_other(&format!(
+            "/desk/applications/{id}?done={}",
+            if d.name_matches && d.birth_matches {
+                "document"
+            } else {
+                "document-mismatch"
+            }
+        )),
+        Err(e) => {
+            if !e.is_internal()
+                && let Err(audit) = enrolment
+                    .record_refused_document(&session, &id, &form.document, &e.to_string())
+                    .await
+            {
+                return error_page(&audit);
+            }
+            render_case(
+                &enrolment,
+                &session,
+                &csrf,
+                &id,
+                Render {
+                    error: Some(&e),
+                    notice: None,
+                    document: Some(&form.document),
+                },
+            )
+            .await
+        }
+    }
+}
+
+async fn photo(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(response) = session_for_page(&enrolment, &headers).await {
+        return response;
+    }
+    match enrolment.photo(&id).await {
+        Ok(Some((image, media_type))) => {
+            no_store(([(header::CONTENT_TYPE, media_type)], image).into_response())
+        }
+        Ok(None) => problem(&EnrolmentError::NotFound("no photo".into())),
+        Err(e) => problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PhotoUpload {
+    /// The image, base64 (a `data:` URL's payload).
+    image: String,
+}
+
+async fn photo_upload(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<PhotoUpload>,
+) -> Response {
+    let (session, _) = match session_for_post(&enrolment, &headers, csrf_header(&headers)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let payload = body
+        .image
+        .split_once(',')
+        .map(|(_, data)| data)
+        .unwrap_or(&body.image);
+    let Ok(image) = base64ct::Base64::decode_vec(payload.trim()) else {
+        return problem(&EnrolmentError::Invalid("the photo is not base64".into()));
+    };
+    match enrolment.record_photo(&session, &id, &image).await {
+        Ok(sha256) => no_store(
+            Json(serde_json::json!({
+                "sha256": sha256,
+                "location": format!("/desk/applications/{id}?done=photo"),
+            }))
+            .into_response(),
+        ),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn approve(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Versioned>,
+) -> Response {
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result = enrolment
+        .approve_case(&session, &id, form.version)
+        .await
+        .map(|()| "approved");
+    after_case_post(&enrolment, &session, &csrf, &id, result).await
+}
+
+async fn reject(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Versioned>,
+) -> Response {
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result = enrolment
+        .reject_case(&session, &id, form.version, &form.reason)
+        .await
+        .map(|()| "rejected");
+    after_case_post(&enrolment, &session, &csrf, &id, result).await
+}
+
+#[derive(Deserialize)]
+struct ActivateForm {
+    csrf: String,
+    version: i64,
+    #[serde(default)]
+    card: String,
+    #[serde(flatten)]
+    pins: CardPins,
+}
+
+async fn activate(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActivateForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(&EnrolmentError::Invalid(
+            "the activation form is incomplete: PIN1, PIN2 and the PUK, each twice".into(),
+        ));
+    };
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result = enrolment
+        .activate_card(&session, &id, form.version, &form.card, form.pins)
+        .await
+        .map(|_| "activated");
+    if let Err(e) = &result
+        && matches!(e, EnrolmentError::Invalid(_) | EnrolmentError::Conflict(_))
+    {
+        let _ = enrolment
+            .append_refusal(
+                &session,
+                "enrolment.activation.start",
+                &id,
+                serde_json::json!({ "reason": e.to_string() }),
+            )
+            .await;
+    }
+    after_case_post(&enrolment, &session, &csrf, &id, result).await
+}
+
+async fn receipt(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(response) = session_for_page(&enrolment, &headers).await {
+        return response;
+    }
+    match enrolment.receipt(&id).await {
+        Ok(receipt) => html(StatusCode::OK, pages::receipt(&receipt)),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SupervisorStart {
+    supervisor_id: String,
+}
+
+fn approval_context(application_id: &str, session: &DeskSession) -> String {
+    format!("{application_id}:{}", session.staff_id)
+}
+
+async fn supervisor_start(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<SupervisorStart>,
+) -> Response {
+    let (session, _) = match session_for_post(&enrolment, &headers, csrf_header(&headers)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let supervisor = body.supervisor_id.trim().to_ascii_lowercase();
+    if supervisor == session.staff_id {
+        let e = EnrolmentError::Forbidden(
+            "nobody approves their own case: another supervisor must authenticate".into(),
+        );
+        if let Err(audit) = enrolment
+            .append_refusal(
+                &session,
+                "enrolment.exception.approve",
+                &id,
+                serde_json::json!({ "supervisor": supervisor, "reason": e.to_string() }),
+            )
+            .await
+        {
+            return problem(&audit);
+        }
+        return problem(&e);
+    }
+    match enrolment
+        .start_staff_authentication(
+            &session.desk,
+            &supervisor,
+            "approve",
+            Some(&approval_context(&id, &session)),
+        )
+        .await
+    {
+        Ok((ceremony, options)) => no_store(
+            Json(serde_json::json!({ "ceremony": ceremony, "options": options })).into_response(),
+        ),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn supervisor_finish(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<CeremonyFinish>,
+) -> Response {
+    let (session, _) = match session_for_post(&enrolment, &headers, csrf_header(&headers)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result = async {
+        let (supervisor, _, role) = enrolment
+            .finish_staff_authentication(
+                &session.desk,
+                &body.ceremony,
+                "approve",
+                Some(&approval_context(&id, &session)),
+                &body.credential,
+            )
+            .await?;
+        enrolment
+            .approve_exceptions(&session, &id, &supervisor, role, body.version.unwrap_or(-1))
+            .await
+    }
+    .await;
+    match result {
+        Ok(_) => no_store(
+            Json(serde_json::json!({
+                "location": format!("/desk/applications/{id}?done=exceptions"),
+            }))
+            .into_response(),
+        ),
+        Err(e) => problem(&e),
+    }
+}
