@@ -14,8 +14,9 @@ say() { printf '\n==> %s\n' "$*"; }
 # softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
 # postgresql: the second storage backend; openssl: the independent judge of signatures;
 # python3-venv: a private environment for pkilint; curl: presents a test ID card's
-# client certificate; chromium, chromium-driver: the browser tests of the pages.
-packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver)
+# client certificate; chromium, chromium-driver: the browser tests of the pages;
+# libengine-pkcs11-openssl: lets curl log in with a key on an activated card.
+packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver libengine-pkcs11-openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

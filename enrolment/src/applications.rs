@@ -200,6 +200,7 @@ pub(crate) fn birth_date(text: &str, today: time::Date) -> Result<time::Date, En
     Ok(date)
 }
 
+#[derive(Debug)]
 struct Checked {
     given_name: String,
     family_name: String,

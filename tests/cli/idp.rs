@@ -931,6 +931,18 @@ fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, S
 
 /// What the card listener answers a (new) login with this card: the HTTP status.
 fn card_login_status(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> String {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    card_login_status_with(issuer, dir, &["--cert", &cert, "--key", &key], &[])
+}
+
+/// What the card listener answers a login where curl presents the card as `tls_args`
+/// say (a key file, or a key on a PKCS#11 token through OpenSSL's engine), with `envs`.
+pub(super) fn card_login_status_with(
+    issuer: &str,
+    dir: &Path,
+    tls_args: &[&str],
+    envs: &[(&str, &str)],
+) -> String {
     let jar = dir.join("jar-status");
     let curl = |args: &[&str], write: &str| -> String {
         let output = std::process::Command::new("curl")
@@ -939,6 +951,7 @@ fn card_login_status(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> Strin
             .arg("-b")
             .arg(&jar)
             .args(args)
+            .envs(envs.iter().copied())
             .output()
             .unwrap();
         text(&output.stdout)
@@ -951,15 +964,7 @@ fn card_login_status(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> Strin
     );
     let root = dir.join("pki/root.pem").display().to_string();
     curl(
-        &[
-            "--cacert",
-            &root,
-            "--cert",
-            &cert.display().to_string(),
-            "--key",
-            &key.display().to_string(),
-            &card_url,
-        ],
+        &[&["--cacert", &root], tls_args, &[&card_url]].concat(),
         "%{http_code}",
     )
 }

@@ -17,6 +17,7 @@ use tokio::{
 
 mod browser;
 mod ca;
+mod enrolment;
 mod idp;
 
 const EID: &str = env!("CARGO_BIN_EXE_eid");

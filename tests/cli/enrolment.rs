@@ -1,0 +1,662 @@
+//! The enrolment desk through `eid serve`, walked in headless Chromium: a workstation
+//! registered, a clerk and a supervisor enrolling passkeys (the WebDriver virtual
+//! authenticator), a citizen pre-registered, two documents recorded (one refused first
+//! for a wrong check digit), a name mismatch approved by the supervisor (after the clerk
+//! is refused approving their own case), and a blank SoftHSM2 "card" activated. Then
+//! independent judges: pkcs11-tool reads the card, openssl verifies its certificates
+//! and a signature made on it, and curl (OpenSSL with the PKCS#11 engine) logs in at
+//! the idp's ID-card listener with the card's key.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use eid_enrolment::mrz::check_digit;
+use eid_tests::{TestBackend, on_both_backends};
+use serde_json::Value;
+
+use super::{
+    Eid, Server,
+    browser::Browser,
+    ca::{free_address, judge},
+    text,
+};
+
+const TRANSPORT: &str = "55667788";
+const PIN1: &str = "4821";
+const PIN2: &str = "73915";
+const PUK: &str = "83920174";
+
+/// The fixed addresses and the card reader (a SoftHSM2 configuration of the test's own).
+struct Setup {
+    idp: String,
+    ca: String,
+    card: String,
+    enrolment_port: String,
+    softhsm: PathBuf,
+    module: String,
+}
+
+impl Setup {
+    fn new(dir: &Path) -> Self {
+        let tokens = dir.join("reader");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let softhsm = dir.join("reader.conf");
+        std::fs::write(
+            &softhsm,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let enrolment = free_address();
+        Self {
+            idp: free_address(),
+            ca: free_address(),
+            card: free_address(),
+            enrolment_port: enrolment.rsplit(':').next().unwrap().to_owned(),
+            softhsm,
+            module: std::env::var("EID_TEST_PKCS11_MODULE")
+                .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()),
+        }
+    }
+
+    fn desk_url(&self) -> String {
+        format!("http://localhost:{}", self.enrolment_port)
+    }
+
+    fn command(&self, eid: &Eid, args: &[&str]) -> tokio::process::Command {
+        let mut command = eid.command(args);
+        command
+            .env("EID_IDP_LISTEN", &self.idp)
+            .env("EID_CA_LISTEN", &self.ca)
+            .env("EID_IDP_CARD_LISTEN", &self.card)
+            .env("EID_IDP_ISSUER", format!("http://{}", self.idp))
+            .env(
+                "EID_ENROLMENT_LISTEN",
+                format!("127.0.0.1:{}", self.enrolment_port),
+            )
+            .env("EID_ENROLMENT_READER_MODULE", &self.module)
+            .env("EID_ENROLMENT_TRANSPORT_CODE", TRANSPORT)
+            .env("SOFTHSM2_CONF", &self.softhsm);
+        command
+    }
+
+    async fn run(&self, eid: &Eid, args: &[&str]) -> String {
+        let output = self.command(eid, args).output().await.unwrap();
+        assert!(
+            output.status.success(),
+            "eid {args:?}: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// The path of the one-time link a command printed.
+    async fn link(&self, eid: &Eid, args: &[&str]) -> String {
+        let output = self.run(eid, args).await;
+        let url = output
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no link in {output}"));
+        assert!(url.starts_with(&self.desk_url()), "{url}");
+        url.to_owned()
+    }
+
+    fn pkcs11_tool(&self, token: &str, args: &[&str]) -> std::process::Output {
+        let output = std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.softhsm)
+            .args(["--module", &self.module, "--token-label", token])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run pkcs11-tool ({e}): deploy/test.sh installs opensc")
+            });
+        assert!(
+            output.status.success(),
+            "pkcs11-tool {args:?}: {}",
+            text(&output.stderr)
+        );
+        output
+    }
+}
+
+/// A TD3 (passport) zone with correct check digits.
+fn passport(surname_given: &str, number: &str, birth: &str, expiry: &str) -> String {
+    let line1 = format!("P<TTO{surname_given:<<39}").replace(' ', "<");
+    let number = format!("{number:<<9}");
+    let personal = "<".repeat(14);
+    let mut line2 = format!(
+        "{number}{}TTO{birth}{}F{expiry}{}{personal}{}",
+        check_digit(number.as_bytes()),
+        check_digit(birth.as_bytes()),
+        check_digit(expiry.as_bytes()),
+        '<'
+    );
+    let composite: String = [&line2[0..10], &line2[13..20], &line2[21..43]].concat();
+    line2.push(check_digit(composite.as_bytes()));
+    format!("{line1}\n{line2}")
+}
+
+/// A TD1 (ID card) zone with correct check digits.
+fn id_card(surname_given: &str, number: &str, birth: &str, expiry: &str) -> String {
+    let number = format!("{number:<<9}");
+    let line1 = format!(
+        "I<TTO{number}{}{}",
+        check_digit(number.as_bytes()),
+        "<".repeat(15)
+    );
+    let mut line2 = format!(
+        "{birth}{}F{expiry}{}TTO{}",
+        check_digit(birth.as_bytes()),
+        check_digit(expiry.as_bytes()),
+        "<".repeat(11)
+    );
+    let composite: String = [&line1[5..30], &line2[0..7], &line2[8..15], &line2[18..29]].concat();
+    line2.push(check_digit(composite.as_bytes()));
+    let line3 = format!("{surname_given:<<30}");
+    format!("{line1}\n{line2}\n{line3}")
+}
+
+/// Records a document on the open case page.
+async fn record_document(browser: &Browser, kind: &str, number: &str, expiry: &str, mrz: &str) {
+    browser
+        .click(&format!("#doc_type option[value=\"{kind}\"]"))
+        .await;
+    browser.type_into("#issuer", "TTO").await;
+    browser.type_into("#number", number).await;
+    browser.type_into("#expiry", expiry).await;
+    browser.type_into("#mrz", mrz).await;
+    browser.click_and_wait("#record-document").await;
+}
+
+on_both_backends!(desk_journey_activates_a_card_that_logs_in);
+
+async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path().to_path_buf();
+    let setup = Setup::new(&dir);
+    setup.run(&eid, &["init"]).await;
+    // The card manufacturer's blank cards, in the reader before the desk starts
+    // (SoftHSM2 shows a process only the tokens that existed when it loaded).
+    for card in ["EID-0001", "EID-0002"] {
+        setup.run(&eid, &["enrolment", "blank-card", card]).await;
+    }
+    setup
+        .run(
+            &eid,
+            &[
+                "enrolment",
+                "centre",
+                "add",
+                "pos",
+                "--name",
+                "Port of Spain",
+            ],
+        )
+        .await;
+    let desk_link = setup
+        .link(
+            &eid,
+            &[
+                "enrolment",
+                "desk",
+                "add",
+                "desk-1",
+                "--centre",
+                "pos",
+                "--name",
+                "Desk 1",
+            ],
+        )
+        .await;
+    let clerk_link = setup
+        .link(
+            &eid,
+            &[
+                "enrolment",
+                "staff",
+                "add",
+                "ann",
+                "--name",
+                "Ann Clerk",
+                "--role",
+                "clerk",
+                "--centre",
+                "pos",
+            ],
+        )
+        .await;
+    let supervisor_link = setup
+        .link(
+            &eid,
+            &[
+                "enrolment",
+                "staff",
+                "add",
+                "sam",
+                "--name",
+                "Sam Supervisor",
+                "--role",
+                "supervisor",
+                "--centre",
+                "pos",
+            ],
+        )
+        .await;
+    let server = {
+        let mut command = setup.command(&eid, &["serve"]);
+        command.stdout(Stdio::piped());
+        Server::start(command, 4).await
+    };
+    let desk = setup.desk_url();
+
+    // Pre-registration through the API (and its refusals).
+    let http = reqwest::Client::new();
+    let apply = |body: Value| {
+        let http = http.clone();
+        let url = format!("{desk}/api/v1/applications");
+        async move { http.post(url).json(&body).send().await.unwrap() }
+    };
+    let bad = apply(serde_json::json!({
+        "given_name": "Anna", "family_name": "Eriksson", "birth_date": "1974-02-30",
+        "address": "1 Frederick Street",
+    }))
+    .await;
+    assert_eq!(bad.status(), 422);
+    let problem: Value = bad.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("date of birth"),
+        "{problem}"
+    );
+    let created = apply(serde_json::json!({
+        "given_name": "Anna Maria", "family_name": "Eriksson", "birth_date": "1974-08-12",
+        "email": "anna@example.org", "address": "1 Frederick Street, Port of Spain",
+    }))
+    .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let national_id = created["national_id"].as_str().unwrap().to_owned();
+    assert_eq!(national_id.len(), 13);
+    assert!(eid_enrolment::national_id::NationalIdNumber::parse(&national_id).is_ok());
+    assert_eq!(created["status"], "pending");
+
+    // The workstation, then the two staff passkeys.
+    let browser = Browser::start().await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser.goto(&format!("{desk}/desk")).await;
+    assert!(browser.source().await.contains("not a registered desk"));
+    browser.goto(&desk_link).await;
+    browser.click_and_wait("#register").await;
+    assert!(browser.text("#notice").await.contains("Desk 1"));
+    for link in [&supervisor_link, &clerk_link] {
+        browser.goto(link).await;
+        browser.click("#enrol").await;
+        browser.wait_for_url(|url| url.ends_with("/desk")).await;
+    }
+    assert_eq!(browser.credentials(&authenticator).await.len(), 2);
+    // A used link does not work twice.
+    browser.goto(&clerk_link).await;
+    assert!(browser.source().await.contains("used or expired"));
+
+    // The clerk logs in and finds the application.
+    browser.goto(&format!("{desk}/desk")).await;
+    browser.type_into("#staff-id", "ann").await;
+    browser.click("#login button").await;
+    browser.find("#q").await;
+    assert!(browser.text("#staff").await.contains("Ann Clerk"));
+    browser.type_into("#q", &national_id).await;
+    browser
+        .click_and_wait("form[action='/desk/search'] button")
+        .await;
+    assert_eq!(browser.text("#status").await, "pending");
+    browser.click_and_wait("#record-consent").await;
+    assert!(browser.text("#notice").await.contains("Consent"));
+
+    // A passport whose document-number check digit is wrong is refused, naming the field.
+    let good = passport("ERIKSSON<<ANNA<MARIA", "TA1234567", "740812", "310630");
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    let digit = lines[1].as_bytes()[9];
+    let wrong = if digit == b'9' {
+        '0'
+    } else {
+        char::from(digit + 1)
+    };
+    lines[1].replace_range(9..10, &wrong.to_string());
+    record_document(
+        &browser,
+        "passport",
+        "TA1234567",
+        "2031-06-30",
+        &lines.join("\n"),
+    )
+    .await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("document number check digit"), "{error}");
+    assert!(!browser.has("#documents").await);
+    // Expired documents are refused too.
+    let expired = passport("ERIKSSON<<ANNA<MARIA", "TA1234567", "740812", "240101");
+    record_document(&browser, "passport", "TA1234567", "2024-01-01", &expired).await;
+    assert!(browser.text("#error").await.contains("expired"));
+    // The right zone: recorded, matching.
+    record_document(&browser, "passport", "TA1234567", "2031-06-30", &good).await;
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .contains("matches the application")
+    );
+    // The same document twice is a double submission.
+    record_document(&browser, "passport", "TA1234567", "2031-06-30", &good).await;
+    assert!(browser.text("#error").await.contains("already recorded"));
+    // An ID card whose name differs (one S): recorded as an exception.
+    let card_zone = id_card("ERIKSON<<ANNA<MARIA", "ID7654321", "740812", "300101");
+    record_document(
+        &browser,
+        "national-id",
+        "ID7654321",
+        "2030-01-01",
+        &card_zone,
+    )
+    .await;
+    assert!(browser.text("#notice").await.contains("supervisor"));
+    assert!(
+        browser
+            .text("#exceptions")
+            .await
+            .contains("needs a supervisor")
+    );
+    // The case cannot be approved yet.
+    browser.click_and_wait("#approve-case").await;
+    assert!(browser.text("#error").await.contains("supervisor"));
+
+    // The clerk cannot approve their own case; the supervisor, authenticating now, can.
+    browser.type_into("#supervisor-id", "ann").await;
+    browser.click("#approve button").await;
+    let refusal = browser.text("#passkey-error").await;
+    assert!(refusal.contains("own case"), "{refusal}");
+    browser.type_into("#supervisor-id", "sam").await;
+    browser.click("#approve button").await;
+    browser
+        .wait_for_url(|url| url.contains("done=exceptions"))
+        .await;
+    assert!(
+        browser
+            .text("#exceptions")
+            .await
+            .contains("approved by a supervisor")
+    );
+    browser.click_and_wait("#approve-case").await;
+    assert_eq!(browser.text("#status").await, "approved");
+
+    // Activation: PINs that differ from their confirmation are refused; then the card.
+    browser.click("#card option[value=\"EID-0001\"]").await;
+    for (field, value) in [
+        ("#pin1", PIN1),
+        ("#pin1_confirm", "4822"),
+        ("#pin2", PIN2),
+        ("#pin2_confirm", PIN2),
+        ("#puk", PUK),
+        ("#puk_confirm", PUK),
+    ] {
+        browser.type_into(field, value).await;
+    }
+    browser.click_and_wait("#activate").await;
+    assert!(
+        browser
+            .text("#error")
+            .await
+            .contains("PIN1 and its confirmation differ")
+    );
+    browser.click("#card option[value=\"EID-0001\"]").await;
+    for (field, value) in [
+        ("#pin1", PIN1),
+        ("#pin1_confirm", PIN1),
+        ("#pin2", PIN2),
+        ("#pin2_confirm", PIN2),
+        ("#puk", PUK),
+        ("#puk_confirm", PUK),
+    ] {
+        browser.type_into(field, value).await;
+    }
+    browser.click_and_wait("#activate").await;
+    let notice = browser.text("#notice").await;
+    assert!(notice.contains("activated"), "{notice}");
+    assert_eq!(browser.text("#status").await, "active");
+    browser.click_and_wait("#receipt").await;
+    assert_eq!(browser.text("#national-id").await, national_id);
+    let record_hash = browser.text("#record-hash").await;
+    assert_eq!(record_hash.len(), 64);
+    browser.quit().await;
+
+    // The sealed record verifies.
+    let verified = setup
+        .run(&eid, &["enrolment", "verify-record", &national_id])
+        .await;
+    assert!(verified.contains(&record_hash), "{verified}");
+
+    // Judges on the card itself.
+    let pki = dir.join("pki");
+    setup
+        .run(&eid, &["ca", "export", "--out", &pki.display().to_string()])
+        .await;
+    let objects = text(
+        &setup
+            .pkcs11_tool(
+                "EID-0001 (PIN2)",
+                &["--login", "--pin", PIN2, "--list-objects"],
+            )
+            .stdout,
+    );
+    assert!(objects.contains("always authenticate"), "{objects}");
+    assert!(objects.contains("never extractable"), "{objects}");
+    for (token, pin, label, ca) in [
+        (
+            "EID-0001 (PIN1)",
+            PIN1,
+            "citizen-authentication",
+            "citizen-auth-ca",
+        ),
+        (
+            "EID-0001 (PIN2)",
+            PIN2,
+            "citizen-signing",
+            "citizen-sign-ca",
+        ),
+    ] {
+        let der = dir.join(format!("{label}.der"));
+        setup.pkcs11_tool(
+            token,
+            &[
+                "--login",
+                "--pin",
+                pin,
+                "--read-object",
+                "--type",
+                "cert",
+                "--label",
+                label,
+                "--output-file",
+                &der.display().to_string(),
+            ],
+        );
+        let pem = dir.join(format!("{label}.pem"));
+        let converted = judge(
+            "openssl",
+            &[
+                "x509",
+                "-inform",
+                "DER",
+                "-in",
+                &der.display().to_string(),
+                "-out",
+                &pem.display().to_string(),
+            ],
+        );
+        assert!(converted.status.success(), "{}", text(&converted.stderr));
+        let verified = judge(
+            "openssl",
+            &[
+                "verify",
+                "-x509_strict",
+                "-CAfile",
+                &pki.join("root.pem").display().to_string(),
+                "-untrusted",
+                &pki.join(format!("{ca}.pem")).display().to_string(),
+                &pem.display().to_string(),
+            ],
+        );
+        assert!(
+            text(&verified.stdout).contains(": OK"),
+            "{}{}",
+            text(&verified.stdout),
+            text(&verified.stderr)
+        );
+        let subject = text(
+            &judge(
+                "openssl",
+                &[
+                    "x509",
+                    "-in",
+                    &pem.display().to_string(),
+                    "-noout",
+                    "-subject",
+                ],
+            )
+            .stdout,
+        );
+        assert!(
+            subject.contains(&format!("PNOTT-{national_id}")),
+            "{subject}"
+        );
+        // The key on the card signs, and openssl verifies it with the certificate.
+        let data = dir.join("data.txt");
+        std::fs::write(&data, b"signed on the card").unwrap();
+        let hash = dir.join("data.sha256");
+        let digest = judge(
+            "openssl",
+            &[
+                "dgst",
+                "-sha256",
+                "-binary",
+                "-out",
+                &hash.display().to_string(),
+                &data.display().to_string(),
+            ],
+        );
+        assert!(digest.status.success());
+        let signature = dir.join(format!("{label}.sig"));
+        setup.pkcs11_tool(
+            token,
+            &[
+                "--login",
+                "--pin",
+                pin,
+                "--sign",
+                "-m",
+                "ECDSA",
+                "--label",
+                label,
+                "--signature-format",
+                "openssl",
+                "--input-file",
+                &hash.display().to_string(),
+                "--output-file",
+                &signature.display().to_string(),
+            ],
+        );
+        let public = dir.join(format!("{label}.pub"));
+        judge(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &pem.display().to_string(),
+                "-noout",
+                "-pubkey",
+                "-out",
+                &public.display().to_string(),
+            ],
+        );
+        let checked = judge(
+            "openssl",
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                &public.display().to_string(),
+                "-signature",
+                &signature.display().to_string(),
+                &data.display().to_string(),
+            ],
+        );
+        assert!(
+            text(&checked.stdout).contains("Verified OK"),
+            "{}",
+            text(&checked.stderr)
+        );
+    }
+
+    // The card logs in at the idp: curl, through OpenSSL's PKCS#11 engine, presents the
+    // authentication certificate and signs the TLS handshake on the card with PIN1.
+    let engine_conf = dir.join("openssl-pkcs11.cnf");
+    let engine = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ls /usr/lib/*/engines-3/pkcs11.so 2>/dev/null | head -1",
+        ])
+        .output()
+        .unwrap();
+    let engine = text(&engine.stdout).trim().to_owned();
+    assert!(
+        !engine.is_empty(),
+        "the OpenSSL PKCS#11 engine is missing: deploy/test.sh installs libengine-pkcs11-openssl"
+    );
+    std::fs::write(
+        &engine_conf,
+        format!(
+            "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
+             [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
+             dynamic_path = {engine}\nMODULE_PATH = {}\ninit = 0\n",
+            setup.module
+        ),
+    )
+    .unwrap();
+    let key = format!(
+        "pkcs11:token=EID-0001%20(PIN1);object=citizen-authentication;type=private;pin-value={PIN1}"
+    );
+    let cert = dir.join("citizen-authentication.pem").display().to_string();
+    let status = super::idp::card_login_status_with(
+        &format!("http://{}", setup.idp),
+        &dir,
+        &[
+            "--engine",
+            "pkcs11",
+            "--key-type",
+            "ENG",
+            "--key",
+            &key,
+            "--cert",
+            &cert,
+        ],
+        &[
+            ("OPENSSL_CONF", &engine_conf.display().to_string()),
+            ("SOFTHSM2_CONF", &setup.softhsm.display().to_string()),
+        ],
+    );
+    assert!(status.starts_with('3'), "the card login answered {status}");
+
+    // The second blank card is still blank: the desk touched only the one chosen.
+    let blank = text(
+        &setup
+            .pkcs11_tool("EID-0002 (PIN1)", &["--list-objects"])
+            .stdout,
+    );
+    assert!(!blank.contains("citizen-authentication"), "{blank}");
+    server.stop().await;
+}
