@@ -2223,12 +2223,18 @@ mod tests {
             "an-operator-tooling-token-of-some-length\n",
         )
         .unwrap();
+        std::fs::write(secrets.path().join("eid-card-transport-code"), "55667788\n").unwrap();
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
         assert_eq!(config.idp.issuer, "https://login.eid.gov.tt");
         assert_eq!(config.idp.card_url, "https://card.login.eid.gov.tt");
         assert_eq!(config.idp.admin_clients[0].name, "operator-tooling");
+        assert_eq!(config.enrolment.public_url, "https://desk.pos.eid.gov.tt");
+        assert_eq!(config.enrolment.document_types.len(), 3);
+        let reader = config.enrolment.reader.as_ref().unwrap();
+        assert_eq!(reader.key, "ec-p384");
+        assert_eq!(reader.transport_code.expose_secret(), "55667788");
         assert_eq!(
             config.database.display_url,
             "postgres://eid@db.internal:5432/eid"
