@@ -100,6 +100,14 @@ pub enum HsmError {
         /// The key's label.
         label: String,
     },
+    /// A certificate does not belong to the key it is stored with.
+    #[error("the certificate's public key is not the public key of `{label}` in {store}")]
+    CertificateMismatch {
+        /// The key's label.
+        label: String,
+        /// The store.
+        store: String,
+    },
     /// A PIN does not meet the token class's rules.
     #[error("{kind} does not meet the policy: {rule}")]
     PinPolicy {

@@ -29,7 +29,7 @@ use secrecy::SecretString;
 
 use crate::{
     HsmError, KeyInfo, KeyLabel, KeyRole, KeySpec, TokenClass,
-    store::{Backend, SigningKey},
+    store::{Backend, CertificateFields, SigningKey},
 };
 
 /// Which token to use: by label or by serial number, never by slot number (slot
@@ -235,6 +235,18 @@ impl Backend for Pkcs11Store {
 
     fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError> {
         Ok(Arc::new(self.keys().signing_key(label)?))
+    }
+
+    fn store_certificate(
+        &self,
+        key: &KeyInfo,
+        certificate: &CertificateFields,
+    ) -> Result<(), HsmError> {
+        self.keys().store_certificate(key, certificate)
+    }
+
+    fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
+        self.keys().certificate(label)
     }
 
     fn danger_close_all_sessions(&self) -> Result<(), HsmError> {
