@@ -6,8 +6,11 @@
 //!   sessions (token reset, `C_CloseAllSessions`, logout) by reopening and retrying once;
 //! - [`keys`]: key generation with explicit templates, attributes read back from the
 //!   token, and signing (hashing in software, the raw private-key operation on the token);
-//! - [`context_login`]: the one raw `C_Sign` call that always-authenticate keys need.
+//! - [`context_login`]: the one raw `C_Sign` call that always-authenticate keys need;
+//! - [`card`]: the token-level steps of personalising a citizen's card (security
+//!   officer sessions, PIN changes, re-initialisation, what a token shows unlogged).
 
+pub(crate) mod card;
 mod context;
 mod context_login;
 mod keys;
