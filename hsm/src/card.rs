@@ -1,61 +1,5 @@
-//! Personalising a citizen's ID card or SIM through PKCS#11: what the enrolment desk
-//! does with a blank card in its reader.
-//!
-//! # The card model
-//!
-//! A card appears in the reader's PKCS#11 module the way OpenSC shows an Estonian ID
-//! card: one token per PIN. Card `EID-0001` is two tokens, labelled
-//! `EID-0001 (PIN1)` and `EID-0001 (PIN2)`:
-//! - the PIN1 token holds the authentication key pair and its certificate;
-//! - the PIN2 token holds the signing key pair (`CKA_ALWAYS_AUTHENTICATE`: PIN2 for
-//!   every signature) and its certificate;
-//! - on each token the user PIN is that PIN and the security officer (SO) PIN is the
-//!   PUK, one PUK for both.
-//!
-//! The manufacturer delivers a **blank** card: both tokens initialised with their
-//! labels and the batch's *transport code* as SO PIN, no user PIN, no objects.
-//!
-//! # States and the order of steps
-//!
-//! | state | what is on the card |
-//! |---|---|
-//! | [`CardState::Blank`] | nothing: no user PIN, no objects |
-//! | [`CardState::Personalising`] | user PINs or keys, SO PIN still the transport code |
-//! | [`CardState::Personalised`] | both tokens finished: SO PIN is the citizen's PUK |
-//!
-//! [`CardReader::personalise`] sets PIN1 and PIN2 (logged in as SO with the transport
-//! code) and generates both key pairs on the card; the desk then signs its requests
-//! with the keys ([`CardReader::store`]) and stores the certificates
-//! ([`KeyStore::store_certificate`]); [`CardReader::finish`] replaces the transport
-//! code with the PUK as the very last step. Until then a crash or a refusal anywhere
-//! leaves a card that [`CardReader::reset`] wipes back to blank with the transport
-//! code. `finish` marks each token as finished (a public data object the SO creates
-//! right after changing the SO PIN) so the state can be read without any secret.
-//!
-//! # Rules for callers
-//!
-//! - Calls block (a card is slow): run them off the async executor.
-//! - Tokens are looked up by label on every call (slot ids move after
-//!   `C_InitToken`), and card administration is serialised within the process.
-//! - A [`KeyStore`] from [`CardReader::store`] keeps a logged-in session on its token.
-//!   Drop it before `finish`, `reset`, `unblock` or a PUK change: PKCS#11 refuses a
-//!   security officer login or `C_InitToken` while the user is logged in or sessions
-//!   are open ([`HsmError::CardInUse`]).
-//! - PINs are checked against [`PinPolicy::CITIZEN`] before the card is touched.
-//!   Secrets stay in [`SecretString`] and never reach logs or errors.
-//!
-//! # Limits of SoftHSM2, the test stand-in for a card
-//!
-//! - A module instance sees the tokens that existed when it was initialised plus the
-//!   ones this process creates: a blank card made by another process (for instance
-//!   `softhsm2-util`) after the reader was opened stays invisible until the module is
-//!   re-initialised, which this crate never does (`C_Finalize` would pull the module
-//!   from under every other user in the process). Create test cards in the same
-//!   process ([`initialize_blank_card`]) or before the first use of the module.
-//! - SoftHSM never blocks a PIN: wrong PINs only set "count low", so retry limits and
-//!   [`HsmError::PinLocked`] / [`HsmError::SoPinLocked`] are not exercised by tests.
-//!   Real cards block after [`PinPolicy::tries`] wrong tries, and [`CardReader::unblock`]
-//!   is the real way back; each wrong transport code or PUK costs the card a try.
+//! Personalising citizens' ID cards and SIMs through PKCS#11: [`CardReader`] and
+//! its vocabulary. The card model and the rules for callers are on [`CardReader`].
 
 use std::{collections::BTreeMap, fmt, path::Path, sync::Mutex};
 
@@ -328,7 +272,72 @@ fn same_secret(a: &SecretString, b: &SecretString) -> bool {
 }
 
 /// The enrolment desk's card reader: a PKCS#11 module whose tokens are citizens'
-/// cards or SIMs (see the [module documentation](self)).
+/// cards or SIMs. Personalises a blank card, and later unblocks, changes PINs or
+/// wipes it.
+///
+/// # The card model
+///
+/// A card appears in the reader's PKCS#11 module the way OpenSC shows an Estonian ID
+/// card: one token per PIN. Card `EID-0001` is two tokens, labelled
+/// `EID-0001 (PIN1)` and `EID-0001 (PIN2)`:
+/// - the PIN1 token holds the authentication key pair and its certificate;
+/// - the PIN2 token holds the signing key pair (`CKA_ALWAYS_AUTHENTICATE`: PIN2 for
+///   every signature) and its certificate;
+/// - on each token the user PIN is that PIN and the security officer (SO) PIN is the
+///   PUK, one PUK for both.
+///
+/// The manufacturer delivers a **blank** card: both tokens initialised with their
+/// labels and the batch's *transport code* as SO PIN, no user PIN, no objects.
+///
+/// # States and the order of steps
+///
+/// | state | what is on the card |
+/// |---|---|
+/// | [`CardState::Blank`] | nothing: no user PIN, no objects |
+/// | [`CardState::Personalising`] | user PINs or keys, SO PIN still the transport code |
+/// | [`CardState::Personalised`] | both tokens finished: SO PIN is the citizen's PUK |
+///
+/// [`CardReader::personalise`] sets PIN1 and PIN2 (logged in as SO with the transport
+/// code) and generates both key pairs on the card; the desk then signs its requests
+/// with the keys ([`CardReader::store`]) and stores the certificates
+/// ([`KeyStore::store_certificate`]); [`CardReader::finish`] replaces the transport
+/// code with the PUK as the very last step. Until then a crash or a refusal anywhere
+/// leaves a card that [`CardReader::reset`] wipes back to blank with the transport
+/// code. `finish` marks each token as finished (a public data object the SO creates
+/// right after changing the SO PIN) so the state can be read without any secret.
+///
+/// # Rules for callers
+///
+/// - Calls block (a card is slow): run them off the async executor.
+/// - Tokens are looked up by label on every call (slot ids move after
+///   `C_InitToken`), and card administration is serialised within the process.
+/// - A [`KeyStore`] from [`CardReader::store`] keeps a logged-in session on its token,
+///   and so do the [`KeySigner`](crate::KeySigner)s made from it. Drop them before
+///   `finish`, `reset`, `unblock` or a PUK change: PKCS#11 refuses a security officer
+///   login or `C_InitToken` while the user is logged in or sessions are open
+///   ([`HsmError::CardInUse`]). One store per token at a time: PKCS#11 logs a process
+///   in once per token, so a second store's PIN could not be checked.
+/// - PINs are checked against [`PinPolicy::CITIZEN`] before the card is touched.
+///   Secrets stay in [`SecretString`] and never reach logs or errors.
+///
+/// # Limits of SoftHSM2, the test stand-in for a card
+///
+/// - A module instance sees the tokens that existed when it was initialised plus the
+///   ones this process creates: a blank card made by another process (for instance
+///   `softhsm2-util`) after the reader was opened stays invisible until the module is
+///   re-initialised, which this crate never does (`C_Finalize` would pull the module
+///   from under every other user in the process). Create test cards in the same
+///   process ([`initialize_blank_card`]) or before the first use of the module.
+/// - SoftHSM never blocks a PIN: wrong PINs only set "count low", so retry limits and
+///   [`HsmError::PinLocked`] / [`HsmError::SoPinLocked`] are not exercised by tests.
+///   Real cards block after [`PinPolicy::tries`] wrong tries, and [`CardReader::unblock`]
+///   is the real way back; each wrong transport code or PUK costs the card a try.
+/// - SoftHSM keeps a token's PINs in memory per process: a PIN changed by another
+///   process (pkcs11-tool, say) is not noticed by this one. Objects are re-read, PINs
+///   are not.
+/// - Its file backend has races between threads of one process (SoftHSM #573, #757):
+///   token listing retries `CKR_GENERAL_ERROR`, and an object destroyed while a card
+///   is being read is skipped. Other calls report such an error as it comes.
 #[derive(Debug)]
 pub struct CardReader {
     module: CardModule,
@@ -841,7 +850,7 @@ fn of_kind(tokens: &[(TokenKind, TokenEntry)], kind: TokenKind) -> Vec<&TokenEnt
 /// `<id> (PIN1)` and `<id> (PIN2)`, in free slots, initialised with `transport` as
 /// security officer PIN, no user PIN and no objects. Refuses if either label is
 /// taken. On SoftHSM2, do this in the process that uses the card, or before the
-/// module is first loaded (see the [module documentation](self)).
+/// module is first loaded (see [`CardReader`]).
 pub fn initialize_blank_card(
     module: &Path,
     id: &CardId,
