@@ -100,6 +100,87 @@ pub enum HsmError {
         /// The key's label.
         label: String,
     },
+    /// A citizen token refused the transport code: the security officer PIN a card
+    /// has from its manufacturer until personalisation is finished.
+    #[error(
+        "the token {token} refused the transport code (CKR_PIN_INCORRECT): not this batch's code, or the card was finished with a PUK"
+    )]
+    WrongTransportCode {
+        /// The token's label.
+        token: String,
+    },
+    /// A citizen token refused the PUK (its security officer PIN once personalised).
+    #[error("the token {token} refused the PUK (CKR_PIN_INCORRECT)")]
+    WrongPuk {
+        /// The token's label.
+        token: String,
+    },
+    /// The security officer PIN (transport code or PUK) is blocked.
+    #[error(
+        "the PUK or transport code of token {token} is blocked (CKR_PIN_LOCKED): the card can no longer be unblocked or reset and must be replaced"
+    )]
+    SoPinLocked {
+        /// The token's label.
+        token: String,
+    },
+    /// A card identifier (document number) that cannot name a card's tokens.
+    #[error(
+        "invalid card identifier {id:?}: use 1-25 characters from A-Z a-z 0-9 . _ - (the token labels add \" (PIN1)\" within PKCS#11's 32 bytes)"
+    )]
+    InvalidCardId {
+        /// The rejected identifier.
+        id: String,
+    },
+    /// The reader holds no citizen card at all.
+    #[error("no card in the reader ({})", module.display())]
+    NoCard {
+        /// The reader's PKCS#11 module.
+        module: PathBuf,
+    },
+    /// The reader holds cards, but not this one.
+    #[error("card {card} is not in the reader; cards present: {present}")]
+    CardNotFound {
+        /// The card asked for.
+        card: String,
+        /// The cards that are present.
+        present: String,
+    },
+    /// Personalisation needs a blank card, and this one is not.
+    #[error("card {card} is not blank: it holds {holds}")]
+    CardNotBlank {
+        /// The card.
+        card: String,
+        /// What is on it (objects and PINs visible without logging in).
+        holds: String,
+    },
+    /// The card is not in the state the operation needs (not yet personalised,
+    /// already finished, tokens missing or ambiguous).
+    #[error("card {card}: {detail}")]
+    CardState {
+        /// The card.
+        card: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A token of the card has open sessions or a logged-in user in this process, so
+    /// it cannot be re-initialised or administered.
+    #[error(
+        "token {token} is in use in this process ({detail}): drop the card's key stores before administering it"
+    )]
+    CardInUse {
+        /// The token's label.
+        token: String,
+        /// The token's return value.
+        detail: String,
+    },
+    /// A certificate does not belong to the key it is stored with.
+    #[error("the certificate's public key is not the public key of `{label}` in {store}")]
+    CertificateMismatch {
+        /// The key's label.
+        label: String,
+        /// The store.
+        store: String,
+    },
     /// A PIN does not meet the token class's rules.
     #[error("{kind} does not meet the policy: {rule}")]
     PinPolicy {

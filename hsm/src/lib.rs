@@ -13,8 +13,13 @@
 //! [`DynSignatureAlgorithmIdentifier`](spki::DynSignatureAlgorithmIdentifier), so the
 //! x509-cert and cms builders take it unchanged. Signing blocks (a token is a device):
 //! from async code use [`KeySigner::sign_async`].
+//!
+//! [`CardReader`] personalises citizens' ID cards and SIMs at the enrolment desk:
+//! PINs set, both key pairs generated on the card, certificates stored, the
+//! transport code replaced by the PUK; and later unblocks, changes PINs or wipes.
 #![deny(unsafe_code)]
 
+mod card;
 mod error;
 mod key;
 mod pkcs11;
@@ -23,6 +28,10 @@ mod signer;
 mod soft;
 mod store;
 
+pub use card::{
+    CardId, CardInfo, CardReader, CardState, CardToken, CitizenPins, PersonalisedCard,
+    initialize_blank_card,
+};
 pub use error::HsmError;
 pub use key::{KeyAttributes, KeyInfo, KeyLabel, KeyRole, KeySpec, PublicKey, SignatureScheme};
 pub use pkcs11::{Pkcs11Options, TokenSelector, initialize_token};

@@ -5,6 +5,7 @@
 //! - `store.json`: format version, how the wrapping key is derived (Argon2id with its
 //!   parameters and salt, or a key file), and a check value that tells a wrong secret
 //!   from a damaged key file;
+//! - `<label>.crt`: the key's certificate (DER), when one was stored;
 //! - `<label>.key`: one key each: its PKCS#8 encoding sealed with XChaCha20-Poly1305,
 //!   with the label, spec, role and public key bound in as associated data, so a file
 //!   renamed or edited does not open.
@@ -31,7 +32,7 @@ use zeroize::Zeroizing;
 use crate::{
     HsmError, KeyAttributes, KeyInfo, KeyLabel, KeyRole, KeySpec, PublicKey, SignatureScheme,
     TokenClass,
-    store::{Backend, SigningKey},
+    store::{Backend, CertificateFields, SigningKey},
 };
 
 const STORE_FILE: &str = "store.json";
@@ -287,6 +288,10 @@ impl SoftStore {
 
     fn key_path(&self, label: &KeyLabel) -> PathBuf {
         self.dir.join(format!("{label}.key"))
+    }
+
+    fn certificate_path(&self, label: &KeyLabel) -> PathBuf {
+        self.dir.join(format!("{label}.crt"))
     }
 
     fn read_key_file(&self, path: &Path) -> Result<KeyFile, HsmError> {
@@ -558,6 +563,23 @@ impl Backend for SoftStore {
             }
         }
         Ok(keys)
+    }
+
+    fn store_certificate(
+        &self,
+        key: &KeyInfo,
+        certificate: &CertificateFields,
+    ) -> Result<(), HsmError> {
+        write_private(&self.certificate_path(&key.label), &certificate.der)
+    }
+
+    fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
+        let path = self.certificate_path(label);
+        match fs::read(&path) {
+            Ok(der) => Ok(Some(der)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("reading", &path)(e)),
+        }
     }
 
     fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError> {

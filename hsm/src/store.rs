@@ -24,6 +24,15 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn list(&self) -> Result<Vec<KeyInfo>, HsmError>;
     /// A handle that signs with the key, resolved once so signing does no lookup.
     fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError>;
+    /// Stores `certificate` with `key`, replacing an earlier one; the caller has
+    /// checked that it certifies the key.
+    fn store_certificate(
+        &self,
+        key: &KeyInfo,
+        certificate: &CertificateFields,
+    ) -> Result<(), HsmError>;
+    /// The DER certificate stored with the key, if any.
+    fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError>;
     /// Test hook: closes every session of the token behind the backend's back.
     fn danger_close_all_sessions(&self) -> Result<(), HsmError> {
         Err(HsmError::UnsupportedKey {
@@ -49,6 +58,36 @@ pub(crate) trait SigningKey: Send + Sync + fmt::Debug {
     /// to the blocking pool. Token operations never are.
     fn signs_quickly(&self, _scheme: SignatureScheme) -> bool {
         false
+    }
+}
+
+/// A certificate as a token stores it: the DER, and the fields PKCS#11 keeps beside
+/// it (`CKA_SUBJECT`, `CKA_ISSUER`, `CKA_SERIAL_NUMBER`, each DER-encoded).
+#[derive(Debug)]
+pub(crate) struct CertificateFields {
+    pub(crate) der: Vec<u8>,
+    pub(crate) subject: Vec<u8>,
+    pub(crate) issuer: Vec<u8>,
+    pub(crate) serial_number: Vec<u8>,
+}
+
+impl CertificateFields {
+    fn parse(der: &[u8]) -> Result<(Self, Vec<u8>), HsmError> {
+        use der::{Decode, Encode};
+        let encoding = |e: der::Error| HsmError::Encoding {
+            what: "X.509 certificate",
+            detail: e.to_string(),
+        };
+        let certificate = x509_cert::Certificate::from_der(der).map_err(encoding)?;
+        let tbs = certificate.tbs_certificate();
+        let fields = Self {
+            der: der.to_vec(),
+            subject: tbs.subject().to_der().map_err(encoding)?,
+            issuer: tbs.issuer().to_der().map_err(encoding)?,
+            serial_number: tbs.serial_number().to_der().map_err(encoding)?,
+        };
+        let public_key = tbs.subject_public_key_info().to_der().map_err(encoding)?;
+        Ok((fields, public_key))
     }
 }
 
@@ -195,6 +234,35 @@ impl KeyStore {
             });
         }
         KeySigner::new(key, scheme)
+    }
+
+    /// Stores the X.509 certificate (DER) of the key labelled `label`: on a PKCS#11
+    /// token as a public certificate object (`CKO_CERTIFICATE`, `CKC_X_509`) with the
+    /// key's `CKA_ID` and `CKA_LABEL`, where middleware and other tools find it; on the
+    /// soft store as `<label>.crt`. The certificate must certify this key (its public
+    /// key is compared). Storing the same certificate again does nothing; another
+    /// certificate replaces the earlier one (renewal).
+    pub fn store_certificate(&self, label: &KeyLabel, der: &[u8]) -> Result<(), HsmError> {
+        let key = self
+            .backend
+            .find(label)?
+            .ok_or_else(|| HsmError::KeyNotFound {
+                label: label.to_string(),
+                store: self.description(),
+            })?;
+        let (fields, public_key) = CertificateFields::parse(der)?;
+        if public_key != key.public_key.to_der()? {
+            return Err(HsmError::CertificateMismatch {
+                label: label.to_string(),
+                store: self.description(),
+            });
+        }
+        self.backend.store_certificate(&key, &fields)
+    }
+
+    /// The DER certificate stored with the key labelled `label`, if any.
+    pub fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
+        self.backend.certificate(label)
     }
 
     /// Test hook, not for production: closes every PKCS#11 session on the token behind

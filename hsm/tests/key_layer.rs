@@ -132,6 +132,76 @@ fn self_signed_certificate_is_accepted_by_openssl(backend: Backend) {
     }
 }
 
+fn certificate_is_stored_beside_its_key(backend: Backend) {
+    use der::Encode;
+    let t = backend.open();
+    let name = backend.name();
+    for l in ["cert-key", "other-key"] {
+        t.store
+            .generate(&label(l), KeySpec::EcP256, KeyRole::Service)
+            .unwrap();
+    }
+    let signer = t.store.signer(&label("cert-key"), None).unwrap();
+    let certificate = |serial: u64| {
+        let subject = Name::from_str("CN=eid stored certificate,O=eid tests,C=EE").unwrap();
+        CertificateBuilder::new(
+            Root::new(false, subject).unwrap(),
+            SerialNumber::from(serial),
+            Validity::from_now(Duration::from_secs(3600)).unwrap(),
+            SubjectPublicKeyInfo::from_key(signer.public_key()).unwrap(),
+        )
+        .unwrap()
+        .build::<_, eid_hsm::Signature>(&signer)
+        .unwrap()
+        .to_der()
+        .unwrap()
+    };
+    let (first, renewed) = (certificate(1), certificate(2));
+    assert_eq!(
+        t.store.certificate(&label("cert-key")).unwrap(),
+        None,
+        "[{name}]"
+    );
+    t.store
+        .store_certificate(&label("cert-key"), &first)
+        .unwrap();
+    // Storing the same one again changes nothing; a renewed one replaces it.
+    t.store
+        .store_certificate(&label("cert-key"), &first)
+        .unwrap();
+    assert_eq!(
+        t.store.certificate(&label("cert-key")).unwrap().as_deref(),
+        Some(first.as_slice()),
+        "[{name}]"
+    );
+    t.store
+        .store_certificate(&label("cert-key"), &renewed)
+        .unwrap();
+    assert_eq!(
+        t.store.certificate(&label("cert-key")).unwrap().as_deref(),
+        Some(renewed.as_slice()),
+        "[{name}] renewed"
+    );
+    // A certificate goes only with the key it certifies, and only with a key.
+    let mismatch = t.store.store_certificate(&label("other-key"), &first);
+    assert!(
+        matches!(mismatch, Err(HsmError::CertificateMismatch { .. })),
+        "[{name}] {mismatch:?}"
+    );
+    assert_eq!(t.store.certificate(&label("other-key")).unwrap(), None);
+    assert!(matches!(
+        t.store.store_certificate(&label("no-key"), &first),
+        Err(HsmError::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        t.store
+            .store_certificate(&label("cert-key"), b"not a certificate"),
+        Err(HsmError::Encoding { .. })
+    ));
+    // Certificates do not show up as keys.
+    assert_eq!(t.store.list().unwrap().len(), 2, "[{name}]");
+}
+
 fn duplicate_label_is_refused(backend: Backend) {
     let t = backend.open();
     let info = t
@@ -223,6 +293,7 @@ fn async_signing_works(backend: Backend) {
 on_every_backend!(
     generate_find_list_and_sign_every_scheme,
     self_signed_certificate_is_accepted_by_openssl,
+    certificate_is_stored_beside_its_key,
     duplicate_label_is_refused,
     unknown_label_is_key_not_found,
     roles_survive_lookup,

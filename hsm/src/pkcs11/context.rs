@@ -77,7 +77,12 @@ impl Module {
         &self.path
     }
 
-    fn pkcs11_error(function: &str, e: CryptokiError) -> HsmError {
+    /// The initialised `cryptoki` context.
+    pub(super) fn context(&self) -> &Pkcs11 {
+        &self.context
+    }
+
+    pub(super) fn pkcs11_error(function: &str, e: CryptokiError) -> HsmError {
         HsmError::Pkcs11 {
             function: function.into(),
             detail: e.to_string(),
@@ -85,18 +90,38 @@ impl Module {
     }
 
     /// Initialised tokens with their info.
-    fn tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, HsmError> {
+    ///
+    /// SoftHSM2's file backend can answer `CKR_GENERAL_ERROR` to `C_GetTokenInfo`
+    /// while another thread rewrites that token's file (its known races, SoftHSM
+    /// #573 and #757). The listing only reads, so it is tried a few times first.
+    pub(super) fn tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, HsmError> {
+        const ATTEMPTS: u32 = 4;
+        let mut attempt = 1;
+        loop {
+            match self.list_tokens() {
+                Err((_, CryptokiError::Pkcs11(RvError::GeneralError, _))) if attempt < ATTEMPTS => {
+                    tracing::debug!(module = %self.path.display(), attempt, "token listing failed with CKR_GENERAL_ERROR; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err((function, e)) => return Err(Self::pkcs11_error(function, e)),
+                Ok(tokens) => return Ok(tokens),
+            }
+        }
+    }
+
+    fn list_tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, (&'static str, CryptokiError)> {
         let slots = self
             .context
             .get_slots_with_initialized_token()
-            .map_err(|e| Self::pkcs11_error("C_GetSlotList", e))?;
+            .map_err(|e| ("C_GetSlotList", e))?;
         slots
             .into_iter()
             .map(|slot| {
                 self.context
                     .get_token_info(slot)
                     .map(|info| (slot, info))
-                    .map_err(|e| Self::pkcs11_error("C_GetTokenInfo", e))
+                    .map_err(|e| ("C_GetTokenInfo", e))
             })
             .collect()
     }
@@ -158,23 +183,40 @@ impl Module {
         so_pin: &SecretString,
         user_pin: &SecretString,
     ) -> Result<String, HsmError> {
+        let _one_at_a_time = initialising()?;
+        self.refuse_existing(label)?;
+        self.initialize_in_free_slot(label, so_pin, Some(user_pin))
+    }
+
+    /// Initialises one token per label, each with `so_pin` and no user PIN (as a card
+    /// manufacturer delivers a blank card), after checking that none of the labels is
+    /// taken. Returns the serial numbers, in the order of `labels`.
+    pub(super) fn initialize_blank_tokens(
+        &self,
+        labels: &[&str],
+        so_pin: &SecretString,
+    ) -> Result<Vec<String>, HsmError> {
+        let _one_at_a_time = initialising()?;
+        for label in labels {
+            self.refuse_existing(label)?;
+        }
+        labels
+            .iter()
+            .map(|label| self.initialize_in_free_slot(label, so_pin, None))
+            .collect()
+    }
+
+    /// C_InitToken on an existing token wipes it, and two tokens with one label could
+    /// not be told apart: refuse a label that is taken.
+    fn refuse_existing(&self, label: &str) -> Result<(), HsmError> {
         if label.is_empty() || label.len() > 32 {
             return Err(HsmError::Pkcs11 {
                 function: "C_InitToken".into(),
                 detail: format!("token label {label:?} must have 1 to 32 bytes"),
             });
         }
-        // Two initialisations at once would pick the same free slot, and the second
-        // C_InitToken would wipe the first's token: one at a time per process.
-        static INITIALISING: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = INITIALISING.lock().map_err(|_| HsmError::Task {
-            detail: "token initialisation lock poisoned by an earlier panic".into(),
-        })?;
-        let selector = TokenSelector::Label(label.to_owned());
-        let tokens = self.tokens()?;
-        // C_InitToken on an existing token wipes it, and two tokens with one label
-        // could not be told apart: refuse.
-        if tokens
+        if self
+            .tokens()?
             .iter()
             .any(|(_, info)| info.label().trim_end() == label)
         {
@@ -183,6 +225,17 @@ impl Module {
                 detail: format!("a token labelled '{label}' already exists"),
             });
         }
+        Ok(())
+    }
+
+    /// Initialises a token in the first free slot; the caller holds [`initialising`].
+    fn initialize_in_free_slot(
+        &self,
+        label: &str,
+        so_pin: &SecretString,
+        user_pin: Option<&SecretString>,
+    ) -> Result<String, HsmError> {
+        let selector = TokenSelector::Label(label.to_owned());
         let free = self
             .context
             .get_slots_with_token()
@@ -203,23 +256,34 @@ impl Module {
         // SoftHSM moves a freshly initialised token to a slot id derived from its
         // serial: look it up again.
         let (slot, info) = self.find_token(&selector)?;
-        let session = self
-            .context
-            .open_rw_session(slot)
-            .map_err(|e| Self::pkcs11_error("C_OpenSession", e))?;
-        session
-            .login(UserType::So, Some(so_pin))
-            .map_err(|e| CallError::from(e).into_hsm(label))?;
-        session
-            .init_pin(user_pin)
-            .map_err(|e| CallError::from(e).into_hsm(label))?;
-        // Closing the session logs the SO out.
-        session
-            .close()
-            .map_err(|e| Self::pkcs11_error("C_CloseSession", e))?;
-        tracing::info!(token = label, module = %self.path.display(), "initialised PKCS#11 token");
+        if let Some(user_pin) = user_pin {
+            let session = self
+                .context
+                .open_rw_session(slot)
+                .map_err(|e| Self::pkcs11_error("C_OpenSession", e))?;
+            session
+                .login(UserType::So, Some(so_pin))
+                .map_err(|e| CallError::from(e).into_hsm(label))?;
+            session
+                .init_pin(user_pin)
+                .map_err(|e| CallError::from(e).into_hsm(label))?;
+            // Closing the session logs the SO out.
+            session
+                .close()
+                .map_err(|e| Self::pkcs11_error("C_CloseSession", e))?;
+        }
+        tracing::info!(token = label, module = %self.path.display(), user_pin = user_pin.is_some(), "initialised PKCS#11 token");
         Ok(info.serial_number().trim_end().to_owned())
     }
+}
+
+/// Two initialisations at once would pick the same free slot, and the second
+/// C_InitToken would wipe the first's token: one at a time per process.
+fn initialising() -> Result<std::sync::MutexGuard<'static, ()>, HsmError> {
+    static INITIALISING: Mutex<()> = Mutex::new(());
+    INITIALISING.lock().map_err(|_| HsmError::Task {
+        detail: "token initialisation lock poisoned by an earlier panic".into(),
+    })
 }
 
 fn available(tokens: &[(Slot, TokenInfo)]) -> String {

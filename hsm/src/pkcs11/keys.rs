@@ -18,7 +18,7 @@ use cryptoki::{
         Mechanism, MechanismType,
         rsa::{PkcsMgfType, PkcsPssParams},
     },
-    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
+    object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle},
     session::{Session, UserType},
     types::Ulong,
 };
@@ -27,10 +27,10 @@ use secrecy::SecretString;
 use super::{CallError, context_login, pool::SessionPool};
 use crate::{
     HsmError, KeyAttributes, KeyInfo, KeyLabel, KeyRole, KeySpec, PublicKey, SignatureScheme,
-    store::SigningKey,
+    store::{CertificateFields, SigningKey},
 };
 
-const ROLE_APPLICATION: &[u8] = b"eid-hsm key role";
+pub(super) const ROLE_APPLICATION: &[u8] = b"eid-hsm key role";
 /// DER of OID prime256v1 (1.2.840.10045.3.1.7).
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of OID secp384r1 (1.3.132.0.34).
@@ -103,6 +103,19 @@ fn role_object(session: &Session, label: &KeyLabel) -> Result<Option<ObjectHandl
         ])?
         .first()
         .copied())
+}
+
+fn certificate_value(
+    session: &Session,
+    object: ObjectHandle,
+) -> Result<Option<Vec<u8>>, CallError> {
+    Ok(session
+        .get_attributes(object, &[AttributeType::Value])?
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            Attribute::Value(value) => Some(value),
+            _ => None,
+        }))
 }
 
 fn unsupported(label: &KeyLabel, detail: &str) -> CallError {
@@ -437,6 +450,64 @@ impl TokenKeys {
                 }
                 Ok(keys)
             })
+            .map_err(|e| self.hsm(e))
+    }
+
+    /// Stores the key's X.509 certificate as a public token object with the key's
+    /// `CKA_ID` and `CKA_LABEL`, as middleware (OpenSC, browsers, DigiDoc) pairs them.
+    /// The same certificate again is a no-op; another one replaces it (the new
+    /// object is created before the old one is destroyed, so a failure keeps the old).
+    pub(super) fn store_certificate(
+        &self,
+        key: &KeyInfo,
+        certificate: &CertificateFields,
+    ) -> Result<(), HsmError> {
+        let label = key.label.as_str().as_bytes().to_vec();
+        let template = [
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(key.id.clone()),
+            Attribute::Label(label.clone()),
+            Attribute::Subject(certificate.subject.clone()),
+            Attribute::Issuer(certificate.issuer.clone()),
+            Attribute::SerialNumber(certificate.serial_number.clone()),
+            Attribute::Value(certificate.der.clone()),
+        ];
+        self.pool
+            .with_session(|session| {
+                let existing = session.find_objects(&[
+                    Attribute::Class(ObjectClass::CERTIFICATE),
+                    Attribute::Label(label.clone()),
+                ])?;
+                for object in &existing {
+                    if certificate_value(session, *object)?.as_deref()
+                        == Some(certificate.der.as_slice())
+                    {
+                        return Ok(());
+                    }
+                }
+                session.create_object(&template)?;
+                for object in existing {
+                    session.destroy_object(object)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| self.hsm(e))?;
+        tracing::info!(label = %key.label, token = %self.pool.token().label(), "stored certificate on PKCS#11 token");
+        Ok(())
+    }
+
+    /// The DER certificate stored with the key labelled `label`, if any.
+    pub(super) fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
+        self.pool
+            .with_session(
+                |session| match find_one(session, ObjectClass::CERTIFICATE, label)? {
+                    Some(object) => certificate_value(session, object),
+                    None => Ok(None),
+                },
+            )
             .map_err(|e| self.hsm(e))
     }
 

@@ -6,8 +6,11 @@
 //!   sessions (token reset, `C_CloseAllSessions`, logout) by reopening and retrying once;
 //! - [`keys`]: key generation with explicit templates, attributes read back from the
 //!   token, and signing (hashing in software, the raw private-key operation on the token);
-//! - [`context_login`]: the one raw `C_Sign` call that always-authenticate keys need.
+//! - [`context_login`]: the one raw `C_Sign` call that always-authenticate keys need;
+//! - [`card`]: the token-level steps of personalising a citizen's card (security
+//!   officer sessions, PIN changes, re-initialisation, what a token shows unlogged).
 
+pub(crate) mod card;
 mod context;
 mod context_login;
 mod keys;
@@ -29,7 +32,7 @@ use secrecy::SecretString;
 
 use crate::{
     HsmError, KeyInfo, KeyLabel, KeyRole, KeySpec, TokenClass,
-    store::{Backend, SigningKey},
+    store::{Backend, CertificateFields, SigningKey},
 };
 
 /// Which token to use: by label or by serial number, never by slot number (slot
@@ -235,6 +238,18 @@ impl Backend for Pkcs11Store {
 
     fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError> {
         Ok(Arc::new(self.keys().signing_key(label)?))
+    }
+
+    fn store_certificate(
+        &self,
+        key: &KeyInfo,
+        certificate: &CertificateFields,
+    ) -> Result<(), HsmError> {
+        self.keys().store_certificate(key, certificate)
+    }
+
+    fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
+        self.keys().certificate(label)
     }
 
     fn danger_close_all_sessions(&self) -> Result<(), HsmError> {
