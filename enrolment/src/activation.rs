@@ -115,7 +115,6 @@ struct Unfinished {
     state: String,
     auth_serial: Option<String>,
     sign_serial: Option<String>,
-    created_at: i64,
 }
 
 /// The desk's card reader, opened from `[enrolment.reader]`.
@@ -381,13 +380,7 @@ impl Enrolment {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
                 let cleanup = self
-                    .clean_up(
-                        session,
-                        &activation_id,
-                        &application.national_id,
-                        &reader,
-                        now,
-                    )
+                    .clean_up(session, &activation_id, &application.national_id, &reader)
                     .await;
                 let message = match &cleanup {
                     Ok(()) => format!(
@@ -677,7 +670,6 @@ impl Enrolment {
         activation_id: &str,
         national_id: &str,
         reader: &Arc<Reader>,
-        started_at: i64,
     ) -> Result<(), EnrolmentError> {
         let row = sqlx::query(
             "SELECT token_id, auth_serial, sign_serial FROM enrol_activation WHERE activation_id = $1",
@@ -714,7 +706,6 @@ impl Enrolment {
                 serials.push(certificate.serial);
             }
         }
-        let _ = started_at;
         for serial in &serials {
             issuer
                 .change_status(serial, "cessationOfOperation", &session.actor())
@@ -784,7 +775,7 @@ impl Enrolment {
         reader: &Arc<Reader>,
     ) -> Result<Option<ActivationOutcome>, EnrolmentError> {
         let rows = sqlx::query(
-            "SELECT activation_id, token_id, state, auth_serial, sign_serial, created_at \
+            "SELECT activation_id, token_id, state, auth_serial, sign_serial \
              FROM enrol_activation WHERE application_id = $1 AND state NOT IN ('done', 'cleaned')",
         )
         .bind(application_id)
@@ -800,7 +791,6 @@ impl Enrolment {
                 state: row.try_get("state").map_err(read)?,
                 auth_serial: row.try_get("auth_serial").map_err(read)?,
                 sign_serial: row.try_get("sign_serial").map_err(read)?,
-                created_at: row.try_get("created_at").map_err(read)?,
             };
             let card_finished = {
                 let reader = reader.clone();
@@ -828,7 +818,6 @@ impl Enrolment {
                     &unfinished.activation_id,
                     &application.national_id,
                     reader,
-                    unfinished.created_at,
                 )
                 .await;
             let error = EnrolmentError::Token(format!(
