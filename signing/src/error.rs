@@ -175,7 +175,9 @@ pub enum PdfError {
     #[error("the PDF is malformed: {0}")]
     Malformed(String),
     /// A certification signature (DocMDP, P=1) forbids any change, signatures included.
-    #[error("the PDF is certified with no changes permitted (DocMDP P=1); it cannot be signed again")]
+    #[error(
+        "the PDF is certified with no changes permitted (DocMDP P=1); it cannot be signed again"
+    )]
     ChangesForbidden,
     /// The PDF uses something this signer does not handle.
     #[error("the PDF cannot be signed here: {0}")]
@@ -189,7 +191,9 @@ pub enum PdfError {
         limit: usize,
     },
     /// The finished CMS does not fit the space reserved for it in `/Contents`.
-    #[error("the signature ({needed} octets) does not fit the {reserved} octets reserved for it in the PDF")]
+    #[error(
+        "the signature ({needed} octets) does not fit the {reserved} octets reserved for it in the PDF"
+    )]
     NoRoom {
         /// The CMS's size.
         needed: usize,

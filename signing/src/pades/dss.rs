@@ -46,7 +46,11 @@ pub fn add(
 
     let mut vri = Dictionary::new();
     for (key, vri_key, items) in [
-        (b"Certs".as_slice(), b"Cert".as_slice(), &material.certificates),
+        (
+            b"Certs".as_slice(),
+            b"Cert".as_slice(),
+            &material.certificates,
+        ),
         (b"OCSPs", b"OCSP", &material.ocsp_responses),
         (b"CRLs", b"CRL", &material.crls),
     ] {

@@ -11,8 +11,8 @@
 //!
 //! Pure code: no database, no network, no clock reads.
 
-pub mod dss;
 mod document;
+pub mod dss;
 pub mod signature;
 mod syntax;
 mod update;

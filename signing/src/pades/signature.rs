@@ -111,7 +111,10 @@ pub fn prepare(
     field.set("Type", Object::Name(b"Annot".to_vec()));
     field.set("Subtype", Object::Name(b"Widget".to_vec()));
     field.set("FT", Object::Name(b"Sig".to_vec()));
-    field.set("T", Object::String(name.into_bytes(), StringFormat::Literal));
+    field.set(
+        "T",
+        Object::String(name.into_bytes(), StringFormat::Literal),
+    );
     field.set("V", Object::Reference(signature_id));
     field.set("F", Object::Integer(132));
     field.set(
@@ -139,9 +142,10 @@ pub fn prepare(
     let (body, range_at, contents_at) = signature_dictionary(signing_time, reserved);
     update.put_raw(signature_id, body);
     let mut written = update.write(&revision)?;
-    let body_at = *written.body_offsets.get(&signature_id.0).ok_or_else(|| {
-        PdfError::Unsupported("the signature dictionary was not written".into())
-    })?;
+    let body_at = *written
+        .body_offsets
+        .get(&signature_id.0)
+        .ok_or_else(|| PdfError::Unsupported("the signature dictionary was not written".into()))?;
     let placeholder = Placeholder {
         start: body_at + contents_at,
         end: body_at + contents_at + 2 + 2 * reserved,
@@ -193,9 +197,7 @@ fn range_slot_len() -> usize {
 /// `<` of /Contents within it.
 fn signature_dictionary(signing_time: OffsetDateTime, reserved: usize) -> (Vec<u8>, usize, usize) {
     let mut body = Vec::with_capacity(256 + 2 * reserved);
-    body.extend_from_slice(
-        b"<</Type /Sig/Filter /Adobe.PPKLite/SubFilter /ETSI.CAdES.detached/M ",
-    );
+    body.extend_from_slice(b"<</Type /Sig/Filter /Adobe.PPKLite/SubFilter /ETSI.CAdES.detached/M ");
     syntax::write_string(&mut body, syntax::date(signing_time).as_bytes());
     body.extend_from_slice(b"/ByteRange [");
     let range_at = body.len();

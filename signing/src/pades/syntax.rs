@@ -139,7 +139,10 @@ mod tests {
     fn objects_round_trip_through_the_syntax() {
         let mut dictionary = Dictionary::new();
         dictionary.set("Type", Object::Name(b"Annot".to_vec()));
-        dictionary.set("T", Object::String(b"Sig (1)\\".to_vec(), StringFormat::Literal));
+        dictionary.set(
+            "T",
+            Object::String(b"Sig (1)\\".to_vec(), StringFormat::Literal),
+        );
         dictionary.set("Odd Name#", Object::Name(b"A/B".to_vec()));
         dictionary.set(
             "Rect",

@@ -16,7 +16,10 @@ const AT: time::OffsetDateTime = datetime!(2026-11-21 10:30:00 UTC);
 
 fn reread(bytes: &[u8]) -> Document {
     let document = Document::load_mem(bytes).unwrap();
-    assert!(document.xref_recovery.is_none(), "the update reads as written");
+    assert!(
+        document.xref_recovery.is_none(),
+        "the update reads as written"
+    );
     document
 }
 
@@ -147,7 +150,11 @@ fn the_cms_fills_the_placeholder_and_the_dss_follows() {
         assert!(signature::placeholder(&signed).is_err());
 
         let material = dss::ValidationMaterial {
-            certificates: vec![b"cert one".to_vec(), b"cert two".to_vec(), b"cert one".to_vec()],
+            certificates: vec![
+                b"cert one".to_vec(),
+                b"cert two".to_vec(),
+                b"cert one".to_vec(),
+            ],
             ocsp_responses: vec![b"ocsp".to_vec()],
             crls: Vec::new(),
         };
@@ -196,7 +203,14 @@ fn a_signed_pdf_can_be_signed_again() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| dictionary(&document, f).get(b"T").unwrap().as_str().unwrap().to_vec())
+        .map(|f| {
+            dictionary(&document, f)
+                .get(b"T")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_vec()
+        })
         .collect();
     assert_eq!(names, vec![b"Signature1".to_vec(), b"Signature2".to_vec()]);
 }

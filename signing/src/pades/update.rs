@@ -155,7 +155,11 @@ fn write_xref_stream(
     let size = next_number + 1;
     let start = out.len();
     entries.insert(own_number, (start, 0));
-    let largest = entries.values().map(|(offset, _)| *offset).max().unwrap_or(0);
+    let largest = entries
+        .values()
+        .map(|(offset, _)| *offset)
+        .max()
+        .unwrap_or(0);
     let offset_width = (1..=8usize)
         .find(|width| *width == 8 || (largest as u64) < 1u64 << (8 * width))
         .unwrap_or(8);
