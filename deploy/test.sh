@@ -13,9 +13,9 @@ say() { printf '\n==> %s\n' "$*"; }
 # --- Debian packages ---------------------------------------------------------------
 # softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
 # postgresql: the second storage backend; openssl: the independent judge of signatures;
-# python3-venv: a private environment for pkilint; curl: presents a test ID card's
-# client certificate; chromium, chromium-driver: the browser tests of the pages;
-# libengine-pkcs11-openssl: lets curl log in with a key on an activated card.
+# python3-venv: a private environment for pkilint and pyHanko; curl: presents a test
+# ID card's client certificate; chromium, chromium-driver: the browser tests of the
+# pages; libengine-pkcs11-openssl: lets curl log in with a key on an activated card.
 packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver libengine-pkcs11-openssl)
 missing=()
 for p in "${packages[@]}"; do
@@ -38,8 +38,19 @@ if [ ! -x "$judges/bin/lint_etsi_cert" ]; then
   python3 -m venv "$judges"
   "$judges/bin/pip" install --quiet --disable-pip-version-check pkilint==0.13.3
 fi
+# pyHanko judges PAdES signatures (integrity, trust, time-stamps, the DSS for B-LT), in
+# the same environment. Pinned together: the CLI and the certificate validator are
+# released with the library.
+pyhanko_version="0.38.0"
+if ! "$judges/bin/pyhanko" --version 2>/dev/null | grep -q "version $pyhanko_version "; then
+  say "installing pyHanko $pyhanko_version into $judges"
+  [ -x "$judges/bin/pip" ] || python3 -m venv "$judges"
+  "$judges/bin/pip" install --quiet --disable-pip-version-check \
+    "pyHanko==$pyhanko_version" pyhanko-cli==0.6.0 pyhanko-certvalidator==0.33.0
+fi
 export PATH="$judges/bin:$PATH"
 command -v lint_etsi_cert >/dev/null || { echo "pkilint did not install" >&2; exit 1; }
+command -v pyhanko >/dev/null || { echo "pyHanko did not install" >&2; exit 1; }
 
 # An independent OpenID Connect relying party (openid-client, certified by the OpenID
 # Foundation) judges the identity provider. It runs on Node.js: the machine's own if it

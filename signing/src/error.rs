@@ -109,6 +109,12 @@ pub enum SignatureError {
     /// The time-stamp authority did not issue a token.
     #[error("{0}")]
     TimeStampUnavailable(String),
+    /// The request (or the document in it) is larger than the service accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The PDF cannot be signed as given (PAdES).
+    #[error(transparent)]
+    Pdf(#[from] PdfError),
     /// Encoding part of the signature failed.
     #[error("encoding {what} failed: {source}")]
     Encoding {
@@ -144,6 +150,61 @@ impl SignatureError {
                 | Self::CertificateRevoked(_)
                 | Self::CertificateSuspended(_)
                 | Self::CertificateUnknown(_)
-        )
+                | Self::TooLarge(_)
+        ) || matches!(self, Self::Pdf(pdf) if pdf.is_client_error())
+    }
+}
+
+/// Why a PDF cannot be signed (PAdES): each variant is one problem the caller can act on,
+/// except [`PdfError::NoRoom`], which is the service's own misjudgement.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PdfError {
+    /// The input is not a PDF at all (no `%PDF-` header).
+    #[error("the document is not a PDF: {0}")]
+    NotPdf(String),
+    /// The PDF is encrypted; signing it would need its password and a re-encryption
+    /// this service does not do.
+    #[error("the PDF is encrypted; remove the encryption before signing it")]
+    Encrypted,
+    /// The cross-reference data is damaged (offsets that do not point where they
+    /// should, no `startxref`): an incremental update would build on sand.
+    #[error("the PDF's cross-reference data is broken ({0}); repair the file before signing it")]
+    BrokenXref(String),
+    /// The PDF's structure is unreadable (no catalog, no pages, bad objects).
+    #[error("the PDF is malformed: {0}")]
+    Malformed(String),
+    /// A certification signature (DocMDP, P=1) forbids any change, signatures included.
+    #[error(
+        "the PDF is certified with no changes permitted (DocMDP P=1); it cannot be signed again"
+    )]
+    ChangesForbidden,
+    /// The PDF uses something this signer does not handle.
+    #[error("the PDF cannot be signed here: {0}")]
+    Unsupported(String),
+    /// The document is over the size limit.
+    #[error("the PDF has {size} octets; at most {limit} are accepted")]
+    TooLarge {
+        /// The document's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The finished CMS does not fit the space reserved for it in `/Contents`.
+    #[error(
+        "the signature ({needed} octets) does not fit the {reserved} octets reserved for it in the PDF"
+    )]
+    NoRoom {
+        /// The CMS's size.
+        needed: usize,
+        /// The space reserved at prepare.
+        reserved: usize,
+    },
+}
+
+impl PdfError {
+    /// Whether the caller's document caused it (a 4xx), rather than the service.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Self::NoRoom { .. })
     }
 }

@@ -5,8 +5,8 @@
 //! problem+json, since its sender would not read a DER reply.
 //!
 //! The signature API (`/api/v1/signatures/...`) answers problem+json for every error,
-//! each [`SignatureError`] with its own status and type; callers authenticate with
-//! a bearer token of a `[[signing.api_client]]`.
+//! each [`SignatureError`] (and each [`PdfError`]) with its own status and type;
+//! callers authenticate with a bearer token of a `[[signing.api_client]]`.
 
 use axum::{
     Json, Router,
@@ -24,8 +24,9 @@ use eid_core::http::Problem;
 use serde::Deserialize;
 
 use crate::{
-    SignatureError,
-    cades::{DocumentInput, Level, PrepareRequest, Signatures},
+    PdfError, SignatureError,
+    cades::{DocumentInput, Format, Level, PrepareRequest, Signatures},
+    pades::MAX_PDF_BYTES,
     tsa::{FailureInfo, TimeStampAuthority, token},
 };
 
@@ -81,6 +82,7 @@ async fn time_stamp(
 }
 
 const PKCS7_SIGNATURE: &str = "application/pkcs7-signature";
+const PDF: &str = "application/pdf";
 /// The largest signature API request: a document of up to about 24 MiB in base64.
 const MAX_API_BYTES: usize = 32 * 1024 * 1024;
 
@@ -110,6 +112,24 @@ impl IntoResponse for SignatureError {
             Self::TimeStampUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "time-stamp-unavailable")
             }
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request-too-large"),
+            Self::Pdf(pdf) => match pdf {
+                PdfError::NotPdf(_) => (StatusCode::BAD_REQUEST, "not-a-pdf"),
+                PdfError::Encrypted => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-encrypted"),
+                PdfError::BrokenXref(_) => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-broken-xref"),
+                PdfError::Malformed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-malformed"),
+                PdfError::ChangesForbidden => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "pdf-changes-forbidden")
+                }
+                PdfError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-unsupported"),
+                PdfError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document-too-large"),
+                // Our own estimate fell short: a server error, but one worth naming
+                // (it carries only sizes).
+                PdfError::NoRoom { .. } => {
+                    tracing::error!(error = %pdf, "PAdES placeholder too small");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "signature-too-large")
+                }
+            },
             _ => return Problem::internal("signature API", &self).into_response(),
         };
         let mut response = Problem::new(status, kind, self.to_string()).into_response();
@@ -144,8 +164,16 @@ fn caller(signatures: &Signatures, headers: &HeaderMap) -> Result<String, Signat
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, SignatureError> {
-    body.map(|Json(value)| value)
-        .map_err(|e| SignatureError::BadRequest(e.body_text()))
+    body.map(|Json(value)| value).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            SignatureError::TooLarge(format!(
+                "the request is over {MAX_API_BYTES} octets (a document of at most \
+                 {MAX_PDF_BYTES} octets for PAdES, base64 in JSON)"
+            ))
+        } else {
+            SignatureError::BadRequest(e.body_text())
+        }
+    })
 }
 
 fn base64_field(name: &str, value: &str) -> Result<Vec<u8>, SignatureError> {
@@ -164,8 +192,11 @@ struct PrepareBody {
     digest: Option<String>,
     /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
     digest_algorithm: Option<String>,
-    /// `B`, `T` or `LT` (default `LT`).
+    /// `B`, `T` or `LT` (default `LT`; `B-B`, `B-T`, `B-LT` too).
     level: Option<String>,
+    /// `cades` (default: a detached signature) or `pades` (the PDF `document`
+    /// signed inside).
+    format: Option<String>,
 }
 
 async fn prepare(
@@ -179,6 +210,12 @@ async fn prepare(
         None => Level::Lt,
         Some(text) => Level::parse(text).ok_or_else(|| {
             SignatureError::BadRequest(format!("level `{text}` is not B, T or LT"))
+        })?,
+    };
+    let format = match body.format.as_deref() {
+        None => Format::Cades,
+        Some(text) => Format::parse(text).ok_or_else(|| {
+            SignatureError::BadRequest(format!("format `{text}` is not cades or pades"))
         })?,
     };
     let document = match (body.document, body.digest, body.digest_algorithm) {
@@ -200,11 +237,13 @@ async fn prepare(
                 certificate: body.certificate.into_bytes(),
                 document,
                 level,
+                format,
             },
         )
         .await?;
     let answer = serde_json::json!({
         "id": prepared.id,
+        "format": format.name(),
         "level": level.name(),
         "expires_at": prepared.expires_at,
         "signature_algorithm": prepared.scheme.name(),
@@ -236,11 +275,32 @@ async fn finalize(
         return Err(SignatureError::BadRequest("`signature` is empty".into()));
     }
     let finished = signatures.finalize(&client, &id, &signature).await?;
-    let wants_der = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains(PKCS7_SIGNATURE));
-    if wants_der {
+    let accepts = |media_type: &str| {
+        headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains(media_type))
+    };
+    if let Some(pdf) = finished.pdf {
+        if accepts(PDF) {
+            return Ok((
+                [
+                    (header::CONTENT_TYPE, PDF),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                pdf,
+            )
+                .into_response());
+        }
+        return Ok(Json(serde_json::json!({
+            "id": finished.id,
+            "level": finished.level.name(),
+            "format": "PAdES (PDF, ETSI.CAdES.detached)",
+            "document": Base64::encode_string(&pdf),
+        }))
+        .into_response());
+    }
+    if accepts(PKCS7_SIGNATURE) {
         return Ok((
             [
                 (header::CONTENT_TYPE, PKCS7_SIGNATURE),

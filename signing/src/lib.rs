@@ -1,21 +1,22 @@
 //! The signing service. Its HTTP surface: RFC 3161 time-stamps at `POST /tsa` (token
-//! profile ETSI EN 319 422) and CAdES baseline B/T/LT signatures made in two steps for
-//! keys on a card or SIM (`POST /api/v1/signatures/prepare`, then
-//! `POST /api/v1/signatures/{id}/finalize`). PAdES, the CSC API v2 under `/csc/v2/`
-//! and validation grow from here.
+//! profile ETSI EN 319 422) and CAdES and PAdES baseline B/T/LT signatures made in two
+//! steps for keys on a card or SIM (`POST /api/v1/signatures/prepare`, then
+//! `POST /api/v1/signatures/{id}/finalize`). The CSC API v2 under `/csc/v2/` and
+//! validation grow from here.
 #![forbid(unsafe_code)]
 
 pub mod cades;
 pub mod cms;
 mod error;
 mod http;
+pub mod pades;
 pub mod tsa;
 
 use axum::Router;
 use eid_core::ServiceContext;
 
 pub use cades::Signatures;
-pub use error::{SignatureError, TsaError};
+pub use error::{PdfError, SignatureError, TsaError};
 pub use tsa::{TimeStampAuthority, TimeStampUnit};
 
 /// The service's name in `eid serve signing`, logs and metrics.

@@ -81,6 +81,22 @@ impl DigestAlgorithm {
         }
     }
 
+    /// Hashes the concatenation of `parts` (a PDF's ByteRange) without copying them.
+    pub fn digest_parts(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
+            let mut hasher = D::new();
+            for part in parts {
+                hasher.update(part);
+            }
+            hasher.finalize().to_vec()
+        }
+        match self {
+            Self::Sha256 => run::<Sha256>(parts),
+            Self::Sha384 => run::<Sha384>(parts),
+            Self::Sha512 => run::<Sha512>(parts),
+        }
+    }
+
     /// The `AlgorithmIdentifier` (RFC 5754 §2: parameters absent).
     pub fn algorithm_identifier(self) -> AlgorithmIdentifierOwned {
         AlgorithmIdentifierOwned {
@@ -139,36 +155,44 @@ fn encoding(what: &'static str) -> impl FnOnce(der::Error) -> SignatureError {
     move |source| SignatureError::Encoding { what, source }
 }
 
-/// The signed attributes of a CAdES-B signature over a document whose digest is
-/// `document_digest`: content-type id-data, signing-time, message-digest and
-/// signing-certificate-v2. Returns the DER of the `SET OF Attribute`: exactly what the
+/// The signed attributes of a baseline signature over a document whose digest is
+/// `document_digest`: content-type id-data, message-digest, signing-certificate-v2
+/// and, when `signing_time` is given, signing-time. CAdES (EN 319 122-1 §5.2.1) has
+/// the signing-time; PAdES (EN 319 142-1 §5.3) must not, its time is the signature
+/// dictionary's /M. Returns the DER of the `SET OF Attribute`: exactly what the
 /// signer's key signs (RFC 5652 §5.4).
 pub fn signed_attributes(
     certificate: &Certificate,
     document_digest: &[u8],
-    signing_time: OffsetDateTime,
+    signing_time: Option<OffsetDateTime>,
 ) -> Result<Vec<u8>, SignatureError> {
-    let time = Time::try_from(std::time::SystemTime::from(signing_time))
-        .map_err(encoding("signing time"))?;
-    let attributes: Attributes = SetOfVec::try_from(vec![
+    let mut attributes = vec![
         attribute(
             ID_CONTENT_TYPE,
             Any::encode_from(&ID_DATA).map_err(encoding("content type"))?,
         )
         .map_err(encoding("content type"))?,
         attribute(
-            ID_SIGNING_TIME,
-            Any::encode_from(&time).map_err(encoding("signing time"))?,
-        )
-        .map_err(encoding("signing time"))?,
-        attribute(
             ID_MESSAGE_DIGEST,
             Any::new(Tag::OctetString, document_digest).map_err(encoding("message digest"))?,
         )
         .map_err(encoding("message digest"))?,
         signing_certificate_v2(certificate).map_err(encoding("signing certificate"))?,
-    ])
-    .map_err(encoding("signed attributes"))?;
+    ];
+    if let Some(signing_time) = signing_time {
+        let time = Time::try_from(std::time::SystemTime::from(signing_time))
+            .map_err(encoding("signing time"))?;
+        attributes.push(
+            attribute(
+                ID_SIGNING_TIME,
+                Any::encode_from(&time).map_err(encoding("signing time"))?,
+            )
+            .map_err(encoding("signing time"))?,
+        );
+    }
+    // SetOfVec sorts them into DER order.
+    let attributes: Attributes =
+        SetOfVec::try_from(attributes).map_err(encoding("signed attributes"))?;
     attributes.to_der().map_err(encoding("signed attributes"))
 }
 

@@ -1,5 +1,6 @@
 //! CAdES baseline signatures (ETSI EN 319 122-1: B, T and LT) in two steps, for keys
-//! that never leave a citizen's card or SIM.
+//! that never leave a citizen's card or SIM; PAdES signatures (EN 319 142-1) take the
+//! same two steps with the PDF work done by [`crate::pades`].
 //!
 //! 1. [`Signatures::prepare`] checks the signer's certificate, builds the signed
 //!    attributes over the document's digest and stores them as a pending signature
@@ -15,7 +16,9 @@
 //! A refusal that consumes the pending signature (a signature value that does not
 //! verify, a revoked, suspended or unknown certificate) is recorded and audited as
 //! denied in one transaction; one that may pass on retry (OCSP or TSA unavailable)
-//! changes nothing. Only digests are stored and audited, never documents.
+//! changes nothing. For CAdES only digests are stored and audited, never documents; a
+//! PAdES signature needs its PDF between the steps, so that is stored with it (and
+//! the signed PDF after), while the audit log still gets digests only.
 
 pub mod build;
 mod revocation;
@@ -36,7 +39,10 @@ use self::{
     timestamp::TimeStampSource,
     trust::TrustedCas,
 };
-use crate::SignatureError;
+use crate::{
+    SignatureError,
+    pades::{self, ValidationMaterial},
+};
 
 /// A CAdES baseline level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +78,35 @@ impl Level {
     }
 }
 
+/// What kind of signature is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Format {
+    /// A detached CAdES signature (`.p7s`) over any document.
+    Cades,
+    /// A PAdES signature inside the PDF.
+    Pades,
+}
+
+impl Format {
+    /// Parses `cades` or `pades` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "cades" => Some(Self::Cades),
+            "pades" => Some(Self::Pades),
+            _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cades => "cades",
+            Self::Pades => "pades",
+        }
+    }
+}
+
 /// What the document is, as the caller gives it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -96,6 +131,8 @@ pub struct PrepareRequest {
     pub document: DocumentInput,
     /// The level wanted.
     pub level: Level,
+    /// CAdES or PAdES (which needs the document's bytes, a PDF).
+    pub format: Format,
 }
 
 /// A prepared signature: what the signer's token must sign.
@@ -122,8 +159,19 @@ pub struct Finished {
     pub id: String,
     /// Its level.
     pub level: Level,
-    /// The DER `ContentInfo` (a detached CAdES signature, `.p7s`).
+    /// CAdES or PAdES.
+    pub format: Format,
+    /// The DER `ContentInfo` (a detached CAdES signature, `.p7s`; for PAdES the CMS
+    /// inside the PDF).
     pub cades: Vec<u8>,
+    /// The signed PDF (PAdES).
+    pub pdf: Option<Vec<u8>>,
+}
+
+/// A finished signature before it is recorded.
+struct Output {
+    cms: Vec<u8>,
+    pdf: Option<Vec<u8>>,
 }
 
 /// The signature service. Cheap to clone.
@@ -162,6 +210,9 @@ fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Signature
 /// A pending signature as stored.
 struct Pending {
     level: Level,
+    format: Format,
+    /// The PDF with its signature placeholder (PAdES).
+    prepared_document: Option<Vec<u8>>,
     certificate: Certificate,
     digest_algorithm: DigestAlgorithm,
     document_digest: String,
@@ -202,9 +253,52 @@ impl Signatures {
         let digest_algorithm = DigestAlgorithm::of_scheme(scheme).ok_or_else(|| {
             SignatureError::UnsupportedAlgorithm(format!("no digest for {scheme}"))
         })?;
-        let document_digest = match request.document {
-            DocumentInput::Bytes(bytes) => digest_algorithm.digest(&bytes),
-            DocumentInput::Digest { algorithm, value } => {
+        let mut pdf_details = None;
+        let (document_digest, signing_time, prepared_document) = match (
+            request.format,
+            request.document,
+        ) {
+            (Format::Cades, DocumentInput::Bytes(bytes)) => {
+                (digest_algorithm.digest(&bytes), Some(now), None)
+            }
+            (Format::Pades, DocumentInput::Bytes(pdf)) => {
+                pades::check_size(&pdf)?;
+                let chain = self.trust.chain_of(&certificate);
+                let certificates_len = std::iter::once(&certificate)
+                    .chain(&chain)
+                    .map(|c| c.to_der().map(|der| der.len()))
+                    .sum::<Result<usize, _>>()
+                    .map_err(|source| SignatureError::Encoding {
+                        what: "certificate",
+                        source,
+                    })?;
+                let reserved = pades::reserved_len(certificates_len, request.level != Level::B);
+                // Parsing and hashing a PDF of many megabytes is CPU work: off the executor.
+                let (prepared, digest, original_sha256) = tokio::task::spawn_blocking(move || {
+                    let prepared = pades::signature::prepare(&pdf, now, reserved)?;
+                    let digest = pades::byte_range_digest(
+                        digest_algorithm,
+                        &prepared.bytes,
+                        &prepared.placeholder,
+                    );
+                    Ok::<_, SignatureError>((prepared, digest, hex::encode(Sha256::digest(&pdf))))
+                })
+                .await
+                .map_err(|e| SignatureError::Task(format!("preparing the PDF: {e}")))??;
+                pdf_details = Some(serde_json::json!({
+                    "pdf_sha256": original_sha256,
+                    "prepared_pdf_sha256": hex::encode(Sha256::digest(&prepared.bytes)),
+                    "byte_range": prepared.placeholder.byte_range(prepared.bytes.len()),
+                }));
+                // PAdES: the time is the signature dictionary's /M, not an attribute.
+                (digest, None, Some(prepared.bytes))
+            }
+            (Format::Pades, DocumentInput::Digest { .. }) => {
+                return Err(SignatureError::BadRequest(
+                    "a PAdES signature goes into the PDF: give the `document`, not a digest".into(),
+                ));
+            }
+            (Format::Cades, DocumentInput::Digest { algorithm, value }) => {
                 let named = DigestAlgorithm::parse(&algorithm).ok_or_else(|| {
                     SignatureError::UnsupportedAlgorithm(format!(
                         "digest algorithm `{algorithm}` is not supported (sha256, sha384, sha512)"
@@ -225,10 +319,11 @@ impl Signatures {
                         value.len()
                     )));
                 }
-                value
+                (value, Some(now), None)
             }
         };
-        let signed_attributes = build::signed_attributes(&certificate, &document_digest, now)?;
+        let signed_attributes =
+            build::signed_attributes(&certificate, &document_digest, signing_time)?;
         let signed_attributes_digest = digest_algorithm.digest(&signed_attributes);
         let id = random_id()?;
         let ttl = time::Duration::try_from(self.ctx.config.signing.cades.pending_ttl)
@@ -243,13 +338,8 @@ impl Signatures {
         let tbs = certificate.tbs_certificate();
         let serial = hex::encode(tbs.serial_number().as_bytes());
         let document_digest_hex = hex::encode(&document_digest);
-        let event = AuditEvent::new(
-            format!("service:{client}"),
-            "signature.prepare",
-            "signature",
-            &id,
-        )
-        .details(serde_json::json!({
+        let mut details = serde_json::json!({
+            "format": request.format.name(),
             "level": request.level.name(),
             "signer_serial": serial,
             "signer_subject": tbs.subject().to_string(),
@@ -258,13 +348,25 @@ impl Signatures {
             "document_digest": document_digest_hex,
             "signature_scheme": scheme.name(),
             "expires_at": rfc3339(expires)?,
-        }));
+        });
+        if let (Some(object), Some(serde_json::Value::Object(pdf))) =
+            (details.as_object_mut(), pdf_details)
+        {
+            object.extend(pdf);
+        }
+        let event = AuditEvent::new(
+            format!("service:{client}"),
+            "signature.prepare",
+            "signature",
+            &id,
+        )
+        .details(details);
         let mut tx = self.ctx.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO pending_signature (id, client, level, signer_serial, signer_issuer, \
              certificate, digest_algorithm, document_digest, signature_scheme, \
-             signed_attributes, created_at, expires_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending')",
+             signed_attributes, created_at, expires_at, state, format, prepared_document) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14)",
         )
         .bind(&id)
         .bind(client)
@@ -278,6 +380,8 @@ impl Signatures {
         .bind(Base64::encode_string(&signed_attributes))
         .bind(rfc3339(now)?)
         .bind(expires.unix_timestamp())
+        .bind(request.format.name())
+        .bind(prepared_document)
         .execute(&mut *tx)
         .await
         .map_err(query_error("storing a pending signature"))?;
@@ -303,8 +407,8 @@ impl Signatures {
         }
         let row = sqlx::query(
             "SELECT client, level, certificate, digest_algorithm, document_digest, \
-             signature_scheme, signed_attributes, expires_at, state \
-             FROM pending_signature WHERE id = $1",
+             signature_scheme, signed_attributes, expires_at, state, format, \
+             prepared_document FROM pending_signature WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.ctx.db.pool())
@@ -324,8 +428,17 @@ impl Signatures {
             .ok()
             .and_then(|der| Certificate::from_der(&der).ok())
             .ok_or_else(|| stored("certificate"))?;
+        let format = Format::parse(&text("format")?).ok_or_else(|| stored("format"))?;
+        let prepared_document = row
+            .try_get::<Option<Vec<u8>>, _>("prepared_document")
+            .map_err(query_error("reading a pending signature"))?;
+        if format == Format::Pades && prepared_document.is_none() && text("state")? == "pending" {
+            return Err(stored("prepared PDF"));
+        }
         Ok(Pending {
             level: Level::parse(&text("level")?).ok_or_else(|| stored("level"))?,
+            format,
+            prepared_document,
             certificate,
             digest_algorithm: DigestAlgorithm::parse(&text("digest_algorithm")?)
                 .ok_or_else(|| stored("digest algorithm"))?,
@@ -358,12 +471,14 @@ impl Signatures {
             return Err(SignatureError::Expired(id.to_owned()));
         }
         match self.finish(&pending, signature, now).await {
-            Ok(cades) => {
-                self.complete(client, id, &pending, &cades, now).await?;
+            Ok(output) => {
+                self.complete(client, id, &pending, &output, now).await?;
                 Ok(Finished {
                     id: id.to_owned(),
                     level: pending.level,
-                    cades,
+                    format: pending.format,
+                    cades: output.cms,
+                    pdf: output.pdf,
                 })
             }
             Err(
@@ -385,7 +500,7 @@ impl Signatures {
         pending: &Pending,
         signature: &[u8],
         now: OffsetDateTime,
-    ) -> Result<Vec<u8>, SignatureError> {
+    ) -> Result<Output, SignatureError> {
         let certificate = &pending.certificate;
         let scheme = pending.scheme;
         let signature = match scheme {
@@ -416,43 +531,87 @@ impl Signatures {
         let issuer = self.trust.check_signer(certificate, now)?.clone();
         let status = revocation::check(&self.http, certificate, &issuer, now).await?;
 
+        let chain = self.trust.chain_of(certificate);
         let mut additions = Additions {
-            certificates: self.trust.chain_of(certificate),
+            certificates: chain.clone(),
             ..Additions::default()
         };
+        // B-LT's validation data: in the CMS for CAdES, in the DSS for PAdES.
+        let mut validation = Additions::default();
         if matches!(pending.level, Level::T | Level::Lt) {
             let token = self
                 .time_stamps
                 .stamp(Sha256::digest(&signature).as_slice())
                 .await?;
             if pending.level == Level::Lt {
-                additions
+                validation
                     .certificates
                     .extend(status.responder_certificates.iter().cloned());
-                additions.ocsp_responses.push(status.response.clone());
+                validation.ocsp_responses.push(status.response.clone());
                 for tsu in &token.certificates {
-                    additions.certificates.push(tsu.clone());
-                    additions.certificates.extend(self.trust.chain_of(tsu));
+                    validation.certificates.push(tsu.clone());
+                    validation.certificates.extend(self.trust.chain_of(tsu));
                     // The TSU's own status, where its certificate names a responder.
                     if trust::ocsp_url(tsu).is_some()
                         && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
                     {
                         let tsu_status =
                             revocation::check(&self.http, tsu, tsu_issuer, now).await?;
-                        additions.ocsp_responses.push(tsu_status.response);
+                        validation.ocsp_responses.push(tsu_status.response);
                     }
                 }
             }
             additions.time_stamp = Some(token.token);
         }
-        build::assemble(
+        if pending.format == Format::Cades {
+            additions.certificates.append(&mut validation.certificates);
+            additions
+                .ocsp_responses
+                .append(&mut validation.ocsp_responses);
+        }
+        let cms = build::assemble(
             certificate,
             scheme,
             pending.digest_algorithm,
             &pending.signed_attributes,
             &signature,
             &additions,
-        )
+        )?;
+        let Some(prepared) = pending.prepared_document.clone() else {
+            return Ok(Output { cms, pdf: None });
+        };
+        let material = (pending.level == Level::Lt)
+            .then(|| {
+                let certificates = std::iter::once(certificate)
+                    .chain(&chain)
+                    .chain(&validation.certificates)
+                    .map(Encode::to_der)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(ValidationMaterial {
+                    certificates,
+                    ocsp_responses: validation.ocsp_responses,
+                    crls: Vec::new(),
+                })
+            })
+            .transpose()
+            .map_err(|source| SignatureError::Encoding {
+                what: "validation data",
+                source,
+            })?;
+        let embedded = cms.clone();
+        let pdf = tokio::task::spawn_blocking(move || {
+            let (signed, contents) = pades::signature::embed(&prepared, &embedded)?;
+            match material {
+                Some(material) => pades::dss::add(&signed, &contents, &material),
+                None => Ok(signed),
+            }
+        })
+        .await
+        .map_err(|e| SignatureError::Task(format!("finishing the PDF: {e}")))??;
+        Ok(Output {
+            cms,
+            pdf: Some(pdf),
+        })
     }
 
     async fn complete(
@@ -460,30 +619,41 @@ impl Signatures {
         client: &str,
         id: &str,
         pending: &Pending,
-        cades: &[u8],
+        output: &Output,
         now: OffsetDateTime,
     ) -> Result<(), SignatureError> {
+        let mut details = serde_json::json!({
+            "format": pending.format.name(),
+            "level": pending.level.name(),
+            "signer_serial": hex::encode(pending.certificate.tbs_certificate().serial_number().as_bytes()),
+            "digest_algorithm": pending.digest_algorithm.name(),
+            "document_digest": pending.document_digest,
+            "certificate_status": "good",
+            "signature_sha256": hex::encode(Sha256::digest(&output.cms)),
+        });
+        if let (Some(object), Some(pdf)) = (details.as_object_mut(), &output.pdf) {
+            object.insert(
+                "signed_pdf_sha256".into(),
+                hex::encode(Sha256::digest(pdf)).into(),
+            );
+        }
         let event = AuditEvent::new(
             format!("service:{client}"),
             "signature.finalize",
             "signature",
             id,
         )
-        .details(serde_json::json!({
-            "level": pending.level.name(),
-            "signer_serial": hex::encode(pending.certificate.tbs_certificate().serial_number().as_bytes()),
-            "digest_algorithm": pending.digest_algorithm.name(),
-            "document_digest": pending.document_digest,
-            "certificate_status": "good",
-            "signature_sha256": hex::encode(Sha256::digest(cades)),
-        }));
+        .details(details);
         let mut tx = self.ctx.db.begin_write().await?;
+        // The prepared PDF goes: the signed one holds it byte for byte.
         let claimed = sqlx::query(
-            "UPDATE pending_signature SET state = 'completed', finalized_at = $1, cades = $2 \
-             WHERE id = $3 AND state = 'pending' AND expires_at > $4",
+            "UPDATE pending_signature SET state = 'completed', finalized_at = $1, cades = $2, \
+             signed_document = $3, prepared_document = NULL \
+             WHERE id = $4 AND state = 'pending' AND expires_at > $5",
         )
         .bind(rfc3339(now)?)
-        .bind(Base64::encode_string(cades))
+        .bind(Base64::encode_string(&output.cms))
+        .bind(output.pdf.as_deref())
         .bind(id)
         .bind(now.unix_timestamp())
         .execute(&mut *tx)
@@ -517,6 +687,7 @@ impl Signatures {
         )
         .outcome(Outcome::Denied)
         .details(serde_json::json!({
+            "format": pending.format.name(),
             "level": pending.level.name(),
             "signer_serial": hex::encode(pending.certificate.tbs_certificate().serial_number().as_bytes()),
             "document_digest": pending.document_digest,
@@ -524,8 +695,8 @@ impl Signatures {
         }));
         let mut tx = self.ctx.db.begin_write().await?;
         let claimed = sqlx::query(
-            "UPDATE pending_signature SET state = 'refused', finalized_at = $1, failure = $2 \
-             WHERE id = $3 AND state = 'pending'",
+            "UPDATE pending_signature SET state = 'refused', finalized_at = $1, failure = $2, \
+             prepared_document = NULL WHERE id = $3 AND state = 'pending'",
         )
         .bind(rfc3339(now)?)
         .bind(reason.to_string())

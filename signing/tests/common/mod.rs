@@ -6,6 +6,8 @@
 //! SoftHSM2, openssl as the judge and a tiny SNTP server.
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
+pub mod pdf;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -108,6 +110,8 @@ pub struct Tsa {
     /// The bearer token of another API client, `other-rp`.
     pub other_api_token: String,
     shutdown: CancellationToken,
+    /// Stops the CA's HTTP surface (OCSP) alone.
+    ca_shutdown: CancellationToken,
     _db: TestDatabase,
 }
 
@@ -187,6 +191,7 @@ impl Tsa {
             chain: Vec::new(),
         };
         let shutdown = CancellationToken::new();
+        let ca_shutdown = shutdown.child_token();
         let tsa = TimeStampAuthority::start_with(&ctx, unit.clone(), os, shutdown.clone())
             .await
             .unwrap();
@@ -194,7 +199,7 @@ impl Tsa {
             "ca",
             ca_listener,
             eid_ca::router(&ca),
-            shutdown.clone(),
+            ca_shutdown.clone(),
         ));
         let signing_ca = hierarchy.get(eid_ca::CaRole::CitizenSigningCa).unwrap();
         let signatures = Signatures::new(
@@ -227,8 +232,17 @@ impl Tsa {
             api_token,
             other_api_token,
             shutdown,
+            ca_shutdown,
             _db: db,
         }
+    }
+
+    /// Stops the CA's HTTP surface: its OCSP responder no longer answers, so a judge
+    /// can only use the revocation data a signature carries.
+    pub async fn stop_ca(&self) {
+        self.ca_shutdown.cancel();
+        // The listener closes once the server task sees the cancellation.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// A path in the test's folder.

@@ -1,0 +1,100 @@
+//! The Document Security Store (ETSI EN 319 142-1 §5.4.2, PAdES B-LT): a second
+//! incremental update after the signature carrying the certificates and revocation
+//! data a verifier needs later, each as a stream, listed in /Certs, /OCSPs and /CRLs and
+//! again under /VRI for the one signature they serve (keyed by the uppercase hex SHA-1
+//! of the signature's /Contents string).
+//!
+//! An existing DSS (from an earlier LT signature) is kept: its entries are carried
+//! into the new DSS dictionary, which replaces it.
+
+use lopdf::{Dictionary, Object, ObjectId};
+use sha1::{Digest, Sha1};
+
+use super::{document, update::Update};
+use crate::PdfError;
+
+/// What goes into the DSS, each item DER.
+#[derive(Debug, Default)]
+pub struct ValidationMaterial {
+    /// Certificates (signer's chain, TSU's chain, OCSP responders').
+    pub certificates: Vec<Vec<u8>>,
+    /// OCSP responses (`OCSPResponse`).
+    pub ocsp_responses: Vec<Vec<u8>>,
+    /// CRLs.
+    pub crls: Vec<Vec<u8>>,
+}
+
+/// The DSS /VRI key of a signature whose /Contents string holds `contents`.
+pub fn vri_key(contents: &[u8]) -> String {
+    hex::encode_upper(Sha1::digest(contents))
+}
+
+/// Appends a DSS update to `signed` for the signature whose /Contents string holds
+/// `contents`.
+pub fn add(
+    signed: &[u8],
+    contents: &[u8],
+    material: &ValidationMaterial,
+) -> Result<Vec<u8>, PdfError> {
+    let revision = document::read(signed)?;
+    let mut update = Update::new(&revision);
+    let mut catalog = revision.catalog()?.clone();
+    let mut dss = match catalog.get(b"DSS") {
+        Ok(existing) => revision.dictionary(existing, "the DSS")?.clone(),
+        Err(_) => Dictionary::new(),
+    };
+
+    let mut vri = Dictionary::new();
+    for (key, vri_key, items) in [
+        (
+            b"Certs".as_slice(),
+            b"Cert".as_slice(),
+            &material.certificates,
+        ),
+        (b"OCSPs", b"OCSP", &material.ocsp_responses),
+        (b"CRLs", b"CRL", &material.crls),
+    ] {
+        let mut unique: Vec<&Vec<u8>> = Vec::new();
+        for item in items {
+            if !unique.contains(&item) {
+                unique.push(item);
+            }
+        }
+        if unique.is_empty() {
+            continue;
+        }
+        let mut listed = match dss.get(key) {
+            Ok(existing) => revision.array(existing, "a DSS array")?.clone(),
+            Err(_) => Vec::new(),
+        };
+        let mut ours = Vec::new();
+        for der in unique {
+            let id = update.allocate();
+            update.put_raw(id, stream(der));
+            listed.push(Object::Reference(id));
+            ours.push(Object::Reference(id));
+        }
+        dss.set(key, Object::Array(listed));
+        vri.set(vri_key, Object::Array(ours));
+    }
+
+    let mut vris = match dss.get(b"VRI") {
+        Ok(existing) => revision.dictionary(existing, "the DSS /VRI")?.clone(),
+        Err(_) => Dictionary::new(),
+    };
+    vris.set(vri_key(contents), Object::Dictionary(vri));
+    dss.set("VRI", Object::Dictionary(vris));
+    let dss_id: ObjectId = update.allocate();
+    update.put(dss_id, &Object::Dictionary(dss))?;
+    catalog.set("DSS", Object::Reference(dss_id));
+    update.put(revision.root, &Object::Dictionary(catalog))?;
+    Ok(update.write(&revision)?.bytes)
+}
+
+/// An uncompressed stream holding `der`.
+fn stream(der: &[u8]) -> Vec<u8> {
+    let mut body = format!("<</Length {}>>\nstream\n", der.len()).into_bytes();
+    body.extend_from_slice(der);
+    body.extend_from_slice(b"\nendstream");
+    body
+}

@@ -1,0 +1,560 @@
+//! PAdES baseline B-B, B-T and B-LT through the two-step API, with the signer's key on
+//! a SoftHSM2 "card" (class smartcard, PIN for every signature), on PDFs made in code
+//! (classic xref table or xref stream, with and without an AcroForm).
+//!
+//! Judged by pyHanko (`pyhanko sign validate` trusting only our root: intact, valid,
+//! trusted, the signature time-stamp; for B-LT pyHanko's AdES long-term validation with
+//! our OCSP responder stopped, so that only the DSS can vouch for the certificate) and
+//! by openssl (`cms -verify` of the CMS over the ByteRange content). A PDF changed
+//! after signing is caught by both. Bad PDFs get their own 4xx and leave nothing
+//! behind. On SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64ct::{Base64, Encoding};
+use common::{
+    Card, Keys, Tsa, openssl, os_silent,
+    pdf::{Form, Sample, sample},
+};
+use der::{Decode, Encode};
+use eid_tests::{TestBackend, on_both_backends};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+struct Answer {
+    status: u16,
+    kind: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts a problem+json with this status and type.
+    fn assert_problem(&self, status: u16, kind: &str) {
+        assert_eq!(
+            (self.status, self.kind.as_str()),
+            (status, "application/problem+json"),
+            "{}",
+            self.text()
+        );
+        assert_eq!(
+            self.json()["type"],
+            format!("urn:eid:problem:{kind}"),
+            "{}",
+            self.text()
+        );
+    }
+}
+
+async fn post(tsa: &Tsa, path: &str, accept: &str, body: Vec<u8>) -> Answer {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", tsa.url))
+        .header("content-type", "application/json")
+        .header("accept", accept)
+        .bearer_auth(&tsa.api_token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    Answer {
+        status,
+        kind,
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+async fn prepare(tsa: &Tsa, body: Value) -> Answer {
+    post(
+        tsa,
+        "/api/v1/signatures/prepare",
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+fn pades_request(card: &Card, pdf: &[u8], level: &str) -> Value {
+    json!({
+        "certificate": card.certificate_pem,
+        "format": "pades",
+        "document": Base64::encode_string(pdf),
+        "level": level,
+    })
+}
+
+/// Prepares, signs on the card, finalizes; returns the signed PDF.
+async fn sign(tsa: &Tsa, card: &Card, pdf: &[u8], level: &str, accept_pdf: bool) -> Vec<u8> {
+    let answer = prepare(tsa, pades_request(card, pdf, level)).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let prepared = answer.json();
+    assert_eq!(prepared["format"], "pades");
+    let tbs = Base64::decode_vec(prepared["data_to_be_signed"].as_str().unwrap()).unwrap();
+    let signature = card.sign(tbs).await;
+    let id = prepared["id"].as_str().unwrap();
+    let accept = if accept_pdf {
+        "application/pdf"
+    } else {
+        "application/json"
+    };
+    let answer = post(
+        tsa,
+        &format!("/api/v1/signatures/{id}/finalize"),
+        accept,
+        json!({ "signature": Base64::encode_string(&signature) })
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    if accept_pdf {
+        assert_eq!(answer.kind, "application/pdf");
+        answer.body
+    } else {
+        let json = answer.json();
+        assert_eq!(json["level"], level.trim_start_matches("B-"));
+        Base64::decode_vec(json["document"].as_str().unwrap()).unwrap()
+    }
+}
+
+/// The judges' environment that deploy/test.sh installs (`target/judges/bin` in the
+/// workspace), else the directory on PATH that has pyHanko. Missing, the test fails:
+/// a skipped judgement would pass silently.
+fn judges_bin() -> PathBuf {
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/judges/bin");
+    if installed.join("pyhanko").is_file() {
+        return installed;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).find(|dir| dir.join("pyhanko").is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "pyHanko is not installed ({} has none and none is on PATH): run \
+                 deploy/test.sh, which installs the judges",
+                installed.display()
+            )
+        })
+}
+
+/// Runs `program` of the judges' environment.
+fn judge(program: &str, args: &[&str]) -> common::Judged {
+    let output = std::process::Command::new(judges_bin().join(program))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} could not be run ({e}); deploy/test.sh installs it"));
+    common::Judged {
+        success: output.status.success(),
+        text: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+fn write(tsa: &Tsa, name: &str, data: &[u8]) -> String {
+    let path = tsa.path(name);
+    std::fs::write(&path, data).unwrap();
+    path.display().to_string()
+}
+
+/// The last signature of `pdf`: its CMS (DER, padding cut off) and the content its
+/// ByteRange covers.
+fn signature_of(pdf: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let document = lopdf::Document::load_mem(pdf).unwrap();
+    let catalog = document.catalog().unwrap();
+    let form = document
+        .dereference(catalog.get(b"AcroForm").unwrap())
+        .unwrap()
+        .1
+        .as_dict()
+        .unwrap();
+    let value = form
+        .get(b"Fields")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| document.dereference(f).unwrap().1.as_dict().ok())
+        .filter(|f| f.get(b"FT").and_then(lopdf::Object::as_name).ok() == Some(b"Sig"))
+        .filter_map(|f| f.get(b"V").ok())
+        .next_back()
+        .map(|v| document.dereference(v).unwrap().1.as_dict().unwrap())
+        .unwrap();
+    let contents = value.get(b"Contents").unwrap().as_str().unwrap();
+    let mut reader = der::SliceReader::new(contents).unwrap();
+    let info = cms::content_info::ContentInfo::decode(&mut reader).unwrap();
+    let range: Vec<usize> = value
+        .get(b"ByteRange")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| usize::try_from(n.as_i64().unwrap()).unwrap())
+        .collect();
+    let mut content = pdf[range[0]..range[0] + range[1]].to_vec();
+    content.extend_from_slice(&pdf[range[2]..range[2] + range[3]]);
+    (info.to_der().unwrap(), content)
+}
+
+/// openssl's verdict on the CMS over its ByteRange, trusting only our root; and the
+/// attributes PAdES wants (no signing-time).
+fn openssl_judges(tsa: &Tsa, name: &str, pdf: &[u8]) -> common::Judged {
+    let (cms, content) = signature_of(pdf);
+    let sig = write(tsa, &format!("{name}.p7s"), &cms);
+    let content = write(tsa, &format!("{name}.content"), &content);
+    let printed = openssl(&["cms", "-cmsout", "-print", "-inform", "DER", "-in", &sig]);
+    assert!(printed.success, "{}", printed.text);
+    for attribute in [
+        "id-smime-aa-signingCertificateV2",
+        "messageDigest",
+        "contentType",
+    ] {
+        assert!(
+            printed.text.contains(attribute),
+            "{name}: no {attribute} in\n{}",
+            printed.text
+        );
+    }
+    assert!(
+        !printed.text.contains("signingTime"),
+        "{name}: PAdES has no signing-time attribute:\n{}",
+        printed.text
+    );
+    openssl(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        &sig,
+        "-content",
+        &content,
+        "-CAfile",
+        &tsa.root.display().to_string(),
+        "-purpose",
+        "any",
+        "-out",
+        "/dev/null",
+    ])
+}
+
+/// `pyhanko sign validate`, trusting only our root (revocation checked online at our
+/// responder, as a relying party would).
+fn pyhanko_validates(tsa: &Tsa, path: &str) -> common::Judged {
+    judge(
+        "pyhanko",
+        &[
+            "sign",
+            "validate",
+            "--pretty-print",
+            "--trust",
+            &tsa.root.display().to_string(),
+            "--trust-replace",
+            path,
+        ],
+    )
+}
+
+/// pyHanko's validation with only the DSS for revocation data (see the script).
+fn pyhanko_ltv(tsa: &Tsa, path: &str) -> common::Judged {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/judges/pyhanko/ltv.py");
+    judge(
+        "python",
+        &[
+            &script.display().to_string(),
+            &tsa.root.display().to_string(),
+            path,
+        ],
+    )
+}
+
+/// Asserts every line of `expected` is in pyHanko's `judged` output.
+fn assert_said(name: &str, judged: &common::Judged, expected: &[&str]) {
+    for line in expected {
+        assert!(
+            judged.text.contains(line),
+            "{name}: pyHanko did not say {line:?}:\n{}",
+            judged.text
+        );
+    }
+}
+
+async fn count(tsa: &Tsa, sql: &'static str) -> i64 {
+    sqlx::query(sql)
+        .fetch_one(tsa.ctx.db.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>("n")
+}
+
+async fn levels_are_judged_by_pyhanko(backend: TestBackend) {
+    journey(backend, Keys::Soft, eid_hsm::KeySpec::EcP256).await;
+}
+
+async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
+    let tsa = Tsa::start(backend, keys, "", os_silent()).await;
+    let card = Card::issue_with(&tsa, "3900101123456", spec).await;
+    let digest = match spec {
+        eid_hsm::KeySpec::EcP384 => "'sha384'",
+        _ => "'sha256'",
+    };
+    let plain = sample(&Sample::default());
+    let with_form = sample(&Sample {
+        form: Form::Indirect,
+        ..Sample::default()
+    });
+    let streamed = sample(&Sample {
+        form: Form::Inline,
+        xref_stream: true,
+        pages: 2,
+        ..Sample::default()
+    });
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("plain-b", &plain, "B"),
+        ("plain-t", &plain, "B-T"),
+        ("plain-lt", &plain, "LT"),
+        ("form-t", &with_form, "T"),
+        ("stream-b", &streamed, "B-B"),
+        ("stream-lt", &streamed, "B-LT"),
+    ];
+    let mut signed = Vec::new();
+    for (index, (name, pdf, level)) in cases.into_iter().enumerate() {
+        // Both answers: the PDF itself, and JSON with the PDF in base64.
+        let output = sign(&tsa, &card, pdf, level, index % 2 == 0).await;
+        assert!(output.starts_with(pdf), "{name}: the original bytes stay");
+        let path = write(&tsa, &format!("{name}.pdf"), &output);
+        signed.push((name, level.trim_start_matches("B-"), output, path));
+    }
+
+    for (name, level, output, path) in &signed {
+        let verdict = openssl_judges(&tsa, name, output);
+        assert!(
+            verdict.success && verdict.text.contains("Verification successful"),
+            "{name}: openssl cms -verify: {}",
+            verdict.text
+        );
+        let judged = pyhanko_validates(&tsa, path);
+        assert!(judged.success, "{name}: pyHanko: {}", judged.text);
+        assert_said(
+            name,
+            &judged,
+            &[
+                "The signer's certificate is trusted.",
+                "The signature is cryptographically sound.",
+                &format!("The digest algorithm used was {digest}."),
+                "Signing time as reported by signer:",
+                "The signature is judged VALID.",
+            ],
+        );
+        match *level {
+            "B" => {
+                assert!(!judged.text.contains("timestamp token"), "{}", judged.text);
+                assert_said(name, &judged, &["The signature covers the entire file."]);
+            }
+            _ => assert_said(
+                name,
+                &judged,
+                &[
+                    "Signature timestamp token:",
+                    "The timestamp token is cryptographically sound.",
+                    "The TSA certificate is trusted.",
+                ],
+            ),
+        }
+        if *level == "LT" {
+            // The DSS revision after the signature is signature maintenance only.
+            assert_said(
+                name,
+                &judged,
+                &["All modifications relate to signature maintenance"],
+            );
+        }
+    }
+
+    // Changed after signing: one letter of page 2's text.
+    let (_, _, original, _) = &signed[1];
+    let at = original
+        .windows(16)
+        .position(|w| w == b"Contract, page 2")
+        .unwrap();
+    let mut tampered = original.clone();
+    tampered[at + 7] = b'b';
+    let tampered_path = write(&tsa, "tampered.pdf", &tampered);
+    let judged = pyhanko_validates(&tsa, &tampered_path);
+    assert!(!judged.success, "a changed PDF must fail: {}", judged.text);
+    assert_said(
+        "tampered",
+        &judged,
+        &["The signature is cryptographically unsound."],
+    );
+    let verdict = openssl_judges(&tsa, "tampered", &tampered);
+    assert!(!verdict.success, "openssl: {}", verdict.text);
+
+    // B-LT: with our OCSP responder gone, only the DSS can vouch for the signer's
+    // certificate; B-T, with no DSS, must then fail the same judge.
+    tsa.stop_ca().await;
+    for (name, level, _, path) in &signed {
+        let judged = pyhanko_ltv(&tsa, path);
+        if *level == "LT" {
+            assert!(judged.success, "{name}: LTV: {}", judged.text);
+            assert_said(
+                name,
+                &judged,
+                &[
+                    "DSS: 5 certificates, 1 OCSP responses, 0 CRLs",
+                    "present",
+                    "The signer's certificate is trusted.",
+                    "The timestamp token is cryptographically sound.",
+                    "AdES indication (with time, DSS only) AdESPassed.OK",
+                    "LTV: PASSED",
+                ],
+            );
+        } else if *level == "T" {
+            assert!(!judged.success, "{name}: no DSS, no LTV: {}", judged.text);
+            assert_said(
+                name,
+                &judged,
+                &["no revocation information could be found for the end-entity certificate"],
+            );
+        }
+    }
+
+    // Recorded and audited: the signed PDF kept, the prepared copy dropped.
+    assert_eq!(
+        count(
+            &tsa,
+            "SELECT COUNT(*) AS n FROM pending_signature WHERE format = 'pades' \
+             AND state = 'completed' AND signed_document IS NOT NULL \
+             AND prepared_document IS NULL AND cades IS NOT NULL"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        count(
+            &tsa,
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'signature.finalize' \
+             AND outcome = 'success' AND details LIKE '%signed_pdf_sha256%'"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        count(
+            &tsa,
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'signature.prepare' \
+             AND details LIKE '%\"format\":\"pades\"%'"
+        )
+        .await,
+        6
+    );
+    // Four signature time-stamps (plain-t, plain-lt, form-t, stream-lt).
+    assert_eq!(
+        count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
+        4
+    );
+    eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
+        .await
+        .unwrap();
+}
+
+async fn bad_pdfs_get_a_specific_problem(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let card = Card::issue(&tsa, "3900101123456").await;
+
+    prepare(&tsa, pades_request(&card, b"GIF89a, not a PDF", "T"))
+        .await
+        .assert_problem(400, "not-a-pdf");
+    let encrypted = sample(&Sample {
+        encrypted: true,
+        ..Sample::default()
+    });
+    prepare(&tsa, pades_request(&card, &encrypted, "T"))
+        .await
+        .assert_problem(422, "pdf-encrypted");
+    let plain = sample(&Sample::default());
+    let at = plain.windows(9).rposition(|w| w == b"startxref").unwrap();
+    let mut broken = plain[..at].to_vec();
+    broken.extend_from_slice(b"startxref\n9\n%%EOF\n");
+    prepare(&tsa, pades_request(&card, &broken, "T"))
+        .await
+        .assert_problem(422, "pdf-broken-xref");
+    let certified = sample(&Sample {
+        certified: Some(1),
+        ..Sample::default()
+    });
+    let answer = prepare(&tsa, pades_request(&card, &certified, "T")).await;
+    answer.assert_problem(422, "pdf-changes-forbidden");
+    assert!(answer.json()["detail"].as_str().unwrap().contains("DocMDP"));
+
+    // A digest alone cannot be signed into a PDF.
+    prepare(
+        &tsa,
+        json!({
+            "certificate": card.certificate_pem,
+            "format": "pades",
+            "digest": Base64::encode_string(&[7u8; 32]),
+            "digest_algorithm": "sha256",
+        }),
+    )
+    .await
+    .assert_problem(400, "bad-request");
+    let mut unknown = pades_request(&card, &plain, "T");
+    unknown["format"] = json!("xades");
+    prepare(&tsa, unknown)
+        .await
+        .assert_problem(400, "bad-request");
+
+    // Too large: a PDF over the limit, then a request over the body limit.
+    let mut large = plain.clone();
+    large.resize(eid_signing::pades::MAX_PDF_BYTES + 1, b' ');
+    let answer = prepare(&tsa, pades_request(&card, &large, "T")).await;
+    answer.assert_problem(413, "document-too-large");
+    let huge = vec![b'A'; 33 * 1024 * 1024];
+    post(&tsa, "/api/v1/signatures/prepare", "application/json", huge)
+        .await
+        .assert_problem(413, "request-too-large");
+
+    // Nothing stored for any of them.
+    assert_eq!(
+        count(&tsa, "SELECT COUNT(*) AS n FROM pending_signature").await,
+        0
+    );
+    // A good one still goes through after all that.
+    let output = sign(&tsa, &card, &plain, "B", true).await;
+    assert!(output.starts_with(&plain));
+}
+
+on_both_backends!(
+    levels_are_judged_by_pyhanko,
+    bad_pdfs_get_a_specific_problem
+);
+
+/// The instance's own keys on a SoftHSM2 token too, and a P-384 card (ECDSA with
+/// SHA-384: the ByteRange digest and the signed attributes follow the key).
+mod softhsm {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_p384_card() {
+        journey(TestBackend::Sqlite, Keys::SoftHsm, eid_hsm::KeySpec::EcP384).await;
+    }
+}
