@@ -487,6 +487,8 @@ impl Enrolment {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
     use super::*;
 
     fn new(given: &str, birth: &str) -> NewApplication {

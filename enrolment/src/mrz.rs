@@ -388,6 +388,8 @@ fn td2_td3(format: MrzFormat, l1: &[u8], l2: &[u8]) -> Result<Mrz, MrzError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
     use super::*;
 
     // The specimens of ICAO Doc 9303 (the fictional state of Utopia, holder Anna Maria

@@ -129,6 +129,8 @@ impl fmt::Display for NationalIdNumber {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
     use super::*;
 
     fn digits(text: &str) -> Vec<u8> {
