@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use base64ct::{Base64, Encoding};
 use common::{
-    Card, Keys, Tsa, openssl, os_silent,
+    Answer, Card, Keys, Tsa, openssl, os_silent,
     pdf::{Form, Sample, sample},
 };
 use der::{Decode, Encode};
@@ -24,60 +24,8 @@ use eid_tests::{TestBackend, on_both_backends};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-struct Answer {
-    status: u16,
-    kind: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    /// Asserts a problem+json with this status and type.
-    fn assert_problem(&self, status: u16, kind: &str) {
-        assert_eq!(
-            (self.status, self.kind.as_str()),
-            (status, "application/problem+json"),
-            "{}",
-            self.text()
-        );
-        assert_eq!(
-            self.json()["type"],
-            format!("urn:eid:problem:{kind}"),
-            "{}",
-            self.text()
-        );
-    }
-}
-
 async fn post(tsa: &Tsa, path: &str, accept: &str, body: Vec<u8>) -> Answer {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", tsa.url))
-        .header("content-type", "application/json")
-        .header("accept", accept)
-        .bearer_auth(&tsa.api_token)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let kind = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    Answer {
-        status,
-        kind,
-        body: response.bytes().await.unwrap().to_vec(),
-    }
+    tsa.api(path, Some(&tsa.api_token), accept, body).await
 }
 
 async fn prepare(tsa: &Tsa, body: Value) -> Answer {
