@@ -13,8 +13,8 @@ say() { printf '\n==> %s\n' "$*"; }
 # --- Debian packages ---------------------------------------------------------------
 # softhsm2: the PKCS#11 token the key-layer tests run on; opensc: pkcs11-tool;
 # postgresql: the second storage backend; openssl: the independent judge of signatures;
-# python3-venv: a private environment for pkilint and pyHanko; curl: presents a test ID card's
-# client certificate; chromium, chromium-driver: the browser tests of the pages.
+# python3-venv: a private environment for pkilint and pyHanko; curl: presents a test
+# ID card's client certificate; chromium, chromium-driver: the browser tests of the pages.
 packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
