@@ -337,6 +337,25 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         }
     }
 
+    // A second signer on the LT-signed PDF (its DSS kept and extended): both valid.
+    let (_, _, first, _) = &signed[2];
+    let twice = sign(&tsa, &card, first, "LT", true).await;
+    assert!(twice.starts_with(first));
+    let twice_path = write(&tsa, "twice.pdf", &twice);
+    let judged = pyhanko_validates(&tsa, &twice_path);
+    assert!(judged.success, "two signatures: {}", judged.text);
+    assert_eq!(
+        judged
+            .text
+            .matches("The signature is judged VALID.")
+            .count(),
+        2,
+        "{}",
+        judged.text
+    );
+    assert_said("twice", &judged, &["Field 2: Signature2"]);
+    signed.push(("twice", "LT", twice, twice_path));
+
     // Changed after signing: one letter of page 2's text.
     let (_, _, original, _) = &signed[1];
     let at = original
@@ -363,11 +382,31 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         let judged = pyhanko_ltv(&tsa, path);
         if *level == "LT" {
             assert!(judged.success, "{name}: LTV: {}", judged.text);
+            // Signer, CA, root, TSU, responder, each stored once (the second signer
+            // shares them); its OCSP response too when the responder gave the same one.
+            if *name == "twice" {
+                assert!(
+                    judged
+                        .text
+                        .contains("DSS: 5 certificates, 1 OCSP responses, 0 CRLs")
+                        || judged
+                            .text
+                            .contains("DSS: 5 certificates, 2 OCSP responses, 0 CRLs"),
+                    "{}",
+                    judged.text
+                );
+                assert_eq!(judged.text.matches("LTV PASSED").count(), 2);
+            } else {
+                assert_said(
+                    name,
+                    &judged,
+                    &["DSS: 5 certificates, 1 OCSP responses, 0 CRLs"],
+                );
+            }
             assert_said(
                 name,
                 &judged,
                 &[
-                    "DSS: 5 certificates, 1 OCSP responses, 0 CRLs",
                     "present",
                     "The signer's certificate is trusted.",
                     "The timestamp token is cryptographically sound.",
@@ -394,7 +433,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND prepared_document IS NULL AND cades IS NOT NULL"
         )
         .await,
-        6
+        7
     );
     assert_eq!(
         count(
@@ -403,7 +442,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND outcome = 'success' AND details LIKE '%signed_pdf_sha256%'"
         )
         .await,
-        6
+        7
     );
     assert_eq!(
         count(
@@ -412,12 +451,12 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND details LIKE '%\"format\":\"pades\"%'"
         )
         .await,
-        6
+        7
     );
-    // Four signature time-stamps (plain-t, plain-lt, form-t, stream-lt).
+    // Five signature time-stamps (plain-t, plain-lt, form-t, stream-lt, twice).
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
-        4
+        5
     );
     eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
         .await
