@@ -9,7 +9,7 @@
 mod common;
 
 use base64ct::{Base64, Encoding};
-use common::{Card, Keys, Tsa, openssl, os_silent};
+use common::{Answer, Card, Keys, Tsa, openssl, os_silent};
 use der::{Decode, Encode};
 use eid_signing::cms::{
     ID_AA_SIGNATURE_TIME_STAMP_TOKEN, ID_RI_OCSP_RESPONSE, RevocationInfoChoice, SignedData,
@@ -20,56 +20,8 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use x509_cert::der::{EncodePem, pem::LineEnding};
 
-struct Answer {
-    status: u16,
-    kind: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// Asserts a problem+json with this status and type.
-    fn assert_problem(&self, status: u16, kind: &str) {
-        assert_eq!(
-            (self.status, self.kind.as_str()),
-            (status, "application/problem+json"),
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(
-            self.json()["type"],
-            format!("urn:eid:problem:{kind}"),
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-    }
-}
-
 async fn post(tsa: &Tsa, path: &str, token: Option<&str>, accept: &str, body: Vec<u8>) -> Answer {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}{path}", tsa.url))
-        .header("content-type", "application/json")
-        .header("accept", accept)
-        .body(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let kind = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    Answer {
-        status,
-        kind,
-        body: response.bytes().await.unwrap().to_vec(),
-    }
+    tsa.api(path, token, accept, body).await
 }
 
 async fn prepare(tsa: &Tsa, body: Value) -> Answer {

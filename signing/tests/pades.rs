@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use base64ct::{Base64, Encoding};
 use common::{
-    Card, Keys, Tsa, openssl, os_silent,
+    Answer, Card, Keys, Tsa, openssl, os_silent,
     pdf::{Form, Sample, sample},
 };
 use der::{Decode, Encode};
@@ -24,60 +24,8 @@ use eid_tests::{TestBackend, on_both_backends};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-struct Answer {
-    status: u16,
-    kind: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    /// Asserts a problem+json with this status and type.
-    fn assert_problem(&self, status: u16, kind: &str) {
-        assert_eq!(
-            (self.status, self.kind.as_str()),
-            (status, "application/problem+json"),
-            "{}",
-            self.text()
-        );
-        assert_eq!(
-            self.json()["type"],
-            format!("urn:eid:problem:{kind}"),
-            "{}",
-            self.text()
-        );
-    }
-}
-
 async fn post(tsa: &Tsa, path: &str, accept: &str, body: Vec<u8>) -> Answer {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", tsa.url))
-        .header("content-type", "application/json")
-        .header("accept", accept)
-        .bearer_auth(&tsa.api_token)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let kind = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    Answer {
-        status,
-        kind,
-        body: response.bytes().await.unwrap().to_vec(),
-    }
+    tsa.api(path, Some(&tsa.api_token), accept, body).await
 }
 
 async fn prepare(tsa: &Tsa, body: Value) -> Answer {
@@ -389,6 +337,25 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         }
     }
 
+    // A second signer on the LT-signed PDF (its DSS kept and extended): both valid.
+    let (_, _, first, _) = &signed[2];
+    let twice = sign(&tsa, &card, first, "LT", true).await;
+    assert!(twice.starts_with(first));
+    let twice_path = write(&tsa, "twice.pdf", &twice);
+    let judged = pyhanko_validates(&tsa, &twice_path);
+    assert!(judged.success, "two signatures: {}", judged.text);
+    assert_eq!(
+        judged
+            .text
+            .matches("The signature is judged VALID.")
+            .count(),
+        2,
+        "{}",
+        judged.text
+    );
+    assert_said("twice", &judged, &["Field 2: Signature2"]);
+    signed.push(("twice", "LT", twice, twice_path));
+
     // Changed after signing: one letter of page 2's text.
     let (_, _, original, _) = &signed[1];
     let at = original
@@ -415,11 +382,31 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         let judged = pyhanko_ltv(&tsa, path);
         if *level == "LT" {
             assert!(judged.success, "{name}: LTV: {}", judged.text);
+            // Signer, CA, root, TSU, responder, each stored once (the second signer
+            // shares them); its OCSP response too when the responder gave the same one.
+            if *name == "twice" {
+                assert!(
+                    judged
+                        .text
+                        .contains("DSS: 5 certificates, 1 OCSP responses, 0 CRLs")
+                        || judged
+                            .text
+                            .contains("DSS: 5 certificates, 2 OCSP responses, 0 CRLs"),
+                    "{}",
+                    judged.text
+                );
+                assert_eq!(judged.text.matches("LTV PASSED").count(), 2);
+            } else {
+                assert_said(
+                    name,
+                    &judged,
+                    &["DSS: 5 certificates, 1 OCSP responses, 0 CRLs"],
+                );
+            }
             assert_said(
                 name,
                 &judged,
                 &[
-                    "DSS: 5 certificates, 1 OCSP responses, 0 CRLs",
                     "present",
                     "The signer's certificate is trusted.",
                     "The timestamp token is cryptographically sound.",
@@ -446,7 +433,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND prepared_document IS NULL AND cades IS NOT NULL"
         )
         .await,
-        6
+        7
     );
     assert_eq!(
         count(
@@ -455,7 +442,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND outcome = 'success' AND details LIKE '%signed_pdf_sha256%'"
         )
         .await,
-        6
+        7
     );
     assert_eq!(
         count(
@@ -464,12 +451,12 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND details LIKE '%\"format\":\"pades\"%'"
         )
         .await,
-        6
+        7
     );
-    // Four signature time-stamps (plain-t, plain-lt, form-t, stream-lt).
+    // Five signature time-stamps (plain-t, plain-lt, form-t, stream-lt, twice).
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
-        4
+        5
     );
     eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
         .await

@@ -5,7 +5,8 @@
 //! of the signature's /Contents string).
 //!
 //! An existing DSS (from an earlier LT signature) is kept: its entries are carried
-//! into the new DSS dictionary, which replaces it.
+//! into the new DSS dictionary, which replaces it, and what it already holds is
+//! referred to rather than stored twice.
 
 use lopdf::{Dictionary, Object, ObjectId};
 use sha1::{Digest, Sha1};
@@ -67,8 +68,20 @@ pub fn add(
             Ok(existing) => revision.array(existing, "a DSS array")?.clone(),
             Err(_) => Vec::new(),
         };
+        // What an earlier signature already stored is referred to, not stored again.
+        let stored: Vec<(Object, Vec<u8>)> = listed
+            .iter()
+            .filter_map(|entry| {
+                let content = revision.resolve(entry).ok()?.as_stream().ok()?;
+                Some((entry.clone(), content.get_plain_content().ok()?))
+            })
+            .collect();
         let mut ours = Vec::new();
         for der in unique {
+            if let Some((entry, _)) = stored.iter().find(|(_, content)| content == der) {
+                ours.push(entry.clone());
+                continue;
+            }
             let id = update.allocate();
             update.put_raw(id, stream(der));
             listed.push(Object::Reference(id));

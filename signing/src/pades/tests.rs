@@ -184,6 +184,28 @@ fn the_cms_fills_the_placeholder_and_the_dss_follows() {
         // The signature revision is intact inside the new one.
         let (_, value) = signature_field(&document);
         assert_eq!(value.get(b"Contents").unwrap().as_str().unwrap(), contents);
+
+        // A second signature's DSS keeps the first's entries and reuses its streams.
+        let other = vec![7u8; 100];
+        let more = dss::ValidationMaterial {
+            certificates: vec![b"cert two".to_vec(), b"cert three".to_vec()],
+            ocsp_responses: vec![b"ocsp".to_vec()],
+            crls: Vec::new(),
+        };
+        let again = dss::add(&with_dss, &other, &more).unwrap();
+        let document = reread(&again);
+        let catalog = document.catalog().unwrap();
+        let store = dictionary(&document, catalog.get(b"DSS").unwrap());
+        assert_eq!(store.get(b"Certs").unwrap().as_array().unwrap().len(), 3);
+        assert_eq!(store.get(b"OCSPs").unwrap().as_array().unwrap().len(), 1);
+        let vri = store.get(b"VRI").unwrap().as_dict().unwrap();
+        assert!(vri.has(dss::vri_key(&contents).as_bytes()));
+        let second = vri
+            .get(dss::vri_key(&other).as_bytes())
+            .unwrap()
+            .as_dict()
+            .unwrap();
+        assert_eq!(second.get(b"Cert").unwrap().as_array().unwrap().len(), 2);
     }
 }
 

@@ -252,20 +252,50 @@ impl Tsa {
 
     /// POSTs `body` to /tsa with `content_type`; returns the status, content type and body.
     pub async fn post(&self, content_type: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/tsa", self.url))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
+        let answer = self.request("/tsa", content_type, None, "*/*", body).await;
+        (answer.status, answer.kind, answer.body)
+    }
+
+    /// POSTs JSON `body` to the signature API at `path` with `token` as the bearer.
+    pub async fn api(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        self.request(path, "application/json", token, accept, body)
             .await
-            .unwrap();
+    }
+
+    async fn request(
+        &self,
+        path: &str,
+        content_type: &str,
+        token: Option<&str>,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let kind = response
             .headers()
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        (status, kind, response.bytes().await.unwrap().to_vec())
+        Answer {
+            status,
+            kind,
+            body: response.bytes().await.unwrap().to_vec(),
+        }
     }
 
     /// POSTs a time-stamp query file and writes the reply to `reply`.
@@ -278,6 +308,42 @@ impl Tsa {
         let path = self.path(reply);
         std::fs::write(&path, body).unwrap();
         path
+    }
+}
+
+/// An HTTP answer.
+pub struct Answer {
+    pub status: u16,
+    pub kind: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text, for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts a problem+json with this status and type.
+    pub fn assert_problem(&self, status: u16, kind: &str) {
+        assert_eq!(
+            (self.status, self.kind.as_str()),
+            (status, "application/problem+json"),
+            "{}",
+            self.text()
+        );
+        assert_eq!(
+            self.json()["type"],
+            format!("urn:eid:problem:{kind}"),
+            "{}",
+            self.text()
+        );
     }
 }
 
