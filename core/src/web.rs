@@ -34,10 +34,12 @@ pub fn no_store(mut response: Response) -> Response {
 
 /// The content security policy of every page: scripts and fetches only from the page's
 /// own origin, no framing, no third-party anything. `media-src` and `blob:` images let
-/// a page show a camera preview it captured itself.
+/// a page show a camera preview it captured itself. No `form-action`: browsers apply it
+/// to the redirects that follow a post, and a consent form must redirect to the relying
+/// party.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
      style-src 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
-     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+     base-uri 'none'; frame-ancestors 'none'";
 
 /// An HTML page with the security headers every page carries, never cached.
 pub fn html(status: StatusCode, body: String) -> Response {
