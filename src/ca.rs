@@ -5,8 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::Subcommand;
 use eid_ca::{
-    CaRole, CertificateAuthority, CertificateSerial, IssueRequest, KeyEvidence, NationalId,
-    PersonName, Profile, StatusChange, reason::ReasonCode,
+    CaRole, CertificateAuthority, CertificateSerial, CrlKind, IssueRequest, KeyEvidence,
+    NationalId, PersonName, Profile, StatusChange, reason::ReasonCode,
 };
 use eid_core::ServiceContext;
 
@@ -77,8 +77,9 @@ pub(crate) enum CaCommand {
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
     },
-    /// Publish a new full CRL for each issuing CA now (the server also does this on
-    /// every revocation and when half a CRL's validity has passed) and print where.
+    /// Publish new CRLs now: the root's, and a full and a delta CRL for each issuing CA
+    /// (the server also does this on every status change and when half a CRL's
+    /// validity has passed) and print where.
     Crl {
         /// Also write them, as DER, to this folder.
         #[arg(long, value_name = "DIR")]
@@ -160,18 +161,22 @@ pub(crate) async fn run(
             change(&ca, &serial, StatusChange::Resume, operator).await
         }
         CaCommand::Crl { out } => {
-            for issuer in [CaRole::CitizenAuthenticationCa, CaRole::CitizenSigningCa] {
-                let published = ca
-                    .publish_crl(issuer, &format!("operator:{}", operator_name(None)))
-                    .await?;
+            let actor = format!("operator:{}", operator_name(None));
+            let kinds = CaRole::CRL_ISSUERS.into_iter().flat_map(|issuer| {
+                let delta = issuer.is_issuing_ca().then_some((issuer, CrlKind::Delta));
+                std::iter::once((issuer, CrlKind::Full)).chain(delta)
+            });
+            for (issuer, kind) in kinds {
+                let published = ca.publish_crl(issuer, kind, &actor).await?;
+                let file = kind.file_name(issuer);
                 println!(
-                    "{issuer}: CRL number {} published at {}/crl/{issuer}.crl, next update {}",
+                    "{issuer}: CRL number {} published at {}/crl/{file}, next update {}",
                     published.number, ctx.config.ca.public_url, published.next_update
                 );
                 if let Some(out) = &out {
                     std::fs::create_dir_all(out)
                         .with_context(|| format!("cannot create {}", out.display()))?;
-                    let path = out.join(format!("{issuer}.crl"));
+                    let path = out.join(&file);
                     std::fs::write(&path, &published.der)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                 }

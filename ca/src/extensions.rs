@@ -15,7 +15,7 @@ use x509_cert::ext::{
         CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
         SubjectKeyIdentifier,
         certpolicy::PolicyInformation,
-        crl::dp::DistributionPoint,
+        crl::{FreshestCrl, dp::DistributionPoint},
         name::{DistributionPointName, GeneralName},
     },
 };
@@ -178,13 +178,22 @@ pub(crate) fn authority_info_access(
 
 pub(crate) fn crl_distribution_point(url: &str) -> Result<Extension, CaError> {
     extension(
-        &CrlDistributionPoints(vec![DistributionPoint {
-            distribution_point: Some(DistributionPointName::FullName(vec![uri(url)?])),
-            reasons: None,
-            crl_issuer: None,
-        }]),
+        &CrlDistributionPoints(vec![distribution_point(url)?]),
         false,
     )
+}
+
+/// freshestCRL (RFC 5280 §4.2.1.15): where the delta CRLs are; never critical.
+pub(crate) fn freshest_crl(url: &str) -> Result<Extension, CaError> {
+    extension(&FreshestCrl(vec![distribution_point(url)?]), false)
+}
+
+fn distribution_point(url: &str) -> Result<DistributionPoint, CaError> {
+    Ok(DistributionPoint {
+        distribution_point: Some(DistributionPointName::FullName(vec![uri(url)?])),
+        reasons: None,
+        crl_issuer: None,
+    })
 }
 
 pub(crate) fn subject_alt_name(names: Vec<GeneralName>) -> Result<Extension, CaError> {

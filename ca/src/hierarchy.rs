@@ -103,6 +103,19 @@ impl CaRole {
         matches!(self, Self::CitizenAuthenticationCa | Self::CitizenSigningCa)
     }
 
+    /// Whether the role publishes CRLs: the issuing CAs (full and delta) and the root
+    /// (full: the authority revocation list of what it signs).
+    pub fn publishes_crl(self) -> bool {
+        self == Self::Root || self.is_issuing_ca()
+    }
+
+    /// Every role that publishes CRLs.
+    pub const CRL_ISSUERS: [Self; 3] = [
+        Self::Root,
+        Self::CitizenAuthenticationCa,
+        Self::CitizenSigningCa,
+    ];
+
     /// The OCSP responder of an issuing CA.
     pub fn ocsp_responder(self) -> Option<Self> {
         match self {
@@ -428,6 +441,15 @@ fn plan(
             None,
             &format!("{}/ca/{}.crt", ca.public_url, issuer.role),
         )?);
+        // Everything the root signs is on the root's CRL, the authority revocation
+        // list; delegated responders carry ocsp-nocheck instead (RFC 6960 §4.2.2.2.1).
+        if issuer.role == CaRole::Root {
+            ext.push(extensions::crl_distribution_point(&format!(
+                "{}/crl/{}.crl",
+                ca.public_url,
+                CaRole::Root
+            ))?);
+        }
     }
     match role {
         CaRole::Root => {

@@ -15,8 +15,8 @@ use eid_hsm::{KeyAttributes, KeyRole, PublicKey, QscdEvidence, TokenClass};
 use serde::Deserialize;
 
 use crate::{
-    CaError, CaRole, CertificateAuthority, IssueRequest, KeyEvidence, NationalId, OcspAnswer,
-    PersonName, Profile, csr, ocsp,
+    CaError, CaRole, CertificateAuthority, CrlKind, IssueRequest, KeyEvidence, NationalId,
+    OcspAnswer, PersonName, Profile, csr, ocsp,
 };
 
 impl IntoResponse for CaError {
@@ -221,19 +221,18 @@ async fn crl(
     State(ca): State<CertificateAuthority>,
     Path(file): Path<String>,
 ) -> Result<Response, CaError> {
-    let issuer = file
-        .strip_suffix(".crl")
-        .and_then(CaRole::parse)
-        .filter(|role| role.is_issuing_ca());
-    let Some(issuer) = issuer else {
+    let Some((issuer, kind)) = CrlKind::parse_file_name(&file) else {
         return Ok(Problem::new(
             StatusCode::NOT_FOUND,
             "not-found",
-            format!("no CRL {file:?}; published: citizen-auth-ca.crl, citizen-sign-ca.crl"),
+            format!(
+                "no CRL {file:?}; published: root.crl, citizen-auth-ca.crl, \
+                 citizen-auth-ca-delta.crl, citizen-sign-ca.crl, citizen-sign-ca-delta.crl"
+            ),
         )
         .into_response());
     };
-    let published = ca.current_crl(issuer).await?;
+    let published = ca.current_crl(issuer, kind).await?;
     let max_age = (published.next_update - ca.ctx.clock.now())
         .whole_seconds()
         .max(0);

@@ -5,7 +5,8 @@
 //! (`GET /ca/{role}.crt`), and the issuance API for the registration authority
 //! (`POST /api/v1/certificates`, bearer token of a configured issuance client), OCSP
 //! (`POST /ocsp/{issuer}` and RFC 5019 `GET /ocsp/{issuer}/{request}`) and CRLs
-//! (`GET /crl/{issuer}.crl`) at the URLs written into certificates.
+//! (`GET /crl/{issuer}.crl`, delta CRLs at `/crl/{issuer}-delta.crl`, the root's at
+//! `/crl/root.crl`) at the URLs written into certificates.
 #![forbid(unsafe_code)]
 
 pub mod ceremony;
@@ -33,7 +34,7 @@ pub use hierarchy::{Authority, CaRole, Hierarchy};
 pub use issue::{IssueRequest, IssuedCertificate, KeyEvidence};
 pub use names::{NationalId, PersonName};
 pub use profile::Profile;
-pub use publication::PublishedCrl;
+pub use publication::{CrlKind, PublishedCrl};
 pub use responder::{CacheInfo, OcspAnswer};
 pub use revoke::{CertificateSummary, StatusChange, StatusChanged};
 pub use serial::CertificateSerial;

@@ -81,6 +81,7 @@ impl Profile {
             (ObjectIdentifier::new_unwrap("2.5.29.35"), false), // authorityKeyIdentifier
             (ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1"), false), // authorityInfoAccess
             (ObjectIdentifier::new_unwrap("2.5.29.31"), false), // cRLDistributionPoints
+            (ObjectIdentifier::new_unwrap("2.5.29.46"), false), // freshestCRL
             (ObjectIdentifier::new_unwrap("2.5.29.15"), true),  // keyUsage
             (ObjectIdentifier::new_unwrap("2.5.29.32"), false), // certificatePolicies
         ]);
@@ -121,6 +122,7 @@ pub(crate) fn plan(
             &format!("{public_url}/ca/{}.crt", issuer.role),
         )?,
         extensions::crl_distribution_point(&format!("{public_url}/crl/{}.crl", issuer.role))?,
+        extensions::freshest_crl(&format!("{public_url}/crl/{}-delta.crl", issuer.role))?,
         extensions::key_usage(&[profile.key_usage()])?,
         extensions::certificate_policies(&[profile.policy()])?,
     ];

@@ -1,6 +1,6 @@
 //! Revocation: revoke with an RFC 5280 reason, suspend (certificateHold) and resume.
 //! Each change is one transaction holding the new status, its audit event, the
-//! revocation epoch, the certificate's new OCSP responses and its issuer's new CRL; the
+//! revocation epoch, the certificate's new OCSP responses and its issuer's new CRLs; the
 //! responder's memory cache is updated before the call returns.
 
 use eid_core::{AuditEvent, audit};
@@ -131,15 +131,6 @@ impl CertificateAuthority {
             .map(|t| t.format(&Rfc3339))
             .transpose()
             .map_err(|e| CaError::encoding("time", e))?;
-        sqlx::query(
-            "UPDATE certificate SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
-        )
-        .bind(&time_text)
-        .bind(new_reason.map(ReasonCode::name))
-        .bind(&hex)
-        .execute(&mut *tx)
-        .await
-        .map_err(CaError::query("changing a certificate's status"))?;
         let epoch: i64 = sqlx::query(
             "UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
         )
@@ -147,6 +138,18 @@ impl CertificateAuthority {
         .await
         .and_then(|row| row.try_get("epoch"))
         .map_err(CaError::query("advancing the revocation epoch"))?;
+        // status_epoch puts the change on every delta CRL whose base predates it.
+        sqlx::query(
+            "UPDATE certificate SET revoked_at = $1, revocation_reason = $2, status_epoch = $3 \
+             WHERE serial = $4",
+        )
+        .bind(&time_text)
+        .bind(new_reason.map(ReasonCode::name))
+        .bind(epoch)
+        .bind(&hex)
+        .execute(&mut *tx)
+        .await
+        .map_err(CaError::query("changing a certificate's status"))?;
         audit::append(
             &mut tx,
             ctx.clock.as_ref(),
@@ -166,7 +169,10 @@ impl CertificateAuthority {
         let fresh = self
             .reproduce_responses(&mut tx, issuer, serial.as_bytes())
             .await?;
-        self.publish_crl_on(&mut tx, issuer).await?;
+        if ctx.config.ca.crl_full_on_change {
+            self.publish_crl_on(&mut tx, issuer).await?;
+        }
+        self.publish_delta_crl_on(&mut tx, issuer).await?;
         tx.commit()
             .await
             .map_err(CaError::query("committing a status change"))?;

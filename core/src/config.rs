@@ -329,6 +329,8 @@ struct CaSection {
     pds_url: Option<String>,
     citizen_validity_days: u32,
     crl_next_update_hours: u32,
+    delta_crl_next_update_hours: u32,
+    crl_full_on_change: bool,
     ocsp_validity_hours: u32,
     issuance_client: Vec<IssuanceClientSection>,
 }
@@ -350,6 +352,8 @@ impl Default for CaSection {
             pds_url: None,
             citizen_validity_days: 5 * 365,
             crl_next_update_hours: 24,
+            delta_crl_next_update_hours: 4,
+            crl_full_on_change: true,
             ocsp_validity_hours: 24,
             issuance_client: Vec::new(),
         }
@@ -796,8 +800,14 @@ pub struct CaConfig {
     pub pds_url: String,
     /// Validity of citizen certificates.
     pub citizen_validity_days: u32,
-    /// How long a CRL is current (`nextUpdate - thisUpdate`).
+    /// How long a full CRL is current (`nextUpdate - thisUpdate`).
     pub crl_next_update_hours: u32,
+    /// How long a delta CRL is current; deltas are re-issued at half of it.
+    pub delta_crl_next_update_hours: u32,
+    /// Whether every status change re-issues the full CRL (besides the delta CRL).
+    /// At national scale, with hundreds of thousands of entries, turn it off: full CRLs
+    /// then follow their schedule and each change costs only a small delta CRL.
+    pub crl_full_on_change: bool,
     /// How long an OCSP response is current.
     pub ocsp_validity_hours: u32,
     /// The registration-authority callers allowed to use the issuance API over HTTP,
@@ -1471,6 +1481,10 @@ fn resolve_ca(
     for (key, value) in [
         ("ca.citizen_validity_days", section.citizen_validity_days),
         ("ca.crl_next_update_hours", section.crl_next_update_hours),
+        (
+            "ca.delta_crl_next_update_hours",
+            section.delta_crl_next_update_hours,
+        ),
         ("ca.ocsp_validity_hours", section.ocsp_validity_hours),
     ] {
         if value == 0 {
@@ -1489,6 +1503,8 @@ fn resolve_ca(
         pds_url,
         citizen_validity_days: section.citizen_validity_days,
         crl_next_update_hours: section.crl_next_update_hours,
+        delta_crl_next_update_hours: section.delta_crl_next_update_hours,
+        crl_full_on_change: section.crl_full_on_change,
         ocsp_validity_hours: section.ocsp_validity_hours,
         issuance_clients,
     })

@@ -529,6 +529,61 @@ fn openssl_ocsp_status(dir: &Path, url: &str, leaf: &Path, extra: &[&str]) -> St
         .unwrap_or_else(|| panic!("no status line in {out}"))
 }
 
+/// Fetches `/crl/{file}` from the running CA, checks its HTTP headers and signature
+/// (`openssl crl -CAfile`, against `ca_file`) and returns its PEM path and the text
+/// openssl prints of it.
+async fn fetch_crl(dir: &Path, ca_url: &str, file: &str, ca_file: &Path) -> (String, String) {
+    let response = reqwest::get(format!("{ca_url}/crl/{file}")).await.unwrap();
+    assert_eq!(response.status(), 200, "{file}");
+    assert_eq!(response.headers()["content-type"], "application/pkix-crl");
+    let der = dir.join(format!("{file}.der"));
+    std::fs::write(&der, response.bytes().await.unwrap()).unwrap();
+    let pem = dir.join(format!("{file}.pem")).display().to_string();
+    let converted = judge(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            &der.display().to_string(),
+            "-out",
+            &pem,
+        ],
+    );
+    assert!(converted.status.success(), "{file}");
+    let listed = judge(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            &pem,
+            "-noout",
+            "-text",
+            "-CAfile",
+            &ca_file.display().to_string(),
+        ],
+    );
+    let listed = format!("{}{}", text(&listed.stdout), text(&listed.stderr));
+    assert!(listed.contains("verify OK"), "{file}: {listed}");
+    (pem, listed)
+}
+
+/// `openssl verify` of `leaf` against the exported chain with `crls`, extra flags
+/// first: its whole output.
+fn openssl_verify_with_crls(dir: &Path, flags: &[&str], crls: &[&str], leaf: &Path) -> String {
+    let chain = dir.join("chain.pem").display().to_string();
+    let leaf = leaf.display().to_string();
+    let mut args = vec!["verify"];
+    args.extend(flags);
+    for crl in crls {
+        args.extend(["-CRLfile", crl]);
+    }
+    args.extend(["-CAfile", &chain, &leaf]);
+    let output = judge("openssl", &args);
+    format!("{}{}", text(&output.stdout), text(&output.stderr))
+}
+
 async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
     let eid = Eid::new(backend).await;
     let dir = eid.dir.path();
@@ -677,6 +732,76 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
         text(&check.stdout).contains("certificate revoked")
             || text(&check.stderr).contains("certificate revoked")
     );
+    // The root publishes its CRL (the authority revocation list) at the URL in the
+    // issuing CA's certificate: with it, openssl checks every level of the chain.
+    let ca_url = &server.urls["ca"];
+    let pki_dir = dir.join("pki");
+    let (root_crl, root_listed) =
+        fetch_crl(dir, ca_url, "root.crl", &pki_dir.join("root.pem")).await;
+    assert!(
+        root_listed.contains("No Revoked Certificates"),
+        "{root_listed}"
+    );
+    pkilint_clean(
+        "lint_crl",
+        &["-t", "ARL", "-p", "PKIX"],
+        Path::new(&root_crl),
+    );
+    let issuing_ca = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &pki_dir.join("citizen-auth-ca.pem").display().to_string(),
+            "-noout",
+            "-ext",
+            "crlDistributionPoints",
+        ],
+    );
+    assert!(
+        text(&issuing_ca.stdout).contains("/crl/root.crl"),
+        "{}",
+        text(&issuing_ca.stdout)
+    );
+    let all_levels = ["-crl_check_all"];
+    let crls = [root_crl.as_str(), crl_pem.as_str()];
+    let out = openssl_verify_with_crls(dir, &all_levels, &crls, second);
+    assert!(out.contains(": OK"), "{out}");
+    let out = openssl_verify_with_crls(dir, &all_levels, &crls, first);
+    assert!(out.contains("certificate revoked"), "{out}");
+    // The delta CRL the leaf's freshestCRL names; with full CRLs re-issued on every
+    // change (the default), it lists nothing the full CRL does not.
+    let leaf_text = judge(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &second.display().to_string(),
+            "-noout",
+            "-text",
+        ],
+    );
+    assert!(
+        text(&leaf_text.stdout).contains("/crl/citizen-auth-ca-delta.crl"),
+        "{}",
+        text(&leaf_text.stdout)
+    );
+    let (delta, delta_listed) = fetch_crl(
+        dir,
+        ca_url,
+        "citizen-auth-ca-delta.crl",
+        &dir.join("chain.pem"),
+    )
+    .await;
+    assert!(
+        delta_listed.contains("Delta CRL Indicator"),
+        "{delta_listed}"
+    );
+    pkilint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX"], Path::new(&delta));
+    let missing = reqwest::get(format!("{ca_url}/crl/root-delta.crl"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 
     // Bad input, in the protocol's own terms; nothing changes.
     let http = reqwest::Client::new();
@@ -739,8 +864,169 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
 }
 
+/// With full CRLs on their schedule only (`crl_full_on_change = false`, for national
+/// scale), status changes reach relying parties through delta CRLs: openssl, given
+/// the full CRL and the delta, refuses the revoked certificate and accepts the one
+/// taken off hold again (removeFromCRL).
+async fn delta_crls_carry_changes_between_full_crls(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path();
+    let config = crate::write_config(&eid, "[ca]\ncrl_full_on_change = false\n").await;
+    let run = |args: Vec<String>| {
+        let eid = &eid;
+        let config = config.clone();
+        async move {
+            let args: Vec<&str> = ["--config", config.as_str()]
+                .into_iter()
+                .chain(args.iter().map(String::as_str))
+                .collect();
+            eid.run(&args).await
+        }
+    };
+    let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    assert!(run(owned(&["init"])).await.status.success());
+    let pki = dir.join("pki");
+    let export = run(owned(&[
+        "ca",
+        "export",
+        "--out",
+        &pki.display().to_string(),
+    ]))
+    .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    std::fs::write(
+        dir.join("chain.pem"),
+        [
+            std::fs::read_to_string(pki.join("root.pem")).unwrap(),
+            std::fs::read_to_string(pki.join("citizen-auth-ca.pem")).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut leaves = Vec::new();
+    for name in ["held", "compromised", "untouched"] {
+        let csr = openssl_csr(
+            dir,
+            name,
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        );
+        let issued = run(owned(
+            &[
+                &["ca", "issue", "--profile", "citizen-auth", "--csr", &csr][..],
+                &CITIZEN[..],
+            ]
+            .concat(),
+        ))
+        .await;
+        assert!(issued.status.success(), "{}", text(&issued.stderr));
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, &issued.stdout).unwrap();
+        let serial = openssl_serial(&path);
+        leaves.push((path, serial));
+    }
+    let [
+        (held, held_serial),
+        (compromised, compromised_serial),
+        (untouched, _),
+    ] = &leaves[..]
+    else {
+        unreachable!()
+    };
+    let crl = run(owned(&["ca", "crl"])).await;
+    assert!(crl.status.success(), "{}", text(&crl.stderr));
+    let address = free_address();
+    let server = {
+        let mut command = eid.command(&["--config", &config, "serve", "ca"]);
+        command
+            .env("EID_CA_LISTEN", &address)
+            .stdout(std::process::Stdio::piped());
+        super::Server::start(command, 1).await
+    };
+    let ca_url = server.urls["ca"].clone();
+    let chain = dir.join("chain.pem");
+    let (full, _) = fetch_crl(dir, &ca_url, "citizen-auth-ca.crl", &chain).await;
+    for (serial, change) in [
+        (
+            held_serial,
+            vec!["ca", "suspend", "--serial", held_serial.as_str()],
+        ),
+        (
+            compromised_serial,
+            vec![
+                "ca",
+                "revoke",
+                "--serial",
+                compromised_serial.as_str(),
+                "--reason",
+                "keyCompromise",
+            ],
+        ),
+    ] {
+        let changed = eid
+            .command(&[&["--config", config.as_str()][..], &change[..]].concat())
+            .env("EID_CA_LISTEN", &address)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            changed.status.success(),
+            "{serial}: {}",
+            text(&changed.stderr)
+        );
+    }
+    // The full CRL is the one from before the changes; the delta carries them.
+    let (full_again, full_listed) = fetch_crl(dir, &ca_url, "citizen-auth-ca.crl", &chain).await;
+    assert_eq!(
+        std::fs::read(&full).unwrap(),
+        std::fs::read(&full_again).unwrap()
+    );
+    assert!(
+        full_listed.contains("No Revoked Certificates"),
+        "{full_listed}"
+    );
+    let (delta, listed) = fetch_crl(dir, &ca_url, "citizen-auth-ca-delta.crl", &chain).await;
+    assert!(listed.contains("Delta CRL Indicator"), "{listed}");
+    for needle in [
+        held_serial.as_str(),
+        "Certificate Hold",
+        compromised_serial.as_str(),
+        "Key Compromise",
+    ] {
+        assert!(listed.contains(needle), "{needle} missing from {listed}");
+    }
+    pkilint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX"], Path::new(&delta));
+    let with_deltas = ["-crl_check", "-use_deltas"];
+    let crls = [full.as_str(), delta.as_str()];
+    let out = openssl_verify_with_crls(dir, &with_deltas, &crls, compromised);
+    assert!(out.contains("certificate revoked"), "{out}");
+    let out = openssl_verify_with_crls(dir, &with_deltas, &crls, held);
+    assert!(out.contains("certificate revoked"), "{out}");
+    let out = openssl_verify_with_crls(dir, &with_deltas, &crls, untouched);
+    assert!(out.contains(": OK"), "{out}");
+
+    // Found again: the next delta takes it off (removeFromCRL).
+    let resumed = eid
+        .command(&["--config", &config, "ca", "resume", "--serial", held_serial])
+        .env("EID_CA_LISTEN", &address)
+        .output()
+        .await
+        .unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let (delta, listed) = fetch_crl(dir, &ca_url, "citizen-auth-ca-delta.crl", &chain).await;
+    assert!(listed.contains("Remove From CRL"), "{listed}");
+    let crls = [full.as_str(), delta.as_str()];
+    let out = openssl_verify_with_crls(dir, &with_deltas, &crls, held);
+    assert!(out.contains(": OK"), "{out}");
+    let out = openssl_verify_with_crls(dir, &with_deltas, &crls, compromised);
+    assert!(out.contains("certificate revoked"), "{out}");
+    server.stop().await;
+    let verify = run(owned(&["audit", "verify"])).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
 on_both_backends!(
     revocation_reaches_ocsp_and_the_crl,
+    delta_crls_carry_changes_between_full_crls,
     citizen_certificates_pass_openssl_and_pkilint,
     ca_certificates_are_published_at_their_ca_issuers_url,
     issuance_api_serves_only_the_registration_authority,
