@@ -247,6 +247,26 @@ fn judge(tsa: &Tsa, card: &Card, name: &str, cades: &[u8], document: &str, level
         "{name}: {}",
         ocsp.text
     );
+    // The CA certificates' status: the root's CRL (the issuing CA and the TSU name
+    // it), once, signed by the root.
+    let ca_crls: Vec<Vec<u8>> = crls
+        .unwrap()
+        .iter()
+        .filter_map(|choice| match choice {
+            RevocationInfoChoice::Crl(crl) => Some(crl.to_der().unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ca_crls.len(), 1, "{name}: one CRL (the root's)");
+    let crl = write(tsa, &format!("{name}.crl"), &ca_crls[0]);
+    let checked = openssl(&[
+        "crl", "-inform", "DER", "-in", &crl, "-noout", "-CAfile", &root,
+    ]);
+    assert!(
+        checked.text.contains("verify OK"),
+        "{name}: {}",
+        checked.text
+    );
     let certificates: Vec<String> = data
         .certificates
         .as_ref()

@@ -388,10 +388,10 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                 assert!(
                     judged
                         .text
-                        .contains("DSS: 5 certificates, 1 OCSP responses, 0 CRLs")
+                        .contains("DSS: 5 certificates, 1 OCSP responses, 1 CRLs")
                         || judged
                             .text
-                            .contains("DSS: 5 certificates, 2 OCSP responses, 0 CRLs"),
+                            .contains("DSS: 5 certificates, 2 OCSP responses, 1 CRLs"),
                     "{}",
                     judged.text
                 );
@@ -400,7 +400,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                 assert_said(
                     name,
                     &judged,
-                    &["DSS: 5 certificates, 1 OCSP responses, 0 CRLs"],
+                    &["DSS: 5 certificates, 1 OCSP responses, 1 CRLs"],
                 );
             }
             assert_said(
@@ -419,7 +419,10 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
             assert_said(
                 name,
                 &judged,
-                &["no revocation information could be found for the end-entity certificate"],
+                &[
+                    "AdES indication (with time, DSS only) AdESIndeterminate",
+                    "LTV FAILED",
+                ],
             );
         }
     }

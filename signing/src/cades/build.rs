@@ -14,7 +14,7 @@ use eid_hsm::SignatureScheme;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use spki::AlgorithmIdentifierOwned;
 use time::OffsetDateTime;
-use x509_cert::{Certificate, attr::Attributes, time::Time};
+use x509_cert::{Certificate, attr::Attributes, crl::CertificateList, time::Time};
 
 use crate::{
     SignatureError,
@@ -231,6 +231,8 @@ pub struct Additions {
     pub certificates: Vec<Certificate>,
     /// OCSP responses (DER `OCSPResponse`), for LT.
     pub ocsp_responses: Vec<Vec<u8>>,
+    /// CRLs (DER `CertificateList`) of the CA certificates, for LT.
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// The DER `ContentInfo` of a detached CAdES signature.
@@ -270,22 +272,27 @@ pub fn assemble(
     };
     let mut certificates = vec![certificate.clone()];
     certificates.extend(additions.certificates.iter().cloned());
-    let crls = if additions.ocsp_responses.is_empty() {
+    let crls = if additions.ocsp_responses.is_empty() && additions.crls.is_empty() {
         None
     } else {
-        let choices = additions
+        let mut choices = additions
             .ocsp_responses
             .iter()
             .map(|der| RevocationInfoChoice::ocsp_response(der))
             .collect::<Result<Vec<_>, _>>()
             .map_err(encoding("OCSP response"))?;
+        for der in &additions.crls {
+            choices.push(RevocationInfoChoice::Crl(
+                CertificateList::from_der(der).map_err(encoding("CRL"))?,
+            ));
+        }
         Some(SetOfVec::try_from(choices).map_err(encoding("revocation values"))?)
     };
     let signed_data = SignedData {
         // RFC 5652 §5.1: v5 once a RevocationInfoChoice of type other (the OCSP
         // responses) is present; otherwise v1 (id-data, X.509 certificates only,
         // a version 1 SignerInfo).
-        version: if crls.is_some() {
+        version: if !additions.ocsp_responses.is_empty() {
             CmsVersion::V5
         } else {
             CmsVersion::V1

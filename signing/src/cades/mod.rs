@@ -181,6 +181,7 @@ pub struct Signatures {
     trust: std::sync::Arc<TrustedCas>,
     time_stamps: TimeStampSource,
     http: reqwest::Client,
+    crls: std::sync::Arc<revocation::CrlCache>,
 }
 
 fn random_id() -> Result<String, SignatureError> {
@@ -231,6 +232,7 @@ impl Signatures {
             trust: std::sync::Arc::new(trust),
             time_stamps,
             http: reqwest::Client::new(),
+            crls: std::sync::Arc::default(),
         }
     }
 
@@ -548,9 +550,12 @@ impl Signatures {
                     .certificates
                     .extend(status.responder_certificates.iter().cloned());
                 validation.ocsp_responses.push(status.response.clone());
+                // The CA certificates' status: the CRL each names (the root's).
+                self.add_ca_crls(certificate, &mut validation, now).await?;
                 for tsu in &token.certificates {
                     validation.certificates.push(tsu.clone());
                     validation.certificates.extend(self.trust.chain_of(tsu));
+                    self.add_ca_crls(tsu, &mut validation, now).await?;
                     // The TSU's own status, where its certificate names a responder.
                     if trust::ocsp_url(tsu).is_some()
                         && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
@@ -568,6 +573,7 @@ impl Signatures {
             additions
                 .ocsp_responses
                 .append(&mut validation.ocsp_responses);
+            additions.crls.append(&mut validation.crls);
         }
         let cms = build::assemble(
             certificate,
@@ -590,7 +596,7 @@ impl Signatures {
                 Ok(ValidationMaterial {
                     certificates,
                     ocsp_responses: validation.ocsp_responses,
-                    crls: Vec::new(),
+                    crls: validation.crls,
                 })
             })
             .transpose()
@@ -612,6 +618,40 @@ impl Signatures {
             cms,
             pdf: Some(pdf),
         })
+    }
+
+    /// Adds the CRL covering each CA certificate above `certificate` (and, for a TSU
+    /// certificate, the TSU itself), once each: what a validator needs for the
+    /// certificates that name a CRL rather than an OCSP responder.
+    async fn add_ca_crls(
+        &self,
+        certificate: &Certificate,
+        validation: &mut Additions,
+        now: OffsetDateTime,
+    ) -> Result<(), SignatureError> {
+        let chain = self.trust.chain_of(certificate);
+        // The signer's own status comes from OCSP; above it, and for a TSU (which names
+        // no responder), from CRLs.
+        let subjects = if trust::ocsp_url(certificate).is_some() {
+            chain.iter().collect::<Vec<_>>()
+        } else {
+            std::iter::once(certificate).chain(&chain).collect()
+        };
+        for subject in subjects {
+            let tbs = subject.tbs_certificate();
+            if tbs.issuer() == tbs.subject() {
+                continue;
+            }
+            let Some(issuer) = self.trust.issuer_of(subject) else {
+                continue;
+            };
+            if let Some(crl) = self.crls.covering(&self.http, subject, issuer, now).await?
+                && !validation.crls.contains(&crl)
+            {
+                validation.crls.push(crl);
+            }
+        }
+        Ok(())
     }
 
     async fn complete(

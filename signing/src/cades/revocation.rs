@@ -102,3 +102,141 @@ fn responder_certificates(der: &[u8]) -> Vec<Certificate> {
         .and_then(|basic| basic.certs)
         .unwrap_or_default()
 }
+
+/// The largest CRL read (an authority revocation list is small; this bounds a hostile
+/// or broken server).
+const MAX_CRL_BYTES: usize = 4 * 1024 * 1024;
+
+/// CRLs of CA certificates (the root's authority revocation list), for long-term
+/// validation data, fetched from the distribution point in the certificate and kept
+/// until half of their validity has passed.
+#[derive(Debug, Default)]
+pub(super) struct CrlCache {
+    cached: std::sync::Mutex<std::collections::HashMap<String, CachedCrl>>,
+}
+
+#[derive(Clone, Debug)]
+struct CachedCrl {
+    der: Vec<u8>,
+    refresh_after: OffsetDateTime,
+}
+
+impl CrlCache {
+    /// The current CRL covering `certificate` (a CA or TSU certificate), checked: from
+    /// `issuer`, signed by its key, current at `now`, and not listing `certificate`.
+    /// `None` when the certificate names no distribution point.
+    pub(super) async fn covering(
+        &self,
+        http: &reqwest::Client,
+        certificate: &Certificate,
+        issuer: &Certificate,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<u8>>, SignatureError> {
+        let Some(url) = super::trust::crl_url(certificate) else {
+            return Ok(None);
+        };
+        let cached = self
+            .cached
+            .lock()
+            .ok()
+            .and_then(|cached| cached.get(&url).cloned())
+            .filter(|cached| now < cached.refresh_after);
+        let der = match cached {
+            Some(cached) => cached.der,
+            None => fetch_crl(http, &url).await?,
+        };
+        let refresh_after = check_crl(&der, certificate, issuer, now)
+            .map_err(|e| SignatureError::RevocationUnavailable(format!("the CRL at {url} {e}")))?;
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.insert(
+                url,
+                CachedCrl {
+                    der: der.clone(),
+                    refresh_after,
+                },
+            );
+        }
+        Ok(Some(der))
+    }
+}
+
+async fn fetch_crl(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, SignatureError> {
+    let unavailable = SignatureError::RevocationUnavailable;
+    let response = http
+        .get(url)
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("the CRL at {url} is unreachable: {e}")))?;
+    if !response.status().is_success() {
+        return Err(unavailable(format!(
+            "the CRL at {url} answered HTTP {}",
+            response.status()
+        )));
+    }
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_CRL_BYTES as u64)
+    {
+        return Err(unavailable(format!("the CRL at {url} is too large")));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| unavailable(format!("reading the CRL at {url}: {e}")))?;
+    if body.len() > MAX_CRL_BYTES {
+        return Err(unavailable(format!("the CRL at {url} is too large")));
+    }
+    Ok(body.to_vec())
+}
+
+/// Checks a CRL for `certificate`; returns when to fetch it again (half-way through
+/// its validity).
+fn check_crl(
+    der: &[u8],
+    certificate: &Certificate,
+    issuer: &Certificate,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, String> {
+    use der::Encode;
+    let crl = x509_cert::crl::CertificateList::from_der(der)
+        .map_err(|e| format!("does not parse: {e}"))?;
+    let tbs = &crl.tbs_cert_list;
+    let issuer_tbs = issuer.tbs_certificate();
+    if &tbs.issuer != issuer_tbs.subject() {
+        return Err(format!(
+            "is issued by {}, not by the certificate's issuer {}",
+            tbs.issuer,
+            issuer_tbs.subject()
+        ));
+    }
+    let scheme = eid_hsm::SignatureScheme::from_algorithm_oid(&crl.signature_algorithm.oid)
+        .ok_or_else(|| format!("uses an unknown algorithm {}", crl.signature_algorithm.oid))?;
+    let signed = tbs.to_der().map_err(|e| format!("does not encode: {e}"))?;
+    eid_hsm::PublicKey::new(issuer_tbs.subject_public_key_info().clone())
+        .verify(scheme, &signed, crl.signature.raw_bytes())
+        .map_err(|_| "has a signature that does not verify with the issuer's key".to_owned())?;
+    let this_update = OffsetDateTime::from(tbs.this_update.to_system_time());
+    let next_update = tbs
+        .next_update
+        .map(|t| OffsetDateTime::from(t.to_system_time()))
+        .ok_or("has no nextUpdate")?;
+    if now < this_update || now >= next_update {
+        return Err(format!(
+            "is not current (thisUpdate {this_update}, nextUpdate {next_update})"
+        ));
+    }
+    let serial = certificate.tbs_certificate().serial_number();
+    if tbs
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .any(|entry| &entry.serial_number == serial)
+    {
+        return Err(format!(
+            "lists {} as revoked",
+            certificate.tbs_certificate().subject()
+        ));
+    }
+    Ok(this_update + (next_update - this_update) / 2)
+}

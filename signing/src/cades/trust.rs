@@ -124,3 +124,34 @@ impl TrustedCas {
 }
 
 pub use eid_ca::ocsp::client::ocsp_url;
+
+/// The first http:// CRL distribution point of `certificate`.
+pub fn crl_url(certificate: &Certificate) -> Option<String> {
+    use x509_cert::ext::pkix::{
+        CrlDistributionPoints,
+        name::{DistributionPointName, GeneralName},
+    };
+    const ID_CE_CRL_DISTRIBUTION_POINTS: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("2.5.29.31");
+    let extension = certificate
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == ID_CE_CRL_DISTRIBUTION_POINTS)?;
+    let points = CrlDistributionPoints::from_der(extension.extn_value.as_bytes()).ok()?;
+    points
+        .0
+        .into_iter()
+        .filter_map(|point| match point.distribution_point? {
+            DistributionPointName::FullName(names) => Some(names),
+            DistributionPointName::NameRelativeToCRLIssuer(_) => None,
+        })
+        .flatten()
+        .find_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) if uri.as_str().starts_with("http://") => {
+                Some(uri.as_str().to_owned())
+            }
+            _ => None,
+        })
+}

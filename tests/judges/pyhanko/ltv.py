@@ -4,12 +4,10 @@
 
 pyHanko's AdES validation of a signature with time (EN 319 102-1 5.5,
 `ades_with_time_validation`) seeded with the contents of the PDF's DSS, with online
-fetching of revocation data and certificates turned off: the signer's certificate
-status must come from the DSS. The signer's certificate (the end entity) needs CRL or
-OCSP data; CA and TSU certificates need it where they declare a source (pyHanko's
-'hard-fail' rule). The CLI cannot express this: `sign validate` never reads the DSS,
-and `sign adesverify` fetches online whenever it may and demands revocation data for
-every CA certificate, which a hierarchy whose offline root publishes no CRL cannot give.
+fetching of revocation data and certificates turned off: the status of every
+certificate must come from the DSS: the signer's (OCSP), the issuing CA's and the
+TSU's (the root's CRL). The CLI cannot express this: `sign validate` never reads the
+DSS, and `sign adesverify` fetches online whenever it may.
 
 Also checks the DSS has a /VRI entry for the signature, and reports, for information,
 pyHanko's long-term (past) validation, which without document time-stamps (B-LTA) has
@@ -52,7 +50,7 @@ def policy(trust, ee_rule):
         revinfo_policy=CertRevTrustPolicy(
             RevocationCheckingPolicy(
                 ee_certificate_rule=ee_rule,
-                intermediate_ca_cert_rule=RevocationCheckingRule.CHECK_IF_DECLARED,
+                intermediate_ca_cert_rule=RevocationCheckingRule.CRL_OR_OCSP_REQUIRED,
             )
         ),
     )
@@ -90,7 +88,7 @@ def main(root_path, pdf_path):
             print("DSS: none")
         spec = SignatureValidationSpec(
             cert_validation_policy=policy(trust, RevocationCheckingRule.CRL_OR_OCSP_REQUIRED),
-            ts_cert_validation_policy=policy(trust, RevocationCheckingRule.CHECK_IF_DECLARED),
+            ts_cert_validation_policy=policy(trust, RevocationCheckingRule.CRL_OR_OCSP_REQUIRED),
             revinfo_gathering_policy=RevocationInfoGatheringSpec(
                 online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY,
                 certificate_fetching_rule=CertificateFetchingRule.NEVER_FETCH,
