@@ -171,16 +171,23 @@ impl CertificateAuthority {
         };
         ctx.db
             .group_commit(&ctx.clock)
-            .write(move |conn| {
+            .write_without_savepoint(move |conn| {
                 Box::pin(async move {
-                    row.insert(conn).await?;
-                    Ok::<_, CaError>(Written {
-                        value: (),
-                        audit: vec![plan_event],
+                    // A refusal leaves the transaction sound: it is the value, not a
+                    // failure of the write (which would roll back the whole group).
+                    Ok::<_, CaError>(match row.insert(conn).await? {
+                        Ok(()) => Written {
+                            value: Ok(()),
+                            audit: vec![plan_event],
+                        },
+                        Err(refusal) => Written {
+                            value: Err(refusal),
+                            audit: Vec::new(),
+                        },
                     })
                 })
             })
-            .await?;
+            .await??;
 
         // 4. Sign, and check the certificate is exactly what was planned.
         let signer = issuer.signer.clone();
@@ -209,7 +216,7 @@ impl CertificateAuthority {
         let serial_hex = serial.to_hex();
         ctx.db
             .group_commit(&ctx.clock)
-            .write(move |conn| {
+            .write_without_savepoint(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
                         "UPDATE certificate SET state = $1, der = $2 WHERE serial = $3 AND state = 'planned'",
@@ -253,11 +260,18 @@ struct PlannedRow {
 }
 
 impl PlannedRow {
-    async fn insert(self, conn: &mut sqlx::AnyConnection) -> Result<(), CaError> {
-        sqlx::query(
+    /// Inserts the row; `Ok(Err(refusal))` for a key that is already certified, found
+    /// without failing the statement (ON CONFLICT DO NOTHING), so the insert needs no
+    /// savepoint of its own.
+    async fn insert(
+        self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<Result<(), CaError>, CaError> {
+        let inserted = sqlx::query(
             "INSERT INTO certificate (serial, issuer_role, profile, subject, national_id, \
              spki_sha256, not_before, not_after, state, tbs, requested_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'planned', $9, $10, $11)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'planned', $9, $10, $11) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(self.serial)
         .bind(self.issuer)
@@ -272,14 +286,15 @@ impl PlannedRow {
         .bind(self.created_at)
         .execute(&mut *conn)
         .await
-        .map_err(|e| match e {
-            // Two requests for one key at once: the unique index decides.
-            sqlx::Error::Database(ref d) if d.is_unique_violation() => CaError::Refused(
+        .map_err(CaError::query("storing the planned certificate"))?;
+        // Two requests for one key at once: the unique index decides. (The other
+        // unique column, the serial, has 64 random bits and more.)
+        if inserted.rows_affected() == 0 {
+            return Ok(Err(CaError::Refused(
                 "this public key is already certified; every certificate needs a fresh key".into(),
-            ),
-            other => CaError::query("storing the planned certificate")(other),
-        })?;
-        Ok(())
+            )));
+        }
+        Ok(Ok(()))
     }
 }
 

@@ -36,13 +36,16 @@ pub struct Written<T> {
     pub audit: Vec<AuditEvent>,
 }
 
+/// What one job leaves behind: its audit events, how to tell its caller, and whether it
+/// failed without a savepoint to roll back to (the batch's transaction is then spoilt).
+type JobOutcome = (Vec<AuditEvent>, Finish, bool);
+
 /// What the writer runs for one caller: the operation, which yields its audit events
 /// and how to tell the caller.
 type Job = Box<
     dyn for<'c> FnOnce(
             &'c mut AnyConnection,
-        )
-            -> Pin<Box<dyn Future<Output = (Vec<AuditEvent>, Finish)> + Send + 'c>>
+        ) -> Pin<Box<dyn Future<Output = JobOutcome> + Send + 'c>>
         + Send,
 >;
 
@@ -92,10 +95,49 @@ impl GroupCommit {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        self.submit(true, operation).await
+    }
+
+    /// [`Self::write`] for an operation of one statement that fails only when the
+    /// database does (a refusal it can foresee, such as a duplicate, it reports as a
+    /// value, e.g. with `ON CONFLICT DO NOTHING`): it runs without a savepoint, which on
+    /// PostgreSQL saves two of its three round trips. If it fails after all, the
+    /// transaction cannot go on, so every operation of the batch fails with it and
+    /// nothing of the batch is written.
+    pub async fn write_without_savepoint<T, E>(
+        &self,
+        operation: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, Written<T>, E>
+        + Send
+        + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.submit(false, operation).await
+    }
+
+    async fn submit<T, E>(
+        &self,
+        guarded: bool,
+        operation: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, Written<T>, E>
+        + Send
+        + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let (reply, outcome) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
-                let (events, result) = match run_in_savepoint(conn, operation).await {
+                let result = if guarded {
+                    run_in_savepoint(conn, operation).await
+                } else {
+                    operation(conn).await
+                };
+                let spoilt = !guarded && result.is_err();
+                let (events, result) = match result {
                     Ok(written) => (written.audit, Ok(written.value)),
                     Err(e) => (Vec::new(), Err(e)),
                 };
@@ -111,7 +153,7 @@ impl GroupCommit {
                     // The caller may have gone away; its writes stand regardless.
                     let _ = reply.send(delivered);
                 });
-                (events, finish)
+                (events, finish, spoilt)
             })
         });
         self.jobs.send(job).await.map_err(|_| {
@@ -202,24 +244,40 @@ async fn run(db: Database, clock: Arc<dyn Clock>, receiver: Arc<Mutex<mpsc::Rece
         };
         let mut finishes = Vec::with_capacity(jobs.len());
         let mut events = Vec::new();
+        let mut spoilt = false;
         for job in jobs {
-            let (job_events, finish) = job(&mut tx).await;
+            let (job_events, finish, job_spoilt) = job(&mut tx).await;
             events.extend(job_events);
             finishes.push(finish);
+            spoilt |= job_spoilt;
         }
-        let appended: Result<(), AuditError> = audit::append_all(&mut tx, clock.as_ref(), &events)
-            .await
-            .map(|_| ());
-        let committed = match appended {
-            Ok(()) => tx.commit().await.map_err(|source| DbError::Query {
-                operation: "committing a group of writes",
-                source,
-            }),
-            // Without its audit entries nothing of the batch may commit.
-            Err(e) => Err(DbError::Query {
-                operation: "appending a group's audit entries",
-                source: sqlx::Error::Protocol(e.to_string()),
-            }),
+        let committed = if spoilt {
+            // Dropping the transaction rolls it back.
+            drop(tx);
+            Err(DbError::Query {
+                operation: "a group of writes",
+                source: sqlx::Error::Protocol(
+                    "another write of the same group failed without a savepoint, so the \
+                     group was rolled back"
+                        .into(),
+                ),
+            })
+        } else {
+            let appended: Result<(), AuditError> =
+                audit::append_all(&mut tx, clock.as_ref(), &events)
+                    .await
+                    .map(|_| ());
+            match appended {
+                Ok(()) => tx.commit().await.map_err(|source| DbError::Query {
+                    operation: "committing a group of writes",
+                    source,
+                }),
+                // Without its audit entries nothing of the batch may commit.
+                Err(e) => Err(DbError::Query {
+                    operation: "appending a group's audit entries",
+                    source: sqlx::Error::Protocol(e.to_string()),
+                }),
+            }
         };
         for finish in finishes {
             finish(committed.as_ref().map(|_| ()));

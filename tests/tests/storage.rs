@@ -393,8 +393,63 @@ async fn group_commit_keeps_each_operation_whole(backend: TestBackend) {
     );
 }
 
+/// Operations without a savepoint: one that fails takes its whole group down with it
+/// (on PostgreSQL the transaction cannot go on), and exactly the callers told "done"
+/// have their writes and audit entries stored.
+async fn group_commit_without_savepoints_fails_whole_groups(backend: TestBackend) {
+    let f = fixture(backend).await;
+    let clock: Arc<dyn Clock> = f.clock.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..60_i64 {
+        let db = f.db.clone();
+        let clock = clock.clone();
+        tasks.spawn(async move {
+            db.group_commit(&clock)
+                .write_without_savepoint(move |conn| {
+                    Box::pin(async move {
+                        let sql = if n % 20 == 7 {
+                            "UPDATE no_such_table SET x = 1"
+                        } else {
+                            "UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1"
+                        };
+                        sqlx::query(sql)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(eid_core::DbError::query("counting"))?;
+                        Ok::<_, AuditError>(eid_core::group_commit::Written {
+                            value: n,
+                            audit: vec![event(n as usize)],
+                        })
+                    })
+                })
+                .await
+        });
+    }
+    let mut succeeded = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            Ok(n) => {
+                assert_ne!(n % 20, 7);
+                succeeded += 1;
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+    assert!(succeeded <= 57, "the three failing operations failed");
+    let epoch: i64 = sqlx::query("SELECT epoch FROM revocation_epoch WHERE id = 1")
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap()
+        .try_get("epoch")
+        .unwrap();
+    assert_eq!(epoch, succeeded, "exactly the reported writes are stored");
+    let report = audit::verify(&f.db, f.signer.public_key()).await.unwrap();
+    assert_eq!(report.entries, succeeded);
+}
+
 on_both_backends!(
     group_commit_keeps_each_operation_whole,
+    group_commit_without_savepoints_fails_whole_groups,
     migrations_are_idempotent,
     chain_verifies_and_checkpoints_cover_the_head,
     entry_is_written_with_its_change_or_not_at_all,
