@@ -134,6 +134,25 @@ impl CaRole {
         }
     }
 
+    /// Whether the system renews the role's certificate by itself (same key, new
+    /// certificate from the same issuer) when it falls due: the short-lived
+    /// certificates of the services. CA certificates are renewed in a ceremony.
+    pub fn renews_automatically(self) -> bool {
+        matches!(
+            self,
+            Self::OcspCitizenAuthentication
+                | Self::OcspCitizenSigning
+                | Self::TimeStamping
+                | Self::IdpTls
+        )
+    }
+
+    /// How long before its end a renewable certificate is renewed: a twelfth of its
+    /// lifetime (a month for the one-year responder and TLS certificates).
+    pub fn renewal_window(self) -> Duration {
+        self.lifetime() / 12
+    }
+
     fn lifetime(self) -> Duration {
         const DAY: u64 = 24 * 60 * 60;
         Duration::from_secs(
@@ -319,12 +338,29 @@ impl Hierarchy {
         let mut authorities = BTreeMap::new();
         for role in CaRole::ALL {
             let authority = match load(ctx, role).await? {
+                Some(authority) if authority.due_for_renewal(ctx.clock.now()) => {
+                    renew(ctx, authority, &authorities).await?
+                }
                 Some(authority) => authority,
                 None => create(ctx, role, &authorities, None).await?,
             };
             authorities.insert(role, authority);
         }
         Ok(Self { authorities })
+    }
+
+    /// The renewable certificates that will fall due before `at` (the server warns
+    /// of them; the next start renews them).
+    pub fn due_for_renewal(&self, at: OffsetDateTime) -> Vec<&Authority> {
+        self.iter()
+            .filter(|authority| authority.due_for_renewal(at))
+            .collect()
+    }
+}
+
+impl Authority {
+    fn due_for_renewal(&self, at: OffsetDateTime) -> bool {
+        self.role.renews_automatically() && at + self.role.renewal_window() >= self.not_after()
     }
 }
 
@@ -527,17 +563,172 @@ pub(crate) async fn create(
         None => KeyOrigin::Ensure(role.key_spec()),
     };
     let signer = signer_for(ctx, role, origin).await?;
+    let made = certify(ctx, role, &signer, issuer, chosen, None).await?;
+    let text = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| CaError::encoding("time", e));
+
+    let mut tx = ctx.db.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO ca_certificate (role, serial, issuer_role, key_label, subject, not_before, \
+         not_after, der, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(role.name())
+    .bind(made.serial.to_hex())
+    .bind(role.issuer().map(CaRole::name))
+    .bind(role.key_label())
+    .bind(&made.subject)
+    .bind(text(made.not_before)?)
+    .bind(text(made.not_after)?)
+    .bind(&made.der)
+    .bind(text(ctx.clock.now())?)
+    .execute(&mut *tx)
+    .await
+    .map_err(CaError::query("storing a CA certificate"))?;
+    audit::append(
+        &mut tx,
+        ctx.clock.as_ref(),
+        &AuditEvent::new(
+            chosen.map_or("system", |c| c.actor.as_str()),
+            "ca.certificate.create",
+            "ca-certificate",
+            role.name(),
+        )
+        .details(serde_json::json!({
+            "serial": made.serial.to_hex(),
+            "subject": made.subject,
+            "issuer": role.issuer().map(CaRole::name),
+            "key_label": role.key_label(),
+            "key_store": ctx.keys.description(),
+            "not_after": text(made.not_after)?,
+        })),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(CaError::query("committing a CA certificate"))?;
+    tracing::info!(role = role.name(), serial = %made.serial, "created CA certificate");
+    Ok(Authority {
+        role,
+        certificate: made.certificate,
+        der: made.der,
+        signer,
+    })
+}
+
+/// A new certificate for the same key, from the same issuer, in place of one that is
+/// falling due; the old one is named in the audit event.
+async fn renew(
+    ctx: &ServiceContext,
+    old: Authority,
+    created: &BTreeMap<CaRole, Authority>,
+) -> Result<Authority, CaError> {
+    let role = old.role;
+    let issuer = match role.issuer() {
+        Some(issuer_role) => Some(
+            created
+                .get(&issuer_role)
+                .ok_or_else(|| CaError::Task(format!("{issuer_role} must load before {role}")))?,
+        ),
+        None => None,
+    };
+    let made = certify(ctx, role, &old.signer, issuer, None, Some(&old.certificate)).await?;
+    let old_serial =
+        CertificateSerial::from_certificate(old.certificate.tbs_certificate().serial_number());
+    let text = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| CaError::encoding("time", e));
+    let mut tx = ctx.db.begin_write().await?;
+    // Only over the certificate this process saw: of two processes starting at once,
+    // one renews and the other loads its result.
+    let replaced = sqlx::query(
+        "UPDATE ca_certificate SET serial = $1, subject = $2, not_before = $3, not_after = $4, \
+         der = $5, created_at = $6 WHERE role = $7 AND serial = $8",
+    )
+    .bind(made.serial.to_hex())
+    .bind(&made.subject)
+    .bind(text(made.not_before)?)
+    .bind(text(made.not_after)?)
+    .bind(&made.der)
+    .bind(text(ctx.clock.now())?)
+    .bind(role.name())
+    .bind(old_serial.to_hex())
+    .execute(&mut *tx)
+    .await
+    .map_err(CaError::query("replacing a CA certificate"))?;
+    if replaced.rows_affected() == 0 {
+        drop(tx);
+        return load(ctx, role)
+            .await?
+            .ok_or_else(|| CaError::Task(format!("the {role} certificate vanished")));
+    }
+    audit::append(
+        &mut tx,
+        ctx.clock.as_ref(),
+        &AuditEvent::new(
+            "system",
+            "ca.certificate.renew",
+            "ca-certificate",
+            role.name(),
+        )
+        .details(serde_json::json!({
+            "serial": made.serial.to_hex(),
+            "replaces": old_serial.to_hex(),
+            "replaced_not_after": text(old.not_after())?,
+            "not_after": text(made.not_after)?,
+            "key_label": role.key_label(),
+        })),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(CaError::query("committing a renewed CA certificate"))?;
+    tracing::info!(role = role.name(), serial = %made.serial, replaces = %old_serial, "renewed certificate");
+    Ok(Authority {
+        role,
+        certificate: made.certificate,
+        der: made.der,
+        signer: old.signer,
+    })
+}
+
+/// A signed certificate for a role, before it is stored.
+struct Made {
+    certificate: Certificate,
+    der: Vec<u8>,
+    serial: CertificateSerial,
+    subject: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+/// Plans and signs the certificate of `role` for `signer`'s key; a renewal keeps the
+/// `previous` certificate's subject and length of validity (a ceremony may have chosen
+/// both).
+async fn certify(
+    ctx: &ServiceContext,
+    role: CaRole,
+    signer: &KeySigner,
+    issuer: Option<&Authority>,
+    chosen: Option<&RoleOverride>,
+    previous: Option<&Certificate>,
+) -> Result<Made, CaError> {
     let spki = signer.public_key().spki().clone();
-    let planned = plan(ctx, role, &spki, issuer, chosen)?;
+    let mut planned = plan(ctx, role, &spki, issuer, chosen)?;
     let serial = CertificateSerial::random()?;
     let now = ctx.clock.now();
     // Back-dated an hour so relying parties with a slightly slow clock accept it.
     let not_before = now - time::Duration::hours(1);
-    let mut not_after = now + chosen.map_or(role.lifetime(), |c| c.lifetime);
+    let mut lifetime = time::Duration::try_from(chosen.map_or(role.lifetime(), |c| c.lifetime))
+        .map_err(|e| CaError::encoding("validity", e))?;
+    if let Some(previous) = previous {
+        planned.subject = previous.tbs_certificate().subject().clone();
+        let validity = previous.tbs_certificate().validity();
+        let (from, to): (std::time::SystemTime, std::time::SystemTime) =
+            (validity.not_before.into(), validity.not_after.into());
+        lifetime = OffsetDateTime::from(to) - OffsetDateTime::from(from) - time::Duration::hours(1);
+    }
+    let mut not_after = now + lifetime;
     if let Some(issuer) = issuer {
         not_after = not_after.min(issuer.not_after());
     }
-    let issuing_signer = issuer.map_or(&signer, |issuer| &issuer.signer).clone();
+    let issuing_signer = issuer.map_or(signer, |issuer| &issuer.signer).clone();
     let der = tokio::task::spawn_blocking(move || {
         prepare(
             planned,
@@ -555,52 +746,12 @@ pub(crate) async fn create(
     let tbs = certificate.tbs_certificate();
     let serial = CertificateSerial::from_certificate(tbs.serial_number());
     let subject = tbs.subject().to_string();
-    let text = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| CaError::encoding("time", e));
-
-    let mut tx = ctx.db.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO ca_certificate (role, serial, issuer_role, key_label, subject, not_before, \
-         not_after, der, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(role.name())
-    .bind(serial.to_hex())
-    .bind(role.issuer().map(CaRole::name))
-    .bind(role.key_label())
-    .bind(&subject)
-    .bind(text(not_before)?)
-    .bind(text(not_after)?)
-    .bind(&der)
-    .bind(text(now)?)
-    .execute(&mut *tx)
-    .await
-    .map_err(CaError::query("storing a CA certificate"))?;
-    audit::append(
-        &mut tx,
-        ctx.clock.as_ref(),
-        &AuditEvent::new(
-            chosen.map_or("system", |c| c.actor.as_str()),
-            "ca.certificate.create",
-            "ca-certificate",
-            role.name(),
-        )
-        .details(serde_json::json!({
-            "serial": serial.to_hex(),
-            "subject": subject,
-            "issuer": role.issuer().map(CaRole::name),
-            "key_label": role.key_label(),
-            "key_store": ctx.keys.description(),
-            "not_after": text(not_after)?,
-        })),
-    )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(CaError::query("committing a CA certificate"))?;
-    tracing::info!(role = role.name(), serial = %serial, "created CA certificate");
-    Ok(Authority {
-        role,
+    Ok(Made {
         certificate,
         der,
-        signer,
+        serial,
+        subject,
+        not_before,
+        not_after,
     })
 }

@@ -263,10 +263,7 @@ impl PlannedRow {
     /// Inserts the row; `Ok(Err(refusal))` for a key that is already certified, found
     /// without failing the statement (ON CONFLICT DO NOTHING), so the insert needs no
     /// savepoint of its own.
-    async fn insert(
-        self,
-        conn: &mut sqlx::AnyConnection,
-    ) -> Result<Result<(), CaError>, CaError> {
+    async fn insert(self, conn: &mut sqlx::AnyConnection) -> Result<Result<(), CaError>, CaError> {
         let inserted = sqlx::query(
             "INSERT INTO certificate (serial, issuer_role, profile, subject, national_id, \
              spki_sha256, not_before, not_after, state, tbs, requested_by, created_at) \

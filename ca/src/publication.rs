@@ -340,14 +340,27 @@ impl CertificateAuthority {
     }
 
     /// Keeps revocation data current while serving: notices status changes made by
-    /// other processes (every 250 ms) and republishes CRLs that have used up half of
-    /// their validity (checked every minute).
+    /// other processes (every 250 ms), republishes CRLs that have used up half of
+    /// their validity (checked every minute), and warns of service certificates due for
+    /// renewal (every six hours; the next start renews them).
     pub async fn maintain(self, shutdown: CancellationToken) {
         let mut sync = tokio::time::interval(Duration::from_millis(250));
         let mut crls = tokio::time::interval(Duration::from_secs(60));
+        let mut renewals = tokio::time::interval(Duration::from_secs(6 * 60 * 60));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                _ = renewals.tick() => {
+                    // A running server keeps the certificates it started with; the
+                    // next start renews those that fell due (Hierarchy::ensure).
+                    for authority in self.hierarchy.due_for_renewal(self.ctx.clock.now()) {
+                        tracing::warn!(
+                            role = authority.role.name(),
+                            not_after = %authority.not_after(),
+                            "certificate due for renewal: restart the service to renew it"
+                        );
+                    }
+                }
                 _ = sync.tick() => {
                     if let Err(e) = self.sync_revocations().await {
                         tracing::warn!(error = %e, "checking the revocation epoch failed");
