@@ -89,6 +89,13 @@ pub enum OcspError {
     /// The nonce extension appears more than once.
     #[error("OCSP request carries the nonce extension more than once")]
     DuplicateNonce,
+    /// A critical extension this responder does not understand (RFC 6960 §4.4: only
+    /// unrecognised non-critical extensions may be ignored).
+    #[error("OCSP request carries a critical extension {oid} this responder does not support")]
+    UnsupportedCriticalExtension {
+        /// The extension.
+        oid: ObjectIdentifier,
+    },
     /// The nonce is empty or longer than RFC 8954 allows.
     #[error("OCSP nonce is {len} octets; RFC 8954 allows 1 to 32")]
     NonceLength {
@@ -151,6 +158,7 @@ impl OcspError {
             | Self::UnsupportedHashAlgorithm { .. }
             | Self::CertIdHashLength { .. }
             | Self::DuplicateNonce
+            | Self::UnsupportedCriticalExtension { .. }
             | Self::NonceLength { .. }
             | Self::GetEncoding { .. } => ErrorStatus::MalformedRequest,
             Self::NoEntries
@@ -384,9 +392,18 @@ pub struct ParsedRequest {
     pub nonce: Option<Vec<u8>>,
 }
 
+/// The request extensions this responder acts on: the nonce (echoed), and acceptable
+/// response types (it answers only with the basic type, which RFC 6960 §4.2.1 makes
+/// mandatory to accept).
+const UNDERSTOOD: [ObjectIdentifier; 2] = [
+    ID_PKIX_OCSP_NONCE,
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.4"),
+];
+
 /// Decodes an RFC 6960 `OCSPRequest` (a POST body, or a GET path after
 /// [`parse_get_path`]). A request signature, if any, is not checked: RFC 5019
-/// responders do not require one.
+/// responders do not require one (and answer anyone). A critical extension it does
+/// not understand makes the request malformed; others are ignored.
 pub fn parse_request(der: &[u8]) -> Result<ParsedRequest, OcspError> {
     if der.len() > MAX_REQUEST_BYTES {
         return Err(OcspError::RequestTooLarge {
@@ -413,6 +430,21 @@ pub fn parse_request(der: &[u8]) -> Result<ParsedRequest, OcspError> {
         .map(|request| CertIdKey::from_asn1(&request.req_cert))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let per_certificate = tbs
+        .request_list
+        .iter()
+        .flat_map(|request| request.single_request_extensions.iter().flatten());
+    if let Some(unknown) = tbs
+        .request_extensions
+        .iter()
+        .flatten()
+        .chain(per_certificate)
+        .find(|extension| extension.critical && !UNDERSTOOD.contains(&extension.extn_id))
+    {
+        return Err(OcspError::UnsupportedCriticalExtension {
+            oid: unknown.extn_id,
+        });
+    }
     let mut nonces = tbs
         .request_extensions
         .iter()
@@ -752,6 +784,55 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_critical_extensions_are_refused_and_others_ignored() {
+        use der::asn1::{Null, OctetString, Uint};
+        use spki::AlgorithmIdentifierOwned;
+        use x509_cert::ext::Extension;
+        let extension = |critical| Extension {
+            extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1"),
+            critical,
+            extn_value: OctetString::new([0x05, 0x00]).unwrap(),
+        };
+        let request = |global: Option<Extension>, single: Option<Extension>| {
+            OcspRequest {
+                tbs_request: asn1::TbsRequest {
+                    version: Version::V1,
+                    requestor_name: None,
+                    request_list: vec![asn1::Request {
+                        req_cert: CertId {
+                            hash_algorithm: AlgorithmIdentifierOwned {
+                                oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
+                                parameters: Some(Null.into()),
+                            },
+                            issuer_name_hash: OctetString::new([1u8; 20]).unwrap(),
+                            issuer_key_hash: OctetString::new([2u8; 20]).unwrap(),
+                            serial_number: Uint::new(&[1, 2]).unwrap(),
+                        },
+                        single_request_extensions: single.map(|e| vec![e]),
+                    }],
+                    request_extensions: global.map(|e| vec![e]),
+                },
+                optional_signature: None,
+            }
+            .to_der()
+            .unwrap()
+        };
+        for der in [
+            request(Some(extension(true)), None),
+            request(None, Some(extension(true))),
+        ] {
+            let error = parse_request(&der).unwrap_err();
+            assert!(
+                matches!(error, OcspError::UnsupportedCriticalExtension { .. }),
+                "{error}"
+            );
+            assert_eq!(error.response_status(), ErrorStatus::MalformedRequest);
+        }
+        let parsed = parse_request(&request(Some(extension(false)), Some(extension(false))));
+        assert_eq!(parsed.unwrap().certs.len(), 1);
     }
 
     #[test]
