@@ -1,5 +1,6 @@
 //! The identity provider through `eid serve`: an ID-card login judged end to end by an
-//! independent, certified relying-party library (openid-client, Node), and the error
+//! independent, certified relying-party library (openid-client, Node) and by the
+//! `openidconnect` crate, and the error
 //! behaviour the OpenID conformance suite checks, on SQLite and PostgreSQL.
 
 use std::{
@@ -885,6 +886,25 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
 /// browser that can present a client certificate without a dialog); returns the session
 /// and browser cookies.
 fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, String) {
+    let account = card_browser(issuer, &format!("{issuer}/account/login"), dir, cert, key);
+    assert!(account.ends_with("/account"), "{account}");
+    let jar = std::fs::read_to_string(dir.join("jar")).unwrap();
+    let cookie = |name: &str| {
+        jar.lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                (fields.len() == 7 && fields[5] == name).then(|| fields[6].to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name} cookie in {jar}"))
+    };
+    (cookie("eid_session"), cookie("eid_browser"))
+}
+
+/// A browser holding an ID card, played by curl (cookies in `dir`/jar): opens `start`,
+/// which must lead to the login page, logs in at the card listener, allows consent if
+/// asked, and returns where the provider sends it at the end (the account page, or
+/// the relying party's redirect URI with the authorization response).
+fn card_browser(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) -> String {
     let jar = dir.join("jar");
     let curl = |args: &[&str]| -> String {
         let output = std::process::Command::new("curl")
@@ -897,7 +917,7 @@ fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, S
             .unwrap_or_else(|e| panic!("cannot run curl ({e}): deploy/test.sh installs it"));
         text(&output.stdout)
     };
-    let login = curl(&[&format!("{issuer}/account/login")]);
+    let login = curl(&[start]);
     let id = login.rsplit('/').next().unwrap().to_owned();
     assert!(login.contains("/login/"), "{login}");
     let card_url = format!(
@@ -915,18 +935,27 @@ fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, S
         &card_url,
     ]);
     assert!(handoff.contains("handoff="), "{handoff}");
-    let account = curl(&[&handoff]);
-    assert!(account.ends_with("/account"), "{account}");
-    let jar = std::fs::read_to_string(&jar).unwrap();
-    let cookie = |name: &str| {
-        jar.lines()
-            .find_map(|line| {
-                let fields: Vec<&str> = line.split('\t').collect();
-                (fields.len() == 7 && fields[5] == name).then(|| fields[6].to_owned())
-            })
-            .unwrap_or_else(|| panic!("no {name} cookie in {jar}"))
-    };
-    (cookie("eid_session"), cookie("eid_browser"))
+    let next = curl(&[&handoff]);
+    if !next.contains("/consent/") {
+        return next;
+    }
+    let page = dir.join("consent.html");
+    let fetched = std::process::Command::new("curl")
+        .args(["-s", "-b"])
+        .arg(&jar)
+        .arg("-o")
+        .arg(&page)
+        .arg(&next)
+        .status()
+        .unwrap();
+    assert!(fetched.success());
+    let html = std::fs::read_to_string(&page).unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token on {html}"));
+    curl(&["--data", &format!("csrf={csrf}&decision=allow"), &next])
 }
 
 /// What the card listener answers a (new) login with this card: the HTTP status.
@@ -1290,8 +1319,154 @@ async fn session_reuse_follows_max_age_and_prompt(backend: TestBackend) {
     server.stop().await;
 }
 
+/// The `openidconnect` crate's HTTP hook, served by the tests' reqwest (no redirects).
+async fn oidc_http(
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let response = http()
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut answer = openidconnect::http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        answer = answer.header(name, value);
+    }
+    let body = response.bytes().await.map_err(std::io::Error::other)?;
+    answer.body(body.to_vec()).map_err(std::io::Error::other)
+}
+
+/// The code flow driven by the `openidconnect` crate as the relying party: discovery,
+/// PKCE, the RFC 9207 `iss` parameter, the code exchange with client_secret_basic, the
+/// ID token verified against the JWKS (ES256, iss, aud, exp, nonce, at_hash), acr and
+/// amr of an ID-card login, userinfo for the same subject, and a refresh.
+async fn id_card_login_is_accepted_by_the_openidconnect_crate(backend: TestBackend) {
+    use openidconnect::{
+        AccessTokenHash, AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret,
+        CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope,
+        TokenResponse,
+        core::{
+            CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+            CoreUserInfoClaims,
+        },
+    };
+
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    run(&eid, &addresses, &["init"]).await;
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    run(
+        &eid,
+        &addresses,
+        &[
+            "ca",
+            "export",
+            "--out",
+            &dir.join("pki").display().to_string(),
+        ],
+    )
+    .await;
+    let (client_id, secret) = register(&eid, &addresses, &["--scope", "profile"]).await;
+    let server = serve(&eid, &addresses).await;
+    let issuer = format!("http://{}", addresses.idp);
+
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.clone()).unwrap(), &oidc_http)
+            .await
+            .unwrap();
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(client_id.clone()),
+        Some(ClientSecret::new(secret)),
+    )
+    .set_redirect_uri(RedirectUrl::new("http://127.0.0.1:9/callback".into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let high = "http://eidas.europa.eu/LoA/high";
+    let (url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_auth_context_value(AuthenticationContextClass::new(high.into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let callback = card_browser(&issuer, url.as_str(), &dir, &cert, &key);
+    let response = query_of(&callback);
+    assert_eq!(response["state"], *state.secret(), "{callback}");
+    assert_eq!(response["iss"], issuer, "RFC 9207");
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(response["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&oidc_http)
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().expect("an ID token");
+    let id_verifier = client
+        .id_token_verifier()
+        .set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let claims = id_token.claims(&id_verifier, &nonce).unwrap();
+    let at_hash = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&id_verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&at_hash));
+    assert_eq!(
+        claims.auth_context_ref().map(|acr| acr.as_str()),
+        Some(high)
+    );
+    let amr: Vec<&str> = claims
+        .auth_method_refs()
+        .into_iter()
+        .flatten()
+        .map(|amr| amr.as_str())
+        .collect();
+    assert_eq!(amr, ["hwk", "mfa", "pin", "sc"]);
+    assert!(claims.auth_time().is_some());
+    assert!(
+        !claims.subject().as_str().contains("3900101123456"),
+        "pairwise"
+    );
+
+    let userinfo: CoreUserInfoClaims = client
+        .user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        )
+        .unwrap()
+        .request_async(&oidc_http)
+        .await
+        .unwrap();
+    assert_eq!(userinfo.subject(), claims.subject());
+    let given = userinfo.given_name().and_then(|name| name.get(None));
+    assert_eq!(given.map(|name| name.as_str()), Some("Mary"));
+
+    let refreshed = client
+        .exchange_refresh_token(tokens.refresh_token().expect("a refresh token"))
+        .unwrap()
+        .request_async(&oidc_http)
+        .await
+        .unwrap();
+    assert_ne!(
+        refreshed.refresh_token().map(|t| t.secret()),
+        tokens.refresh_token().map(|t| t.secret()),
+        "refresh tokens rotate"
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
     session_reuse_follows_max_age_and_prompt,
+    id_card_login_is_accepted_by_the_openidconnect_crate,
     id_card_login_is_accepted_by_an_independent_relying_party,
     protocol_errors_follow_the_specifications,
     passkey_journey_in_a_real_browser,
