@@ -257,6 +257,7 @@ struct EnrolmentSection {
     applications_per_minute: u32,
     document_type: Vec<DocumentTypeSection>,
     reader: Option<ReaderSection>,
+    status_client: Vec<IssuanceClientSection>,
 }
 
 impl Default for EnrolmentSection {
@@ -268,6 +269,7 @@ impl Default for EnrolmentSection {
             applications_per_minute: 20,
             document_type: Vec::new(),
             reader: None,
+            status_client: Vec::new(),
         }
     }
 }
@@ -549,6 +551,9 @@ pub struct EnrolmentConfig {
     pub document_types: Vec<DocumentType>,
     /// The desk's card or SIM reader, if it has one (`[enrolment.reader]`).
     pub reader: Option<ReaderConfig>,
+    /// Relying services allowed to ask for an identity's status
+    /// (`[[enrolment.status_client]]`), each with its bearer token.
+    pub status_clients: Vec<ApiClient>,
 }
 
 /// A kind of identity document the desk accepts.
@@ -1637,6 +1642,18 @@ fn resolve_enrolment(
         applications_per_minute: section.applications_per_minute,
         document_types,
         reader,
+        status_clients: resolve_bearer_clients(
+            "enrolment.status_client",
+            section.status_client,
+            env,
+            relative,
+        )?
+        .into_iter()
+        .map(|(name, token)| ApiClient {
+            name,
+            token: std::sync::Arc::new(token),
+        })
+        .collect(),
     })
 }
 
@@ -2224,6 +2241,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(secrets.path().join("eid-card-transport-code"), "55667788\n").unwrap();
+        std::fs::write(
+            secrets.path().join("eid-status-benefits-token"),
+            "a-relying-service-status-token-of-some-length\n",
+        )
+        .unwrap();
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
@@ -2235,6 +2257,7 @@ mod tests {
         let reader = config.enrolment.reader.as_ref().unwrap();
         assert_eq!(reader.key, "ec-p384");
         assert_eq!(reader.transport_code.expose_secret(), "55667788");
+        assert_eq!(config.enrolment.status_clients[0].name, "benefits-office");
         assert_eq!(
             config.database.display_url,
             "postgres://eid@db.internal:5432/eid"
