@@ -230,6 +230,28 @@ impl Browser {
     pub(crate) async fn click_and_wait(&self, css: &str) {
         let old = self.find("html").await;
         self.click(css).await;
+        self.wait_until_gone(&old, css).await;
+    }
+
+    /// Runs a script in the page (its `arguments` are `args`) and returns what it returns.
+    pub(crate) async fn execute(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// Runs a script in the page (its `arguments` are `args`) that leads to another page,
+    /// and waits until the page it ran on has gone.
+    pub(crate) async fn script_and_wait(&self, script: &str, args: Value) {
+        let old = self.find("html").await;
+        self.execute(script, args).await;
+        self.wait_until_gone(&old, "a script").await;
+    }
+
+    async fn wait_until_gone(&self, old: &str, css: &str) {
         for _ in 0..100 {
             let probe = self
                 .try_call(reqwest::Method::GET, &format!("/element/{old}/name"), None)
