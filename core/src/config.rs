@@ -2379,6 +2379,37 @@ mod tests {
     }
 
     #[test]
+    fn identity_status_clients_need_long_tokens() {
+        let env = env(&[
+            ("STATUS_TOKEN", "a-benefits-office-token-of-enough-length"),
+            ("SHORT", "short"),
+        ]);
+        let config = load_text(
+            "[[enrolment.status_client]]\nname = \"benefits\"\ntoken_env = \"STATUS_TOKEN\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.enrolment.status_clients.len(), 1);
+        assert_eq!(config.enrolment.status_clients[0].name, "benefits");
+        assert!(!format!("{:?}", config.enrolment).contains("enough-length"));
+        let err = load_text(
+            "[[enrolment.status_client]]\nname = \"benefits\"\ntoken_env = \"SHORT\"\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("enrolment.status_client `benefits`"), "{err}");
+        assert!(
+            load_text("", &env)
+                .unwrap()
+                .enrolment
+                .status_clients
+                .is_empty(),
+            "no relying service may ask unless configured"
+        );
+    }
+
+    #[test]
     fn signature_api_clients_need_long_tokens_and_unique_names() {
         let env = env(&[
             ("RP_TOKEN", "a-signature-api-token-of-enough-length"),
