@@ -225,6 +225,19 @@ impl Browser {
         panic!("`{css}` kept going stale");
     }
 
+    /// An element's text once it has some (up to 10 s): for a message a script fills in
+    /// after a request, such as a passkey ceremony's refusal.
+    pub(crate) async fn text_when_shown(&self, css: &str) -> String {
+        for _ in 0..100 {
+            let text = self.text(css).await;
+            if !text.trim().is_empty() {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` stayed empty at {}", self.url().await);
+    }
+
     /// Clicks an element that leads to another page, and waits until the page it was
     /// on has gone (so that what is found next is on the new page).
     pub(crate) async fn click_and_wait(&self, css: &str) {

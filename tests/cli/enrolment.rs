@@ -397,7 +397,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     // The clerk cannot approve their own case; the supervisor, authenticating now, can.
     browser.type_into("#supervisor-id", "ann").await;
     browser.click("#approve button").await;
-    let refusal = browser.text("#passkey-error").await;
+    let refusal = browser.text_when_shown("#passkey-error").await;
     assert!(refusal.contains("own case"), "{refusal}");
     browser.type_into("#supervisor-id", "sam").await;
     browser.click("#approve button").await;

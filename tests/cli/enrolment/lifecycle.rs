@@ -472,7 +472,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
         browser.click("#deactivate button").await;
     };
     deactivate("ann").await;
-    let refusal = browser.text("#passkey-error").await;
+    let refusal = browser.text_when_shown("#passkey-error").await;
     assert!(refusal.contains("own action"), "{refusal}");
     assert_eq!(browser.text("#status").await, "active");
     assert!(ocsp(setup, dir, "citizen-auth-ca", &new_auth).starts_with("good"));
