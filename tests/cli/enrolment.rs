@@ -317,11 +317,15 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         browser.goto(link).await;
         browser.click("#enrol").await;
         browser.wait_for_url(|url| url.ends_with("/desk")).await;
+        // The login page loaded (the URL changes before): opening the next link now
+        // would race the load and read an empty page.
+        browser.find("#staff-id").await;
     }
     assert_eq!(browser.credentials(&authenticator).await.len(), 2);
     // A used link does not work twice.
     browser.goto(&clerk_link).await;
-    assert!(browser.source().await.contains("used or expired"));
+    let page = browser.source().await;
+    assert!(page.contains("used or expired"), "{page}");
 
     // The clerk logs in and finds the application.
     browser.goto(&format!("{desk}/desk")).await;
@@ -404,6 +408,12 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     browser
         .wait_for_url(|url| url.contains("done=exceptions"))
         .await;
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .contains("approved the exceptions")
+    );
     assert!(
         browser
             .text("#exceptions")

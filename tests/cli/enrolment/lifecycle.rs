@@ -480,6 +480,8 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
     browser
         .wait_for_url(|url| url.contains("done=deactivated"))
         .await;
+    // The new page (the URL changes before it loads): the old one has no notice.
+    assert!(browser.text("#notice").await.contains("deactivated"));
     assert_eq!(browser.text("#status").await, "deactivated");
     assert!(browser.text("#deactivated").await.contains("death"));
     for (issuer, leaf) in [
