@@ -28,7 +28,8 @@ pub(crate) enum EnrolmentCommand {
         id: String,
     },
     /// Check an activated identity's sealed enrolment record: its hash and the desk's
-    /// signature. Exits 1 if either does not match.
+    /// signature, and those of the records of replaced cards it supersedes. Exits 1 if
+    /// any does not match.
     VerifyRecord {
         /// The application's reference or the national identity number.
         reference: String,
@@ -207,8 +208,14 @@ pub(crate) async fn run(
             let check = enrolment.verify_record(&application.application_id).await?;
             if check.valid {
                 println!(
-                    "record of {} intact: sha256 {} sealed by key `{}`",
-                    application.reference, check.sha256, check.seal_key
+                    "record of {} intact: sha256 {} sealed by key `{}`{}",
+                    application.reference,
+                    check.sha256,
+                    check.seal_key,
+                    match check.superseded {
+                        0 => String::new(),
+                        n => format!("; with the {n} record(s) of replaced cards it supersedes"),
+                    }
                 );
             } else {
                 println!(

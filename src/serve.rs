@@ -292,6 +292,11 @@ fn port_error(e: eid_ca::CaError) -> eid_enrolment::PortError {
         eid_ca::CaError::BadRequest(m) | eid_ca::CaError::Refused(m) => {
             eid_enrolment::PortError::Refused(m)
         }
+        // The certificate's state does not allow the change (already revoked, not on
+        // hold): a refusal the desk explains, not an outage.
+        e @ (eid_ca::CaError::Conflict(_) | eid_ca::CaError::UnknownCertificate(_)) => {
+            eid_enrolment::PortError::Refused(e.to_string())
+        }
         other => eid_enrolment::PortError::Unavailable(other.to_string()),
     }
 }

@@ -257,6 +257,7 @@ struct EnrolmentSection {
     applications_per_minute: u32,
     document_type: Vec<DocumentTypeSection>,
     reader: Option<ReaderSection>,
+    status_client: Vec<IssuanceClientSection>,
 }
 
 impl Default for EnrolmentSection {
@@ -268,6 +269,7 @@ impl Default for EnrolmentSection {
             applications_per_minute: 20,
             document_type: Vec::new(),
             reader: None,
+            status_client: Vec::new(),
         }
     }
 }
@@ -553,6 +555,9 @@ pub struct EnrolmentConfig {
     pub document_types: Vec<DocumentType>,
     /// The desk's card or SIM reader, if it has one (`[enrolment.reader]`).
     pub reader: Option<ReaderConfig>,
+    /// Relying services allowed to ask for an identity's status
+    /// (`[[enrolment.status_client]]`), each with its bearer token.
+    pub status_clients: Vec<ApiClient>,
 }
 
 /// A kind of identity document the desk accepts.
@@ -1653,6 +1658,18 @@ fn resolve_enrolment(
         applications_per_minute: section.applications_per_minute,
         document_types,
         reader,
+        status_clients: resolve_bearer_clients(
+            "enrolment.status_client",
+            section.status_client,
+            env,
+            relative,
+        )?
+        .into_iter()
+        .map(|(name, token)| ApiClient {
+            name,
+            token: std::sync::Arc::new(token),
+        })
+        .collect(),
     })
 }
 
@@ -2240,6 +2257,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(secrets.path().join("eid-card-transport-code"), "55667788\n").unwrap();
+        std::fs::write(
+            secrets.path().join("eid-status-benefits-token"),
+            "a-relying-service-status-token-of-some-length\n",
+        )
+        .unwrap();
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
@@ -2251,6 +2273,7 @@ mod tests {
         let reader = config.enrolment.reader.as_ref().unwrap();
         assert_eq!(reader.key, "ec-p384");
         assert_eq!(reader.transport_code.expose_secret(), "55667788");
+        assert_eq!(config.enrolment.status_clients[0].name, "benefits-office");
         assert_eq!(
             config.database.display_url,
             "postgres://eid@db.internal:5432/eid"
@@ -2369,6 +2392,37 @@ mod tests {
                 .check_tsa_clock_for_profile()
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn identity_status_clients_need_long_tokens() {
+        let env = env(&[
+            ("STATUS_TOKEN", "a-benefits-office-token-of-enough-length"),
+            ("SHORT", "short"),
+        ]);
+        let config = load_text(
+            "[[enrolment.status_client]]\nname = \"benefits\"\ntoken_env = \"STATUS_TOKEN\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.enrolment.status_clients.len(), 1);
+        assert_eq!(config.enrolment.status_clients[0].name, "benefits");
+        assert!(!format!("{:?}", config.enrolment).contains("enough-length"));
+        let err = load_text(
+            "[[enrolment.status_client]]\nname = \"benefits\"\ntoken_env = \"SHORT\"\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("enrolment.status_client `benefits`"), "{err}");
+        assert!(
+            load_text("", &env)
+                .unwrap()
+                .enrolment
+                .status_clients
+                .is_empty(),
+            "no relying service may ask unless configured"
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ use x509_cert::builder::{Builder, RequestBuilder};
 
 use crate::{
     ApplicationStatus, CertificateKind, CertificateRequest, Enrolment, EnrolmentError,
-    error::query, new_id, staff::DeskSession,
+    error::query,
+    lifecycle::{Action, Reason, ReplaceReason},
+    new_id,
+    staff::DeskSession,
 };
 
 /// The PINs the citizen typed at the desk, each twice. Never logged, never stored.
@@ -265,6 +268,39 @@ impl Enrolment {
         card: &str,
         pins: CardPins,
     ) -> Result<ActivationOutcome, EnrolmentError> {
+        self.activate(session, application_id, version, card, pins, None)
+            .await
+    }
+
+    /// Replaces an active (or suspended) identity's card: once the new card and the
+    /// PINs pass their checks, every certificate of the old card is revoked (`reason`
+    /// says which RFC 5280 reason), then the new card is activated exactly as a first
+    /// card is, and the record is sealed again, naming the one it supersedes.
+    pub(crate) async fn replace_card(
+        &self,
+        session: &DeskSession,
+        application_id: &str,
+        version: i64,
+        reason: &str,
+        card: &str,
+        pins: CardPins,
+    ) -> Result<ActivationOutcome, EnrolmentError> {
+        let reason = <ReplaceReason as Reason>::parse(reason)?;
+        self.activate(session, application_id, version, card, pins, Some(reason))
+            .await
+    }
+
+    /// Activates a blank card: the first card of an approved application, or a
+    /// replacement (`replacing`) for an active or suspended one.
+    async fn activate(
+        &self,
+        session: &DeskSession,
+        application_id: &str,
+        version: i64,
+        card: &str,
+        pins: CardPins,
+        replacing: Option<ReplaceReason>,
+    ) -> Result<ActivationOutcome, EnrolmentError> {
         let reader = self.reader().cloned().ok_or_else(|| {
             EnrolmentError::Unavailable("this desk has no card reader configured".into())
         })?;
@@ -279,11 +315,15 @@ impl Enrolment {
         let card_id = CardId::new(card.trim())
             .map_err(|_| EnrolmentError::Invalid("choose the card in the reader".into()))?;
         let application = self.application(application_id).await?;
-        if application.status != ApplicationStatus::Approved {
-            return Err(EnrolmentError::Conflict(format!(
-                "the application is {}; only an approved application is activated",
-                application.status.name()
-            )));
+        match replacing {
+            None if application.status != ApplicationStatus::Approved => {
+                return Err(EnrolmentError::Conflict(format!(
+                    "the application is {}; only an approved application is activated",
+                    application.status.name()
+                )));
+            }
+            None => {}
+            Some(_) => Action::Replace.check(application.status)?,
         }
         if application.version != version {
             return Err(EnrolmentError::Conflict(
@@ -309,6 +349,14 @@ impl Enrolment {
                 )));
             }
         }
+        // The new card and the PINs are fine: now the old card's certificates go.
+        let replaces = match replacing {
+            Some(reason) => Some(
+                self.retire_card(session, &application, version, reason)
+                    .await?,
+            ),
+            None => None,
+        };
         let ctx = self.ctx();
         let activation_id = new_id("act");
         let now = ctx.clock.now().unix_timestamp();
@@ -333,8 +381,8 @@ impl Enrolment {
         }
         sqlx::query(
             "INSERT INTO enrol_activation (activation_id, application_id, carrier, token_id, \
-             state, clerk_id, desk_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'started', $5, $6, $7, $7)",
+             state, clerk_id, desk_id, created_at, updated_at, replaces) \
+             VALUES ($1, $2, $3, $4, 'started', $5, $6, $7, $7, $8)",
         )
         .bind(&activation_id)
         .bind(application_id)
@@ -343,6 +391,7 @@ impl Enrolment {
         .bind(&session.staff_id)
         .bind(&session.desk.desk_id)
         .bind(now)
+        .bind(replaces.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(query("starting an activation"))?;
@@ -359,6 +408,7 @@ impl Enrolment {
                 "activation_id": activation_id,
                 "carrier": carrier,
                 "token": card_id.as_str(),
+                "replaces": replaces,
                 "centre": session.desk.centre_id,
             })),
         )
@@ -552,9 +602,13 @@ impl Enrolment {
         let ctx = self.ctx();
         let now = ctx.clock.now().unix_timestamp();
         let mut tx = ctx.db.begin_write().await?;
+        // A first card makes an approved identity active; a replacement card makes a
+        // suspended one active again (an active one stays so, since when it was).
         let changed = sqlx::query(
-            "UPDATE enrol_application SET status = 'active', version = version + 1, updated_at = $1 \
-             WHERE application_id = $2 AND status = 'approved'",
+            "UPDATE enrol_application SET status = 'active', version = version + 1, updated_at = $1, \
+             status_since = CASE WHEN status = 'active' THEN status_since ELSE $1 END, \
+             status_reason = NULL \
+             WHERE application_id = $2 AND status IN ('approved', 'active', 'suspended')",
         )
         .bind(now)
         .bind(application_id)
@@ -564,7 +618,7 @@ impl Enrolment {
         .rows_affected();
         if changed == 0 {
             return Err(EnrolmentError::Conflict(
-                "the application is no longer approved".into(),
+                "the application is no longer approved (rejected or deactivated meanwhile)".into(),
             ));
         }
         sqlx::query(
@@ -575,6 +629,23 @@ impl Enrolment {
         .execute(&mut *tx)
         .await
         .map_err(query("finishing an activation"))?;
+        // The record of an earlier card is kept, superseded; the new record names its hash.
+        sqlx::query(
+            "INSERT INTO enrol_record_history (sha256, application_id, record, signature, \
+             seal_key, desk_id, created_at, superseded_at) \
+             SELECT sha256, application_id, record, signature, seal_key, desk_id, created_at, $1 \
+             FROM enrol_record WHERE application_id = $2",
+        )
+        .bind(now)
+        .bind(application_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(query("keeping the superseded record"))?;
+        sqlx::query("DELETE FROM enrol_record WHERE application_id = $1")
+            .bind(application_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("keeping the superseded record"))?;
         sqlx::query(
             "INSERT INTO enrol_record (application_id, record, sha256, signature, seal_key, \
              desk_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

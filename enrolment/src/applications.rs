@@ -102,8 +102,10 @@ pub struct Application {
     pub duplicate_of: Option<String>,
     /// Status.
     pub status: ApplicationStatus,
-    /// Why it is rejected or deactivated.
+    /// Why it is rejected, suspended or deactivated.
     pub status_reason: Option<String>,
+    /// When the status last changed (unix seconds).
+    pub status_since: i64,
     /// When the citizen's consent was recorded at the desk.
     pub consent_at: Option<i64>,
     /// Optimistic-concurrency version: every change increments it.
@@ -115,7 +117,7 @@ pub struct Application {
 /// The columns [`Application`] is read from.
 pub(crate) const COLUMNS: &str = "application_id, reference, national_id, given_name, \
      family_name, birth_date, email, phone, address, duplicate_of, status, status_reason, \
-     consent_at, version, created_at";
+     status_since, consent_at, version, created_at";
 
 pub(crate) fn from_row(row: &sqlx::any::AnyRow) -> Result<Application, EnrolmentError> {
     let read = |e| query("reading an application")(e);
@@ -136,6 +138,10 @@ pub(crate) fn from_row(row: &sqlx::any::AnyRow) -> Result<Application, Enrolment
             detail: format!("unknown status {status:?}"),
         })?,
         status_reason: row.try_get("status_reason").map_err(read)?,
+        status_since: row
+            .try_get::<Option<i64>, _>("status_since")
+            .map_err(read)?
+            .unwrap_or_default(),
         consent_at: row.try_get("consent_at").map_err(read)?,
         version: row.try_get("version").map_err(read)?,
         created_at: row.try_get("created_at").map_err(read)?,
@@ -355,8 +361,8 @@ impl Enrolment {
             sqlx::query(
                 "INSERT INTO enrol_application (application_id, reference, national_id, \
                  given_name, family_name, birth_date, email, phone, address, name_key, \
-                 duplicate_of, status, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 1, $12, $12)",
+                 duplicate_of, status, status_since, version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, 1, $12, $12)",
             )
             .bind(&application_id)
             .bind(&reference)
@@ -403,6 +409,7 @@ impl Enrolment {
                 duplicate_of,
                 status: ApplicationStatus::Pending,
                 status_reason: None,
+                status_since: stamp,
                 consent_at: None,
                 version: 1,
                 created_at: stamp,
@@ -464,24 +471,20 @@ impl Enrolment {
             .transpose()
     }
 
-    /// The status of the identity with this national identity number, for relying
-    /// services (`None` if there is none).
+    /// The status of the identity with this national identity number, as relying
+    /// services see it (`None` if there is none).
     pub async fn identity_status(
         &self,
-        national_id: &str,
-    ) -> Result<Option<(ApplicationStatus, Option<String>)>, EnrolmentError> {
-        let row = sqlx::query(
-            "SELECT status, status_reason FROM enrol_application WHERE national_id = $1",
-        )
-        .bind(national_id)
-        .fetch_optional(self.ctx().db.pool())
-        .await
-        .map_err(query("reading an identity's status"))?;
-        let Some(row) = row else { return Ok(None) };
-        let read = |e| query("reading an identity's status")(e);
-        let status: String = row.try_get("status").map_err(read)?;
-        let reason: Option<String> = row.try_get("status_reason").map_err(read)?;
-        Ok(ApplicationStatus::parse(&status).map(|s| (s, reason)))
+        national_id: &NationalIdNumber,
+    ) -> Result<Option<crate::IdentityStatus>, EnrolmentError> {
+        let sql = format!("SELECT {COLUMNS} FROM enrol_application WHERE national_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(national_id.as_str())
+            .fetch_optional(self.ctx().db.pool())
+            .await
+            .map_err(query("reading an identity's status"))?
+            .map(|row| from_row(&row).map(|a| crate::IdentityStatus::of(&a)))
+            .transpose()
     }
 }
 

@@ -300,7 +300,7 @@ impl Enrolment {
 
     /// Moves the application's version on, refusing if it is not `version` any more
     /// (a double submission or another clerk's change) or not in one of `states`.
-    async fn advance(
+    pub(crate) async fn advance(
         &self,
         tx: &mut eid_core::WriteTx,
         application: &Application,
@@ -319,8 +319,10 @@ impl Enrolment {
             application.status.name(),
             application.status_reason.as_deref(),
         ));
+        // `since` moves only when the status does (relying services ask since when).
         let changed = sqlx::query(
-            "UPDATE enrol_application SET version = version + 1, updated_at = $1, status = $2, \
+            "UPDATE enrol_application SET version = version + 1, updated_at = $1, \
+             status_since = CASE WHEN status = $2 THEN status_since ELSE $1 END, status = $2, \
              status_reason = $3 WHERE application_id = $4 AND version = $5",
         )
         .bind(now)

@@ -21,9 +21,11 @@ use serde::Deserialize;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use crate::{
-    Enrolment, EnrolmentError, NewApplication,
+    Enrolment, EnrolmentError, NewApplication, UnblockPins,
     activation::CardPins,
     case::DocumentInput,
+    lifecycle::Action,
+    national_id::NationalIdNumber,
     pages,
     staff::{Desk, DeskSession},
 };
@@ -68,6 +70,22 @@ pub(crate) fn routes(enrolment: &Enrolment) -> Router {
         .route(
             "/desk/api/applications/{id}/approve/finish",
             post(supervisor_finish),
+        )
+        .route("/desk/applications/{id}/suspend", post(suspend))
+        .route("/desk/applications/{id}/resume", post(resume))
+        .route("/desk/applications/{id}/unblock", post(unblock))
+        .route("/desk/applications/{id}/replace", post(replace))
+        .route(
+            "/desk/api/applications/{id}/deactivate/start",
+            post(deactivate_start),
+        )
+        .route(
+            "/desk/api/applications/{id}/deactivate/finish",
+            post(deactivate_finish),
+        )
+        .route(
+            "/api/v1/identities/{national_id}/status",
+            get(identity_status),
         )
         .with_state(enrolment.clone())
 }
@@ -527,6 +545,17 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "rejected" => "The application is rejected.",
         "photo" => "Photo stored.",
         "activated" => "The card is activated: the citizen can log in and sign. Print the receipt.",
+        "suspended" => {
+            "Every valid certificate is suspended (on hold): the card can neither log in nor sign until the certificates are resumed."
+        }
+        "resumed" => "The certificates are resumed: the card logs in and signs again.",
+        "unblocked" => "The PIN is unblocked: the citizen can use the new PIN now.",
+        "replaced" => {
+            "The new card is activated and the old card's certificates are revoked. Print the receipt."
+        }
+        "deactivated" => {
+            "The identity is deactivated and every certificate revoked. This cannot be undone."
+        }
         _ => return None,
     })
 }
@@ -559,6 +588,14 @@ async fn render_case(
         },
         None => None,
     };
+    let lifecycle = match enrolment.lifecycle_events(application_id).await {
+        Ok(events) => events,
+        Err(e) => return error_page(&e),
+    };
+    let current_card = match enrolment.current_card(application_id).await {
+        Ok(card) => card,
+        Err(e) => return error_page(&e),
+    };
     let error_text = render.error.map(shown);
     let view = pages::CaseView {
         session,
@@ -570,6 +607,8 @@ async fn render_case(
         notice: render.notice,
         document: render.document,
         activations: &activations,
+        lifecycle: &lifecycle,
+        current_card: current_card.as_ref(),
     };
     let status = render.error.map(status_of).unwrap_or(StatusCode::OK);
     html(status, pages::case(&view))
@@ -936,6 +975,344 @@ async fn supervisor_finish(
             }))
             .into_response(),
         ),
+        Err(e) => problem(&e),
+    }
+}
+
+// ---- The identity's lifecycle -------------------------------------------------------------
+//
+// These handlers answer `Result<Response, Response>`: `?` stands for "or the early
+// answer" (no desk, no session, a stale form).
+
+/// The result of a lifecycle form: refusals are audited, then back to the case.
+async fn after_lifecycle_post(
+    enrolment: &Enrolment,
+    session: &DeskSession,
+    csrf: &str,
+    id: &str,
+    action: Action,
+    result: Result<&'static str, EnrolmentError>,
+) -> Response {
+    let result = match result {
+        Err(e) => Err(enrolment.refuse_step(session, action, id, e).await),
+        ok => ok,
+    };
+    after_case_post(enrolment, session, csrf, id, result).await
+}
+
+/// The page for a form that arrived incomplete (fields missing or malformed).
+fn incomplete(what: &str) -> Response {
+    error_page(&EnrolmentError::Invalid(format!(
+        "the {what} form is incomplete: reload the page and fill it in again"
+    )))
+}
+
+#[derive(Deserialize)]
+struct LifecycleForm {
+    csrf: String,
+    version: i64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn suspend(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<LifecycleForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("suspension"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .suspend(&session, &id, form.version, &form.reason, &form.note)
+        .await
+        .map(|_| "suspended");
+    Ok(after_lifecycle_post(&enrolment, &session, &csrf, &id, Action::Suspend, result).await)
+}
+
+async fn resume(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<LifecycleForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("resumption"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .resume(&session, &id, form.version, &form.note)
+        .await
+        .map(|_| "resumed");
+    Ok(after_lifecycle_post(&enrolment, &session, &csrf, &id, Action::Resume, result).await)
+}
+
+#[derive(Deserialize)]
+struct UnblockForm {
+    csrf: String,
+    version: i64,
+    #[serde(flatten)]
+    pins: UnblockPins,
+}
+
+async fn unblock(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<UnblockForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("unblock (the PUK and the new PIN, twice)"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .unblock_pin(&session, &id, form.version, form.pins)
+        .await
+        .map(|_| "unblocked");
+    Ok(after_lifecycle_post(&enrolment, &session, &csrf, &id, Action::Unblock, result).await)
+}
+
+#[derive(Deserialize)]
+struct ReplaceForm {
+    csrf: String,
+    version: i64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    card: String,
+    #[serde(flatten)]
+    pins: CardPins,
+}
+
+async fn replace(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ReplaceForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) =
+        form.map_err(|_| incomplete("replacement (PIN1, PIN2 and the PUK, each twice)"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .replace_card(
+            &session,
+            &id,
+            form.version,
+            &form.reason,
+            &form.card,
+            form.pins,
+        )
+        .await
+        .map(|_| "replaced");
+    Ok(after_lifecycle_post(&enrolment, &session, &csrf, &id, Action::Replace, result).await)
+}
+
+#[derive(Deserialize)]
+struct DeactivateStart {
+    supervisor_id: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Deserialize)]
+struct DeactivateFinish {
+    ceremony: String,
+    credential: PublicKeyCredential,
+    version: i64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// What a supervisor's passkey approves: this deactivation of this case, asked by this
+/// clerk, for exactly this reason and note.
+fn deactivation_context(id: &str, session: &DeskSession, reason: &str, note: &str) -> String {
+    let what = crate::token_hash(&format!("{}\n{}", reason.trim(), note.trim()));
+    format!("deactivate:{id}:{}:{what}", session.staff_id)
+}
+
+async fn deactivate_start(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<DeactivateStart>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Response> {
+    let Json(body) = body.map_err(|e| {
+        problem(&EnrolmentError::Invalid(format!(
+            "the deactivation request is not of the expected shape: {}",
+            e.body_text()
+        )))
+    })?;
+    let (session, _) = session_for_post(&enrolment, &headers, csrf_header(&headers)).await?;
+    let supervisor = body.supervisor_id.trim().to_ascii_lowercase();
+    // Refused before anyone is asked for a passkey: a wrong form, a step the identity's
+    // status does not allow, or the clerk approving their own deactivation.
+    let checked = async {
+        enrolment
+            .check_deactivation(&id, &body.reason, &body.note)
+            .await?;
+        if supervisor == session.staff_id {
+            return Err(EnrolmentError::Forbidden(
+                "nobody approves their own action: another supervisor must authenticate".into(),
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = checked {
+        return Err(problem(
+            &enrolment
+                .refuse_step(&session, Action::Deactivate, &id, e)
+                .await,
+        ));
+    }
+    match enrolment
+        .start_staff_authentication(
+            &session.desk,
+            &supervisor,
+            "approve",
+            Some(&deactivation_context(
+                &id,
+                &session,
+                &body.reason,
+                &body.note,
+            )),
+        )
+        .await
+    {
+        Ok((ceremony, options)) => Ok(no_store(
+            Json(serde_json::json!({ "ceremony": ceremony, "options": options })).into_response(),
+        )),
+        Err(e) => Err(problem(&e)),
+    }
+}
+
+async fn deactivate_finish(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<DeactivateFinish>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Response> {
+    let Json(body) = body.map_err(|e| {
+        problem(&EnrolmentError::Invalid(format!(
+            "the deactivation request is not of the expected shape: {}",
+            e.body_text()
+        )))
+    })?;
+    let (session, _) = session_for_post(&enrolment, &headers, csrf_header(&headers)).await?;
+    let result = async {
+        let (supervisor, _, role) = enrolment
+            .finish_staff_authentication(
+                &session.desk,
+                &body.ceremony,
+                "approve",
+                Some(&deactivation_context(
+                    &id,
+                    &session,
+                    &body.reason,
+                    &body.note,
+                )),
+                &body.credential,
+            )
+            .await?;
+        enrolment
+            .deactivate(
+                &session,
+                &id,
+                body.version,
+                &supervisor,
+                role,
+                &body.reason,
+                &body.note,
+            )
+            .await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok(no_store(
+            Json(serde_json::json!({
+                "location": format!("/desk/applications/{id}?done=deactivated"),
+            }))
+            .into_response(),
+        )),
+        Err(e) => Err(problem(
+            &enrolment
+                .refuse_step(&session, Action::Deactivate, &id, e)
+                .await,
+        )),
+    }
+}
+
+// ---- Status for relying services -----------------------------------------------------------
+
+fn unauthorised(detail: &str) -> Response {
+    let mut response =
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorised", detail).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"eid-enrolment\""),
+    );
+    no_store(response)
+}
+
+/// `GET /api/v1/identities/{national_id}/status`, for the relying services configured
+/// as `[[enrolment.status_client]]`.
+async fn identity_status(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(national_id): Path<String>,
+) -> Response {
+    let clients = &enrolment.ctx().config.enrolment.status_clients;
+    if clients.is_empty() {
+        return unauthorised(
+            "the status API has no clients configured ([[enrolment.status_client]])",
+        );
+    }
+    let callers = clients.iter().map(|c| (c.name.as_str(), c.token.as_ref()));
+    let caller = match eid_core::http::bearer_caller(&headers, callers) {
+        Ok(name) => name.to_owned(),
+        Err(eid_core::http::BearerRefusal::Missing) => {
+            return unauthorised("a bearer token is required");
+        }
+        Err(_) => return unauthorised("the bearer token is not a status client's"),
+    };
+    let number = match NationalIdNumber::parse(&national_id) {
+        Ok(number) => number,
+        Err(e) => {
+            return no_store(
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("{:?} is not a national identity number: {e}", national_id),
+                )
+                .into_response(),
+            );
+        }
+    };
+    tracing::debug!(caller, "identity status query");
+    match enrolment.identity_status(&number).await {
+        Ok(Some(status)) => {
+            let since = time::OffsetDateTime::from_unix_timestamp(status.since)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+            let mut body = serde_json::json!({
+                "national_id": status.national_id,
+                "status": status.status,
+                "since": since,
+            });
+            if let Some(reason) = status.reason {
+                body["reason"] = serde_json::Value::String(reason);
+            }
+            no_store(Json(body).into_response())
+        }
+        Ok(None) => problem(&EnrolmentError::NotFound(format!(
+            "no identity has the national identity number {}",
+            number.as_str()
+        ))),
         Err(e) => problem(&e),
     }
 }

@@ -11,6 +11,8 @@
 //! - `staff`: centres, desk workstations, staff, passkeys and desk sessions;
 //! - `case`: consent, documents, photo, exceptions and decisions;
 //! - `activation`: the crash-safe activation of a card or SIM;
+//! - `lifecycle`: suspension and resumption, PIN unblocking, card replacement and
+//!   deactivation of an active identity, and its status for relying services;
 //! - `record`: the sealed enrolment record and the receipt;
 //! - `pages` and `http`: the desk's pages and the JSON API.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ mod applications;
 mod case;
 mod error;
 mod http;
+mod lifecycle;
 pub mod mrz;
 pub mod names;
 pub mod national_id;
@@ -36,6 +39,7 @@ pub use activation::{ActivationOutcome, CardPins};
 pub use applications::{Application, ApplicationStatus, NewApplication};
 pub use case::{Case, Decision, Document, DocumentInput, Exception};
 pub use error::EnrolmentError;
+pub use lifecycle::{IdentityStatus, UnblockPins};
 pub use record::RecordCheck;
 pub use staff::{Role, StaffLink};
 

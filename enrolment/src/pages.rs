@@ -8,6 +8,9 @@ use eid_core::{DocumentType, web::escape};
 use crate::{
     Application, ApplicationStatus,
     case::Case,
+    lifecycle::{
+        CurrentCard, DeactivateReason, LifecycleEvent, Reason, ReplaceReason, SuspendReason,
+    },
     record::Receipt,
     staff::{Desk, DeskSession},
 };
@@ -215,6 +218,220 @@ pub(crate) struct CaseView<'a> {
     /// The document form's previous values, after a refusal.
     pub(crate) document: Option<&'a crate::case::DocumentInput>,
     pub(crate) activations: &'a [crate::activation::ActivationSummary],
+    /// The steps since activation.
+    pub(crate) lifecycle: &'a [LifecycleEvent],
+    /// The citizen's current card.
+    pub(crate) current_card: Option<&'a CurrentCard>,
+}
+
+/// The PIN fields of a new card (activation and replacement): PIN1, PIN2 and the PUK,
+/// each twice. `prefix` keeps the element ids apart when two forms share a page.
+fn card_pin_fields(prefix: &str) -> String {
+    let pin = |name: &str, label: &str, min: usize| {
+        format!(
+            "<div><label for=\"{prefix}{name}\">{label}</label><input id=\"{prefix}{name}\" name=\"{name}\" \
+             type=\"password\" inputmode=\"numeric\" autocomplete=\"off\" minlength=\"{min}\" maxlength=\"12\" required></div>"
+        )
+    };
+    format!(
+        "<div class=\"grid\">{}{}{}{}{}{}</div>",
+        pin("pin1", "PIN1 (4-12 digits, logging in)", 4),
+        pin("pin1_confirm", "PIN1 again", 4),
+        pin("pin2", "PIN2 (5-12 digits, signing)", 5),
+        pin("pin2_confirm", "PIN2 again", 5),
+        pin("puk", "PUK (8-12 digits)", 8),
+        pin("puk_confirm", "PUK again", 8),
+    )
+}
+
+/// A date and time for people: `2026-11-21 14:05 UTC`.
+fn when(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A `<select>` of reasons from a fixed list, nothing chosen yet.
+fn reason_select<R: Reason>(id: &str) -> String {
+    let options: String = R::ALL
+        .iter()
+        .map(|r| {
+            format!(
+                "<option value=\"{}\">{}</option>",
+                escape(r.code()),
+                escape(r.label())
+            )
+        })
+        .collect();
+    format!(
+        "<select id=\"{id}\" name=\"reason\" required><option value=\"\">Choose…</option>{options}</select>"
+    )
+}
+
+/// Section 7 of the case page: the current card, the steps since activation, and the
+/// forms the identity's status allows (suspend or resume, unblock a PIN, replace the
+/// card, deactivate).
+fn lifecycle_section(view: &CaseView<'_>) -> String {
+    let a = &view.case.application;
+    let status = a.status;
+    if !matches!(
+        status,
+        ApplicationStatus::Approved
+            | ApplicationStatus::Active
+            | ApplicationStatus::Suspended
+            | ApplicationStatus::Deactivated
+    ) {
+        return String::new();
+    }
+    let id = escape(&a.application_id);
+    let csrf = view.csrf;
+    let mut body = String::from("<h2>7. Card and identity</h2>");
+    if let Some(card) = view.current_card {
+        body.push_str(&format!(
+            "<p id=\"current-card\">Current card <strong id=\"current-token\">{}</strong>; certificates <span id=\"current-certificates\">{}</span></p>",
+            escape(&card.token_id),
+            escape(&card.serials.join(", "))
+        ));
+    }
+    if !view.lifecycle.is_empty() {
+        body.push_str(
+            "<table id=\"lifecycle\"><thead><tr><th>When</th><th>Step</th><th>Reason</th>\
+             <th>By</th><th>Certificates</th></tr></thead><tbody>",
+        );
+        for e in view.lifecycle {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}{}</td><td>{}{}</td><td>{}{} at {}</td><td>{}</td></tr>",
+                escape(&when(e.created_at)),
+                escape(&e.action),
+                e.token_id
+                    .as_deref()
+                    .map(|t| format!(" ({})", escape(t)))
+                    .unwrap_or_default(),
+                escape(e.reason.as_deref().unwrap_or("")),
+                e.note
+                    .as_deref()
+                    .map(|n| format!(" — {}", escape(n)))
+                    .unwrap_or_default(),
+                escape(&e.clerk_id),
+                e.supervisor_id
+                    .as_deref()
+                    .map(|s| format!(", approved by {}", escape(s)))
+                    .unwrap_or_default(),
+                escape(&e.desk_id),
+                escape(&e.serials.join(", "))
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    if status == ApplicationStatus::Deactivated {
+        body.push_str(&format!(
+            "<p class=\"warning\" id=\"deactivated\">Deactivated ({}) since {}. Every certificate is \
+             revoked; a deactivation is final.</p>",
+            escape(a.status_reason.as_deref().unwrap_or("")),
+            escape(&when(a.status_since))
+        ));
+        return body;
+    }
+    let card_steps = matches!(
+        status,
+        ApplicationStatus::Active | ApplicationStatus::Suspended
+    );
+    if status == ApplicationStatus::Active {
+        body.push_str(&format!(
+            "<h3>Suspend (card lost)</h3>\
+             <form method=\"post\" action=\"/desk/applications/{id}/suspend\" id=\"suspend-form\">{}\
+             <div class=\"grid\"><div><label for=\"suspend-reason\">Why</label>{}</div>\
+             <div><label for=\"suspend-note\">Note</label><input id=\"suspend-note\" name=\"note\" maxlength=\"500\"></div></div>\
+             <button type=\"submit\" class=\"danger\" id=\"suspend\">Suspend every certificate</button></form>",
+            hidden(csrf, a.version),
+            reason_select::<SuspendReason>("suspend-reason"),
+        ));
+    }
+    if status == ApplicationStatus::Suspended {
+        body.push_str(&format!(
+            "<h3>Resume (card found)</h3>\
+             <form method=\"post\" action=\"/desk/applications/{id}/resume\" id=\"resume-form\">{}\
+             <label for=\"resume-note\">Note</label><input id=\"resume-note\" name=\"note\" maxlength=\"500\">\
+             <button type=\"submit\" id=\"resume\" autofocus>Resume the certificates</button></form>",
+            hidden(csrf, a.version),
+        ));
+    }
+    if card_steps {
+        let secret = |name: &str, label: &str, min: usize| {
+            format!(
+                "<div><label for=\"unblock-{name}\">{label}</label><input id=\"unblock-{name}\" name=\"{name}\" \
+                 type=\"password\" inputmode=\"numeric\" autocomplete=\"off\" minlength=\"{min}\" maxlength=\"12\" required></div>"
+            )
+        };
+        body.push_str(&format!(
+            "<h3>Unblock a PIN with the PUK</h3>\
+             <p>The citizen's card in the reader; the citizen types the PUK and the new PIN.</p>\
+             <form method=\"post\" action=\"/desk/applications/{id}/unblock\" id=\"unblock-form\">{}\
+             <div class=\"grid\"><div><label for=\"unblock-pin\">PIN</label><select id=\"unblock-pin\" name=\"pin\">\
+             <option value=\"pin1\">PIN1 (logging in)</option><option value=\"pin2\">PIN2 (signing)</option></select></div>\
+             {}{}{}</div>\
+             <button type=\"submit\" id=\"unblock\">Unblock the PIN</button></form>",
+            hidden(csrf, a.version),
+            secret("puk", "PUK", 8),
+            secret("new_pin", "New PIN", 4),
+            secret("new_pin_confirm", "New PIN again", 4),
+        ));
+        match &view.reader {
+            Some((reader, cards)) => {
+                let cards_field = if cards.is_empty() {
+                    "<p class=\"warning\" id=\"replace-no-card\">No blank card in the reader: insert one and reload.</p>"
+                        .to_owned()
+                } else {
+                    let options: String = cards
+                        .iter()
+                        .map(|c| format!("<option value=\"{0}\">{0}</option>", escape(c)))
+                        .collect();
+                    format!(
+                        "<div><label for=\"replace-card\">New card</label><select id=\"replace-card\" name=\"card\">{options}</select></div>"
+                    )
+                };
+                body.push_str(&format!(
+                    "<h3>Replace the card</h3>\
+                     <p>Reader: {}. The old card's certificates are revoked, then a blank card is \
+                     activated with the PINs the citizen chooses now.</p>\
+                     <form method=\"post\" action=\"/desk/applications/{id}/replace\" id=\"replace-form\">{}\
+                     <div class=\"grid\"><div><label for=\"replace-reason\">Why</label>{}</div>{cards_field}</div>{}\
+                     <button type=\"submit\" id=\"replace\">Revoke the old card and activate the new one</button></form>",
+                    escape(reader),
+                    hidden(csrf, a.version),
+                    reason_select::<ReplaceReason>("replace-reason"),
+                    card_pin_fields("replace-"),
+                ));
+            }
+            None => body.push_str(
+                "<p class=\"warning\">This desk has no card reader configured: PINs are unblocked and cards replaced at a desk with one.</p>",
+            ),
+        }
+    }
+    body.push_str(&format!(
+        "<h3>Deactivate the identity</h3>\
+         <p>Final: every certificate is revoked and relying services are told. A supervisor \
+         approves with their own passkey now.</p>\
+         <form id=\"deactivate\" data-start=\"/desk/api/applications/{id}/deactivate/start\" \
+         data-finish=\"/desk/api/applications/{id}/deactivate/finish\" data-csrf=\"{}\" data-version=\"{}\">\
+         <div class=\"grid\"><div><label for=\"deactivate-reason\">Why</label>{}</div>\
+         <div><label for=\"deactivate-note\">Evidence (e.g. death certificate number)</label>\
+         <input id=\"deactivate-note\" name=\"note\" maxlength=\"500\" required></div>\
+         <div><label for=\"deactivate-supervisor\">Supervisor's staff id</label>\
+         <input id=\"deactivate-supervisor\" name=\"supervisor_id\" required></div></div>\
+         <button type=\"submit\" class=\"danger\">Supervisor approves the deactivation with passkey</button></form>\
+         <p class=\"error\" id=\"passkey-error\" role=\"alert\" hidden></p>",
+        escape(csrf),
+        a.version,
+        reason_select::<DeactivateReason>("deactivate-reason"),
+    ));
+    body
 }
 
 /// The case page: everything about one application, and the next step.
@@ -459,35 +676,28 @@ pub(crate) fn case(view: &CaseView<'_>) -> String {
                     "<div><label for=\"card\">Card</label><select id=\"card\" name=\"card\">{options}</select></div>"
                 )
             };
-            let pin = |name: &str, label: &str, min: usize| {
-                format!(
-                    "<div><label for=\"{name}\">{label}</label><input id=\"{name}\" name=\"{name}\" \
-                     type=\"password\" inputmode=\"numeric\" autocomplete=\"off\" minlength=\"{min}\" maxlength=\"12\" required></div>"
-                )
-            };
             body.push_str(&format!(
                 "<p>Reader: {}. Put a blank card in the reader; the citizen types the PINs they chose.</p>\
                  <form method=\"post\" action=\"/desk/applications/{id}/activate\">{}\
-                 {cards_field}<div class=\"grid\">{}{}{}{}{}{}</div>\
+                 {cards_field}{}\
                  <button type=\"submit\" id=\"activate\">Activate card</button></form>",
                 escape(reader),
                 hidden(csrf, a.version),
-                pin("pin1", "PIN1 (4-12 digits, logging in)", 4),
-                pin("pin1_confirm", "PIN1 again", 4),
-                pin("pin2", "PIN2 (5-12 digits, signing)", 5),
-                pin("pin2_confirm", "PIN2 again", 5),
-                pin("puk", "PUK (8-12 digits)", 8),
-                pin("puk_confirm", "PUK again", 8),
+                card_pin_fields(""),
             ));
         }
         (ApplicationStatus::Approved, None) => {
             body.push_str("<p class=\"warning\">This desk has no card reader configured.</p>");
         }
-        (ApplicationStatus::Active, _) => body.push_str(&format!(
+        (ApplicationStatus::Active | ApplicationStatus::Suspended, _) => body.push_str(&format!(
             "<p><a class=\"button\" id=\"receipt\" href=\"/desk/applications/{id}/receipt\">Print the receipt</a></p>"
         )),
+        (ApplicationStatus::Deactivated, _) => {}
         _ => body.push_str("<p>Activation follows approval.</p>"),
     }
+
+    // 7. The identity's life after activation.
+    body.push_str(&lifecycle_section(view));
     body.push_str("<p class=\"noprint\"><a href=\"/desk\">Back to search</a></p>");
     page(
         &format!("{} {}", a.given_name, a.family_name),

@@ -40,8 +40,38 @@ pub struct RecordCheck {
     pub sha256: String,
     /// The key that sealed it.
     pub seal_key: String,
-    /// Whether the hash matches the record and the signature the hash.
+    /// How many earlier records (of replaced cards) were checked with it.
+    pub superseded: usize,
+    /// Whether every hash matches its record and every signature its record, and each
+    /// record names the one it superseded.
     pub valid: bool,
+}
+
+/// A sealed record as stored.
+struct StoredRecord {
+    record: String,
+    sha256: String,
+    signature: Vec<u8>,
+    seal_key: String,
+}
+
+fn read_stored(row: &sqlx::any::AnyRow) -> Result<StoredRecord, EnrolmentError> {
+    let read = |e| query("reading a record")(e);
+    Ok(StoredRecord {
+        record: row.try_get("record").map_err(read)?,
+        sha256: row.try_get("sha256").map_err(read)?,
+        signature: row.try_get("signature").map_err(read)?,
+        seal_key: row.try_get("seal_key").map_err(read)?,
+    })
+}
+
+/// The hash of the record a record says it superseded.
+fn previous_of(record: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(record)
+        .ok()?
+        .get("previous_record")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 impl Enrolment {
@@ -54,8 +84,8 @@ impl Enrolment {
     ) -> Result<Sealed, EnrolmentError> {
         let case = self.case(application_id).await?;
         let row = sqlx::query(
-            "SELECT carrier, token_id, token_serials, auth_serial, sign_serial, clerk_id, created_at \
-             FROM enrol_activation WHERE activation_id = $1",
+            "SELECT carrier, token_id, token_serials, auth_serial, sign_serial, clerk_id, created_at, \
+             replaces FROM enrol_activation WHERE activation_id = $1",
         )
         .bind(activation_id)
         .fetch_one(self.ctx().db.pool())
@@ -71,11 +101,41 @@ impl Enrolment {
             "signature_certificate": row.try_get::<Option<String>, _>("sign_serial").map_err(read)?,
             "clerk": row.try_get::<String, _>("clerk_id").map_err(read)?,
             "started_at": row.try_get::<i64, _>("created_at").map_err(read)?,
+            "replaces": row.try_get::<Option<String>, _>("replaces").map_err(read)?,
         });
+        // The identity's life so far (suspensions, replaced cards, unblocked PINs), and
+        // the record this one supersedes, if any: a replacement card's record binds the
+        // whole history.
+        let lifecycle: Vec<serde_json::Value> = self
+            .lifecycle_events(application_id)
+            .await?
+            .into_iter()
+            .map(|e| {
+                serde_json::json!({
+                    "action": e.action,
+                    "reason": e.reason,
+                    "note": e.note,
+                    "certificates": e.serials,
+                    "token": e.token_id,
+                    "clerk": e.clerk_id,
+                    "supervisor": e.supervisor_id,
+                    "desk": e.desk_id,
+                    "at": e.created_at,
+                })
+            })
+            .collect();
+        let previous_record: Option<String> =
+            sqlx::query_scalar("SELECT sha256 FROM enrol_record WHERE application_id = $1")
+                .bind(application_id)
+                .fetch_optional(self.ctx().db.pool())
+                .await
+                .map_err(query("reading the current record"))?;
         let a = &case.application;
         // serde_json's maps are ordered by key, so this serialisation is canonical.
         let record = serde_json::json!({
-            "version": 1,
+            "version": 2,
+            "lifecycle": lifecycle,
+            "previous_record": previous_record,
             "application": {
                 "application_id": a.application_id,
                 "reference": a.reference,
@@ -113,7 +173,9 @@ impl Enrolment {
         })
     }
 
-    /// Checks a stored record against its hash and the desk's signature.
+    /// Checks an identity's sealed records against their hashes and the desks'
+    /// signatures: the current one and every one it superseded (an earlier card's),
+    /// each of which the next names by its hash.
     pub async fn verify_record(&self, application_id: &str) -> Result<RecordCheck, EnrolmentError> {
         let row = sqlx::query(
             "SELECT record, sha256, signature, seal_key FROM enrol_record WHERE application_id = $1",
@@ -123,28 +185,65 @@ impl Enrolment {
         .await
         .map_err(query("reading a record"))?
         .ok_or_else(|| EnrolmentError::NotFound("no sealed record for this application".into()))?;
-        let read = |e| query("reading a record")(e);
-        let record: String = row.try_get("record").map_err(read)?;
-        let sha256: String = row.try_get("sha256").map_err(read)?;
-        let signature: Vec<u8> = row.try_get("signature").map_err(read)?;
-        let seal_key: String = row.try_get("seal_key").map_err(read)?;
+        let current = read_stored(&row)?;
+        let earlier = sqlx::query(
+            "SELECT record, sha256, signature, seal_key FROM enrol_record_history \
+             WHERE application_id = $1",
+        )
+        .bind(application_id)
+        .fetch_all(self.ctx().db.pool())
+        .await
+        .map_err(query("reading superseded records"))?
+        .iter()
+        .map(read_stored)
+        .collect::<Result<Vec<_>, _>>()?;
+        let mut valid = true;
+        for stored in std::iter::once(&current).chain(&earlier) {
+            valid &= self.seal_holds(stored)?;
+        }
+        // The chain: from the current record back through each one it names.
+        let mut named = previous_of(&current.record);
+        let mut linked = 0;
+        while let Some(hash) = named {
+            match earlier.iter().find(|e| e.sha256 == hash) {
+                Some(previous) if linked < earlier.len() => {
+                    linked += 1;
+                    named = previous_of(&previous.record);
+                }
+                _ => {
+                    valid = false;
+                    break;
+                }
+            }
+        }
+        valid &= linked == earlier.len();
+        Ok(RecordCheck {
+            sha256: current.sha256,
+            seal_key: current.seal_key,
+            superseded: earlier.len(),
+            valid,
+        })
+    }
+
+    /// Whether a stored record's hash matches it and the desk's signature the record.
+    fn seal_holds(&self, stored: &StoredRecord) -> Result<bool, EnrolmentError> {
         let key = self
             .ctx()
             .keys
-            .find(&KeyLabel::new(&seal_key)?)?
+            .find(&KeyLabel::new(&stored.seal_key)?)?
             .ok_or_else(|| {
-                EnrolmentError::NotFound(format!("the sealing key {seal_key} is gone"))
+                EnrolmentError::NotFound(format!("the sealing key {} is gone", stored.seal_key))
             })?;
-        let hash_ok = hex::encode(Sha256::digest(record.as_bytes())) == sha256;
+        let hash_ok = hex::encode(Sha256::digest(stored.record.as_bytes())) == stored.sha256;
         let signature_ok = key
             .public_key
-            .verify(key.spec.default_scheme(), record.as_bytes(), &signature)
+            .verify(
+                key.spec.default_scheme(),
+                stored.record.as_bytes(),
+                &stored.signature,
+            )
             .is_ok();
-        Ok(RecordCheck {
-            sha256,
-            seal_key,
-            valid: hash_ok && signature_ok,
-        })
+        Ok(hash_ok && signature_ok)
     }
 
     /// The receipt of an active identity.

@@ -1,6 +1,7 @@
 // The desk's few interactive steps: staff passkeys (enrolment, login, a supervisor's
-// approval), the camera, and printing. Everything else is plain forms. WebAuthn options
-// travel as JSON with binary fields in base64url; the browser API wants ArrayBuffers.
+// approval of exceptions or of a deactivation), the camera, and printing. Everything
+// else is plain forms. WebAuthn options travel as JSON with binary fields in base64url;
+// the browser API wants ArrayBuffers.
 'use strict';
 
 (function () {
@@ -132,6 +133,23 @@
         () => ({ supervisor_id: document.getElementById('supervisor-id').value }),
         () => ({ version: Number(approve.dataset.version) }),
         approve.dataset.csrf);
+    }
+    // A deactivation: the supervisor's passkey approves exactly this reason and note.
+    const deactivate = document.getElementById('deactivate');
+    if (deactivate) {
+      const field = (id) => document.getElementById(id).value;
+      ceremony(deactivate,
+        () => ({
+          supervisor_id: field('deactivate-supervisor'),
+          reason: field('deactivate-reason'),
+          note: field('deactivate-note'),
+        }),
+        () => ({
+          version: Number(deactivate.dataset.version),
+          reason: field('deactivate-reason'),
+          note: field('deactivate-note'),
+        }),
+        deactivate.dataset.csrf);
     }
     const box = document.getElementById('camera');
     if (box) camera(box);

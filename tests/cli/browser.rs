@@ -225,11 +225,46 @@ impl Browser {
         panic!("`{css}` kept going stale");
     }
 
+    /// An element's text once it has some (up to 10 s): for a message a script fills in
+    /// after a request, such as a passkey ceremony's refusal.
+    pub(crate) async fn text_when_shown(&self, css: &str) -> String {
+        for _ in 0..100 {
+            let text = self.text(css).await;
+            if !text.trim().is_empty() {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` stayed empty at {}", self.url().await);
+    }
+
     /// Clicks an element that leads to another page, and waits until the page it was
     /// on has gone (so that what is found next is on the new page).
     pub(crate) async fn click_and_wait(&self, css: &str) {
         let old = self.find("html").await;
         self.click(css).await;
+        self.wait_until_gone(&old, css).await;
+    }
+
+    /// Runs a script in the page (its `arguments` are `args`) and returns what it returns.
+    pub(crate) async fn execute(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// Runs a script in the page (its `arguments` are `args`) that leads to another page,
+    /// and waits until the page it ran on has gone.
+    pub(crate) async fn script_and_wait(&self, script: &str, args: Value) {
+        let old = self.find("html").await;
+        self.execute(script, args).await;
+        self.wait_until_gone(&old, "a script").await;
+    }
+
+    async fn wait_until_gone(&self, old: &str, css: &str) {
         for _ in 0..100 {
             let probe = self
                 .try_call(reqwest::Method::GET, &format!("/element/{old}/name"), None)

@@ -5,7 +5,9 @@
 //! is refused approving their own case), and a blank SoftHSM2 "card" activated. Then
 //! independent judges: pkcs11-tool reads the card, openssl verifies its certificates
 //! and a signature made on it, and curl (OpenSSL with the PKCS#11 engine) logs in at
-//! the idp's ID-card listener with the card's key.
+//! the idp's ID-card listener with the card's key. The identity's life then goes on at
+//! the desk (`lifecycle`): suspension, resumption, a PIN unblocked, the card replaced,
+//! deactivation.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,6 +25,8 @@ use super::{
     text,
 };
 
+mod lifecycle;
+
 const TRANSPORT: &str = "55667788";
 const PIN1: &str = "4821";
 const PIN2: &str = "73915";
@@ -30,6 +34,7 @@ const PUK: &str = "83920174";
 
 /// The fixed addresses and the card reader (a SoftHSM2 configuration of the test's own).
 struct Setup {
+    config: PathBuf,
     idp: String,
     ca: String,
     card: String,
@@ -52,7 +57,20 @@ impl Setup {
         )
         .unwrap();
         let enrolment = free_address();
+        // A relying service allowed to ask for identities' status.
+        let token = dir.join("status-token");
+        std::fs::write(&token, lifecycle::STATUS_TOKEN).unwrap();
+        let config = dir.join("eid.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n",
+                token.display().to_string()
+            ),
+        )
+        .unwrap();
         Self {
+            config,
             idp: free_address(),
             ca: free_address(),
             card: free_address(),
@@ -70,6 +88,7 @@ impl Setup {
     fn command(&self, eid: &Eid, args: &[&str]) -> tokio::process::Command {
         let mut command = eid.command(args);
         command
+            .env("EID_CONFIG", &self.config)
             .env("EID_IDP_LISTEN", &self.idp)
             .env("EID_CA_LISTEN", &self.ca)
             .env("EID_IDP_CARD_LISTEN", &self.card)
@@ -298,11 +317,15 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         browser.goto(link).await;
         browser.click("#enrol").await;
         browser.wait_for_url(|url| url.ends_with("/desk")).await;
+        // The login page loaded (the URL changes before): opening the next link now
+        // would race the load and read an empty page.
+        browser.find("#staff-id").await;
     }
     assert_eq!(browser.credentials(&authenticator).await.len(), 2);
     // A used link does not work twice.
     browser.goto(&clerk_link).await;
-    assert!(browser.source().await.contains("used or expired"));
+    let page = browser.source().await;
+    assert!(page.contains("used or expired"), "{page}");
 
     // The clerk logs in and finds the application.
     browser.goto(&format!("{desk}/desk")).await;
@@ -378,13 +401,19 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     // The clerk cannot approve their own case; the supervisor, authenticating now, can.
     browser.type_into("#supervisor-id", "ann").await;
     browser.click("#approve button").await;
-    let refusal = browser.text("#passkey-error").await;
+    let refusal = browser.text_when_shown("#passkey-error").await;
     assert!(refusal.contains("own case"), "{refusal}");
     browser.type_into("#supervisor-id", "sam").await;
     browser.click("#approve button").await;
     browser
         .wait_for_url(|url| url.contains("done=exceptions"))
         .await;
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .contains("approved the exceptions")
+    );
     assert!(
         browser
             .text("#exceptions")
@@ -428,11 +457,11 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     let notice = browser.text("#notice").await;
     assert!(notice.contains("activated"), "{notice}");
     assert_eq!(browser.text("#status").await, "active");
+    let case_url = browser.url().await;
     browser.click_and_wait("#receipt").await;
     assert_eq!(browser.text("#national-id").await, national_id);
     let record_hash = browser.text("#record-hash").await;
     assert_eq!(record_hash.len(), 64);
-    browser.quit().await;
 
     // The sealed record verifies.
     let verified = setup
@@ -658,5 +687,17 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
             .stdout,
     );
     assert!(!blank.contains("citizen-authentication"), "{blank}");
+
+    // The identity's life goes on at the desk: suspended, resumed, a PIN unblocked, the
+    // card replaced onto EID-0002, deactivated.
+    lifecycle::after_activation(&lifecycle::Journey {
+        setup: &setup,
+        eid: &eid,
+        browser: &browser,
+        case_url: case_url.split('?').next().unwrap(),
+        national_id: &national_id,
+    })
+    .await;
+    browser.quit().await;
     server.stop().await;
 }
