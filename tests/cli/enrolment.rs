@@ -309,7 +309,9 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     let browser = Browser::start().await;
     let authenticator = browser.add_virtual_authenticator().await;
     browser.goto(&format!("{desk}/desk")).await;
-    assert!(browser.source().await.contains("not a registered desk"));
+    browser
+        .source_when(|page| page.contains("not a registered desk"))
+        .await;
     browser.goto(&desk_link).await;
     browser.click_and_wait("#register").await;
     assert!(browser.text("#notice").await.contains("Desk 1"));
@@ -324,8 +326,9 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert_eq!(browser.credentials(&authenticator).await.len(), 2);
     // A used link does not work twice.
     browser.goto(&clerk_link).await;
-    let page = browser.source().await;
-    assert!(page.contains("used or expired"), "{page}");
+    browser
+        .source_when(|page| page.contains("used or expired"))
+        .await;
 
     // The clerk logs in and finds the application.
     browser.goto(&format!("{desk}/desk")).await;
