@@ -319,6 +319,24 @@ impl Browser {
         .await;
     }
 
+    /// The current page's cookies, HttpOnly ones included (WebDriver "Get All
+    /// Cookies"), as `name=value` pairs.
+    #[allow(dead_code)] // deploy/bench/enrolment_load.rs drives the desk with them
+    pub(crate) async fn cookies(&self) -> Vec<(String, String)> {
+        self.call(reqwest::Method::GET, "/cookie", None)
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c["name"].as_str()?.to_owned(),
+                    c["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
     /// Adds a WebAuthn virtual authenticator (CTAP2, platform, resident keys, user
     /// verification that succeeds), as the WebAuthn spec's WebDriver extension defines.
     pub(crate) async fn add_virtual_authenticator(&self) -> String {
