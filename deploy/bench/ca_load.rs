@@ -19,9 +19,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::percentile;
 use der::Encode;
 use p256::elliptic_curve::Generate;
 use x509_cert::builder::{Builder, RequestBuilder};
+
+#[path = "common.rs"]
+mod common;
 
 const TOKEN: &str = "bench-registration-authority-token-0123456789";
 
@@ -100,11 +104,6 @@ fn requests(count: usize) -> Vec<String> {
             .unwrap()
         })
         .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 async fn issue_all(url: &str, csrs: Vec<String>, concurrency: usize) -> (Duration, Vec<Duration>) {

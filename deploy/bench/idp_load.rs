@@ -23,6 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{free_address, percentile};
+
+#[path = "common.rs"]
+mod common;
+
 struct Server {
     child: Child,
     issuer: String,
@@ -36,14 +41,6 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
 }
 
 fn eid(dir: &Path, database_url: Option<&str>, envs: &BTreeMap<&str, String>) -> Command {
@@ -247,11 +244,6 @@ fn start(database_url: Option<&str>) -> Setup {
         service_id,
         service_secret,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn resident_mb(pid: u32) -> f64 {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use crate::{
-    Enrolment, EnrolmentError, NewApplication, UnblockPins,
+    ApplicationStatus, Enrolment, EnrolmentError, NewApplication, UnblockPins,
     activation::CardPins,
     case::DocumentInput,
     lifecycle::Action,
@@ -581,7 +581,14 @@ async fn render_case(
         Ok(a) => a,
         Err(e) => return error_page(&e),
     };
-    let reader = match enrolment.reader() {
+    // Listing the blank cards reads every token in the reader: only for the forms
+    // that offer them (activation, and the card steps of an active or suspended
+    // identity).
+    let offers_cards = matches!(
+        case.application.status,
+        ApplicationStatus::Approved | ApplicationStatus::Active | ApplicationStatus::Suspended
+    );
+    let reader = match enrolment.reader().filter(|_| offers_cards) {
         Some(reader) => match enrolment.blank_cards().await {
             Ok(cards) => Some((reader.description.clone(), cards)),
             Err(e) => Some((format!("{} — {}", reader.description, e), Vec::new())),

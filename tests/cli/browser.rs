@@ -293,6 +293,22 @@ impl Browser {
         );
     }
 
+    /// The page's HTML once `test` holds for it: a page still loading (or replaced by
+    /// a script) reads as empty or stale for a moment, more so on a loaded machine.
+    pub(crate) async fn source_when(&self, test: impl Fn(&str) -> bool) -> String {
+        for _ in 0..100 {
+            let source = self.source().await;
+            if test(&source) {
+                return source;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the page never showed what was expected:\n{}",
+            self.source().await
+        );
+    }
+
     /// Sets a cookie for the current page's host.
     pub(crate) async fn add_cookie(&self, name: &str, value: &str) {
         self.call(
@@ -301,6 +317,24 @@ impl Browser {
             Some(json!({ "cookie": { "name": name, "value": value, "path": "/", "httpOnly": true } })),
         )
         .await;
+    }
+
+    /// The current page's cookies, HttpOnly ones included (WebDriver "Get All
+    /// Cookies"), as `name=value` pairs.
+    #[allow(dead_code)] // deploy/bench/enrolment_load.rs drives the desk with them
+    pub(crate) async fn cookies(&self) -> Vec<(String, String)> {
+        self.call(reqwest::Method::GET, "/cookie", None)
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c["name"].as_str()?.to_owned(),
+                    c["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
     }
 
     /// Adds a WebAuthn virtual authenticator (CTAP2, platform, resident keys, user

@@ -14,8 +14,11 @@ use std::{
     process::Stdio,
 };
 
-use eid_enrolment::mrz::check_digit;
-use eid_tests::{TestBackend, on_both_backends};
+use eid_tests::{
+    TestBackend,
+    mrz::{td1, td3},
+    on_both_backends,
+};
 use serde_json::Value;
 
 use super::{
@@ -140,43 +143,6 @@ impl Setup {
         );
         output
     }
-}
-
-/// A TD3 (passport) zone with correct check digits.
-fn passport(surname_given: &str, number: &str, birth: &str, expiry: &str) -> String {
-    let line1 = format!("P<TTO{surname_given:<<39}").replace(' ', "<");
-    let number = format!("{number:<<9}");
-    let personal = "<".repeat(14);
-    let mut line2 = format!(
-        "{number}{}TTO{birth}{}F{expiry}{}{personal}{}",
-        check_digit(number.as_bytes()),
-        check_digit(birth.as_bytes()),
-        check_digit(expiry.as_bytes()),
-        '<'
-    );
-    let composite: String = [&line2[0..10], &line2[13..20], &line2[21..43]].concat();
-    line2.push(check_digit(composite.as_bytes()));
-    format!("{line1}\n{line2}")
-}
-
-/// A TD1 (ID card) zone with correct check digits.
-fn id_card(surname_given: &str, number: &str, birth: &str, expiry: &str) -> String {
-    let number = format!("{number:<<9}");
-    let line1 = format!(
-        "I<TTO{number}{}{}",
-        check_digit(number.as_bytes()),
-        "<".repeat(15)
-    );
-    let mut line2 = format!(
-        "{birth}{}F{expiry}{}TTO{}",
-        check_digit(birth.as_bytes()),
-        check_digit(expiry.as_bytes()),
-        "<".repeat(11)
-    );
-    let composite: String = [&line1[5..30], &line2[0..7], &line2[8..15], &line2[18..29]].concat();
-    line2.push(check_digit(composite.as_bytes()));
-    let line3 = format!("{surname_given:<<30}");
-    format!("{line1}\n{line2}\n{line3}")
 }
 
 /// Records a document on the open case page.
@@ -309,7 +275,9 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     let browser = Browser::start().await;
     let authenticator = browser.add_virtual_authenticator().await;
     browser.goto(&format!("{desk}/desk")).await;
-    assert!(browser.source().await.contains("not a registered desk"));
+    browser
+        .source_when(|page| page.contains("not a registered desk"))
+        .await;
     browser.goto(&desk_link).await;
     browser.click_and_wait("#register").await;
     assert!(browser.text("#notice").await.contains("Desk 1"));
@@ -324,8 +292,9 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert_eq!(browser.credentials(&authenticator).await.len(), 2);
     // A used link does not work twice.
     browser.goto(&clerk_link).await;
-    let page = browser.source().await;
-    assert!(page.contains("used or expired"), "{page}");
+    browser
+        .source_when(|page| page.contains("used or expired"))
+        .await;
 
     // The clerk logs in and finds the application.
     browser.goto(&format!("{desk}/desk")).await;
@@ -342,7 +311,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert!(browser.text("#notice").await.contains("Consent"));
 
     // A passport whose document-number check digit is wrong is refused, naming the field.
-    let good = passport("ERIKSSON<<ANNA<MARIA", "TA1234567", "740812", "310630");
+    let good = td3("ERIKSSON<<ANNA<MARIA", "TA1234567", "740812", "310630");
     let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
     let digit = lines[1].as_bytes()[9];
     let wrong = if digit == b'9' {
@@ -363,7 +332,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert!(error.contains("document number check digit"), "{error}");
     assert!(!browser.has("#documents").await);
     // Expired documents are refused too.
-    let expired = passport("ERIKSSON<<ANNA<MARIA", "TA1234567", "740812", "240101");
+    let expired = td3("ERIKSSON<<ANNA<MARIA", "TA1234567", "740812", "240101");
     record_document(&browser, "passport", "TA1234567", "2024-01-01", &expired).await;
     assert!(browser.text("#error").await.contains("expired"));
     // The right zone: recorded, matching.
@@ -378,7 +347,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     record_document(&browser, "passport", "TA1234567", "2031-06-30", &good).await;
     assert!(browser.text("#error").await.contains("already recorded"));
     // An ID card whose name differs (one S): recorded as an exception.
-    let card_zone = id_card("ERIKSON<<ANNA<MARIA", "ID7654321", "740812", "300101");
+    let card_zone = td1("ERIKSON<<ANNA<MARIA", "ID7654321", "740812", "300101");
     record_document(
         &browser,
         "national-id",

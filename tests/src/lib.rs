@@ -9,6 +9,8 @@
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 
+pub mod mrz;
+
 /// Which database a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TestBackend {

@@ -103,6 +103,9 @@ fn responder_certificates(der: &[u8]) -> Vec<Certificate> {
         .unwrap_or_default()
 }
 
+/// How far a CRL's thisUpdate may be ahead of our clock.
+const CLOCK_SKEW_SECS: i64 = 300;
+
 /// The largest CRL read (an authority revocation list is small; this bounds a hostile
 /// or broken server).
 const MAX_CRL_BYTES: usize = 4 * 1024 * 1024;
@@ -221,7 +224,11 @@ fn check_crl(
         .next_update
         .map(|t| OffsetDateTime::from(t.to_system_time()))
         .ok_or("has no nextUpdate")?;
-    if now < this_update || now >= next_update {
+    // A CRL published a moment ago (the first fetch makes the CA publish it) may
+    // carry a thisUpdate after the `now` this signature started with; other clocks
+    // drift: the same allowance as for OCSP answers.
+    let skew = time::Duration::seconds(CLOCK_SKEW_SECS);
+    if now + skew < this_update || now >= next_update {
         return Err(format!(
             "is not current (thisUpdate {this_update}, nextUpdate {next_update})"
         ));

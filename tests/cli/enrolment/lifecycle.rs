@@ -454,7 +454,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
         "{verified}"
     );
     browser.click_and_wait("#receipt").await;
-    assert!(browser.source().await.contains("EID-0002"));
+    browser.source_when(|page| page.contains("EID-0002")).await;
 
     // Deactivation (death): not approved by the clerk who asks for it; then by the
     // supervisor, authenticating now with their own passkey.
