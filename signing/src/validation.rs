@@ -240,7 +240,10 @@ impl crate::Signatures {
             );
         }
         if signatures.is_empty() {
-            signatures.push(format_failure(now, "the SignedData has no SignerInfo".into()));
+            signatures.push(format_failure(
+                now,
+                "the SignedData has no SignerInfo".into(),
+            ));
         }
         Ok(ValidationReport {
             policy: POLICY,
@@ -309,7 +312,10 @@ impl crate::Signatures {
 
         // Cryptographic verification.
         let digest_algorithm = digest_of(&signer_info.digest_alg.oid);
-        match (digest_algorithm, attribute_value(&attributes, ID_MESSAGE_DIGEST)) {
+        match (
+            digest_algorithm,
+            attribute_value(&attributes, ID_MESSAGE_DIGEST),
+        ) {
             (None, _) => verdict.fail(
                 Indication::Indeterminate,
                 SubIndication::CryptoConstraintsFailureNoPoe,
@@ -450,7 +456,10 @@ impl crate::Signatures {
             verdict.fail(
                 Indication::TotalFailed,
                 SubIndication::NotYetValid,
-                format!("the certificate was not valid before {}", rfc3339(not_before)),
+                format!(
+                    "the certificate was not valid before {}",
+                    rfc3339(not_before)
+                ),
             );
         } else if best_signature_time > not_after {
             verdict.fail(
@@ -482,10 +491,14 @@ impl crate::Signatures {
             certificate_status = self
                 .status_of(&certificate, issuer, &embedded, now)
                 .await
-                .map_err(|why| verdict.fail(Indication::Indeterminate, SubIndication::TryLater, why))
+                .map_err(|why| {
+                    verdict.fail(Indication::Indeterminate, SubIndication::TryLater, why)
+                })
                 .ok();
         }
-        if let Some((status, since)) = certificate_status.as_ref().map(|s| (s.status, s.since_time))
+        if let Some((status, since)) = certificate_status
+            .as_ref()
+            .map(|s| (s.status, s.since_time))
         {
             match (status, since) {
                 ("suspended", _) => verdict.fail(
@@ -559,8 +572,9 @@ impl crate::Signatures {
             .as_ref()
             .filter(|_| signed_data.encap_content_info.econtent_type == ID_CT_TST_INFO)
             .ok_or("the token carries no TSTInfo")?;
-        let tst_der = der::asn1::OctetString::from_der(&content.to_der().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let tst_der =
+            der::asn1::OctetString::from_der(&content.to_der().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         let tst = TstInfo::from_der(tst_der.as_bytes()).map_err(|e| e.to_string())?;
         let gen_time = tst.gen_time.to_time().ok_or("genTime is out of range")?;
         let signer_info = signed_data
@@ -621,11 +635,13 @@ impl crate::Signatures {
                 return Err("the TSU certificate is not for time-stamping".into());
             }
             let chain = self.trust.chain_of(tsu);
-            let anchored = chain
-                .last()
-                .is_some_and(|top| top.tbs_certificate().issuer() == top.tbs_certificate().subject());
+            let anchored = chain.last().is_some_and(|top| {
+                top.tbs_certificate().issuer() == top.tbs_certificate().subject()
+            });
             if !anchored {
-                return Err("the TSU certificate does not chain to a CA this service trusts".into());
+                return Err(
+                    "the TSU certificate does not chain to a CA this service trusts".into(),
+                );
             }
             let validity = tsu.tbs_certificate().validity();
             let from = OffsetDateTime::from(validity.not_before.to_system_time());
@@ -813,8 +829,9 @@ fn check_signing_certificate_v2(
         .ok_or("signing-certificate-v2 names no certificate")?;
     let algorithm = match &first.hash_algorithm {
         None => DigestAlgorithm::Sha256,
-        Some(identifier) => digest_of(&identifier.oid)
-            .ok_or("signing-certificate-v2 uses an unsupported hash")?,
+        Some(identifier) => {
+            digest_of(&identifier.oid).ok_or("signing-certificate-v2 uses an unsupported hash")?
+        }
     };
     let der = certificate.to_der().map_err(|e| e.to_string())?;
     if algorithm.digest(&der) != first.cert_hash.as_bytes() {
