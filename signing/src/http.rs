@@ -25,9 +25,10 @@ use serde::Deserialize;
 
 use crate::{
     PdfError, SignatureError,
-    cades::{DocumentInput, Format, Level, PrepareRequest, Signatures},
+    cades::{DocumentInput, Format, Level, PrepareRequest, Signatures, build::DigestAlgorithm},
     pades::MAX_PDF_BYTES,
     tsa::{FailureInfo, TimeStampAuthority, token},
+    validation::Covered,
 };
 
 const QUERY: &str = "application/timestamp-query";
@@ -319,11 +320,71 @@ async fn finalize(
     .into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    /// The detached CMS signature (CAdES), base64.
+    signature: String,
+    /// The signed document, base64 (or give `digest`).
+    document: Option<String>,
+    /// The document's digest, base64.
+    digest: Option<String>,
+    /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
+    digest_algorithm: Option<String>,
+}
+
+/// `POST /api/v1/validations`: an EN 319 102-1 report on a CAdES signature. Always
+/// 200 with the report for a signature that could be examined (even TOTAL-FAILED);
+/// 400 for a request that names nothing to validate.
+async fn validate(
+    State(signatures): State<Signatures>,
+    headers: HeaderMap,
+    body: Result<Json<ValidateBody>, JsonRejection>,
+) -> Result<Response, SignatureError> {
+    let client = caller(&signatures, &headers)?;
+    let body = json_body(body)?;
+    let signature = base64_field("signature", &body.signature)?;
+    let covered = match (body.document, body.digest, body.digest_algorithm) {
+        (Some(document), None, None) => Covered::Document(base64_field("document", &document)?),
+        (None, Some(digest), Some(algorithm)) => {
+            let algorithm = DigestAlgorithm::parse(&algorithm).ok_or_else(|| {
+                SignatureError::UnsupportedAlgorithm(format!(
+                    "digest algorithm `{algorithm}` is not sha256, sha384 or sha512"
+                ))
+            })?;
+            let digest = base64_field("digest", &digest)?;
+            if digest.len() != algorithm.output_len() {
+                return Err(SignatureError::BadRequest(format!(
+                    "a {} digest has {} octets, not {}",
+                    algorithm.name(),
+                    algorithm.output_len(),
+                    digest.len()
+                )));
+            }
+            Covered::Digest(algorithm, digest)
+        }
+        _ => {
+            return Err(SignatureError::BadRequest(
+                "give the signed `document`, or its `digest` with `digest_algorithm`".into(),
+            ));
+        }
+    };
+    let report = signatures.validate_cades(&signature, &covered).await?;
+    tracing::info!(
+        client,
+        signature = %crate::validation::fingerprint(&signature),
+        indications = ?report.signatures.iter().map(|s| s.indication).collect::<Vec<_>>(),
+        "validated a signature"
+    );
+    Ok(Json(report).into_response())
+}
+
 /// The routes, before the shared `/healthz` and `/metrics`.
 pub(crate) fn routes(tsa: &TimeStampAuthority, signatures: &Signatures) -> Router {
     let api = Router::new()
         .route("/api/v1/signatures/prepare", post(prepare))
         .route("/api/v1/signatures/{id}/finalize", post(finalize))
+        .route("/api/v1/validations", post(validate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
         .with_state(signatures.clone());
     Router::new()

@@ -11,6 +11,7 @@ mod error;
 mod http;
 pub mod pades;
 pub mod tsa;
+pub mod validation;
 
 use axum::Router;
 use eid_core::ServiceContext;

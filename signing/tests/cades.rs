@@ -653,9 +653,217 @@ async fn bad_input_gets_a_specific_problem(backend: TestBackend) {
         .unwrap();
 }
 
+async fn validate(tsa: &Tsa, body: Value, token: Option<&str>) -> Answer {
+    post(
+        tsa,
+        "/api/v1/validations",
+        token,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+/// Signs `document` at `level` on the card and returns the CAdES signature.
+async fn signed(tsa: &Tsa, card: &Card, document: &[u8], level: &str) -> Vec<u8> {
+    let (id, tbs) = prepared(tsa, card, document, level).await;
+    let signature = card.sign(tbs).await;
+    let answer = finalize(tsa, &id, &signature, "application/json").await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    Base64::decode_vec(answer.json()["signature"].as_str().unwrap()).unwrap()
+}
+
+/// The report on one signature over `document`.
+async fn report(tsa: &Tsa, cades: &[u8], document: &[u8]) -> Value {
+    let answer = validate(
+        tsa,
+        json!({
+            "signature": Base64::encode_string(cades),
+            "document": Base64::encode_string(document),
+        }),
+        Some(&tsa.api_token),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let json = answer.json();
+    assert_eq!(json["signatures"].as_array().unwrap().len(), 1, "{json}");
+    json["signatures"][0].clone()
+}
+
+/// Whether openssl (the independent judge) accepts the detached signature.
+fn openssl_accepts(tsa: &Tsa, name: &str, cades: &[u8], document: &[u8]) -> bool {
+    let signature = write(tsa, &format!("{name}.p7s"), cades);
+    let content = write(tsa, &format!("{name}.txt"), document);
+    let root = tsa.root.display().to_string();
+    openssl(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        &signature,
+        "-content",
+        &content,
+        "-CAfile",
+        &root,
+        "-purpose",
+        "any",
+        "-out",
+        "/dev/null",
+    ])
+    .text
+    .contains("Verification successful")
+}
+
+/// EN 319 102-1 reports for the service's own signatures and for broken ones; where
+/// openssl can judge (integrity, chain), it agrees.
+async fn validation_reports_follow_en_319_102_1(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let card = Card::issue(&tsa, "3900101123456").await;
+    let document = b"a lease, signed with a card".to_vec();
+
+    let lt = signed(&tsa, &card, &document, "LT").await;
+    let passed = report(&tsa, &lt, &document).await;
+    assert_eq!(passed["indication"], "TOTAL-PASSED", "{passed}");
+    assert_eq!(passed["format"], "CAdES-BASELINE-LT");
+    assert_eq!(
+        passed["qualification"], "QESig",
+        "qualified certificate, key on a QSCD"
+    );
+    assert_eq!(passed["certificate_status"]["status"], "good");
+    assert_eq!(passed["certificate_status"]["source"], "embedded-ocsp");
+    assert_eq!(passed["timestamp"]["valid"], true, "{passed}");
+    assert_eq!(
+        passed["best_signature_time"],
+        passed["timestamp"]["gen_time"]
+    );
+    assert!(
+        passed["signer"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("PNOTT-3900101123456")
+    );
+    assert!(passed["claimed_signing_time"].is_string());
+    assert!(openssl_accepts(&tsa, "lt", &lt, &document));
+
+    // Another document: the digest does not match.
+    let other = b"a lease, with a different rent".to_vec();
+    let failed = report(&tsa, &lt, &other).await;
+    assert_eq!(failed["indication"], "TOTAL-FAILED");
+    assert_eq!(failed["sub_indication"], "HASH_FAILURE", "{failed}");
+    assert_eq!(failed["qualification"], "n/a");
+    assert!(!openssl_accepts(&tsa, "other", &lt, &other));
+
+    // A signature value changed by one bit.
+    let mut data = signed_data(&lt);
+    let info = data.signer_infos.0.as_slice()[0].clone();
+    let mut value = info.signature.as_bytes().to_vec();
+    let last = value.len() - 1;
+    value[last] ^= 1;
+    let mut broken = info.clone();
+    broken.signature = der::asn1::OctetString::new(value).unwrap();
+    data.signer_infos =
+        cms::signed_data::SignerInfos(der::asn1::SetOfVec::try_from(vec![broken]).unwrap());
+    let tampered = data.to_content_info_der().unwrap();
+    let failed = report(&tsa, &tampered, &document).await;
+    assert_eq!(failed["indication"], "TOTAL-FAILED");
+    assert_eq!(failed["sub_indication"], "SIG_CRYPTO_FAILURE", "{failed}");
+    assert!(!openssl_accepts(&tsa, "tampered", &tampered, &document));
+
+    // Not CMS at all.
+    let failed = report(&tsa, b"not a signature", &document).await;
+    assert_eq!(failed["sub_indication"], "FORMAT_FAILURE", "{failed}");
+
+    // The digest instead of the document.
+    let answer = validate(
+        &tsa,
+        json!({
+            "signature": Base64::encode_string(&lt),
+            "digest": Base64::encode_string(&Sha256::digest(&document)),
+            "digest_algorithm": "sha256",
+        }),
+        Some(&tsa.api_token),
+    )
+    .await;
+    assert_eq!(answer.json()["signatures"][0]["indication"], "TOTAL-PASSED");
+
+    // Status at the best-signature-time: a B signature (no time-stamp) of a suspended,
+    // then revoked certificate; a T signature time-stamped before the revocation.
+    let b = signed(&tsa, &card, &document, "B").await;
+    let t = signed(&tsa, &card, &document, "T").await;
+    let serial = eid_ca::CertificateSerial::from_certificate(
+        card.certificate.tbs_certificate().serial_number(),
+    );
+    // OCSP gives revocation times in whole seconds: a revocation within the second of
+    // the time-stamp cannot be told to come after it (and is judged as before).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tsa.ca
+        .change_status(&serial, eid_ca::StatusChange::Suspend, "test")
+        .await
+        .unwrap();
+    let held = report(&tsa, &b, &document).await;
+    assert_eq!(held["indication"], "INDETERMINATE");
+    assert_eq!(held["sub_indication"], "TRY_LATER", "{held}");
+    assert_eq!(held["certificate_status"]["status"], "suspended");
+    assert_eq!(held["certificate_status"]["source"], "online-ocsp");
+    tsa.ca
+        .change_status(
+            &serial,
+            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
+            "test",
+        )
+        .await
+        .unwrap();
+    let revoked = report(&tsa, &b, &document).await;
+    assert_eq!(revoked["indication"], "INDETERMINATE");
+    assert_eq!(revoked["sub_indication"], "REVOKED_NO_POE", "{revoked}");
+    let before = report(&tsa, &t, &document).await;
+    assert_eq!(before["indication"], "TOTAL-PASSED", "{before}");
+    assert_eq!(before["certificate_status"]["status"], "revoked");
+    // The LT signature proves its status at signing with its own OCSP response.
+    let archived = report(&tsa, &lt, &document).await;
+    assert_eq!(archived["indication"], "TOTAL-PASSED", "{archived}");
+    assert_eq!(archived["certificate_status"]["status"], "good");
+
+    // Requests that name nothing to validate, or come from nobody.
+    let answer = validate(
+        &tsa,
+        json!({ "signature": Base64::encode_string(&lt) }),
+        Some(&tsa.api_token),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    let answer = validate(
+        &tsa,
+        json!({ "signature": Base64::encode_string(&lt), "document": "" }),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    let answer = validate(
+        &tsa,
+        json!({ "signature": "***", "document": "" }),
+        Some(&tsa.api_token),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+}
+
 on_both_backends!(
     levels_b_t_lt_are_judged_by_openssl,
     bad_input_gets_a_specific_problem,
+    validation_reports_follow_en_319_102_1,
 );
 
 /// The instance's own keys (CA, OCSP responder, TSU) on a SoftHSM2 token too, and a

@@ -178,9 +178,9 @@ struct Output {
 #[derive(Clone, Debug)]
 pub struct Signatures {
     ctx: ServiceContext,
-    trust: std::sync::Arc<TrustedCas>,
+    pub(crate) trust: std::sync::Arc<TrustedCas>,
     time_stamps: TimeStampSource,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     crls: std::sync::Arc<revocation::CrlCache>,
 }
 
