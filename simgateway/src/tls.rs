@@ -63,7 +63,18 @@ impl BuilderProfile for SelfSigned {
         _issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
         _tbs: &x509_cert::TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        Ok(Vec::new())
+        // An end-entity certificate, and a v3 one: webpki (which checks the handshake
+        // signature on the client side) refuses v1 certificates.
+        use der::oid::AssociatedOid;
+        let constraints = x509_cert::ext::pkix::BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        };
+        Ok(vec![Extension {
+            extn_id: x509_cert::ext::pkix::BasicConstraints::OID,
+            critical: true,
+            extn_value: der::asn1::OctetString::new(constraints.to_der()?)?,
+        }])
     }
 }
 
