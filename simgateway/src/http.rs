@@ -98,15 +98,12 @@ async fn start_signature(
 }
 
 /// `timeoutMs` clamped as MID REST does: at least 1 s, at most 2 minutes; 10 s unsaid.
-fn wait(query: &HashMap<String, String>) -> Result<Duration, Response> {
+fn wait(query: &HashMap<String, String>) -> Result<Duration, &'static str> {
     let millis = match query.get("timeoutMs") {
         None => 10_000,
-        Some(text) => text.parse::<u64>().map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "timeoutMs must be a whole number of milliseconds",
-            )
-        })?,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| "timeoutMs must be a whole number of milliseconds")?,
     };
     Ok(Duration::from_millis(millis.clamp(1_000, 120_000)))
 }
@@ -119,7 +116,7 @@ async fn poll(
 ) -> Response {
     let wait = match wait(&query) {
         Ok(wait) => wait,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match gateway.poll(operation, &id, wait).await {
         Ok(status) => Json(status).into_response(),

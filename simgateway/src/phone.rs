@@ -48,6 +48,13 @@ pub enum Confirmation {
     Blocked,
 }
 
+/// What the SIM returned: the signature, its key's type, the key's certificate.
+struct SimSignature {
+    value: Vec<u8>,
+    spec: KeySpec,
+    certificate: Option<Vec<u8>>,
+}
+
 fn pin_of(operation: Operation) -> PinKind {
     match operation {
         Operation::Authentication => PinKind::Pin1,
@@ -277,7 +284,11 @@ impl SimGateway {
                 .await
                 .map_err(|e| SimGatewayError::Internal(e.to_string()))?;
         match signed {
-            Ok((signature, spec, certificate)) => {
+            Ok(SimSignature {
+                value: signature,
+                spec,
+                certificate,
+            }) => {
                 registry.right(phone_number, &[kind], None).await?;
                 let ec = !matches!(spec, KeySpec::Rsa3072);
                 self.complete(
@@ -331,7 +342,7 @@ impl SimGateway {
         kind: PinKind,
         pin: &SecretString,
         hash: &[u8],
-    ) -> Result<(Vec<u8>, KeySpec, Option<Vec<u8>>), SimGatewayError> {
+    ) -> Result<SimSignature, SimGatewayError> {
         let label = KeyLabel::new(match kind {
             PinKind::Pin1 => CITIZEN_AUTHENTICATION_LABEL,
             _ => CITIZEN_SIGNING_LABEL,
@@ -343,7 +354,11 @@ impl SimGateway {
         }
         let signature = signer.sign_digest(hash)?;
         let certificate = store.certificate(&label)?;
-        Ok((signature.into_bytes(), signer.info().spec, certificate))
+        Ok(SimSignature {
+            value: signature.into_bytes(),
+            spec: signer.info().spec,
+            certificate,
+        })
     }
 
     /// Unblocks PIN1 or PIN2 with the PUK, setting `new_pin`. Three wrong PUKs block

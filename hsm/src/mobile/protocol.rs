@@ -64,7 +64,7 @@ pub enum HashType {
 
 impl HashType {
     /// The hash's length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Self::Sha256 => 32,
             Self::Sha384 => 48,
@@ -265,10 +265,10 @@ impl StartRequest {
         check_phone_number(&self.phone_number)?;
         check_national_identity_number(&self.national_identity_number)?;
         let hash = Base64::decode_vec(&self.hash).map_err(|_| ProtocolError::HashNotBase64)?;
-        if hash.len() != self.hash_type.len() {
+        if hash.len() != self.hash_type.digest_len() {
             return Err(ProtocolError::HashLength {
                 hash_type: self.hash_type.name(),
-                expected: self.hash_type.len(),
+                expected: self.hash_type.digest_len(),
                 actual: hash.len(),
             });
         }
