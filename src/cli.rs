@@ -76,6 +76,10 @@ enum Command {
     /// Administer the enrolment desk: centres, desks, staff.
     #[command(subcommand)]
     Enrolment(crate::enrolment::EnrolmentCommand),
+    /// The SIM gateway simulator (development and tests): register simulated SIMs,
+    /// print its TLS pin. Served by `eid serve sim-gateway` only.
+    #[command(subcommand)]
+    SimGateway(crate::simgateway::SimGatewayCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -88,6 +92,9 @@ pub(crate) enum ServiceName {
     Signing,
     /// Enrolment desk.
     Enrolment,
+    /// SIM gateway simulator (development and tests only; never part of `eid serve`
+    /// without a name; needs EID_SIM_GATEWAY_MODULE).
+    SimGateway,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +217,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enrolment(command) => {
             let instance = open(config, OpenMode::Existing).await?;
             let result = crate::enrolment::run(&instance.ctx, command).await;
+            instance.ctx.db.close().await;
+            result
+        }
+        Command::SimGateway(command) => {
+            let instance = open(config, OpenMode::CreateIfMissing).await?;
+            let result = crate::simgateway::run(&instance.ctx, command).await;
             instance.ctx.db.close().await;
             result
         }

@@ -7,6 +7,7 @@ mod enrolment;
 mod keys;
 mod rp;
 mod serve;
+mod simgateway;
 
 use std::process::ExitCode;
 

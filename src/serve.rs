@@ -55,6 +55,8 @@ fn plan(
                     eid_signing::router(ctx, tsa, signatures)
                 }
                 ServiceName::Enrolment => eid_enrolment::router(enrolment?),
+                // Served over TLS by its own loop, and only when named.
+                ServiceName::SimGateway => return None,
             };
             Some(Planned {
                 name,
@@ -159,6 +161,20 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         let address = listener.local_addr().unwrap_or(planned.address);
         bound.push((planned.name, address, listener, planned.router));
     }
+    // The SIM gateway simulator: only when asked for by name, never in `eid serve`.
+    let sim_gateway = if only == Some(ServiceName::SimGateway) {
+        let gateway = crate::simgateway::open(&ctx)?;
+        let context = ctx.clone();
+        let tls = tokio::task::spawn_blocking(move || eid_sim_gateway::GatewayTls::load(&context))
+            .await??;
+        let address = ctx.config.listen.sim_gateway;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} for the SIM gateway simulator"))?;
+        Some((gateway, tls, listener))
+    } else {
+        None
+    };
     let card = match &idp {
         Some(idp) => {
             let address = ctx.config.idp.card_listen;
@@ -178,6 +194,16 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
     for (name, address, ..) in &bound {
         say(format_args!("  {name:<10} http://{address}/"));
     }
+    if let Some((_, tls, listener)) = &sim_gateway {
+        let address = listener
+            .local_addr()
+            .unwrap_or(ctx.config.listen.sim_gateway);
+        say(format_args!(
+            "  {:<10} https://{address}/ (simulator; pin {}; phone page /phone)",
+            eid_sim_gateway::SERVICE,
+            tls.pin
+        ));
+    }
     if let Some((_, listener)) = &card {
         let address = listener.local_addr().unwrap_or(ctx.config.idp.card_listen);
         say(format_args!(
@@ -193,6 +219,14 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             name,
             listener,
             router,
+            shutdown.clone(),
+        ));
+    }
+    if let Some((gateway, tls, listener)) = sim_gateway {
+        servers.spawn(eid_sim_gateway::serve_tls(
+            gateway,
+            tls,
+            listener,
             shutdown.clone(),
         ));
     }

@@ -128,7 +128,14 @@ struct FileConfig {
     signing: SigningSection,
     idp: IdpSection,
     enrolment: EnrolmentSection,
+    sim_gateway: SimGatewaySection,
     ceremony: Option<CeremonySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SimGatewaySection {
+    module: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -389,6 +396,7 @@ struct ListenSection {
     ca: Option<SocketAddr>,
     signing: Option<SocketAddr>,
     enrolment: Option<SocketAddr>,
+    sim_gateway: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -533,8 +541,21 @@ pub struct Config {
     pub idp: IdpConfig,
     /// The enrolment desk (`[enrolment]`).
     pub enrolment: EnrolmentConfig,
+    /// The SIM gateway simulator (`[sim_gateway]`).
+    pub sim_gateway: SimGatewayConfig,
     /// A key ceremony to run (`eid ca ceremony`), when the file describes one.
     pub ceremony: Option<CeremonyConfig>,
+}
+
+/// The SIM gateway simulator's settings (`eid serve sim-gateway`: development, tests
+/// and pilots; refused by the production profile).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimGatewayConfig {
+    /// The PKCS#11 module whose tokens are the simulated SIMs (`module`, env
+    /// `EID_SIM_GATEWAY_MODULE`); each SIM is a card of two tokens, `<id> (PIN1)` and
+    /// `<id> (PIN2)`.
+    pub module: Option<PathBuf>,
 }
 
 /// The enrolment desk's settings.
@@ -870,6 +891,8 @@ pub struct Listeners {
     pub signing: SocketAddr,
     /// Enrolment desk and pre-registration.
     pub enrolment: SocketAddr,
+    /// The SIM gateway simulator (development, tests and pilots only; TLS).
+    pub sim_gateway: SocketAddr,
 }
 
 impl Default for Listeners {
@@ -880,6 +903,7 @@ impl Default for Listeners {
             ca: at(8081),
             signing: at(8082),
             enrolment: at(8083),
+            sim_gateway: at(8084),
         }
     }
 }
@@ -1054,6 +1078,13 @@ impl Config {
         };
         let idp = resolve_idp(file.idp, &listen, env, &relative)?;
         let enrolment = resolve_enrolment(file.enrolment, &listen, env, &relative)?;
+        let sim_gateway = SimGatewayConfig {
+            module: env
+                .var("EID_SIM_GATEWAY_MODULE")
+                .map(PathBuf::from)
+                .or(file.sim_gateway.module)
+                .map(&relative),
+        };
         let ceremony = match file.ceremony {
             Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
             None => None,
@@ -1063,6 +1094,7 @@ impl Config {
             signing,
             idp,
             enrolment,
+            sim_gateway,
             ceremony,
             profile: file.profile,
             data_dir,
@@ -1225,12 +1257,18 @@ fn resolve_listeners(
             section.enrolment,
             defaults.enrolment,
         )?,
+        sim_gateway: pick(
+            "EID_SIM_GATEWAY_LISTEN",
+            section.sim_gateway,
+            defaults.sim_gateway,
+        )?,
     };
     let all = [
         ("idp", listeners.idp),
         ("ca", listeners.ca),
         ("signing", listeners.signing),
         ("enrolment", listeners.enrolment),
+        ("sim_gateway", listeners.sim_gateway),
     ];
     for (i, (a, addr_a)) in all.iter().enumerate() {
         for (b, addr_b) in &all[i + 1..] {

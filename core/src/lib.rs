@@ -20,7 +20,7 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{
     ApiClient, CadesConfig, CeremonyCertificate, CeremonyConfig, ClockTrustConfig, Config,
     ConfigError, DocumentType, EnrolmentConfig, IdpConfig, KeysConfig, Listeners, NtpServer,
-    OsSyncCheck, ReaderConfig, SigningConfig, SoftSecretConfig, TsaConfig,
+    OsSyncCheck, ReaderConfig, SigningConfig, SimGatewayConfig, SoftSecretConfig, TsaConfig,
 };
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use logging::init_logging;

@@ -14,6 +14,9 @@
 //! x509-cert and cms builders take it unchanged. Signing blocks (a token is a device):
 //! from async code use [`KeySigner::sign_async`].
 //!
+//! [`mobile`] reaches keys on citizens' SIMs through the mobile operator's gateway
+//! (mobile ID): its protocol, verification code and pinned-TLS client.
+//!
 //! [`CardReader`] personalises citizens' ID cards and SIMs at the enrolment desk:
 //! PINs set, both key pairs generated on the card, certificates stored, the
 //! transport code replaced by the PUK; and later unblocks, changes PINs or wipes.
@@ -22,6 +25,7 @@
 mod card;
 mod error;
 mod key;
+pub mod mobile;
 mod pkcs11;
 mod policy;
 mod signer;

@@ -106,6 +106,24 @@ impl KeySigner {
             .map(Signature)
     }
 
+    /// Signs a digest computed elsewhere: a SHA-256, SHA-384 or SHA-512 hash (32, 48 or
+    /// 64 bytes), as a mobile-ID SIM signs the hash a relying party sends. The scheme's
+    /// own hash is not applied; ECDSA comes back DER-encoded, RSA as PKCS#1 v1.5 over
+    /// the hash's DigestInfo. Blocks.
+    pub fn sign_digest(&self, digest: &[u8]) -> Result<Signature, HsmError> {
+        if !matches!(digest.len(), 32 | 48 | 64) {
+            return Err(HsmError::UnsupportedKey {
+                detail: format!(
+                    "a digest to sign has 32, 48 or 64 bytes (SHA-256, SHA-384, SHA-512), not {}",
+                    digest.len()
+                ),
+            });
+        }
+        self.key
+            .sign_digest(digest, self.pin.as_deref())
+            .map(Signature)
+    }
+
     /// Signs without holding up the async executor: on the blocking pool, except for
     /// software ECDSA, which is quicker than the hand-off to another thread.
     pub async fn sign_async(&self, message: Vec<u8>) -> Result<Signature, HsmError> {

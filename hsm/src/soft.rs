@@ -693,6 +693,27 @@ impl KeyMaterial {
         PublicKey::from_der(document.as_bytes())
     }
 
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
+        use signature::hazmat::PrehashSigner;
+        let failed = |e: signature::Error| HsmError::Crypto {
+            operation: "signing a digest",
+            detail: e.to_string(),
+        };
+        match self {
+            Self::P256(key) => {
+                let signature: p256::ecdsa::Signature = key.sign_prehash(digest).map_err(failed)?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
+            Self::P384(key) => {
+                let signature: p384::ecdsa::Signature = key.sign_prehash(digest).map_err(failed)?;
+                Ok(signature.to_der().as_bytes().to_vec())
+            }
+            Self::Rsa { .. } => Err(HsmError::UnsupportedKey {
+                detail: "the soft store signs digests with ECDSA keys only".into(),
+            }),
+        }
+    }
+
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         use signature::{RandomizedSigner, hazmat::PrehashSigner};
         let failed = |e: signature::Error| HsmError::Crypto {
@@ -750,6 +771,10 @@ impl SigningKey for SoftKey {
         _pin: Option<&SecretString>,
     ) -> Result<Vec<u8>, HsmError> {
         self.material.sign(scheme, message)
+    }
+
+    fn sign_digest(&self, digest: &[u8], _pin: Option<&SecretString>) -> Result<Vec<u8>, HsmError> {
+        self.material.sign_digest(digest)
     }
 
     fn signs_quickly(&self, scheme: SignatureScheme) -> bool {

@@ -59,6 +59,34 @@ pub(crate) trait SigningKey: Send + Sync + fmt::Debug {
     fn signs_quickly(&self, _scheme: SignatureScheme) -> bool {
         false
     }
+    /// Signs a digest computed elsewhere (`digest` is the hash itself, 32, 48 or 64
+    /// bytes of SHA-256, SHA-384 or SHA-512): what a mobile-ID SIM does with the hash
+    /// the relying party sends. ECDSA results DER-encoded; RSA is PKCS#1 v1.5 with the
+    /// DigestInfo of the hash the length names.
+    fn sign_digest(&self, digest: &[u8], pin: Option<&SecretString>) -> Result<Vec<u8>, HsmError>;
+}
+
+/// The PKCS#1 v1.5 `DigestInfo` prefix for a digest of this length (SHA-256, SHA-384,
+/// SHA-512): fixed DER from RFC 8017, section 9.2, note 1.
+pub(crate) fn digest_info_prefix(digest_len: usize) -> Option<&'static [u8]> {
+    const SHA256: &[u8] = &[
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    const SHA384: &[u8] = &[
+        0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        0x05, 0x00, 0x04, 0x30,
+    ];
+    const SHA512: &[u8] = &[
+        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+        0x05, 0x00, 0x04, 0x40,
+    ];
+    match digest_len {
+        32 => Some(SHA256),
+        48 => Some(SHA384),
+        64 => Some(SHA512),
+        _ => None,
+    }
 }
 
 /// A certificate as a token stores it: the DER, and the fields PKCS#11 keeps beside

@@ -607,6 +607,32 @@ impl SigningKey for TokenKey {
         &self.info
     }
 
+    fn sign_digest(&self, digest: &[u8], pin: Option<&SecretString>) -> Result<Vec<u8>, HsmError> {
+        let pin = if self.info.attributes.always_authenticate {
+            Some(pin.ok_or_else(|| HsmError::PinRequired {
+                label: self.info.label.to_string(),
+            })?)
+        } else {
+            None
+        };
+        let (mechanism, data) = match self.info.spec {
+            KeySpec::EcP256 | KeySpec::EcP384 => (Mechanism::Ecdsa, digest.to_vec()),
+            KeySpec::Rsa3072 => {
+                let prefix = crate::store::digest_info_prefix(digest.len()).ok_or_else(|| {
+                    HsmError::UnsupportedKey {
+                        detail: format!("no DigestInfo for a {}-byte digest", digest.len()),
+                    }
+                })?;
+                (Mechanism::RsaPkcs, [prefix, digest].concat())
+            }
+        };
+        let raw = self
+            .keys
+            .sign_raw(&self.info.label, &mechanism, &data, pin)
+            .map_err(|e| self.keys.hsm(e))?;
+        ecdsa_der(self.info.spec, raw)
+    }
+
     fn sign(
         &self,
         scheme: SignatureScheme,
@@ -654,23 +680,28 @@ impl SigningKey for TokenKey {
             .keys
             .sign_raw(&self.info.label, &mechanism, &data, pin)
             .map_err(|e| self.keys.hsm(e))?;
-        // ECDSA comes back as r || s; X.509 and CMS want DER ECDSA-Sig-Value.
-        let bad = |e: ecdsa::Error| HsmError::Encoding {
-            what: "ECDSA signature from the token",
-            detail: e.to_string(),
-        };
-        match (spec, scheme) {
-            (KeySpec::EcP256, _) => Ok(p256::ecdsa::Signature::from_slice(&raw)
-                .map_err(bad)?
-                .to_der()
-                .as_bytes()
-                .to_vec()),
-            (KeySpec::EcP384, _) => Ok(p384::ecdsa::Signature::from_slice(&raw)
-                .map_err(bad)?
-                .to_der()
-                .as_bytes()
-                .to_vec()),
-            (KeySpec::Rsa3072, _) => Ok(raw),
-        }
+        ecdsa_der(spec, raw)
+    }
+}
+
+/// ECDSA comes back from the token as r || s; X.509, CMS and mobile ID want DER
+/// `ECDSA-Sig-Value`. RSA signatures pass through.
+fn ecdsa_der(spec: KeySpec, raw: Vec<u8>) -> Result<Vec<u8>, HsmError> {
+    let bad = |e: ecdsa::Error| HsmError::Encoding {
+        what: "ECDSA signature from the token",
+        detail: e.to_string(),
+    };
+    match spec {
+        KeySpec::EcP256 => Ok(p256::ecdsa::Signature::from_slice(&raw)
+            .map_err(bad)?
+            .to_der()
+            .as_bytes()
+            .to_vec()),
+        KeySpec::EcP384 => Ok(p384::ecdsa::Signature::from_slice(&raw)
+            .map_err(bad)?
+            .to_der()
+            .as_bytes()
+            .to_vec()),
+        KeySpec::Rsa3072 => Ok(raw),
     }
 }
