@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::panic, unreachable_pub)]
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -49,37 +49,7 @@ impl Environment for TestEnv {
     }
 }
 
-fn module() -> PathBuf {
-    PathBuf::from(
-        std::env::var("EID_TEST_PKCS11_MODULE")
-            .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()),
-    )
-}
-
-/// A private SoftHSM2 token folder, set once before anything loads the module.
-fn softhsm_environment() {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // SAFETY: once, before any test loads the module.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var("SOFTHSM2_CONF", &conf);
-        }
-        dir
-    });
-}
+use eid_tests::softhsm::{pkcs11_module as module, softhsm_environment};
 
 struct Stand {
     client: MobileIdClient,

@@ -3,13 +3,15 @@
 //!
 //! PostgreSQL tests need `EID_TEST_POSTGRES_URL`, an account that may create
 //! databases (`deploy/test.sh` sets it up); each test gets a database of its own.
-#![forbid(unsafe_code)]
+// One audited exception: softhsm::softhsm_environment sets SOFTHSM2_CONF once.
+#![deny(unsafe_code)]
 #![allow(clippy::print_stdout)] // test harness output
 
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 
 pub mod mrz;
+pub mod softhsm;
 
 /// Which database a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

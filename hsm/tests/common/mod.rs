@@ -10,10 +10,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use eid_hsm::{
@@ -87,36 +84,12 @@ pub(crate) fn soft_store() -> TestStore {
 
 /// The PKCS#11 module under test.
 pub(crate) fn module() -> PathBuf {
-    std::env::var_os("EID_TEST_PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
+    eid_tests::softhsm::pkcs11_module()
 }
 
 /// Points SoftHSM2 at a private token directory, once per process.
 pub(crate) fn softhsm_environment() {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // SAFETY: runs once, before any test loads the module (every SoftHSM path goes
-        // through here first); other test threads touch the environment only through
-        // std, which serialises access with its own lock.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var("SOFTHSM2_CONF", &conf);
-        }
-        dir
-    });
+    eid_tests::softhsm::softhsm_environment();
 }
 
 /// A unique token label for this process.

@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicI64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -53,38 +53,10 @@ impl Environment for TestEnv {
     }
 }
 
-/// Points SoftHSM2 at a private token folder, once per test process, before anything
-/// loads the module (the module reads SOFTHSM2_CONF when it initialises).
-fn softhsm_environment() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // SAFETY: runs once, before any test loads the module (every SoftHSM path goes
-        // through here first); other threads touch the environment only through std,
-        // which serialises access with its own lock.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var("SOFTHSM2_CONF", &conf);
-        }
-        dir
-    })
-    .path()
-}
+use eid_tests::softhsm::softhsm_environment;
 
 fn pkcs11_module() -> String {
-    std::env::var("EID_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into())
+    eid_tests::softhsm::pkcs11_module().display().to_string()
 }
 
 /// A running TSA.
