@@ -229,6 +229,7 @@ struct IdpSection {
     interaction_ttl_secs: u64,
     key_publish_secs: u64,
     ocsp_cache_secs: u64,
+    client_cache_secs: u64,
     admin_client: Vec<IssuanceClientSection>,
 }
 
@@ -250,6 +251,7 @@ impl Default for IdpSection {
             interaction_ttl_secs: 10 * 60,
             key_publish_secs: 300,
             ocsp_cache_secs: 60,
+            client_cache_secs: 2,
             admin_client: Vec::new(),
         }
     }
@@ -511,6 +513,10 @@ pub struct IdpConfig {
     pub key_publish_secs: u64,
     /// How long an OCSP answer about a login certificate is reused.
     pub ocsp_cache_secs: u64,
+    /// How long a relying party's registration is reused from memory. Changes made
+    /// through this process's admin API apply at once; `eid rp` in another process
+    /// reaches a running provider within this time.
+    pub client_cache_secs: u64,
     /// Callers of the registry's admin API (`[[idp.admin_client]]`).
     pub admin_clients: Vec<ApiClient>,
 }
@@ -1815,6 +1821,7 @@ fn resolve_idp(
         interaction_ttl_secs: section.interaction_ttl_secs,
         key_publish_secs: section.key_publish_secs,
         ocsp_cache_secs: section.ocsp_cache_secs,
+        client_cache_secs: section.client_cache_secs,
         admin_clients: resolve_bearer_clients(
             "idp.admin_client",
             section.admin_client,

@@ -98,12 +98,13 @@ impl GroupCommit {
         self.submit(true, operation).await
     }
 
-    /// [`Self::write`] for an operation of one statement that fails only when the
-    /// database does (a refusal it can foresee, such as a duplicate, it reports as a
-    /// value, e.g. with `ON CONFLICT DO NOTHING`): it runs without a savepoint, which on
-    /// PostgreSQL saves two of its three round trips. If it fails after all, the
-    /// transaction cannot go on, so every operation of the batch fails with it and
-    /// nothing of the batch is written.
+    /// [`Self::write`] for an operation whose statements fail only when the database
+    /// does (a refusal it can foresee, such as a duplicate or a credential already
+    /// spent, it reports as a value, e.g. with `ON CONFLICT DO NOTHING` or a conditional
+    /// update): it runs without a savepoint, which saves two round trips. If a statement
+    /// fails after all, the transaction cannot go on, so every operation of the batch
+    /// fails with it and nothing of the batch is written (not even this operation's
+    /// earlier statements).
     pub async fn write_without_savepoint<T, E>(
         &self,
         operation: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, Written<T>, E>

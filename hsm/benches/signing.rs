@@ -1,7 +1,7 @@
 //! Signing throughput: the key layer beside the raw operation it wraps.
 //!
-//! - `soft/*`: the soft store through `KeySigner::sign` vs RustCrypto signing with a
-//!   key of the same type made by the same crate;
+//! - `soft/*`: the soft store through `KeySigner::sign` vs the library it signs with,
+//!   called bare with a key of the same type (ring for ECDSA, RustCrypto for RSA);
 //! - `softhsm/*`: a SoftHSM2 token through `KeySigner::sign` vs a bare `cryptoki`
 //!   loop on one session (hashing included on both sides);
 //! - `pool/*`: a SoftHSM2 store with two sessions, one signing thread vs two.
@@ -103,7 +103,7 @@ fn soft_store() -> (tempfile::TempDir, KeyStore) {
 }
 
 fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
-    use signature::{RandomizedSigner, Signer};
+    use signature::RandomizedSigner;
     let (_dir, store) = soft_store();
     for (l, spec) in [
         ("p256", KeySpec::EcP256),
@@ -117,14 +117,13 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
     let rsa_layer = store
         .signer(&label("rsa"), Some(SignatureScheme::RsaPssSha256))
         .unwrap();
-    let p256_raw = {
-        use p256::elliptic_curve::Generate;
-        p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap()
+    let ring_rng = ring::rand::SystemRandom::new();
+    let ring_key = |algorithm| {
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(algorithm, &ring_rng).unwrap();
+        ring::signature::EcdsaKeyPair::from_pkcs8(algorithm, pkcs8.as_ref(), &ring_rng).unwrap()
     };
-    let p384_raw = {
-        use p256::elliptic_curve::Generate;
-        p384::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap()
-    };
+    let p256_raw = ring_key(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING);
+    let p384_raw = ring_key(&ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING);
     let rsa_raw = rsa::pss::SigningKey::<sha2::Sha256>::new(
         rsa::RsaPrivateKey::new(&mut rng(), 3072).unwrap(),
     );
@@ -138,13 +137,13 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
         b.iter(|| p256_layer.sign(black_box(MESSAGE)).unwrap())
     });
     group.bench_function("p256-sha256/raw", |b| {
-        b.iter(|| -> p256::ecdsa::DerSignature { p256_raw.sign(black_box(MESSAGE)) })
+        b.iter(|| p256_raw.sign(&ring_rng, black_box(MESSAGE)).unwrap())
     });
     group.bench_function("p384-sha384/layer", |b| {
         b.iter(|| p384_layer.sign(black_box(MESSAGE)).unwrap())
     });
     group.bench_function("p384-sha384/raw", |b| {
-        b.iter(|| -> p384::ecdsa::DerSignature { p384_raw.sign(black_box(MESSAGE)) })
+        b.iter(|| p384_raw.sign(&ring_rng, black_box(MESSAGE)).unwrap())
     });
     group.bench_function("rsa3072-pss/layer", |b| {
         b.iter(|| rsa_layer.sign(black_box(MESSAGE)).unwrap())
@@ -161,7 +160,7 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
             black_box(p256_layer.sign(MESSAGE).unwrap());
         },
         || {
-            let _: p256::ecdsa::DerSignature = black_box(p256_raw.sign(MESSAGE));
+            black_box(p256_raw.sign(&ring_rng, MESSAGE).unwrap());
         },
     );
     rows.push(Row {
@@ -177,7 +176,7 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
             black_box(p384_layer.sign(MESSAGE).unwrap());
         },
         || {
-            let _: p384::ecdsa::DerSignature = black_box(p384_raw.sign(MESSAGE));
+            black_box(p384_raw.sign(&ring_rng, MESSAGE).unwrap());
         },
     );
     rows.push(Row {

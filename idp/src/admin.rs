@@ -208,7 +208,9 @@ async fn remove(
         Ok(actor) => actor,
         Err(p) => return p.into_response(),
     };
-    match clients::remove(idp.ctx(), &actor, &client_id).await {
+    let removed = clients::remove(idp.ctx(), &actor, &client_id).await;
+    idp.forget_client(&client_id);
+    match removed {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => problem(e).into_response(),
     }
@@ -223,7 +225,9 @@ async fn rotate_secret(
         Ok(actor) => actor,
         Err(p) => return p.into_response(),
     };
-    match clients::rotate_secret(idp.ctx(), &actor, &client_id).await {
+    let rotated = clients::rotate_secret(idp.ctx(), &actor, &client_id).await;
+    idp.forget_client(&client_id);
+    match rotated {
         Ok(secret) => (
             [(header::CACHE_CONTROL, "no-store")],
             Json(json!({ "client_id": client_id, "client_secret": secret.as_str() })),

@@ -431,6 +431,81 @@ pub async fn find(ctx: &ServiceContext, client_id: &str) -> Result<Option<Client
     row.as_ref().map(from_row).transpose()
 }
 
+/// Registrations kept in memory for a short while (`idp.client_cache_secs`): authorize,
+/// the token endpoint and userinfo each need the client, and reading it anew was a large
+/// share of their database work. Only registrations found are kept; a change made here
+/// ([`ClientCache::forget`]) applies at once, one made by another process within the
+/// time-to-live.
+#[derive(Debug)]
+pub struct ClientCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Client)>>,
+}
+
+/// The most registrations kept; past it, the stale ones are dropped, then all.
+const MAX_CACHED_CLIENTS: usize = 4096;
+
+impl ClientCache {
+    /// A cache keeping registrations for `ttl` (zero: read every time).
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The active client with this id, from memory if read less than the ttl ago.
+    pub async fn find(
+        &self,
+        ctx: &ServiceContext,
+        client_id: &str,
+    ) -> Result<Option<Client>, IdpError> {
+        if self.ttl.is_zero() {
+            return find(ctx, client_id).await;
+        }
+        if let Some((read_at, client)) = self.lock().get(client_id)
+            && read_at.elapsed() < self.ttl
+        {
+            return Ok(Some(client.clone()));
+        }
+        let found = find(ctx, client_id).await?;
+        let mut entries = self.lock();
+        match &found {
+            Some(client) => {
+                if entries.len() >= MAX_CACHED_CLIENTS {
+                    entries.retain(|_, (read_at, _)| read_at.elapsed() < self.ttl);
+                    if entries.len() >= MAX_CACHED_CLIENTS {
+                        entries.clear();
+                    }
+                }
+                entries.insert(
+                    client_id.to_owned(),
+                    (std::time::Instant::now(), client.clone()),
+                );
+            }
+            None => {
+                entries.remove(client_id);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Drops what is kept of a client (after it was changed or removed here).
+    pub fn forget(&self, client_id: &str) {
+        self.lock().remove(client_id);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, Client)>>
+    {
+        // A panic while holding the lock leaves nothing half-changed worth refusing.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Every active client, oldest first.
 pub async fn list(ctx: &ServiceContext) -> Result<Vec<Client>, IdpError> {
     sqlx::query(

@@ -564,9 +564,11 @@ pub async fn issue_code(
     let code_hash = sha256_hex(code.as_bytes());
     let grant_expires = now + i64::try_from(grant_lifetime).unwrap_or(i64::MAX / 2);
     let code_expires = now + i64::try_from(config.code_ttl_secs).unwrap_or(60);
+    // Two inserts under fresh random keys: nothing but the database itself can refuse
+    // them, so no savepoint (a failure rolls back the whole group, see the group commit).
     ctx.db
         .group_commit(&ctx.clock)
-        .write(move |conn| {
+        .write_without_savepoint(move |conn| {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO idp_grant (grant_id, client_id, citizen_id, sid, scope, acr, \

@@ -248,7 +248,7 @@ async fn authorize(idp: &Idp, headers: &HeaderMap, pairs: Pairs) -> Response {
     let Some(client_id) = params.get("client_id") else {
         return error_page(headers, StatusCode::BAD_REQUEST, "client_id is missing.");
     };
-    let client = match clients::find(idp.ctx(), client_id).await {
+    let client = match idp.client(client_id).await {
         Ok(Some(client)) => client,
         Ok(None) => {
             return error_page(
@@ -418,7 +418,7 @@ async fn login_page(
         }
         Err(e) => return internal(&headers, &e),
     };
-    let client = match clients::find(idp.ctx(), &interaction.request.client_id).await {
+    let client = match idp.client(&interaction.request.client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return error_page(
@@ -598,7 +598,7 @@ async fn consent_page(
         Err(e) => return internal(&headers, &e),
     };
     let (client, citizen) = match (
-        clients::find(idp.ctx(), &interaction.request.client_id).await,
+        idp.client(&interaction.request.client_id).await,
         flow::citizen(idp.ctx(), &session.citizen_id).await,
     ) {
         (Ok(Some(client)), Ok(Some(citizen))) => (client, citizen),
@@ -1062,7 +1062,7 @@ async fn logout_finish(idp: &Idp, headers: &HeaderMap, params: &Parameters) -> R
         .and_then(|hint| hinted_client(idp, hint))
         .or_else(|| params.get("client_id").map(str::to_owned));
     if let (Some(target), Some(client_id)) = (params.get("post_logout_redirect_uri"), client_id)
-        && let Ok(Some(client)) = clients::find(idp.ctx(), &client_id).await
+        && let Ok(Some(client)) = idp.client(&client_id).await
         && client
             .metadata
             .post_logout_redirect_uris
@@ -1081,7 +1081,7 @@ async fn logout_finish(idp: &Idp, headers: &HeaderMap, params: &Parameters) -> R
 /// Tells every client of the ended session (OpenID Connect Back-Channel Logout 1.0).
 async fn backchannel_logout(idp: Idp, session: Session, client_ids: Vec<String>) {
     for client_id in client_ids {
-        let Ok(Some(client)) = clients::find(idp.ctx(), &client_id).await else {
+        let Ok(Some(client)) = idp.client(&client_id).await else {
             continue;
         };
         let Some(uri) = client.metadata.backchannel_logout_uri.clone() else {

@@ -152,6 +152,7 @@ struct Inner {
     webauthn: Option<webauthn_rs::Webauthn>,
     dpop_replays: dpop::ReplayCache,
     certificates: Option<Arc<dyn CitizenCertificates>>,
+    clients: clients::ClientCache,
 }
 
 /// The client id of the provider's own self-service pages.
@@ -205,6 +206,9 @@ impl Idp {
                 card_tls,
                 status,
                 client_keys: tokio::sync::Mutex::default(),
+                clients: clients::ClientCache::new(Duration::from_secs(
+                    ctx.config.idp.client_cache_secs,
+                )),
             }),
         })
     }
@@ -212,6 +216,16 @@ impl Idp {
     /// The service context.
     pub fn ctx(&self) -> &ServiceContext {
         &self.inner.ctx
+    }
+
+    /// The active relying party with this id (see [`clients::ClientCache`]).
+    pub async fn client(&self, client_id: &str) -> Result<Option<clients::Client>, IdpError> {
+        self.inner.clients.find(self.ctx(), client_id).await
+    }
+
+    /// Forgets what is kept in memory of a client this process just changed.
+    pub(crate) fn forget_client(&self, client_id: &str) {
+        self.inner.clients.forget(client_id);
     }
 
     /// The token-signing keys.

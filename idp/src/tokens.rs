@@ -90,7 +90,7 @@ pub async fn authenticate_client(
 }
 
 async fn known_client(idp: &Idp, client_id: &str) -> Result<Client, OAuthError> {
-    crate::clients::find(idp.ctx(), client_id)
+    idp.client(client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))
 }
@@ -343,7 +343,9 @@ enum Credential {
 
 /// Spends a code or refresh token in one group-commit write: marks it used only if it
 /// was not (the conditional update is the guard against two concurrent uses), issues
-/// the successor refresh token, and audits. A second use revokes the whole grant.
+/// the successor refresh token, and audits. A second use revokes the whole grant. The
+/// refusal is a value (no row updated), so the write needs no savepoint: only the
+/// database failing could make a statement fail, and that fails the whole group.
 async fn spend(
     idp: &Idp,
     client: &Client,
@@ -375,7 +377,7 @@ async fn spend(
     let actor = format!("client:{}", client.client_id);
     ctx.db
         .group_commit(&ctx.clock)
-        .write(move |conn| {
+        .write_without_savepoint(move |conn| {
             Box::pin(async move {
                 let sql = format!(
                     "UPDATE {table} SET used_at = $1 WHERE {key_column} = $2 AND used_at IS NULL"
@@ -954,7 +956,7 @@ pub async fn userinfo(idp: &Idp, presented: &Presented<'_>) -> Result<Value, OAu
             "userinfo needs the openid scope",
         ));
     }
-    let client = crate::clients::find(idp.ctx(), &grant.client_id)
+    let client = idp.client(&grant.client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_token("the client has been removed"))?;
     let citizen = grant
