@@ -1,7 +1,7 @@
 //! The login journey's state: citizens, browser sessions, interactions (one
 //! authorization request in progress), consents, and the code that ends it.
 
-use eid_core::{AuditEvent, ServiceContext, audit, group_commit::Written};
+use eid_core::{AuditEvent, Backend, ServiceContext, audit, group_commit::Written};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -209,26 +209,63 @@ fn amr_text(authentication: &Authentication) -> String {
 
 /// The live session behind a session cookie.
 pub async fn session(ctx: &ServiceContext, cookie: &str) -> Result<Option<Session>, IdpError> {
+    Ok(read_session(ctx, cookie, None)
+        .await?
+        .map(|(session, _)| session))
+}
+
+/// The live session behind a session cookie and, read in the same query, the scopes its
+/// citizen has allowed `client_id` (empty when none).
+pub async fn session_and_consent(
+    ctx: &ServiceContext,
+    cookie: &str,
+    client_id: &str,
+) -> Result<Option<(Session, Vec<String>)>, IdpError> {
+    read_session(ctx, cookie, Some(client_id)).await
+}
+
+async fn read_session(
+    ctx: &ServiceContext,
+    cookie: &str,
+    consent_of: Option<&str>,
+) -> Result<Option<(Session, Vec<String>)>, IdpError> {
     let now = ctx.clock.now().unix_timestamp();
-    let row = sqlx::query(
-        "SELECT sid, citizen_id, acr, amr, auth_time, expires_at FROM idp_session \
-         WHERE cookie_sha256 = $1 AND ended_at IS NULL AND expires_at > $2",
-    )
-    .bind(sha256_hex(cookie.as_bytes()))
-    .bind(now)
-    .fetch_optional(ctx.db.pool())
-    .await
-    .map_err(query("finding a session"))?;
+    const COLUMNS: &str = "s.sid, s.citizen_id, s.acr, s.amr, s.auth_time, s.expires_at";
+    const LIVE: &str = "s.cookie_sha256 = $1 AND s.ended_at IS NULL AND s.expires_at > $2";
+    let sql = match consent_of {
+        Some(_) => format!(
+            "SELECT {COLUMNS}, c.scopes FROM idp_session s LEFT JOIN idp_consent c \
+             ON c.citizen_id = s.citizen_id AND c.client_id = $3 AND c.revoked_at IS NULL \
+             WHERE {LIVE}"
+        ),
+        None => format!("SELECT {COLUMNS}, NULL AS scopes FROM idp_session s WHERE {LIVE}"),
+    };
+    let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(sha256_hex(cookie.as_bytes()))
+        .bind(now);
+    if let Some(client_id) = consent_of {
+        statement = statement.bind(client_id);
+    }
+    let row = statement
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(query("finding a session"))?;
     let Some(row) = row else { return Ok(None) };
     let read = |e| query("reading a session")(e);
     let level: String = row.try_get("acr").map_err(read)?;
     let amr: String = row.try_get("amr").map_err(read)?;
-    Ok(Some(Session {
+    let consented: Option<String> = row.try_get("scopes").map_err(read)?;
+    let consented = match consented {
+        Some(text) => serde_json::from_str(&text).map_err(|e| IdpError::stored("consent", e))?,
+        None => Vec::new(),
+    };
+    let session = Session {
         sid: row.try_get("sid").map_err(read)?,
         citizen_id: row.try_get("citizen_id").map_err(read)?,
         authentication: authentication_from(&level, &amr, row.try_get("auth_time").map_err(read)?)?,
         expires_at: row.try_get("expires_at").map_err(read)?,
-    }))
+    };
+    Ok(Some((session, consented)))
 }
 
 /// Starts a session for a citizen who just logged in; returns it and its cookie value.
@@ -564,45 +601,67 @@ pub async fn issue_code(
     let code_hash = sha256_hex(code.as_bytes());
     let grant_expires = now + i64::try_from(grant_lifetime).unwrap_or(i64::MAX / 2);
     let code_expires = now + i64::try_from(config.code_ttl_secs).unwrap_or(60);
+    let backend = ctx.db.backend();
     // Two inserts under fresh random keys: nothing but the database itself can refuse
     // them, so no savepoint (a failure rolls back the whole group, see the group commit).
     ctx.db
         .group_commit(&ctx.clock)
         .write_without_savepoint(move |conn| {
             Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO idp_grant (grant_id, client_id, citizen_id, sid, scope, acr, \
-                     amr, auth_time, claims, dpop_jkt, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&grant_id)
-                .bind(&client_id)
-                .bind(&citizen_id)
-                .bind(&sid)
-                .bind(&scope)
-                .bind(level)
-                .bind(amr)
-                .bind(auth_time)
-                .bind(claims)
-                .bind(dpop_jkt)
-                .bind(now)
-                .bind(grant_expires)
-                .execute(&mut *conn)
-                .await
-                .map_err(query("creating a grant"))?;
-                sqlx::query(
-                    "INSERT INTO idp_code (code_sha256, grant_id, redirect_uri, code_challenge, \
-                     nonce, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(code_hash)
-                .bind(&grant_id)
-                .bind(redirect_uri)
-                .bind(code_challenge)
-                .bind(nonce)
-                .bind(code_expires)
-                .execute(&mut *conn)
-                .await
-                .map_err(query("storing a code"))?;
+                const GRANT: &str = "INSERT INTO idp_grant (grant_id, client_id, citizen_id, sid, \
+                    scope, acr, amr, auth_time, claims, dpop_jkt, created_at, expires_at) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+                const CODE: &str = "INSERT INTO idp_code (code_sha256, grant_id, redirect_uri, \
+                    code_challenge, nonce, expires_at)";
+                // PostgreSQL takes both rows in one round trip; SQLite in two statements.
+                let sql = match backend {
+                    Backend::Postgres => {
+                        format!("WITH g AS ({GRANT}) {CODE} VALUES ($13, $1, $14, $15, $16, $17)")
+                    }
+                    _ => GRANT.to_owned(),
+                };
+                let grant = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&grant_id)
+                    .bind(&client_id)
+                    .bind(&citizen_id)
+                    .bind(&sid)
+                    .bind(&scope)
+                    .bind(level)
+                    .bind(amr)
+                    .bind(auth_time)
+                    .bind(claims)
+                    .bind(dpop_jkt)
+                    .bind(now)
+                    .bind(grant_expires);
+                let code = (code_hash, redirect_uri, code_challenge, nonce, code_expires);
+                if backend == Backend::Postgres {
+                    grant
+                        .bind(code.0)
+                        .bind(code.1)
+                        .bind(code.2)
+                        .bind(code.3)
+                        .bind(code.4)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(query("creating a grant and its code"))?;
+                } else {
+                    grant
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(query("creating a grant"))?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "{CODE} VALUES ($1, $2, $3, $4, $5, $6)"
+                    )))
+                    .bind(code.0)
+                    .bind(&grant_id)
+                    .bind(code.1)
+                    .bind(code.2)
+                    .bind(code.3)
+                    .bind(code.4)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query("storing a code"))?;
+                }
                 let event = AuditEvent::new(
                     format!("citizen:{citizen_id}"),
                     "idp.authorize",

@@ -319,23 +319,35 @@ async fn consent_needed(
     session: &Session,
     request: &AuthorizationRequest,
 ) -> Result<bool, IdpError> {
-    if request.client_id == crate::ACCOUNT_CLIENT {
+    let Some(shared) = shared_scopes(request) else {
         return Ok(false);
-    }
+    };
     if request.prompt.consent {
         return Ok(true);
     }
-    // `openid` alone shares only a pairwise identifier: no data to consent to.
+    Ok(!flow::consent_covers(idp.ctx(), &session.citizen_id, &request.client_id, &shared).await?)
+}
+
+/// The scopes beyond `openid` a request shares and the citizen must have allowed; `None`
+/// when no consent is needed for it (the provider's own pages, or `openid` alone, which
+/// shares only a pairwise identifier). `prompt=consent` asks even if allowed before.
+fn shared_scopes(request: &AuthorizationRequest) -> Option<Vec<String>> {
+    if request.client_id == crate::ACCOUNT_CLIENT {
+        return None;
+    }
     let shared: Vec<String> = request
         .scopes
         .iter()
         .filter(|s| s.as_str() != "openid")
         .cloned()
         .collect();
-    if shared.is_empty() {
-        return Ok(false);
-    }
-    Ok(!flow::consent_covers(idp.ctx(), &session.citizen_id, &request.client_id, &shared).await?)
+    (request.prompt.consent || !shared.is_empty()).then_some(shared)
+}
+
+/// [`consent_needed`] with what the citizen allowed already read.
+fn consent_needed_given(request: &AuthorizationRequest, allowed: &[String]) -> bool {
+    shared_scopes(request)
+        .is_some_and(|shared| request.prompt.consent || !shared.iter().all(|s| allowed.contains(s)))
 }
 
 /// After a checked request: use the session if it is good enough, else log in; ask for
@@ -354,11 +366,12 @@ async fn proceed(
             Err(&error),
         ))
     };
+    // The session and the citizen's consent to this client in one read.
     let session = match cookie(headers, SESSION_COOKIE) {
-        Some(value) => flow::session(idp.ctx(), &value).await?,
+        Some(value) => flow::session_and_consent(idp.ctx(), &value, &request.client_id).await?,
         None => None,
     };
-    let usable = session.filter(|s| session_satisfies(idp, s, request));
+    let usable = session.filter(|(s, _)| session_satisfies(idp, s, request));
     let (browser, new_browser) = match cookie(headers, BROWSER_COOKIE) {
         Some(value) => (value, false),
         None => (random_token(), true),
@@ -373,8 +386,8 @@ async fn proceed(
             let id = flow::start_interaction(idp.ctx(), &browser, request, "login", None).await?;
             see_other(&format!("{issuer}/login/{id}"))
         }
-        Some(session) => {
-            if consent_needed(idp, &session, request).await? {
+        Some((session, allowed)) => {
+            if consent_needed_given(request, &allowed) {
                 if request.prompt.none {
                     return Ok(refuse(OAuthError::consent_required(
                         "the citizen has not allowed this client these scopes, and prompt=none forbids asking",

@@ -4,7 +4,7 @@
 //! `private_key_jwt`).
 
 use base64ct::{Base64, Encoding};
-use eid_core::{AuditEvent, audit, group_commit::Written};
+use eid_core::{AuditEvent, Backend, audit, group_commit::Written};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -375,20 +375,65 @@ async fn spend(
     let now = ctx.clock.now().unix_timestamp();
     let ttl = i64::try_from(ctx.config.idp.refresh_token_ttl_secs).unwrap_or(i64::MAX / 2);
     let actor = format!("client:{}", client.client_id);
+    // The successor is made up front; it is stored only if the credential was spent now.
+    let next = successor.then(random_token);
+    let backend = ctx.db.backend();
     ctx.db
         .group_commit(&ctx.clock)
         .write_without_savepoint(move |conn| {
             Box::pin(async move {
-                let sql = format!(
+                let spend = format!(
                     "UPDATE {table} SET used_at = $1 WHERE {key_column} = $2 AND used_at IS NULL"
                 );
-                let spent = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(now)
-                    .bind(&key_hash)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(query("spending a credential"))?
-                    .rows_affected();
+                let spent = match (&next, backend) {
+                    // One round trip on PostgreSQL: the successor is inserted only for the
+                    // row the update spent, so the count says both.
+                    (Some(token), Backend::Postgres) => {
+                        let sql = format!(
+                            "WITH spent AS ({spend} RETURNING 1) INSERT INTO idp_refresh_token                              (token_sha256, grant_id, created_at, expires_at)                              SELECT $3, $4, $1, $5 FROM spent"
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(now)
+                            .bind(&key_hash)
+                            .bind(sha256_hex(token.as_bytes()))
+                            .bind(&grant_id)
+                            .bind(now + ttl)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(query("spending a credential"))?
+                            .rows_affected()
+                    }
+                    (Some(token), _) => {
+                        let spent = sqlx::query(sqlx::AssertSqlSafe(spend))
+                            .bind(now)
+                            .bind(&key_hash)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(query("spending a credential"))?
+                            .rows_affected();
+                        if spent == 1 {
+                            sqlx::query(
+                                "INSERT INTO idp_refresh_token (token_sha256, grant_id, \
+                                 created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                            )
+                            .bind(sha256_hex(token.as_bytes()))
+                            .bind(&grant_id)
+                            .bind(now)
+                            .bind(now + ttl)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(query("storing a refresh token"))?;
+                        }
+                        spent
+                    }
+                    (None, _) => sqlx::query(sqlx::AssertSqlSafe(spend))
+                        .bind(now)
+                        .bind(&key_hash)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(query("spending a credential"))?
+                        .rows_affected(),
+                };
                 if spent == 0 {
                     // RFC 6749 4.1.2 and the Security BCP 4.14.2: a second use of a code
                     // or a rotated-out refresh token revokes everything the grant issued.
@@ -411,23 +456,6 @@ async fn spend(
                         audit: vec![event],
                     });
                 }
-                let next = if successor {
-                    let token = random_token();
-                    sqlx::query(
-                        "INSERT INTO idp_refresh_token (token_sha256, grant_id, created_at, \
-                         expires_at) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(sha256_hex(token.as_bytes()))
-                    .bind(&grant_id)
-                    .bind(now)
-                    .bind(now + ttl)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(query("storing a refresh token"))?;
-                    Some(token)
-                } else {
-                    None
-                };
                 Ok(Written {
                     value: Spent::Now(next),
                     audit: vec![AuditEvent::new(actor, action, "grant", &grant_id)],
@@ -956,7 +984,8 @@ pub async fn userinfo(idp: &Idp, presented: &Presented<'_>) -> Result<Value, OAu
             "userinfo needs the openid scope",
         ));
     }
-    let client = idp.client(&grant.client_id)
+    let client = idp
+        .client(&grant.client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_token("the client has been removed"))?;
     let citizen = grant

@@ -836,6 +836,27 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
             .iter()
             .any(|c| c["client_id"] == health.as_str())
     );
+    // The token endpoint as this client: authenticated, it is refused only the grant
+    // (unauthorized_client); unauthenticated, invalid_client. The first call also puts
+    // the registration in the provider's memory, which the changes below must reach.
+    let token_as = |secret: String| {
+        let (http, issuer, health) = (http.clone(), issuer.clone(), health.clone());
+        async move {
+            let body: Value = http
+                .post(format!("{issuer}/token"))
+                .basic_auth(&health, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["error"].as_str().unwrap().to_owned()
+        }
+    };
+    let first_secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(token_as(first_secret.clone()).await, "unauthorized_client");
     let rotated: Value = admin(
         reqwest::Method::POST,
         &format!("/{health}/secret"),
@@ -848,11 +869,15 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
     .await
     .unwrap();
     assert_ne!(rotated["client_secret"], created["client_secret"]);
+    let second_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(token_as(first_secret).await, "invalid_client");
+    assert_eq!(token_as(second_secret.clone()).await, "unauthorized_client");
     let removed = admin(reqwest::Method::DELETE, &format!("/{health}"), ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(removed.status(), 204);
+    assert_eq!(token_as(second_secret).await, "invalid_client");
     let again = admin(reqwest::Method::DELETE, &format!("/{health}"), ADMIN_TOKEN)
         .send()
         .await
