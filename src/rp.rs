@@ -58,7 +58,9 @@ pub(crate) enum RpCommand {
     },
     /// List the registered relying parties as JSON lines.
     List,
-    /// Remove a relying party: it can no longer log anyone in, and its grants are revoked.
+    /// Remove a relying party: it can no longer log anyone in, and its grants are revoked
+    /// (a running provider that read the registration in the last
+    /// `idp.client_cache_secs` still knows it that long; the admin API acts at once).
     Remove {
         /// The client's id.
         client_id: String,
@@ -66,7 +68,8 @@ pub(crate) enum RpCommand {
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
     },
-    /// Give a client a new secret (printed as JSON); the old one stops working at once.
+    /// Give a client a new secret (printed as JSON); the old one stops working at once
+    /// (at a running provider within `idp.client_cache_secs`; the admin API acts at once).
     RotateSecret {
         /// The client's id.
         client_id: String,

@@ -18,6 +18,8 @@ use super::{
     text,
 };
 
+mod conformance;
+
 /// The addresses one provider instance uses (the CA's is written into certificates as
 /// the OCSP URL, the card listener's into the login page), fixed for the whole test.
 struct Addresses {
@@ -913,6 +915,11 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
 fn card_session(issuer: &str, dir: &Path, cert: &Path, key: &Path) -> (String, String) {
     let account = card_browser(issuer, &format!("{issuer}/account/login"), dir, cert, key);
     assert!(account.ends_with("/account"), "{account}");
+    jar_cookies(dir)
+}
+
+/// The session and browser cookies curl keeps in `dir`/jar.
+fn jar_cookies(dir: &Path) -> (String, String) {
     let jar = std::fs::read_to_string(dir.join("jar")).unwrap();
     let cookie = |name: &str| {
         jar.lines()
