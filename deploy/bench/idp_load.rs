@@ -366,21 +366,15 @@ fn main() {
         "backend", "workload", "per second", "p50", "p99"
     );
     for (name, admin) in backends {
-        let database = admin.map(|admin| {
-            let db = format!("eid_idp_bench_{}", std::process::id());
-            runtime.block_on(async {
-                use sqlx::{Connection, Executor};
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-                conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
-                    .await
-                    .unwrap();
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-                    .await
-                    .unwrap();
-            });
-            format!("{}/{db}", admin.rsplit_once('/').unwrap().0)
+        // A database of its own, dropped after the run (the server stops first).
+        let database = admin.map(|_| {
+            runtime
+                .block_on(eid_tests::TestDatabase::create(
+                    eid_tests::TestBackend::Postgres,
+                ))
+                .unwrap()
         });
-        let setup = start(database.as_deref());
+        let setup = start(database.as_ref().map(|d| d.url.as_str()));
         let pid = setup.server.child.id();
         let idle = resident_mb(pid);
         let issuer = setup.server.issuer.clone();

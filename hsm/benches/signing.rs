@@ -1,7 +1,8 @@
 //! Signing throughput: the key layer beside the raw operation it wraps.
 //!
 //! - `soft/*`: the soft store through `KeySigner::sign` vs the library it signs with,
-//!   called bare with a key of the same type (ring for ECDSA, RustCrypto for RSA);
+//!   called bare with a key of the same type (ring for P-256, RustCrypto for P-384 and
+//!   RSA);
 //! - `softhsm/*`: a SoftHSM2 token through `KeySigner::sign` vs a bare `cryptoki`
 //!   loop on one session (hashing included on both sides);
 //! - `pool/*`: a SoftHSM2 store with two sessions, one signing thread vs two.
@@ -103,7 +104,7 @@ fn soft_store() -> (tempfile::TempDir, KeyStore) {
 }
 
 fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
-    use signature::RandomizedSigner;
+    use signature::{RandomizedSigner, Signer};
     let (_dir, store) = soft_store();
     for (l, spec) in [
         ("p256", KeySpec::EcP256),
@@ -123,7 +124,10 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
         ring::signature::EcdsaKeyPair::from_pkcs8(algorithm, pkcs8.as_ref(), &ring_rng).unwrap()
     };
     let p256_raw = ring_key(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING);
-    let p384_raw = ring_key(&ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING);
+    let p384_raw = {
+        use p256::elliptic_curve::Generate;
+        p384::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng).unwrap()
+    };
     let rsa_raw = rsa::pss::SigningKey::<sha2::Sha256>::new(
         rsa::RsaPrivateKey::new(&mut rng(), 3072).unwrap(),
     );
@@ -143,7 +147,7 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
         b.iter(|| p384_layer.sign(black_box(MESSAGE)).unwrap())
     });
     group.bench_function("p384-sha384/raw", |b| {
-        b.iter(|| p384_raw.sign(&ring_rng, black_box(MESSAGE)).unwrap())
+        b.iter(|| -> p384::ecdsa::DerSignature { p384_raw.sign(black_box(MESSAGE)) })
     });
     group.bench_function("rsa3072-pss/layer", |b| {
         b.iter(|| rsa_layer.sign(black_box(MESSAGE)).unwrap())
@@ -176,7 +180,7 @@ fn bench_soft(c: &mut Criterion, rows: &mut Vec<Row>) {
             black_box(p384_layer.sign(MESSAGE).unwrap());
         },
         || {
-            black_box(p384_raw.sign(&ring_rng, MESSAGE).unwrap());
+            let _: p384::ecdsa::DerSignature = black_box(p384_raw.sign(MESSAGE));
         },
     );
     rows.push(Row {

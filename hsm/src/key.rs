@@ -132,7 +132,6 @@ pub enum SignatureScheme {
 
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
@@ -338,9 +337,9 @@ impl PublicKey {
         }
     }
 
-    /// ring's verifier for an uncompressed P-256 or P-384 point, whose assembly is several
-    /// times faster than the portable arithmetic; `None` for anything else (compressed
-    /// points), which the portable code then verifies.
+    /// ring's verifier for an uncompressed P-256 point, whose assembly is about three
+    /// times faster than the portable arithmetic; `None` for anything else (P-384, where
+    /// ring has no assembly, and compressed points), which the portable code verifies.
     fn ring_ecdsa(
         &self,
         scheme: SignatureScheme,
@@ -363,12 +362,6 @@ impl PublicKey {
             }
             (SECP256R1, 65, Some(4), SignatureScheme::EcdsaSha384) => {
                 Some(&rs::ECDSA_P256_SHA384_ASN1)
-            }
-            (SECP384R1, 97, Some(4), SignatureScheme::EcdsaSha256) => {
-                Some(&rs::ECDSA_P384_SHA256_ASN1)
-            }
-            (SECP384R1, 97, Some(4), SignatureScheme::EcdsaSha384) => {
-                Some(&rs::ECDSA_P384_SHA384_ASN1)
             }
             _ => None,
         }

@@ -593,12 +593,13 @@ impl Backend for SoftStore {
     }
 }
 
-/// A decrypted soft key. The RustCrypto keys zeroize their secret on drop; an EC key also
-/// has a ring copy for signing whole messages with the hash its curve pairs with (ring's
-/// assembly signs several times faster), which ring does not zeroize (see the README).
+/// A decrypted soft key. The RustCrypto keys zeroize their secret on drop; a P-256 key
+/// also has a ring copy for ECDSA-SHA256 over whole messages (ring's assembly signs about
+/// four times faster; its P-384 has none and is slower than RustCrypto's), which ring
+/// does not zeroize (see the README).
 enum KeyMaterial {
     P256(p256::ecdsa::SigningKey, ring::signature::EcdsaKeyPair),
-    P384(p384::ecdsa::SigningKey, ring::signature::EcdsaKeyPair),
+    P384(p384::ecdsa::SigningKey),
     Rsa {
         key: rsa::RsaPrivateKey,
         // Built once: constructing either signer copies the key and its precomputation.
@@ -644,10 +645,10 @@ impl KeyMaterial {
                 p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng)
                     .map_err(generate_failed)?,
             )?,
-            KeySpec::EcP384 => Self::p384(
+            KeySpec::EcP384 => Self::P384(
                 p384::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng)
                     .map_err(generate_failed)?,
-            )?,
+            ),
             KeySpec::Rsa3072 => {
                 Self::rsa(rsa::RsaPrivateKey::new(&mut rng(), 3072).map_err(|e| {
                     HsmError::Crypto {
@@ -669,16 +670,6 @@ impl KeyMaterial {
         Ok(Self::P256(key, fast))
     }
 
-    fn p384(key: p384::ecdsa::SigningKey) -> Result<Self, HsmError> {
-        let point = key.verifying_key().to_sec1_point(false);
-        let fast = ring_key(
-            &ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
-            &key.to_bytes(),
-            point.as_bytes(),
-        )?;
-        Ok(Self::P384(key, fast))
-    }
-
     fn rsa(key: rsa::RsaPrivateKey) -> Self {
         Self::Rsa {
             pkcs1: rsa::pkcs1v15::SigningKey::new(key.clone()),
@@ -697,9 +688,9 @@ impl KeyMaterial {
             KeySpec::EcP256 => Self::p256(
                 p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?,
             )?,
-            KeySpec::EcP384 => Self::p384(
+            KeySpec::EcP384 => Self::P384(
                 p384::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?,
-            )?,
+            ),
             KeySpec::Rsa3072 => {
                 Self::rsa(rsa::RsaPrivateKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?)
             }
@@ -710,7 +701,7 @@ impl KeyMaterial {
         use p256::pkcs8::EncodePrivateKey;
         let document = match self {
             Self::P256(key, _) => key.to_pkcs8_der(),
-            Self::P384(key, _) => key.to_pkcs8_der(),
+            Self::P384(key) => key.to_pkcs8_der(),
             Self::Rsa { key, .. } => key.to_pkcs8_der(),
         }
         .map_err(|e| HsmError::Encoding {
@@ -724,7 +715,7 @@ impl KeyMaterial {
         use p256::pkcs8::EncodePublicKey;
         let document = match self {
             Self::P256(key, _) => key.verifying_key().to_public_key_der(),
-            Self::P384(key, _) => key.verifying_key().to_public_key_der(),
+            Self::P384(key) => key.verifying_key().to_public_key_der(),
             Self::Rsa { key, .. } => key.to_public_key().to_public_key_der(),
         }
         .map_err(|e| HsmError::Encoding {
@@ -745,7 +736,7 @@ impl KeyMaterial {
                 let signature: p256::ecdsa::Signature = key.sign_prehash(digest).map_err(failed)?;
                 Ok(signature.to_der().as_bytes().to_vec())
             }
-            Self::P384(key, _) => {
+            Self::P384(key) => {
                 let signature: p384::ecdsa::Signature = key.sign_prehash(digest).map_err(failed)?;
                 Ok(signature.to_der().as_bytes().to_vec())
             }
@@ -762,8 +753,7 @@ impl KeyMaterial {
             detail: e.to_string(),
         };
         match (self, scheme) {
-            (Self::P256(_, fast), SignatureScheme::EcdsaSha256)
-            | (Self::P384(_, fast), SignatureScheme::EcdsaSha384) => fast
+            (Self::P256(_, fast), SignatureScheme::EcdsaSha256) => fast
                 .sign(&ring::rand::SystemRandom::new(), message)
                 .map(|signature| signature.as_ref().to_vec())
                 .map_err(|_| HsmError::Crypto {
@@ -775,7 +765,7 @@ impl KeyMaterial {
                     key.sign_prehash(&scheme.digest(message)).map_err(failed)?;
                 Ok(signature.to_der().as_bytes().to_vec())
             }
-            (Self::P384(key, _), SignatureScheme::EcdsaSha256) => {
+            (Self::P384(key), SignatureScheme::EcdsaSha256 | SignatureScheme::EcdsaSha384) => {
                 let signature: p384::ecdsa::Signature =
                     key.sign_prehash(&scheme.digest(message)).map_err(failed)?;
                 Ok(signature.to_der().as_bytes().to_vec())
