@@ -593,12 +593,9 @@ impl Backend for SoftStore {
     }
 }
 
-/// A decrypted soft key. The RustCrypto keys zeroize their secret on drop; a P-256 key
-/// also has a ring copy for ECDSA-SHA256 over whole messages (ring's assembly signs about
-/// four times faster; its P-384 has none and is slower than RustCrypto's), which ring
-/// does not zeroize (see the README).
+/// A decrypted soft key. Each variant zeroizes its secret on drop.
 enum KeyMaterial {
-    P256(p256::ecdsa::SigningKey, ring::signature::EcdsaKeyPair),
+    P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
     Rsa {
         key: rsa::RsaPrivateKey,
@@ -606,25 +603,6 @@ enum KeyMaterial {
         pkcs1: rsa::pkcs1v15::SigningKey<sha2::Sha256>,
         pss: rsa::pss::SigningKey<sha2::Sha256>,
     },
-}
-
-/// ring's signer for the scalar and uncompressed point of a key already checked by
-/// RustCrypto.
-fn ring_key(
-    algorithm: &'static ring::signature::EcdsaSigningAlgorithm,
-    scalar: &[u8],
-    point: &[u8],
-) -> Result<ring::signature::EcdsaKeyPair, HsmError> {
-    ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-        algorithm,
-        scalar,
-        point,
-        &ring::rand::SystemRandom::new(),
-    )
-    .map_err(|e| HsmError::Crypto {
-        operation: "loading an EC key",
-        detail: e.to_string(),
-    })
 }
 
 fn generate_failed(e: getrandom::Error) -> HsmError {
@@ -641,10 +619,10 @@ fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
 impl KeyMaterial {
     fn generate(spec: KeySpec) -> Result<Self, HsmError> {
         Ok(match spec {
-            KeySpec::EcP256 => Self::p256(
+            KeySpec::EcP256 => Self::P256(
                 p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng)
                     .map_err(generate_failed)?,
-            )?,
+            ),
             KeySpec::EcP384 => Self::P384(
                 p384::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng)
                     .map_err(generate_failed)?,
@@ -658,16 +636,6 @@ impl KeyMaterial {
                 })?)
             }
         })
-    }
-
-    fn p256(key: p256::ecdsa::SigningKey) -> Result<Self, HsmError> {
-        let point = key.verifying_key().to_sec1_point(false);
-        let fast = ring_key(
-            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &key.to_bytes(),
-            point.as_bytes(),
-        )?;
-        Ok(Self::P256(key, fast))
     }
 
     fn rsa(key: rsa::RsaPrivateKey) -> Self {
@@ -685,9 +653,9 @@ impl KeyMaterial {
             detail: e,
         };
         Ok(match spec {
-            KeySpec::EcP256 => Self::p256(
+            KeySpec::EcP256 => Self::P256(
                 p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?,
-            )?,
+            ),
             KeySpec::EcP384 => Self::P384(
                 p384::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| bad(e.to_string()))?,
             ),
@@ -700,7 +668,7 @@ impl KeyMaterial {
     fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         use p256::pkcs8::EncodePrivateKey;
         let document = match self {
-            Self::P256(key, _) => key.to_pkcs8_der(),
+            Self::P256(key) => key.to_pkcs8_der(),
             Self::P384(key) => key.to_pkcs8_der(),
             Self::Rsa { key, .. } => key.to_pkcs8_der(),
         }
@@ -714,7 +682,7 @@ impl KeyMaterial {
     fn public_key(&self) -> Result<PublicKey, HsmError> {
         use p256::pkcs8::EncodePublicKey;
         let document = match self {
-            Self::P256(key, _) => key.verifying_key().to_public_key_der(),
+            Self::P256(key) => key.verifying_key().to_public_key_der(),
             Self::P384(key) => key.verifying_key().to_public_key_der(),
             Self::Rsa { key, .. } => key.to_public_key().to_public_key_der(),
         }
@@ -732,7 +700,7 @@ impl KeyMaterial {
             detail: e.to_string(),
         };
         match self {
-            Self::P256(key, _) => {
+            Self::P256(key) => {
                 let signature: p256::ecdsa::Signature = key.sign_prehash(digest).map_err(failed)?;
                 Ok(signature.to_der().as_bytes().to_vec())
             }
@@ -753,14 +721,7 @@ impl KeyMaterial {
             detail: e.to_string(),
         };
         match (self, scheme) {
-            (Self::P256(_, fast), SignatureScheme::EcdsaSha256) => fast
-                .sign(&ring::rand::SystemRandom::new(), message)
-                .map(|signature| signature.as_ref().to_vec())
-                .map_err(|_| HsmError::Crypto {
-                    operation: "signing",
-                    detail: "the ECDSA signer failed".into(),
-                }),
-            (Self::P256(key, _), SignatureScheme::EcdsaSha384) => {
+            (Self::P256(key), SignatureScheme::EcdsaSha256 | SignatureScheme::EcdsaSha384) => {
                 let signature: p256::ecdsa::Signature =
                     key.sign_prehash(&scheme.digest(message)).map_err(failed)?;
                 Ok(signature.to_der().as_bytes().to_vec())
