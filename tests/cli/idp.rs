@@ -359,6 +359,11 @@ fn payload_of(jws: &str) -> Value {
     serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap()
 }
 
+/// The JSON document at `url` (discovery, a JWKS).
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// A client that follows no redirects and keeps no cookies: each answer is inspected.
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -412,14 +417,8 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
     };
     let issuer = format!("http://{}", addresses.idp);
     let http = http();
-    let discovery: Value = http
-        .get(format!("{issuer}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery: Value =
+        get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await;
     assert_eq!(discovery["issuer"], issuer.as_str());
     assert_eq!(
         discovery["code_challenge_methods_supported"],
@@ -430,14 +429,7 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
         discovery["authorization_response_iss_parameter_supported"],
         true
     );
-    let jwks: Value = http
-        .get(discovery["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(&http, discovery["jwks_uri"].as_str().unwrap()).await;
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 
     let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -891,14 +883,7 @@ async fn protocol_errors_follow_the_specifications(backend: TestBackend) {
     assert!(rotated.contains("published token-signing key"), "{rotated}");
     let mut published = 0;
     for _ in 0..40 {
-        let jwks: Value = http
-            .get(format!("{issuer}/jwks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks: Value = get_json(&http, &format!("{issuer}/jwks")).await;
         published = jwks["keys"].as_array().unwrap().len();
         if published == 2 {
             break;

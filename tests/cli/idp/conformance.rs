@@ -17,8 +17,8 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::{
-    Addresses, RelyingPartyEndpoints, card_browser, http, issue_card, jar_cookies, payload_of,
-    query_of, register, run, serve,
+    Addresses, RelyingPartyEndpoints, card_browser, get_json, http, issue_card, jar_cookies,
+    payload_of, query_of, register, run, serve,
 };
 use crate::Eid;
 
@@ -356,22 +356,9 @@ async fn certification_plans_pass(backend: TestBackend) {
     let server = serve(&eid, &addresses).await;
     let issuer = format!("http://{}", addresses.idp);
     let http = http();
-    let discovery: Value = http
-        .get(format!("{issuer}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwks: Value = http
-        .get(discovery["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery: Value =
+        get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await;
+    let jwks: Value = get_json(&http, discovery["jwks_uri"].as_str().unwrap()).await;
     let op = Op {
         issuer: issuer.clone(),
         http: http.clone(),
