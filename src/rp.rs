@@ -52,6 +52,10 @@ pub(crate) enum RpCommand {
         /// Back-channel logout URI.
         #[arg(long, value_name = "URI")]
         backchannel_logout_uri: Option<String>,
+        /// Sign this client's ID tokens with ES256, PS256 or RS256 instead of the
+        /// provider's algorithm (for relying parties that know only RS256).
+        #[arg(long, value_name = "ALG")]
+        id_token_alg: Option<String>,
         /// Who is asking, for the audit log (default: the operating-system user).
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
@@ -113,6 +117,7 @@ pub(crate) async fn run_rp(ctx: &ServiceContext, command: RpCommand) -> anyhow::
             min_level,
             require_par,
             backchannel_logout_uri,
+            id_token_alg,
             operator,
         } => {
             let mut new = NewClient::new(name, redirect_uris);
@@ -136,6 +141,7 @@ pub(crate) async fn run_rp(ctx: &ServiceContext, command: RpCommand) -> anyhow::
             })?;
             new.require_par = require_par;
             new.backchannel_logout_uri = backchannel_logout_uri;
+            new.id_token_alg = id_token_alg;
             let registered = clients::register(ctx, &actor(operator), &new).await?;
             let mut out = serde_json::json!({
                 "client_id": registered.client.client_id,
@@ -187,11 +193,12 @@ pub(crate) async fn run_idp(ctx: &ServiceContext, command: IdpCommand) -> anyhow
             // The first key is made when the provider first opens; make sure it exists
             // so that the rotated-to key really is the second.
             eid_idp::keys::TokenKeys::open(ctx).await?;
-            let kid = eid_idp::keys::rotate(ctx, &actor(operator)).await?;
-            println!(
-                "published token-signing key {kid}; it signs after {} s",
-                ctx.config.idp.key_publish_secs
-            );
+            for kid in eid_idp::keys::rotate(ctx, &actor(operator)).await? {
+                println!(
+                    "published token-signing key {kid}; it signs after {} s",
+                    ctx.config.idp.key_publish_secs
+                );
+            }
         }
         IdpCommand::Keys => {
             for key in eid_idp::keys::status(ctx).await? {

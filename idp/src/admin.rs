@@ -117,6 +117,9 @@ struct Registration {
     require_dpop: bool,
     #[serde(default)]
     backchannel_logout_uri: Option<String>,
+    /// `id_token_signed_response_alg` (RFC 7591 name).
+    #[serde(default)]
+    id_token_signed_response_alg: Option<String>,
 }
 
 impl Registration {
@@ -148,6 +151,7 @@ impl Registration {
             })?;
         }
         new.jwks_uri = self.jwks_uri;
+        new.id_token_alg = self.id_token_signed_response_alg;
         new.public_subject = self.public_subject;
         new.sector = self.sector;
         new.require_par = self.require_par;

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::{
     IdpError, Level,
     error::query,
-    jose::{Jwk, b64},
+    jose::{Algorithm, Jwk, b64},
     random_token,
 };
 
@@ -103,6 +103,10 @@ pub struct ClientMetadata {
     /// Back-channel logout endpoint (OpenID Connect Back-Channel Logout 1.0).
     #[serde(default)]
     pub backchannel_logout_uri: Option<String>,
+    /// The algorithm of this client's ID tokens, if not the provider's own
+    /// (`id_token_signed_response_alg`: ES256, PS256 or RS256).
+    #[serde(default)]
+    pub id_token_alg: Option<Algorithm>,
 }
 
 /// A registered relying party.
@@ -168,6 +172,8 @@ pub struct NewClient {
     pub require_dpop: bool,
     /// Back-channel logout endpoint.
     pub backchannel_logout_uri: Option<String>,
+    /// ID tokens in this algorithm rather than the provider's (`ES256`, `PS256`, `RS256`).
+    pub id_token_alg: Option<String>,
 }
 
 impl NewClient {
@@ -187,6 +193,7 @@ impl NewClient {
             require_par: false,
             require_dpop: false,
             backchannel_logout_uri: None,
+            id_token_alg: None,
         }
     }
 }
@@ -295,6 +302,15 @@ fn validate(new: &NewClient) -> Result<ClientMetadata, IdpError> {
             ));
         }
     }
+    let id_token_alg = match new.id_token_alg.as_deref() {
+        None => None,
+        Some(name) => Some(Algorithm::parse(name).ok_or_else(|| {
+            IdpError::invalid(
+                "ID token algorithm",
+                format!("`{name}` is not ES256, PS256 or RS256"),
+            )
+        })?),
+    };
     if new.auth_method == AuthMethod::PrivateKeyJwt {
         let Some(uri) = &new.jwks_uri else {
             return Err(IdpError::invalid(
@@ -338,6 +354,7 @@ fn validate(new: &NewClient) -> Result<ClientMetadata, IdpError> {
         require_par: new.require_par,
         require_dpop: new.require_dpop,
         backchannel_logout_uri: new.backchannel_logout_uri.clone(),
+        id_token_alg,
     })
 }
 
@@ -390,6 +407,9 @@ pub async fn register(
     )
     .await?;
     tx.commit().await.map_err(query("registering a client"))?;
+    if let Some(alg) = metadata.id_token_alg {
+        crate::keys::ensure_algorithm(ctx, actor, alg).await?;
+    }
     Ok(Registered {
         client: Client {
             client_id,
@@ -614,6 +634,7 @@ pub(crate) async fn ensure_internal(
         require_par: false,
         require_dpop: false,
         backchannel_logout_uri: None,
+        id_token_alg: None,
     };
     let metadata = serde_json::to_string(&metadata).map_err(|e| IdpError::stored("client", e))?;
     sqlx::query(

@@ -144,7 +144,8 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["pairwise", "public"],
-        "id_token_signing_alg_values_supported": [idp.keys().algorithm().name()],
+        // The provider's algorithm first; the others for clients registered for them.
+        "id_token_signing_alg_values_supported": id_token_algs(idp.keys().algorithm()),
         "token_endpoint_auth_methods_supported":
             ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "PS256"],
@@ -173,6 +174,16 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         HeaderValue::from_static("public, max-age=300"),
     );
     response
+}
+
+fn id_token_algs(primary: Algorithm) -> Vec<&'static str> {
+    let mut algs = vec![primary.name()];
+    for alg in [Algorithm::Es256, Algorithm::Ps256, Algorithm::Rs256] {
+        if alg != primary {
+            algs.push(alg.name());
+        }
+    }
+    algs
 }
 
 async fn jwks(State(idp): State<Idp>) -> Response {
@@ -974,7 +985,7 @@ async fn introspect(
 fn hinted_client(idp: &Idp, hint: &str) -> Option<String> {
     let parsed = Parsed::new(hint).ok()?;
     let alg = parsed
-        .algorithm(&[Algorithm::Es256, Algorithm::Ps256])
+        .algorithm(&[Algorithm::Es256, Algorithm::Ps256, Algorithm::Rs256])
         .ok()?;
     let (key_alg, key) = idp.keys().verifying_key(parsed.kid()?)?;
     if key_alg != alg || parsed.verify(alg, &key).is_err() {

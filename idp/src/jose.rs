@@ -42,14 +42,18 @@ pub enum JoseError {
     Signing(String),
 }
 
-/// A JWS algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A JWS algorithm (stored by its JOSE name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Algorithm {
     /// ECDSA P-256 with SHA-256.
+    #[serde(rename = "ES256")]
     Es256,
     /// RSASSA-PSS with SHA-256.
+    #[serde(rename = "PS256")]
     Ps256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (accepted in client assertions only).
+    /// RSASSA-PKCS1-v1_5 with SHA-256: client assertions, and ID tokens for relying
+    /// parties registered for it (OpenID Connect's mandatory-to-implement algorithm).
+    #[serde(rename = "RS256")]
     Rs256,
 }
 

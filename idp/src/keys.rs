@@ -37,8 +37,8 @@ struct Loaded {
 struct KeySet {
     /// Every published key (active, waiting, or retired but still verifying).
     published: Vec<Loaded>,
-    /// The `kid` of the one that signs.
-    active: Option<String>,
+    /// The `kid`s of the ones that sign: one per algorithm in use.
+    active: Vec<String>,
 }
 
 /// The provider's token-signing keys, as last loaded from the database.
@@ -75,28 +75,41 @@ impl TokenKeys {
             alg,
             set: Arc::default(),
         };
-        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM idp_signing_key LIMIT 1")
-            .fetch_optional(ctx.db.pool())
-            .await
-            .map_err(query("looking for token-signing keys"))?;
-        if any.is_none() {
-            create(ctx, "system", alg, true).await?;
-        }
+        ensure_algorithm(ctx, "system", alg).await?;
         keys.maintain_once().await?;
         Ok(keys)
     }
 
-    /// The key to sign with.
+    /// The key to sign with, in the provider's algorithm.
     pub fn active(&self) -> Result<ActiveKey, IdpError> {
+        self.active_for(self.alg)
+    }
+
+    /// The key that signs in `alg`.
+    pub fn active_for(&self, alg: Algorithm) -> Result<ActiveKey, IdpError> {
         let set = self
             .set
             .read()
             .map_err(|_| IdpError::stored("token-signing key set", "lock poisoned"))?;
-        set.active
-            .as_deref()
-            .and_then(|kid| set.published.iter().find(|l| l.key.kid == kid))
+        set.published
+            .iter()
+            .find(|l| l.key.alg == alg && set.active.contains(&l.key.kid))
             .map(|l| l.key.clone())
-            .ok_or_else(|| IdpError::NotFound("no active token-signing key".into()))
+            .ok_or_else(|| {
+                IdpError::NotFound(format!("no active {} token-signing key", alg.name()))
+            })
+    }
+
+    /// [`Self::active_for`], reloading once if the set has none for `alg` yet (its first
+    /// key was just made by `eid rp add` in another process).
+    pub async fn signing_key(&self, alg: Algorithm) -> Result<ActiveKey, IdpError> {
+        match self.active_for(alg) {
+            Ok(key) => Ok(key),
+            Err(_) => {
+                self.reload(self.ctx.clock.now().unix_timestamp()).await?;
+                self.active_for(alg)
+            }
+        }
     }
 
     /// The public keys to publish.
@@ -129,21 +142,28 @@ impl TokenKeys {
         let config = &self.ctx.config.idp;
         let now = self.ctx.clock.now().unix_timestamp();
         let ready_before = now - i64::try_from(config.key_publish_secs).unwrap_or(i64::MAX);
-        let candidate: Option<String> = sqlx::query_scalar(
-            "SELECT kid FROM idp_signing_key WHERE state = 'published' AND created_at <= $1 \
-             ORDER BY created_at DESC LIMIT 1",
+        // Per algorithm, the newest key whose publication time has passed.
+        let candidates = sqlx::query(
+            "SELECT kid, alg FROM idp_signing_key WHERE state = 'published' AND created_at <= $1 \
+             ORDER BY created_at DESC",
         )
         .bind(ready_before)
-        .fetch_optional(self.ctx.db.pool())
+        .fetch_all(self.ctx.db.pool())
         .await
         .map_err(query("looking for a key to activate"))?;
-        if let Some(kid) = candidate {
-            self.activate(&kid, now).await?;
+        let mut seen = Vec::new();
+        for row in candidates {
+            let kid: String = row.try_get("kid").map_err(query("reading a key"))?;
+            let alg: String = row.try_get("alg").map_err(query("reading a key"))?;
+            if !seen.contains(&alg) {
+                self.activate(&kid, &alg, now).await?;
+                seen.push(alg);
+            }
         }
         self.reload(now).await
     }
 
-    async fn activate(&self, kid: &str, now: i64) -> Result<(), IdpError> {
+    async fn activate(&self, kid: &str, alg: &str, now: i64) -> Result<(), IdpError> {
         let config = &self.ctx.config.idp;
         let longest = config
             .access_token_ttl_secs
@@ -153,10 +173,11 @@ impl TokenKeys {
         let mut tx = self.ctx.db.begin_write().await?;
         let retired: Vec<String> = sqlx::query_scalar(
             "UPDATE idp_signing_key SET state = 'retired', retired_at = $1, remove_after = $2 \
-             WHERE state = 'active' RETURNING kid",
+             WHERE state = 'active' AND alg = $3 RETURNING kid",
         )
         .bind(now)
         .bind(remove_after)
+        .bind(alg)
         .fetch_all(&mut *tx)
         .await
         .map_err(query("retiring the active token-signing key"))?;
@@ -208,7 +229,7 @@ impl TokenKeys {
             let kid: String = row.try_get("kid").map_err(query("reading a key"))?;
             let state: String = row.try_get("state").map_err(query("reading a key"))?;
             if state == "active" {
-                set.active = Some(kid.clone());
+                set.active.push(kid.clone());
             }
             if let Some(known) = loaded.iter().find(|l| l.key.kid == kid) {
                 set.published.push(known.clone());
@@ -285,13 +306,50 @@ async fn create(
     Ok(kid)
 }
 
-/// `eid idp rotate-keys`: creates and publishes the next token-signing key. The
-/// running provider starts signing with it `idp.key_publish_secs` later, and keeps the
-/// current key published until its tokens expire.
-pub async fn rotate(ctx: &ServiceContext, actor: &str) -> Result<String, IdpError> {
-    let alg = Algorithm::parse(&ctx.config.idp.token_alg)
+/// `eid idp rotate-keys`: creates and publishes the next token-signing key of the
+/// provider's algorithm, and of every other algorithm a key is active for. The running
+/// provider starts signing with them `idp.key_publish_secs` later, and keeps the current
+/// keys published until their tokens expire. Returns the new keys' ids.
+pub async fn rotate(ctx: &ServiceContext, actor: &str) -> Result<Vec<String>, IdpError> {
+    let primary = Algorithm::parse(&ctx.config.idp.token_alg)
         .ok_or_else(|| IdpError::invalid("idp.token_alg", "not ES256 or PS256"))?;
-    create(ctx, actor, alg, false).await
+    let mut algs = vec![primary];
+    let active: Vec<String> =
+        sqlx::query_scalar("SELECT alg FROM idp_signing_key WHERE state = 'active'")
+            .fetch_all(ctx.db.pool())
+            .await
+            .map_err(query("listing token-signing keys"))?;
+    for name in active {
+        let alg = Algorithm::parse(&name)
+            .ok_or_else(|| IdpError::stored("signing key", format!("alg {name}")))?;
+        if !algs.contains(&alg) {
+            algs.push(alg);
+        }
+    }
+    let mut kids = Vec::new();
+    for alg in algs {
+        kids.push(create(ctx, actor, alg, false).await?);
+    }
+    Ok(kids)
+}
+
+/// Makes sure `alg` has a token-signing key (for a client registered for ID tokens in
+/// it): the first one is active at once, since nothing was signed in `alg` before.
+pub async fn ensure_algorithm(
+    ctx: &ServiceContext,
+    actor: &str,
+    alg: Algorithm,
+) -> Result<(), IdpError> {
+    let any: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM idp_signing_key WHERE alg = $1 LIMIT 1")
+            .bind(alg.name())
+            .fetch_optional(ctx.db.pool())
+            .await
+            .map_err(query("looking for token-signing keys"))?;
+    if any.is_none() {
+        create(ctx, actor, alg, true).await?;
+    }
+    Ok(())
 }
 
 /// Every token-signing key and its state.

@@ -822,7 +822,13 @@ async fn respond(
                 id[name.as_str()] = value.clone();
             }
         }
-        body["id_token"] = jose::sign(&key.signer, key.alg, &key.kid, "JWT", &id)
+        // The client's own ID-token algorithm if it registered one (RS256 for relying
+        // parties that know no other); access tokens stay in the provider's.
+        let id_key = match client.metadata.id_token_alg {
+            Some(alg) if alg != key.alg => idp.keys().signing_key(alg).await?,
+            _ => key.clone(),
+        };
+        body["id_token"] = jose::sign(&id_key.signer, id_key.alg, &id_key.kid, "JWT", &id)
             .await
             .map_err(IdpError::from)?
             .into();
