@@ -444,6 +444,31 @@ async fn certification_plans_pass(backend: TestBackend) {
     assert_eq!(status, 200, "{module}");
     rp_logout_plan(&op, &discovery).await;
     backchannel_plan(&op, &discovery, &endpoints).await;
+
+    // oidcc-server-rotate-keys (Dynamic plan) with two algorithms in use: a next key for
+    // each is published beside the one that signs.
+    let rotated = run(&eid, &addresses, &["idp", "rotate-keys"]).await;
+    assert_eq!(
+        rotated.matches("published token-signing key").count(),
+        2,
+        "{rotated}"
+    );
+    let mut algs = Vec::new();
+    for _ in 0..40 {
+        let jwks = get_json(&op.http, &format!("{issuer}/jwks")).await;
+        algs = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["alg"].as_str().unwrap().to_owned())
+            .collect();
+        if algs.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    algs.sort();
+    assert_eq!(algs, ["ES256", "ES256", "RS256", "RS256"], "within 10 s");
     server.stop().await;
 }
 
