@@ -17,8 +17,8 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::{
-    Addresses, RelyingPartyEndpoints, card_browser, get_json, http, issue_card, jar_cookies,
-    payload_of, query_of, register, run, serve,
+    Addresses, RelyingPartyEndpoints, card_browser, command, get_json, http, issue_card,
+    jar_cookies, payload_of, query_of, register, run,
 };
 use crate::Eid;
 
@@ -380,7 +380,17 @@ async fn certification_plans_pass(backend: TestBackend) {
         register(&eid, &addresses, &["--auth-method", "client_secret_post"]).await;
     // A relying party that knows only OpenID Connect's mandatory RS256.
     let (rs256_id, rs256_secret) = register(&eid, &addresses, &["--id-token-alg", "RS256"]).await;
-    let server = serve(&eid, &addresses).await;
+    let server = {
+        let config = eid.dir.path().join("keys.toml");
+        std::fs::write(&config, "[idp]\nkey_publish_secs = 1\n").unwrap();
+        let mut command = command(
+            &eid,
+            &addresses,
+            &["--config", &config.display().to_string(), "serve"],
+        );
+        command.stdout(std::process::Stdio::piped());
+        crate::Server::start(command, 4).await
+    };
     let issuer = format!("http://{}", addresses.idp);
     let http = http();
     let discovery: Value =
@@ -409,27 +419,7 @@ async fn certification_plans_pass(backend: TestBackend) {
     // oidcc-idtoken-rs256 (a module of the Dynamic plan), for the client registered so:
     // its ID token in RS256 under a published RSA key, access tokens unchanged.
     let module = "oidcc-idtoken-rs256";
-    let to = location(
-        &op.http
-            .get(op.authorize_url(&rs256_id, "&scope=openid&nonce=rs"))
-            .header("cookie", op.cookies())
-            .send()
-            .await
-            .unwrap(),
-        module,
-    );
-    let tokens = op
-        .exchange_as(
-            &rs256_id,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &query_of(&to)["code"]),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", VERIFIER),
-            ],
-            Some(&rs256_secret),
-        )
-        .await;
+    let tokens = tokens_for(&op, &rs256_id, &rs256_secret, "&scope=openid&nonce=rs").await;
     let id_token = tokens["id_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{tokens}"));
@@ -469,6 +459,31 @@ async fn certification_plans_pass(backend: TestBackend) {
     }
     algs.sort();
     assert_eq!(algs, ["ES256", "ES256", "RS256", "RS256"], "within 10 s");
+    // key_publish_secs is 1 here: the maintain loop (every 5 s) then activates both, and
+    // each algorithm's tokens are signed by its new key.
+    let next: Vec<String> = rotated
+        .lines()
+        .filter_map(|line| line.strip_prefix("published token-signing key "))
+        .map(|rest| rest.split(';').next().unwrap().to_owned())
+        .collect();
+    fresh_id_token(&op).await;
+    let mut signed_by = (String::new(), String::new());
+    for _ in 0..60 {
+        let es = tokens_for(&op, &op.client_id, &op.secret, "&scope=openid").await;
+        let rs = tokens_for(&op, &rs256_id, &rs256_secret, "&scope=openid").await;
+        signed_by = (
+            kid_of(es["id_token"].as_str().unwrap()),
+            kid_of(rs["id_token"].as_str().unwrap()),
+        );
+        if next.contains(&signed_by.0) && next.contains(&signed_by.1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        next.contains(&signed_by.0) && next.contains(&signed_by.1),
+        "{signed_by:?} not the rotated-to {next:?}"
+    );
     server.stop().await;
 }
 
@@ -1031,6 +1046,36 @@ async fn logout(op: &Op, query: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// The token response for `client_id` (client_secret_basic with `secret`) after a code
+/// flow on the browser's session.
+async fn tokens_for(op: &Op, client_id: &str, secret: &str, extra: &str) -> Value {
+    let answer = op
+        .http
+        .get(op.authorize_url(client_id, extra))
+        .header("cookie", op.cookies())
+        .send()
+        .await
+        .unwrap();
+    let to = location(&answer, client_id);
+    op.exchange_as(
+        client_id,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &query_of(&to)["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+        Some(secret),
+    )
+    .await
+}
+
+/// The `kid` in a JWS header.
+fn kid_of(jws: &str) -> String {
+    let header = payload_of(&format!("x.{}", jws.split('.').next().unwrap()));
+    header["kid"].as_str().unwrap().to_owned()
 }
 
 /// A fresh ID token, from the session or (after a logout) from a new card login.
