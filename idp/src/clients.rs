@@ -374,6 +374,11 @@ pub async fn register(
     new: &NewClient,
 ) -> Result<Registered, IdpError> {
     let metadata = validate(new)?;
+    // The algorithm's key first: a client never exists whose ID tokens cannot be signed
+    // (a key made for a registration that then fails is unused, and harmless).
+    if let Some(alg) = metadata.id_token_alg {
+        crate::keys::ensure_algorithm(ctx, actor, alg).await?;
+    }
     let client_id = format!("rp-{}", &b64(&crate::random_bytes::<12>()));
     let secret = new_secret(metadata.auth_method);
     let secret_sha256 = secret.as_ref().map(|s| sha256_hex(s.as_bytes()));
@@ -407,9 +412,6 @@ pub async fn register(
     )
     .await?;
     tx.commit().await.map_err(query("registering a client"))?;
-    if let Some(alg) = metadata.id_token_alg {
-        crate::keys::ensure_algorithm(ctx, actor, alg).await?;
-    }
     Ok(Registered {
         client: Client {
             client_id,
