@@ -21,7 +21,7 @@ use eid_hsm::{
     CardId, CardReader, CitizenPins, KeyLabel, KeySpec, PinKind, SecretString, TokenClass,
     mobile::{
         GatewayPin, HashType, Language, MobileIdClient, MobileIdClientOptions, MobileIdError,
-        MobileIdRequest, Operation,
+        MobileIdRequest, MobileIdSession, Operation,
     },
 };
 use eid_sim_gateway::{GatewayTls, SimGateway, SimGatewayOptions};
@@ -237,12 +237,21 @@ fn request(stand: &Stand, hash: Vec<u8>, national_id: &str) -> MobileIdRequest {
 
 /// Waits for the session to show on the phone; returns its id after checking the
 /// verification code and prompt.
-async fn on_phone(stand: &Stand, code: &str, prompt_end: &str) -> String {
+/// Starts `operation` for `req` and finds its prompt on the phone (ending `prompt_end`):
+/// the client's session and the phone's id of it.
+async fn prompted(
+    stand: &Stand,
+    operation: Operation,
+    req: &MobileIdRequest,
+    prompt_end: &str,
+) -> (MobileIdSession, String) {
+    let session = stand.client.start(operation, req).await.unwrap();
+    let code = req.verification_code().to_string();
     for _ in 0..50 {
         let pending = stand.gateway.pending(&stand.phone).await.unwrap();
         if let Some(p) = pending.into_iter().find(|p| p.verification_code == code) {
             assert!(p.prompt.ends_with(prompt_end), "{}", p.prompt);
-            return p.session_id;
+            return (session, p.session_id);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -289,12 +298,7 @@ async fn journeys(backend: TestBackend) {
     // authentication certificate over the hash.
     let hash = HashType::Sha256.digest(b"challenge one");
     let req = request(&stand, hash.clone(), NATIONAL_ID);
-    let session = stand
-        .client
-        .start(Operation::Authentication, &req)
-        .await
-        .unwrap();
-    let id = on_phone(&stand, &req.verification_code().to_string(), "Enter?").await;
+    let (session, id) = prompted(&stand, Operation::Authentication, &req, "Enter?").await;
     stand
         .gateway
         .confirm(&stand.phone, &id, secret(PIN1))
@@ -323,12 +327,7 @@ async fn journeys(backend: TestBackend) {
     let hash = HashType::Sha256.digest(b"a document");
     let mut req = request(&stand, hash.clone(), NATIONAL_ID);
     req.display_text = Some("Sign the contract".into());
-    let session = stand
-        .client
-        .start(Operation::Signature, &req)
-        .await
-        .unwrap();
-    let id = on_phone(&stand, &req.verification_code().to_string(), "Sign?").await;
+    let (session, id) = prompted(&stand, Operation::Signature, &req, "Sign?").await;
     stand
         .gateway
         .confirm(&stand.phone, &id, secret(PIN2))
@@ -344,12 +343,7 @@ async fn journeys(backend: TestBackend) {
 
     // Cancel → USER_CANCELLED.
     let req = request(&stand, HashType::Sha256.digest(b"cancel me"), NATIONAL_ID);
-    let session = stand
-        .client
-        .start(Operation::Authentication, &req)
-        .await
-        .unwrap();
-    let id = on_phone(&stand, &req.verification_code().to_string(), "Enter?").await;
+    let (session, id) = prompted(&stand, Operation::Authentication, &req, "Enter?").await;
     stand.gateway.cancel(&stand.phone, &id).await.unwrap();
     assert!(matches!(
         stand.client.wait(&session).await,
@@ -393,12 +387,7 @@ async fn journeys(backend: TestBackend) {
     // Three wrong PIN1s block PIN1: SIM_ERROR now and for the next session; the PUK
     // unblocks, and the new PIN1 works.
     let req = request(&stand, HashType::Sha256.digest(b"wrong pins"), NATIONAL_ID);
-    let session = stand
-        .client
-        .start(Operation::Authentication, &req)
-        .await
-        .unwrap();
-    let id = on_phone(&stand, &req.verification_code().to_string(), "Enter?").await;
+    let (session, id) = prompted(&stand, Operation::Authentication, &req, "Enter?").await;
     for left in [2, 1] {
         assert_eq!(
             stand
@@ -457,12 +446,7 @@ async fn journeys(backend: TestBackend) {
         HashType::Sha256.digest(b"after unblock"),
         NATIONAL_ID,
     );
-    let session = stand
-        .client
-        .start(Operation::Authentication, &req)
-        .await
-        .unwrap();
-    let id = on_phone(&stand, &req.verification_code().to_string(), "Enter?").await;
+    let (session, id) = prompted(&stand, Operation::Authentication, &req, "Enter?").await;
     stand
         .gateway
         .confirm(&stand.phone, &id, secret("5826"))
