@@ -115,6 +115,20 @@ async fn issue_card(
     (cert, key, serial)
 }
 
+/// A fresh instance with a test ID card ("card", national id 3900101123456) and the CA
+/// certificates exported to `dir`/pki, as curl needs them: the instance, its addresses,
+/// its folder, the card's certificate and key.
+async fn instance_with_card(backend: TestBackend) -> (Eid, Addresses, PathBuf, PathBuf, PathBuf) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    run(&eid, &addresses, &["init"]).await;
+    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    let pki = dir.join("pki").display().to_string();
+    run(&eid, &addresses, &["ca", "export", "--out", &pki]).await;
+    (eid, addresses, dir, cert, key)
+}
+
 async fn register(eid: &Eid, addresses: &Addresses, extra: &[&str]) -> (String, String) {
     let out = run(
         eid,
@@ -179,20 +193,10 @@ fn relying_party(envs: &BTreeMap<&str, String>) -> Value {
 }
 
 async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: TestBackend) {
-    let eid = Eid::new(backend).await;
-    let addresses = Addresses::new();
-    let dir = eid.dir.path().to_path_buf();
-    run(&eid, &addresses, &["init"]).await;
-    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
+    let (eid, addresses, dir, cert, key) = instance_with_card(backend).await;
     let (_, revoked_key, revoked_serial) =
         issue_card(&eid, &addresses, &dir, "lost", "3900101654321").await;
     let pki = dir.join("pki");
-    run(
-        &eid,
-        &addresses,
-        &["ca", "export", "--out", &pki.display().to_string()],
-    )
-    .await;
     let (client_id, secret) = register(
         &eid,
         &addresses,
@@ -1231,22 +1235,7 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
 /// The session rules the conformance suite trips providers on most (prompt=none with a
 /// session, auth_time kept on reuse, max_age forcing a new login, prompt=login).
 async fn session_reuse_follows_max_age_and_prompt(backend: TestBackend) {
-    let eid = Eid::new(backend).await;
-    let addresses = Addresses::new();
-    let dir = eid.dir.path().to_path_buf();
-    run(&eid, &addresses, &["init"]).await;
-    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
-    run(
-        &eid,
-        &addresses,
-        &[
-            "ca",
-            "export",
-            "--out",
-            &dir.join("pki").display().to_string(),
-        ],
-    )
-    .await;
+    let (eid, addresses, dir, cert, key) = instance_with_card(backend).await;
     let (client_id, secret) = register(&eid, &addresses, &[]).await;
     let server = serve(&eid, &addresses).await;
     let issuer = format!("http://{}", addresses.idp);
@@ -1371,22 +1360,7 @@ async fn id_card_login_is_accepted_by_the_openidconnect_crate(backend: TestBacke
         },
     };
 
-    let eid = Eid::new(backend).await;
-    let addresses = Addresses::new();
-    let dir = eid.dir.path().to_path_buf();
-    run(&eid, &addresses, &["init"]).await;
-    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
-    run(
-        &eid,
-        &addresses,
-        &[
-            "ca",
-            "export",
-            "--out",
-            &dir.join("pki").display().to_string(),
-        ],
-    )
-    .await;
+    let (eid, addresses, dir, cert, key) = instance_with_card(backend).await;
     let (client_id, secret) = register(&eid, &addresses, &["--scope", "profile"]).await;
     let server = serve(&eid, &addresses).await;
     let issuer = format!("http://{}", addresses.idp);

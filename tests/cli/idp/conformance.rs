@@ -17,10 +17,9 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::{
-    Addresses, RelyingPartyEndpoints, card_browser, command, get_json, http, issue_card,
-    jar_cookies, payload_of, query_of, register, run,
+    RelyingPartyEndpoints, card_browser, command, get_json, http, instance_with_card, jar_cookies,
+    payload_of, query_of, register, run,
 };
-use crate::Eid;
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const REDIRECT_ENCODED: &str = "http%3A%2F%2F127.0.0.1%3A9%2Fcallback";
@@ -356,13 +355,7 @@ impl Op {
 }
 
 async fn certification_plans_pass(backend: TestBackend) {
-    let eid = Eid::new(backend).await;
-    let addresses = Addresses::new();
-    let dir = eid.dir.path().to_path_buf();
-    run(&eid, &addresses, &["init"]).await;
-    let (cert, key, _) = issue_card(&eid, &addresses, &dir, "card", "3900101123456").await;
-    let pki = dir.join("pki").display().to_string();
-    run(&eid, &addresses, &["ca", "export", "--out", &pki]).await;
+    let (eid, addresses, dir, cert, key) = instance_with_card(backend).await;
     let endpoints = RelyingPartyEndpoints::start(serde_json::json!({ "keys": [] })).await;
     let backchannel = format!("{}/backchannel-logout", endpoints.base);
     let scopes = ["profile", "national_id", "contact", "offline_access"];
