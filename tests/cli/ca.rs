@@ -57,18 +57,18 @@ fn pkilint_clean(tool: &str, args: &[&str], file: &Path) {
 }
 
 /// A certificate's serial number as openssl prints it (upper-case hex).
-fn openssl_serial(certificate: &Path) -> String {
+/// What `openssl x509 -noout` prints of a PEM certificate with `print` (e.g. `-subject`).
+fn openssl_x509(certificate: &Path, print: &[&str]) -> String {
+    let path = certificate.display().to_string();
     let output = judge(
         "openssl",
-        &[
-            "x509",
-            "-in",
-            &certificate.display().to_string(),
-            "-noout",
-            "-serial",
-        ],
+        &[&["x509", "-in", path.as_str(), "-noout"][..], print].concat(),
     );
     text(&output.stdout)
+}
+
+pub(crate) fn openssl_serial(certificate: &Path) -> String {
+    openssl_x509(certificate, &["-serial"])
         .trim()
         .trim_start_matches("serial=")
         .to_owned()
@@ -201,20 +201,11 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
         &["-t", "NCP-NATURAL-PERSON-CERTIFICATE"],
         &auth,
     );
-    let subject = judge(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &auth.display().to_string(),
-            "-noout",
-            "-subject",
-        ],
-    );
+    let subject = openssl_x509(&auth, &["-subject"]);
     assert!(
-        text(&subject.stdout).contains("serialNumber = PNOTT-3900101123456"),
+        subject.contains("serialNumber = PNOTT-3900101123456"),
         "{}",
-        text(&subject.stdout)
+        subject
     );
 
     // Qualified signature certificate for a key generated on a citizen card.
@@ -747,22 +738,11 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
         &["-t", "ARL", "-p", "PKIX"],
         Path::new(&root_crl),
     );
-    let issuing_ca = judge(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &pki_dir.join("citizen-auth-ca.pem").display().to_string(),
-            "-noout",
-            "-ext",
-            "crlDistributionPoints",
-        ],
+    let issuing_ca = openssl_x509(
+        &pki_dir.join("citizen-auth-ca.pem"),
+        &["-ext", "crlDistributionPoints"],
     );
-    assert!(
-        text(&issuing_ca.stdout).contains("/crl/root.crl"),
-        "{}",
-        text(&issuing_ca.stdout)
-    );
+    assert!(issuing_ca.contains("/crl/root.crl"), "{}", issuing_ca);
     let all_levels = ["-crl_check_all"];
     let crls = [root_crl.as_str(), crl_pem.as_str()];
     let out = openssl_verify_with_crls(dir, &all_levels, &crls, second);
@@ -771,20 +751,11 @@ async fn revocation_reaches_ocsp_and_the_crl(backend: TestBackend) {
     assert!(out.contains("certificate revoked"), "{out}");
     // The delta CRL the leaf's freshestCRL names; with full CRLs re-issued on every
     // change (the default), it lists nothing the full CRL does not.
-    let leaf_text = judge(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &second.display().to_string(),
-            "-noout",
-            "-text",
-        ],
-    );
+    let leaf_text = openssl_x509(second, &["-text"]);
     assert!(
-        text(&leaf_text.stdout).contains("/crl/citizen-auth-ca-delta.crl"),
+        leaf_text.contains("/crl/citizen-auth-ca-delta.crl"),
         "{}",
-        text(&leaf_text.stdout)
+        leaf_text
     );
     let (delta, delta_listed) = fetch_crl(
         dir,
@@ -1081,30 +1052,14 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
         let exported = std::fs::read_to_string(pki.join(format!("{role}.pem"))).unwrap();
         assert_eq!(certificate["pem"].as_str().unwrap(), exported, "{role}");
     }
-    let subject = judge(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &pki.join("root.pem").display().to_string(),
-            "-noout",
-            "-subject",
-        ],
-    );
-    assert!(text(&subject.stdout).contains("eID Trinidad and Tobago Root CA 2026"));
+    let subject = openssl_x509(&pki.join("root.pem"), &["-subject"]);
+    assert!(subject.contains("eID Trinidad and Tobago Root CA 2026"));
     openssl_verifies(&pki, "citizen-auth-ca", &pki.join("ocsp-citizen-auth.pem"));
-    let policies = judge(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &pki.join("citizen-sign-ca.pem").display().to_string(),
-            "-noout",
-            "-ext",
-            "certificatePolicies",
-        ],
+    let policies = openssl_x509(
+        &pki.join("citizen-sign-ca.pem"),
+        &["-ext", "certificatePolicies"],
     );
-    assert!(text(&policies.stdout).contains("0.4.0.194112.1.2"));
+    assert!(policies.contains("0.4.0.194112.1.2"));
 
     // Once only: the roles, keys and transcript exist now.
     let again = token.run(&eid, &file, &["ca", "ceremony"]).await;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{
     Eid, Server,
-    ca::{free_address, judge, openssl_csr},
+    ca::{free_address, openssl_csr, openssl_serial},
     text,
 };
 
@@ -98,20 +98,7 @@ async fn issue_card(
     .await;
     let cert = dir.join(format!("{name}.pem"));
     std::fs::write(&cert, &pem).unwrap();
-    let serial = judge(
-        "openssl",
-        &[
-            "x509",
-            "-noout",
-            "-serial",
-            "-in",
-            &cert.display().to_string(),
-        ],
-    );
-    let serial = text(&serial.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_owned();
+    let serial = openssl_serial(&cert);
     (cert, key, serial)
 }
 
