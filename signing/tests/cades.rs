@@ -59,12 +59,7 @@ async fn prepared(tsa: &Tsa, card: &Card, document: &[u8], level: &str) -> (Stri
         }),
     )
     .await;
-    assert_eq!(
-        answer.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_eq!(answer.status, 201, "{}", answer.text());
     let json = answer.json();
     let tbs = Base64::decode_vec(json["data_to_be_signed"].as_str().unwrap()).unwrap();
     let p384 = json["signature_algorithm"] == "ecdsa-sha384";
@@ -319,12 +314,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         let (id, tbs) = prepared(&tsa, &card, &document, level).await;
         let signature = card.sign(tbs).await;
         let answer = finalize(&tsa, &id, &signature, "application/json").await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
         let json = answer.json();
         assert_eq!(json["level"], level);
         let cades = Base64::decode_vec(json["signature"].as_str().unwrap()).unwrap();
@@ -352,12 +342,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         }),
     )
     .await;
-    assert_eq!(
-        answer.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_eq!(answer.status, 201, "{}", answer.text());
     let json = answer.json();
     let id = json["id"].as_str().unwrap().to_owned();
     let tbs = Base64::decode_vec(json["data_to_be_signed"].as_str().unwrap()).unwrap();
@@ -538,12 +523,7 @@ async fn bad_input_gets_a_specific_problem(backend: TestBackend) {
     theirs.assert_problem(404, "unknown-signature");
     // Still pending after all that: the owner finishes it.
     let answer = finalize(&tsa, &id, &signature, "application/json").await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
 
     // A garbage signature value: refused, and the pending signature is spent.
     let (id, tbs) = prepared(&tsa, &card, &document, "T").await;
@@ -669,12 +649,7 @@ async fn signed(tsa: &Tsa, card: &Card, document: &[u8], level: &str) -> Vec<u8>
     let (id, tbs) = prepared(tsa, card, document, level).await;
     let signature = card.sign(tbs).await;
     let answer = finalize(tsa, &id, &signature, "application/json").await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
     Base64::decode_vec(answer.json()["signature"].as_str().unwrap()).unwrap()
 }
 
@@ -689,12 +664,7 @@ async fn report(tsa: &Tsa, cades: &[u8], document: &[u8]) -> Value {
         Some(&tsa.api_token),
     )
     .await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
     let json = answer.json();
     assert_eq!(json["signatures"].as_array().unwrap().len(), 1, "{json}");
     json["signatures"][0].clone()
