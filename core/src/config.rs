@@ -129,7 +129,32 @@ struct FileConfig {
     idp: IdpSection,
     enrolment: EnrolmentSection,
     sim_gateway: SimGatewaySection,
+    mobile_id: MobileIdSection,
     ceremony: Option<CeremonySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MobileIdSection {
+    gateway_url: Option<String>,
+    gateway_pin: Option<String>,
+    relying_party_uuid: Option<String>,
+    relying_party_name: Option<String>,
+    poll_secs: u64,
+    max_attempts: u32,
+}
+
+impl Default for MobileIdSection {
+    fn default() -> Self {
+        Self {
+            gateway_url: None,
+            gateway_pin: None,
+            relying_party_uuid: None,
+            relying_party_name: None,
+            poll_secs: 20,
+            max_attempts: 5,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -549,6 +574,8 @@ pub struct Config {
     pub enrolment: EnrolmentConfig,
     /// The SIM gateway simulator (`[sim_gateway]`).
     pub sim_gateway: SimGatewayConfig,
+    /// The mobile operator's signature gateway (`[mobile_id]`), when mobile ID is on.
+    pub mobile_id: Option<MobileIdConfig>,
     /// A key ceremony to run (`eid ca ceremony`), when the file describes one.
     pub ceremony: Option<CeremonyConfig>,
 }
@@ -562,6 +589,29 @@ pub struct SimGatewayConfig {
     /// `EID_SIM_GATEWAY_MODULE`); each SIM is a card of two tokens, `<id> (PIN1)` and
     /// `<id> (PIN2)`.
     pub module: Option<PathBuf>,
+}
+
+/// How the platform reaches the mobile operator's signature gateway (`[mobile_id]`):
+/// mobile-ID login and CIBA on the idp. Off unless the gateway's URL and pin are set.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct MobileIdConfig {
+    /// The gateway's base URL (`gateway_url`, env `EID_MOBILE_ID_GATEWAY_URL`; https).
+    pub gateway_url: String,
+    /// The SHA-256 of the gateway's TLS key (`gateway_pin`, env
+    /// `EID_MOBILE_ID_GATEWAY_PIN`, `sha256/<base64>`).
+    pub gateway_pin: eid_hsm::mobile::GatewayPin,
+    /// Our relying-party UUID, agreed with the operator (`relying_party_uuid`, env
+    /// `EID_MOBILE_ID_RELYING_PARTY_UUID`; the nil UUID outside production).
+    pub relying_party_uuid: String,
+    /// Our name as the phone shows it (`relying_party_name`; default the CA's
+    /// organization).
+    pub relying_party_name: String,
+    /// How long one long poll waits at the gateway (`poll_secs`, 1 to 60).
+    pub poll_secs: u64,
+    /// Mobile-ID requests one login may send to phones (`max_attempts`, 1 to 20): each
+    /// one makes a citizen's phone ring, so a login page cannot be used to pester them.
+    pub max_attempts: u32,
 }
 
 /// The enrolment desk's settings.
@@ -1091,11 +1141,13 @@ impl Config {
                 .or(file.sim_gateway.module)
                 .map(&relative),
         };
+        let mobile_id = resolve_mobile_id(file.mobile_id, file.profile, &ca, env)?;
         let ceremony = match file.ceremony {
             Some(section) => Some(resolve_ceremony(section, config_path, &relative)?),
             None => None,
         };
         let config = Self {
+            mobile_id,
             ca,
             signing,
             idp,
@@ -1369,6 +1421,102 @@ fn resolve_cades(section: CadesSection) -> Result<CadesConfig, ConfigError> {
     Ok(CadesConfig {
         pending_ttl: std::time::Duration::from_secs(section.pending_ttl_secs),
     })
+}
+
+/// `[mobile_id]`: on when both the gateway's URL and its pin are given, refused when
+/// only one is (a half-configured gateway is a mistake, not a choice).
+fn resolve_mobile_id(
+    section: MobileIdSection,
+    profile: Profile,
+    ca: &CaConfig,
+    env: &dyn Environment,
+) -> Result<Option<MobileIdConfig>, ConfigError> {
+    let url = env.var("EID_MOBILE_ID_GATEWAY_URL").or(section.gateway_url);
+    let pin = env.var("EID_MOBILE_ID_GATEWAY_PIN").or(section.gateway_pin);
+    let (url, pin) = match (url, pin) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(pin)) => (url, pin),
+        (Some(_), None) => {
+            return Err(invalid(
+                "mobile_id.gateway_pin",
+                "the gateway's URL is set but not its key's pin (EID_MOBILE_ID_GATEWAY_PIN):                  the gateway is reached only with its key pinned",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "mobile_id.gateway_url",
+                "the gateway's pin is set but not its URL (EID_MOBILE_ID_GATEWAY_URL)",
+            ));
+        }
+    };
+    let parsed = url::Url::parse(&url).map_err(|e| {
+        invalid(
+            "mobile_id.gateway_url",
+            format!("`{url}` is not a URL ({e})"),
+        )
+    })?;
+    if parsed.scheme() != "https" {
+        return Err(invalid(
+            "mobile_id.gateway_url",
+            format!("`{url}` must be https (the gateway's key is pinned)"),
+        ));
+    }
+    let gateway_pin = eid_hsm::mobile::GatewayPin::parse(&pin)
+        .map_err(|e| invalid("mobile_id.gateway_pin", e.to_string()))?;
+    let relying_party_uuid = match env
+        .var("EID_MOBILE_ID_RELYING_PARTY_UUID")
+        .or(section.relying_party_uuid)
+    {
+        Some(uuid) => uuid,
+        None if profile == Profile::Production => {
+            return Err(invalid(
+                "mobile_id.relying_party_uuid",
+                "the production profile needs the relying-party UUID agreed with the operator",
+            ));
+        }
+        None => "00000000-0000-0000-0000-000000000000".into(),
+    };
+    if uuid_shape(&relying_party_uuid).is_none() {
+        return Err(invalid(
+            "mobile_id.relying_party_uuid",
+            format!("`{relying_party_uuid}` is not a UUID (8-4-4-4-12 hexadecimal digits)"),
+        ));
+    }
+    let relying_party_name = env
+        .var("EID_MOBILE_ID_RELYING_PARTY_NAME")
+        .or(section.relying_party_name)
+        .unwrap_or_else(|| ca.organization.clone());
+    if relying_party_name.trim().is_empty() || relying_party_name.chars().count() > 100 {
+        return Err(invalid(
+            "mobile_id.relying_party_name",
+            "must be 1 to 100 characters",
+        ));
+    }
+    if !(1..=60).contains(&section.poll_secs) {
+        return Err(invalid("mobile_id.poll_secs", "must be 1 to 60 seconds"));
+    }
+    if !(1..=20).contains(&section.max_attempts) {
+        return Err(invalid("mobile_id.max_attempts", "must be 1 to 20"));
+    }
+    Ok(Some(MobileIdConfig {
+        gateway_url: url.trim_end_matches('/').to_owned(),
+        gateway_pin,
+        relying_party_uuid,
+        relying_party_name,
+        poll_secs: section.poll_secs,
+        max_attempts: section.max_attempts,
+    }))
+}
+
+fn uuid_shape(text: &str) -> Option<()> {
+    let groups: Vec<&str> = text.split('-').collect();
+    let lengths = [8, 4, 4, 4, 12];
+    (groups.len() == 5
+        && groups
+            .iter()
+            .zip(lengths)
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit())))
+    .then_some(())
 }
 
 /// Callers named in `[[KEY]]` sections, each with a bearer token of at least 32
@@ -2125,6 +2273,73 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn mobile_id_is_off_until_gateway_and_pin_are_both_given() {
+        let config = Config::load(None, &FakeEnv::default(), &Overrides::default()).unwrap();
+        assert!(config.mobile_id.is_none());
+        let pin = "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let config = load_text(
+            &format!("[mobile_id]\ngateway_url = \"https://mid.example:8443/\"\ngateway_pin = \"{pin}\"\n"),
+            &FakeEnv::default(),
+        )
+        .unwrap();
+        let mobile = config.mobile_id.unwrap();
+        assert_eq!(mobile.gateway_url, "https://mid.example:8443");
+        assert_eq!(mobile.gateway_pin.to_string(), pin);
+        assert_eq!(
+            mobile.relying_party_uuid,
+            "00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!((mobile.poll_secs, mobile.max_attempts), (20, 5));
+        for (text, named) in [
+            (
+                "[mobile_id]\ngateway_url = \"https://mid.example\"\n".to_owned(),
+                "gateway_pin",
+            ),
+            (
+                format!("[mobile_id]\ngateway_pin = \"{pin}\"\n"),
+                "gateway_url",
+            ),
+            (
+                format!(
+                    "[mobile_id]\ngateway_url = \"http://mid.example\"\ngateway_pin = \"{pin}\"\n"
+                ),
+                "must be https",
+            ),
+            (
+                "[mobile_id]\ngateway_url = \"https://mid.example\"\ngateway_pin = \"md5/x\"\n"
+                    .to_owned(),
+                "sha256/",
+            ),
+            (
+                format!(
+                    "[mobile_id]\ngateway_url = \"https://m\"\ngateway_pin = \"{pin}\"\nrelying_party_uuid = \"nope\"\n"
+                ),
+                "not a UUID",
+            ),
+            (
+                format!(
+                    "[mobile_id]\ngateway_url = \"https://m\"\ngateway_pin = \"{pin}\"\npoll_secs = 0\n"
+                ),
+                "poll_secs",
+            ),
+        ] {
+            let err = load_text(&text, &FakeEnv::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{named}: {err}");
+        }
+        let env = env(&[
+            ("EID_MOBILE_ID_GATEWAY_URL", "https://127.0.0.1:8084"),
+            ("EID_MOBILE_ID_GATEWAY_PIN", pin),
+        ]);
+        let config = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            config.mobile_id.unwrap().gateway_url,
+            "https://127.0.0.1:8084"
+        );
     }
 
     #[test]

@@ -337,6 +337,32 @@ impl PublicKey {
         }
     }
 
+    /// Verifies an ECDSA signature (DER `ECDSA-Sig-Value`) over a digest the signer was
+    /// given as is (a SIM signing a hash through the mobile gateway; PKCS#11
+    /// `CKM_ECDSA`). P-256 and P-384 keys; a digest shorter than half the curve's size
+    /// is refused.
+    pub fn verify_ecdsa_digest(&self, digest: &[u8], signature: &[u8]) -> Result<(), HsmError> {
+        use p256::pkcs8::DecodePublicKey;
+        use signature::hazmat::PrehashVerifier;
+        let bad = |detail: String| HsmError::BadSignature { detail };
+        let der = self.to_der()?;
+        if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
+            let sig =
+                p256::ecdsa::Signature::from_der(signature).map_err(|e| bad(e.to_string()))?;
+            return key
+                .verify_prehash(digest, &sig)
+                .map_err(|_| bad("the ECDSA signature does not verify".into()));
+        }
+        if let Ok(key) = p384::ecdsa::VerifyingKey::from_public_key_der(&der) {
+            let sig =
+                p384::ecdsa::Signature::from_der(signature).map_err(|e| bad(e.to_string()))?;
+            return key
+                .verify_prehash(digest, &sig)
+                .map_err(|_| bad("the ECDSA signature does not verify".into()));
+        }
+        Err(bad("not a P-256 or P-384 public key".into()))
+    }
+
     /// ring's verifier for an uncompressed P-256 point, whose assembly is about three
     /// times faster than the portable arithmetic; `None` for anything else (P-384, where
     /// ring has no assembly, and compressed points), which the portable code verifies.

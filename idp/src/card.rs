@@ -133,6 +133,34 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The check a login certificate from elsewhere than the TLS handshake (mobile ID)
+/// passes: the same webpki verification as the card listener's (chain to the citizen
+/// authentication CA, validity, clientAuth).
+pub fn chain_verifier(
+    citizen_auth_ca: &[u8],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, IdpError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(citizen_auth_ca.to_vec()))
+        .map_err(|e| IdpError::Tls(format!("citizen authentication CA: {e}")))?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| IdpError::Tls(format!("certificate verifier: {e}")))
+}
+
+/// The public key of a certificate (DER).
+pub fn public_key(cert_der: &[u8]) -> Result<eid_hsm::PublicKey, String> {
+    let cert =
+        Certificate::from_der(cert_der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| format!("certificate key: {e}"))?;
+    eid_hsm::PublicKey::from_der(&spki).map_err(|e| e.to_string())
+}
+
 /// Who an authentication certificate names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardHolder {

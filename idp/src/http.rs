@@ -26,6 +26,8 @@ use crate::{
     random_token, tokens,
 };
 
+mod mobile;
+
 const BROWSER_COOKIE: &str = "eid_browser";
 const SESSION_COOKIE: &str = "eid_session";
 const PAR_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -58,6 +60,7 @@ pub(crate) fn routes(idp: &Idp) -> Router {
         .route("/account/consents/withdraw", post(consent_withdraw))
         .route("/account/certificates/suspend", post(certificate_suspend))
         .route("/static/passkey.js", get(passkey_script))
+        .merge(mobile::routes())
         .with_state(idp.clone())
 }
 
@@ -430,6 +433,7 @@ async fn login_page(
     State(idp): State<Idp>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<LoginQuery>,
 ) -> Response {
     let interaction = match flow::interaction(idp.ctx(), &id).await {
         Ok(Some(i)) if i.state == "login" => i,
@@ -460,14 +464,16 @@ async fn login_page(
     let passkey = (idp.webauthn().is_some()
         && interaction.request.required_level <= Level::Substantial)
         .then_some((passkey_start.as_str(), passkey_finish.as_str()));
-    let cancel = authorize::response_url(
-        &interaction.request.redirect_uri,
-        &config.issuer,
-        interaction.request.state.as_deref(),
-        Err(&OAuthError::access_denied(
-            "the citizen cancelled the login",
-        )),
-    );
+    let cancel = cancel_url(&idp, &interaction.request);
+    let mobile_action = format!("/login/{id}/mobile-id");
+    let csrf = cookie(&headers, BROWSER_COOKIE)
+        .map(|browser| csrf_token(&browser, &mobile_action))
+        .unwrap_or_default();
+    let mobile = idp.mobile_id_enabled().then(|| pages::MobileForm {
+        action: &mobile_action,
+        csrf: &csrf,
+        error: query.mobile_error.as_deref(),
+    });
     html(
         StatusCode::OK,
         pages::login(
@@ -477,8 +483,26 @@ async fn login_page(
             &format!("{}/card-login/{id}", config.card_url),
             &cancel,
             passkey,
+            mobile.as_ref(),
         ),
     )
+}
+
+/// Where Cancel on a login page goes: the client, with `access_denied`.
+fn cancel_url(idp: &Idp, request: &AuthorizationRequest) -> String {
+    authorize::response_url(
+        &request.redirect_uri,
+        &idp.ctx().config.idp.issuer,
+        request.state.as_deref(),
+        Err(&OAuthError::access_denied(
+            "the citizen cancelled the login",
+        )),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    mobile_error: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -535,6 +559,32 @@ async fn login_done(
         };
     set_cookie(&mut response, &idp, SESSION_COOKIE, &session_cookie, None);
     response
+}
+
+/// Ends a login made in this browser's own requests (passkey, mobile ID): records it
+/// against the interaction, starts the session, and says where the browser goes next
+/// and the session cookie to set. `None` if the interaction was no longer waiting.
+async fn finish_login(
+    idp: &Idp,
+    headers: &HeaderMap,
+    interaction: &flow::Interaction,
+    browser: &str,
+    citizen_id: &str,
+    authentication: &Authentication,
+) -> Result<Option<(String, String)>, IdpError> {
+    let ctx = idp.ctx();
+    let id = &interaction.id;
+    let Some(handoff) = flow::record_login(ctx, id, citizen_id, authentication).await? else {
+        return Ok(None);
+    };
+    if !flow::take_handoff(ctx, id, browser, &handoff).await? {
+        return Ok(None);
+    }
+    let previous = cookie(headers, SESSION_COOKIE);
+    let (session, session_cookie) =
+        flow::start_session(ctx, citizen_id, authentication, previous.as_deref()).await?;
+    let location = after_login(idp, id, &interaction.request, &session).await?;
+    Ok(Some((location, session_cookie)))
 }
 
 /// Where the browser goes once the citizen has logged in for an interaction.
@@ -1376,9 +1426,14 @@ fn passkey_error(headers: &HeaderMap, error: crate::passkeys::PasskeyError) -> R
 }
 
 async fn passkey_script() -> Response {
+    script(include_str!("../static/passkey.js"))
+}
+
+/// One of the provider's own scripts, cacheable for five minutes.
+fn script(body: &'static str) -> Response {
     let mut response = (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../static/passkey.js"),
+        body,
     )
         .into_response();
     response.headers_mut().insert(
@@ -1767,20 +1822,14 @@ async fn passkey_login_finish(
         auth_time: ctx.clock.now().unix_timestamp(),
         method: "passkey".into(),
     };
-    let result = async {
-        let Some(handoff) = flow::record_login(ctx, &id, &citizen_id, &authentication).await?
-        else {
-            return Ok(None);
-        };
-        if !flow::take_handoff(ctx, &id, &browser, &handoff).await? {
-            return Ok(None);
-        }
-        let previous = cookie(&headers, SESSION_COOKIE);
-        let (session, session_cookie) =
-            flow::start_session(ctx, &citizen_id, &authentication, previous.as_deref()).await?;
-        let location = after_login(&idp, &id, &interaction.request, &session).await?;
-        Ok::<_, IdpError>(Some((location, session_cookie)))
-    }
+    let result = finish_login(
+        &idp,
+        &headers,
+        &interaction,
+        &browser,
+        &citizen_id,
+        &authentication,
+    )
     .await;
     match result {
         Ok(Some((location, session_cookie))) => {

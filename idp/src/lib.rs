@@ -14,6 +14,7 @@ pub mod flow;
 mod http;
 pub mod jose;
 pub mod keys;
+pub mod mobile;
 mod pages;
 pub mod passkeys;
 pub mod tokens;
@@ -153,6 +154,7 @@ struct Inner {
     dpop_replays: dpop::ReplayCache,
     certificates: Option<Arc<dyn CitizenCertificates>>,
     clients: clients::ClientCache,
+    mobile: Option<mobile::MobileId>,
 }
 
 /// The client id of the provider's own self-service pages.
@@ -179,6 +181,12 @@ impl Idp {
             http.clone(),
             Duration::from_secs(ctx.config.idp.ocsp_cache_secs),
         )?;
+        let mobile = ctx
+            .config
+            .mobile_id
+            .as_ref()
+            .map(|config| mobile::MobileId::new(config, &card.citizen_auth_ca))
+            .transpose()?;
         let issuer = &ctx.config.idp.issuer;
         clients::ensure_internal(
             ctx,
@@ -196,6 +204,7 @@ impl Idp {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                mobile,
                 webauthn,
                 dpop_replays: dpop::ReplayCache::default(),
                 certificates,

@@ -159,6 +159,108 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
         (Lang::Es, "account.suspend.help") => {
             "Un certificado suspendido deja de funcionar de inmediato. Un centro de servicio puede levantar la suspensión."
         }
+        (Lang::En, "login.mobile") => "Log in with mobile ID",
+        (Lang::Es, "login.mobile") => "Iniciar sesión con identidad móvil",
+        (Lang::En, "login.mobile.phone") => "Your phone number (+ and country code)",
+        (Lang::Es, "login.mobile.phone") => "Su número de teléfono (+ y código de país)",
+        (Lang::En, "login.mobile.help") => {
+            "Your phone will ask you to confirm with PIN1. Mobile ID reaches level high."
+        }
+        (Lang::Es, "login.mobile.help") => {
+            "Su teléfono le pedirá confirmar con el PIN1. La identidad móvil alcanza el nivel alto."
+        }
+        (Lang::En, "mobile.title") => "Confirm on your phone",
+        (Lang::Es, "mobile.title") => "Confirme en su teléfono",
+        (Lang::En, "mobile.code") => "Verification code",
+        (Lang::Es, "mobile.code") => "Código de verificación",
+        (Lang::En, "mobile.check") => {
+            "Check that your phone shows the same code, then enter PIN1 there. If the code differs, cancel on the phone."
+        }
+        (Lang::Es, "mobile.check") => {
+            "Compruebe que su teléfono muestra el mismo código y luego introduzca allí el PIN1. Si el código es distinto, cancele en el teléfono."
+        }
+        (Lang::En, "mobile.waiting") => "Waiting for your phone…",
+        (Lang::Es, "mobile.waiting") => "Esperando a su teléfono…",
+        (Lang::En, "mobile.continue") => "Continue once you have confirmed",
+        (Lang::Es, "mobile.continue") => "Continuar cuando haya confirmado",
+        (Lang::En, "mobile.retry") => "Try again",
+        (Lang::Es, "mobile.retry") => "Intentar de nuevo",
+        (Lang::En, "method.mobile-id") => "mobile ID",
+        (Lang::Es, "method.mobile-id") => "identidad móvil",
+        (Lang::En, "mobile.error.INVALID_INPUT") => {
+            "Check the phone number (with + and the country code) and the national identity number."
+        }
+        (Lang::Es, "mobile.error.INVALID_INPUT") => {
+            "Compruebe el número de teléfono (con + y el código de país) y el número de identidad nacional."
+        }
+        (Lang::En, "mobile.error.TOO_MANY") => {
+            "Too many mobile-ID requests for this login. Go back to the service and start again."
+        }
+        (Lang::Es, "mobile.error.TOO_MANY") => {
+            "Demasiadas solicitudes de identidad móvil para este acceso. Vuelva al servicio y empiece de nuevo."
+        }
+        (Lang::En, "mobile.error.TIMEOUT" | "mobile.error.EXPIRED") => {
+            "You did not confirm on your phone in time. Please try again."
+        }
+        (Lang::Es, "mobile.error.TIMEOUT" | "mobile.error.EXPIRED") => {
+            "No confirmó en su teléfono a tiempo. Inténtelo de nuevo."
+        }
+        (Lang::En, "mobile.error.NOT_MID_CLIENT") => {
+            "This phone number and national identity number have no active mobile ID. Check both, or activate mobile ID at a service centre."
+        }
+        (Lang::Es, "mobile.error.NOT_MID_CLIENT") => {
+            "Este teléfono y número de identidad no tienen identidad móvil activa. Compruebe ambos o actívela en un centro de servicio."
+        }
+        (Lang::En, "mobile.error.USER_CANCELLED") => "You cancelled on your phone.",
+        (Lang::Es, "mobile.error.USER_CANCELLED") => "Canceló en su teléfono.",
+        (Lang::En, "mobile.error.PHONE_ABSENT") => {
+            "Your phone could not be reached. Make sure it is switched on and has signal, then try again."
+        }
+        (Lang::Es, "mobile.error.PHONE_ABSENT") => {
+            "No se pudo contactar su teléfono. Compruebe que esté encendido y con señal e inténtelo de nuevo."
+        }
+        (Lang::En, "mobile.error.DELIVERY_ERROR") => {
+            "The request could not be delivered to your phone. Please try again in a moment."
+        }
+        (Lang::Es, "mobile.error.DELIVERY_ERROR") => {
+            "No se pudo entregar la solicitud a su teléfono. Inténtelo de nuevo en un momento."
+        }
+        (Lang::En, "mobile.error.SIM_ERROR") => {
+            "Your SIM refused the request. If your PIN is blocked, unblock it with your PUK; otherwise contact your mobile operator."
+        }
+        (Lang::Es, "mobile.error.SIM_ERROR") => {
+            "Su SIM rechazó la solicitud. Si su PIN está bloqueado, desbloquéelo con el PUK; si no, contacte a su operador."
+        }
+        (Lang::En, "mobile.error.REVOKED") => {
+            "Your mobile ID certificate is revoked or suspended. Visit a service centre."
+        }
+        (Lang::Es, "mobile.error.REVOKED") => {
+            "Su certificado de identidad móvil está revocado o suspendido. Acuda a un centro de servicio."
+        }
+        (
+            Lang::En,
+            "mobile.error.SIGNATURE_HASH_MISMATCH"
+            | "mobile.error.BAD_SIGNATURE"
+            | "mobile.error.CERTIFICATE"
+            | "mobile.error.WRONG_PERSON",
+        ) => {
+            "Your phone's answer could not be accepted. Please try again; if it keeps happening, contact your mobile operator."
+        }
+        (
+            Lang::Es,
+            "mobile.error.SIGNATURE_HASH_MISMATCH"
+            | "mobile.error.BAD_SIGNATURE"
+            | "mobile.error.CERTIFICATE"
+            | "mobile.error.WRONG_PERSON",
+        ) => {
+            "No se pudo aceptar la respuesta de su teléfono. Inténtelo de nuevo; si se repite, contacte a su operador."
+        }
+        (Lang::En, "mobile.error.UNAVAILABLE") => {
+            "Mobile ID is not available at the moment. Please try again later or use another way to log in."
+        }
+        (Lang::Es, "mobile.error.UNAVAILABLE") => {
+            "La identidad móvil no está disponible en este momento. Inténtelo más tarde o use otro medio."
+        }
         (Lang::En, _) | (Lang::Es, _) => "",
     }
 }
@@ -184,8 +286,92 @@ pub(crate) fn page(lang: Lang, title: &str, body: &str) -> String {
     )
 }
 
+/// What the citizen is told about a mobile-ID refusal with this code.
+pub(crate) fn mobile_error(lang: Lang, code: &str) -> &'static str {
+    match text(lang, &format!("mobile.error.{code}")) {
+        "" => text(lang, "mobile.error.UNAVAILABLE"),
+        message => message,
+    }
+}
+
+/// The mobile-ID form of the login page.
+pub(crate) struct MobileForm<'a> {
+    /// Where it posts.
+    pub(crate) action: &'a str,
+    /// Its CSRF token.
+    pub(crate) csrf: &'a str,
+    /// A refusal code from the last try, to explain.
+    pub(crate) error: Option<&'a str>,
+}
+
+fn mobile_form(lang: Lang, form: &MobileForm<'_>) -> String {
+    let t = |k| text(lang, k);
+    let error = form
+        .error
+        .map(|code| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"mobile-error\">{}</p>",
+                escape(mobile_error(lang, code))
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<h2>{}</h2>{error}<form method=\"post\" action=\"{}\" id=\"mobile-form\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <p><label for=\"mobile-phone\">{}</label><br><input id=\"mobile-phone\" \
+         name=\"phone_number\" type=\"tel\" autocomplete=\"tel\" required></p>\
+         <p><label for=\"mobile-national-id\">{}</label><br><input id=\"mobile-national-id\" \
+         name=\"national_id\" inputmode=\"numeric\" required></p>\
+         <p><button type=\"submit\" id=\"mobile-id\">{}</button></p><p class=\"note\">{}</p></form>",
+        escape(t("login.mobile")),
+        escape(form.action),
+        escape(form.csrf),
+        escape(t("login.mobile.phone")),
+        escape(t("login.passkey.id")),
+        escape(t("login.mobile")),
+        escape(t("login.mobile.help")),
+    )
+}
+
+/// The page shown while the citizen confirms a mobile-ID login on the phone: the
+/// verification code, and a script that waits for the answer at `status_url` (without
+/// scripts, a link to `continue_url` does the waiting).
+pub(crate) fn mobile_wait(
+    lang: Lang,
+    code: &str,
+    status_url: &str,
+    continue_url: &str,
+    cancel_url: &str,
+) -> String {
+    let t = |k| text(lang, k);
+    page(
+        lang,
+        t("mobile.title"),
+        &format!(
+            "<h1>{}</h1><p>{}: <strong id=\"verification-code\" style=\"font-size:2rem\">{}</strong></p>\
+             <p>{}</p><p id=\"mobile-status\" role=\"status\" data-status=\"{}\">{}</p>\
+             <p class=\"error\" role=\"alert\" id=\"mobile-error\" hidden></p>\
+             <p><a class=\"button\" id=\"mobile-continue\" href=\"{}\" data-retry=\"{}\">{}</a></p>\
+             <p><a class=\"button secondary\" id=\"cancel\" href=\"{}\">{}</a></p>\
+             <script src=\"/static/mobile-id.js\"></script>",
+            escape(t("mobile.title")),
+            escape(t("mobile.code")),
+            escape(code),
+            escape(t("mobile.check")),
+            escape(status_url),
+            escape(t("mobile.waiting")),
+            escape(continue_url),
+            escape(t("mobile.retry")),
+            escape(t("mobile.continue")),
+            escape(cancel_url),
+            escape(t("login.cancel")),
+        ),
+    )
+}
+
 /// The login page: the methods that reach the level asked for. `passkey` carries the
-/// passkey endpoints (start, finish) when a passkey is good enough.
+/// passkey endpoints (start, finish) when a passkey is good enough; `mobile` the
+/// mobile-ID form when mobile ID is on.
 pub(crate) fn login(
     lang: Lang,
     client_name: &str,
@@ -193,8 +379,10 @@ pub(crate) fn login(
     card_url: &str,
     cancel_url: &str,
     passkey: Option<(&str, &str)>,
+    mobile: Option<&MobileForm<'_>>,
 ) -> String {
     let t = |k| text(lang, k);
+    let mobile = mobile.map(|f| mobile_form(lang, f)).unwrap_or_default();
     let passkey = passkey
         .map(|(start, finish)| {
             format!(
@@ -219,7 +407,7 @@ pub(crate) fn login(
         &format!(
             "<h1>{}</h1><p><strong>{}</strong> {}</p><p class=\"note\">{} <strong>{}</strong>.</p>\
              <p><a class=\"button\" id=\"idcard\" href=\"{}\">{}</a></p><p class=\"note\">{}</p>\
-             {passkey}<p><a class=\"button secondary\" id=\"cancel\" href=\"{}\">{}</a></p>",
+             {mobile}{passkey}<p><a class=\"button secondary\" id=\"cancel\" href=\"{}\">{}</a></p>",
             escape(t("login.title")),
             escape(client_name),
             escape(t("login.intro")),

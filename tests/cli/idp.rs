@@ -19,6 +19,7 @@ use super::{
 };
 
 mod conformance;
+mod mobile;
 
 /// The addresses one provider instance uses (the CA's is written into certificates as
 /// the OCSP URL, the card listener's into the login page), fixed for the whole test.

@@ -362,6 +362,44 @@ impl MobileIdClient {
             .await
     }
 
+    /// One long poll, read: `None` while the citizen has not answered, the signature
+    /// on OK, the result's error otherwise.
+    pub async fn poll_once(
+        &self,
+        session: &MobileIdSession,
+        timeout: Duration,
+    ) -> Result<Option<MobileIdSignature>, MobileIdError> {
+        let status = self.poll(session, timeout).await?;
+        if status.state == SessionState::Running {
+            return Ok(None);
+        }
+        let result = status.result.ok_or_else(|| MobileIdError::Protocol {
+            detail: "a COMPLETE session without a result".into(),
+        })?;
+        if let Some(error) = MobileIdError::from_result(result) {
+            return Err(error);
+        }
+        debug_assert_eq!(result, ResultCode::Ok);
+        let signature = status.signature.ok_or_else(|| MobileIdError::Protocol {
+            detail: "result OK without a signature".into(),
+        })?;
+        let value = Base64::decode_vec(&signature.value).map_err(|_| MobileIdError::Protocol {
+            detail: "signature.value is not base64".into(),
+        })?;
+        let certificate = status
+            .cert
+            .map(|c| Base64::decode_vec(&c))
+            .transpose()
+            .map_err(|_| MobileIdError::Protocol {
+                detail: "cert is not base64".into(),
+            })?;
+        Ok(Some(MobileIdSignature {
+            value,
+            algorithm: signature.algorithm,
+            certificate,
+        }))
+    }
+
     /// Polls until the session completes: the signature on OK, the result's error
     /// otherwise, [`MobileIdError::Timeout`] after the session timeout.
     pub async fn wait(
@@ -374,38 +412,12 @@ impl MobileIdClient {
             if left.is_zero() {
                 return Err(MobileIdError::Timeout);
             }
-            let status = self
-                .poll(session, left.min(self.options.poll_timeout))
-                .await?;
-            if status.state == SessionState::Running {
-                continue;
+            if let Some(signature) = self
+                .poll_once(session, left.min(self.options.poll_timeout))
+                .await?
+            {
+                return Ok(signature);
             }
-            let result = status.result.ok_or_else(|| MobileIdError::Protocol {
-                detail: "a COMPLETE session without a result".into(),
-            })?;
-            if let Some(error) = MobileIdError::from_result(result) {
-                return Err(error);
-            }
-            debug_assert_eq!(result, ResultCode::Ok);
-            let signature = status.signature.ok_or_else(|| MobileIdError::Protocol {
-                detail: "result OK without a signature".into(),
-            })?;
-            let value =
-                Base64::decode_vec(&signature.value).map_err(|_| MobileIdError::Protocol {
-                    detail: "signature.value is not base64".into(),
-                })?;
-            let certificate = status
-                .cert
-                .map(|c| Base64::decode_vec(&c))
-                .transpose()
-                .map_err(|_| MobileIdError::Protocol {
-                    detail: "cert is not base64".into(),
-                })?;
-            return Ok(MobileIdSignature {
-                value,
-                algorithm: signature.algorithm,
-                certificate,
-            });
         }
     }
 
