@@ -28,7 +28,8 @@ pub(crate) enum RpCommand {
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// A grant type (repeatable; default: authorization_code and refresh_token):
-        /// authorization_code, refresh_token, client_credentials.
+        /// authorization_code, refresh_token, client_credentials,
+        /// urn:openid:params:grant-type:ciba.
         #[arg(long = "grant", value_name = "GRANT")]
         grants: Vec<String>,
         /// client_secret_basic (default), client_secret_post or private_key_jwt.
@@ -56,6 +57,12 @@ pub(crate) enum RpCommand {
         /// provider's algorithm (for relying parties that know only RS256).
         #[arg(long, value_name = "ALG")]
         id_token_alg: Option<String>,
+        /// CIBA delivery mode for a client of the CIBA grant: poll (default) or ping.
+        #[arg(long, value_name = "MODE")]
+        ciba_mode: Option<String>,
+        /// Where a ping-mode CIBA client is notified.
+        #[arg(long, value_name = "URI")]
+        ciba_notification_endpoint: Option<String>,
         /// Who is asking, for the audit log (default: the operating-system user).
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
@@ -118,6 +125,8 @@ pub(crate) async fn run_rp(ctx: &ServiceContext, command: RpCommand) -> anyhow::
             require_par,
             backchannel_logout_uri,
             id_token_alg,
+            ciba_mode,
+            ciba_notification_endpoint,
             operator,
         } => {
             let mut new = NewClient::new(name, redirect_uris);
@@ -142,6 +151,8 @@ pub(crate) async fn run_rp(ctx: &ServiceContext, command: RpCommand) -> anyhow::
             new.require_par = require_par;
             new.backchannel_logout_uri = backchannel_logout_uri;
             new.id_token_alg = id_token_alg;
+            new.ciba_mode = ciba_mode;
+            new.ciba_notification_endpoint = ciba_notification_endpoint;
             let registered = clients::register(ctx, &actor(operator), &new).await?;
             let mut out = serde_json::json!({
                 "client_id": registered.client.client_id,

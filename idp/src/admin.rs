@@ -120,6 +120,12 @@ struct Registration {
     /// `id_token_signed_response_alg` (RFC 7591 name).
     #[serde(default)]
     id_token_signed_response_alg: Option<String>,
+    /// `backchannel_token_delivery_mode` (CIBA: poll or ping).
+    #[serde(default)]
+    backchannel_token_delivery_mode: Option<String>,
+    /// `backchannel_client_notification_endpoint` (CIBA ping mode).
+    #[serde(default)]
+    backchannel_client_notification_endpoint: Option<String>,
 }
 
 impl Registration {
@@ -157,6 +163,8 @@ impl Registration {
         new.require_par = self.require_par;
         new.require_dpop = self.require_dpop;
         new.backchannel_logout_uri = self.backchannel_logout_uri;
+        new.ciba_mode = self.backchannel_token_delivery_mode;
+        new.ciba_notification_endpoint = self.backchannel_client_notification_endpoint;
         Ok(new)
     }
 }

@@ -56,6 +56,41 @@ impl AuthMethod {
     }
 }
 
+/// The CIBA grant type (OpenID Connect CIBA Core 1.0).
+pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
+
+/// How a CIBA client learns that the citizen has answered
+/// (`backchannel_token_delivery_mode`). Push is not offered: it hands tokens to an
+/// endpoint without the client asking, and FAPI-CIBA leaves it out too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CibaMode {
+    /// The client polls the token endpoint.
+    Poll,
+    /// The provider calls the client's notification endpoint, then the client asks
+    /// the token endpoint.
+    Ping,
+}
+
+impl CibaMode {
+    /// Parses the registered name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "poll" => Some(Self::Poll),
+            "ping" => Some(Self::Ping),
+            _ => None,
+        }
+    }
+
+    /// The registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Ping => "ping",
+        }
+    }
+}
+
 /// How `sub` is formed for a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,6 +142,13 @@ pub struct ClientMetadata {
     /// (`id_token_signed_response_alg`: ES256, PS256 or RS256).
     #[serde(default)]
     pub id_token_alg: Option<Algorithm>,
+    /// CIBA delivery mode, for clients of the CIBA grant.
+    #[serde(default)]
+    pub ciba_mode: Option<CibaMode>,
+    /// Where a ping-mode CIBA client is notified
+    /// (`backchannel_client_notification_endpoint`).
+    #[serde(default)]
+    pub ciba_notification_endpoint: Option<String>,
 }
 
 /// A registered relying party.
@@ -174,6 +216,10 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
     /// ID tokens in this algorithm rather than the provider's (`ES256`, `PS256`, `RS256`).
     pub id_token_alg: Option<String>,
+    /// CIBA delivery mode (`poll` or `ping`; the CIBA grant defaults to `poll`).
+    pub ciba_mode: Option<String>,
+    /// The notification endpoint of a ping-mode CIBA client.
+    pub ciba_notification_endpoint: Option<String>,
 }
 
 impl NewClient {
@@ -194,6 +240,8 @@ impl NewClient {
             require_dpop: false,
             backchannel_logout_uri: None,
             id_token_alg: None,
+            ciba_mode: None,
+            ciba_notification_endpoint: None,
         }
     }
 }
@@ -260,14 +308,17 @@ fn validate(new: &NewClient) -> Result<ClientMetadata, IdpError> {
     for grant in &grant_types {
         if !matches!(
             grant.as_str(),
-            "authorization_code" | "refresh_token" | "client_credentials"
+            "authorization_code" | "refresh_token" | "client_credentials" | CIBA_GRANT
         ) {
             return Err(IdpError::invalid(
                 "grant type",
-                format!("`{grant}` is not authorization_code, refresh_token or client_credentials"),
+                format!(
+                    "`{grant}` is not authorization_code, refresh_token, client_credentials or {CIBA_GRANT}"
+                ),
             ));
         }
     }
+    let (ciba_mode, ciba_notification_endpoint) = validate_ciba(new, &grant_types)?;
     let code_flow = grant_types.iter().any(|g| g == "authorization_code");
     if code_flow && new.redirect_uris.is_empty() {
         return Err(IdpError::invalid(
@@ -355,7 +406,52 @@ fn validate(new: &NewClient) -> Result<ClientMetadata, IdpError> {
         require_dpop: new.require_dpop,
         backchannel_logout_uri: new.backchannel_logout_uri.clone(),
         id_token_alg,
+        ciba_mode,
+        ciba_notification_endpoint,
     })
+}
+
+/// The CIBA part of a registration: a mode only with the grant (poll by default), and
+/// ping with its notification endpoint.
+fn validate_ciba(
+    new: &NewClient,
+    grant_types: &[String],
+) -> Result<(Option<CibaMode>, Option<String>), IdpError> {
+    let ciba = grant_types.iter().any(|g| g == CIBA_GRANT);
+    let mode = match new.ciba_mode.as_deref() {
+        None => None,
+        Some(name) => Some(CibaMode::parse(name).ok_or_else(|| {
+            IdpError::invalid(
+                "CIBA delivery mode",
+                format!("`{name}` is not poll or ping (push is not offered)"),
+            )
+        })?),
+    };
+    if !ciba {
+        if mode.is_some() || new.ciba_notification_endpoint.is_some() {
+            return Err(IdpError::invalid(
+                "CIBA delivery mode",
+                format!("only a client of the {CIBA_GRANT} grant has one"),
+            ));
+        }
+        return Ok((None, None));
+    }
+    let mode = mode.unwrap_or(CibaMode::Poll);
+    match (&new.ciba_notification_endpoint, mode) {
+        (Some(uri), CibaMode::Ping) => {
+            check_uri("CIBA notification endpoint", uri)?;
+            Ok((Some(mode), Some(uri.clone())))
+        }
+        (None, CibaMode::Ping) => Err(IdpError::invalid(
+            "CIBA notification endpoint",
+            "a ping-mode client needs backchannel_client_notification_endpoint",
+        )),
+        (Some(_), CibaMode::Poll) => Err(IdpError::invalid(
+            "CIBA notification endpoint",
+            "a poll-mode client is not notified: leave the endpoint out, or choose ping",
+        )),
+        (None, CibaMode::Poll) => Ok((Some(mode), None)),
+    }
 }
 
 fn new_secret(method: AuthMethod) -> Option<Zeroizing<String>> {
@@ -637,6 +733,8 @@ pub(crate) async fn ensure_internal(
         require_dpop: false,
         backchannel_logout_uri: None,
         id_token_alg: None,
+        ciba_mode: None,
+        ciba_notification_endpoint: None,
     };
     let metadata = serde_json::to_string(&metadata).map_err(|e| IdpError::stored("client", e))?;
     sqlx::query(
@@ -655,6 +753,7 @@ pub(crate) async fn ensure_internal(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -670,6 +769,54 @@ mod tests {
             "not a url",
         ] {
             assert!(check_uri("redirect URI", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ciba_clients_need_a_consistent_delivery_mode() {
+        let ciba = |mode: Option<&str>, endpoint: Option<&str>, grant: bool| {
+            let mut new = NewClient::new("Call centre", Vec::new());
+            new.grant_types = if grant {
+                vec![CIBA_GRANT.into()]
+            } else {
+                vec!["client_credentials".into()]
+            };
+            new.ciba_mode = mode.map(str::to_owned);
+            new.ciba_notification_endpoint = endpoint.map(str::to_owned);
+            validate(&new).map(|m| (m.ciba_mode, m.ciba_notification_endpoint))
+        };
+        assert_eq!(
+            ciba(None, None, true).ok(),
+            Some((Some(CibaMode::Poll), None))
+        );
+        assert_eq!(
+            ciba(Some("ping"), Some("https://rp.example/ciba"), true).ok(),
+            Some((Some(CibaMode::Ping), Some("https://rp.example/ciba".into())))
+        );
+        for (mode, endpoint, grant, says) in [
+            (
+                Some("ping"),
+                None,
+                true,
+                "needs backchannel_client_notification_endpoint",
+            ),
+            (
+                Some("poll"),
+                Some("https://rp.example/ciba"),
+                true,
+                "not notified",
+            ),
+            (Some("push"), None, true, "is not poll or ping"),
+            (
+                Some("ping"),
+                Some("http://rp.example/ciba"),
+                true,
+                "must be https",
+            ),
+            (Some("poll"), None, false, "only a client of"),
+        ] {
+            let error = ciba(mode, endpoint, grant).unwrap_err().to_string();
+            assert!(error.contains(says), "{mode:?} {endpoint:?}: {error}");
         }
     }
 }

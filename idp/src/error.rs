@@ -153,6 +153,30 @@ impl OAuthError {
     pub fn invalid_dpop_proof(description: impl Into<String>) -> Self {
         Self::new("invalid_dpop_proof", description, 400)
     }
+    /// `authorization_pending` (CIBA: the citizen has not answered yet).
+    pub fn authorization_pending(description: impl Into<String>) -> Self {
+        Self::new("authorization_pending", description, 400)
+    }
+    /// `slow_down` (CIBA: polled faster than the interval).
+    pub fn slow_down(description: impl Into<String>) -> Self {
+        Self::new("slow_down", description, 400)
+    }
+    /// `expired_token` (CIBA: the request expired before the citizen answered).
+    pub fn expired_token(description: impl Into<String>) -> Self {
+        Self::new("expired_token", description, 400)
+    }
+    /// `access_denied` at the token endpoint (CIBA: the citizen or their SIM refused).
+    pub fn access_denied_at_token(description: impl Into<String>) -> Self {
+        Self::new("access_denied", description, 400)
+    }
+    /// `invalid_binding_message` (CIBA).
+    pub fn invalid_binding_message(description: impl Into<String>) -> Self {
+        Self::new("invalid_binding_message", description, 400)
+    }
+    /// `temporarily_unavailable` (503): a service the request needs is down.
+    pub fn temporarily_unavailable(description: impl Into<String>) -> Self {
+        Self::new("temporarily_unavailable", description, 503)
+    }
     /// `server_error`: the detail went to the log, not to the client.
     pub fn server_error() -> Self {
         Self::new(

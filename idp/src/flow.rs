@@ -568,6 +568,26 @@ pub async fn record_consent(
     Ok(())
 }
 
+/// A grant about to be stored.
+pub(crate) struct NewGrant {
+    pub(crate) client_id: String,
+    pub(crate) citizen_id: String,
+    pub(crate) sid: Option<String>,
+    pub(crate) scope: String,
+    pub(crate) authentication: Authentication,
+    pub(crate) claims: String,
+    pub(crate) dpop_jkt: Option<String>,
+}
+
+/// The single-use code that redeems a new grant.
+pub(crate) struct NewCode {
+    pub(crate) code_sha256: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) expires_at: i64,
+}
+
 /// Issues the authorization code that ends a successful interaction: a grant for what
 /// was asked and allowed, and a short-lived single-use code for it.
 pub async fn issue_code(
@@ -575,33 +595,64 @@ pub async fn issue_code(
     request: &AuthorizationRequest,
     session: &Session,
 ) -> Result<String, IdpError> {
-    let config = &ctx.config.idp;
-    let now = ctx.clock.now().unix_timestamp();
     let code = random_token();
-    let grant_id = b64(&crate::random_bytes::<16>());
     let claims = serde_json::json!({
         "id_token": request.id_token_claims,
         "userinfo": request.userinfo_claims,
     })
     .to_string();
+    let now = ctx.clock.now().unix_timestamp();
+    let grant = NewGrant {
+        client_id: request.client_id.clone(),
+        citizen_id: session.citizen_id.clone(),
+        sid: Some(session.sid.clone()),
+        scope: request.scopes.join(" "),
+        authentication: session.authentication.clone(),
+        claims,
+        dpop_jkt: request.dpop_jkt.clone(),
+    };
+    let code_row = NewCode {
+        code_sha256: sha256_hex(code.as_bytes()),
+        redirect_uri: request.redirect_uri.clone(),
+        code_challenge: request.code_challenge.clone(),
+        nonce: request.nonce.clone(),
+        expires_at: now + i64::try_from(ctx.config.idp.code_ttl_secs).unwrap_or(60),
+    };
+    store_grant(ctx, grant, code_row, "idp.authorize", Vec::new()).await?;
+    Ok(code)
+}
+
+/// Stores a grant and the code that redeems it in one group-commit write, audited as
+/// `action` (with `more` audit events of the caller's, in the same write); returns the
+/// grant's id.
+pub(crate) async fn store_grant(
+    ctx: &ServiceContext,
+    grant: NewGrant,
+    code: NewCode,
+    action: &'static str,
+    more: Vec<AuditEvent>,
+) -> Result<String, IdpError> {
+    let config = &ctx.config.idp;
+    let now = ctx.clock.now().unix_timestamp();
+    let grant_id = b64(&crate::random_bytes::<16>());
     let grant_lifetime = config
         .refresh_token_ttl_secs
         .max(config.access_token_ttl_secs);
-    let citizen_id = session.citizen_id.clone();
-    let sid = session.sid.clone();
-    let scope = request.scopes.join(" ");
-    let level = session.authentication.level.name();
-    let amr = amr_text(&session.authentication);
-    let auth_time = session.authentication.auth_time;
-    let client_id = request.client_id.clone();
-    let dpop_jkt = request.dpop_jkt.clone();
-    let redirect_uri = request.redirect_uri.clone();
-    let code_challenge = request.code_challenge.clone();
-    let nonce = request.nonce.clone();
-    let code_hash = sha256_hex(code.as_bytes());
+    let NewGrant {
+        client_id,
+        citizen_id,
+        sid,
+        scope,
+        authentication,
+        claims,
+        dpop_jkt,
+    } = grant;
+    let level = authentication.level.name();
+    let amr = amr_text(&authentication);
+    let auth_time = authentication.auth_time;
     let grant_expires = now + i64::try_from(grant_lifetime).unwrap_or(i64::MAX / 2);
-    let code_expires = now + i64::try_from(config.code_ttl_secs).unwrap_or(60);
     let backend = ctx.db.backend();
+    let id = grant_id.clone();
     // Two inserts under fresh random keys: nothing but the database itself can refuse
     // them, so no savepoint (a failure rolls back the whole group, see the group commit).
     ctx.db
@@ -620,7 +671,7 @@ pub async fn issue_code(
                     }
                     _ => GRANT.to_owned(),
                 };
-                let grant = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let insert = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&grant_id)
                     .bind(&client_id)
                     .bind(&citizen_id)
@@ -633,55 +684,49 @@ pub async fn issue_code(
                     .bind(dpop_jkt)
                     .bind(now)
                     .bind(grant_expires);
-                let code = (code_hash, redirect_uri, code_challenge, nonce, code_expires);
                 if backend == Backend::Postgres {
-                    grant
-                        .bind(code.0)
-                        .bind(code.1)
-                        .bind(code.2)
-                        .bind(code.3)
-                        .bind(code.4)
+                    insert
+                        .bind(code.code_sha256)
+                        .bind(code.redirect_uri)
+                        .bind(code.code_challenge)
+                        .bind(code.nonce)
+                        .bind(code.expires_at)
                         .execute(&mut *conn)
                         .await
                         .map_err(query("creating a grant and its code"))?;
                 } else {
-                    grant
+                    insert
                         .execute(&mut *conn)
                         .await
                         .map_err(query("creating a grant"))?;
                     sqlx::query(sqlx::AssertSqlSafe(format!(
                         "{CODE} VALUES ($1, $2, $3, $4, $5, $6)"
                     )))
-                    .bind(code.0)
+                    .bind(code.code_sha256)
                     .bind(&grant_id)
-                    .bind(code.1)
-                    .bind(code.2)
-                    .bind(code.3)
-                    .bind(code.4)
+                    .bind(code.redirect_uri)
+                    .bind(code.code_challenge)
+                    .bind(code.nonce)
+                    .bind(code.expires_at)
                     .execute(&mut *conn)
                     .await
                     .map_err(query("storing a code"))?;
                 }
-                let event = AuditEvent::new(
-                    format!("citizen:{citizen_id}"),
-                    "idp.authorize",
-                    "grant",
-                    &grant_id,
-                )
-                .details(serde_json::json!({
-                    "client_id": client_id,
-                    "scope": scope,
-                    "level": level,
-                    "sid": sid,
-                }));
-                Ok::<_, IdpError>(Written {
-                    value: (),
-                    audit: vec![event],
-                })
+                let mut audit = vec![
+                    AuditEvent::new(format!("citizen:{citizen_id}"), action, "grant", &grant_id)
+                        .details(serde_json::json!({
+                            "client_id": client_id,
+                            "scope": scope,
+                            "level": level,
+                            "sid": sid,
+                        })),
+                ];
+                audit.extend(more);
+                Ok::<_, IdpError>(Written { value: (), audit })
             })
         })
         .await?;
-    Ok(code)
+    Ok(id)
 }
 
 /// Ends a session (logout) and revokes the grants made in it. Returns the clients that

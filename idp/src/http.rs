@@ -42,6 +42,7 @@ pub(crate) fn routes(idp: &Idp) -> Router {
         .route("/jwks", get(jwks))
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/par", post(par))
+        .route("/backchannel/authenticate", post(backchannel_authenticate))
         .route("/token", post(token))
         .route("/userinfo", get(userinfo_get).post(userinfo_post))
         .route("/revoke", post(revoke))
@@ -131,7 +132,7 @@ fn set_cookie(response: &mut Response, idp: &Idp, name: &str, value: &str, max_a
 async fn discovery(State(idp): State<Idp>) -> Response {
     let config = &idp.ctx().config.idp;
     let issuer = &config.issuer;
-    let body = json!({
+    let mut body = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -171,6 +172,16 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         "claim_types_supported": ["normal"],
         "dpop_signing_alg_values_supported": ["ES256", "PS256"],
     });
+    // CIBA is backed by mobile ID: offered only when the gateway is configured.
+    if idp.mobile_id_enabled() {
+        body["backchannel_authentication_endpoint"] =
+            format!("{issuer}/backchannel/authenticate").into();
+        body["backchannel_token_delivery_modes_supported"] = json!(["poll", "ping"]);
+        body["backchannel_user_code_parameter_supported"] = false.into();
+        if let Some(grants) = body["grant_types_supported"].as_array_mut() {
+            grants.push(clients::CIBA_GRANT.into());
+        }
+    }
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -813,6 +824,27 @@ async fn token(
         let params = form_params(form)?;
         let proof = single_header(&headers, "dpop")?;
         tokens::token(&idp, &params, authorization(&headers), proof).await
+    }
+    .await;
+    match result {
+        Ok(body) => no_store(Json(body).into_response()),
+        Err(error) => oauth_json(&error),
+    }
+}
+
+async fn backchannel_authenticate(
+    State(idp): State<Idp>,
+    headers: HeaderMap,
+    form: Result<Form<Pairs>, FormRejection>,
+) -> Response {
+    let result = async {
+        if !idp.mobile_id_enabled() {
+            return Err(OAuthError::invalid_request(
+                "CIBA needs mobile ID, which this provider has not configured",
+            ));
+        }
+        let params = form_params(form)?;
+        crate::ciba::authenticate(&idp, &params, authorization(&headers)).await
     }
     .await;
     match result {

@@ -7,6 +7,7 @@
 mod admin;
 pub mod authorize;
 pub mod card;
+pub mod ciba;
 pub mod clients;
 mod dpop;
 mod error;
@@ -235,6 +236,11 @@ impl Idp {
     /// Forgets what is kept in memory of a client this process just changed.
     pub(crate) fn forget_client(&self, client_id: &str) {
         self.inner.clients.forget(client_id);
+    }
+
+    /// The provider's HTTP client (OCSP, client JWKS, notifications).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     /// The token-signing keys.

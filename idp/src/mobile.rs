@@ -120,11 +120,10 @@ impl Refusal {
         Self::new(code, error.to_string())
     }
 
-    /// The OAuth error a CIBA client gets for this refusal.
+    /// The OAuth error a CIBA client gets for this refusal at the token endpoint.
     pub fn oauth_code(&self) -> &'static str {
         match self.code.as_str() {
             "TIMEOUT" | "EXPIRED" => "expired_token",
-            "UNAVAILABLE" => "transaction_failed",
             _ => "access_denied",
         }
     }
@@ -597,7 +596,7 @@ mod tests {
         );
         assert_eq!(
             Refusal::new("UNAVAILABLE", "").oauth_code(),
-            "transaction_failed"
+            "access_denied"
         );
         assert_eq!(Refusal::of(&MobileIdError::SimError).code, "SIM_ERROR");
     }

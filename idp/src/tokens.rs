@@ -12,7 +12,7 @@ use sqlx::Row;
 use crate::{
     Idp, IdpError, Level, OAuthError,
     authorize::Parameters,
-    clients::{AuthMethod, Client, SubjectType, sha256_hex},
+    clients::{AuthMethod, CIBA_GRANT, Client, SubjectType, sha256_hex},
     error::query,
     flow::Citizen,
     jose::{self, Algorithm, Jwk, Parsed, b64},
@@ -231,7 +231,7 @@ pub async fn token(
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     if !matches!(
         grant_type,
-        "authorization_code" | "refresh_token" | "client_credentials"
+        "authorization_code" | "refresh_token" | "client_credentials" | CIBA_GRANT
     ) {
         return Err(OAuthError::unsupported_grant_type(format!(
             "grant_type `{grant_type}` is not supported"
@@ -246,6 +246,7 @@ pub async fn token(
     match grant_type {
         "authorization_code" => code_grant(idp, &client, params, jkt).await,
         "refresh_token" => refresh_grant(idp, &client, params, jkt).await,
+        CIBA_GRANT => crate::ciba::token(idp, &client, params, jkt).await,
         _ => client_credentials(idp, &client, params, jkt).await,
     }
 }
@@ -471,50 +472,84 @@ async fn code_grant(
     params: &Parameters,
     jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
-    let ctx = idp.ctx();
     let code = params
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
     let redirect_uri = params
         .get("redirect_uri")
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
-    let now = ctx.clock.now().unix_timestamp();
     let code_hash = sha256_hex(code.as_bytes());
+    let redeemed = redeem(
+        idp,
+        client,
+        &code_hash,
+        Some((redirect_uri, params.get("code_verifier"))),
+        jkt,
+    )
+    .await?;
+    redeemed.ok_or_else(|| OAuthError::invalid_grant("unknown authorization code"))
+}
+
+/// Redeems a code (or a CIBA request's auth_req_id, stored as one): `None` if no such
+/// code exists. `browser` carries the redirect URI and PKCE verifier of a code from
+/// the browser flow, which must match what the authorization request gave.
+pub(crate) async fn redeem(
+    idp: &Idp,
+    client: &Client,
+    code_hash: &str,
+    browser: Option<(&str, Option<&str>)>,
+    jkt: Option<&str>,
+) -> Result<Option<Value>, OAuthError> {
+    let ctx = idp.ctx();
+    let now = ctx.clock.now().unix_timestamp();
+    let what = if browser.is_some() {
+        "authorization code"
+    } else {
+        "auth_req_id"
+    };
     let sql = format!(
         "SELECT {GRANT_COLUMNS}, c.redirect_uri, c.code_challenge, c.nonce, c.expires_at AS \
          code_expires, c.used_at FROM idp_code c JOIN idp_grant g ON g.grant_id = c.grant_id \
          {CITIZEN_JOIN} WHERE c.code_sha256 = $1"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&code_hash)
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(code_hash)
         .fetch_optional(ctx.db.pool())
         .await
         .map_err(query("finding a code"))?
-        .ok_or_else(|| OAuthError::invalid_grant("unknown authorization code"))?;
+    else {
+        return Ok(None);
+    };
     let grant = grant_from_row(&row)?;
     let read = |e| query("reading a code")(e);
     let used_at: Option<i64> = row.try_get("used_at").map_err(read)?;
     let reused = || {
-        OAuthError::invalid_grant(
-            "the authorization code was already used; the tokens issued with it are revoked",
-        )
+        OAuthError::invalid_grant(format!(
+            "the {what} was already used; the tokens issued with it are revoked"
+        ))
     };
     if used_at.is_some() {
-        spend(idp, client, Credential::Code, code_hash, grant.grant_id).await?;
+        spend(
+            idp,
+            client,
+            Credential::Code,
+            code_hash.to_owned(),
+            grant.grant_id,
+        )
+        .await?;
         return Err(reused());
     }
     let expires: i64 = row.try_get("code_expires").map_err(read)?;
     if expires <= now {
-        return Err(OAuthError::invalid_grant(
-            "the authorization code has expired",
-        ));
+        return Err(OAuthError::invalid_grant(format!("the {what} has expired")));
     }
     if grant.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the authorization code was issued to another client",
-        ));
+        return Err(OAuthError::invalid_grant(format!(
+            "the {what} was issued to another client"
+        )));
     }
     let stored_redirect: String = row.try_get("redirect_uri").map_err(read)?;
+    let (redirect_uri, code_verifier) = browser.unwrap_or((&stored_redirect, None));
     if stored_redirect != redirect_uri {
         return Err(OAuthError::invalid_grant(
             "redirect_uri differs from the one in the authorization request",
@@ -522,8 +557,7 @@ async fn code_grant(
     }
     let challenge: Option<String> = row.try_get("code_challenge").map_err(read)?;
     if let Some(challenge) = challenge {
-        let verifier = params
-            .get("code_verifier")
+        let verifier = code_verifier
             .ok_or_else(|| OAuthError::invalid_grant("code_verifier is required (PKCE)"))?;
         let well_formed = (43..=128).contains(&verifier.len())
             && verifier
@@ -551,14 +585,14 @@ async fn code_grant(
         idp,
         client,
         Credential::Code,
-        code_hash,
+        code_hash.to_owned(),
         grant.grant_id.clone(),
     )
     .await?;
     match spent {
-        Spent::Now(refresh) => {
-            respond(idp, client, &grant, nonce.as_deref(), refresh, true, jkt).await
-        }
+        Spent::Now(refresh) => respond(idp, client, &grant, nonce.as_deref(), refresh, true, jkt)
+            .await
+            .map(Some),
         Spent::Reused => Err(reused()),
     }
 }

@@ -19,3 +19,28 @@ CREATE TABLE idp_mobile_auth (
     expires_at       BIGINT  NOT NULL
 );
 CREATE INDEX idp_mobile_auth_interaction ON idp_mobile_auth (interaction_id);
+
+-- CIBA requests (OpenID Connect CIBA Core 1.0): a relying party asked for a citizen
+-- without a browser, and the citizen answers on the phone (mobile ID). auth_req_id is
+-- kept only as its hash; once the citizen is authenticated, the grant and a code keyed
+-- by the same hash are made, and the token endpoint redeems that like a code.
+CREATE TABLE idp_ciba_request (
+    auth_req_sha256     TEXT    PRIMARY KEY,
+    client_id           TEXT    NOT NULL REFERENCES idp_client (client_id),
+    scope               TEXT    NOT NULL,
+    binding_message     TEXT,
+    -- the mobile-ID request (idp_mobile_auth)
+    auth_id             TEXT    NOT NULL,
+    -- poll or ping
+    mode                TEXT    NOT NULL,
+    -- ping: the bearer token the client gave for its notification endpoint (dropped
+    -- once the notification is sent)
+    notification_token  TEXT,
+    -- pending, authenticated, denied
+    state               TEXT    NOT NULL,
+    result              TEXT,
+    poll_interval       BIGINT  NOT NULL,
+    last_polled_at      BIGINT,
+    created_at          BIGINT  NOT NULL,
+    expires_at          BIGINT  NOT NULL
+);

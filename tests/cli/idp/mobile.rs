@@ -232,27 +232,24 @@ const NATIONAL_ID: &str = "3900101123456";
 const REVOKED_PHONE: &str = "+18685550162";
 const REVOKED_ID: &str = "3900101654321";
 
-async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
+/// A provider with mobile ID: its instance, the operator's simulator with two SIMs
+/// (the second one's certificate revoked), and `eid serve` pinned to the simulator.
+struct Stand {
+    eid: Eid,
+    addresses: Addresses,
+    gateway: Gateway,
+    server: Server,
+    issuer: String,
+}
+
+async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(String, String)>) {
     let eid = Eid::new(backend).await;
     let addresses = Addresses::new();
     let dir = eid.dir.path().to_path_buf();
     run(&eid, &addresses, &["init"]).await;
-    let sim = make_sim(
-        &eid,
-        &addresses,
-        &dir,
-        &format!("mid-{backend:?}"),
-        NATIONAL_ID,
-    )
-    .await;
-    let revoked = make_sim(
-        &eid,
-        &addresses,
-        &dir,
-        &format!("lost-{backend:?}"),
-        REVOKED_ID,
-    )
-    .await;
+    let tag = format!("{backend:?}-{}", extra_clients.len());
+    let sim = make_sim(&eid, &addresses, &dir, &format!("mid-{tag}"), NATIONAL_ID).await;
+    let revoked = make_sim(&eid, &addresses, &dir, &format!("lost-{tag}"), REVOKED_ID).await;
     run(
         &eid,
         &addresses,
@@ -271,7 +268,10 @@ async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
         (REVOKED_PHONE, REVOKED_ID, &revoked),
     ])
     .await;
-    let (client_id, secret) = register(&eid, &addresses, &[]).await;
+    let mut clients = vec![register(&eid, &addresses, &[]).await];
+    for extra in extra_clients {
+        clients.push(register(&eid, &addresses, extra).await);
+    }
     let server = {
         let mut command = command(&eid, &addresses, &["serve"]);
         command
@@ -281,6 +281,28 @@ async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
         Server::start(command, 4).await
     };
     let issuer = format!("http://{}", addresses.idp);
+    (
+        Stand {
+            eid,
+            addresses,
+            gateway,
+            server,
+            issuer,
+        },
+        clients,
+    )
+}
+
+async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
+    let (stand, clients) = stand(backend, &[]).await;
+    let Stand {
+        eid,
+        addresses,
+        gateway,
+        server,
+        issuer,
+    } = stand;
+    let (client_id, secret) = clients[0].clone();
     let verifier = "a-pkce-verifier-for-the-mobile-id-login-0123456789";
     let challenge = {
         use base64ct::Encoding;
@@ -418,4 +440,339 @@ async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
     run(&eid, &addresses, &["audit", "verify"]).await;
 }
 
-on_both_backends!(mobile_id_login_in_a_real_browser);
+/// A ping-mode client's notification endpoint: records the Authorization header and
+/// the body of each notification.
+async fn notification_endpoint() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/ciba",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::Json<Value>| async move {
+                let bearer = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                sink.lock().unwrap().push((bearer, body.0));
+                axum::http::StatusCode::NO_CONTENT
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ciba", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+const CIBA: &str = "urn:openid:params:grant-type:ciba";
+
+async fn ciba_in_poll_and_ping_with_mobile_id(backend: TestBackend) {
+    let (ping_url, pings) = notification_endpoint().await;
+    let (stand, clients) = stand(
+        backend,
+        &[
+            &["--grant", CIBA, "--scope", "profile"],
+            &[
+                "--grant",
+                CIBA,
+                "--ciba-mode",
+                "ping",
+                "--ciba-notification-endpoint",
+                &ping_url,
+            ],
+        ],
+    )
+    .await;
+    let (browser_client, poll_client, ping_client) = (&clients[0], &clients[1], &clients[2]);
+    let issuer = &stand.issuer;
+    let http = http();
+    let discovery =
+        super::get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await;
+    assert_eq!(
+        discovery["backchannel_authentication_endpoint"],
+        format!("{issuer}/backchannel/authenticate")
+    );
+    assert_eq!(
+        discovery["backchannel_token_delivery_modes_supported"],
+        serde_json::json!(["poll", "ping"])
+    );
+    assert!(
+        discovery["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(CIBA))
+    );
+    let endpoint = format!("{issuer}/backchannel/authenticate");
+    let ask = |client: &(String, String), form: Vec<(&'static str, String)>| {
+        let request = http
+            .post(&endpoint)
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&form);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let hint = format!("phone={PHONE};national_id={NATIONAL_ID}");
+    let form = |extra: &[(&'static str, &str)]| {
+        let mut form = vec![
+            ("scope", "openid profile".to_owned()),
+            ("login_hint", hint.clone()),
+        ];
+        for (k, v) in extra {
+            form.retain(|(name, _)| name != k);
+            form.push((k, (*v).to_owned()));
+        }
+        form
+    };
+
+    // Bad requests, each refused in CIBA's own terms before any phone rings.
+    for (client, form, status, error) in [
+        (browser_client, form(&[]), 400, "unauthorized_client"),
+        (
+            poll_client,
+            form(&[("scope", "profile")]),
+            400,
+            "invalid_scope",
+        ),
+        (
+            poll_client,
+            form(&[("scope", "openid contact")]),
+            400,
+            "invalid_scope",
+        ),
+        (
+            poll_client,
+            form(&[("login_hint", "+18685550161")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            poll_client,
+            form(&[("login_hint", "phone=5550161;national_id=3900101123456")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            poll_client,
+            form(&[("id_token_hint", "x")]),
+            400,
+            "invalid_request",
+        ),
+        (
+            poll_client,
+            form(&[(
+                "binding_message",
+                "a message far longer than the phone can show",
+            )]),
+            400,
+            "invalid_binding_message",
+        ),
+        (
+            poll_client,
+            form(&[("user_code", "1234")]),
+            400,
+            "invalid_request",
+        ),
+        (ping_client, form(&[]), 400, "invalid_request"),
+    ] {
+        let (got_status, body) = ask(client, form.clone()).await;
+        assert_eq!(
+            (got_status, body["error"].as_str().unwrap()),
+            (status, error),
+            "{form:?}: {body}"
+        );
+    }
+    let (status, body) = ask(&(poll_client.0.clone(), "wrong".into()), form(&[])).await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (401, "invalid_client")
+    );
+
+    let token = |client: &(String, String), auth_req_id: &str| {
+        let request = http
+            .post(format!("{issuer}/token"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("grant_type", CIBA), ("auth_req_id", auth_req_id)]);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Poll mode: pending, too fast, then the citizen confirms on the phone.
+    let (status, started) = ask(
+        poll_client,
+        form(&[("binding_message", "Call 4471 at BIR")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["interval"], 5);
+    assert_eq!(started["expires_in"], 300);
+    let auth_req_id = started["auth_req_id"].as_str().unwrap().to_owned();
+    let (status, body) = token(poll_client, &auth_req_id).await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "authorization_pending")
+    );
+    let (_, body) = token(poll_client, &auth_req_id).await;
+    assert_eq!(body["error"], "slow_down", "{body}");
+    let (_, body) = token(ping_client, &auth_req_id).await;
+    assert_eq!(
+        body["error"], "invalid_grant",
+        "another client's request: {body}"
+    );
+    let prompt = stand.gateway.prompt(PHONE).await;
+    assert_eq!(prompt["verification_code"], started["verification_code"]);
+    assert!(
+        prompt["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("Call 4471 at BIR"),
+        "{prompt}"
+    );
+    stand.gateway.answer(
+        PHONE,
+        &prompt,
+        "confirm",
+        Some(&serde_json::json!({ "pin": PIN1 })),
+    );
+    let tokens = poll_until_issued(&token, poll_client, &auth_req_id).await;
+    let claims = payload_of(tokens["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "http://eidas.europa.eu/LoA/high");
+    assert_eq!(
+        claims["amr"],
+        serde_json::json!(["hwk", "mca", "mfa", "pin"])
+    );
+    assert_eq!(claims["aud"], poll_client.0.as_str());
+    let userinfo: Value = http
+        .get(format!("{issuer}/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(userinfo["family_name"], "Seacole", "{userinfo}");
+    assert_eq!(userinfo["sub"], claims["sub"]);
+    let (_, body) = token(poll_client, &auth_req_id).await;
+    assert_eq!(
+        body["error"], "invalid_grant",
+        "a second redemption: {body}"
+    );
+
+    // The citizen cancels: access_denied. A revoked certificate: access_denied too.
+    for (phone, national_id, action) in [
+        (PHONE, NATIONAL_ID, "cancel"),
+        (REVOKED_PHONE, REVOKED_ID, "confirm"),
+    ] {
+        let hint = format!("phone={phone};national_id={national_id}");
+        let (status, started) = ask(poll_client, form(&[("login_hint", &hint)])).await;
+        assert_eq!(status, 200, "{started}");
+        let auth_req_id = started["auth_req_id"].as_str().unwrap().to_owned();
+        let prompt = stand.gateway.prompt(phone).await;
+        let body = (action == "confirm").then(|| serde_json::json!({ "pin": PIN1 }));
+        stand.gateway.answer(phone, &prompt, action, body.as_ref());
+        let refused = poll_until_refused(&token, poll_client, &auth_req_id).await;
+        assert_eq!(refused["error"], "access_denied", "{action}: {refused}");
+    }
+
+    // Ping mode: the provider calls the client's endpoint with its token, then the
+    // client collects the tokens.
+    let (status, started) = ask(
+        ping_client,
+        form(&[("client_notification_token", "ping-token-8f2c61d0a4b7e9")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let auth_req_id = started["auth_req_id"].as_str().unwrap().to_owned();
+    let prompt = stand.gateway.prompt(PHONE).await;
+    stand.gateway.answer(
+        PHONE,
+        &prompt,
+        "confirm",
+        Some(&serde_json::json!({ "pin": PIN1 })),
+    );
+    let mut notified = None;
+    for _ in 0..100 {
+        if let Some(first) = pings.lock().unwrap().first().cloned() {
+            notified = Some(first);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (bearer, body) = notified.expect("the ping-mode client was notified");
+    assert_eq!(bearer, "Bearer ping-token-8f2c61d0a4b7e9");
+    assert_eq!(body["auth_req_id"], auth_req_id.as_str());
+    let (status, tokens) = token(ping_client, &auth_req_id).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["id_token"].is_string());
+
+    let Stand {
+        eid,
+        addresses,
+        server,
+        ..
+    } = stand;
+    server.stop().await;
+    let tail = run(&eid, &addresses, &["audit", "tail", "-n", "80"]).await;
+    for expected in [
+        "idp.ciba.request",
+        "idp.ciba.authenticated",
+        "idp.ciba.notify",
+    ] {
+        assert!(tail.contains(expected), "{expected} missing from {tail}");
+    }
+    run(&eid, &addresses, &["audit", "verify"]).await;
+}
+
+/// Polls the token endpoint at the asked interval until the tokens come.
+async fn poll_until_issued<F, Fut>(token: &F, client: &(String, String), auth_req_id: &str) -> Value
+where
+    F: Fn(&(String, String), &str) -> Fut,
+    Fut: Future<Output = (u16, Value)>,
+{
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (status, body) = token(client, auth_req_id).await;
+        if status == 200 {
+            return body;
+        }
+        assert_eq!(body["error"], "authorization_pending", "{body}");
+    }
+    panic!("no tokens within a minute");
+}
+
+/// Polls the token endpoint until the request is refused; returns the error body.
+async fn poll_until_refused<F, Fut>(
+    token: &F,
+    client: &(String, String),
+    auth_req_id: &str,
+) -> Value
+where
+    F: Fn(&(String, String), &str) -> Fut,
+    Fut: Future<Output = (u16, Value)>,
+{
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (status, body) = token(client, auth_req_id).await;
+        assert_ne!(status, 200, "{body}");
+        if body["error"] != "authorization_pending" {
+            return body;
+        }
+    }
+    panic!("no answer within a minute");
+}
+
+on_both_backends!(
+    mobile_id_login_in_a_real_browser,
+    ciba_in_poll_and_ping_with_mobile_id
+);
