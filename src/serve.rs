@@ -125,11 +125,17 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             .await
             .context("cannot start the time-stamp authority")?;
         // Signature time-stamps come from the TSA in this process.
-        let signatures = Signatures::new(
+        let mut signatures = Signatures::new(
             &ctx,
             trusted_cas(&ca)?,
             TimeStampSource::InProcess(tsa.clone()),
         );
+        // Signing with citizens' SIMs, through the gateway the idp's mobile ID uses.
+        if let Some(mobile) = &ctx.config.mobile_id {
+            let client = eid_hsm::mobile::MobileIdClient::new(mobile.client_options())
+                .context("the mobile-ID gateway ([mobile_id])")?;
+            signatures = signatures.with_mobile_id(client);
+        }
         Some((tsa, signatures))
     } else {
         None

@@ -614,6 +614,20 @@ pub struct MobileIdConfig {
     pub max_attempts: u32,
 }
 
+impl MobileIdConfig {
+    /// The gateway client's options for these settings.
+    pub fn client_options(&self) -> eid_hsm::mobile::MobileIdClientOptions {
+        let mut options = eid_hsm::mobile::MobileIdClientOptions::new(
+            self.gateway_url.clone(),
+            self.gateway_pin,
+            self.relying_party_uuid.clone(),
+            self.relying_party_name.clone(),
+        );
+        options.poll_timeout = std::time::Duration::from_secs(self.poll_secs);
+        options
+    }
+}
+
 /// The enrolment desk's settings.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -396,6 +396,23 @@ impl CardReader {
         self.find(id)
     }
 
+    /// The certificate stored for key `label` on the card's token for `kind` (PIN1 or
+    /// PIN2), read without a PIN; `None` if there is none.
+    pub fn certificate(
+        &self,
+        id: &CardId,
+        kind: PinKind,
+        label: &KeyLabel,
+    ) -> Result<Option<Vec<u8>>, HsmError> {
+        let token_kind = TokenKind::of(kind).ok_or_else(|| HsmError::TokenPolicy {
+            detail: "the PUK has no token; read the PIN1 or PIN2 token".into(),
+        })?;
+        let _one_at_a_time = administering()?;
+        self.find(id)?;
+        self.module
+            .public_certificate(&id.token_label(token_kind), label.as_str())
+    }
+
     fn info(&self, id: CardId, pin1: &TokenEntry, pin2: &TokenEntry) -> Result<CardInfo, HsmError> {
         Ok(CardInfo::new(
             id,

@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Duration};
 
 use eid_core::{AuditEvent, Outcome, audit};
 use eid_hsm::mobile::{
-    HashType, Language, MobileIdClient, MobileIdClientOptions, MobileIdError, MobileIdRequest,
-    MobileIdSession, MobileIdSignature, Operation, VerificationCode,
+    HashType, Language, MobileIdClient, MobileIdError, MobileIdRequest, MobileIdSession,
+    MobileIdSignature, Operation, VerificationCode,
     protocol::{self, DisplayTextFormat},
 };
 use rustls::server::danger::ClientCertVerifier;
@@ -72,17 +72,11 @@ impl MobileId {
         config: &eid_core::config::MobileIdConfig,
         citizen_auth_ca: &[u8],
     ) -> Result<Self, IdpError> {
-        let mut options = MobileIdClientOptions::new(
-            config.gateway_url.clone(),
-            config.gateway_pin,
-            config.relying_party_uuid.clone(),
-            config.relying_party_name.clone(),
-        );
-        options.poll_timeout = Duration::from_secs(config.poll_secs);
-        let client = MobileIdClient::new(options).map_err(|e| IdpError::Invalid {
-            what: "mobile_id",
-            detail: e.to_string(),
-        })?;
+        let client =
+            MobileIdClient::new(config.client_options()).map_err(|e| IdpError::Invalid {
+                what: "mobile_id",
+                detail: e.to_string(),
+            })?;
         Ok(Self {
             client,
             poll: Duration::from_secs(config.poll_secs),

@@ -129,6 +129,18 @@ pub enum SignatureError {
     /// Appending to the audit log failed.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// Mobile ID gave no signature: the citizen cancelled or did not answer, has no
+    /// mobile ID, or the SIM refused (`code` is the gateway's result code).
+    #[error("mobile ID: {message} ({code})")]
+    MobileIdRefused {
+        /// The gateway's result code (`USER_CANCELLED`, `TIMEOUT`, ...).
+        code: String,
+        /// What to tell the citizen.
+        message: String,
+    },
+    /// The mobile operator's gateway cannot be used now, or is not configured.
+    #[error("{0}")]
+    MobileIdUnavailable(String),
     /// Anything else internal.
     #[error("signature task failed: {0}")]
     Task(String),

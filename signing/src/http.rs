@@ -17,7 +17,7 @@ use axum::{
     },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use base64ct::{Base64, Encoding};
 use eid_core::http::Problem;
@@ -25,7 +25,10 @@ use serde::Deserialize;
 
 use crate::{
     PdfError, SignatureError,
-    cades::{DocumentInput, Format, Level, PrepareRequest, Signatures, build::DigestAlgorithm},
+    cades::{
+        DocumentInput, Format, Level, PrepareRequest, Signatures, build::DigestAlgorithm,
+        mobile::MobileSignRequest,
+    },
     pades::MAX_PDF_BYTES,
     tsa::{FailureInfo, TimeStampAuthority, token},
     validation::Covered,
@@ -114,6 +117,10 @@ impl IntoResponse for SignatureError {
                 (StatusCode::SERVICE_UNAVAILABLE, "time-stamp-unavailable")
             }
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request-too-large"),
+            Self::MobileIdRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "mobile-id-refused"),
+            Self::MobileIdUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "mobile-id-unavailable")
+            }
             Self::Pdf(pdf) => match pdf {
                 PdfError::NotPdf(_) => (StatusCode::BAD_REQUEST, "not-a-pdf"),
                 PdfError::Encrypted => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-encrypted"),
@@ -207,18 +214,7 @@ async fn prepare(
 ) -> Result<Response, SignatureError> {
     let client = caller(&signatures, &headers)?;
     let body = json_body(body)?;
-    let level = match body.level.as_deref() {
-        None => Level::Lt,
-        Some(text) => Level::parse(text).ok_or_else(|| {
-            SignatureError::BadRequest(format!("level `{text}` is not B, T or LT"))
-        })?,
-    };
-    let format = match body.format.as_deref() {
-        None => Format::Cades,
-        Some(text) => Format::parse(text).ok_or_else(|| {
-            SignatureError::BadRequest(format!("format `{text}` is not cades or pades"))
-        })?,
-    };
+    let (level, format) = level_and_format(body.level.as_deref(), body.format.as_deref())?;
     let document = match (body.document, body.digest, body.digest_algorithm) {
         (Some(document), None, None) => DocumentInput::Bytes(base64_field("document", &document)?),
         (None, Some(digest), Some(algorithm)) => DocumentInput::Digest {
@@ -276,6 +272,12 @@ async fn finalize(
         return Err(SignatureError::BadRequest("`signature` is empty".into()));
     }
     let finished = signatures.finalize(&client, &id, &signature).await?;
+    Ok(finished_response(&headers, finished))
+}
+
+/// A finished signature in the representation asked for: the signed PDF or the
+/// `.p7s` itself (`Accept`), else JSON with it in base64.
+fn finished_response(headers: &HeaderMap, finished: crate::cades::Finished) -> Response {
     let accepts = |media_type: &str| {
         headers
             .get(header::ACCEPT)
@@ -284,40 +286,136 @@ async fn finalize(
     };
     if let Some(pdf) = finished.pdf {
         if accepts(PDF) {
-            return Ok((
+            return (
                 [
                     (header::CONTENT_TYPE, PDF),
                     (header::CACHE_CONTROL, "no-store"),
                 ],
                 pdf,
             )
-                .into_response());
+                .into_response();
         }
-        return Ok(Json(serde_json::json!({
+        return Json(serde_json::json!({
             "id": finished.id,
             "level": finished.level.name(),
             "format": "PAdES (PDF, ETSI.CAdES.detached)",
             "document": Base64::encode_string(&pdf),
         }))
-        .into_response());
+        .into_response();
     }
     if accepts(PKCS7_SIGNATURE) {
-        return Ok((
+        return (
             [
                 (header::CONTENT_TYPE, PKCS7_SIGNATURE),
                 (header::CACHE_CONTROL, "no-store"),
             ],
             finished.cades,
         )
-            .into_response());
+            .into_response();
     }
-    Ok(Json(serde_json::json!({
+    Json(serde_json::json!({
         "id": finished.id,
         "level": finished.level.name(),
         "format": "CAdES detached (CMS SignedData, DER)",
         "signature": Base64::encode_string(&finished.cades),
     }))
-    .into_response())
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MobileBody {
+    /// The citizen's phone number, `+` and country code.
+    phone_number: String,
+    /// The citizen's national identity number.
+    national_id: String,
+    /// The document, base64 (a PDF for `pades`).
+    document: String,
+    /// `B`, `T` or `LT` (default `LT`).
+    level: Option<String>,
+    /// `cades` (default) or `pades`.
+    format: Option<String>,
+    /// Shown on the phone (GSM-7, at most 40 characters).
+    display_text: Option<String>,
+}
+
+fn level_and_format(
+    level: Option<&str>,
+    format: Option<&str>,
+) -> Result<(Level, Format), SignatureError> {
+    let level = match level {
+        None => Level::Lt,
+        Some(text) => Level::parse(text).ok_or_else(|| {
+            SignatureError::BadRequest(format!("level `{text}` is not B, T or LT"))
+        })?,
+    };
+    let format = match format {
+        None => Format::Cades,
+        Some(text) => Format::parse(text).ok_or_else(|| {
+            SignatureError::BadRequest(format!("format `{text}` is not cades or pades"))
+        })?,
+    };
+    Ok((level, format))
+}
+
+/// `POST /api/v1/signatures/mobile-id`: a signature on the citizen's SIM. Answers
+/// 202 with the id and the verification code; the result comes from
+/// `GET /api/v1/signatures/{id}/mobile-id`.
+async fn mobile_start(
+    State(signatures): State<Signatures>,
+    headers: HeaderMap,
+    body: Result<Json<MobileBody>, JsonRejection>,
+) -> Result<Response, SignatureError> {
+    let client = caller(&signatures, &headers)?;
+    let body = json_body(body)?;
+    let (level, format) = level_and_format(body.level.as_deref(), body.format.as_deref())?;
+    let started = signatures
+        .mobile_start(
+            &client,
+            MobileSignRequest {
+                phone_number: body.phone_number,
+                national_id: body.national_id,
+                document: base64_field("document", &body.document)?,
+                format,
+                level,
+                display_text: body.display_text,
+            },
+        )
+        .await?;
+    let status = format!("/api/v1/signatures/{}/mobile-id", started.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, status.clone())],
+        Json(serde_json::json!({
+            "id": started.id,
+            "format": format.name(),
+            "level": level.name(),
+            "verification_code": started.verification_code,
+            "expires_at": started.expires_at,
+            "status": status,
+        })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/signatures/{id}/mobile-id`: waits up to 20 s for the SIM; 202
+/// `{"state": "waiting"}` until the citizen answers, then the finished signature as
+/// finalize gives it.
+async fn mobile_status(
+    State(signatures): State<Signatures>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, SignatureError> {
+    let client = caller(&signatures, &headers)?;
+    match signatures.mobile_poll(&client, &id).await? {
+        None => Ok((
+            StatusCode::ACCEPTED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({ "state": "waiting" })),
+        )
+            .into_response()),
+        Some(finished) => Ok(finished_response(&headers, finished)),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,6 +482,8 @@ pub(crate) fn routes(tsa: &TimeStampAuthority, signatures: &Signatures) -> Route
     let api = Router::new()
         .route("/api/v1/signatures/prepare", post(prepare))
         .route("/api/v1/signatures/{id}/finalize", post(finalize))
+        .route("/api/v1/signatures/mobile-id", post(mobile_start))
+        .route("/api/v1/signatures/{id}/mobile-id", get(mobile_status))
         .route("/api/v1/validations", post(validate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
         .with_state(signatures.clone());

@@ -13,7 +13,9 @@ use axum::{
 use eid_core::web;
 use eid_hsm::{
     PinKind, SecretString,
-    mobile::{ErrorBody, Operation, SessionStarted, StartRequest},
+    mobile::{
+        CertificateRequest, CertificateResponse, ErrorBody, Operation, SessionStarted, StartRequest,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +49,7 @@ pub fn router(gateway: &SimGateway) -> Router {
     let routes = Router::new()
         .route("/authentication", post(start_authentication))
         .route("/signature", post(start_signature))
+        .route("/certificate", post(certificate))
         .route("/authentication/session/{id}", get(poll_authentication))
         .route("/signature/session/{id}", get(poll_signature))
         .route("/phone/api/{phone}/pending", get(api_pending))
@@ -79,6 +82,31 @@ async fn start(
     };
     match gateway.start(operation, request).await {
         Ok(session_id) => Json(SessionStarted { session_id }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn certificate(
+    State(g): State<SimGateway>,
+    body: Result<Json<CertificateRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    match g.signing_certificate(&request).await {
+        Ok(Some(der)) => Json(CertificateResponse {
+            result: "OK".into(),
+            cert: Some(<base64ct::Base64 as base64ct::Encoding>::encode_string(
+                &der,
+            )),
+        })
+        .into_response(),
+        Ok(None) => Json(CertificateResponse {
+            result: "NOT_FOUND".into(),
+            cert: None,
+        })
+        .into_response(),
         Err(e) => e.into_response(),
     }
 }

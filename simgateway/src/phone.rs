@@ -7,8 +7,8 @@ use eid_hsm::{
     CITIZEN_AUTHENTICATION_LABEL, CITIZEN_SIGNING_LABEL, CardId, HsmError, KeyLabel, KeySpec,
     PinKind, SecretString,
     mobile::{
-        Operation, ResultCode, SessionState, SessionStatus, SignatureValue, StartRequest,
-        protocol::signature_algorithm_name,
+        CertificateRequest, Operation, ResultCode, SessionState, SessionStatus, SignatureValue,
+        StartRequest, protocol::signature_algorithm_name,
     },
 };
 
@@ -332,6 +332,41 @@ impl SimGateway {
                 Err(e)
             }
         }
+    }
+
+    /// The signing certificate on the SIM of the request's phone number, if that SIM
+    /// is the national identity number's and not blocked for good (MID REST
+    /// `POST /certificate`; no PIN: certificates are public on the SIM).
+    pub async fn signing_certificate(
+        &self,
+        request: &CertificateRequest,
+    ) -> Result<Option<Vec<u8>>, SimGatewayError> {
+        request
+            .validate()
+            .map_err(|e| SimGatewayError::BadRequest(e.to_string()))?;
+        let Some(sim) = self
+            .inner
+            .registry
+            .find(&request.phone_number)
+            .await?
+            .filter(|sim| sim.national_id == request.national_identity_number)
+            .filter(|sim| !sim.blocked(PinKind::Puk))
+        else {
+            return Ok(None);
+        };
+        let card = CardId::new(sim.card_id)?;
+        let gateway = self.clone();
+        let _turn = self.inner.sim_turn.lock().await;
+        tokio::task::spawn_blocking(move || {
+            let label = KeyLabel::new(CITIZEN_SIGNING_LABEL)?;
+            Ok::<_, SimGatewayError>(gateway.inner.reader.certificate(
+                &card,
+                PinKind::Pin2,
+                &label,
+            )?)
+        })
+        .await
+        .map_err(|e| SimGatewayError::Internal(format!("reading the SIM: {e}")))?
     }
 
     /// Signs `hash` with the SIM's key for `kind`; returns the signature, the key's

@@ -44,3 +44,6 @@ CREATE TABLE idp_ciba_request (
     created_at          BIGINT  NOT NULL,
     expires_at          BIGINT  NOT NULL
 );
+
+-- A signature made on a citizen's SIM: the gateway's session that asks the SIM for it.
+ALTER TABLE pending_signature ADD COLUMN mobile_session TEXT;

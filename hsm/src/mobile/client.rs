@@ -17,8 +17,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
 use super::{
-    ErrorBody, HashType, Language, MobileIdError, Operation, ResultCode, SessionStarted,
-    SessionState, SessionStatus, StartRequest, VerificationCode,
+    CertificateRequest, CertificateResponse, ErrorBody, HashType, Language, MobileIdError,
+    Operation, ResultCode, SessionStarted, SessionState, SessionStatus, StartRequest,
+    VerificationCode,
 };
 
 /// The SHA-256 of the gateway certificate's `SubjectPublicKeyInfo` (DER): the only
@@ -344,6 +345,37 @@ impl MobileIdClient {
             operation,
             id: started.session_id,
         })
+    }
+
+    /// The signing certificate (DER) of the mobile ID of `phone_number` and
+    /// `national_identity_number`; [`MobileIdError::NotMidClient`] if there is none.
+    pub async fn certificate(
+        &self,
+        phone_number: &str,
+        national_identity_number: &str,
+    ) -> Result<Vec<u8>, MobileIdError> {
+        let body = CertificateRequest {
+            relying_party_uuid: self.options.relying_party_uuid.clone(),
+            relying_party_name: self.options.relying_party_name.clone(),
+            phone_number: phone_number.to_owned(),
+            national_identity_number: national_identity_number.to_owned(),
+        };
+        body.validate().map_err(|e| MobileIdError::Refused {
+            status: 400,
+            message: e.to_string(),
+        })?;
+        let answer: CertificateResponse = self
+            .exchange("POST", "/certificate", Some(&body), Duration::from_secs(10))
+            .await?;
+        match (answer.result.as_str(), answer.cert) {
+            ("OK", Some(cert)) => Base64::decode_vec(&cert).map_err(|_| MobileIdError::Protocol {
+                detail: "cert is not base64".into(),
+            }),
+            ("NOT_FOUND", _) => Err(MobileIdError::NotMidClient),
+            (result, _) => Err(MobileIdError::Protocol {
+                detail: format!("certificate answer `{result}` without a certificate"),
+            }),
+        }
     }
 
     /// One long poll: waits at the gateway up to `timeout` for the session to finish.

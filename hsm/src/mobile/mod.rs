@@ -24,6 +24,7 @@ pub use client::{
 pub use code::VerificationCode;
 pub use error::MobileIdError;
 pub use protocol::{
-    DisplayTextFormat, ErrorBody, HashType, Language, Operation, ResultCode, SessionStarted,
-    SessionState, SessionStatus, SignatureValue, StartRequest,
+    CertificateRequest, CertificateResponse, DisplayTextFormat, ErrorBody, HashType, Language,
+    Operation, ResultCode, SessionStarted, SessionState, SessionStatus, SignatureValue,
+    StartRequest,
 };

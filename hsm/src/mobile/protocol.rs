@@ -283,6 +283,48 @@ impl StartRequest {
     }
 }
 
+/// `POST /certificate`: the relying side asks for the signing certificate of a
+/// citizen's mobile ID (before a signature, to build what is to be signed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRequest {
+    /// The relying party's identifier.
+    #[serde(rename = "relyingPartyUUID")]
+    pub relying_party_uuid: String,
+    /// The relying party's name.
+    pub relying_party_name: String,
+    /// The citizen's phone number.
+    pub phone_number: String,
+    /// The citizen's national identity number.
+    pub national_identity_number: String,
+}
+
+impl CertificateRequest {
+    /// The same identifier rules as a session start.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        if !is_relying_party_uuid(&self.relying_party_uuid) {
+            return Err(ProtocolError::RelyingPartyUuid);
+        }
+        let name = self.relying_party_name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(ProtocolError::RelyingPartyName);
+        }
+        check_phone_number(&self.phone_number)?;
+        check_national_identity_number(&self.national_identity_number)
+    }
+}
+
+/// The answer to [`CertificateRequest`]: `OK` with the DER certificate in base64, or
+/// `NOT_FOUND` (no active mobile ID for that phone and national identity number).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// `OK` or `NOT_FOUND`.
+    pub result: String,
+    /// The signing certificate, base64 DER, with `OK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+}
+
 /// The answer to a started session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStarted {

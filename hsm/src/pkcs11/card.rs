@@ -146,6 +146,39 @@ impl CardModule {
         Ok(token)
     }
 
+    /// The value of the public certificate object labelled `object` on token `label`,
+    /// read without logging in (certificates on a card are public objects).
+    pub(crate) fn public_certificate(
+        &self,
+        label: &str,
+        object: &str,
+    ) -> Result<Option<Vec<u8>>, HsmError> {
+        let failed = |e: CryptokiError| CallError::from(e).into_hsm(label);
+        let session = self
+            .module
+            .context()
+            .open_ro_session(self.slot(label)?)
+            .map_err(failed)?;
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Private(false),
+                Attribute::Label(object.as_bytes().to_vec()),
+            ])
+            .map_err(failed)?;
+        let Some(handle) = found.first() else {
+            return Ok(None);
+        };
+        Ok(session
+            .get_attributes(*handle, &[AttributeType::Value])
+            .map_err(failed)?
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                Attribute::Value(value) => Some(value),
+                _ => None,
+            }))
+    }
+
     /// Whether this process is logged in to the token (login state is per
     /// application and token, shared by all its sessions): a key store holds it.
     pub(crate) fn logged_in(&self, label: &str) -> Result<bool, HsmError> {

@@ -21,6 +21,7 @@
 //! the signed PDF after), while the audit log still gets digests only.
 
 pub mod build;
+pub mod mobile;
 mod revocation;
 pub mod timestamp;
 pub mod trust;
@@ -182,6 +183,7 @@ pub struct Signatures {
     time_stamps: TimeStampSource,
     pub(crate) http: reqwest::Client,
     crls: std::sync::Arc<revocation::CrlCache>,
+    mobile: Option<eid_hsm::mobile::MobileIdClient>,
 }
 
 fn random_id() -> Result<String, SignatureError> {
@@ -233,7 +235,16 @@ impl Signatures {
             time_stamps,
             http: reqwest::Client::new(),
             crls: std::sync::Arc::default(),
+            mobile: None,
         }
+    }
+
+    /// The service, signing also with citizens' SIMs through the mobile operator's
+    /// gateway (see [`mobile`]).
+    #[must_use]
+    pub fn with_mobile_id(mut self, client: eid_hsm::mobile::MobileIdClient) -> Self {
+        self.mobile = Some(client);
+        self
     }
 
     /// The service context (configuration, database).

@@ -44,11 +44,10 @@ async fn make_sim(
     name: &str,
     national_id: &str,
 ) -> Sim {
-    use x509_cert::builder::{Builder, RequestBuilder};
     softhsm_environment();
     let card = CardId::new(format!("SIM-{}-{name}", std::process::id())).unwrap();
     let (id, module) = (card.clone(), pkcs11_module());
-    let (reader, store, csr) = tokio::task::spawn_blocking(move || {
+    let (reader, stores) = tokio::task::spawn_blocking(move || {
         eid_hsm::initialize_blank_card(&module, &id, &secret(TRANSPORT)).unwrap();
         let reader = CardReader::open(&module, TokenClass::Sim).unwrap();
         let pins = CitizenPins {
@@ -59,52 +58,75 @@ async fn make_sim(
         reader
             .personalise(&id, &secret(TRANSPORT), &pins, KeySpec::EcP256)
             .unwrap();
-        let store = reader.store(&id, PinKind::Pin1, &secret(PIN1)).unwrap();
-        let label = KeyLabel::new(eid_hsm::CITIZEN_AUTHENTICATION_LABEL).unwrap();
-        let signer = store.signer(&label, None).unwrap().with_pin(secret(PIN1));
-        let subject: x509_cert::name::Name = "CN=sim".parse().unwrap();
-        let request = RequestBuilder::new(subject)
-            .unwrap()
-            .build::<_, eid_hsm::Signature>(&signer)
-            .unwrap();
-        let csr = der::EncodePem::to_pem(&request, der::pem::LineEnding::LF).unwrap();
-        (reader, store, csr)
+        let stores = [
+            (PinKind::Pin1, PIN1, eid_hsm::CITIZEN_AUTHENTICATION_LABEL),
+            (PinKind::Pin2, PIN2, eid_hsm::CITIZEN_SIGNING_LABEL),
+        ]
+        .map(|(kind, pin, label)| {
+            let store = reader.store(&id, kind, &secret(pin)).unwrap();
+            let label = KeyLabel::new(label).unwrap();
+            let csr = certificate_request(&store, &label, pin);
+            (store, label, pin, csr)
+        });
+        (reader, stores)
     })
     .await
     .unwrap();
-    let csr_path = dir.join(format!("{name}.csr"));
-    std::fs::write(&csr_path, csr).unwrap();
-    let pem = run(
-        eid,
-        addresses,
-        &[
-            "ca",
-            "issue",
-            "--profile",
-            "citizen-auth",
-            "--csr",
-            &csr_path.display().to_string(),
-            "--national-id",
-            national_id,
-            "--given-name",
-            "Mary",
-            "--surname",
-            "Seacole",
-        ],
-    )
-    .await;
+    let mut pems = Vec::new();
+    for ((_, label, pin, csr), profile) in stores.iter().zip(["citizen-auth", "citizen-sign"]) {
+        let csr_path = dir.join(format!("{name}-{profile}.csr"));
+        std::fs::write(&csr_path, csr).unwrap();
+        let mut args = vec![
+            "ca".to_owned(),
+            "issue".into(),
+            "--profile".into(),
+            profile.into(),
+            "--csr".into(),
+            csr_path.display().to_string(),
+            "--national-id".into(),
+            national_id.into(),
+            "--given-name".into(),
+            "Mary".into(),
+            "--surname".into(),
+            "Seacole".into(),
+        ];
+        if profile == "citizen-sign" {
+            // A qualified certificate: the CA reads the key's QSCD evidence on the SIM.
+            let config = dir.join(format!("{name}-pin2.toml"));
+            let pin_file = dir.join(format!("{name}-pin2.pin"));
+            std::fs::write(&pin_file, pin).unwrap();
+            std::fs::write(
+                &config,
+                format!(
+                    "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {:?}\n\
+                     token_label = \"{card} (PIN2)\"\npin_file = {:?}\nclass = \"sim\"\n",
+                    pkcs11_module().display().to_string(),
+                    pin_file.display().to_string()
+                ),
+            )
+            .unwrap();
+            args.extend([
+                "--key-store".into(),
+                config.display().to_string(),
+                "--key-label".into(),
+                label.to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pems.push(run(eid, addresses, &args).await);
+    }
     let certificate = dir.join(format!("{name}.pem"));
-    std::fs::write(&certificate, &pem).unwrap();
+    std::fs::write(&certificate, &pems[0]).unwrap();
     let id = card.clone();
     tokio::task::spawn_blocking(move || {
-        let der = {
+        for ((store, label, ..), pem) in stores.iter().zip(&pems) {
             use der::DecodePem;
             let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).unwrap();
-            der::Encode::to_der(&cert).unwrap()
-        };
-        let label = KeyLabel::new(eid_hsm::CITIZEN_AUTHENTICATION_LABEL).unwrap();
-        store.store_certificate(&label, &der).unwrap();
-        drop(store);
+            store
+                .store_certificate(label, &der::Encode::to_der(&cert).unwrap())
+                .unwrap();
+        }
+        drop(stores);
         reader
             .finish(&id, &secret(TRANSPORT), &secret(PUK))
             .unwrap();
@@ -115,6 +137,19 @@ async fn make_sim(
         card: card.to_string(),
         certificate,
     }
+}
+
+/// A PKCS#10 request (PEM) signed by the key `label` of `store` (PIN2 keys sign with
+/// their PIN each time).
+fn certificate_request(store: &eid_hsm::KeyStore, label: &KeyLabel, pin: &str) -> String {
+    use x509_cert::builder::{Builder, RequestBuilder};
+    let signer = store.signer(label, None).unwrap().with_pin(secret(pin));
+    let subject: x509_cert::name::Name = "CN=sim".parse().unwrap();
+    let request = RequestBuilder::new(subject)
+        .unwrap()
+        .build::<_, eid_hsm::Signature>(&signer)
+        .unwrap();
+    der::EncodePem::to_pem(&request, der::pem::LineEnding::LF).unwrap()
 }
 
 /// The operator's gateway: an instance of its own (the operator is not us), serving
@@ -228,6 +263,7 @@ impl Gateway {
 }
 
 const PHONE: &str = "+18685550161";
+const SIGNING_TOKEN: &str = "a-signature-api-token-of-the-board-of-inland-revenue";
 const NATIONAL_ID: &str = "3900101123456";
 const REVOKED_PHONE: &str = "+18685550162";
 const REVOKED_ID: &str = "3900101654321";
@@ -240,6 +276,7 @@ struct Stand {
     gateway: Gateway,
     server: Server,
     issuer: String,
+    dir: std::path::PathBuf,
 }
 
 async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(String, String)>) {
@@ -247,7 +284,12 @@ async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(
     let addresses = Addresses::new();
     let dir = eid.dir.path().to_path_buf();
     run(&eid, &addresses, &["init"]).await;
-    let tag = format!("{backend:?}-{}", extra_clients.len());
+    // SIM names unique within the test process (SoftHSM2's tokens are shared by all).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let tag = format!(
+        "{backend:?}-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let sim = make_sim(&eid, &addresses, &dir, &format!("mid-{tag}"), NATIONAL_ID).await;
     let revoked = make_sim(&eid, &addresses, &dir, &format!("lost-{tag}"), REVOKED_ID).await;
     run(
@@ -272,14 +314,34 @@ async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(
     for extra in extra_clients {
         clients.push(register(&eid, &addresses, extra).await);
     }
+    // A caller of the signature API, for signing with the SIM.
+    let config = dir.join("eid.toml");
+    std::fs::write(
+        &config,
+        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n",
+    )
+    .unwrap();
     let server = {
         let mut command = command(&eid, &addresses, &["serve"]);
         command
+            .env("EID_CONFIG", &config)
+            .env("EID_TEST_SIGNING_TOKEN", SIGNING_TOKEN)
             .env("EID_MOBILE_ID_GATEWAY_URL", &gateway.url)
             .env("EID_MOBILE_ID_GATEWAY_PIN", &gateway.pin)
             .stdout(Stdio::piped());
         Server::start(command, 4).await
     };
+    run(
+        &eid,
+        &addresses,
+        &[
+            "ca",
+            "export",
+            "--out",
+            &dir.join("pki").display().to_string(),
+        ],
+    )
+    .await;
     let issuer = format!("http://{}", addresses.idp);
     (
         Stand {
@@ -288,6 +350,7 @@ async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(
             gateway,
             server,
             issuer,
+            dir,
         },
         clients,
     )
@@ -301,6 +364,7 @@ async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
         gateway,
         server,
         issuer,
+        ..
     } = stand;
     let (client_id, secret) = clients[0].clone();
     let verifier = "a-pkce-verifier-for-the-mobile-id-login-0123456789";
@@ -772,7 +836,201 @@ where
     panic!("no answer within a minute");
 }
 
+/// A one-page PDF, written out with its cross-reference table.
+fn sample_pdf() -> Vec<u8> {
+    let content = "BT /F1 12 Tf 72 770 Td (Tax return) Tj ET";
+    let stream = format!(
+        "<< /Length {} >>\nstream\n{content}\nendstream",
+        content.len()
+    );
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+        &stream,
+    ];
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (n, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend(format!("{} 0 obj\n{object}\nendobj\n", n + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+/// pyHanko from the judges' environment deploy/test.sh installs, else from PATH.
+fn pyhanko() -> std::path::PathBuf {
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/judges/bin/pyhanko");
+    if installed.is_file() {
+        return installed;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("pyhanko"))
+                .find(|p| p.is_file())
+        })
+        .expect("pyHanko is not installed: deploy/test.sh installs the judges")
+}
+
+async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
+    use base64ct::{Base64, Encoding};
+    let (stand, _) = stand(backend, &[]).await;
+    let signing = stand.server.urls["signing"].clone();
+    let http = http();
+    let api = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut request = http
+            .request(method, format!("{signing}{path}"))
+            .bearer_auth(SIGNING_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let pdf = sample_pdf();
+    let start = |national_id: &str| {
+        serde_json::json!({
+            "phone_number": PHONE,
+            "national_id": national_id,
+            "document": Base64::encode_string(&pdf),
+            "format": "pades",
+            "level": "LT",
+            "display_text": "Tax return 2026",
+        })
+    };
+
+    // No mobile ID for that national identity number: refused before anything is signed.
+    let (status, body) = api(
+        reqwest::Method::POST,
+        "/api/v1/signatures/mobile-id".into(),
+        Some(start("3900101999999")),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("NOT_MID_CLIENT"),
+        "{body}"
+    );
+
+    // The citizen cancels on the phone: the pending signature is used up.
+    let (status, started) = api(
+        reqwest::Method::POST,
+        "/api/v1/signatures/mobile-id".into(),
+        Some(start(NATIONAL_ID)),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let status_path = started["status"].as_str().unwrap().to_owned();
+    let prompt = stand.gateway.prompt(PHONE).await;
+    stand.gateway.answer(PHONE, &prompt, "cancel", None);
+    let (status, body) = api(reqwest::Method::GET, status_path.clone(), None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("USER_CANCELLED"),
+        "{body}"
+    );
+    let (status, _) = api(reqwest::Method::GET, status_path, None).await;
+    assert_eq!(status, 409);
+
+    // Signed with PIN2 on the SIM: the code matches, PIN1 is not enough.
+    let (status, started) = api(
+        reqwest::Method::POST,
+        "/api/v1/signatures/mobile-id".into(),
+        Some(start(NATIONAL_ID)),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let prompt = stand.gateway.prompt(PHONE).await;
+    assert_eq!(prompt["verification_code"], started["verification_code"]);
+    assert_eq!(prompt["pin"], "PIN2");
+    assert!(
+        prompt["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("Tax return 2026"),
+        "{prompt}"
+    );
+    let wrong = stand.gateway.answer(
+        PHONE,
+        &prompt,
+        "confirm",
+        Some(&serde_json::json!({ "pin": PIN1 })),
+    );
+    assert_eq!(wrong["outcome"], "wrong-pin", "{wrong}");
+    stand.gateway.answer(
+        PHONE,
+        &prompt,
+        "confirm",
+        Some(&serde_json::json!({ "pin": PIN2 })),
+    );
+    let (status, finished) = api(
+        reqwest::Method::GET,
+        started["status"].as_str().unwrap().into(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{finished}");
+    assert_eq!(finished["level"], "LT");
+    let signed = Base64::decode_vec(finished["document"].as_str().unwrap()).unwrap();
+    let path = stand.dir.join("signed-with-sim.pdf");
+    std::fs::write(&path, &signed).unwrap();
+    let root = stand.dir.join("pki/root.pem");
+    let output = std::process::Command::new(pyhanko())
+        .args(["sign", "validate", "--pretty-print", "--trust"])
+        .arg(&root)
+        .arg("--trust-replace")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "pyHanko: {said}");
+    for line in [
+        "PNOTT-3900101123456",
+        "The signer's certificate is trusted.",
+        "The signature is cryptographically sound.",
+        "The signature is judged VALID.",
+        "The timestamp token is cryptographically sound.",
+        "The TSA certificate is trusted.",
+        "All modifications relate to signature maintenance",
+    ] {
+        assert!(said.contains(line), "pyHanko did not say {line}: {said}");
+    }
+
+    let Stand {
+        eid,
+        addresses,
+        server,
+        ..
+    } = stand;
+    server.stop().await;
+    let tail = run(&eid, &addresses, &["audit", "tail", "-n", "40"]).await;
+    for expected in [
+        "signature.mobile-id.start",
+        "signature.finalize",
+        "USER_CANCELLED",
+    ] {
+        assert!(tail.contains(expected), "{expected} missing from {tail}");
+    }
+}
+
 on_both_backends!(
     mobile_id_login_in_a_real_browser,
-    ciba_in_poll_and_ping_with_mobile_id
+    ciba_in_poll_and_ping_with_mobile_id,
+    pdf_signed_with_the_sim_is_judged_by_pyhanko
 );
