@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 
 pub mod mrz;
+pub mod sim;
 pub mod softhsm;
 
 /// Which database a test runs on.

@@ -6,12 +6,11 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use eid_hsm::{
-    CardId, CardReader, CitizenPins, KeyLabel, KeySpec, PinKind, SecretString, TokenClass,
-};
+use eid_hsm::CITIZEN_SIGNING_LABEL;
 use eid_tests::{
     TestBackend, on_both_backends,
-    softhsm::{pkcs11_module, softhsm_environment},
+    sim::{self, PIN1, PIN2},
+    softhsm::pkcs11_module,
 };
 use serde_json::Value;
 
@@ -20,23 +19,14 @@ use super::{
     Addresses, command, free_address, http, openssl_serial, payload_of, query_of, register, run,
 };
 
-const TRANSPORT: &str = "55667788";
-const PIN1: &str = "4821";
-const PIN2: &str = "73915";
-const PUK: &str = "83920174";
-
-fn secret(s: &str) -> SecretString {
-    SecretString::from(s.to_owned())
-}
-
 /// A simulated SIM: its card id and the PEM file of its authentication certificate.
 struct Sim {
     card: String,
     certificate: std::path::PathBuf,
 }
 
-/// Personalises a blank SoftHSM2 SIM (both key pairs generated on it) and certifies its
-/// authentication key by `eid ca issue`, storing the certificate on the SIM.
+/// Personalises a blank SoftHSM2 SIM (both key pairs generated on it) and certifies
+/// both keys by `eid ca issue`, storing the certificates on the SIM.
 async fn make_sim(
     eid: &Eid,
     addresses: &Addresses,
@@ -44,112 +34,51 @@ async fn make_sim(
     name: &str,
     national_id: &str,
 ) -> Sim {
-    softhsm_environment();
-    let card = CardId::new(format!("SIM-{}-{name}", std::process::id())).unwrap();
-    let (id, module) = (card.clone(), pkcs11_module());
-    let (reader, stores) = tokio::task::spawn_blocking(move || {
-        eid_hsm::initialize_blank_card(&module, &id, &secret(TRANSPORT)).unwrap();
-        let reader = CardReader::open(&module, TokenClass::Sim).unwrap();
-        let pins = CitizenPins {
-            pin1: secret(PIN1),
-            pin2: secret(PIN2),
-            puk: secret(PUK),
-        };
-        reader
-            .personalise(&id, &secret(TRANSPORT), &pins, KeySpec::EcP256)
-            .unwrap();
-        let stores = [
-            (PinKind::Pin1, PIN1, eid_hsm::CITIZEN_AUTHENTICATION_LABEL),
-            (PinKind::Pin2, PIN2, eid_hsm::CITIZEN_SIGNING_LABEL),
-        ]
-        .map(|(kind, pin, label)| {
-            let store = reader.store(&id, kind, &secret(pin)).unwrap();
-            let label = KeyLabel::new(label).unwrap();
-            let csr = certificate_request(&store, &label, pin);
-            (store, label, pin, csr)
-        });
-        (reader, stores)
-    })
-    .await
-    .unwrap();
+    let card = format!("SIM-{}-{name}", std::process::id());
+    let id = card.clone();
+    let sim = tokio::task::spawn_blocking(move || sim::personalise(&id).unwrap())
+        .await
+        .unwrap();
+    // A qualified certificate: the CA reads the signing key's QSCD evidence on the SIM.
+    let key_store = sim::signing_key_store_config(dir, &card)
+        .unwrap()
+        .display()
+        .to_string();
     let mut pems = Vec::new();
-    for ((_, label, pin, csr), profile) in stores.iter().zip(["citizen-auth", "citizen-sign"]) {
-        let csr_path = dir.join(format!("{name}-{profile}.csr"));
-        std::fs::write(&csr_path, csr).unwrap();
+    for (request, profile) in sim.requests.iter().zip(["citizen-auth", "citizen-sign"]) {
+        let csr = dir.join(format!("{name}-{profile}.csr"));
+        std::fs::write(&csr, request).unwrap();
+        let csr = csr.display().to_string();
         let mut args = vec![
-            "ca".to_owned(),
-            "issue".into(),
-            "--profile".into(),
-            profile.into(),
-            "--csr".into(),
-            csr_path.display().to_string(),
-            "--national-id".into(),
-            national_id.into(),
-            "--given-name".into(),
-            "Mary".into(),
-            "--surname".into(),
-            "Seacole".into(),
+            "ca",
+            "issue",
+            "--profile",
+            profile,
+            "--csr",
+            &csr,
+            "--national-id",
+            national_id,
+            "--given-name",
+            "Mary",
+            "--surname",
+            "Seacole",
         ];
         if profile == "citizen-sign" {
-            // A qualified certificate: the CA reads the key's QSCD evidence on the SIM.
-            let config = dir.join(format!("{name}-pin2.toml"));
-            let pin_file = dir.join(format!("{name}-pin2.pin"));
-            std::fs::write(&pin_file, pin).unwrap();
-            std::fs::write(
-                &config,
-                format!(
-                    "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {:?}\n\
-                     token_label = \"{card} (PIN2)\"\npin_file = {:?}\nclass = \"sim\"\n",
-                    pkcs11_module().display().to_string(),
-                    pin_file.display().to_string()
-                ),
-            )
-            .unwrap();
             args.extend([
-                "--key-store".into(),
-                config.display().to_string(),
-                "--key-label".into(),
-                label.to_string(),
+                "--key-store",
+                &key_store,
+                "--key-label",
+                CITIZEN_SIGNING_LABEL,
             ]);
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         pems.push(run(eid, addresses, &args).await);
     }
     let certificate = dir.join(format!("{name}.pem"));
     std::fs::write(&certificate, &pems[0]).unwrap();
-    let id = card.clone();
-    tokio::task::spawn_blocking(move || {
-        for ((store, label, ..), pem) in stores.iter().zip(&pems) {
-            use der::DecodePem;
-            let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).unwrap();
-            store
-                .store_certificate(label, &der::Encode::to_der(&cert).unwrap())
-                .unwrap();
-        }
-        drop(stores);
-        reader
-            .finish(&id, &secret(TRANSPORT), &secret(PUK))
-            .unwrap();
-    })
-    .await
-    .unwrap();
-    Sim {
-        card: card.to_string(),
-        certificate,
-    }
-}
-
-/// A PKCS#10 request (PEM) signed by the key `label` of `store` (PIN2 keys sign with
-/// their PIN each time).
-fn certificate_request(store: &eid_hsm::KeyStore, label: &KeyLabel, pin: &str) -> String {
-    use x509_cert::builder::{Builder, RequestBuilder};
-    let signer = store.signer(label, None).unwrap().with_pin(secret(pin));
-    let subject: x509_cert::name::Name = "CN=sim".parse().unwrap();
-    let request = RequestBuilder::new(subject)
-        .unwrap()
-        .build::<_, eid_hsm::Signature>(&signer)
+    tokio::task::spawn_blocking(move || sim.finish(&pems[0], Some(&pems[1])).unwrap())
+        .await
         .unwrap();
-    der::EncodePem::to_pem(&request, der::pem::LineEnding::LF).unwrap()
+    Sim { card, certificate }
 }
 
 /// The operator's gateway: an instance of its own (the operator is not us), serving
