@@ -27,6 +27,28 @@ pub(crate) enum SimGatewayCommand {
     },
     /// Print the pin of the simulator's TLS key (what relying parties configure).
     Pin,
+    /// Make a test SIM for a test citizen in one step (development and pilots only):
+    /// a blank SIM in the simulator's module, personalised with both key pairs,
+    /// certified by this instance's CA and registered. It skips the desk's in-person
+    /// check, so the production profile refuses it; real SIMs are activated at the
+    /// desk. Prints the SIM's PINs and PUK, as the PIN envelope would.
+    TestSim {
+        /// The phone number, + and country code.
+        #[arg(long)]
+        phone: String,
+        /// The test citizen's national identity number.
+        #[arg(long)]
+        national_id: String,
+        /// The test citizen's given name.
+        #[arg(long)]
+        given_name: String,
+        /// The test citizen's surname.
+        #[arg(long)]
+        surname: String,
+        /// The SIM's identifier (its tokens' label without " (PIN1)").
+        #[arg(long)]
+        card: String,
+    },
 }
 
 /// How long the simulated phone waits for the tester: `EID_SIM_GATEWAY_ANSWER_SECS`,
@@ -83,6 +105,16 @@ pub(crate) async fn run(
                 .await?;
             println!("{}", serde_json::to_string_pretty(&sim)?);
         }
+        SimGatewayCommand::TestSim {
+            phone,
+            national_id,
+            given_name,
+            surname,
+            card,
+        } => {
+            let made = test_sim(ctx, &phone, &national_id, &given_name, &surname, &card).await?;
+            println!("{}", serde_json::to_string_pretty(&made)?);
+        }
         SimGatewayCommand::Pin => {
             let context = ctx.clone();
             let tls = tokio::task::spawn_blocking(move || GatewayTls::load(&context)).await??;
@@ -90,4 +122,126 @@ pub(crate) async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Random digits that pass the citizen PIN rules for `kind`.
+fn random_pin(kind: eid_hsm::PinKind, digits: usize) -> anyhow::Result<eid_hsm::SecretString> {
+    loop {
+        let mut bytes = vec![0u8; digits];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random PIN: {e}"))?;
+        let pin: String = bytes.iter().map(|b| char::from(b'0' + b % 10)).collect();
+        let pin = eid_hsm::SecretString::from(pin);
+        if eid_hsm::PinPolicy::CITIZEN.check(kind, &pin).is_ok() {
+            return Ok(pin);
+        }
+    }
+}
+
+/// A certificate request (DER) signed by `signer`.
+fn certificate_request(signer: &eid_hsm::KeySigner) -> anyhow::Result<Vec<u8>> {
+    use x509_cert::builder::{Builder, RequestBuilder};
+    let subject: x509_cert::name::Name = "CN=test SIM".parse()?;
+    let request = RequestBuilder::new(subject)?.build::<_, eid_hsm::Signature>(signer)?;
+    Ok(der::Encode::to_der(&request)?)
+}
+
+/// `eid sim-gateway test-sim`: see the command's help.
+async fn test_sim(
+    ctx: &ServiceContext,
+    phone: &str,
+    national_id: &str,
+    given_name: &str,
+    surname: &str,
+    card: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use eid_hsm::{
+        CITIZEN_AUTHENTICATION_LABEL, CITIZEN_SIGNING_LABEL, CardReader, CitizenPins, KeyLabel,
+        KeySpec, PinKind, TokenClass,
+    };
+    use secrecy::ExposeSecret;
+    anyhow::ensure!(
+        ctx.config.profile != Profile::Production,
+        "a test SIM skips the desk's in-person check: the production profile refuses it"
+    );
+    let module = ctx.config.sim_gateway.module.clone().context(
+        "the SIM gateway simulator needs the PKCS#11 module of its SIMs: set EID_SIM_GATEWAY_MODULE or [sim_gateway] module",
+    )?;
+    let card = CardId::new(card)?;
+    let national = eid_ca::NationalId::new(national_id)?;
+    let name = eid_ca::PersonName::new(given_name, surname)?;
+    let pins = CitizenPins {
+        pin1: random_pin(PinKind::Pin1, 4)?,
+        pin2: random_pin(PinKind::Pin2, 5)?,
+        puk: random_pin(PinKind::Puk, 8)?,
+    };
+    let transport = random_pin(PinKind::Puk, 8)?;
+    // The SIM's key pairs, generated on it (SoftHSM2 sees a token made in this process
+    // only when the module is loaded afterwards, so the reader opens after the card).
+    let (id, module_path, secrets) = (card.clone(), module.clone(), pins.clone());
+    let transport_code = transport.clone();
+    let (reader, keys) = tokio::task::spawn_blocking(move || {
+        eid_hsm::initialize_blank_card(&module_path, &id, &transport_code)?;
+        let reader = CardReader::open(&module_path, TokenClass::Sim)?;
+        reader.personalise(&id, &transport_code, &secrets, KeySpec::EcP256)?;
+        let mut keys = Vec::new();
+        for (kind, pin, label) in [
+            (PinKind::Pin1, &secrets.pin1, CITIZEN_AUTHENTICATION_LABEL),
+            (PinKind::Pin2, &secrets.pin2, CITIZEN_SIGNING_LABEL),
+        ] {
+            let store = reader.store(&id, kind, pin)?;
+            let label = KeyLabel::new(label)?;
+            let signer = store.signer(&label, None)?.with_pin(pin.clone());
+            let csr = certificate_request(&signer)?;
+            let evidence = eid_ca::KeyEvidence {
+                public_key: signer.public_key().clone(),
+                qscd: store.qscd_evidence(&label)?,
+            };
+            keys.push((store, label, csr, evidence));
+        }
+        anyhow::Ok((reader, keys))
+    })
+    .await??;
+    let ca = eid_ca::CertificateAuthority::open(ctx).await?;
+    let mut issued = Vec::new();
+    for ((_, _, csr, evidence), profile) in keys.iter().zip([
+        eid_ca::Profile::CitizenAuthentication,
+        eid_ca::Profile::CitizenSigning,
+    ]) {
+        let certificate = ca
+            .issue(eid_ca::IssueRequest {
+                profile,
+                csr: csr.clone(),
+                national_id: national.clone(),
+                name: name.clone(),
+                requested_by: "operator:sim-gateway-test-sim".into(),
+                key_evidence: Some(evidence.clone()),
+            })
+            .await?;
+        issued.push(certificate);
+    }
+    let (id, ders, puk) = (
+        card.clone(),
+        issued.iter().map(|c| c.der.clone()).collect::<Vec<_>>(),
+        pins.puk.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        for ((store, label, ..), der) in keys.iter().zip(&ders) {
+            store.store_certificate(label, der)?;
+        }
+        drop(keys);
+        reader.finish(&id, &transport, &puk)?;
+        anyhow::Ok(())
+    })
+    .await??;
+    let gateway = open(ctx)?;
+    let sim = gateway
+        .add_sim(phone, national_id, &card, "operator:sim-gateway-test-sim")
+        .await?;
+    Ok(serde_json::json!({
+        "sim": sim,
+        "pin1": pins.pin1.expose_secret(),
+        "pin2": pins.pin2.expose_secret(),
+        "puk": pins.puk.expose_secret(),
+        "certificates": issued.iter().map(|c| c.serial.to_hex()).collect::<Vec<_>>(),
+    }))
 }

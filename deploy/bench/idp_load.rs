@@ -17,13 +17,12 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
-    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{free_address, percentile};
+use common::{eid, free_address, output, percentile, resident_mb};
 
 #[path = "common.rs"]
 mod common;
@@ -41,30 +40,6 @@ impl Drop for Server {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn eid(dir: &Path, database_url: Option<&str>, envs: &BTreeMap<&str, String>) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eid"));
-    command
-        .env("EID_DATA", dir.join("data"))
-        .env("EID_LOG", "warn")
-        .env_remove("EID_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .envs(envs);
-    if let Some(url) = database_url {
-        command.env("EID_DATABASE_URL", url);
-    }
-    command
-}
-
-fn output(mut command: Command) -> String {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 struct Setup {
@@ -244,16 +219,6 @@ fn start(database_url: Option<&str>) -> Setup {
         service_id,
         service_secret,
     }
-}
-
-fn resident_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb / 1024.0
 }
 
 /// Runs `work` on `concurrency` workers for `seconds`; each call is one operation.

@@ -87,15 +87,14 @@ struct Gateway {
     url: String,
     pin: String,
     _server: tokio::process::Child,
-    _eid: Eid,
+    _eid: Option<Eid>,
 }
 
 async fn start_gateway(sims: &[(&str, &str, &Sim)]) -> Gateway {
     let eid = Eid::new(TestBackend::Sqlite).await;
-    let module = pkcs11_module();
     let gateway_command = |args: &[&str]| {
         let mut command = eid.command(args);
-        command.env("EID_SIM_GATEWAY_MODULE", &module);
+        command.env("EID_SIM_GATEWAY_MODULE", pkcs11_module());
         command
     };
     let output = gateway_command(&["init"]).output().await.unwrap();
@@ -116,6 +115,22 @@ async fn start_gateway(sims: &[(&str, &str, &Sim)]) -> Gateway {
         .unwrap();
         assert!(output.status.success(), "{}", text(&output.stderr));
     }
+    let (url, pin, server) = serve_gateway(&eid).await;
+    Gateway {
+        url,
+        pin,
+        _server: server,
+        _eid: Some(eid),
+    }
+}
+
+/// Serves the simulator of instance `eid`: its URL, its key's pin, its process.
+async fn serve_gateway(eid: &Eid) -> (String, String, tokio::process::Child) {
+    let gateway_command = |args: &[&str]| {
+        let mut command = eid.command(args);
+        command.env("EID_SIM_GATEWAY_MODULE", pkcs11_module());
+        command
+    };
     let output = gateway_command(&["sim-gateway", "pin"])
         .output()
         .await
@@ -136,12 +151,7 @@ async fn start_gateway(sims: &[(&str, &str, &Sim)]) -> Gateway {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Gateway {
-        url: format!("https://{address}"),
-        pin,
-        _server: server,
-        _eid: eid,
-    }
+    (format!("https://{address}"), pin, server)
 }
 
 impl Gateway {
@@ -814,78 +824,57 @@ fn pyhanko() -> std::path::PathBuf {
         .expect("pyHanko is not installed: deploy/test.sh installs the judges")
 }
 
-async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
+/// The signature API at `signing` (its base URL): the status and the JSON answer.
+async fn signature_api(
+    signing: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http()
+        .request(method, format!("{signing}{path}"))
+        .bearer_auth(SIGNING_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap())
+}
+
+/// The request to sign `pdf` at B-LT with the SIM of `phone`.
+fn mobile_signature(phone: &str, national_id: &str, pdf: &[u8]) -> Value {
     use base64ct::{Base64, Encoding};
-    let (stand, _) = stand(backend, &[]).await;
-    let signing = stand.server.urls["signing"].clone();
-    let http = http();
-    let api = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut request = http
-            .request(method, format!("{signing}{path}"))
-            .bearer_auth(SIGNING_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
-    let pdf = sample_pdf();
-    let start = |national_id: &str| {
-        serde_json::json!({
-            "phone_number": PHONE,
-            "national_id": national_id,
-            "document": Base64::encode_string(&pdf),
-            "format": "pades",
-            "level": "LT",
-            "display_text": "Tax return 2026",
-        })
-    };
+    serde_json::json!({
+        "phone_number": phone,
+        "national_id": national_id,
+        "document": Base64::encode_string(pdf),
+        "format": "pades",
+        "level": "LT",
+        "display_text": "Tax return 2026",
+    })
+}
 
-    // No mobile ID for that national identity number: refused before anything is signed.
-    let (status, body) = api(
+/// Signs the sample PDF with the SIM of `phone`: the phone shows the same code and
+/// asks for PIN2 (PIN1 is refused), then PIN2 signs; returns the signed PDF's path.
+async fn sign_with_the_sim(
+    signing: &str,
+    gateway: &Gateway,
+    phone: &str,
+    national_id: &str,
+    pin2: &str,
+    dir: &Path,
+) -> std::path::PathBuf {
+    use base64ct::{Base64, Encoding};
+    let (status, started) = signature_api(
+        signing,
         reqwest::Method::POST,
-        "/api/v1/signatures/mobile-id".into(),
-        Some(start("3900101999999")),
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("NOT_MID_CLIENT"),
-        "{body}"
-    );
-
-    // The citizen cancels on the phone: the pending signature is used up.
-    let (status, started) = api(
-        reqwest::Method::POST,
-        "/api/v1/signatures/mobile-id".into(),
-        Some(start(NATIONAL_ID)),
+        "/api/v1/signatures/mobile-id",
+        Some(mobile_signature(phone, national_id, &sample_pdf())),
     )
     .await;
     assert_eq!(status, 202, "{started}");
-    let status_path = started["status"].as_str().unwrap().to_owned();
-    let prompt = stand.gateway.prompt(PHONE).await;
-    stand.gateway.answer(PHONE, &prompt, "cancel", None);
-    let (status, body) = api(reqwest::Method::GET, status_path.clone(), None).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("USER_CANCELLED"),
-        "{body}"
-    );
-    let (status, _) = api(reqwest::Method::GET, status_path, None).await;
-    assert_eq!(status, 409);
-
-    // Signed with PIN2 on the SIM: the code matches, PIN1 is not enough.
-    let (status, started) = api(
-        reqwest::Method::POST,
-        "/api/v1/signatures/mobile-id".into(),
-        Some(start(NATIONAL_ID)),
-    )
-    .await;
-    assert_eq!(status, 202, "{started}");
-    let prompt = stand.gateway.prompt(PHONE).await;
+    let prompt = gateway.prompt(phone).await;
     assert_eq!(prompt["verification_code"], started["verification_code"]);
     assert_eq!(prompt["pin"], "PIN2");
     assert!(
@@ -895,42 +884,48 @@ async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
             .starts_with("Tax return 2026"),
         "{prompt}"
     );
-    let wrong = stand.gateway.answer(
-        PHONE,
+    let wrong = gateway.answer(
+        phone,
         &prompt,
         "confirm",
         Some(&serde_json::json!({ "pin": PIN1 })),
     );
     assert_eq!(wrong["outcome"], "wrong-pin", "{wrong}");
-    stand.gateway.answer(
-        PHONE,
+    gateway.answer(
+        phone,
         &prompt,
         "confirm",
-        Some(&serde_json::json!({ "pin": PIN2 })),
+        Some(&serde_json::json!({ "pin": pin2 })),
     );
-    let (status, finished) = api(
+    let (status, finished) = signature_api(
+        signing,
         reqwest::Method::GET,
-        started["status"].as_str().unwrap().into(),
+        started["status"].as_str().unwrap(),
         None,
     )
     .await;
     assert_eq!(status, 200, "{finished}");
     assert_eq!(finished["level"], "LT");
     let signed = Base64::decode_vec(finished["document"].as_str().unwrap()).unwrap();
-    let path = stand.dir.join("signed-with-sim.pdf");
+    let path = dir.join(format!("signed-by-{}.pdf", national_id));
     std::fs::write(&path, &signed).unwrap();
-    let root = stand.dir.join("pki/root.pem");
+    path
+}
+
+/// pyHanko judges `pdf` with `root` as the only trust anchor: valid, trusted,
+/// time-stamped, only signature maintenance after the signature, signed by `national_id`.
+fn assert_pyhanko_valid(root: &Path, pdf: &Path, national_id: &str) {
     let output = std::process::Command::new(pyhanko())
         .args(["sign", "validate", "--pretty-print", "--trust"])
-        .arg(&root)
+        .arg(root)
         .arg("--trust-replace")
-        .arg(&path)
+        .arg(pdf)
         .output()
         .unwrap();
     let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "pyHanko: {said}");
     for line in [
-        "PNOTT-3900101123456",
+        &format!("PNOTT-{national_id}"),
         "The signer's certificate is trusted.",
         "The signature is cryptographically sound.",
         "The signature is judged VALID.",
@@ -940,6 +935,55 @@ async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
     ] {
         assert!(said.contains(line), "pyHanko did not say {line}: {said}");
     }
+}
+
+async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
+    let (stand, _) = stand(backend, &[]).await;
+    let signing = stand.server.urls["signing"].clone();
+    let pdf = sample_pdf();
+    let post = |national_id: &str| {
+        signature_api(
+            &signing,
+            reqwest::Method::POST,
+            "/api/v1/signatures/mobile-id",
+            Some(mobile_signature(PHONE, national_id, &pdf)),
+        )
+    };
+
+    // No mobile ID for that national identity number: refused before anything is signed.
+    let (status, body) = post("3900101999999").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("NOT_MID_CLIENT"),
+        "{body}"
+    );
+
+    // The citizen cancels on the phone: the pending signature is used up.
+    let (status, started) = post(NATIONAL_ID).await;
+    assert_eq!(status, 202, "{started}");
+    let status_path = started["status"].as_str().unwrap().to_owned();
+    let prompt = stand.gateway.prompt(PHONE).await;
+    stand.gateway.answer(PHONE, &prompt, "cancel", None);
+    let (status, body) = signature_api(&signing, reqwest::Method::GET, &status_path, None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("USER_CANCELLED"),
+        "{body}"
+    );
+    let (status, _) = signature_api(&signing, reqwest::Method::GET, &status_path, None).await;
+    assert_eq!(status, 409);
+
+    // Signed with PIN2 on the SIM, judged by pyHanko.
+    let signed = sign_with_the_sim(
+        &signing,
+        &stand.gateway,
+        PHONE,
+        NATIONAL_ID,
+        PIN2,
+        &stand.dir,
+    )
+    .await;
+    assert_pyhanko_valid(&stand.dir.join("pki/root.pem"), &signed, NATIONAL_ID);
 
     let Stand {
         eid,
@@ -958,8 +1002,95 @@ async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
     }
 }
 
+/// The README's mobile-ID journey on one instance: `eid sim-gateway test-sim` makes
+/// and certifies a SIM, `eid serve sim-gateway` and `eid serve` run side by side on
+/// the same data (and audit log), a PDF is signed with the SIM and judged by pyHanko.
+async fn readme_journey_on_one_instance(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let addresses = Addresses::new();
+    let dir = eid.dir.path().to_path_buf();
+    run(&eid, &addresses, &["init"]).await;
+    let card = format!("SIM-{}-readme-{backend:?}", std::process::id());
+    let phone = match backend {
+        TestBackend::Sqlite => "+18685550171",
+        TestBackend::Postgres => "+18685550172",
+    };
+    let made = {
+        let mut test_sim = command(
+            &eid,
+            &addresses,
+            &[
+                "sim-gateway",
+                "test-sim",
+                "--phone",
+                phone,
+                "--national-id",
+                "3900101222222",
+                "--given-name",
+                "Mary",
+                "--surname",
+                "Seacole",
+                "--card",
+                &card,
+            ],
+        );
+        eid_tests::softhsm::softhsm_environment();
+        let output = test_sim
+            .env("EID_SIM_GATEWAY_MODULE", pkcs11_module())
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(made["sim"]["phone_number"], phone);
+    assert_eq!(made["certificates"].as_array().unwrap().len(), 2);
+    let pin2 = made["pin2"].as_str().unwrap().to_owned();
+    let (url, pin, server) = serve_gateway(&eid).await;
+    let gateway = Gateway {
+        url,
+        pin,
+        _server: server,
+        _eid: None,
+    };
+    let config = dir.join("eid.toml");
+    std::fs::write(
+        &config,
+        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n",
+    )
+    .unwrap();
+    let server = {
+        let mut command = command(&eid, &addresses, &["serve"]);
+        command
+            .env("EID_CONFIG", &config)
+            .env("EID_TEST_SIGNING_TOKEN", SIGNING_TOKEN)
+            .env("EID_MOBILE_ID_GATEWAY_URL", &gateway.url)
+            .env("EID_MOBILE_ID_GATEWAY_PIN", &gateway.pin)
+            .stdout(Stdio::piped());
+        Server::start(command, 4).await
+    };
+    run(
+        &eid,
+        &addresses,
+        &[
+            "ca",
+            "export",
+            "--out",
+            &dir.join("pki").display().to_string(),
+        ],
+    )
+    .await;
+    let signing = server.urls["signing"].clone();
+    let signed = sign_with_the_sim(&signing, &gateway, phone, "3900101222222", &pin2, &dir).await;
+    assert_pyhanko_valid(&dir.join("pki/root.pem"), &signed, "3900101222222");
+    server.stop().await;
+    // Both processes appended to one audit chain; it is intact.
+    run(&eid, &addresses, &["audit", "verify"]).await;
+}
+
 on_both_backends!(
     mobile_id_login_in_a_real_browser,
     ciba_in_poll_and_ping_with_mobile_id,
-    pdf_signed_with_the_sim_is_judged_by_pyhanko
+    pdf_signed_with_the_sim_is_judged_by_pyhanko,
+    readme_journey_on_one_instance
 );
