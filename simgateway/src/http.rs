@@ -58,6 +58,7 @@ pub fn router(gateway: &SimGateway) -> Router {
             post(api_confirm),
         )
         .route("/phone/api/{phone}/sessions/{id}/cancel", post(api_cancel))
+        .route("/phone/api/{phone}/sessions/{id}/fault", post(api_fault))
         .route("/phone/api/{phone}/unblock", post(api_unblock))
         .route("/phone", get(page))
         .route("/phone/confirm", post(form_confirm))
@@ -201,6 +202,21 @@ async fn api_cancel(
 ) -> Response {
     match g.cancel(&phone, &id).await {
         Ok(()) => Json(serde_json::json!({ "outcome": "cancelled" })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn api_fault(
+    State(g): State<SimGateway>,
+    Path((phone, id)): Path<(String, String)>,
+    body: Result<Json<crate::Fault>, JsonRejection>,
+) -> Response {
+    let Json(fault) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    match g.fault(&phone, &id, fault).await {
+        Ok(()) => Json(serde_json::json!({ "outcome": "fault" })).into_response(),
         Err(e) => e.into_response(),
     }
 }

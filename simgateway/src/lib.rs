@@ -35,7 +35,7 @@ use eid_hsm::{
 };
 
 pub use http::{router, serve_tls};
-pub use phone::{Confirmation, PendingPrompt};
+pub use phone::{Confirmation, Fault, PendingPrompt};
 pub use registry::{Sim, SimRegistry};
 pub use tls::{GatewayTls, TLS_KEY_LABEL};
 
@@ -99,6 +99,8 @@ struct Session {
     started: tokio::time::Instant,
     status: SessionStatus,
     changed: tokio::sync::watch::Sender<()>,
+    /// A tester made the gateway stop answering this session's polls.
+    silent: bool,
 }
 
 #[derive(Debug)]
@@ -199,18 +201,23 @@ impl SimGateway {
                 SESSION_LIFETIME.as_secs()
             ))
         };
-        let mut changed = {
+        let (mut changed, silent) = {
             let sessions = self.sessions()?;
             let session = sessions
                 .get(id)
                 .filter(|s| s.operation == operation)
                 .filter(|s| s.started.elapsed() < SESSION_LIFETIME)
                 .ok_or_else(not_found)?;
-            if session.status.state == SessionState::Complete {
+            if session.status.state == SessionState::Complete && !session.silent {
                 return Ok(session.status.clone());
             }
-            session.changed.subscribe()
+            (session.changed.subscribe(), session.silent)
         };
+        if silent {
+            // A gateway that has stopped answering: the caller's timeout (the poll's
+            // plus its margin) must end the wait, not this answer.
+            tokio::time::sleep(wait + Duration::from_secs(10)).await;
+        }
         let _ = tokio::time::timeout(wait, changed.changed()).await;
         let sessions = self.sessions()?;
         let session = sessions.get(id).ok_or_else(not_found)?;

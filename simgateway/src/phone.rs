@@ -14,6 +14,46 @@ use eid_hsm::{
 
 use crate::{Session, SimGateway, SimGatewayError, TRIES, random_hex};
 
+/// A fault a tester makes the gateway commit on a waiting session, to see a relying
+/// party cope (the simulator's test hooks: a real gateway has none).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "fault")]
+pub enum Fault {
+    /// `OK` with the SIM's certificate and a signature that does not verify.
+    BadSignature,
+    /// `OK` with the certificate of the SIM of `other_phone` (another person).
+    OtherCertificate {
+        /// The phone whose SIM's certificate is sent.
+        other_phone: String,
+    },
+    /// `SIGNATURE_HASH_MISMATCH`.
+    HashMismatch,
+    /// `PHONE_ABSENT`.
+    PhoneAbsent,
+    /// `DELIVERY_ERROR`.
+    DeliveryError,
+    /// The gateway stops answering this session's polls (each hangs past the caller's
+    /// timeout).
+    Silence,
+}
+
+/// A DER `ECDSA-Sig-Value` of random positive 32-byte integers: well formed, and
+/// verifying under no key.
+fn random_ecdsa_signature() -> Result<Vec<u8>, SimGatewayError> {
+    let mut r = [0u8; 32];
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut r).map_err(|e| SimGatewayError::Internal(e.to_string()))?;
+    getrandom::fill(&mut s).map_err(|e| SimGatewayError::Internal(e.to_string()))?;
+    // Top bit clear (positive, no leading zero needed), second bit set (minimal).
+    r[0] = (r[0] & 0x3f) | 0x40;
+    s[0] = (s[0] & 0x3f) | 0x40;
+    let mut der = vec![0x30, 0x44, 0x02, 0x20];
+    der.extend_from_slice(&r);
+    der.extend_from_slice(&[0x02, 0x20]);
+    der.extend_from_slice(&s);
+    Ok(der)
+}
+
 /// A prompt waiting on a phone, as the phone shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PendingPrompt {
@@ -114,6 +154,7 @@ impl SimGateway {
                 cert: None,
             },
             changed,
+            silent: false,
         };
         self.sessions()?.insert(id.clone(), session);
         tracing::info!(session = %id, %operation, phone = %request.phone_number, "session started");
@@ -248,6 +289,76 @@ impl SimGateway {
             session.hash.clone(),
             session.hash_type,
         ))
+    }
+
+    /// Makes the gateway commit `fault` on a waiting session (testing relying parties).
+    pub async fn fault(
+        &self,
+        phone_number: &str,
+        id: &str,
+        fault: Fault,
+    ) -> Result<(), SimGatewayError> {
+        let (operation, card, _, hash_type) = self.running(phone_number, id)?;
+        let certificate_of = |card: CardId| {
+            let gateway = self.clone();
+            async move {
+                let label = KeyLabel::new(match operation {
+                    Operation::Authentication => CITIZEN_AUTHENTICATION_LABEL,
+                    Operation::Signature => CITIZEN_SIGNING_LABEL,
+                })?;
+                let kind = pin_of(operation);
+                let _turn = gateway.inner.sim_turn.lock().await;
+                let reader = gateway.clone();
+                tokio::task::spawn_blocking(move || {
+                    Ok::<_, SimGatewayError>(reader.inner.reader.certificate(&card, kind, &label)?)
+                })
+                .await
+                .map_err(|e| SimGatewayError::Internal(e.to_string()))?
+            }
+        };
+        let forged = |certificate: Option<Vec<u8>>| -> Result<_, SimGatewayError> {
+            Ok((
+                Some(SignatureValue {
+                    value: Base64::encode_string(&random_ecdsa_signature()?),
+                    algorithm: signature_algorithm_name(true, hash_type),
+                }),
+                certificate.map(|c| Base64::encode_string(&c)),
+            ))
+        };
+        tracing::warn!(session = %id, ?fault, "a tester made the gateway misbehave");
+        match fault {
+            Fault::BadSignature => {
+                let (signature, cert) = forged(certificate_of(card).await?)?;
+                self.complete(id, ResultCode::Ok, signature, cert).await
+            }
+            Fault::OtherCertificate { other_phone } => {
+                let other = self
+                    .inner
+                    .registry
+                    .find(&other_phone)
+                    .await?
+                    .ok_or_else(|| {
+                        SimGatewayError::NotFound(format!("no SIM for phone {other_phone}"))
+                    })?;
+                let (signature, cert) = forged(certificate_of(CardId::new(other.card_id)?).await?)?;
+                self.complete(id, ResultCode::Ok, signature, cert).await
+            }
+            Fault::HashMismatch => {
+                self.complete(id, ResultCode::SignatureHashMismatch, None, None)
+                    .await
+            }
+            Fault::PhoneAbsent => self.complete(id, ResultCode::PhoneAbsent, None, None).await,
+            Fault::DeliveryError => {
+                self.complete(id, ResultCode::DeliveryError, None, None)
+                    .await
+            }
+            Fault::Silence => {
+                if let Some(session) = self.sessions()?.get_mut(id) {
+                    session.silent = true;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The citizen cancels on the phone: USER_CANCELLED.

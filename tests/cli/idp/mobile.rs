@@ -257,7 +257,8 @@ async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(
     let config = dir.join("eid.toml");
     std::fs::write(
         &config,
-        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n",
+        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n\
+         [mobile_id]\npoll_secs = 2\n",
     )
     .unwrap();
     let server = {
@@ -973,6 +974,29 @@ async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
     let (status, _) = signature_api(&signing, reqwest::Method::GET, &status_path, None).await;
     assert_eq!(status, 409);
 
+    // A gateway that answers with a signature that does not verify: refused, used up.
+    let (status, started) = post(NATIONAL_ID).await;
+    assert_eq!(status, 202, "{started}");
+    let prompt = stand.gateway.prompt(PHONE).await;
+    stand.gateway.answer(
+        PHONE,
+        &prompt,
+        "fault",
+        Some(&serde_json::json!({ "fault": "bad-signature" })),
+    );
+    let (status, body) = signature_api(
+        &signing,
+        reqwest::Method::GET,
+        started["status"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("does not verify"),
+        "{body}"
+    );
+
     // Signed with PIN2 on the SIM, judged by pyHanko.
     let signed = sign_with_the_sim(
         &signing,
@@ -1088,7 +1112,99 @@ async fn readme_journey_on_one_instance(backend: TestBackend) {
     run(&eid, &addresses, &["audit", "verify"]).await;
 }
 
+/// What a gateway gets wrong, or a phone that cannot be reached, ends in no login: the
+/// relying party gets access_denied naming the cause, the audit log a denied event.
+async fn faults_of_the_gateway_are_refused(backend: TestBackend) {
+    let (stand, clients) = stand(backend, &[&["--grant", CIBA]]).await;
+    let client = &clients[1];
+    let http = http();
+    let issuer = &stand.issuer;
+    let token = |client: &(String, String), auth_req_id: &str| {
+        let request = http
+            .post(format!("{issuer}/token"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("grant_type", CIBA), ("auth_req_id", auth_req_id)]);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let hint = format!("phone={PHONE};national_id={NATIONAL_ID}");
+    for (fault, code) in [
+        (
+            serde_json::json!({ "fault": "bad-signature" }),
+            "BAD_SIGNATURE",
+        ),
+        (
+            serde_json::json!({ "fault": "other-certificate", "other_phone": REVOKED_PHONE }),
+            "WRONG_PERSON",
+        ),
+        (
+            serde_json::json!({ "fault": "hash-mismatch" }),
+            "SIGNATURE_HASH_MISMATCH",
+        ),
+        (
+            serde_json::json!({ "fault": "phone-absent" }),
+            "PHONE_ABSENT",
+        ),
+        (
+            serde_json::json!({ "fault": "delivery-error" }),
+            "DELIVERY_ERROR",
+        ),
+        // The gateway stops answering: the poll's timeout and margin (2 s + 1.5 s here).
+        (serde_json::json!({ "fault": "silence" }), "UNAVAILABLE"),
+    ] {
+        let started: Value = http
+            .post(format!("{issuer}/backchannel/authenticate"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("scope", "openid"), ("login_hint", &hint)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let auth_req_id = started["auth_req_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{code}: {started}"))
+            .to_owned();
+        let prompt = stand.gateway.prompt(PHONE).await;
+        let answer = stand.gateway.answer(PHONE, &prompt, "fault", Some(&fault));
+        assert_eq!(answer["outcome"], "fault", "{code}: {answer}");
+        let refused = poll_until_refused(&token, client, &auth_req_id).await;
+        assert_eq!(refused["error"], "access_denied", "{code}: {refused}");
+        assert!(
+            refused["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(code),
+            "{code}: {refused}"
+        );
+    }
+    let Stand {
+        eid,
+        addresses,
+        server,
+        ..
+    } = stand;
+    server.stop().await;
+    let tail = run(&eid, &addresses, &["audit", "tail", "-n", "60"]).await;
+    for code in [
+        "BAD_SIGNATURE",
+        "WRONG_PERSON",
+        "SIGNATURE_HASH_MISMATCH",
+        "PHONE_ABSENT",
+        "DELIVERY_ERROR",
+        "UNAVAILABLE",
+    ] {
+        assert!(tail.contains(code), "{code} missing from {tail}");
+    }
+    run(&eid, &addresses, &["audit", "verify"]).await;
+}
+
 on_both_backends!(
+    faults_of_the_gateway_are_refused,
     mobile_id_login_in_a_real_browser,
     ciba_in_poll_and_ping_with_mobile_id,
     pdf_signed_with_the_sim_is_judged_by_pyhanko,
