@@ -292,6 +292,7 @@ struct EnrolmentSection {
     document_type: Vec<DocumentTypeSection>,
     reader: Option<ReaderSection>,
     status_client: Vec<IssuanceClientSection>,
+    operator_client: Vec<IssuanceClientSection>,
 }
 
 impl Default for EnrolmentSection {
@@ -304,6 +305,7 @@ impl Default for EnrolmentSection {
             document_type: Vec::new(),
             reader: None,
             status_client: Vec::new(),
+            operator_client: Vec::new(),
         }
     }
 }
@@ -649,6 +651,9 @@ pub struct EnrolmentConfig {
     /// Relying services allowed to ask for an identity's status
     /// (`[[enrolment.status_client]]`), each with its bearer token.
     pub status_clients: Vec<ApiClient>,
+    /// Mobile operators allowed to activate SIMs over the air
+    /// (`[[enrolment.operator_client]]`), each with its bearer token.
+    pub operator_clients: Vec<ApiClient>,
 }
 
 /// A kind of identity document the desk accepts.
@@ -1864,19 +1869,35 @@ fn resolve_enrolment(
         applications_per_minute: section.applications_per_minute,
         document_types,
         reader,
-        status_clients: resolve_bearer_clients(
+        status_clients: api_clients(
             "enrolment.status_client",
             section.status_client,
             env,
             relative,
-        )?
+        )?,
+        operator_clients: api_clients(
+            "enrolment.operator_client",
+            section.operator_client,
+            env,
+            relative,
+        )?,
+    })
+}
+
+/// `[[KEY]]` bearer callers, as the services hold them.
+fn api_clients(
+    key: &str,
+    sections: Vec<IssuanceClientSection>,
+    env: &dyn Environment,
+    relative: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<Vec<ApiClient>, ConfigError> {
+    Ok(resolve_bearer_clients(key, sections, env, relative)?
         .into_iter()
         .map(|(name, token)| ApiClient {
             name,
             token: std::sync::Arc::new(token),
         })
-        .collect(),
-    })
+        .collect())
 }
 
 fn resolve_idp(

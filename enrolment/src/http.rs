@@ -87,6 +87,7 @@ pub(crate) fn routes(enrolment: &Enrolment) -> Router {
             "/api/v1/identities/{national_id}/status",
             get(identity_status),
         )
+        .route("/api/v1/sims/activations", post(sim_activation))
         .with_state(enrolment.clone())
 }
 
@@ -1320,6 +1321,88 @@ async fn identity_status(
             "no identity has the national identity number {}",
             number.as_str()
         ))),
+        Err(e) => problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimActivationBody {
+    national_id: String,
+    phone_number: String,
+    sim_id: String,
+    /// PEM.
+    authentication_csr: String,
+    /// PEM.
+    signing_csr: String,
+    signing_key: eid_hsm::KeyAttributes,
+}
+
+fn pem_certificate(der: &[u8]) -> String {
+    let body = base64ct::Base64::encode_string(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// `POST /api/v1/sims/activations`: a mobile operator (`[[enrolment.operator_client]]`)
+/// activates a SIM over the air for a citizen verified in person.
+async fn sim_activation(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    body: Result<Json<SimActivationBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let clients = &enrolment.ctx().config.enrolment.operator_clients;
+    if clients.is_empty() {
+        return unauthorised(
+            "over-the-air activation has no operators configured ([[enrolment.operator_client]])",
+        );
+    }
+    let callers = clients.iter().map(|c| (c.name.as_str(), c.token.as_ref()));
+    let operator = match eid_core::http::bearer_caller(&headers, callers) {
+        Ok(name) => name.to_owned(),
+        Err(eid_core::http::BearerRefusal::Missing) => {
+            return unauthorised("a bearer token is required");
+        }
+        Err(_) => return unauthorised("the bearer token is not an operator's"),
+    };
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => {
+            return problem(&EnrolmentError::Invalid(format!(
+                "the activation is not valid JSON of the expected shape: {}",
+                e.body_text()
+            )));
+        }
+    };
+    let request = crate::OtaRequest {
+        national_id: body.national_id,
+        phone_number: body.phone_number,
+        sim_id: body.sim_id,
+        authentication_csr: body.authentication_csr.into_bytes(),
+        signing_csr: body.signing_csr.into_bytes(),
+        signing_key: body.signing_key,
+    };
+    match enrolment.activate_over_the_air(&operator, request).await {
+        Ok(outcome) => no_store(
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({
+                    "activation_id": outcome.activation_id,
+                    "authentication_certificate": pem_certificate(&outcome.authentication.der),
+                    "authentication_serial": outcome.authentication.serial,
+                    "signing_certificate": pem_certificate(&outcome.signing.der),
+                    "signing_serial": outcome.signing.serial,
+                })),
+            )
+                .into_response(),
+        ),
         Err(e) => problem(&e),
     }
 }

@@ -26,6 +26,7 @@ mod lifecycle;
 pub mod mrz;
 pub mod names;
 pub mod national_id;
+mod ota;
 mod pages;
 mod record;
 mod staff;
@@ -40,6 +41,7 @@ pub use applications::{Application, ApplicationStatus, NewApplication};
 pub use case::{Case, Decision, Document, DocumentInput, Exception};
 pub use error::EnrolmentError;
 pub use lifecycle::{IdentityStatus, UnblockPins};
+pub use ota::{OtaOutcome, OtaRequest};
 pub use record::RecordCheck;
 pub use staff::{Role, StaffLink};
 

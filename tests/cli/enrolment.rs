@@ -29,6 +29,7 @@ use super::{
 };
 
 mod lifecycle;
+mod ota;
 
 const TRANSPORT: &str = "55667788";
 const PIN1: &str = "4821";
@@ -67,7 +68,8 @@ impl Setup {
         std::fs::write(
             &config,
             format!(
-                "[[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n",
+                "[[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n\
+                 [[enrolment.operator_client]]\nname = \"tt-mobile\"\ntoken_env = \"EID_TEST_OPERATOR_TOKEN\"\n",
                 token.display().to_string()
             ),
         )
@@ -102,6 +104,7 @@ impl Setup {
             )
             .env("EID_ENROLMENT_READER_MODULE", &self.module)
             .env("EID_ENROLMENT_TRANSPORT_CODE", TRANSPORT)
+            .env("EID_TEST_OPERATOR_TOKEN", ota::OPERATOR_TOKEN)
             .env("SOFTHSM2_CONF", &self.softhsm);
         command
     }
@@ -656,6 +659,9 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
             .stdout,
     );
     assert!(!blank.contains("citizen-authentication"), "{blank}");
+
+    // A second citizen gets a SIM over the air, once verified at this desk.
+    ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser).await;
 
     // The identity's life goes on at the desk: suspended, resumed, a PIN unblocked, the
     // card replaced onto EID-0002, deactivated.
