@@ -2557,12 +2557,20 @@ mod tests {
             "a-relying-service-status-token-of-some-length\n",
         )
         .unwrap();
+        std::fs::write(
+            secrets.path().join("eid-operator-token"),
+            "a-mobile-operator-token-of-some-length\n",
+        )
+        .unwrap();
         let text = example.replace("/run/secrets", &secrets.path().display().to_string());
         let config = load_text(&text, &FakeEnv::default()).unwrap();
         assert_eq!(config.profile, Profile::Production);
         assert_eq!(config.idp.issuer, "https://login.eid.gov.tt");
         assert_eq!(config.idp.card_url, "https://card.login.eid.gov.tt");
         assert_eq!(config.idp.admin_clients[0].name, "operator-tooling");
+        assert_eq!(config.enrolment.operator_clients[0].name, "tt-mobile");
+        let mobile = config.mobile_id.as_ref().unwrap();
+        assert_eq!(mobile.gateway_url, "https://mid.operator.tt");
         assert_eq!(config.enrolment.public_url, "https://desk.pos.eid.gov.tt");
         assert_eq!(config.enrolment.document_types.len(), 3);
         let reader = config.enrolment.reader.as_ref().unwrap();
