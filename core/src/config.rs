@@ -1138,18 +1138,12 @@ impl Config {
         let signing = SigningConfig {
             tsa: resolve_tsa(file.signing.tsa)?,
             cades: resolve_cades(file.signing.cades)?,
-            api_clients: resolve_bearer_clients(
+            api_clients: api_clients(
                 "signing.api_client",
                 file.signing.api_client,
                 env,
                 &relative,
-            )?
-            .into_iter()
-            .map(|(name, token)| ApiClient {
-                name,
-                token: std::sync::Arc::new(token),
-            })
-            .collect(),
+            )?,
         };
         let idp = resolve_idp(file.idp, &listen, env, &relative)?;
         let enrolment = resolve_enrolment(file.enrolment, &listen, env, &relative)?;
@@ -2005,18 +1999,7 @@ fn resolve_idp(
         key_publish_secs: section.key_publish_secs,
         ocsp_cache_secs: section.ocsp_cache_secs,
         client_cache_secs: section.client_cache_secs,
-        admin_clients: resolve_bearer_clients(
-            "idp.admin_client",
-            section.admin_client,
-            env,
-            relative,
-        )?
-        .into_iter()
-        .map(|(name, token)| ApiClient {
-            name,
-            token: std::sync::Arc::new(token),
-        })
-        .collect(),
+        admin_clients: api_clients("idp.admin_client", section.admin_client, env, relative)?,
     })
 }
 

@@ -59,3 +59,22 @@ pub(crate) fn resident_mb(pid: u32) -> f64 {
         .unwrap();
     kb / 1024.0
 }
+
+/// Spawns `eid serve` and returns once it has printed its listeners (the ID-card one
+/// last); the rest of its output is drained in the background.
+pub(crate) fn serving(mut serve: Command) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    serve
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = serve.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("idp-card") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}

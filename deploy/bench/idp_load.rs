@@ -16,13 +16,12 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{eid, free_address, output, percentile, resident_mb};
+use common::{eid, free_address, output, percentile, resident_mb, serving};
 
 #[path = "common.rs"]
 mod common;
@@ -138,20 +137,8 @@ fn start(database_url: Option<&str>) -> Setup {
     let (service_id, service_secret) = register(&["--grant", "client_credentials"]);
 
     let mut serve = eid(path, database_url, &envs);
-    serve
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = serve.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if line.contains("idp-card") {
-            break;
-        }
-    }
-    // Keep draining the banner's pipe in the background.
-    std::thread::spawn(move || for _ in lines {});
+    serve.arg("serve");
+    let child = serving(serve);
     let issuer = format!("http://{}", envs["EID_IDP_LISTEN"]);
     let server = Server {
         child,

@@ -17,13 +17,12 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{eid, free_address, output, percentile, resident_mb};
+use common::{eid, free_address, output, percentile, resident_mb, serving};
 use eid_tests::sim;
 
 #[path = "common.rs"]
@@ -159,17 +158,8 @@ fn start(ping_url: &str) -> Stand {
     let mut serve = command(&["serve"]);
     serve
         .env("EID_MOBILE_ID_GATEWAY_URL", &gateway)
-        .env("EID_MOBILE_ID_GATEWAY_PIN", &pin)
-        .stdout(Stdio::piped());
-    let mut idp = serve.spawn().unwrap();
-    let stdout = idp.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if line.contains("idp-card") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+        .env("EID_MOBILE_ID_GATEWAY_PIN", &pin);
+    let idp = serving(serve);
     Stand {
         idp_pid: idp.id(),
         processes: Running(vec![idp, gateway_child]),

@@ -698,33 +698,49 @@ impl Enrolment {
         error: &EnrolmentError,
         cleaned: bool,
     ) -> Result<(), EnrolmentError> {
+        self.record_failed_activation(
+            &session.actor(),
+            "enrolment.activation.fail",
+            (activation_id, application_id),
+            if cleaned { "cleaned" } else { "failed" },
+            error,
+            serde_json::json!({ "cleaned": cleaned }),
+        )
+        .await
+    }
+
+    /// Records activation `ids` (activation, application) as ended in `state`
+    /// (`failed` or `cleaned`) by `error`, audited as `action` by `actor` with
+    /// `details` beside the activation's id and the error.
+    pub(crate) async fn record_failed_activation(
+        &self,
+        actor: &str,
+        action: &str,
+        (activation_id, application_id): (&str, &str),
+        state: &str,
+        error: &EnrolmentError,
+        mut details: serde_json::Value,
+    ) -> Result<(), EnrolmentError> {
         let ctx = self.ctx();
         let mut tx = ctx.db.begin_write().await?;
         sqlx::query(
             "UPDATE enrol_activation SET state = $1, error = $2, updated_at = $3 WHERE activation_id = $4",
         )
-        .bind(if cleaned { "cleaned" } else { "failed" })
+        .bind(state)
         .bind(error.to_string())
         .bind(ctx.clock.now().unix_timestamp())
         .bind(activation_id)
         .execute(&mut *tx)
         .await
         .map_err(query("recording a failed activation"))?;
+        details["activation_id"] = activation_id.into();
+        details["error"] = error.to_string().into();
         audit::append(
             &mut tx,
             ctx.clock.as_ref(),
-            &AuditEvent::new(
-                session.actor(),
-                "enrolment.activation.fail",
-                "application",
-                application_id,
-            )
-            .outcome(Outcome::Failure)
-            .details(serde_json::json!({
-                "activation_id": activation_id,
-                "error": error.to_string(),
-                "cleaned": cleaned,
-            })),
+            &AuditEvent::new(actor, action, "application", application_id)
+                .outcome(Outcome::Failure)
+                .details(details),
         )
         .await?;
         tx.commit()

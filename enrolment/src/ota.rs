@@ -330,37 +330,14 @@ impl Enrolment {
                 }
             }
         }
-        let ctx = self.ctx();
-        let now = ctx.clock.now().unix_timestamp();
-        let mut tx = ctx.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE enrol_activation SET state = 'failed', error = $1, updated_at = $2 \
-             WHERE activation_id = $3",
+        self.record_failed_activation(
+            actor,
+            "enrolment.ota.activate",
+            (activation_id, application_id),
+            "failed",
+            error,
+            serde_json::json!({ "revoked": revoked }),
         )
-        .bind(error.to_string())
-        .bind(now)
-        .bind(activation_id)
-        .execute(&mut *tx)
         .await
-        .map_err(query("failing an activation"))?;
-        audit::append(
-            &mut tx,
-            ctx.clock.as_ref(),
-            &AuditEvent::new(
-                actor,
-                "enrolment.ota.activate",
-                "application",
-                application_id,
-            )
-            .outcome(Outcome::Failure)
-            .details(serde_json::json!({
-                "activation_id": activation_id,
-                "error": error.to_string(),
-                "revoked": revoked,
-            })),
-        )
-        .await?;
-        tx.commit().await.map_err(query("failing an activation"))?;
-        Ok(())
     }
 }

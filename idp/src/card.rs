@@ -216,6 +216,30 @@ pub fn holder(cert_der: &[u8], country: &str) -> Result<CardHolder, String> {
     })
 }
 
+/// The citizen a checked login certificate names (made or updated from it), logged in
+/// now at level high by `method` with `amr`.
+pub async fn high_login(
+    ctx: &eid_core::ServiceContext,
+    holder: &CardHolder,
+    amr: &[&str],
+    method: &str,
+) -> Result<(crate::flow::Citizen, crate::flow::Authentication), IdpError> {
+    let citizen = crate::flow::upsert_citizen(
+        ctx,
+        &holder.national_id,
+        &holder.given_name,
+        &holder.family_name,
+    )
+    .await?;
+    let authentication = crate::flow::Authentication {
+        level: crate::Level::High,
+        amr: amr.iter().map(|a| (*a).to_owned()).collect(),
+        auth_time: ctx.clock.now().unix_timestamp(),
+        method: method.to_owned(),
+    };
+    Ok((citizen, authentication))
+}
+
 /// Asks the OCSP responder about login certificates, remembering answers briefly.
 #[derive(Debug)]
 pub struct StatusChecker {

@@ -1325,19 +1325,8 @@ async fn card_login(
         }
     }
     let result = async {
-        let citizen = flow::upsert_citizen(
-            ctx,
-            &holder.national_id,
-            &holder.given_name,
-            &holder.family_name,
-        )
-        .await?;
-        let authentication = Authentication {
-            level: Level::High,
-            amr: vec!["hwk".into(), "mfa".into(), "pin".into(), "sc".into()],
-            auth_time: ctx.clock.now().unix_timestamp(),
-            method: "idcard".into(),
-        };
+        let (citizen, authentication) =
+            card::high_login(ctx, &holder, &["hwk", "mfa", "pin", "sc"], "idcard").await?;
         if authentication.level < interaction.request.required_level {
             return Ok(None);
         }
@@ -1756,23 +1745,45 @@ fn back_to_account<T>(headers: &HeaderMap, result: Result<T, IdpError>) -> Respo
 }
 
 /// The interaction a passkey login call belongs to: waiting for a login, in this browser.
+/// Where interaction `id` stands for the browser that sent `headers`.
+pub(super) enum LoginLookup {
+    /// The browser has no login cookie.
+    NoBrowser,
+    /// No such interaction waiting for a login, or another browser's.
+    NotWaiting,
+    /// The interaction, waiting for this browser's login, and the browser cookie.
+    Found(flow::Interaction, String),
+}
+
+pub(super) async fn lookup_login(
+    idp: &Idp,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<LoginLookup, IdpError> {
+    let Some(browser) = cookie(headers, BROWSER_COOKIE) else {
+        return Ok(LoginLookup::NoBrowser);
+    };
+    Ok(match flow::interaction(idp.ctx(), id).await? {
+        Some(i) if i.state == "login" && i.browser_sha256 == sha256_hex(browser.as_bytes()) => {
+            LoginLookup::Found(i, browser)
+        }
+        _ => LoginLookup::NotWaiting,
+    })
+}
+
 async fn login_interaction(
     idp: &Idp,
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(flow::Interaction, String), Response> {
-    let Some(browser) = cookie(headers, BROWSER_COOKIE) else {
-        return Err(json_error(
+    match lookup_login(idp, headers, id).await {
+        Ok(LoginLookup::Found(interaction, browser)) => Ok((interaction, browser)),
+        Ok(LoginLookup::NoBrowser) => Err(json_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "this browser did not start the login",
-        ));
-    };
-    match flow::interaction(idp.ctx(), id).await {
-        Ok(Some(i)) if i.state == "login" && i.browser_sha256 == sha256_hex(browser.as_bytes()) => {
-            Ok((i, browser))
-        }
-        Ok(_) => Err(json_error(
+        )),
+        Ok(LoginLookup::NotWaiting) => Err(json_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "this login has expired or is already finished",

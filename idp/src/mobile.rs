@@ -19,10 +19,10 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use sqlx::Row;
 
 use crate::{
-    Idp, IdpError, Level,
+    Idp, IdpError,
     card::{self, CardHolder},
     error::query,
-    flow::{self, Authentication, Citizen},
+    flow::{Authentication, Citizen},
     jose, random_bytes,
 };
 
@@ -395,21 +395,10 @@ impl Idp {
                     .map(Some);
             }
         };
-        let citizen = flow::upsert_citizen(
-            ctx,
-            &holder.national_id,
-            &holder.given_name,
-            &holder.family_name,
-        )
-        .await?;
-        let authentication = Authentication {
-            level: Level::High,
-            // A key on the SIM (hardware), used with PIN1, confirmed on a second
-            // channel (the phone) beside the one the login started on.
-            amr: vec!["hwk".into(), "mca".into(), "mfa".into(), "pin".into()],
-            auth_time: ctx.clock.now().unix_timestamp(),
-            method: "mobile-id".into(),
-        };
+        // A key on the SIM (hardware), used with PIN1, confirmed on a second channel (the
+        // phone) beside the one the login started on.
+        let (citizen, authentication) =
+            card::high_login(ctx, &holder, &["hwk", "mca", "mfa", "pin"], "mobile-id").await?;
         let mut tx = ctx.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE idp_mobile_auth SET state = 'done', result = 'OK', citizen_id = $1 \

@@ -356,6 +356,33 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// The S256 PKCE challenge of `verifier`.
+fn pkce_challenge(verifier: &str) -> String {
+    use base64ct::Encoding;
+    use sha2::Digest;
+    base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// The token endpoint's answer to a code (redirect URI `http://127.0.0.1:9/callback`)
+/// redeemed by `client` (id, secret) with its PKCE `verifier`.
+async fn redeem_code(issuer: &str, client: (&str, &str), code: &str, verifier: &str) -> Value {
+    http()
+        .post(format!("{issuer}/token"))
+        .basic_auth(client.0, Some(client.1))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", "http://127.0.0.1:9/callback"),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A client that follows no redirects and keeps no cookies: each answer is inspected.
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -1091,11 +1118,7 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
 
     // A relying party asking for substantial: the passkey logs in, in Spanish.
     let verifier = "a-pkce-verifier-that-is-long-enough-0123456789";
-    let challenge = {
-        use base64ct::Encoding;
-        use sha2::Digest;
-        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
-    };
+    let challenge = pkce_challenge(verifier);
     let authorize = format!(
         "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid%20profile&\
          redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&state=xyz&nonce=n-1&\
@@ -1120,21 +1143,13 @@ async fn passkey_journey_in_a_real_browser(backend: TestBackend) {
     let query = query_of(&back);
     assert_eq!(query["state"], "xyz");
     assert_eq!(query["iss"], issuer);
-    let tokens: Value = http()
-        .post(format!("http://{}/token", addresses.idp))
-        .basic_auth(&client_id, Some(&secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", query["code"].as_str()),
-            ("redirect_uri", "http://127.0.0.1:9/callback"),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens = redeem_code(
+        &format!("http://{}", addresses.idp),
+        (&client_id, &secret),
+        &query["code"],
+        verifier,
+    )
+    .await;
     let id_token = tokens["id_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{tokens}"));
@@ -1231,11 +1246,7 @@ async fn session_reuse_follows_max_age_and_prompt(backend: TestBackend) {
     let cookies = format!("eid_session={session}; eid_browser={browser_cookie}");
     let http = http();
     let verifier = "a-pkce-verifier-that-is-long-enough-0123456789";
-    let challenge = {
-        use base64ct::Encoding;
-        use sha2::Digest;
-        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
-    };
+    let challenge = pkce_challenge(verifier);
     let authorize = |extra: &str| {
         let url = format!(
             "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid&state=s&\

@@ -232,6 +232,25 @@ fn is_relying_party_uuid(text: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The identifiers every request names: the relying party's UUID and name, the
+/// citizen's phone number and national identity number.
+fn check_parties(
+    uuid: &str,
+    name: &str,
+    phone: &str,
+    national_id: &str,
+) -> Result<(), ProtocolError> {
+    if !is_relying_party_uuid(uuid) {
+        return Err(ProtocolError::RelyingPartyUuid);
+    }
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ProtocolError::RelyingPartyName);
+    }
+    check_phone_number(phone)?;
+    check_national_identity_number(national_id)
+}
+
 /// Checks a phone number: `+`, then 8 to 15 digits (E.164).
 pub fn check_phone_number(phone: &str) -> Result<(), ProtocolError> {
     let digits = phone.strip_prefix('+').unwrap_or("");
@@ -255,15 +274,12 @@ impl StartRequest {
     /// Applies the protocol's rules: identifiers well-formed, the hash base64 and as
     /// long as its type says, the display text within its format's limits.
     pub fn validate(&self) -> Result<CheckedStart, ProtocolError> {
-        if !is_relying_party_uuid(&self.relying_party_uuid) {
-            return Err(ProtocolError::RelyingPartyUuid);
-        }
-        let name = self.relying_party_name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ProtocolError::RelyingPartyName);
-        }
-        check_phone_number(&self.phone_number)?;
-        check_national_identity_number(&self.national_identity_number)?;
+        check_parties(
+            &self.relying_party_uuid,
+            &self.relying_party_name,
+            &self.phone_number,
+            &self.national_identity_number,
+        )?;
         let hash = Base64::decode_vec(&self.hash).map_err(|_| ProtocolError::HashNotBase64)?;
         if hash.len() != self.hash_type.digest_len() {
             return Err(ProtocolError::HashLength {
@@ -302,15 +318,12 @@ pub struct CertificateRequest {
 impl CertificateRequest {
     /// The same identifier rules as a session start.
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        if !is_relying_party_uuid(&self.relying_party_uuid) {
-            return Err(ProtocolError::RelyingPartyUuid);
-        }
-        let name = self.relying_party_name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ProtocolError::RelyingPartyName);
-        }
-        check_phone_number(&self.phone_number)?;
-        check_national_identity_number(&self.national_identity_number)
+        check_parties(
+            &self.relying_party_uuid,
+            &self.relying_party_name,
+            &self.phone_number,
+            &self.national_identity_number,
+        )
     }
 }
 

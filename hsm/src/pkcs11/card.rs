@@ -146,6 +146,14 @@ impl CardModule {
         Ok(token)
     }
 
+    /// A read-only session on token `label`, not logged in.
+    fn read_only(&self, label: &str) -> Result<Session, HsmError> {
+        self.module
+            .context()
+            .open_ro_session(self.slot(label)?)
+            .map_err(|e| CallError::from(e).into_hsm(label))
+    }
+
     /// The value of the public certificate object labelled `object` on token `label`,
     /// read without logging in (certificates on a card are public objects).
     pub(crate) fn public_certificate(
@@ -154,11 +162,7 @@ impl CardModule {
         object: &str,
     ) -> Result<Option<Vec<u8>>, HsmError> {
         let failed = |e: CryptokiError| CallError::from(e).into_hsm(label);
-        let session = self
-            .module
-            .context()
-            .open_ro_session(self.slot(label)?)
-            .map_err(failed)?;
+        let session = self.read_only(label)?;
         let found = session
             .find_objects(&[
                 Attribute::Class(ObjectClass::CERTIFICATE),
@@ -183,11 +187,7 @@ impl CardModule {
     /// application and token, shared by all its sessions): a key store holds it.
     pub(crate) fn logged_in(&self, label: &str) -> Result<bool, HsmError> {
         let failed = |e: CryptokiError| CallError::from(e).into_hsm(label);
-        let session = self
-            .module
-            .context()
-            .open_ro_session(self.slot(label)?)
-            .map_err(failed)?;
+        let session = self.read_only(label)?;
         let state = session.get_session_info().map_err(failed)?.session_state();
         Ok(!matches!(
             state,

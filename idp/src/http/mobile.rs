@@ -10,17 +10,15 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use eid_core::web::{cookie, csrf_token, html, no_store, see_other};
+use eid_core::web::{csrf_token, html, no_store, see_other};
 use serde_json::json;
 
 use super::{
-    BROWSER_COOKIE, SESSION_COOKIE, cancel_url, error_page, finish_login, internal, lang_of,
-    set_cookie,
+    LoginLookup, SESSION_COOKIE, cancel_url, error_page, finish_login, internal, lang_of,
+    lookup_login, set_cookie,
 };
 use crate::{
-    Idp,
-    clients::sha256_hex,
-    flow,
+    Idp, flow,
     mobile::{Ask, Progress, Purpose},
     pages,
 };
@@ -44,18 +42,14 @@ async fn browser_interaction(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(flow::Interaction, String), Response> {
-    let Some(browser) = cookie(headers, BROWSER_COOKIE) else {
-        return Err(error_page(
+    match lookup_login(idp, headers, id).await {
+        Ok(LoginLookup::Found(interaction, browser)) => Ok((interaction, browser)),
+        Ok(LoginLookup::NoBrowser) => Err(error_page(
             headers,
             StatusCode::BAD_REQUEST,
             "This browser did not start the login (no login cookie). Start again from the service.",
-        ));
-    };
-    match flow::interaction(idp.ctx(), id).await {
-        Ok(Some(i)) if i.state == "login" && i.browser_sha256 == sha256_hex(browser.as_bytes()) => {
-            Ok((i, browser))
-        }
-        Ok(_) => Err(error_page(
+        )),
+        Ok(LoginLookup::NotWaiting) => Err(error_page(
             headers,
             StatusCode::NOT_FOUND,
             "This login has expired or is already finished.",

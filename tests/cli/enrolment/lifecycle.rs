@@ -94,7 +94,13 @@ fn ocsp(setup: &Setup, dir: &Path, issuer: &str, leaf: &Path) -> String {
 }
 
 /// Reads a card's certificate with pkcs11-tool and converts it to PEM.
-fn card_certificate(setup: &Setup, dir: &Path, token: &str, pin: &str, label: &str) -> PathBuf {
+pub(super) fn card_certificate(
+    setup: &Setup,
+    dir: &Path,
+    token: &str,
+    pin: &str,
+    label: &str,
+) -> PathBuf {
     let der = dir.join(format!(
         "{}-{label}.der",
         token.replace([' ', '(', ')'], "")

@@ -120,32 +120,8 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
             "citizen-sign-ca",
         ),
     ] {
-        let der = dir.join(format!("ota-{label}.der"));
-        setup.pkcs11_tool(
-            token,
-            &[
-                "--login",
-                "--pin",
-                pin,
-                "--read-object",
-                "--type",
-                "cert",
-                "--label",
-                label,
-                "--output-file",
-                &der.display().to_string(),
-            ],
-        );
-        let pem = dir.join(format!("ota-{label}.pem"));
-        let der_path = der.display().to_string();
+        let pem = super::lifecycle::card_certificate(setup, dir, token, pin, label);
         let pem_path = pem.display().to_string();
-        let converted = judge(
-            "openssl",
-            &[
-                "x509", "-inform", "DER", "-in", &der_path, "-out", &pem_path,
-            ],
-        );
-        assert!(converted.status.success(), "{}", text(&converted.stderr));
         let verified = judge(
             "openssl",
             &[

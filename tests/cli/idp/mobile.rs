@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use super::{
     super::{Eid, Server, browser::Browser, text},
-    Addresses, command, free_address, http, openssl_serial, payload_of, query_of, register, run,
+    Addresses, command, free_address, http, openssl_serial, payload_of, pkce_challenge, query_of,
+    redeem_code, register, run,
 };
 
 /// A simulated SIM: its card id and the PEM file of its authentication certificate.
@@ -154,6 +155,33 @@ async fn serve_gateway(eid: &Eid) -> (String, String, tokio::process::Child) {
     (format!("https://{address}"), pin, server)
 }
 
+/// `eid serve` with mobile ID pinned to `gateway`, a signature API caller (token
+/// [`SIGNING_TOKEN`]) and 2 s polls at the gateway; the CA certificates exported to
+/// the instance's `pki` folder.
+async fn serve_with_mobile_id(eid: &Eid, addresses: &Addresses, gateway: &Gateway) -> Server {
+    let dir = eid.dir.path();
+    let config = dir.join("eid.toml");
+    std::fs::write(
+        &config,
+        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n\
+         [mobile_id]\npoll_secs = 2\n",
+    )
+    .unwrap();
+    let server = {
+        let mut command = command(eid, addresses, &["serve"]);
+        command
+            .env("EID_CONFIG", &config)
+            .env("EID_TEST_SIGNING_TOKEN", SIGNING_TOKEN)
+            .env("EID_MOBILE_ID_GATEWAY_URL", &gateway.url)
+            .env("EID_MOBILE_ID_GATEWAY_PIN", &gateway.pin)
+            .stdout(Stdio::piped());
+        Server::start(command, 4).await
+    };
+    let pki = dir.join("pki").display().to_string();
+    run(eid, addresses, &["ca", "export", "--out", &pki]).await;
+    server
+}
+
 impl Gateway {
     /// The phone's side, through the simulator's phone API (curl: TLS to the
     /// simulator's self-signed certificate, which the phone trusts).
@@ -253,35 +281,7 @@ async fn stand(backend: TestBackend, extra_clients: &[&[&str]]) -> (Stand, Vec<(
     for extra in extra_clients {
         clients.push(register(&eid, &addresses, extra).await);
     }
-    // A caller of the signature API, for signing with the SIM.
-    let config = dir.join("eid.toml");
-    std::fs::write(
-        &config,
-        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n\
-         [mobile_id]\npoll_secs = 2\n",
-    )
-    .unwrap();
-    let server = {
-        let mut command = command(&eid, &addresses, &["serve"]);
-        command
-            .env("EID_CONFIG", &config)
-            .env("EID_TEST_SIGNING_TOKEN", SIGNING_TOKEN)
-            .env("EID_MOBILE_ID_GATEWAY_URL", &gateway.url)
-            .env("EID_MOBILE_ID_GATEWAY_PIN", &gateway.pin)
-            .stdout(Stdio::piped());
-        Server::start(command, 4).await
-    };
-    run(
-        &eid,
-        &addresses,
-        &[
-            "ca",
-            "export",
-            "--out",
-            &dir.join("pki").display().to_string(),
-        ],
-    )
-    .await;
+    let server = serve_with_mobile_id(&eid, &addresses, &gateway).await;
     let issuer = format!("http://{}", addresses.idp);
     (
         Stand {
@@ -308,11 +308,7 @@ async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
     } = stand;
     let (client_id, secret) = clients[0].clone();
     let verifier = "a-pkce-verifier-for-the-mobile-id-login-0123456789";
-    let challenge = {
-        use base64ct::Encoding;
-        use sha2::Digest;
-        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(verifier.as_bytes()))
-    };
+    let challenge = pkce_challenge(verifier);
     let authorize = format!(
         "{issuer}/authorize?client_id={client_id}&response_type=code&scope=openid&\
          redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&state=mid&nonce=n-mid&\
@@ -401,21 +397,7 @@ async fn mobile_id_login_in_a_real_browser(backend: TestBackend) {
         .await;
     let query = query_of(&back);
     assert_eq!(query["state"], "mid");
-    let tokens: Value = http()
-        .post(format!("{issuer}/token"))
-        .basic_auth(&client_id, Some(&secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", query["code"].as_str()),
-            ("redirect_uri", "http://127.0.0.1:9/callback"),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens = redeem_code(&issuer, (&client_id, &secret), &query["code"], verifier).await;
     let claims = payload_of(
         tokens["id_token"]
             .as_str()
@@ -513,15 +495,11 @@ async fn ciba_in_poll_and_ping_with_mobile_id(backend: TestBackend) {
     );
     let endpoint = format!("{issuer}/backchannel/authenticate");
     let ask = |client: &(String, String), form: Vec<(&'static str, String)>| {
-        let request = http
-            .post(&endpoint)
-            .basic_auth(&client.0, Some(&client.1))
-            .form(&form);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
+        answer_of(
+            http.post(&endpoint)
+                .basic_auth(&client.0, Some(&client.1))
+                .form(&form),
+        )
     };
     let hint = format!("phone={PHONE};national_id={NATIONAL_ID}");
     let form = |extra: &[(&'static str, &str)]| {
@@ -600,15 +578,7 @@ async fn ciba_in_poll_and_ping_with_mobile_id(backend: TestBackend) {
     );
 
     let token = |client: &(String, String), auth_req_id: &str| {
-        let request = http
-            .post(format!("{issuer}/token"))
-            .basic_auth(&client.0, Some(&client.1))
-            .form(&[("grant_type", CIBA), ("auth_req_id", auth_req_id)]);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
+        ciba_token(issuer, client.clone(), auth_req_id.to_owned())
     };
 
     // Poll mode: pending, too fast, then the citizen confirms on the phone.
@@ -738,6 +708,25 @@ async fn ciba_in_poll_and_ping_with_mobile_id(backend: TestBackend) {
     run(&eid, &addresses, &["audit", "verify"]).await;
 }
 
+/// The status and JSON body of the answer to `request`.
+async fn answer_of(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap())
+}
+
+/// The token endpoint's answer to `client` (id, secret) asking for CIBA request
+/// `auth_req_id`'s tokens.
+async fn ciba_token(issuer: &str, client: (String, String), auth_req_id: String) -> (u16, Value) {
+    answer_of(
+        http()
+            .post(format!("{issuer}/token"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("grant_type", CIBA), ("auth_req_id", &auth_req_id)]),
+    )
+    .await
+}
+
 /// Polls the token endpoint at the asked interval until the tokens come.
 async fn poll_until_issued<F, Fut>(token: &F, client: &(String, String), auth_req_id: &str) -> Value
 where
@@ -838,9 +827,7 @@ async fn signature_api(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json::<Value>().await.unwrap())
+    answer_of(request).await
 }
 
 /// The request to sign `pdf` at B-LT with the SIM of `phone`.
@@ -1077,33 +1064,7 @@ async fn readme_journey_on_one_instance(backend: TestBackend) {
         _server: server,
         _eid: None,
     };
-    let config = dir.join("eid.toml");
-    std::fs::write(
-        &config,
-        "[[signing.api_client]]\nname = \"bir\"\ntoken_env = \"EID_TEST_SIGNING_TOKEN\"\n",
-    )
-    .unwrap();
-    let server = {
-        let mut command = command(&eid, &addresses, &["serve"]);
-        command
-            .env("EID_CONFIG", &config)
-            .env("EID_TEST_SIGNING_TOKEN", SIGNING_TOKEN)
-            .env("EID_MOBILE_ID_GATEWAY_URL", &gateway.url)
-            .env("EID_MOBILE_ID_GATEWAY_PIN", &gateway.pin)
-            .stdout(Stdio::piped());
-        Server::start(command, 4).await
-    };
-    run(
-        &eid,
-        &addresses,
-        &[
-            "ca",
-            "export",
-            "--out",
-            &dir.join("pki").display().to_string(),
-        ],
-    )
-    .await;
+    let server = serve_with_mobile_id(&eid, &addresses, &gateway).await;
     let signing = server.urls["signing"].clone();
     let signed = sign_with_the_sim(&signing, &gateway, phone, "3900101222222", &pin2, &dir).await;
     assert_pyhanko_valid(&dir.join("pki/root.pem"), &signed, "3900101222222");
@@ -1120,15 +1081,7 @@ async fn faults_of_the_gateway_are_refused(backend: TestBackend) {
     let http = http();
     let issuer = &stand.issuer;
     let token = |client: &(String, String), auth_req_id: &str| {
-        let request = http
-            .post(format!("{issuer}/token"))
-            .basic_auth(&client.0, Some(&client.1))
-            .form(&[("grant_type", CIBA), ("auth_req_id", auth_req_id)]);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
+        ciba_token(issuer, client.clone(), auth_req_id.to_owned())
     };
     let hint = format!("phone={PHONE};national_id={NATIONAL_ID}");
     for (fault, code) in [
