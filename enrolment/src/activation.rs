@@ -156,6 +156,28 @@ impl Reader {
     }
 }
 
+/// Refuses a second activation of an application while one is under way (submitted
+/// twice, or the desk and the operator at once).
+pub(crate) async fn no_activation_running(
+    tx: &mut sqlx::AnyConnection,
+    application_id: &str,
+) -> Result<(), EnrolmentError> {
+    let busy: Option<String> = sqlx::query_scalar(
+        "SELECT activation_id FROM enrol_activation WHERE application_id = $1 \
+         AND state NOT IN ('done', 'failed', 'cleaned')",
+    )
+    .bind(application_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query("checking activations"))?;
+    match busy {
+        Some(_) => Err(EnrolmentError::Conflict(
+            "an activation of this application is already running (submitted twice?)".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn blocking_error(e: tokio::task::JoinError) -> EnrolmentError {
     EnrolmentError::internal("a card operation")(e.to_string())
 }
@@ -366,19 +388,7 @@ impl Enrolment {
             "card"
         };
         let mut tx = ctx.db.begin_write().await?;
-        let busy: Option<String> = sqlx::query_scalar(
-            "SELECT activation_id FROM enrol_activation WHERE application_id = $1 \
-             AND state NOT IN ('done', 'failed', 'cleaned')",
-        )
-        .bind(application_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query("checking activations"))?;
-        if busy.is_some() {
-            return Err(EnrolmentError::Conflict(
-                "an activation of this application is already running (submitted twice?)".into(),
-            ));
-        }
+        no_activation_running(&mut tx, application_id).await?;
         sqlx::query(
             "INSERT INTO enrol_activation (activation_id, application_id, carrier, token_id, \
              state, clerk_id, desk_id, created_at, updated_at, replaces) \

@@ -136,19 +136,7 @@ impl Enrolment {
         let activation_id = new_id("act");
         let now = ctx.clock.now().unix_timestamp();
         let mut tx = ctx.db.begin_write().await?;
-        let busy: Option<String> = sqlx::query_scalar(
-            "SELECT activation_id FROM enrol_activation WHERE application_id = $1 \
-             AND state NOT IN ('done', 'failed', 'cleaned')",
-        )
-        .bind(&application_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query("checking activations"))?;
-        if busy.is_some() {
-            return Err(EnrolmentError::Conflict(
-                "an activation of this application is already running".into(),
-            ));
-        }
+        crate::activation::no_activation_running(&mut tx, &application_id).await?;
         // The keys are on the SIM already: the activation starts at `keys`.
         sqlx::query(
             "INSERT INTO enrol_activation (activation_id, application_id, carrier, token_id, \
