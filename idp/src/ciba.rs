@@ -189,8 +189,9 @@ pub async fn authenticate(
     let mut tx = ctx.db.begin_write().await.map_err(IdpError::from)?;
     sqlx::query(
         "INSERT INTO idp_ciba_request (auth_req_sha256, client_id, scope, binding_message, \
-         auth_id, mode, notification_token, state, poll_interval, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10)",
+         auth_id, mode, notification_token, ping_auth_req_id, state, poll_interval, \
+         created_at, expires_at, watched_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $10)",
     )
     .bind(&auth_req_sha256)
     .bind(&client.client_id)
@@ -199,6 +200,7 @@ pub async fn authenticate(
     .bind(&started.auth_id)
     .bind(mode.name())
     .bind(notification_token)
+    .bind((mode == CibaMode::Ping).then_some(auth_req_id.as_str()))
     .bind(INTERVAL_SECS)
     .bind(now)
     .bind(expires_at)
@@ -219,13 +221,7 @@ pub async fn authenticate(
     tx.commit()
         .await
         .map_err(query("recording a CIBA request"))?;
-    tokio::spawn(watch(
-        idp.clone(),
-        client,
-        auth_req_id.clone(),
-        started.auth_id,
-        expires_at,
-    ));
+    spawn_watch(idp, client, auth_req_sha256, started.auth_id, expires_at);
     Ok(json!({
         "auth_req_id": auth_req_id,
         "expires_in": expiry,
@@ -234,16 +230,85 @@ pub async fn authenticate(
     }))
 }
 
+/// Follows request `auth_req_sha256` in a task of its own, unless this process
+/// already does.
+fn spawn_watch(
+    idp: &Idp,
+    client: Client,
+    auth_req_sha256: String,
+    auth_id: String,
+    expires_at: i64,
+) {
+    let Ok(mut watching) = idp.inner.ciba_watching.lock() else {
+        return;
+    };
+    if watching.insert(auth_req_sha256.clone()) {
+        tokio::spawn(watch(
+            idp.clone(),
+            client,
+            auth_req_sha256,
+            auth_id,
+            expires_at,
+        ));
+    }
+}
+
+/// Takes up the pending requests no process is watching (the one that accepted them
+/// stopped): run by the provider's periodic work.
+pub(crate) async fn resume(idp: &Idp) -> Result<(), IdpError> {
+    let ctx = idp.ctx();
+    let now = ctx.clock.now().unix_timestamp();
+    // A watcher marks its request at each long poll: one unmarked for two polls and a
+    // margin has no watcher left.
+    let stale = idp.mobile_poll_secs().map_or(45, |secs| 2 * secs + 5);
+    let rows = sqlx::query(
+        "SELECT auth_req_sha256, client_id, auth_id, expires_at FROM idp_ciba_request \
+         WHERE state = 'pending' AND expires_at > $1 \
+         AND (watched_at IS NULL OR watched_at < $2)",
+    )
+    .bind(now)
+    .bind(now - stale)
+    .fetch_all(ctx.db.pool())
+    .await
+    .map_err(query("finding unwatched CIBA requests"))?;
+    for row in rows {
+        let read = |e| query("reading a CIBA request")(e);
+        let hash: String = row.try_get("auth_req_sha256").map_err(read)?;
+        let client_id: String = row.try_get("client_id").map_err(read)?;
+        let auth_id: String = row.try_get("auth_id").map_err(read)?;
+        let expires_at: i64 = row.try_get("expires_at").map_err(read)?;
+        let Some(client) = idp.client(&client_id).await? else {
+            conclude(idp, &hash, "denied", Some("CLIENT_REMOVED")).await?;
+            continue;
+        };
+        tracing::info!(client = %client_id, "CIBA: taking up a request no process was watching");
+        spawn_watch(idp, client, hash, auth_id, expires_at);
+    }
+    Ok(())
+}
+
 /// Follows a CIBA request's mobile-ID answer until it comes or the request expires:
 /// on success the grant and its code (keyed by the auth_req_id's hash) are stored; a
 /// ping-mode client is then notified either way.
-async fn watch(idp: Idp, client: Client, auth_req_id: String, auth_id: String, expires_at: i64) {
-    let auth_req_sha256 = sha256_hex(auth_req_id.as_bytes());
+async fn watch(
+    idp: Idp,
+    client: Client,
+    auth_req_sha256: String,
+    auth_id: String,
+    expires_at: i64,
+) {
     loop {
         if idp.ctx().clock.now().unix_timestamp() >= expires_at {
             let _ = conclude(&idp, &auth_req_sha256, "denied", Some("EXPIRED")).await;
             break;
         }
+        // Seen to be watched, so no other process takes it up.
+        let _ =
+            sqlx::query("UPDATE idp_ciba_request SET watched_at = $1 WHERE auth_req_sha256 = $2")
+                .bind(idp.ctx().clock.now().unix_timestamp())
+                .bind(&auth_req_sha256)
+                .execute(idp.ctx().db.pool())
+                .await;
         let progress = match idp.mobile_poll(&auth_id).await {
             Ok(Some(progress)) => progress,
             Ok(None) => break,
@@ -265,10 +330,13 @@ async fn watch(idp: Idp, client: Client, auth_req_id: String, auth_id: String, e
             } => authenticated(&idp, &auth_req_sha256, &citizen.citizen_id, authentication).await,
         };
         match concluded {
-            Ok(()) => notify(&idp, &client, &auth_req_id, &auth_req_sha256).await,
+            Ok(()) => notify(&idp, &client, &auth_req_sha256).await,
             Err(error) => tracing::error!(%error, "CIBA: could not record the citizen's answer"),
         }
         break;
+    }
+    if let Ok(mut watching) = idp.inner.ciba_watching.lock() {
+        watching.remove(&auth_req_sha256);
     }
 }
 
@@ -332,7 +400,7 @@ async fn conclude(
 }
 
 /// Tells a ping-mode client that its request has an answer (CIBA Core 10.2), once.
-async fn notify(idp: &Idp, client: &Client, auth_req_id: &str, auth_req_sha256: &str) {
+async fn notify(idp: &Idp, client: &Client, auth_req_sha256: &str) {
     if client.metadata.ciba_mode != Some(CibaMode::Ping) {
         return;
     }
@@ -340,20 +408,30 @@ async fn notify(idp: &Idp, client: &Client, auth_req_id: &str, auth_req_sha256: 
         return;
     };
     let ctx = idp.ctx();
-    let token: Option<String> = match sqlx::query_scalar(
-        "SELECT notification_token FROM idp_ciba_request WHERE auth_req_sha256 = $1",
+    let row = sqlx::query(
+        "SELECT notification_token, ping_auth_req_id FROM idp_ciba_request \
+         WHERE auth_req_sha256 = $1",
     )
     .bind(auth_req_sha256)
     .fetch_optional(ctx.db.pool())
-    .await
-    {
-        Ok(token) => token.flatten(),
+    .await;
+    let pair = match row {
+        Ok(Some(row)) => row
+            .try_get::<Option<String>, _>("notification_token")
+            .ok()
+            .flatten()
+            .zip(
+                row.try_get::<Option<String>, _>("ping_auth_req_id")
+                    .ok()
+                    .flatten(),
+            ),
+        Ok(None) => None,
         Err(error) => {
             tracing::error!(%error, "CIBA: reading the notification token");
             return;
         }
     };
-    let Some(token) = token else {
+    let Some((token, auth_req_id)) = pair else {
         return;
     };
     let sent = idp
@@ -373,7 +451,8 @@ async fn notify(idp: &Idp, client: &Client, auth_req_id: &str, auth_req_sha256: 
     };
     // The token is the client's secret for its endpoint: not kept once used.
     let _ = sqlx::query(
-        "UPDATE idp_ciba_request SET notification_token = NULL WHERE auth_req_sha256 = $1",
+        "UPDATE idp_ciba_request SET notification_token = NULL, ping_auth_req_id = NULL \
+         WHERE auth_req_sha256 = $1",
     )
     .bind(auth_req_sha256)
     .execute(ctx.db.pool())

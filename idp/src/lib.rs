@@ -156,6 +156,8 @@ struct Inner {
     certificates: Option<Arc<dyn CitizenCertificates>>,
     clients: clients::ClientCache,
     mobile: Option<mobile::MobileId>,
+    /// The CIBA requests this process follows (by auth_req_id hash).
+    ciba_watching: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The client id of the provider's own self-service pages.
@@ -206,6 +208,7 @@ impl Idp {
         Ok(Self {
             inner: Arc::new(Inner {
                 mobile,
+                ciba_watching: std::sync::Mutex::default(),
                 webauthn,
                 dpop_replays: dpop::ReplayCache::default(),
                 certificates,
@@ -333,6 +336,11 @@ impl Idp {
                 _ = tick.tick() => {
                     if let Err(error) = self.keys().maintain_once().await {
                         tracing::warn!(%error, "token-signing key maintenance failed");
+                    }
+                    if self.mobile_id_enabled()
+                        && let Err(error) = ciba::resume(&self).await
+                    {
+                        tracing::warn!(%error, "taking up CIBA requests failed");
                     }
                 }
             }

@@ -197,6 +197,14 @@ impl Idp {
             .ok_or_else(|| Refusal::new("UNAVAILABLE", "mobile ID is not configured"))
     }
 
+    /// How long one long poll waits at the gateway, seconds (when mobile ID is on).
+    pub(crate) fn mobile_poll_secs(&self) -> Option<i64> {
+        self.inner
+            .mobile
+            .as_ref()
+            .map(|m| i64::try_from(m.poll.as_secs()).unwrap_or(60))
+    }
+
     /// Whether mobile ID is configured.
     pub fn mobile_id_enabled(&self) -> bool {
         self.inner.mobile.is_some()

@@ -33,14 +33,18 @@ CREATE TABLE idp_ciba_request (
     auth_id             TEXT    NOT NULL,
     -- poll or ping
     mode                TEXT    NOT NULL,
-    -- ping: the bearer token the client gave for its notification endpoint (dropped
-    -- once the notification is sent)
+    -- ping: the bearer token the client gave for its notification endpoint, and the
+    -- auth_req_id the notification names (both dropped once it is sent)
     notification_token  TEXT,
+    ping_auth_req_id    TEXT,
     -- pending, authenticated, denied
     state               TEXT    NOT NULL,
     result              TEXT,
     poll_interval       BIGINT  NOT NULL,
     last_polled_at      BIGINT,
+    -- when a provider process last waited at the gateway for the answer: a request
+    -- nobody has watched for a minute (its process stopped) is taken up by another
+    watched_at          BIGINT,
     created_at          BIGINT  NOT NULL,
     expires_at          BIGINT  NOT NULL
 );

@@ -690,12 +690,29 @@ async fn ciba_in_poll_and_ping_with_mobile_id(backend: TestBackend) {
     assert_eq!(status, 200, "{tokens}");
     assert!(tokens["id_token"].is_string());
 
+    // The provider restarts while the citizen has not answered: the new process takes
+    // the request up (no process marked it for two polls and a margin: 9 s here).
+    let (status, started) = ask(poll_client, form(&[])).await;
+    assert_eq!(status, 200, "{started}");
+    let auth_req_id = started["auth_req_id"].as_str().unwrap().to_owned();
     let Stand {
         eid,
         addresses,
         server,
+        gateway,
         ..
     } = stand;
+    server.stop().await;
+    let server = serve_with_mobile_id(&eid, &addresses, &gateway).await;
+    let prompt = gateway.prompt(PHONE).await;
+    gateway.answer(
+        PHONE,
+        &prompt,
+        "confirm",
+        Some(&serde_json::json!({ "pin": PIN1 })),
+    );
+    let tokens = poll_until_issued(&token, poll_client, &auth_req_id).await;
+    assert!(tokens["id_token"].is_string(), "{tokens}");
     server.stop().await;
     let tail = run(&eid, &addresses, &["audit", "tail", "-n", "80"]).await;
     for expected in [
