@@ -289,6 +289,7 @@ struct EnrolmentSection {
     session_ttl_secs: u64,
     link_ttl_secs: u64,
     applications_per_minute: u32,
+    status_queries_per_minute: u32,
     document_type: Vec<DocumentTypeSection>,
     reader: Option<ReaderSection>,
     status_client: Vec<IssuanceClientSection>,
@@ -302,6 +303,7 @@ impl Default for EnrolmentSection {
             session_ttl_secs: 8 * 3600,
             link_ttl_secs: 24 * 3600,
             applications_per_minute: 20,
+            status_queries_per_minute: 600,
             document_type: Vec::new(),
             reader: None,
             status_client: Vec::new(),
@@ -644,6 +646,8 @@ pub struct EnrolmentConfig {
     pub link_ttl_secs: u64,
     /// Pre-registrations accepted per minute from one client address.
     pub applications_per_minute: u32,
+    /// Identity-status queries one relying service may make per minute.
+    pub status_queries_per_minute: u32,
     /// The identity documents a clerk may record (`[[enrolment.document_type]]`).
     pub document_types: Vec<DocumentType>,
     /// The desk's card or SIM reader, if it has one (`[enrolment.reader]`).
@@ -1759,6 +1763,10 @@ fn resolve_enrolment(
             "enrolment.applications_per_minute",
             u64::from(section.applications_per_minute),
         ),
+        (
+            "enrolment.status_queries_per_minute",
+            u64::from(section.status_queries_per_minute),
+        ),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be at least 1"));
@@ -1861,6 +1869,7 @@ fn resolve_enrolment(
         session_ttl_secs: section.session_ttl_secs,
         link_ttl_secs: section.link_ttl_secs,
         applications_per_minute: section.applications_per_minute,
+        status_queries_per_minute: section.status_queries_per_minute,
         document_types,
         reader,
         status_clients: api_clients(

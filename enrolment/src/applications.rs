@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
-use eid_core::{AuditEvent, audit};
+use eid_core::{AuditEvent, Outcome, audit};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -275,12 +275,12 @@ pub(crate) fn name_key(given_name: &str, family_name: &str, birth_date: &str) ->
 /// A fixed-window limit per client address. Per process: a replica behind a load
 /// balancer counts its own share.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub(crate) struct RateLimiter<K = IpAddr> {
     per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    windows: Mutex<HashMap<K, (i64, u32)>>,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
     pub(crate) fn new(per_minute: u32) -> Self {
         Self {
             per_minute,
@@ -289,7 +289,7 @@ impl RateLimiter {
     }
 
     /// Counts one request from `client` at `now` (unix seconds); false when over.
-    pub(crate) fn allow(&self, client: IpAddr, now: i64) -> bool {
+    pub(crate) fn allow(&self, client: K, now: i64) -> bool {
         let minute = now / 60;
         let Ok(mut windows) = self.windows.lock() else {
             return false;
@@ -469,6 +469,41 @@ impl Enrolment {
             .map_err(query("finding an application"))?
             .map(|row| from_row(&row))
             .transpose()
+    }
+
+    /// The status of the identity with this national identity number, asked by relying
+    /// service `caller`: at most `status_queries_per_minute` a minute per caller, and
+    /// each answer audited (who asked about whom, and what they learnt).
+    pub async fn identity_status_for(
+        &self,
+        caller: &str,
+        national_id: &NationalIdNumber,
+    ) -> Result<Option<crate::IdentityStatus>, EnrolmentError> {
+        let ctx = self.ctx();
+        if !self
+            .inner
+            .status_limiter
+            .allow(caller.to_owned(), ctx.clock.now().unix_timestamp())
+        {
+            return Err(EnrolmentError::RateLimited);
+        }
+        let status = self.identity_status(national_id).await?;
+        let event = AuditEvent::new(
+            format!("service:{caller}"),
+            "enrolment.identity.status",
+            "identity",
+            national_id.as_str(),
+        )
+        .outcome(if status.is_some() {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        })
+        .details(serde_json::json!({
+            "status": status.as_ref().map(|s| s.status),
+        }));
+        audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+        Ok(status)
     }
 
     /// The status of the identity with this national identity number, as relying

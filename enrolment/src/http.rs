@@ -1299,7 +1299,7 @@ async fn identity_status(
         }
     };
     tracing::debug!(caller, "identity status query");
-    match enrolment.identity_status(&number).await {
+    match enrolment.identity_status_for(&caller, &number).await {
         Ok(Some(status)) => {
             let since = time::OffsetDateTime::from_unix_timestamp(status.since)
                 .ok()

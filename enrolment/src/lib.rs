@@ -145,6 +145,7 @@ struct Inner {
     issuer: Option<Arc<dyn CertificateIssuer>>,
     reader: Option<Arc<activation::Reader>>,
     limiter: applications::RateLimiter,
+    status_limiter: applications::RateLimiter<String>,
 }
 
 impl Enrolment {
@@ -180,6 +181,7 @@ impl Enrolment {
                 issuer,
                 reader,
                 limiter: applications::RateLimiter::new(config.applications_per_minute),
+                status_limiter: applications::RateLimiter::new(config.status_queries_per_minute),
             }),
         })
     }

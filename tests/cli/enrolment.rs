@@ -68,7 +68,8 @@ impl Setup {
         std::fs::write(
             &config,
             format!(
-                "[[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n\
+                "[enrolment]\nstatus_queries_per_minute = 40\n\
+                 [[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n\
                  [[enrolment.operator_client]]\nname = \"tt-mobile\"\ntoken_env = \"EID_TEST_OPERATOR_TOKEN\"\n",
                 token.display().to_string()
             ),

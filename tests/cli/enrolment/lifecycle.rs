@@ -544,6 +544,31 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
             .any(|l| l.contains("enrolment.card.unblock") && l.contains("denied")),
         "the wrong PUK is not in the log"
     );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("enrolment.identity.status")
+                && l.contains("service:benefits-office")),
+        "status queries are not in the log"
+    );
+    // A relying service asks at most status_queries_per_minute (40 here) a minute.
+    let mut limited = None;
+    // (82 tries: a minute boundary within them restarts the count at most once.)
+    for _ in 0..82 {
+        let (code, body, _) = status(setup, national_id, Some(STATUS_TOKEN)).await;
+        if code == 429 {
+            limited = Some(body);
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+    }
+    let limited = limited.expect("the 41st status query within a minute is refused");
+    assert!(
+        limited["type"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("rate-limited"),
+        "{limited}"
+    );
     for secret in [
         PUK,
         NEW_PIN1,
