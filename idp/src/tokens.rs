@@ -541,7 +541,13 @@ pub(crate) async fn redeem(
     }
     let expires: i64 = row.try_get("code_expires").map_err(read)?;
     if expires <= now {
-        return Err(OAuthError::invalid_grant(format!("the {what} has expired")));
+        let description = format!("the {what} has expired");
+        // CIBA names its own error for an expired request (CIBA Core 11).
+        return Err(if browser.is_some() {
+            OAuthError::invalid_grant(description)
+        } else {
+            OAuthError::expired_token(description)
+        });
     }
     if grant.client_id != client.client_id {
         return Err(OAuthError::invalid_grant(format!(

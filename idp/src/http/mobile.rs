@@ -158,7 +158,8 @@ enum Step {
         location: String,
         session_cookie: String,
     },
-    Failed(String),
+    /// The refusal's code, and the language of the login's pages.
+    Failed(String, pages::Lang),
 }
 
 /// One long poll for the interaction's mobile-ID request, and the login finished when
@@ -178,12 +179,20 @@ async fn advance(idp: &Idp, headers: &HeaderMap, id: &str, auth: &str) -> Result
     }
     let progress = match idp.mobile_poll(auth).await {
         Ok(Some(progress)) => progress,
-        Ok(None) => return Ok(Step::Failed("EXPIRED".into())),
+        Ok(None) => {
+            return Ok(Step::Failed(
+                "EXPIRED".into(),
+                lang_of(headers, interaction.request.ui_locales.as_deref()),
+            ));
+        }
         Err(e) => return Err(internal(headers, &e)),
     };
     match progress {
         Progress::Waiting { .. } => Ok(Step::Waiting),
-        Progress::Failed(refusal) => Ok(Step::Failed(refusal.code)),
+        Progress::Failed(refusal) => Ok(Step::Failed(
+            refusal.code,
+            lang_of(headers, interaction.request.ui_locales.as_deref()),
+        )),
         // Another poll (a second tab) finished this login.
         Progress::AlreadyDone => Err(error_page(
             headers,
@@ -223,7 +232,6 @@ async fn status(
     headers: HeaderMap,
     Path((id, auth)): Path<(String, String)>,
 ) -> Response {
-    let lang = lang_of(&headers, None);
     match advance(&idp, &headers, &id, &auth).await {
         Ok(Step::Waiting) => no_store(Json(json!({ "state": "waiting" })).into_response()),
         Ok(Step::Done {
@@ -235,7 +243,7 @@ async fn status(
             set_cookie(&mut response, &idp, SESSION_COOKIE, &session_cookie, None);
             response
         }
-        Ok(Step::Failed(code)) => no_store(
+        Ok(Step::Failed(code, lang)) => no_store(
             Json(json!({
                 "state": "failed",
                 "code": code,
@@ -277,7 +285,7 @@ async fn continue_page(
             set_cookie(&mut response, &idp, SESSION_COOKIE, &session_cookie, None);
             response
         }
-        Ok(Step::Failed(code)) => back_to_login(&id, &code),
+        Ok(Step::Failed(code, _)) => back_to_login(&id, &code),
         Err(page) => page,
     }
 }
