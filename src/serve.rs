@@ -217,6 +217,14 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             "idp-card"
         ));
     }
+    if let Some(mobile) = &ctx.config.mobile_id
+        && (idp.is_some() || signing.is_some())
+    {
+        say(format_args!(
+            "  {:<10} gateway {} (key pinned {}): login, CIBA, signing",
+            "mobile-id", mobile.gateway_url, mobile.gateway_pin
+        ));
+    }
 
     let shutdown_for_idp = shutdown.clone();
     let mut servers = JoinSet::new();

@@ -1305,7 +1305,18 @@ impl Config {
             self.signing.tsa.clock.check_interval.as_secs(),
             self.signing.tsa.clock.ntp_timeout.as_millis(),
             self.signing.tsa.clock.danger_unchecked,
-        )
+        ) + &match &self.mobile_id {
+            Some(m) => format!(
+                "\n[mobile_id]\ngateway_url = {:?}\ngateway_pin = \"{}\"\nrelying_party_uuid = {:?}\nrelying_party_name = {:?}\npoll_secs = {}\nmax_attempts = {}\n",
+                m.gateway_url,
+                m.gateway_pin,
+                m.relying_party_uuid,
+                m.relying_party_name,
+                m.poll_secs,
+                m.max_attempts,
+            ),
+            None => "\n# [mobile_id]: off (no gateway URL and pin)\n".to_owned(),
+        }
     }
 }
 
