@@ -898,3 +898,26 @@ pub async fn recent_logins(
         })
         .collect()
 }
+
+/// The short-lived rows a day past their expiry: login interactions, pushed requests,
+/// mobile-ID requests and CIBA requests (their grants and codes stay). Returns how many
+/// rows went.
+pub async fn purge_expired(db: &eid_core::Database, now: i64) -> Result<u64, IdpError> {
+    const KEEP_SECS: i64 = 24 * 3600;
+    let mut purged = 0;
+    for table in [
+        "idp_interaction",
+        "idp_pushed_request",
+        "idp_mobile_auth",
+        "idp_ciba_request",
+    ] {
+        let sql = format!("DELETE FROM {table} WHERE expires_at < $1");
+        purged += sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now - KEEP_SECS)
+            .execute(db.pool())
+            .await
+            .map_err(query("purging expired rows"))?
+            .rows_affected();
+    }
+    Ok(purged)
+}

@@ -327,9 +327,12 @@ impl Idp {
         Ok(keys)
     }
 
-    /// Runs the provider's periodic work (key activation and retirement) until `stop`.
+    /// Runs the provider's periodic work until `stop`: key activation and retirement,
+    /// taking up CIBA requests whose process stopped, and purging expired rows.
     pub async fn maintain(self, stop: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        // Expired rows go every ten minutes (and at start).
+        let mut purged_at: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -341,6 +344,15 @@ impl Idp {
                         && let Err(error) = ciba::resume(&self).await
                     {
                         tracing::warn!(%error, "taking up CIBA requests failed");
+                    }
+                    if purged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(600)) {
+                        purged_at = Some(std::time::Instant::now());
+                        let now = self.ctx().clock.now().unix_timestamp();
+                        match flow::purge_expired(&self.ctx().db, now).await {
+                            Ok(0) => {}
+                            Ok(rows) => tracing::info!(rows, "purged expired login and CIBA rows"),
+                            Err(error) => tracing::warn!(%error, "purging expired rows failed"),
+                        }
                     }
                 }
             }

@@ -448,6 +448,7 @@ async fn group_commit_without_savepoints_fails_whole_groups(backend: TestBackend
 }
 
 on_both_backends!(
+    expired_login_rows_are_purged,
     group_commit_keeps_each_operation_whole,
     group_commit_without_savepoints_fails_whole_groups,
     migrations_are_idempotent,
@@ -463,3 +464,43 @@ on_both_backends!(
     rewritten_chain_is_caught_by_the_signed_checkpoint,
     forged_checkpoint_is_refused,
 );
+
+/// The identity provider's short-lived rows go a day after they expire; younger ones
+/// stay.
+async fn expired_login_rows_are_purged(backend: TestBackend) {
+    let f = fixture(backend).await;
+    let now = f.clock.now().unix_timestamp();
+    for (id, expires_at) in [("old", now - 2 * 86_400), ("young", now - 3_600)] {
+        sqlx::query(
+            "INSERT INTO idp_interaction (interaction_id, browser_sha256, client_id, request, \
+             state, created_at, expires_at) VALUES ($1, 'b', 'c', '{}', 'login', $2, $2)",
+        )
+        .bind(id)
+        .bind(expires_at)
+        .execute(f.db.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO idp_mobile_auth (auth_id, purpose, phone_number, national_id, hash, \
+             gateway_session, state, created_at, expires_at) \
+             VALUES ($1, 'login', '+18685550100', '1', 'h', 's', 'failed', $2, $2)",
+        )
+        .bind(id)
+        .bind(expires_at)
+        .execute(f.db.pool())
+        .await
+        .unwrap();
+    }
+    let purged = eid_idp::flow::purge_expired(&f.db, now).await.unwrap();
+    assert_eq!(purged, 2);
+    for table in ["idp_interaction", "idp_mobile_auth"] {
+        let left: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap()
+        .get("n");
+        assert_eq!(left, 1, "{table}");
+    }
+}
