@@ -136,7 +136,12 @@ impl CardModule {
             match classify(&session, object, &mut token) {
                 // Destroyed since the search (a key store of this process replacing a
                 // certificate, say): it is not there any more.
-                Err(CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
+                // or renumbered while another session of the process reloaded the
+                // token from disk (SoftHSM2), its attributes unreadable meanwhile.
+                Err(
+                    CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _)
+                    | CryptokiError::InvalidValue,
+                ) => {}
                 other => other.map_err(failed)?,
             }
         }

@@ -14,6 +14,7 @@ use std::{
 };
 
 use cryptoki::{
+    error::{Error as CryptokiError, RvError},
     mechanism::{
         Mechanism, MechanismType,
         rsa::{PkcsMgfType, PkcsPssParams},
@@ -116,6 +117,23 @@ fn certificate_value(
             Attribute::Value(value) => Some(value),
             _ => None,
         }))
+}
+
+/// Destroys the certificate objects labelled `label` other than the one holding `der`.
+fn destroy_other_certificates(
+    session: &Session,
+    label: &[u8],
+    der: &[u8],
+) -> Result<(), CallError> {
+    for object in session.find_objects(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::Label(label.to_vec()),
+    ])? {
+        if certificate_value(session, object)?.as_deref() != Some(der) {
+            session.destroy_object(object)?;
+        }
+    }
+    Ok(())
 }
 
 fn unsupported(label: &KeyLabel, detail: &str) -> CallError {
@@ -489,10 +507,23 @@ impl TokenKeys {
                     }
                 }
                 session.create_object(&template)?;
-                for object in existing {
-                    session.destroy_object(object)?;
+                if existing.is_empty() {
+                    return Ok(());
                 }
-                Ok(())
+                // The earlier certificates are found again rather than destroyed by the
+                // handles found above: SoftHSM2 renumbers a token's objects when another
+                // session of the process reloads it from disk, so those may be stale.
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match destroy_other_certificates(session, &label, &certificate.der) {
+                        Err(CallError::Token(
+                            CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _)
+                            | CryptokiError::InvalidValue,
+                        )) if tries < 5 => continue,
+                        done => return done,
+                    }
+                }
             })
             .map_err(|e| self.hsm(e))?;
         tracing::info!(label = %key.label, token = %self.pool.token().label(), "stored certificate on PKCS#11 token");
