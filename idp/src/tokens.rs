@@ -520,8 +520,14 @@ pub(crate) async fn redeem(
     else {
         return Ok(None);
     };
-    let grant = grant_from_row(&row)?;
     let read = |e| query("reading a code")(e);
+    let stored_redirect: String = row.try_get("redirect_uri").map_err(read)?;
+    // A CIBA request's code (marked by the grant type in place of a redirect URI) is
+    // redeemed only by the CIBA grant, and an authorization code only by its own.
+    if (stored_redirect == CIBA_GRANT) == browser.is_some() {
+        return Ok(None);
+    }
+    let grant = grant_from_row(&row)?;
     let used_at: Option<i64> = row.try_get("used_at").map_err(read)?;
     let reused = || {
         OAuthError::invalid_grant(format!(
@@ -554,7 +560,6 @@ pub(crate) async fn redeem(
             "the {what} was issued to another client"
         )));
     }
-    let stored_redirect: String = row.try_get("redirect_uri").map_err(read)?;
     let (redirect_uri, code_verifier) = browser.unwrap_or((&stored_redirect, None));
     if stored_redirect != redirect_uri {
         return Err(OAuthError::invalid_grant(

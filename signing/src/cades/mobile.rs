@@ -11,7 +11,6 @@ use eid_core::{AuditEvent, audit};
 use eid_hsm::mobile::{
     HashType, Language, MobileIdError, MobileIdRequest, MobileIdSession, Operation,
 };
-use sqlx::Row;
 
 use super::{DocumentInput, Finished, Format, Level, PrepareRequest, Signatures, query_error};
 use crate::SignatureError;
@@ -171,14 +170,7 @@ impl Signatures {
         if pending.state != "pending" {
             return Err(SignatureError::AlreadyUsed(id.to_owned()));
         }
-        let session: Option<String> =
-            sqlx::query("SELECT mobile_session FROM pending_signature WHERE id = $1")
-                .bind(id)
-                .fetch_one(self.ctx.db.pool())
-                .await
-                .and_then(|row| row.try_get("mobile_session"))
-                .map_err(query_error("reading a mobile-ID signature"))?;
-        let Some(session) = session else {
+        let Some(session) = pending.mobile_session.clone() else {
             return Err(SignatureError::BadRequest(format!(
                 "signature {id} is not signed by mobile ID: finalize it with the signature value"
             )));

@@ -223,6 +223,8 @@ struct Pending {
     signed_attributes: Vec<u8>,
     expires_at: i64,
     state: String,
+    /// The mobile gateway's session, for a signature made on a SIM.
+    mobile_session: Option<String>,
 }
 
 impl Signatures {
@@ -421,7 +423,7 @@ impl Signatures {
         let row = sqlx::query(
             "SELECT client, level, certificate, digest_algorithm, document_digest, \
              signature_scheme, signed_attributes, expires_at, state, format, \
-             prepared_document FROM pending_signature WHERE id = $1",
+             prepared_document, mobile_session FROM pending_signature WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.ctx.db.pool())
@@ -464,6 +466,9 @@ impl Signatures {
                 .try_get::<i64, _>("expires_at")
                 .map_err(query_error("reading a pending signature"))?,
             state: text("state")?,
+            mobile_session: row
+                .try_get::<Option<String>, _>("mobile_session")
+                .map_err(query_error("reading a pending signature"))?,
         })
     }
 

@@ -626,6 +626,23 @@ async fn ciba_in_poll_and_ping_with_mobile_id(backend: TestBackend) {
         serde_json::json!(["hwk", "mca", "mfa", "pin"])
     );
     assert_eq!(claims["aud"], poll_client.0.as_str());
+    // An auth_req_id is not an authorization code: presented as one it is unknown,
+    // and the grant it made stays (the access token below still works).
+    let as_code = redeem_code(
+        issuer,
+        (&browser_client.0, &browser_client.1),
+        &auth_req_id,
+        "a-pkce-verifier-that-is-long-enough-0123456789",
+    )
+    .await;
+    assert_eq!(as_code["error"], "invalid_grant", "{as_code}");
+    assert!(
+        as_code["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("unknown"),
+        "{as_code}"
+    );
     let userinfo: Value = http
         .get(format!("{issuer}/userinfo"))
         .bearer_auth(tokens["access_token"].as_str().unwrap())
