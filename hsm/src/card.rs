@@ -1,7 +1,7 @@
 //! Personalising citizens' ID cards and SIMs through PKCS#11: [`CardReader`] and
 //! its vocabulary. The card model and the rules for callers are on [`CardReader`].
 
-use std::{collections::BTreeMap, fmt, path::Path, sync::Mutex};
+use std::{collections::BTreeMap, fmt, path::Path};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -257,15 +257,7 @@ pub struct PersonalisedCard {
     pub signing_evidence: QscdEvidence,
 }
 
-/// Card administration is serialised within the process: listing a card opens
-/// sessions on its tokens, and `C_InitToken` or a security officer login on another
-/// thread would fail while they are open.
-fn administering() -> Result<std::sync::MutexGuard<'static, ()>, HsmError> {
-    static ADMINISTERING: Mutex<()> = Mutex::new(());
-    ADMINISTERING.lock().map_err(|_| HsmError::Task {
-        detail: "card administration lock poisoned by an earlier panic".into(),
-    })
-}
+use crate::pkcs11::token_administration as administering;
 
 fn same_secret(a: &SecretString, b: &SecretString) -> bool {
     a.expose_secret() == b.expose_secret()

@@ -493,6 +493,7 @@ impl TokenKeys {
             Attribute::SerialNumber(certificate.serial_number.clone()),
             Attribute::Value(certificate.der.clone()),
         ];
+        let _one_at_a_time = super::token_administration()?;
         self.pool
             .with_session(|session| {
                 let existing = session.find_objects(&[

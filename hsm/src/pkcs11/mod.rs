@@ -78,8 +78,20 @@ pub fn initialize_token(
     so_pin: &SecretString,
     user_pin: &SecretString,
 ) -> Result<String, HsmError> {
+    let _one_at_a_time = token_administration()?;
     let module = context::Module::load(module)?;
     module.initialize_token(label, so_pin, user_pin)
+}
+
+/// Token administration is serialised within the process: listing a card opens
+/// sessions on its tokens, and `C_InitToken`, a security officer login or writing a
+/// certificate object on another thread fails while SoftHSM2 reloads its tokens from
+/// disk for them (object handles renumbered, `CKR_GENERAL_ERROR`).
+pub(crate) fn token_administration() -> Result<std::sync::MutexGuard<'static, ()>, HsmError> {
+    static ADMINISTERING: Mutex<()> = Mutex::new(());
+    ADMINISTERING.lock().map_err(|_| HsmError::Task {
+        detail: "token administration lock poisoned by an earlier panic".into(),
+    })
 }
 
 /// A failed call on the token, kept as cryptoki's error until the caller has decided
