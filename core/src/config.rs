@@ -166,9 +166,31 @@ struct SimGatewaySection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct SigningSection {
+    public_url: Option<String>,
     tsa: TsaSection,
     cades: CadesSection,
+    csc: CscSection,
     api_client: Vec<IssuanceClientSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CscSection {
+    audience: Option<String>,
+    sad_ttl_secs: u64,
+    pin_attempts: u32,
+    max_signatures: u32,
+}
+
+impl Default for CscSection {
+    fn default() -> Self {
+        Self {
+            audience: None,
+            sad_ttl_secs: 300,
+            pin_attempts: 3,
+            max_signatures: 20,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -711,10 +733,14 @@ impl fmt::Debug for ReaderConfig {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SigningConfig {
+    /// The service's public base URL (origin, no path).
+    pub public_url: String,
     /// The RFC 3161 time-stamp authority.
     pub tsa: TsaConfig,
     /// CAdES signatures (the two-step card/SIM flow).
     pub cades: CadesConfig,
+    /// Remote signing through the CSC API v2.
+    pub csc: CscConfig,
     /// The callers allowed to use the signature API, each with its bearer token
     /// (`[[signing.api_client]]`).
     pub api_clients: Vec<ApiClient>,
@@ -726,6 +752,23 @@ pub struct SigningConfig {
 pub struct CadesConfig {
     /// How long a prepared signature waits for its signature value.
     pub pending_ttl: std::time::Duration,
+}
+
+/// Remote signing by the CSC API v2 (`[signing.csc]`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CscConfig {
+    /// The resource the API is: the `aud` of the access tokens the identity provider
+    /// issues for the `service` and `credential` scopes (`{public_url}/csc/v2`).
+    pub audience: String,
+    /// The identity provider whose access tokens the API accepts (`idp.issuer`).
+    pub issuer: String,
+    /// How long signature activation data (SAD) stays usable.
+    pub sad_ttl: std::time::Duration,
+    /// Wrong PINs in a row before a credential locks (a supervisor at the desk unlocks).
+    pub pin_attempts: u32,
+    /// Most hashes one authorisation covers (`multisign`).
+    pub max_signatures: u32,
 }
 
 /// A caller of a service API authenticated by a bearer token.
@@ -1139,7 +1182,16 @@ impl Config {
         }
 
         let ca = resolve_ca(file.ca, &listen, env, &relative)?;
+        let idp = resolve_idp(file.idp, &listen, env, &relative)?;
+        let signing_url = public_origin(
+            "signing.public_url",
+            env.var("EID_SIGNING_PUBLIC_URL")
+                .or(file.signing.public_url)
+                .unwrap_or_else(|| format!("http://{}", listen.signing)),
+        )?;
         let signing = SigningConfig {
+            csc: resolve_csc(file.signing.csc, &signing_url, &idp)?,
+            public_url: signing_url,
             tsa: resolve_tsa(file.signing.tsa)?,
             cades: resolve_cades(file.signing.cades)?,
             api_clients: api_clients(
@@ -1149,7 +1201,6 @@ impl Config {
                 &relative,
             )?,
         };
-        let idp = resolve_idp(file.idp, &listen, env, &relative)?;
         let enrolment = resolve_enrolment(file.enrolment, &listen, env, &relative)?;
         let sim_gateway = SimGatewayConfig {
             module: env
@@ -1451,6 +1502,55 @@ fn resolve_cades(section: CadesSection) -> Result<CadesConfig, ConfigError> {
     })
 }
 
+/// An http(s) origin without a path, trailing slash trimmed.
+fn public_origin(key: &str, value: String) -> Result<String, ConfigError> {
+    let value = value.trim_end_matches('/').to_owned();
+    let url = url::Url::parse(&value)
+        .map_err(|e| invalid(key, format!("`{value}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.path() != "/" {
+        return Err(invalid(
+            key,
+            "must be an https:// (or, for development, http://) origin without a path",
+        ));
+    }
+    Ok(value)
+}
+
+fn resolve_csc(
+    section: CscSection,
+    public_url: &str,
+    idp: &IdpConfig,
+) -> Result<CscConfig, ConfigError> {
+    if !(10..=3600).contains(&section.sad_ttl_secs) {
+        return Err(invalid(
+            "signing.csc.sad_ttl_secs",
+            "must be 10 to 3600 seconds",
+        ));
+    }
+    if !(1..=10).contains(&section.pin_attempts) {
+        return Err(invalid("signing.csc.pin_attempts", "must be 1 to 10"));
+    }
+    if !(1..=1000).contains(&section.max_signatures) {
+        return Err(invalid("signing.csc.max_signatures", "must be 1 to 1000"));
+    }
+    let audience = section
+        .audience
+        .unwrap_or_else(|| format!("{public_url}/csc/v2"));
+    if url::Url::parse(&audience).is_err() {
+        return Err(invalid(
+            "signing.csc.audience",
+            format!("`{audience}` is not a URL"),
+        ));
+    }
+    Ok(CscConfig {
+        audience,
+        issuer: idp.issuer.clone(),
+        sad_ttl: std::time::Duration::from_secs(section.sad_ttl_secs),
+        pin_attempts: section.pin_attempts,
+        max_signatures: section.max_signatures,
+    })
+}
+
 /// `[mobile_id]`: on when both the gateway's URL and its pin are given, refused when
 /// only one is (a half-configured gateway is a mistake, not a choice).
 fn resolve_mobile_id(
@@ -1741,32 +1841,20 @@ fn resolve_enrolment(
     env: &dyn Environment,
     relative: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<EnrolmentConfig, ConfigError> {
-    let public_url = env
-        .var("EID_ENROLMENT_PUBLIC_URL")
-        .or(section.public_url)
-        .unwrap_or_else(|| {
-            // Passkeys need a host name: a loopback listener is reached as localhost.
-            let address = listen.enrolment;
-            if address.ip().is_loopback() {
-                format!("http://localhost:{}", address.port())
-            } else {
-                format!("http://{address}")
-            }
-        })
-        .trim_end_matches('/')
-        .to_owned();
-    let url = url::Url::parse(&public_url).map_err(|e| {
-        invalid(
-            "enrolment.public_url",
-            format!("`{public_url}` is not a URL ({e})"),
-        )
-    })?;
-    if !matches!(url.scheme(), "https" | "http") || url.path() != "/" {
-        return Err(invalid(
-            "enrolment.public_url",
-            "must be an https:// (or, for development, http://) origin without a path",
-        ));
-    }
+    let public_url = public_origin(
+        "enrolment.public_url",
+        env.var("EID_ENROLMENT_PUBLIC_URL")
+            .or(section.public_url)
+            .unwrap_or_else(|| {
+                // Passkeys need a host name: a loopback listener is reached as localhost.
+                let address = listen.enrolment;
+                if address.ip().is_loopback() {
+                    format!("http://localhost:{}", address.port())
+                } else {
+                    format!("http://{address}")
+                }
+            }),
+    )?;
     for (key, value) in [
         ("enrolment.session_ttl_secs", section.session_ttl_secs),
         ("enrolment.link_ttl_secs", section.link_ttl_secs),
