@@ -7,11 +7,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Level, OAuthError, clients::Client};
+use crate::{
+    Level, OAuthError,
+    authorization_details::{self, AuthorizationDetail, CredentialAuthorization},
+    clients::Client,
+};
 
 /// Longest value of any one parameter, and the most parameters, accepted.
 const MAX_PARAMETER_LEN: usize = 4096;
 const MAX_PARAMETERS: usize = 40;
+/// `authorization_details` may list up to 100 labelled digests, so it may be longer.
+const MAX_AUTHORIZATION_DETAILS_LEN: usize = 64 * 1024;
 
 /// Request parameters, each given at most once (RFC 6749 3.1).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -25,9 +31,14 @@ impl Parameters {
         }
         let mut map = BTreeMap::new();
         for (name, value) in pairs {
-            if value.len() > MAX_PARAMETER_LEN {
+            let limit = if name == "authorization_details" {
+                MAX_AUTHORIZATION_DETAILS_LEN
+            } else {
+                MAX_PARAMETER_LEN
+            };
+            if value.len() > limit {
                 return Err(OAuthError::invalid_request(format!(
-                    "parameter `{name}` is longer than {MAX_PARAMETER_LEN} characters"
+                    "parameter `{name}` is longer than {limit} characters"
                 )));
             }
             // RFC 6749 3.1: parameters sent without a value are treated as omitted.
@@ -89,6 +100,16 @@ pub struct AuthorizationRequest {
     pub dpop_jkt: Option<String>,
     /// Preferred languages.
     pub ui_locales: Option<String>,
+    /// Validated rich authorization details (RFC 9396): a signing authorisation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization_details: Vec<AuthorizationDetail>,
+}
+
+impl AuthorizationRequest {
+    /// The signing authorisation this request asks for, if any.
+    pub fn credential(&self) -> Option<&CredentialAuthorization> {
+        authorization_details::credential(&self.authorization_details)
+    }
 }
 
 /// Why a request was refused, and where the refusal goes.
@@ -297,6 +318,33 @@ pub fn check(
         }
     }
 
+    let authorization_details = match params.get("authorization_details") {
+        Some(text) => {
+            // Only a client registered for the CSC `credential` scope may ask for
+            // signing authorisations; the refusal names the error RFC 9396 5 defines.
+            if !client.allows_scope("credential") {
+                return Err(OAuthError::invalid_authorization_details(
+                    "this client is not allowed credential authorisations (its registration \
+                     lacks the `credential` scope)",
+                ));
+            }
+            authorization_details::parse(text)?
+        }
+        None => Vec::new(),
+    };
+    if authorization_details::credential(&authorization_details).is_some() {
+        // A signing authorisation is bound to a login made for it and is confirmed each
+        // time: it is asked for as with prompt=login and prompt=consent.
+        if prompt.none {
+            return Err(OAuthError::login_required(
+                "a credential authorisation needs a fresh login and the citizen's \
+                 confirmation, which prompt=none forbids",
+            ));
+        }
+        prompt.login = true;
+        prompt.consent = true;
+    }
+
     let dpop_jkt = params.get("dpop_jkt").map(str::to_owned);
 
     Ok(AuthorizationRequest {
@@ -313,6 +361,7 @@ pub fn check(
         userinfo_claims,
         dpop_jkt,
         ui_locales: params.get("ui_locales").map(str::to_owned),
+        authorization_details,
     })
 }
 

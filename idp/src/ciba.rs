@@ -367,6 +367,7 @@ async fn authenticated(
         authentication,
         claims: "{}".into(),
         dpop_jkt: None,
+        authorization_details: Vec::new(),
     };
     let code = NewCode {
         code_sha256: auth_req_sha256.to_owned(),

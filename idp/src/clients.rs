@@ -21,7 +21,16 @@ pub const SCOPES: &[&str] = &[
     "national_id",
     "contact",
     "offline_access",
+    "service",
+    "credential",
 ];
+
+/// The scopes of the Cloud Signature Consortium API v2 (8.3.2): `service` (the signing
+/// service's credential list and info) and `credential` (authorising signatures with one
+/// credential, with `authorization_details` or on its own). A client registered for
+/// either gets access tokens meant for the signing service too, and those tokens carry
+/// the citizen's internal identifier as `sub` (see [`crate::tokens`]).
+pub const CSC_SCOPES: &[&str] = &["service", "credential"];
 
 /// How a client authenticates at the token endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -141,6 +141,10 @@ impl OAuthError {
     pub fn invalid_request_uri(description: impl Into<String>) -> Self {
         Self::new("invalid_request_uri", description, 400)
     }
+    /// `invalid_authorization_details` (RFC 9396 5).
+    pub fn invalid_authorization_details(description: impl Into<String>) -> Self {
+        Self::new("invalid_authorization_details", description, 400)
+    }
     /// `invalid_token` (RFC 6750; 401).
     pub fn invalid_token(description: impl Into<String>) -> Self {
         Self::new("invalid_token", description, 401)

@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::{
-    IdpError, Level, authorize::AuthorizationRequest, clients::sha256_hex, error::query, jose::b64,
+    IdpError, Level,
+    authorization_details::{self, AuthorizationDetail, CredentialAuthorization},
+    authorize::AuthorizationRequest,
+    clients::sha256_hex,
+    error::query,
+    jose::b64,
     random_token,
 };
 
@@ -577,6 +582,8 @@ pub(crate) struct NewGrant {
     pub(crate) authentication: Authentication,
     pub(crate) claims: String,
     pub(crate) dpop_jkt: Option<String>,
+    /// Validated rich authorization details (empty: none).
+    pub(crate) authorization_details: Vec<AuthorizationDetail>,
 }
 
 /// The single-use code that redeems a new grant.
@@ -589,11 +596,13 @@ pub(crate) struct NewCode {
 }
 
 /// Issues the authorization code that ends a successful interaction: a grant for what
-/// was asked and allowed, and a short-lived single-use code for it.
+/// was asked and allowed, and a short-lived single-use code for it. `more` audit events
+/// (the citizen's confirmation, say) are written with the grant.
 pub async fn issue_code(
     ctx: &ServiceContext,
     request: &AuthorizationRequest,
     session: &Session,
+    more: Vec<AuditEvent>,
 ) -> Result<String, IdpError> {
     let code = random_token();
     let claims = serde_json::json!({
@@ -610,6 +619,7 @@ pub async fn issue_code(
         authentication: session.authentication.clone(),
         claims,
         dpop_jkt: request.dpop_jkt.clone(),
+        authorization_details: request.authorization_details.clone(),
     };
     let code_row = NewCode {
         code_sha256: sha256_hex(code.as_bytes()),
@@ -618,7 +628,7 @@ pub async fn issue_code(
         nonce: request.nonce.clone(),
         expires_at: now + i64::try_from(ctx.config.idp.code_ttl_secs).unwrap_or(60),
     };
-    store_grant(ctx, grant, code_row, "idp.authorize", Vec::new()).await?;
+    store_grant(ctx, grant, code_row, "idp.authorize", more).await?;
     Ok(code)
 }
 
@@ -646,7 +656,21 @@ pub(crate) async fn store_grant(
         authentication,
         claims,
         dpop_jkt,
+        authorization_details,
     } = grant;
+    let mut grant_audit = serde_json::json!({
+        "client_id": client_id,
+        "scope": scope,
+        "level": authentication.level.name(),
+        "sid": sid,
+    });
+    if let Some(credential) = authorization_details::credential(&authorization_details) {
+        grant_audit["authorization_details"] = credential_audit(credential);
+    }
+    let authorization_details = (!authorization_details.is_empty())
+        .then(|| serde_json::to_string(&authorization_details))
+        .transpose()
+        .map_err(|e| IdpError::stored("authorization details", e))?;
     let level = authentication.level.name();
     let amr = amr_text(&authentication);
     let auth_time = authentication.auth_time;
@@ -660,14 +684,15 @@ pub(crate) async fn store_grant(
         .write_without_savepoint(move |conn| {
             Box::pin(async move {
                 const GRANT: &str = "INSERT INTO idp_grant (grant_id, client_id, citizen_id, sid, \
-                    scope, acr, amr, auth_time, claims, dpop_jkt, created_at, expires_at) \
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+                    scope, acr, amr, auth_time, claims, dpop_jkt, created_at, expires_at, \
+                    authorization_details) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
                 const CODE: &str = "INSERT INTO idp_code (code_sha256, grant_id, redirect_uri, \
                     code_challenge, nonce, expires_at)";
                 // PostgreSQL takes both rows in one round trip; SQLite in two statements.
                 let sql = match backend {
                     Backend::Postgres => {
-                        format!("WITH g AS ({GRANT}) {CODE} VALUES ($13, $1, $14, $15, $16, $17)")
+                        format!("WITH g AS ({GRANT}) {CODE} VALUES ($14, $1, $15, $16, $17, $18)")
                     }
                     _ => GRANT.to_owned(),
                 };
@@ -683,7 +708,8 @@ pub(crate) async fn store_grant(
                     .bind(claims)
                     .bind(dpop_jkt)
                     .bind(now)
-                    .bind(grant_expires);
+                    .bind(grant_expires)
+                    .bind(authorization_details);
                 if backend == Backend::Postgres {
                     insert
                         .bind(code.code_sha256)
@@ -714,12 +740,7 @@ pub(crate) async fn store_grant(
                 }
                 let mut audit = vec![
                     AuditEvent::new(format!("citizen:{citizen_id}"), action, "grant", &grant_id)
-                        .details(serde_json::json!({
-                            "client_id": client_id,
-                            "scope": scope,
-                            "level": level,
-                            "sid": sid,
-                        })),
+                        .details(grant_audit),
                 ];
                 audit.extend(more);
                 Ok::<_, IdpError>(Written { value: (), audit })
@@ -727,6 +748,17 @@ pub(crate) async fn store_grant(
         })
         .await?;
     Ok(id)
+}
+
+/// What the audit log keeps of a signing authorisation: which credential and how many
+/// documents (the digests themselves are not secret, but add nothing to the record).
+pub(crate) fn credential_audit(credential: &CredentialAuthorization) -> serde_json::Value {
+    serde_json::json!({
+        "type": authorization_details::CREDENTIAL_TYPE,
+        "credential_id": credential.credential_id,
+        "document_digests": credential.document_digests.len(),
+        "hash_algorithm_oid": credential.hash_algorithm_oid,
+    })
 }
 
 /// Ends a session (logout) and revokes the grants made in it. Returns the clients that

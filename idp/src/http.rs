@@ -2,6 +2,7 @@
 //! results to responses: OAuth errors as JSON (or redirects, or error pages when the
 //! redirect URI is not trusted), pages as HTML with strict security headers.
 
+use eid_core::AuditEvent;
 use eid_core::web::{cookie, csrf_token, escape, html, no_store, see_other};
 use std::net::SocketAddr;
 
@@ -171,6 +172,9 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         "ui_locales_supported": ["en", "es"],
         "claim_types_supported": ["normal"],
         "dpop_signing_alg_values_supported": ["ES256", "PS256"],
+        // RFC 9396 10: signing authorisations of the CSC API v2 (8.4).
+        "authorization_details_types_supported":
+            [crate::authorization_details::CREDENTIAL_TYPE],
     });
     // CIBA is backed by mobile ID: offered only when the gateway is configured.
     if idp.mobile_id_enabled() {
@@ -625,7 +629,7 @@ async fn complete(
     if request.client_id == crate::ACCOUNT_CLIENT {
         return Ok(request.redirect_uri.clone());
     }
-    let code = flow::issue_code(idp.ctx(), request, session).await?;
+    let code = flow::issue_code(idp.ctx(), request, session, Vec::new()).await?;
     Ok(authorize::response_url(
         &request.redirect_uri,
         &idp.ctx().config.idp.issuer,
@@ -704,6 +708,7 @@ async fn consent_page(
             &client.name,
             &format!("{} {}", citizen.given_name, citizen.family_name),
             &interaction.request.scopes,
+            interaction.request.credential(),
             &format!("{}/consent/{id}", idp.ctx().config.idp.issuer),
             &csrf_token(&browser, &id),
         ),
@@ -764,7 +769,22 @@ async fn consent_post(
                     )
                     .await?;
                 }
-                let code = flow::issue_code(idp.ctx(), request, &session).await?;
+                // A signing authorisation is confirmed on this page every time: the
+                // confirmation is recorded with the grant it makes.
+                let confirmed = request
+                    .credential()
+                    .map(|credential| {
+                        AuditEvent::new(
+                            format!("citizen:{}", session.citizen_id),
+                            "idp.consent.credential",
+                            "client",
+                            &request.client_id,
+                        )
+                        .details(flow::credential_audit(credential))
+                    })
+                    .into_iter()
+                    .collect();
+                let code = flow::issue_code(idp.ctx(), request, &session, confirmed).await?;
                 Ok(Some(authorize::response_url(
                     &request.redirect_uri,
                     issuer,
@@ -1283,7 +1303,7 @@ async fn card_login(
         }
     };
     let refused = |why: String| {
-        let event = eid_core::AuditEvent::new(
+        let event = AuditEvent::new(
             "service:idp",
             "idp.login.idcard",
             "certificate",
@@ -1497,6 +1517,7 @@ async fn account_login(State(idp): State<Idp>, headers: HeaderMap) -> Response {
         userinfo_claims: Vec::new(),
         dpop_jkt: None,
         ui_locales: None,
+        authorization_details: Vec::new(),
     };
     match proceed(&idp, &headers, &request).await {
         Ok(response) => response,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod authorization_details;
 pub mod authorize;
 pub mod card;
 pub mod ciba;

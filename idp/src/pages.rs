@@ -87,6 +87,36 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
         (Lang::Es, "scope.contact") => "Su correo electrónico y teléfono",
         (Lang::En, "scope.offline_access") => "Access while you are not logged in",
         (Lang::Es, "scope.offline_access") => "Acceso cuando usted no ha iniciado sesión",
+        (Lang::En, "scope.service") => "List your signing certificates at the signing service",
+        (Lang::Es, "scope.service") => {
+            "Consultar sus certificados de firma en el servicio de firma"
+        }
+        (Lang::En, "scope.credential") => "Sign documents with your signing certificate",
+        (Lang::Es, "scope.credential") => "Firmar documentos con su certificado de firma",
+        (Lang::En, "consent.sign.title") => "Authorise a signature?",
+        (Lang::Es, "consent.sign.title") => "¿Autorizar una firma?",
+        (Lang::En, "consent.sign.intro") => {
+            "If you allow it, the signing service will sign these documents in your name:"
+        }
+        (Lang::Es, "consent.sign.intro") => {
+            "Si lo permite, el servicio de firma firmará estos documentos en su nombre:"
+        }
+        (Lang::En, "consent.sign.credential") => "Signing certificate",
+        (Lang::Es, "consent.sign.credential") => "Certificado de firma",
+        (Lang::En, "consent.sign.algorithm") => "Digest algorithm",
+        (Lang::Es, "consent.sign.algorithm") => "Algoritmo de resumen",
+        (Lang::En, "consent.sign.documents") => "Documents to be signed",
+        (Lang::Es, "consent.sign.documents") => "Documentos que se firmarán",
+        (Lang::En, "consent.sign.document") => "Document",
+        (Lang::Es, "consent.sign.document") => "Documento",
+        (Lang::En, "consent.sign.fingerprint") => "Fingerprint (start of the digest)",
+        (Lang::Es, "consent.sign.fingerprint") => "Huella (inicio del resumen)",
+        (Lang::En, "consent.sign.once") => {
+            "This authorisation is for these documents only and is used once; every signature is asked for again."
+        }
+        (Lang::Es, "consent.sign.once") => {
+            "Esta autorización vale solo para estos documentos y se usa una vez; cada firma se vuelve a solicitar."
+        }
         (Lang::En, "error.title") => "Something went wrong",
         (Lang::Es, "error.title") => "Algo salió mal",
         (Lang::En, "error.back") => "Go back to the service you came from and start again.",
@@ -267,6 +297,8 @@ pub(crate) fn text(lang: Lang, key: &str) -> &'static str {
 
 pub(crate) use eid_core::web::escape;
 
+use crate::authorization_details::CredentialAuthorization;
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;\
 padding:0 1rem;color:#111;background:#fff;line-height:1.5}h1{font-size:1.6rem}\
 a.button,button{display:inline-block;font-size:1.05rem;padding:.7rem 1.2rem;margin:.3rem 0;\
@@ -422,16 +454,81 @@ pub(crate) fn login(
     )
 }
 
-/// The consent page for `scopes`.
+/// What a signing authorisation asks for: the credential, the algorithm, and each
+/// document by its label (or its number) with the start of its digest in hex.
+fn signing_section(lang: Lang, credential: &CredentialAuthorization) -> String {
+    let t = |k| text(lang, k);
+    let rows: String = credential
+        .document_digests
+        .iter()
+        .enumerate()
+        .map(|(n, digest)| {
+            let label = match &digest.label {
+                Some(label) => label.clone(),
+                None => format!("{} {}", t("consent.sign.document"), n + 1),
+            };
+            format!(
+                "<tr><td>{}</td><td><code>{}</code></td></tr>",
+                escape(&label),
+                escape(&fingerprint(&digest.hash)),
+            )
+        })
+        .collect();
+    format!(
+        "<section id=\"signing\" aria-labelledby=\"signing-heading\">\
+         <h2 id=\"signing-heading\">{}</h2><p>{}</p>\
+         <dl><dt>{}</dt><dd id=\"credential-id\">{}</dd>\
+         <dt>{}</dt><dd id=\"hash-algorithm\">{}</dd></dl>\
+         <table id=\"documents\" aria-labelledby=\"signing-heading\"><thead><tr>\
+         <th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead>\
+         <tbody>{rows}</tbody></table><p class=\"note\" id=\"sign-once\">{}</p></section>",
+        escape(t("consent.sign.documents")),
+        escape(t("consent.sign.intro")),
+        escape(t("consent.sign.credential")),
+        escape(&credential.credential_id),
+        escape(t("consent.sign.algorithm")),
+        escape(credential.algorithm().map_or("", |a| a.name())),
+        escape(t("consent.sign.document")),
+        escape(t("consent.sign.fingerprint")),
+        escape(t("consent.sign.once")),
+    )
+}
+
+/// The first eight bytes of a (standard base64) digest in hex, in groups of four
+/// characters, so a citizen can compare it with what their signing application shows.
+pub(crate) fn fingerprint(hash: &str) -> String {
+    use base64ct::{Base64, Encoding};
+    let Ok(bytes) = Base64::decode_vec(hash) else {
+        return String::new();
+    };
+    let hex = crate::clients::hex_lower(bytes.get(..8).unwrap_or(&bytes));
+    let groups: Vec<&str> = hex
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+        .collect();
+    format!("{}…", groups.join(" "))
+}
+
+/// The consent page for `scopes` and, when asked for, a signing authorisation.
 pub(crate) fn consent(
     lang: Lang,
     client_name: &str,
     citizen_name: &str,
     scopes: &[String],
+    credential: Option<&CredentialAuthorization>,
     action: &str,
     csrf: &str,
 ) -> String {
     let t = |k| text(lang, k);
+    let title = if credential.is_some() {
+        t("consent.sign.title")
+    } else {
+        t("consent.title")
+    };
+    let signing = credential
+        .map(|credential| signing_section(lang, credential))
+        .unwrap_or_default();
     let items: String = scopes
         .iter()
         .map(|s| {
@@ -444,14 +541,14 @@ pub(crate) fn consent(
         .collect();
     page(
         lang,
-        t("consent.title"),
+        title,
         &format!(
             "<h1>{}</h1><p>{} <strong>{}</strong>.</p><p><strong>{}</strong> {}</p><ul>{items}</ul>\
-             <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             {signing}<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">{}</button> \
              <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\" class=\"secondary\">{}</button>\
              </form><p class=\"note\">{}</p>",
-            escape(t("consent.title")),
+            escape(title),
             escape(t("consent.as")),
             escape(citizen_name),
             escape(client_name),
@@ -740,6 +837,16 @@ mod tests {
             "scope.national_id",
             "scope.contact",
             "scope.offline_access",
+            "scope.service",
+            "scope.credential",
+            "consent.sign.title",
+            "consent.sign.intro",
+            "consent.sign.credential",
+            "consent.sign.algorithm",
+            "consent.sign.documents",
+            "consent.sign.document",
+            "consent.sign.fingerprint",
+            "consent.sign.once",
             "error.title",
             "error.back",
             "logout.title",
@@ -750,6 +857,47 @@ mod tests {
             assert!(!text(Lang::En, key).is_empty(), "{key}");
             assert!(!text(Lang::Es, key).is_empty(), "{key}");
         }
+    }
+
+    #[test]
+    fn the_consent_page_shows_what_will_be_signed() {
+        use crate::authorization_details::{CredentialAuthorization, DocumentDigest};
+        use base64ct::{Base64, Encoding};
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x01, 0x23, 0x45, 0x67]);
+        let credential = CredentialAuthorization {
+            credential_id: "cred-<1>".into(),
+            document_digests: vec![
+                DocumentDigest {
+                    hash: Base64::encode_string(&digest),
+                    label: Some("Deed & lease".into()),
+                },
+                DocumentDigest {
+                    hash: Base64::encode_string(&[0; 32]),
+                    label: None,
+                },
+            ],
+            hash_algorithm_oid: "2.16.840.1.101.3.4.2.1".into(),
+            locations: Vec::new(),
+        };
+        let scopes = ["openid".to_owned(), "credential".to_owned()];
+        let page = consent(
+            Lang::Es,
+            "Notaría",
+            "Mary Seacole",
+            &scopes,
+            Some(&credential),
+            "/c",
+            "t",
+        );
+        assert!(page.contains("¿Autorizar una firma?"), "{page}");
+        assert!(page.contains("cred-&lt;1&gt;"), "{page}");
+        assert!(page.contains("Deed &amp; lease"), "{page}");
+        assert!(page.contains("Documento 2"), "{page}");
+        assert!(page.contains("dead beef 0123 4567…"), "{page}");
+        assert!(page.contains("SHA-256"), "{page}");
+        let plain = consent(Lang::En, "Notary", "Mary Seacole", &scopes, None, "/c", "t");
+        assert!(!plain.contains("id=\"signing\""));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use sqlx::Row;
 
 use crate::{
     Idp, IdpError, Level, OAuthError,
+    authorization_details::{AuthorizationDetail, to_json},
     authorize::Parameters,
-    clients::{AuthMethod, CIBA_GRANT, Client, SubjectType, sha256_hex},
+    clients::{AuthMethod, CIBA_GRANT, CSC_SCOPES, Client, SubjectType, sha256_hex},
     error::query,
     flow::Citizen,
     jose::{self, Algorithm, Jwk, Parsed, b64},
@@ -264,6 +265,8 @@ struct Grant {
     auth_time: Option<i64>,
     id_token_claims: Vec<String>,
     dpop_jkt: Option<String>,
+    /// Rich authorization details (RFC 9396) granted (empty: none).
+    authorization_details: Vec<AuthorizationDetail>,
     revoked: bool,
     /// The citizen, read in the same query (none for client-credentials grants).
     citizen: Option<Citizen>,
@@ -276,6 +279,13 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
     let amr: Option<String> = row.try_get("amr").map_err(read)?;
     let claims: Option<String> = row.try_get("claims").map_err(read)?;
     let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(read)?;
+    let details: Option<String> = row.try_get("authorization_details").map_err(read)?;
+    let authorization_details = match details {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| IdpError::stored("authorization details", e))?
+        }
+        None => Vec::new(),
+    };
     let amr: Vec<String> = match amr {
         Some(text) => {
             let (_method, amr): (String, Vec<String>) =
@@ -300,6 +310,7 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
         auth_time: row.try_get("auth_time").map_err(read)?,
         id_token_claims,
         dpop_jkt: row.try_get("dpop_jkt").map_err(read)?,
+        authorization_details,
         revoked: revoked_at.is_some(),
         citizen: match row
             .try_get::<Option<String>, _>("national_id")
@@ -321,6 +332,7 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<Grant, IdpError> {
 
 const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.citizen_id, g.sid, g.scope, g.acr, \
                              g.amr, g.auth_time, g.claims, g.dpop_jkt, g.revoked_at, \
+                             g.authorization_details, \
                              z.national_id, z.given_name, z.family_name, z.birthdate, z.email, \
                              z.phone_number";
 
@@ -352,8 +364,9 @@ async fn spend(
     client: &Client,
     kind: Credential,
     key_hash: String,
-    grant_id: String,
+    grant: &Grant,
 ) -> Result<Spent, IdpError> {
+    let grant_id = grant.grant_id.clone();
     let (table, key_column, action, reuse_action) = match kind {
         Credential::Code => (
             "idp_code",
@@ -368,10 +381,13 @@ async fn spend(
             "idp.refresh.reuse",
         ),
     };
-    let successor = match kind {
-        Credential::Code => client.allows_grant("refresh_token"),
-        Credential::Refresh => true,
-    };
+    // A grant with authorization details (a signing authorisation) is for one use: it
+    // gets no refresh token.
+    let successor = grant.authorization_details.is_empty()
+        && match kind {
+            Credential::Code => client.allows_grant("refresh_token"),
+            Credential::Refresh => true,
+        };
     let ctx = idp.ctx();
     let now = ctx.clock.now().unix_timestamp();
     let ttl = i64::try_from(ctx.config.idp.refresh_token_ttl_secs).unwrap_or(i64::MAX / 2);
@@ -535,14 +551,7 @@ pub(crate) async fn redeem(
         ))
     };
     if used_at.is_some() {
-        spend(
-            idp,
-            client,
-            Credential::Code,
-            code_hash.to_owned(),
-            grant.grant_id,
-        )
-        .await?;
+        spend(idp, client, Credential::Code, code_hash.to_owned(), &grant).await?;
         return Err(reused());
     }
     let expires: i64 = row.try_get("code_expires").map_err(read)?;
@@ -592,14 +601,7 @@ pub(crate) async fn redeem(
         ));
     }
     let nonce: Option<String> = row.try_get("nonce").map_err(read)?;
-    let spent = spend(
-        idp,
-        client,
-        Credential::Code,
-        code_hash.to_owned(),
-        grant.grant_id.clone(),
-    )
-    .await?;
+    let spent = spend(idp, client, Credential::Code, code_hash.to_owned(), &grant).await?;
     match spent {
         Spent::Now(refresh) => respond(idp, client, &grant, nonce.as_deref(), refresh, true, jkt)
             .await
@@ -645,11 +647,17 @@ async fn refresh_grant(
     let used_at: Option<i64> = row.try_get("used_at").map_err(read)?;
     if used_at.is_some() {
         // A rotated-out token coming back means two parties hold it: revoke the family.
-        spend(idp, client, Credential::Refresh, token_hash, grant.grant_id).await?;
+        spend(idp, client, Credential::Refresh, token_hash, &grant).await?;
         return Err(reused());
     }
     if grant.revoked {
         return Err(OAuthError::invalid_grant("the grant has been revoked"));
+    }
+    if !grant.authorization_details.is_empty() {
+        // Never issued such a token; refused should one exist all the same.
+        return Err(OAuthError::invalid_grant(
+            "a grant with authorization_details is for one use and cannot be refreshed",
+        ));
     }
     let expires: i64 = row.try_get("token_expires").map_err(read)?;
     if expires <= now {
@@ -668,14 +676,7 @@ async fn refresh_grant(
         }
         grant.scopes = asked;
     }
-    let spent = spend(
-        idp,
-        client,
-        Credential::Refresh,
-        token_hash,
-        grant.grant_id.clone(),
-    )
-    .await?;
+    let spent = spend(idp, client, Credential::Refresh, token_hash, &grant).await?;
     match spent {
         Spent::Now(next) => {
             let openid = grant.scopes.iter().any(|s| s == "openid");
@@ -786,6 +787,21 @@ pub fn scope_claims(citizen: &Citizen, scopes: &[String]) -> Map<String, Value> 
     claims
 }
 
+/// Whether a grant's access tokens are for the remote signing service too (CSC API v2):
+/// it has a CSC scope or a signing authorisation. Such a token names the signing
+/// service's audience beside the issuer, and its `sub` is the citizen's internal
+/// identifier (the public subject), whatever subject type the client has: the signing
+/// service finds the citizen's credentials by it. A client allowed the CSC scopes
+/// therefore sees that identifier in its access tokens; its ID tokens and userinfo keep
+/// the client's own (pairwise) `sub`.
+fn for_signing_service(grant: &Grant) -> bool {
+    !grant.authorization_details.is_empty()
+        || grant
+            .scopes
+            .iter()
+            .any(|scope| CSC_SCOPES.contains(&scope.as_str()))
+}
+
 async fn respond(
     idp: &Idp,
     client: &Client,
@@ -810,10 +826,21 @@ async fn respond(
     let key = idp.keys().active()?;
     let acr = grant.level.map(|level| idp.acr_value(level).to_owned());
     let access_ttl = i64::try_from(config.access_token_ttl_secs).unwrap_or(600);
+    let (access_sub, access_aud) = if for_signing_service(grant) {
+        (
+            Value::from(citizen_id),
+            json!([config.issuer, ctx.config.signing.csc.audience]),
+        )
+    } else {
+        (
+            Value::from(sub.as_str()),
+            Value::from(config.issuer.as_str()),
+        )
+    };
     let mut access = json!({
         "iss": config.issuer,
-        "sub": sub,
-        "aud": config.issuer,
+        "sub": access_sub,
+        "aud": access_aud,
         "client_id": client.client_id,
         "iat": now,
         "exp": now + access_ttl,
@@ -829,6 +856,11 @@ async fn respond(
     if let Some(jkt) = jkt {
         access["cnf"] = json!({ "jkt": jkt });
     }
+    let details =
+        (!grant.authorization_details.is_empty()).then(|| to_json(&grant.authorization_details));
+    if let Some(details) = &details {
+        access["authorization_details"] = details.clone();
+    }
     let access_token = jose::sign(&key.signer, key.alg, &key.kid, "at+jwt", &access)
         .await
         .map_err(IdpError::from)?;
@@ -838,6 +870,9 @@ async fn respond(
         "expires_in": access_ttl,
         "scope": grant.scopes.join(" "),
     });
+    if let Some(details) = details {
+        body["authorization_details"] = details;
+    }
     if with_id_token {
         let mut id = json!({
             "iss": config.issuer,
@@ -920,6 +955,19 @@ pub async fn verify_access_token(idp: &Idp, token: &str) -> Result<AccessToken, 
     let claims = parsed.claims;
     if claims.get("iss").and_then(Value::as_str) != Some(idp.ctx().config.idp.issuer.as_str()) {
         return Err(invalid("issued by someone else"));
+    }
+    // RFC 9068 4: the provider is a resource of its own tokens (userinfo); `aud` is the
+    // issuer, or a list naming it (tokens also meant for the signing service).
+    let issuer = idp.ctx().config.idp.issuer.as_str();
+    let for_us = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == issuer,
+        Some(Value::Array(list)) => list.iter().any(|aud| aud.as_str() == Some(issuer)),
+        _ => false,
+    };
+    if !for_us {
+        return Err(invalid(
+            "the access token is not meant for this provider (aud)",
+        ));
     }
     let now = idp.ctx().clock.now().unix_timestamp();
     if claims
@@ -1151,6 +1199,7 @@ pub async fn introspect(idp: &Idp, _caller: &Client, token: &str) -> Result<Valu
             "acr",
             "auth_time",
             "cnf",
+            "authorization_details",
         ] {
             if let Some(value) = access.claims.get(name) {
                 body[name] = value.clone();
