@@ -76,6 +76,9 @@ enum Command {
     /// Administer the enrolment desk: centres, desks, staff.
     #[command(subcommand)]
     Enrolment(crate::enrolment::EnrolmentCommand),
+    /// Operate the signing service: remote signing credentials (CSC API).
+    #[command(subcommand)]
+    Signing(crate::signing::SigningCommand),
     /// The SIM gateway simulator (development and tests): register simulated SIMs,
     /// print its TLS pin. Served by `eid serve sim-gateway` only.
     #[command(subcommand)]
@@ -217,6 +220,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enrolment(command) => {
             let instance = open(config, OpenMode::Existing).await?;
             let result = crate::enrolment::run(&instance.ctx, command).await;
+            instance.ctx.db.close().await;
+            result
+        }
+        Command::Signing(command) => {
+            let instance = open(config, OpenMode::Existing).await?;
+            let result = crate::signing::run(&instance.ctx, command).await;
             instance.ctx.db.close().await;
             result
         }

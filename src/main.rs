@@ -7,6 +7,7 @@ mod enrolment;
 mod keys;
 mod rp;
 mod serve;
+mod signing;
 mod simgateway;
 
 use std::process::ExitCode;

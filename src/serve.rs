@@ -28,7 +28,7 @@ struct Planned {
 fn plan(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
-    signing: Option<&(TimeStampAuthority, Signatures)>,
+    signing: Option<&(TimeStampAuthority, Signatures, eid_signing::csc::Csc)>,
     idp: Option<&eid_idp::Idp>,
     enrolment: Option<&eid_enrolment::Enrolment>,
     only: Option<ServiceName>,
@@ -51,8 +51,8 @@ fn plan(
                 ServiceName::Idp => eid_idp::router(idp?),
                 ServiceName::Ca => eid_ca::router(ca),
                 ServiceName::Signing => {
-                    let (tsa, signatures) = signing?;
-                    eid_signing::router(ctx, tsa, signatures)
+                    let (tsa, signatures, csc) = signing?;
+                    eid_signing::router(ctx, tsa, signatures, Some(csc))
                 }
                 ServiceName::Enrolment => eid_enrolment::router(enrolment?),
                 // Served over TLS by its own loop, and only when named.
@@ -90,7 +90,7 @@ fn time_stamp_unit(ca: &CertificateAuthority) -> anyhow::Result<TimeStampUnit> {
 
 /// The CA certificates the signature API trusts, from the CA hierarchy: it signs for
 /// certificates of the citizen qualified signature CA, and builds chains from all.
-fn trusted_cas(ca: &CertificateAuthority) -> anyhow::Result<TrustedCas> {
+pub(crate) fn trusted_cas(ca: &CertificateAuthority) -> anyhow::Result<TrustedCas> {
     let hierarchy = ca.hierarchy();
     let mut known = Vec::new();
     for role in [CaRole::Root, CaRole::CitizenSigningCa] {
@@ -136,7 +136,9 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
                 .context("the mobile-ID gateway ([mobile_id])")?;
             signatures = signatures.with_mobile_id(client);
         }
-        Some((tsa, signatures))
+        // Remote signing (CSC API v2) with keys on the service key store.
+        let csc = crate::signing::csc_api(&ctx, &ca, &signatures);
+        Some((tsa, signatures, csc))
     } else {
         None
     };

@@ -1,12 +1,13 @@
 //! The signing service. Its HTTP surface: RFC 3161 time-stamps at `POST /tsa` (token
 //! profile ETSI EN 319 422) and CAdES and PAdES baseline B/T/LT signatures made in two
 //! steps for keys on a card or SIM (`POST /api/v1/signatures/prepare`, then
-//! `POST /api/v1/signatures/{id}/finalize`). The CSC API v2 under `/csc/v2/` and
-//! validation grow from here.
+//! `POST /api/v1/signatures/{id}/finalize`), validation reports, and remote signing
+//! by the CSC API v2 under `/csc/v2/` ([`csc`]).
 #![forbid(unsafe_code)]
 
 pub mod cades;
 pub mod cms;
+pub mod csc;
 mod error;
 mod http;
 pub mod pades;
@@ -28,6 +29,15 @@ pub const DESCRIPTION: &str =
     "signing service: RFC 3161 timestamps, CAdES/PAdES signatures, CSC API v2, validation";
 
 /// The service's HTTP surface.
-pub fn router(ctx: &ServiceContext, tsa: &TimeStampAuthority, signatures: &Signatures) -> Router {
-    eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, http::routes(tsa, signatures))
+pub fn router(
+    ctx: &ServiceContext,
+    tsa: &TimeStampAuthority,
+    signatures: &Signatures,
+    csc: Option<&csc::Csc>,
+) -> Router {
+    let mut routes = http::routes(tsa, signatures);
+    if let Some(csc) = csc {
+        routes = routes.merge(csc::http::routes(csc));
+    }
+    eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, routes)
 }

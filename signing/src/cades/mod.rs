@@ -22,7 +22,7 @@
 
 pub mod build;
 pub mod mobile;
-mod revocation;
+pub(crate) mod revocation;
 pub mod timestamp;
 pub mod trust;
 
@@ -252,6 +252,21 @@ impl Signatures {
     /// The service context (configuration, database).
     pub fn context(&self) -> &ServiceContext {
         &self.ctx
+    }
+
+    /// The CA certificates the service signs for.
+    pub(crate) fn trust(&self) -> &TrustedCas {
+        &self.trust
+    }
+
+    /// Where signature time-stamps come from.
+    pub(crate) fn time_stamps(&self) -> &TimeStampSource {
+        &self.time_stamps
+    }
+
+    /// The HTTP client (OCSP, CRLs).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Step 1: checks the certificate, builds and stores the signed attributes.

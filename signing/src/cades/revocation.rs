@@ -27,15 +27,15 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// A good status, with the evidence.
 #[derive(Clone, Debug)]
-pub(super) struct GoodStatus {
+pub(crate) struct GoodStatus {
     /// The DER `OCSPResponse` as the responder sent it.
-    pub(super) response: Vec<u8>,
+    pub(crate) response: Vec<u8>,
     /// The certificates in it (the delegated responder's).
-    pub(super) responder_certificates: Vec<Certificate>,
+    pub(crate) responder_certificates: Vec<Certificate>,
 }
 
 /// Asks the responder named in `certificate` about it; `issuer` checks the answer.
-pub(super) async fn check(
+pub(crate) async fn check(
     http: &reqwest::Client,
     certificate: &Certificate,
     issuer: &Certificate,

@@ -42,18 +42,30 @@ pub struct Token {
 impl TimeStampSource {
     /// A token over the SHA-256 `digest`, with the TSU certificate in it.
     pub async fn stamp(&self, digest: &[u8]) -> Result<Token, SignatureError> {
-        let encoding = |what: &'static str| move |source| SignatureError::Encoding { what, source };
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| SignatureError::Task(format!("nonce: {e}")))?;
         nonce[0] = (nonce[0] & 0x7f) | 0x01;
+        self.stamp_imprint(super::build::DigestAlgorithm::Sha256, digest, &nonce)
+            .await
+    }
+
+    /// A token over `digest` made with `algorithm`, carrying `nonce` (a positive
+    /// big-endian integer), with the TSU certificate in it.
+    pub async fn stamp_imprint(
+        &self,
+        algorithm: super::build::DigestAlgorithm,
+        digest: &[u8],
+        nonce: &[u8],
+    ) -> Result<Token, SignatureError> {
+        let encoding = |what: &'static str| move |source| SignatureError::Encoding { what, source };
         let request = TimeStampReq {
             version: 1,
             message_imprint: MessageImprint {
-                hash_algorithm: super::build::DigestAlgorithm::Sha256.algorithm_identifier(),
+                hash_algorithm: algorithm.algorithm_identifier(),
                 hashed_message: OctetString::new(digest).map_err(encoding("imprint"))?,
             },
             req_policy: None,
-            nonce: Some(Int::new(&nonce).map_err(encoding("nonce"))?),
+            nonce: Some(Int::new(nonce).map_err(encoding("nonce"))?),
             cert_req: true,
             extensions: None,
         }

@@ -187,7 +187,7 @@ impl Tsa {
         tokio::spawn(eid_core::http::serve(
             "signing",
             listener,
-            eid_signing::router(&ctx, &tsa, &signatures),
+            eid_signing::router(&ctx, &tsa, &signatures, None),
             shutdown.clone(),
         ));
         Self {

@@ -1,0 +1,1202 @@
+//! Remote qualified signing by the Cloud Signature Consortium API v2 (`/csc/v2/`).
+//!
+//! A *credential* is a citizen's signing key on the signing service's HSM with its
+//! qualified certificate, created by the registration authority
+//! ([`Csc::create_credential`]) after the citizen's identity was verified; the key is
+//! generated on the token and never leaves it, and the CA certifies it only on the
+//! key layer's evidence that the token is a QSCD.
+//!
+//! Callers are relying-party applications holding an OAuth access token from our
+//! identity provider, issued for the citizen (checked in [`token`]):
+//! - scope `service`: `credentials/list`, `credentials/info`, `credentials/authorize`;
+//! - `credentials/authorize` takes the citizen's signing PIN (the second factor, with
+//!   a lockout after `[signing.csc] pin_attempts` wrong ones) and the exact hashes to
+//!   be signed, and returns signature activation data (SAD): bound to that credential,
+//!   client and those hashes, single-use, alive `sad_ttl_secs` (SCAL2);
+//! - `signatures/signHash` signs hashes that a SAD (or an access token carrying
+//!   `authorization_details` of type `credential`, authorised at the identity
+//!   provider by a fresh login) covers, after asking our OCSP responder that the
+//!   certificate is good;
+//! - `signatures/timestamp` returns an RFC 3161 token from our TSA.
+//!
+//! Every credential creation, authorisation (with wrong PINs and locks) and signature
+//! is an audit event naming the citizen, the client and the hashes — never a document
+//! or a PIN.
+
+mod error;
+pub(crate) mod http;
+pub mod token;
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+use base64ct::{Base64, Base64Url, Base64UrlUnpadded, Base64Unpadded, Encoding};
+use der::{Decode, Encode};
+use x509_cert::builder::Builder;
+use eid_core::{AuditEvent, Outcome, ServiceContext, audit};
+use eid_hsm::{KeyLabel, KeyRole, KeySpec, PinKind, PinPolicy, PublicKey, QscdEvidence};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use x509_cert::Certificate;
+
+pub use error::CscError;
+use token::{Access, AccessTokens};
+
+use crate::{
+    Signatures,
+    cades::{build::DigestAlgorithm, revocation},
+};
+
+/// A port's answer.
+pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CscError>> + Send + 'a>>;
+
+/// Who a token's subject is: the identity provider's internal citizen id to the
+/// national identity number credentials are registered under. The `eid` binary
+/// connects it to the provider's citizen register.
+pub trait CitizenDirectory: Send + Sync + fmt::Debug {
+    /// The national id of the citizen `subject`, if known.
+    fn national_id<'a>(&'a self, subject: &'a str) -> PortFuture<'a, Option<String>>;
+}
+
+/// What the service asks the CA for a new credential.
+#[derive(Debug)]
+pub struct CertificateOrder {
+    /// PKCS#10, signed by the new key on the token.
+    pub csr: Vec<u8>,
+    /// The citizen.
+    pub national_id: String,
+    /// Given names.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// The key and the key layer's evidence that it is on a QSCD.
+    pub key_evidence: (PublicKey, QscdEvidence),
+    /// The audit actor asking.
+    pub requested_by: String,
+}
+
+/// The CA as the signing service reaches it to certify remote signing keys (the
+/// `eid` binary connects it in-process).
+pub trait SigningCertificates: Send + Sync + fmt::Debug {
+    /// Issues a qualified signature certificate (DER) for the order.
+    fn issue(&self, order: CertificateOrder) -> PortFuture<'_, Vec<u8>>;
+}
+
+/// A citizen's request, through the registration authority, for a remote credential.
+pub struct NewCredential {
+    /// The national identity number (verified in person).
+    pub national_id: String,
+    /// Given names, as on the identity documents.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// The signing PIN the citizen chose (PIN2 rules).
+    pub pin: SecretString,
+}
+
+impl fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("national_id", &self.national_id)
+            .field("pin", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A created credential.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CreatedCredential {
+    /// Its id in the CSC API.
+    pub credential_id: String,
+    /// The certificate's serial (hex).
+    pub serial: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+}
+
+/// A credential as stored.
+#[derive(Clone, Debug)]
+struct Credential {
+    credential_id: String,
+    national_id: String,
+    key_label: String,
+    certificate: Certificate,
+    certificate_der: Vec<u8>,
+    status: String,
+    pin_hash: String,
+    pin_failures: i64,
+}
+
+const CREDENTIAL_COLUMNS: &str = "credential_id, national_id, key_label, certificate, status, \
+     pin_hash, pin_failures";
+
+fn credential_from_row(row: &sqlx::any::AnyRow) -> Result<Credential, CscError> {
+    let read = |e: sqlx::Error| CscError::Internal(format!("reading a credential: {e}"));
+    let der: Vec<u8> = row.try_get("certificate").map_err(read)?;
+    let certificate = Certificate::from_der(&der)
+        .map_err(|e| CscError::Internal(format!("a stored certificate is unreadable: {e}")))?;
+    Ok(Credential {
+        credential_id: row.try_get("credential_id").map_err(read)?,
+        national_id: row.try_get("national_id").map_err(read)?,
+        key_label: row.try_get("key_label").map_err(read)?,
+        certificate,
+        certificate_der: der,
+        status: row.try_get("status").map_err(read)?,
+        pin_hash: row.try_get("pin_hash").map_err(read)?,
+        pin_failures: row.try_get("pin_failures").map_err(read)?,
+    })
+}
+
+/// The hash algorithms a SAD may cover, by OID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashAlgorithm {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    pub(crate) fn from_oid(oid: &str) -> Result<Self, CscError> {
+        match oid {
+            "2.16.840.1.101.3.4.2.1" => Ok(Self::Sha256),
+            "2.16.840.1.101.3.4.2.2" => Ok(Self::Sha384),
+            "2.16.840.1.101.3.4.2.3" => Ok(Self::Sha512),
+            "1.3.14.3.2.26" => Err(CscError::UnsupportedAlgorithm(
+                "SHA-1 (1.3.14.3.2.26) is not accepted for signatures".into(),
+            )),
+            other => Err(CscError::UnsupportedAlgorithm(format!(
+                "hash algorithm `{other}` is not SHA-256, SHA-384 or SHA-512 (by OID)"
+            ))),
+        }
+    }
+
+    pub(crate) fn oid(self) -> &'static str {
+        match self {
+            Self::Sha256 => "2.16.840.1.101.3.4.2.1",
+            Self::Sha384 => "2.16.840.1.101.3.4.2.2",
+            Self::Sha512 => "2.16.840.1.101.3.4.2.3",
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    fn digest_algorithm(self) -> DigestAlgorithm {
+        match self {
+            Self::Sha256 => DigestAlgorithm::Sha256,
+            Self::Sha384 => DigestAlgorithm::Sha384,
+            Self::Sha512 => DigestAlgorithm::Sha512,
+        }
+    }
+
+    /// The ECDSA signature algorithm OID over this hash.
+    fn ecdsa_oid(self) -> &'static str {
+        match self {
+            Self::Sha256 => "1.2.840.10045.4.3.2",
+            Self::Sha384 => "1.2.840.10045.4.3.3",
+            Self::Sha512 => "1.2.840.10045.4.3.4",
+        }
+    }
+
+    /// Checks hashes' lengths.
+    fn check(self, hashes: &[Vec<u8>]) -> Result<(), CscError> {
+        match hashes.iter().find(|h| h.len() != self.len()) {
+            Some(bad) => Err(CscError::InvalidRequest(format!(
+                "a hash has {} octets; {} gives {}",
+                bad.len(),
+                self.oid(),
+                self.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The ECDSA key's own algorithm OID (CSC lets `signAlgo` name it with `hashAlgo`).
+const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+/// Signature algorithms offered (`credentials/info` `key.algo`).
+pub(crate) const SIGN_ALGORITHMS: [&str; 3] = [
+    "1.2.840.10045.4.3.2",
+    "1.2.840.10045.4.3.3",
+    "1.2.840.10045.4.3.4",
+];
+
+/// Decodes a hash given in base64 (standard or URL-safe, padded or not).
+pub(crate) fn decode_hash(text: &str) -> Result<Vec<u8>, CscError> {
+    let text = text.trim();
+    Base64::decode_vec(text)
+        .or_else(|_| Base64Unpadded::decode_vec(text))
+        .or_else(|_| Base64Url::decode_vec(text))
+        .or_else(|_| Base64UrlUnpadded::decode_vec(text))
+        .map_err(|_| CscError::InvalidRequest(format!("`{text}` is not a base64 hash")))
+}
+
+fn random_hex<const N: usize>() -> Result<String, CscError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| CscError::Internal(format!("randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Argon2id for signing PINs: slow enough that a stolen table does not give PINs
+/// away cheaply, quick enough for an interactive authorisation.
+const PIN_MEMORY_KIB: u32 = 19 * 1024;
+const PIN_ITERATIONS: u32 = 2;
+
+fn argon2(memory_kib: u32, iterations: u32) -> Result<argon2::Argon2<'static>, CscError> {
+    let params = argon2::Params::new(memory_kib, iterations, 1, Some(32))
+        .map_err(|e| CscError::Internal(format!("Argon2id parameters: {e}")))?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params,
+    ))
+}
+
+/// `argon2id$<memory KiB>$<iterations>$<salt hex>$<hash hex>`.
+fn hash_pin(pin: &SecretString) -> Result<String, CscError> {
+    let salt = random_hex::<16>()?;
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    argon2(PIN_MEMORY_KIB, PIN_ITERATIONS)?
+        .hash_password_into(pin.expose_secret().as_bytes(), salt.as_bytes(), out.as_mut())
+        .map_err(|e| CscError::Internal(format!("hashing a PIN: {e}")))?;
+    Ok(format!(
+        "argon2id${PIN_MEMORY_KIB}${PIN_ITERATIONS}${salt}${}",
+        hex::encode(out.as_ref())
+    ))
+}
+
+fn pin_matches(pin: &SecretString, stored: &str) -> Result<bool, CscError> {
+    let bad = || CscError::Internal("a stored PIN hash is malformed".into());
+    let parts: Vec<&str> = stored.split('$').collect();
+    let [kind, memory, iterations, salt, expected] = parts.as_slice() else {
+        return Err(bad());
+    };
+    if *kind != "argon2id" {
+        return Err(bad());
+    }
+    let memory: u32 = memory.parse().map_err(|_| bad())?;
+    let iterations: u32 = iterations.parse().map_err(|_| bad())?;
+    let expected = hex::decode(expected).map_err(|_| bad())?;
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    argon2(memory, iterations)?
+        .hash_password_into(pin.expose_secret().as_bytes(), salt.as_bytes(), out.as_mut())
+        .map_err(|e| CscError::Internal(format!("checking a PIN: {e}")))?;
+    // Constant time over the whole hash.
+    let difference = out
+        .iter()
+        .zip(expected.iter())
+        .fold(u8::from(out.len() != expected.len()), |acc, (a, b)| acc | (a ^ b));
+    Ok(difference == 0)
+}
+
+/// A signature authorisation to spend: from a SAD, or from the access token itself.
+enum Authority {
+    Sad(String),
+    Token,
+}
+
+/// What `credentials/authorize` was asked.
+#[derive(Debug)]
+pub struct AuthorizeRequest {
+    /// The credential.
+    pub credential_id: String,
+    /// How many signatures (must equal the number of hashes: SCAL2).
+    pub num_signatures: u32,
+    /// The hashes to be signed, decoded.
+    pub hashes: Vec<Vec<u8>>,
+    /// Their algorithm's OID.
+    pub hash_algorithm: String,
+    /// The citizen's signing PIN.
+    pub pin: Option<SecretString>,
+}
+
+/// What `signatures/signHash` was asked.
+#[derive(Debug)]
+pub struct SignHashRequest {
+    /// The credential.
+    pub credential_id: String,
+    /// The SAD from `credentials/authorize` (absent when the access token authorises
+    /// the credential itself).
+    pub sad: Option<String>,
+    /// The hashes.
+    pub hashes: Vec<Vec<u8>>,
+    /// Their algorithm's OID.
+    pub hash_algorithm: String,
+    /// The signature algorithm's OID.
+    pub sign_algorithm: String,
+}
+
+/// The CSC API service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Csc {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    signatures: Signatures,
+    tokens: AccessTokens,
+    directory: Arc<dyn CitizenDirectory>,
+    certificates: Option<Arc<dyn SigningCertificates>>,
+}
+
+impl Csc {
+    /// The API over `signatures` (trust, OCSP, time-stamps), with the citizen register
+    /// and, where this process may create credentials, the CA.
+    pub fn new(
+        signatures: &Signatures,
+        directory: Arc<dyn CitizenDirectory>,
+        certificates: Option<Arc<dyn SigningCertificates>>,
+    ) -> Self {
+        let config = &signatures.context().config.signing.csc;
+        Self {
+            inner: Arc::new(Inner {
+                tokens: AccessTokens::new(
+                    &config.issuer,
+                    &config.audience,
+                    signatures.http().clone(),
+                ),
+                signatures: signatures.clone(),
+                directory,
+                certificates,
+            }),
+        }
+    }
+
+    fn ctx(&self) -> &ServiceContext {
+        self.inner.signatures.context()
+    }
+
+    fn now(&self) -> i64 {
+        self.ctx().clock.now().unix_timestamp()
+    }
+
+    /// Checks the bearer token.
+    pub async fn access(&self, token: &str) -> Result<Access, CscError> {
+        self.inner.tokens.verify(token, self.now()).await
+    }
+
+    /// The trusted identity provider.
+    pub fn issuer(&self) -> &str {
+        self.inner.tokens.issuer()
+    }
+
+    /// The national id of the token's citizen.
+    async fn national_id(&self, access: &Access) -> Result<String, CscError> {
+        self.inner
+            .directory
+            .national_id(&access.subject)
+            .await?
+            .ok_or_else(|| {
+                CscError::InvalidToken("the token's citizen is not known to this service".into())
+            })
+    }
+
+    /// Creates a credential: key on the HSM, certificate from the CA, PIN hash. Only
+    /// for a key store that is an HSM (a QSCD); the soft store is refused.
+    pub async fn create_credential(
+        &self,
+        actor: &str,
+        request: NewCredential,
+    ) -> Result<CreatedCredential, CscError> {
+        let ctx = self.ctx().clone();
+        PinPolicy::CITIZEN
+            .check(PinKind::Pin2, &request.pin)
+            .map_err(|e| CscError::InvalidRequest(e.to_string()))?;
+        let issuer = self.inner.certificates.clone().ok_or_else(|| {
+            CscError::Unavailable("this process cannot reach the CA to certify keys".into())
+        })?;
+        if ctx.keys.class() != eid_hsm::TokenClass::Hsm {
+            return Err(CscError::AccessDenied(format!(
+                "remote signing keys live on an HSM (a qualified signature creation device); \
+                 the service key store is a {} store ({}). Configure [keys] for a PKCS#11 \
+                 token of class hsm",
+                ctx.keys.class(),
+                ctx.keys.description()
+            )));
+        }
+        let credential_id = format!("csc-{}", random_hex::<16>()?);
+        let label = KeyLabel::new(credential_id.clone())
+            .map_err(|e| CscError::Internal(e.to_string()))?;
+        let keys = ctx.keys.clone();
+        let key_label = label.clone();
+        let (csr, public_key, evidence) = tokio::task::spawn_blocking(move || {
+            let info = keys.generate(&key_label, KeySpec::EcP256, KeyRole::Service)?;
+            let evidence = keys.qscd_evidence(&key_label)?;
+            let signer = keys.signer(&key_label, None)?;
+            let subject: x509_cert::name::Name = "CN=eID remote signing key"
+                .parse()
+                .map_err(|e: der::Error| eid_hsm::HsmError::Crypto {
+                    operation: "naming a request",
+                    detail: e.to_string(),
+                })?;
+            let csr = x509_cert::builder::RequestBuilder::new(subject)
+                .and_then(|b| b.build::<_, eid_hsm::Signature>(&signer))
+                .map_err(|e| eid_hsm::HsmError::Crypto {
+                    operation: "signing a certification request on the HSM",
+                    detail: e.to_string(),
+                })?
+                .to_der()
+                .map_err(|e| eid_hsm::HsmError::Crypto {
+                    operation: "encoding a certification request",
+                    detail: e.to_string(),
+                })?;
+            Ok::<_, eid_hsm::HsmError>((csr, info.public_key, evidence))
+        })
+        .await
+        .map_err(|e| CscError::Internal(format!("key generation task: {e}")))?
+        .map_err(|e| CscError::Unavailable(format!("the HSM: {e}")))?;
+        let pin = request.pin.clone();
+        let pin_hash = tokio::task::spawn_blocking(move || hash_pin(&pin))
+            .await
+            .map_err(|e| CscError::Internal(format!("PIN task: {e}")))??;
+        let issued = issuer
+            .issue(CertificateOrder {
+                csr,
+                national_id: request.national_id.clone(),
+                given_name: request.given_name.clone(),
+                surname: request.surname.clone(),
+                key_evidence: (public_key, evidence),
+                requested_by: actor.to_owned(),
+            })
+            .await;
+        let der = match issued {
+            Ok(der) => der,
+            Err(e) => {
+                let event = AuditEvent::new(actor, "csc.credential.create", "citizen", &request.national_id)
+                    .outcome(Outcome::Denied)
+                    .details(json!({ "credential": credential_id, "reason": e.to_string() }));
+                audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+                return Err(e);
+            }
+        };
+        let certificate = Certificate::from_der(&der)
+            .map_err(|e| CscError::Internal(format!("the CA's certificate is unreadable: {e}")))?;
+        let serial = hex::encode_upper(certificate.tbs_certificate().serial_number().as_bytes());
+        // The certificate also goes on the token, where PKCS#11 tools find it.
+        let keys = ctx.keys.clone();
+        let stored = der.clone();
+        let store_label = label.clone();
+        tokio::task::spawn_blocking(move || keys.store_certificate(&store_label, &stored))
+            .await
+            .map_err(|e| CscError::Internal(format!("certificate task: {e}")))?
+            .map_err(|e| CscError::Unavailable(format!("storing the certificate on the HSM: {e}")))?;
+        let now = self.now();
+        let mut tx = ctx.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO csc_credential (credential_id, national_id, key_label, certificate, \
+             serial, status, pin_hash, pin_failures, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'active', $6, 0, $7, $8, $8)",
+        )
+        .bind(&credential_id)
+        .bind(&request.national_id)
+        .bind(label.as_str())
+        .bind(&der)
+        .bind(&serial)
+        .bind(&pin_hash)
+        .bind(actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(CscError::db("storing a credential"))?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(actor, "csc.credential.create", "citizen", &request.national_id)
+                .details(json!({
+                    "credential": credential_id,
+                    "serial": serial,
+                    "key": label.as_str(),
+                    "store": ctx.keys.description(),
+                })),
+        )
+        .await?;
+        tx.commit().await.map_err(CscError::db("committing"))?;
+        let pem = der::EncodePem::to_pem(&certificate, der::pem::LineEnding::LF)
+            .map_err(|e| CscError::Internal(format!("PEM: {e}")))?;
+        Ok(CreatedCredential {
+            credential_id,
+            serial,
+            certificate: pem,
+        })
+    }
+
+    async fn credential(&self, credential_id: &str) -> Result<Option<Credential>, CscError> {
+        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM csc_credential WHERE credential_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(credential_id)
+            .fetch_optional(self.ctx().db.pool())
+            .await
+            .map_err(CscError::db("reading a credential"))?
+            .as_ref()
+            .map(credential_from_row)
+            .transpose()
+    }
+
+    /// The citizen's own credential, or the CSC error for an unknown one (another
+    /// citizen's looks the same as none).
+    async fn own_credential(
+        &self,
+        access: &Access,
+        credential_id: &str,
+    ) -> Result<Credential, CscError> {
+        let national_id = self.national_id(access).await?;
+        match self.credential(credential_id).await? {
+            Some(c) if c.national_id == national_id => Ok(c),
+            _ => Err(CscError::InvalidRequest(format!(
+                "invalid parameter credentialID: `{credential_id}` is not a credential of \
+                 this user"
+            ))),
+        }
+    }
+
+    /// `credentials/list`: the citizen's credential ids.
+    pub async fn list(&self, access: &Access) -> Result<Vec<String>, CscError> {
+        require_scope(access, &["service", "credential"])?;
+        let national_id = self.national_id(access).await?;
+        let rows = sqlx::query(
+            "SELECT credential_id FROM csc_credential WHERE national_id = $1 \
+             AND status <> 'disabled' ORDER BY created_at, credential_id",
+        )
+        .bind(&national_id)
+        .fetch_all(self.ctx().db.pool())
+        .await
+        .map_err(CscError::db("listing credentials"))?;
+        rows.iter()
+            .map(|r| r.try_get("credential_id"))
+            .collect::<Result<_, _>>()
+            .map_err(CscError::db("listing credentials"))
+    }
+
+    /// `credentials/info`: the credential as the API describes it.
+    pub async fn info(
+        &self,
+        access: &Access,
+        credential_id: &str,
+        certificates: &str,
+        cert_info: bool,
+    ) -> Result<Value, CscError> {
+        require_scope(access, &["service", "credential"])?;
+        let credential = self.own_credential(access, credential_id).await?;
+        Ok(self.describe(&credential, certificates, cert_info)?)
+    }
+
+    fn describe(
+        &self,
+        credential: &Credential,
+        certificates: &str,
+        cert_info: bool,
+    ) -> Result<Value, CscError> {
+        let config = &self.ctx().config.signing.csc;
+        let trust = self.inner.signatures.trust();
+        let now = self.ctx().clock.now();
+        let tbs = credential.certificate.tbs_certificate();
+        let (not_before, not_after) = (
+            time::OffsetDateTime::from(tbs.validity().not_before.to_system_time()),
+            time::OffsetDateTime::from(tbs.validity().not_after.to_system_time()),
+        );
+        let cert_status = if now < not_before || now > not_after {
+            "expired"
+        } else {
+            "valid"
+        };
+        let mut chain = vec![Base64::encode_string(&credential.certificate_der)];
+        match certificates {
+            "none" => chain.clear(),
+            "single" => {}
+            "chain" => {
+                for ca in trust.chain_of(&credential.certificate) {
+                    chain.push(Base64::encode_string(
+                        &ca.to_der()
+                            .map_err(|e| CscError::Internal(format!("encoding a CA: {e}")))?,
+                    ));
+                }
+            }
+            other => {
+                return Err(CscError::InvalidRequest(format!(
+                    "invalid parameter certificates: `{other}` is not none, single or chain"
+                )));
+            }
+        }
+        let key_status = if credential.status == "active" {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        let mut cert = json!({ "status": cert_status, "certificates": chain });
+        if cert_info {
+            cert["issuerDN"] = tbs.issuer().to_string().into();
+            cert["subjectDN"] = tbs.subject().to_string().into();
+            cert["serialNumber"] = hex::encode_upper(tbs.serial_number().as_bytes()).into();
+            cert["validFrom"] = generalized(not_before).into();
+            cert["validTo"] = generalized(not_after).into();
+        }
+        Ok(json!({
+            "credentialID": credential.credential_id,
+            "description": "Qualified electronic signature (remote, HSM)",
+            "signatureQualifier": "eu_eidas_qes",
+            "key": {
+                "status": key_status,
+                "algo": SIGN_ALGORITHMS,
+                "len": 256,
+                "curve": "1.2.840.10045.3.1.7",
+            },
+            "cert": cert,
+            "auth": {
+                "mode": "explicit",
+                "expression": "PIN",
+                "objects": [{
+                    "type": "Password",
+                    "id": "PIN",
+                    "format": "N",
+                    "label": "Signing PIN",
+                    "description": "The signing PIN chosen at the registration desk",
+                }],
+            },
+            // CSC v1 names, which some clients still read.
+            "authMode": "explicit",
+            "PIN": { "presence": "true", "format": "N", "label": "Signing PIN" },
+            "SCAL": "2",
+            "scal": "2",
+            "multisign": config.max_signatures,
+            "lang": "en-US",
+            "status": credential.status,
+            "pinAttemptsLeft": i64::from(config.pin_attempts) - credential.pin_failures,
+        }))
+    }
+
+    /// `credentials/authorize`: the PIN and the exact hashes give a SAD.
+    pub async fn authorize(
+        &self,
+        access: &Access,
+        request: AuthorizeRequest,
+    ) -> Result<(String, u64), CscError> {
+        require_scope(access, &["service", "credential"])?;
+        let ctx = self.ctx().clone();
+        let config = &ctx.config.signing.csc;
+        let credential = self.own_credential(access, &request.credential_id).await?;
+        let algorithm = HashAlgorithm::from_oid(&request.hash_algorithm)?;
+        if request.hashes.is_empty() {
+            return Err(CscError::InvalidRequest(
+                "missing parameter hashes: this service authorises exact hashes only (SCAL2)"
+                    .into(),
+            ));
+        }
+        algorithm.check(&request.hashes)?;
+        if usize::try_from(request.num_signatures).ok() != Some(request.hashes.len()) {
+            return Err(CscError::InvalidRequest(format!(
+                "numSignatures ({}) must equal the number of hashes ({})",
+                request.num_signatures,
+                request.hashes.len()
+            )));
+        }
+        if request.num_signatures > config.max_signatures {
+            return Err(CscError::InvalidRequest(format!(
+                "numSignatures is too large: at most {} per authorisation",
+                config.max_signatures
+            )));
+        }
+        let Some(pin) = request.pin else {
+            return Err(CscError::InvalidRequest(
+                "missing PIN: give it as authData [{\"id\": \"PIN\", ...}] (or PIN)".into(),
+            ));
+        };
+        let audited = |outcome: Outcome, details: Value| {
+            AuditEvent::new(
+                &format!("client:{}", access.client_id),
+                "csc.credential.authorize",
+                "citizen",
+                &credential.national_id,
+            )
+            .outcome(outcome)
+            .details(details)
+        };
+        if credential.status != "active" {
+            let event = audited(
+                Outcome::Denied,
+                json!({ "credential": credential.credential_id, "reason": credential.status }),
+            );
+            audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+            return Err(CscError::AccessDenied(format!(
+                "the credential is {}{}",
+                credential.status,
+                if credential.status == "locked" {
+                    " after too many wrong PINs; the citizen unlocks it at a registration desk"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let stored = credential.pin_hash.clone();
+        let matches = tokio::task::spawn_blocking(move || pin_matches(&pin, &stored))
+            .await
+            .map_err(|e| CscError::Internal(format!("PIN task: {e}")))??;
+        let now = self.now();
+        let hashes: Vec<String> = request.hashes.iter().map(|h| Base64::encode_string(h)).collect();
+        let mut tx = ctx.db.begin_write().await?;
+        if !matches {
+            // Counted in the row, so concurrent wrong PINs cannot slip past the limit.
+            let row = sqlx::query(
+                "UPDATE csc_credential SET pin_failures = pin_failures + 1, \
+                 status = CASE WHEN pin_failures + 1 >= $1 THEN 'locked' ELSE status END, \
+                 updated_at = $2 WHERE credential_id = $3 RETURNING pin_failures, status",
+            )
+            .bind(i64::from(config.pin_attempts))
+            .bind(now)
+            .bind(&credential.credential_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(CscError::db("counting a wrong PIN"))?;
+            let failures: i64 = row.try_get("pin_failures").map_err(CscError::db("counting a wrong PIN"))?;
+            let status: String = row.try_get("status").map_err(CscError::db("counting a wrong PIN"))?;
+            let left = (i64::from(config.pin_attempts) - failures).max(0);
+            audit::append(
+                &mut tx,
+                ctx.clock.as_ref(),
+                &audited(
+                    Outcome::Denied,
+                    json!({
+                        "credential": credential.credential_id,
+                        "reason": "wrong PIN",
+                        "attempts_left": left,
+                        "locked": status == "locked",
+                    }),
+                ),
+            )
+            .await?;
+            tx.commit().await.map_err(CscError::db("committing"))?;
+            return Err(if status == "locked" {
+                CscError::AccessDenied(
+                    "the PIN is wrong, and the credential is now locked; the citizen unlocks \
+                     it at a registration desk"
+                        .into(),
+                )
+            } else {
+                CscError::InvalidPin {
+                    message: format!("the PIN is wrong; {left} attempt(s) left before the credential locks"),
+                }
+            });
+        }
+        let sad = format!("sad-{}", random_hex::<32>()?);
+        let ttl = i64::try_from(config.sad_ttl.as_secs()).unwrap_or(300);
+        sqlx::query(
+            "UPDATE csc_credential SET pin_failures = 0, updated_at = $1 WHERE credential_id = $2",
+        )
+        .bind(now)
+        .bind(&credential.credential_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(CscError::db("resetting the PIN counter"))?;
+        sqlx::query(
+            "INSERT INTO csc_authorization (sad_sha256, credential_id, client_id, \
+             hash_algorithm, hashes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(sha256_hex(sad.as_bytes()))
+        .bind(&credential.credential_id)
+        .bind(&access.client_id)
+        .bind(algorithm.oid())
+        .bind(Value::from(hashes.clone()).to_string())
+        .bind(now)
+        .bind(now + ttl)
+        .execute(&mut *tx)
+        .await
+        .map_err(CscError::db("storing a SAD"))?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &audited(
+                Outcome::Success,
+                json!({
+                    "credential": credential.credential_id,
+                    "hash_algorithm": algorithm.oid(),
+                    "hashes": hashes,
+                    "sad": &sha256_hex(sad.as_bytes())[..16],
+                    "expires_at": now + ttl,
+                }),
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(CscError::db("committing"))?;
+        Ok((sad, u64::try_from(ttl).unwrap_or(300)))
+    }
+
+    /// `credentials/authorizeCheck`: whether a SAD is still usable, and until when.
+    pub async fn authorize_check(
+        &self,
+        access: &Access,
+        credential_id: &str,
+        sad: &str,
+    ) -> Result<Value, CscError> {
+        require_scope(access, &["service", "credential"])?;
+        let credential = self.own_credential(access, credential_id).await?;
+        let row = sqlx::query(
+            "SELECT client_id, expires_at, used_at, hashes FROM csc_authorization \
+             WHERE sad_sha256 = $1 AND credential_id = $2",
+        )
+        .bind(sha256_hex(sad.as_bytes()))
+        .bind(&credential.credential_id)
+        .fetch_optional(self.ctx().db.pool())
+        .await
+        .map_err(CscError::db("reading a SAD"))?;
+        let Some(row) = row else {
+            return Err(CscError::InvalidRequest("invalid SAD for this credential".into()));
+        };
+        let read = CscError::db("reading a SAD");
+        let client: String = row.try_get("client_id").map_err(read)?;
+        let expires_at: i64 = row.try_get("expires_at").map_err(CscError::db("reading a SAD"))?;
+        let used_at: Option<i64> = row.try_get("used_at").map_err(CscError::db("reading a SAD"))?;
+        let hashes: String = row.try_get("hashes").map_err(CscError::db("reading a SAD"))?;
+        if client != access.client_id {
+            return Err(CscError::InvalidRequest("invalid SAD for this client".into()));
+        }
+        let now = self.now();
+        let state = match (used_at, expires_at <= now) {
+            (Some(_), _) => "used",
+            (None, true) => "expired",
+            (None, false) => "valid",
+        };
+        let count = serde_json::from_str::<Vec<String>>(&hashes).map_or(0, |h| h.len());
+        Ok(json!({
+            "status": state,
+            "expiresIn": (expires_at - now).max(0),
+            "numSignatures": count,
+        }))
+    }
+
+    /// `signatures/signHash`: signs the hashes the authorisation covers, on the HSM.
+    pub async fn sign_hash(
+        &self,
+        access: &Access,
+        request: SignHashRequest,
+    ) -> Result<Vec<String>, CscError> {
+        let ctx = self.ctx().clone();
+        let credential = self.own_credential(access, &request.credential_id).await?;
+        let algorithm = HashAlgorithm::from_oid(&request.hash_algorithm)?;
+        if request.hashes.is_empty() {
+            return Err(CscError::InvalidRequest("missing parameter hashes".into()));
+        }
+        algorithm.check(&request.hashes)?;
+        if request.sign_algorithm != algorithm.ecdsa_oid()
+            && request.sign_algorithm != EC_PUBLIC_KEY
+        {
+            return Err(CscError::UnsupportedAlgorithm(format!(
+                "signAlgo `{}` does not fit this credential's P-256 key with {} (use {} or {})",
+                request.sign_algorithm,
+                algorithm.oid(),
+                algorithm.ecdsa_oid(),
+                EC_PUBLIC_KEY
+            )));
+        }
+        let mut unique = request.hashes.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != request.hashes.len() {
+            return Err(CscError::InvalidRequest("a hash is listed twice".into()));
+        }
+        if credential.status != "active" {
+            return Err(CscError::AccessDenied(format!("the credential is {}", credential.status)));
+        }
+        let authority = match (&request.sad, &access.credential) {
+            (Some(sad), _) => Authority::Sad(sad.clone()),
+            (None, Some(authorised)) => {
+                if !access.has_scope("credential") && access.credential.is_none() {
+                    return Err(CscError::InsufficientScope(
+                        "signing needs a SAD or a token authorising this credential".into(),
+                    ));
+                }
+                if authorised.credential_id != credential.credential_id {
+                    return Err(CscError::InsufficientScope(
+                        "the access token authorises another credential".into(),
+                    ));
+                }
+                if HashAlgorithm::from_oid(&authorised.hash_algorithm)? != algorithm {
+                    return Err(CscError::InvalidRequest(
+                        "hashAlgorithmOID differs from the authorised one".into(),
+                    ));
+                }
+                if let Some(extra) = request.hashes.iter().find(|h| !authorised.hashes.contains(h)) {
+                    return Err(CscError::InvalidRequest(format!(
+                        "hash {} was not authorised by the access token",
+                        Base64::encode_string(extra)
+                    )));
+                }
+                Authority::Token
+            }
+            (None, None) => {
+                return Err(CscError::InvalidRequest(
+                    "missing parameter SAD (and the access token authorises no credential)".into(),
+                ));
+            }
+        };
+        // The certificate must be good now: asked of our responder, fail closed.
+        let trust = self.inner.signatures.trust();
+        let issuer = trust
+            .check_signer(&credential.certificate, ctx.clock.now())
+            .map_err(CscError::from)?
+            .clone();
+        if let Err(e) = revocation::check(
+            self.inner.signatures.http(),
+            &credential.certificate,
+            &issuer,
+            ctx.clock.now(),
+        )
+        .await
+        {
+            let refusal = CscError::from(e);
+            if matches!(refusal, CscError::AccessDenied(_)) {
+                let event = AuditEvent::new(
+                    &format!("client:{}", access.client_id),
+                    "csc.signature.sign_hash",
+                    "citizen",
+                    &credential.national_id,
+                )
+                .outcome(Outcome::Denied)
+                .details(json!({
+                    "credential": credential.credential_id,
+                    "reason": refusal.to_string(),
+                }));
+                audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+            }
+            return Err(refusal);
+        }
+
+        // Spend the authorisation (single use), then sign; a failure to sign after
+        // this leaves the SAD spent, never reusable.
+        let now = self.now();
+        let hashes_b64: Vec<String> = request.hashes.iter().map(|h| Base64::encode_string(h)).collect();
+        let mut tx = ctx.db.begin_write().await?;
+        let authorisation_ref = match &authority {
+            Authority::Sad(sad) => {
+                let key = sha256_hex(sad.as_bytes());
+                let row = sqlx::query(
+                    "SELECT credential_id, client_id, hash_algorithm, hashes, expires_at, used_at \
+                     FROM csc_authorization WHERE sad_sha256 = $1",
+                )
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(CscError::db("reading a SAD"))?
+                .ok_or_else(|| CscError::InvalidRequest("invalid SAD: unknown to this service".into()))?;
+                let get_s = |name: &str| -> Result<String, CscError> {
+                    row.try_get(name).map_err(CscError::db("reading a SAD"))
+                };
+                let expires_at: i64 = row.try_get("expires_at").map_err(CscError::db("reading a SAD"))?;
+                let used_at: Option<i64> = row.try_get("used_at").map_err(CscError::db("reading a SAD"))?;
+                if get_s("credential_id")? != credential.credential_id {
+                    return Err(CscError::InvalidRequest("invalid SAD: it authorises another credential".into()));
+                }
+                if get_s("client_id")? != access.client_id {
+                    return Err(CscError::InvalidRequest("invalid SAD: it was given to another client".into()));
+                }
+                if used_at.is_some() {
+                    return Err(CscError::InvalidRequest("invalid SAD: already used (a SAD is single-use)".into()));
+                }
+                if expires_at <= now {
+                    return Err(CscError::InvalidRequest("invalid SAD: expired".into()));
+                }
+                if get_s("hash_algorithm")? != algorithm.oid() {
+                    return Err(CscError::InvalidRequest(
+                        "hashAlgorithmOID differs from the one the SAD was given for".into(),
+                    ));
+                }
+                let authorised: Vec<String> = serde_json::from_str(&get_s("hashes")?)
+                    .map_err(|e| CscError::Internal(format!("stored hashes: {e}")))?;
+                if let Some(extra) = hashes_b64.iter().find(|h| !authorised.contains(h)) {
+                    return Err(CscError::InvalidRequest(format!(
+                        "hash {extra} was not authorised by this SAD (SCAL2: a SAD covers \
+                         exactly the hashes given to credentials/authorize)"
+                    )));
+                }
+                let claimed = sqlx::query(
+                    "UPDATE csc_authorization SET used_at = $1 WHERE sad_sha256 = $2 \
+                     AND used_at IS NULL",
+                )
+                .bind(now)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await
+                .map_err(CscError::db("spending a SAD"))?;
+                if claimed.rows_affected() != 1 {
+                    return Err(CscError::InvalidRequest("invalid SAD: already used".into()));
+                }
+                format!("sad:{}", &key[..16])
+            }
+            Authority::Token => {
+                let key = sha256_hex(format!("jti:{}", access.jti).as_bytes());
+                let inserted = sqlx::query(
+                    "INSERT INTO csc_authorization (sad_sha256, credential_id, client_id, \
+                     hash_algorithm, hashes, created_at, expires_at, used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6) ON CONFLICT (sad_sha256) DO NOTHING",
+                )
+                .bind(&key)
+                .bind(&credential.credential_id)
+                .bind(&access.client_id)
+                .bind(algorithm.oid())
+                .bind(Value::from(hashes_b64.clone()).to_string())
+                .bind(now)
+                .bind(access.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(CscError::db("spending a credential authorisation"))?;
+                if inserted.rows_affected() != 1 {
+                    return Err(CscError::InvalidRequest(
+                        "the access token's credential authorisation is already used".into(),
+                    ));
+                }
+                format!("token:{}", access.jti)
+            }
+        };
+        // Sign on the HSM.
+        let label = KeyLabel::new(credential.key_label.clone())
+            .map_err(|e| CscError::Internal(e.to_string()))?;
+        let keys = ctx.keys.clone();
+        let digests = request.hashes.clone();
+        let signatures = tokio::task::spawn_blocking(move || {
+            let signer = keys.signer(&label, None)?;
+            digests
+                .iter()
+                .map(|d| signer.sign_digest(d).map(eid_hsm::Signature::into_bytes))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| CscError::Internal(format!("signing task: {e}")))?
+        .map_err(|e| CscError::Unavailable(format!("the HSM could not sign: {e}")))?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                &format!("client:{}", access.client_id),
+                "csc.signature.sign_hash",
+                "citizen",
+                &credential.national_id,
+            )
+            .details(json!({
+                "credential": credential.credential_id,
+                "certificate_serial": hex::encode_upper(credential.certificate.tbs_certificate().serial_number().as_bytes()),
+                "hash_algorithm": algorithm.oid(),
+                "hashes": hashes_b64,
+                "authorisation": authorisation_ref,
+            })),
+        )
+        .await?;
+        tx.commit().await.map_err(CscError::db("committing"))?;
+        Ok(signatures.iter().map(|s| Base64::encode_string(s)).collect())
+    }
+
+    /// `signatures/timestamp`: an RFC 3161 token over the hash from our TSA.
+    pub async fn timestamp(
+        &self,
+        access: &Access,
+        hash: &[u8],
+        hash_algorithm: &str,
+        nonce: Option<&[u8]>,
+    ) -> Result<Vec<u8>, CscError> {
+        require_scope(access, &["service", "credential"])?;
+        let algorithm = HashAlgorithm::from_oid(hash_algorithm)?;
+        algorithm.check(&[hash.to_vec()])?;
+        let generated;
+        let nonce = match nonce {
+            Some(n) if !n.is_empty() && n.len() <= 32 => n,
+            Some(_) => {
+                return Err(CscError::InvalidRequest(
+                    "nonce must be 1 to 32 octets (hex)".into(),
+                ));
+            }
+            None => {
+                let mut n = [0u8; 8];
+                getrandom::fill(&mut n).map_err(|e| CscError::Internal(format!("nonce: {e}")))?;
+                n[0] = (n[0] & 0x7f) | 0x01;
+                generated = n;
+                &generated
+            }
+        };
+        // A positive INTEGER: a leading zero octet keeps a high bit from reading as a sign.
+        let mut integer = nonce.to_vec();
+        if integer.first().is_some_and(|b| b & 0x80 != 0) {
+            integer.insert(0, 0);
+        }
+        let token = self
+            .inner
+            .signatures
+            .time_stamps()
+            .stamp_imprint(algorithm.digest_algorithm(), hash, &integer)
+            .await?;
+        token
+            .token
+            .to_der()
+            .map_err(|e| CscError::Internal(format!("encoding a token: {e}")))
+    }
+}
+
+/// Unlocks a credential locked by wrong PINs (an operator or supervisor, after the
+/// citizen proved who they are in person). Audited.
+pub async fn unlock(ctx: &ServiceContext, actor: &str, credential_id: &str) -> Result<(), CscError> {
+    let now = ctx.clock.now().unix_timestamp();
+    let mut tx = ctx.db.begin_write().await?;
+    let row = sqlx::query("SELECT national_id, status FROM csc_credential WHERE credential_id = $1")
+        .bind(credential_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(CscError::db("reading a credential"))?
+        .ok_or_else(|| CscError::InvalidRequest(format!("no credential `{credential_id}`")))?;
+    let national_id: String = row.try_get("national_id").map_err(CscError::db("reading a credential"))?;
+    let status: String = row.try_get("status").map_err(CscError::db("reading a credential"))?;
+    if status != "locked" {
+        return Err(CscError::InvalidRequest(format!(
+            "credential `{credential_id}` is {status}, not locked"
+        )));
+    }
+    sqlx::query(
+        "UPDATE csc_credential SET status = 'active', pin_failures = 0, updated_at = $1 \
+         WHERE credential_id = $2",
+    )
+    .bind(now)
+    .bind(credential_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(CscError::db("unlocking a credential"))?;
+    audit::append(
+        &mut tx,
+        ctx.clock.as_ref(),
+        &AuditEvent::new(actor, "csc.credential.unlock", "citizen", &national_id)
+            .details(json!({ "credential": credential_id })),
+    )
+    .await?;
+    tx.commit().await.map_err(CscError::db("committing"))?;
+    Ok(())
+}
+
+fn require_scope(access: &Access, any_of: &[&str]) -> Result<(), CscError> {
+    if any_of.iter().any(|s| access.has_scope(s)) || access.credential.is_some() {
+        Ok(())
+    } else {
+        Err(CscError::InsufficientScope(format!(
+            "this method needs an access token with scope {}",
+            any_of.join(" or ")
+        )))
+    }
+}
+
+/// `YYYYMMDDHHMMSSZ`, as CSC writes certificate validity.
+fn generalized(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
