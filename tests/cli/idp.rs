@@ -19,6 +19,8 @@ use super::{
 };
 
 mod conformance;
+mod csc_authorization;
+mod csc_signing;
 mod mobile;
 
 /// The addresses one provider instance uses (the CA's is written into certificates as
