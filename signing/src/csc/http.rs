@@ -13,7 +13,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AuthorizeRequest, Csc, CscError, SIGN_ALGORITHMS, SignHashRequest, decode_hash, token::Access};
+use super::{
+    AuthorizeRequest, Csc, CscError, SIGN_ALGORITHMS, SignHashRequest, decode_hash, token::Access,
+};
 
 /// The largest CSC request (a batch of hashes, never a document).
 const MAX_BODY: usize = 256 * 1024;
@@ -27,13 +29,17 @@ async fn access(csc: &Csc, headers: &HeaderMap) -> Result<Access, CscError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| CscError::InvalidToken("an access token is required (Authorization: Bearer)".into()))?;
+        .ok_or_else(|| {
+            CscError::InvalidToken("an access token is required (Authorization: Bearer)".into())
+        })?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| CscError::InvalidToken("the Authorization header is not a Bearer token".into()))?;
+        .ok_or_else(|| {
+            CscError::InvalidToken("the Authorization header is not a Bearer token".into())
+        })?;
     csc.access(token).await
 }
 
@@ -46,9 +52,9 @@ fn hashes(v2: Option<Vec<String>>, v1: Option<Vec<String>>) -> Result<Vec<Vec<u8
 }
 
 fn required(value: Option<String>, name: &str) -> Result<String, CscError> {
-    value
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| CscError::InvalidRequest(format!("missing (or invalid type) string parameter {name}")))
+    value.filter(|v| !v.is_empty()).ok_or_else(|| {
+        CscError::InvalidRequest(format!("missing (or invalid type) string parameter {name}"))
+    })
 }
 
 /// `info`: the service, without authentication.
@@ -109,7 +115,10 @@ async fn list(
         let certificates = request.certificates.as_deref().unwrap_or("single");
         let mut infos = Vec::new();
         for id in &ids {
-            infos.push(csc.info(&access, id, certificates, request.cert_info).await?);
+            infos.push(
+                csc.info(&access, id, certificates, request.cert_info)
+                    .await?,
+            );
         }
         answer["credentialInfos"] = infos.into();
     }
@@ -135,7 +144,11 @@ async fn credential_info(
     let request = body(request)?;
     let id = required(request.credential_id, "credentialID")?;
     let certificates = request.certificates.as_deref().unwrap_or("single");
-    Ok(Json(csc.info(&access, &id, certificates, request.cert_info).await?).into_response())
+    Ok(Json(
+        csc.info(&access, &id, certificates, request.cert_info)
+            .await?,
+    )
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,7 +222,9 @@ async fn authorize(
     let request = AuthorizeRequest {
         credential_id: required(request.credential_id, "credentialID")?,
         num_signatures: request.num_signatures.ok_or_else(|| {
-            CscError::InvalidRequest("missing (or invalid type) integer parameter numSignatures".into())
+            CscError::InvalidRequest(
+                "missing (or invalid type) integer parameter numSignatures".into(),
+            )
         })?,
         hashes,
         hash_algorithm,

@@ -29,9 +29,8 @@ pub mod token;
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
-use base64ct::{Base64, Base64Url, Base64UrlUnpadded, Base64Unpadded, Encoding};
+use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
 use der::{Decode, Encode};
-use x509_cert::builder::Builder;
 use eid_core::{AuditEvent, Outcome, ServiceContext, audit};
 use eid_hsm::{KeyLabel, KeyRole, KeySpec, PinKind, PinPolicy, PublicKey, QscdEvidence};
 use secrecy::{ExposeSecret, SecretString};
@@ -39,6 +38,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use x509_cert::Certificate;
+use x509_cert::builder::Builder;
 
 pub use error::CscError;
 use token::{Access, AccessTokens};
@@ -267,7 +267,11 @@ fn hash_pin(pin: &SecretString) -> Result<String, CscError> {
     let salt = random_hex::<16>()?;
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
     argon2(PIN_MEMORY_KIB, PIN_ITERATIONS)?
-        .hash_password_into(pin.expose_secret().as_bytes(), salt.as_bytes(), out.as_mut())
+        .hash_password_into(
+            pin.expose_secret().as_bytes(),
+            salt.as_bytes(),
+            out.as_mut(),
+        )
         .map_err(|e| CscError::Internal(format!("hashing a PIN: {e}")))?;
     Ok(format!(
         "argon2id${PIN_MEMORY_KIB}${PIN_ITERATIONS}${salt}${}",
@@ -289,13 +293,19 @@ fn pin_matches(pin: &SecretString, stored: &str) -> Result<bool, CscError> {
     let expected = hex::decode(expected).map_err(|_| bad())?;
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
     argon2(memory, iterations)?
-        .hash_password_into(pin.expose_secret().as_bytes(), salt.as_bytes(), out.as_mut())
+        .hash_password_into(
+            pin.expose_secret().as_bytes(),
+            salt.as_bytes(),
+            out.as_mut(),
+        )
         .map_err(|e| CscError::Internal(format!("checking a PIN: {e}")))?;
     // Constant time over the whole hash.
     let difference = out
         .iter()
         .zip(expected.iter())
-        .fold(u8::from(out.len() != expected.len()), |acc, (a, b)| acc | (a ^ b));
+        .fold(u8::from(out.len() != expected.len()), |acc, (a, b)| {
+            acc | (a ^ b)
+        });
     Ok(difference == 0)
 }
 
@@ -426,20 +436,21 @@ impl Csc {
             )));
         }
         let credential_id = format!("csc-{}", random_hex::<16>()?);
-        let label = KeyLabel::new(credential_id.clone())
-            .map_err(|e| CscError::Internal(e.to_string()))?;
+        let label =
+            KeyLabel::new(credential_id.clone()).map_err(|e| CscError::Internal(e.to_string()))?;
         let keys = ctx.keys.clone();
         let key_label = label.clone();
         let (csr, public_key, evidence) = tokio::task::spawn_blocking(move || {
             let info = keys.generate(&key_label, KeySpec::EcP256, KeyRole::Service)?;
             let evidence = keys.qscd_evidence(&key_label)?;
             let signer = keys.signer(&key_label, None)?;
-            let subject: x509_cert::name::Name = "CN=eID remote signing key"
-                .parse()
-                .map_err(|e: der::Error| eid_hsm::HsmError::Crypto {
-                    operation: "naming a request",
-                    detail: e.to_string(),
-                })?;
+            let subject: x509_cert::name::Name =
+                "CN=eID remote signing key"
+                    .parse()
+                    .map_err(|e: der::Error| eid_hsm::HsmError::Crypto {
+                        operation: "naming a request",
+                        detail: e.to_string(),
+                    })?;
             let csr = x509_cert::builder::RequestBuilder::new(subject)
                 .and_then(|b| b.build::<_, eid_hsm::Signature>(&signer))
                 .map_err(|e| eid_hsm::HsmError::Crypto {
@@ -473,9 +484,14 @@ impl Csc {
         let der = match issued {
             Ok(der) => der,
             Err(e) => {
-                let event = AuditEvent::new(actor, "csc.credential.create", "citizen", &request.national_id)
-                    .outcome(Outcome::Denied)
-                    .details(json!({ "credential": credential_id, "reason": e.to_string() }));
+                let event = AuditEvent::new(
+                    actor,
+                    "csc.credential.create",
+                    "citizen",
+                    &request.national_id,
+                )
+                .outcome(Outcome::Denied)
+                .details(json!({ "credential": credential_id, "reason": e.to_string() }));
                 audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
                 return Err(e);
             }
@@ -490,7 +506,9 @@ impl Csc {
         tokio::task::spawn_blocking(move || keys.store_certificate(&store_label, &stored))
             .await
             .map_err(|e| CscError::Internal(format!("certificate task: {e}")))?
-            .map_err(|e| CscError::Unavailable(format!("storing the certificate on the HSM: {e}")))?;
+            .map_err(|e| {
+                CscError::Unavailable(format!("storing the certificate on the HSM: {e}"))
+            })?;
         let now = self.now();
         let mut tx = ctx.db.begin_write().await?;
         sqlx::query(
@@ -512,13 +530,18 @@ impl Csc {
         audit::append(
             &mut tx,
             ctx.clock.as_ref(),
-            &AuditEvent::new(actor, "csc.credential.create", "citizen", &request.national_id)
-                .details(json!({
-                    "credential": credential_id,
-                    "serial": serial,
-                    "key": label.as_str(),
-                    "store": ctx.keys.description(),
-                })),
+            &AuditEvent::new(
+                actor,
+                "csc.credential.create",
+                "citizen",
+                &request.national_id,
+            )
+            .details(json!({
+                "credential": credential_id,
+                "serial": serial,
+                "key": label.as_str(),
+                "store": ctx.keys.description(),
+            })),
         )
         .await?;
         tx.commit().await.map_err(CscError::db("committing"))?;
@@ -532,7 +555,8 @@ impl Csc {
     }
 
     async fn credential(&self, credential_id: &str) -> Result<Option<Credential>, CscError> {
-        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM csc_credential WHERE credential_id = $1");
+        let sql =
+            format!("SELECT {CREDENTIAL_COLUMNS} FROM csc_credential WHERE credential_id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(credential_id)
             .fetch_optional(self.ctx().db.pool())
@@ -616,10 +640,10 @@ impl Csc {
             "single" => {}
             "chain" => {
                 for ca in trust.chain_of(&credential.certificate) {
-                    chain.push(Base64::encode_string(
-                        &ca.to_der()
-                            .map_err(|e| CscError::Internal(format!("encoding a CA: {e}")))?,
-                    ));
+                    chain
+                        .push(Base64::encode_string(&ca.to_der().map_err(|e| {
+                            CscError::Internal(format!("encoding a CA: {e}"))
+                        })?));
                 }
             }
             other => {
@@ -742,7 +766,11 @@ impl Csc {
             .await
             .map_err(|e| CscError::Internal(format!("PIN task: {e}")))??;
         let now = self.now();
-        let hashes: Vec<String> = request.hashes.iter().map(|h| Base64::encode_string(h)).collect();
+        let hashes: Vec<String> = request
+            .hashes
+            .iter()
+            .map(|h| Base64::encode_string(h))
+            .collect();
         let mut tx = ctx.db.begin_write().await?;
         if !matches {
             // Counted in the row, so concurrent wrong PINs cannot slip past the limit.
@@ -757,8 +785,12 @@ impl Csc {
             .fetch_one(&mut *tx)
             .await
             .map_err(CscError::db("counting a wrong PIN"))?;
-            let failures: i64 = row.try_get("pin_failures").map_err(CscError::db("counting a wrong PIN"))?;
-            let status: String = row.try_get("status").map_err(CscError::db("counting a wrong PIN"))?;
+            let failures: i64 = row
+                .try_get("pin_failures")
+                .map_err(CscError::db("counting a wrong PIN"))?;
+            let status: String = row
+                .try_get("status")
+                .map_err(CscError::db("counting a wrong PIN"))?;
             let left = (i64::from(config.pin_attempts) - failures).max(0);
             audit::append(
                 &mut tx,
@@ -783,7 +815,9 @@ impl Csc {
                 )
             } else {
                 CscError::InvalidPin {
-                    message: format!("the PIN is wrong; {left} attempt(s) left before the credential locks"),
+                    message: format!(
+                        "the PIN is wrong; {left} attempt(s) left before the credential locks"
+                    ),
                 }
             });
         }
@@ -849,15 +883,25 @@ impl Csc {
         .await
         .map_err(CscError::db("reading a SAD"))?;
         let Some(row) = row else {
-            return Err(CscError::InvalidRequest("invalid SAD for this credential".into()));
+            return Err(CscError::InvalidRequest(
+                "invalid SAD for this credential".into(),
+            ));
         };
         let read = CscError::db("reading a SAD");
         let client: String = row.try_get("client_id").map_err(read)?;
-        let expires_at: i64 = row.try_get("expires_at").map_err(CscError::db("reading a SAD"))?;
-        let used_at: Option<i64> = row.try_get("used_at").map_err(CscError::db("reading a SAD"))?;
-        let hashes: String = row.try_get("hashes").map_err(CscError::db("reading a SAD"))?;
+        let expires_at: i64 = row
+            .try_get("expires_at")
+            .map_err(CscError::db("reading a SAD"))?;
+        let used_at: Option<i64> = row
+            .try_get("used_at")
+            .map_err(CscError::db("reading a SAD"))?;
+        let hashes: String = row
+            .try_get("hashes")
+            .map_err(CscError::db("reading a SAD"))?;
         if client != access.client_id {
-            return Err(CscError::InvalidRequest("invalid SAD for this client".into()));
+            return Err(CscError::InvalidRequest(
+                "invalid SAD for this client".into(),
+            ));
         }
         let now = self.now();
         let state = match (used_at, expires_at <= now) {
@@ -904,7 +948,10 @@ impl Csc {
             return Err(CscError::InvalidRequest("a hash is listed twice".into()));
         }
         if credential.status != "active" {
-            return Err(CscError::AccessDenied(format!("the credential is {}", credential.status)));
+            return Err(CscError::AccessDenied(format!(
+                "the credential is {}",
+                credential.status
+            )));
         }
         let authority = match (&request.sad, &access.credential) {
             (Some(sad), _) => Authority::Sad(sad.clone()),
@@ -924,7 +971,11 @@ impl Csc {
                         "hashAlgorithmOID differs from the authorised one".into(),
                     ));
                 }
-                if let Some(extra) = request.hashes.iter().find(|h| !authorised.hashes.contains(h)) {
+                if let Some(extra) = request
+                    .hashes
+                    .iter()
+                    .find(|h| !authorised.hashes.contains(h))
+                {
                     return Err(CscError::InvalidRequest(format!(
                         "hash {} was not authorised by the access token",
                         Base64::encode_string(extra)
@@ -973,7 +1024,11 @@ impl Csc {
         // Spend the authorisation (single use), then sign; a failure to sign after
         // this leaves the SAD spent, never reusable.
         let now = self.now();
-        let hashes_b64: Vec<String> = request.hashes.iter().map(|h| Base64::encode_string(h)).collect();
+        let hashes_b64: Vec<String> = request
+            .hashes
+            .iter()
+            .map(|h| Base64::encode_string(h))
+            .collect();
         let mut tx = ctx.db.begin_write().await?;
         let authorisation_ref = match &authority {
             Authority::Sad(sad) => {
@@ -986,20 +1041,32 @@ impl Csc {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(CscError::db("reading a SAD"))?
-                .ok_or_else(|| CscError::InvalidRequest("invalid SAD: unknown to this service".into()))?;
+                .ok_or_else(|| {
+                    CscError::InvalidRequest("invalid SAD: unknown to this service".into())
+                })?;
                 let get_s = |name: &str| -> Result<String, CscError> {
                     row.try_get(name).map_err(CscError::db("reading a SAD"))
                 };
-                let expires_at: i64 = row.try_get("expires_at").map_err(CscError::db("reading a SAD"))?;
-                let used_at: Option<i64> = row.try_get("used_at").map_err(CscError::db("reading a SAD"))?;
+                let expires_at: i64 = row
+                    .try_get("expires_at")
+                    .map_err(CscError::db("reading a SAD"))?;
+                let used_at: Option<i64> = row
+                    .try_get("used_at")
+                    .map_err(CscError::db("reading a SAD"))?;
                 if get_s("credential_id")? != credential.credential_id {
-                    return Err(CscError::InvalidRequest("invalid SAD: it authorises another credential".into()));
+                    return Err(CscError::InvalidRequest(
+                        "invalid SAD: it authorises another credential".into(),
+                    ));
                 }
                 if get_s("client_id")? != access.client_id {
-                    return Err(CscError::InvalidRequest("invalid SAD: it was given to another client".into()));
+                    return Err(CscError::InvalidRequest(
+                        "invalid SAD: it was given to another client".into(),
+                    ));
                 }
                 if used_at.is_some() {
-                    return Err(CscError::InvalidRequest("invalid SAD: already used (a SAD is single-use)".into()));
+                    return Err(CscError::InvalidRequest(
+                        "invalid SAD: already used (a SAD is single-use)".into(),
+                    ));
                 }
                 if expires_at <= now {
                     return Err(CscError::InvalidRequest("invalid SAD: expired".into()));
@@ -1090,7 +1157,10 @@ impl Csc {
         )
         .await?;
         tx.commit().await.map_err(CscError::db("committing"))?;
-        Ok(signatures.iter().map(|s| Base64::encode_string(s)).collect())
+        Ok(signatures
+            .iter()
+            .map(|s| Base64::encode_string(s))
+            .collect())
     }
 
     /// `signatures/timestamp`: an RFC 3161 token over the hash from our TSA.
@@ -1140,17 +1210,26 @@ impl Csc {
 
 /// Unlocks a credential locked by wrong PINs (an operator or supervisor, after the
 /// citizen proved who they are in person). Audited.
-pub async fn unlock(ctx: &ServiceContext, actor: &str, credential_id: &str) -> Result<(), CscError> {
+pub async fn unlock(
+    ctx: &ServiceContext,
+    actor: &str,
+    credential_id: &str,
+) -> Result<(), CscError> {
     let now = ctx.clock.now().unix_timestamp();
     let mut tx = ctx.db.begin_write().await?;
-    let row = sqlx::query("SELECT national_id, status FROM csc_credential WHERE credential_id = $1")
-        .bind(credential_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(CscError::db("reading a credential"))?
-        .ok_or_else(|| CscError::InvalidRequest(format!("no credential `{credential_id}`")))?;
-    let national_id: String = row.try_get("national_id").map_err(CscError::db("reading a credential"))?;
-    let status: String = row.try_get("status").map_err(CscError::db("reading a credential"))?;
+    let row =
+        sqlx::query("SELECT national_id, status FROM csc_credential WHERE credential_id = $1")
+            .bind(credential_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(CscError::db("reading a credential"))?
+            .ok_or_else(|| CscError::InvalidRequest(format!("no credential `{credential_id}`")))?;
+    let national_id: String = row
+        .try_get("national_id")
+        .map_err(CscError::db("reading a credential"))?;
+    let status: String = row
+        .try_get("status")
+        .map_err(CscError::db("reading a credential"))?;
     if status != "locked" {
         return Err(CscError::InvalidRequest(format!(
             "credential `{credential_id}` is {status}, not locked"

@@ -153,7 +153,12 @@ impl AccessTokens {
         }
         jose::select_key(&cache.keys, kid, alg)
             .cloned()
-            .map_err(|_| CscError::InvalidToken("the access token's signing key is not one the identity provider publishes".into()))
+            .map_err(|_| {
+                CscError::InvalidToken(
+                    "the access token's signing key is not one the identity provider publishes"
+                        .into(),
+                )
+            })
     }
 
     /// Checks a bearer token at `now` (Unix seconds).
@@ -182,7 +187,9 @@ impl AccessTokens {
         let claims = &parsed.claims;
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
         if text("iss").map(|i| i.trim_end_matches('/')) != Some(self.issuer.as_str()) {
-            return Err(invalid("the access token is not from the identity provider this API trusts"));
+            return Err(invalid(
+                "the access token is not from the identity provider this API trusts",
+            ));
         }
         let audience_ok = match claims.get("aud") {
             Some(Value::String(aud)) => *aud == self.audience,
@@ -216,7 +223,9 @@ impl AccessTokens {
         }
         let subject = text("sub")
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("the access token names no subject (a citizen's token is needed)"))?
+            .ok_or_else(|| {
+                invalid("the access token names no subject (a citizen's token is needed)")
+            })?
             .to_owned();
         let client_id = text("client_id")
             .ok_or_else(|| invalid("the access token names no client_id"))?
