@@ -1322,7 +1322,7 @@ impl Config {
             ),
         };
         format!(
-            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n\n[signing.cades]\npending_ttl_secs = {}\n# [[signing.api_client]] names (tokens not shown): {:?}\n\n[signing.tsa]\npolicy = \"{}\"\naccuracy_millis = {}\nqualified = {}\ninclude_tsa_name = {}\n\n[signing.tsa.clock]\nos_sync = \"{}\"\nntp_servers = {:?}\nmax_drift_millis = {}\ncheck_interval_secs = {}\nntp_timeout_millis = {}\ndanger_unchecked = {}\n",
+            "profile = \"{}\"\ndata_dir = {:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n[listen]\nidp = \"{}\"\nca = \"{}\"\nsigning = \"{}\"\nenrolment = \"{}\"\n\n[keys]\n{keys}\n\n[audit]\ncheckpoint_interval_secs = {}\n\n[log]\nformat = \"{}\"\nlevel = {:?}\n\n[signing.cades]\npending_ttl_secs = {}\n# [[signing.api_client]] names (tokens not shown): {:?}\n\n[signing]\npublic_url = {:?}\n\n[signing.csc]\naudience = {:?}\n# access tokens from {:?}\nsad_ttl_secs = {}\npin_attempts = {}\nmax_signatures = {}\n\n[signing.tsa]\npolicy = \"{}\"\naccuracy_millis = {}\nqualified = {}\ninclude_tsa_name = {}\n\n[signing.tsa.clock]\nos_sync = \"{}\"\nntp_servers = {:?}\nmax_drift_millis = {}\ncheck_interval_secs = {}\nntp_timeout_millis = {}\ndanger_unchecked = {}\n",
             self.profile.name(),
             self.data_dir.display().to_string(),
             self.database.display_url,
@@ -1340,6 +1340,12 @@ impl Config {
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>(),
+            self.signing.public_url,
+            self.signing.csc.audience,
+            self.signing.csc.issuer,
+            self.signing.csc.sad_ttl.as_secs(),
+            self.signing.csc.pin_attempts,
+            self.signing.csc.max_signatures,
             self.signing.tsa.policy,
             self.signing.tsa.accuracy.as_millis(),
             self.signing.tsa.qualified,
@@ -2850,6 +2856,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("signing.cades.pending_ttl_secs"), "{err}");
+    }
+
+    #[test]
+    fn csc_settings_default_to_the_signing_url_and_are_bounded() {
+        let env = env(&[("EID_SIGNING_PUBLIC_URL", "https://sign.example/")]);
+        let config = load_text("[signing.csc]\npin_attempts = 5\n", &env).unwrap();
+        assert_eq!(config.signing.public_url, "https://sign.example");
+        assert_eq!(config.signing.csc.audience, "https://sign.example/csc/v2");
+        assert_eq!(config.signing.csc.issuer, config.idp.issuer);
+        assert_eq!(config.signing.csc.pin_attempts, 5);
+        for (text, key) in [
+            (
+                "[signing.csc]\nsad_ttl_secs = 5\n",
+                "signing.csc.sad_ttl_secs",
+            ),
+            (
+                "[signing.csc]\npin_attempts = 0\n",
+                "signing.csc.pin_attempts",
+            ),
+            (
+                "[signing.csc]\nmax_signatures = 5000\n",
+                "signing.csc.max_signatures",
+            ),
+            (
+                "[signing]\npublic_url = \"https://sign.example/path\"\n",
+                "signing.public_url",
+            ),
+        ] {
+            let err = load_text(text, &FakeEnv::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

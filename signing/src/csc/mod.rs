@@ -612,7 +612,7 @@ impl Csc {
     ) -> Result<Value, CscError> {
         require_scope(access, &["service", "credential"])?;
         let credential = self.own_credential(access, credential_id).await?;
-        Ok(self.describe(&credential, certificates, cert_info)?)
+        self.describe(&credential, certificates, cert_info)
     }
 
     fn describe(
@@ -737,7 +737,7 @@ impl Csc {
         };
         let audited = |outcome: Outcome, details: Value| {
             AuditEvent::new(
-                &format!("client:{}", access.client_id),
+                format!("client:{}", access.client_id),
                 "csc.credential.authorize",
                 "citizen",
                 &credential.national_id,
@@ -923,6 +923,7 @@ impl Csc {
         access: &Access,
         request: SignHashRequest,
     ) -> Result<Vec<String>, CscError> {
+        require_scope(access, &["service", "credential"])?;
         let ctx = self.ctx().clone();
         let credential = self.own_credential(access, &request.credential_id).await?;
         let algorithm = HashAlgorithm::from_oid(&request.hash_algorithm)?;
@@ -956,11 +957,6 @@ impl Csc {
         let authority = match (&request.sad, &access.credential) {
             (Some(sad), _) => Authority::Sad(sad.clone()),
             (None, Some(authorised)) => {
-                if !access.has_scope("credential") && access.credential.is_none() {
-                    return Err(CscError::InsufficientScope(
-                        "signing needs a SAD or a token authorising this credential".into(),
-                    ));
-                }
                 if authorised.credential_id != credential.credential_id {
                     return Err(CscError::InsufficientScope(
                         "the access token authorises another credential".into(),
@@ -1006,7 +1002,7 @@ impl Csc {
             let refusal = CscError::from(e);
             if matches!(refusal, CscError::AccessDenied(_)) {
                 let event = AuditEvent::new(
-                    &format!("client:{}", access.client_id),
+                    format!("client:{}", access.client_id),
                     "csc.signature.sign_hash",
                     "citizen",
                     &credential.national_id,
@@ -1021,8 +1017,9 @@ impl Csc {
             return Err(refusal);
         }
 
-        // Spend the authorisation (single use), then sign; a failure to sign after
-        // this leaves the SAD spent, never reusable.
+        // Spend the authorisation (single use) and sign in one transaction: the
+        // signatures and their audit entry are committed with the spent SAD, and an
+        // HSM failure rolls the spending back (nothing was signed).
         let now = self.now();
         let hashes_b64: Vec<String> = request
             .hashes
@@ -1142,7 +1139,7 @@ impl Csc {
             &mut tx,
             ctx.clock.as_ref(),
             &AuditEvent::new(
-                &format!("client:{}", access.client_id),
+                format!("client:{}", access.client_id),
                 "csc.signature.sign_hash",
                 "citizen",
                 &credential.national_id,
