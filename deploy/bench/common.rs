@@ -78,3 +78,99 @@ pub(crate) fn serving(mut serve: Command) -> std::process::Child {
     std::thread::spawn(move || for _ in lines {});
     child
 }
+
+/// A test ID card for national id `national_id` in `dir` (`card.key`, `card.pem`: a
+/// P-256 key made by openssl, certified by `eid ca issue`), and the CA certificates in
+/// `dir/pki`.
+pub(crate) fn test_card(
+    dir: &Path,
+    database_url: Option<&str>,
+    envs: &BTreeMap<&str, String>,
+    national_id: &str,
+) {
+    let key = dir.join("card.key");
+    let csr = dir.join("card.csr");
+    assert!(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out"
+            ])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=x", "-key"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut issue = eid(dir, database_url, envs);
+    issue.args([
+        "ca",
+        "issue",
+        "--profile",
+        "citizen-auth",
+        "--national-id",
+        national_id,
+    ]);
+    issue
+        .args(["--given-name", "Bench", "--surname", "Citizen", "--csr"])
+        .arg(&csr);
+    std::fs::write(dir.join("card.pem"), output(issue)).unwrap();
+    let mut export = eid(dir, database_url, envs);
+    export.args(["ca", "export", "--out"]).arg(dir.join("pki"));
+    output(export);
+}
+
+/// One login with the test card of `dir` (curl plays the browser, cookies in
+/// `dir/jar`): opens `authorize`, logs in at the card listener, allows consent, and
+/// returns the redirect back to the client (with the code).
+pub(crate) fn card_login(dir: &Path, card_listen: &str, authorize: &str) -> String {
+    let jar = dir.join("jar");
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .expect("curl is installed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let login = curl(&[authorize]);
+    let id = login.rsplit('/').next().unwrap().to_owned();
+    let pki = dir.join("pki/root.pem").display().to_string();
+    let cert = dir.join("card.pem").display().to_string();
+    let key = dir.join("card.key").display().to_string();
+    let card_url = format!("https://{card_listen}/card-login/{id}");
+    let handoff = curl(&["--cacert", &pki, "--cert", &cert, "--key", &key, &card_url]);
+    let consent = curl(&[&handoff]);
+    let page = Command::new("curl")
+        .args(["-s", "-b"])
+        .arg(&jar)
+        .arg(&consent)
+        .output()
+        .unwrap();
+    let page = String::from_utf8(page.stdout).unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no consent form at {consent}"))
+        .to_owned();
+    let done = curl(&["-d", &format!("csrf={csrf}&decision=allow"), &consent]);
+    assert!(done.contains("code="), "{done}");
+    done
+}

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{eid, free_address, output, percentile, resident_mb, serving};
+use common::{card_login, eid, free_address, output, percentile, resident_mb, serving, test_card};
 
 #[path = "common.rs"]
 mod common;
@@ -73,49 +73,7 @@ fn start(database_url: Option<&str>) -> Setup {
     init.arg("init");
     output(init);
     // A test ID card for the one login that makes the session.
-    let key = path.join("card.key");
-    let csr = path.join("card.csr");
-    assert!(
-        Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out"
-            ])
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        Command::new("openssl")
-            .args(["req", "-new", "-subj", "/CN=x", "-key"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&csr)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut issue = eid(path, database_url, &envs);
-    issue.args([
-        "ca",
-        "issue",
-        "--profile",
-        "citizen-auth",
-        "--national-id",
-        "3900101999999",
-    ]);
-    issue
-        .args(["--given-name", "Bench", "--surname", "Citizen", "--csr"])
-        .arg(&csr);
-    std::fs::write(path.join("card.pem"), output(issue)).unwrap();
-    let mut export = eid(path, database_url, &envs);
-    export.args(["ca", "export", "--out"]).arg(path.join("pki"));
-    output(export);
+    test_card(path, database_url, &envs, "3900101999999");
     let register = |extra: &[&str]| {
         let mut rp = eid(path, database_url, &envs);
         rp.args([
@@ -147,46 +105,13 @@ fn start(database_url: Option<&str>) -> Setup {
     };
 
     // One login with the card (curl plays the browser), consenting to `profile`.
-    let jar = server.dir.path().join("jar");
-    let curl = |args: &[&str]| -> String {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", "-c"])
-            .arg(&jar)
-            .arg("-b")
-            .arg(&jar)
-            .args(args)
-            .output()
-            .expect("curl is installed");
-        String::from_utf8(out.stdout).unwrap()
-    };
     let authorize = format!(
         "{issuer}/authorize?response_type=code&client_id={client_id}&scope=openid%20profile&\
          redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&code_challenge={}&code_challenge_method=S256",
         challenge()
     );
-    let login = curl(&[&authorize]);
-    let id = login.rsplit('/').next().unwrap().to_owned();
-    let pki = server.dir.path().join("pki/root.pem").display().to_string();
-    let cert = server.dir.path().join("card.pem").display().to_string();
-    let key = key.display().to_string();
-    let card_url = format!("https://{}/card-login/{id}", envs["EID_IDP_CARD_LISTEN"]);
-    let handoff = curl(&["--cacert", &pki, "--cert", &cert, "--key", &key, &card_url]);
-    let consent = curl(&[&handoff]);
-    let page = Command::new("curl")
-        .args(["-s", "-b"])
-        .arg(&jar)
-        .arg(&consent)
-        .output()
-        .unwrap();
-    let page = String::from_utf8(page.stdout).unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
-    let done = curl(&["-d", &format!("csrf={csrf}&decision=allow"), &consent]);
-    assert!(done.contains("code="), "{done}");
+    card_login(server.dir.path(), &envs["EID_IDP_CARD_LISTEN"], &authorize);
+    let jar = server.dir.path().join("jar");
     let cookies = std::fs::read_to_string(&jar).unwrap();
     let cookie = |name: &str| {
         cookies

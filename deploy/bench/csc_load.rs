@@ -1,0 +1,407 @@
+//! Load benchmark of remote signing through the CSC API v2 against a running `eid
+//! serve` whose keys are on a SoftHSM2 token (class hsm), beside the raw rate of the
+//! same credential key on the same token, measured in the same run (issue 4: signHash
+//! ≥ 50% of the raw rate):
+//! - raw: the credential's key signing SHA-256 digests through the key layer on two
+//!   threads (both cores), from this process;
+//! - authorize: `credentials/authorize` (PIN checked with Argon2id, SAD stored and
+//!   audited) — reported, not part of the target (it is deliberately slow);
+//! - signHash, one hash per SAD: each call checks the token and the SAD, asks the OCSP
+//!   responder (cached responses), signs on the HSM, and commits the spent SAD with its
+//!   audit entry;
+//! - signHash, 20 hashes per SAD (`multisign`): hashes per second.
+//!
+//! The client runs on the same two cores as the server. SQLite always; PostgreSQL when
+//! `EID_TEST_POSTGRES_URL` is set. `cargo bench --bench csc_load` (needs SoftHSM2,
+//! `softhsm2-util`, `curl` and `openssl`). `EID_BENCH_SADS` (default 400),
+//! `EID_BENCH_CONCURRENCY` (8).
+#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use base64ct::{Base64, Encoding};
+use common::{card_login, eid, free_address, output, percentile, serving, test_card};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+#[path = "common.rs"]
+mod common;
+
+const PIN: &str = "48213";
+const TOKEN_PIN: &str = "246810";
+const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+const VERIFIER: &str = "bench-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn module() -> String {
+    std::env::var("EID_TEST_PKCS11_MODULE")
+        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into())
+}
+
+struct Stand {
+    child: Child,
+    signing: String,
+    credential: String,
+    access_token: String,
+    softhsm_conf: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Stand {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(database_url: Option<&str>) -> Stand {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    // A SoftHSM2 token of this run's own, holding every key of the instance.
+    let tokens = path.join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let softhsm_conf = path.join("softhsm2.conf");
+    std::fs::write(
+        &softhsm_conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    assert!(
+        Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .args(["--init-token", "--free", "--label", "eid-bench"])
+            .args(["--so-pin", "83910274", "--pin", TOKEN_PIN])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    std::fs::write(path.join("hsm-pin"), format!("{TOKEN_PIN}\n")).unwrap();
+    let config = path.join("eid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"eid-bench\"\npin_file = \"{}\"\n",
+            module(),
+            path.join("hsm-pin").display()
+        ),
+    )
+    .unwrap();
+    let signing = free_address();
+    let envs = BTreeMap::from([
+        ("EID_CONFIG", config.display().to_string()),
+        ("SOFTHSM2_CONF", softhsm_conf.display().to_string()),
+        ("EID_IDP_LISTEN", free_address()),
+        ("EID_CA_LISTEN", free_address()),
+        ("EID_IDP_CARD_LISTEN", free_address()),
+        ("EID_SIGNING_LISTEN", signing.clone()),
+        ("EID_SIGNING_PUBLIC_URL", format!("http://{signing}")),
+        ("EID_ENROLMENT_LISTEN", "127.0.0.1:0".to_owned()),
+    ]);
+    let mut init = eid(path, database_url, &envs);
+    init.arg("init");
+    output(init);
+    test_card(path, database_url, &envs, "3900101999999");
+    std::fs::write(path.join("sign-pin"), format!("{PIN}\n")).unwrap();
+    let mut create = eid(path, database_url, &envs);
+    create.args([
+        "signing",
+        "credential",
+        "create",
+        "--national-id",
+        "3900101999999",
+        "--given-name",
+        "Bench",
+        "--surname",
+        "Citizen",
+        "--pin-file",
+    ]);
+    create.arg(path.join("sign-pin"));
+    let created: Value = serde_json::from_str(&output(create)).unwrap();
+    let credential = created["credential_id"].as_str().unwrap().to_owned();
+    let mut rp = eid(path, database_url, &envs);
+    rp.args([
+        "rp",
+        "add",
+        "--name",
+        "Bench portal",
+        "--redirect-uri",
+        "http://127.0.0.1:9/cb",
+    ]);
+    rp.args(["--scope", "service", "--scope", "credential"]);
+    let client: Value = serde_json::from_str(&output(rp)).unwrap();
+    let (client_id, secret) = (
+        client["client_id"].as_str().unwrap().to_owned(),
+        client["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let mut serve = eid(path, database_url, &envs);
+    serve.arg("serve");
+    let child = serving(serve);
+    let issuer = format!("http://{}", envs["EID_IDP_LISTEN"]);
+    let challenge = {
+        use base64ct::Base64UrlUnpadded;
+        Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(VERIFIER.as_bytes()))
+    };
+    let authorize = format!(
+        "{issuer}/authorize?response_type=code&client_id={client_id}&scope=openid%20service&\
+         redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&code_challenge={challenge}&\
+         code_challenge_method=S256"
+    );
+    let back = card_login(path, &envs["EID_IDP_CARD_LISTEN"], &authorize);
+    let code = reqwest::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    // Called inside `block_in_place`: the runtime's handle runs the request.
+    let tokens: Value = tokio::runtime::Handle::current().block_on(async {
+        reqwest::Client::new()
+            .post(format!("{issuer}/token"))
+            .basic_auth(&client_id, Some(&secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", "http://127.0.0.1:9/cb"),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    Stand {
+        child,
+        signing,
+        credential,
+        access_token: tokens["access_token"].as_str().unwrap().to_owned(),
+        softhsm_conf,
+        _dir: dir,
+    }
+}
+
+/// The credential key's raw rate on the same token, two threads, from this process.
+fn raw_rate(stand: &Stand) -> f64 {
+    // SoftHSM2 reads its configuration when the module loads: only this process's own.
+    // SAFETY: set before any thread of this process loads the module; the runtime's
+    // threads do not read the environment.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", &stand.softhsm_conf);
+    }
+    let store = eid_hsm::KeyStore::open_pkcs11(eid_hsm::Pkcs11Options {
+        module: module().into(),
+        token: eid_hsm::TokenSelector::Label("eid-bench".into()),
+        pin: secrecy::SecretString::from(TOKEN_PIN.to_owned()),
+        sessions: 2,
+        class: eid_hsm::TokenClass::Hsm,
+    })
+    .unwrap();
+    let signer = store
+        .signer(
+            &eid_hsm::KeyLabel::new(stand.credential.clone()).unwrap(),
+            None,
+        )
+        .unwrap();
+    let digest = sha2::Sha256::digest(b"raw");
+    let seconds = Duration::from_secs(3);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let signer = signer.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while started.elapsed() < seconds {
+                    signer.sign_digest(&digest).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn call(http: &reqwest::Client, stand: &Stand, method: &str, body: Value) -> Value {
+    let response = http
+        .post(format!("http://{}/csc/v2/{method}", stand.signing))
+        .bearer_auth(&stand.access_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{method}: {status} {body}");
+    body
+}
+
+fn hashes(batch: usize, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| Base64::encode_string(&sha2::Sha256::digest(format!("doc {batch} {i}"))))
+        .collect()
+}
+
+/// Runs `jobs` on `concurrency` workers; the rate of jobs per second and latencies.
+async fn drive<F, Fut>(
+    concurrency: usize,
+    jobs: Vec<Value>,
+    work: F,
+) -> (f64, Vec<Duration>, Vec<Value>)
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Value> + Send,
+{
+    let queue = Arc::new(std::sync::Mutex::new(jobs));
+    let work = Arc::new(work);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let queue = queue.clone();
+        let work = work.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let Some(job) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let t = Instant::now();
+                let result = work(job).await;
+                done.push((t.elapsed(), result));
+            }
+            done
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut results = Vec::new();
+    for worker in workers {
+        for (latency, result) in worker.await.unwrap() {
+            latencies.push(latency);
+            results.push(result);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    (latencies.len() as f64 / elapsed, latencies, results)
+}
+
+fn line(name: &str, rate: f64, unit: &str, latencies: &[Duration], raw: f64) {
+    println!(
+        "  {name:<34} {rate:>8.0} {unit}/s  ({:>5.1}% of raw)  p50 {:>6.1} ms  p99 {:>6.1} ms",
+        100.0 * rate / raw,
+        percentile(latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(latencies, 0.99).as_secs_f64() * 1000.0
+    );
+}
+
+async fn measure(name: &str, database_url: Option<&str>) {
+    let sads = env_number("EID_BENCH_SADS", 400);
+    let concurrency = env_number("EID_BENCH_CONCURRENCY", 8);
+    let stand = Arc::new(tokio::task::block_in_place(|| start(database_url)));
+    let raw = tokio::task::block_in_place(|| raw_rate(&stand));
+    println!("{name}: credential key on SoftHSM2, {concurrency} clients");
+    println!("  raw (key layer, 2 threads)         {raw:>8.0} sig/s");
+    let http = reqwest::Client::new();
+
+    let authorize = |batch: usize| {
+        let (stand, http) = (stand.clone(), http.clone());
+        move |job: Value| {
+            let (stand, http) = (stand.clone(), http.clone());
+            async move {
+                let hashes = job["hashes"].clone();
+                let answer = call(
+                    &http,
+                    &stand,
+                    "credentials/authorize",
+                    json!({
+                        "credentialID": stand.credential,
+                        "numSignatures": batch,
+                        "hashes": hashes,
+                        "hashAlgorithmOID": SHA256,
+                        "authData": [{ "id": "PIN", "value": PIN }],
+                    }),
+                )
+                .await;
+                json!({ "SAD": answer["SAD"], "hashes": hashes })
+            }
+        }
+    };
+    let sign = {
+        let (stand, http) = (stand.clone(), http.clone());
+        move |job: Value| {
+            let (stand, http) = (stand.clone(), http.clone());
+            async move {
+                call(
+                    &http,
+                    &stand,
+                    "signatures/signHash",
+                    json!({
+                        "credentialID": stand.credential,
+                        "SAD": job["SAD"],
+                        "hashes": job["hashes"],
+                        "hashAlgorithmOID": SHA256,
+                        "signAlgo": "1.2.840.10045.4.3.2",
+                    }),
+                )
+                .await
+            }
+        }
+    };
+
+    for batch in [1usize, 20] {
+        let count = if batch == 1 { sads } else { (sads / 4).max(10) };
+        let jobs: Vec<Value> = (0..count)
+            .map(|i| json!({ "hashes": hashes(i, batch) }))
+            .collect();
+        let (rate, latencies, authorised) = drive(concurrency, jobs, authorize(batch)).await;
+        line(
+            &format!("authorize ({batch} hash/SAD)"),
+            rate,
+            "SAD",
+            &latencies,
+            raw,
+        );
+        let (rate, latencies, _) = drive(concurrency, authorised, sign.clone()).await;
+        line(
+            &format!("signHash ({batch} hash/call)"),
+            rate * batch as f64,
+            "sig",
+            &latencies,
+            raw,
+        );
+    }
+    println!();
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        measure("SQLite", None).await;
+        if let Ok(url) = std::env::var("EID_TEST_POSTGRES_URL") {
+            measure("PostgreSQL", Some(&url)).await;
+        }
+    });
+}
