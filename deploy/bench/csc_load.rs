@@ -400,8 +400,14 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         measure("SQLite", None).await;
-        if let Ok(url) = std::env::var("EID_TEST_POSTGRES_URL") {
-            measure("PostgreSQL", Some(&url)).await;
+        if std::env::var("EID_TEST_POSTGRES_URL").is_ok() {
+            // A database of its own, dropped after the run (the server stops first).
+            let database = eid_tests::TestDatabase::create(eid_tests::TestBackend::Postgres)
+                .await
+                .unwrap();
+            measure("PostgreSQL", Some(&database.url)).await;
+        } else {
+            println!("EID_TEST_POSTGRES_URL not set: PostgreSQL is not measured");
         }
     });
 }

@@ -1017,110 +1017,26 @@ impl Csc {
             return Err(refusal);
         }
 
-        // Spend the authorisation (single use) and sign in one transaction: the
-        // signatures and their audit entry are committed with the spent SAD, and an
-        // HSM failure rolls the spending back (nothing was signed).
+        // Check the authorisation, sign on the HSM, then spend the authorisation and
+        // record the signatures in one short transaction. The spending is conditional
+        // (still unused), so of two concurrent calls with one SAD only one gets its
+        // signatures; the other's are discarded, never returned. The HSM works outside
+        // the transaction, so the writer is not held while it signs.
         let now = self.now();
         let hashes_b64: Vec<String> = request
             .hashes
             .iter()
             .map(|h| Base64::encode_string(h))
             .collect();
-        let mut tx = ctx.db.begin_write().await?;
-        let authorisation_ref = match &authority {
+        let sad_key = match &authority {
             Authority::Sad(sad) => {
                 let key = sha256_hex(sad.as_bytes());
-                let row = sqlx::query(
-                    "SELECT credential_id, client_id, hash_algorithm, hashes, expires_at, used_at \
-                     FROM csc_authorization WHERE sad_sha256 = $1",
-                )
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(CscError::db("reading a SAD"))?
-                .ok_or_else(|| {
-                    CscError::InvalidRequest("invalid SAD: unknown to this service".into())
-                })?;
-                let get_s = |name: &str| -> Result<String, CscError> {
-                    row.try_get(name).map_err(CscError::db("reading a SAD"))
-                };
-                let expires_at: i64 = row
-                    .try_get("expires_at")
-                    .map_err(CscError::db("reading a SAD"))?;
-                let used_at: Option<i64> = row
-                    .try_get("used_at")
-                    .map_err(CscError::db("reading a SAD"))?;
-                if get_s("credential_id")? != credential.credential_id {
-                    return Err(CscError::InvalidRequest(
-                        "invalid SAD: it authorises another credential".into(),
-                    ));
-                }
-                if get_s("client_id")? != access.client_id {
-                    return Err(CscError::InvalidRequest(
-                        "invalid SAD: it was given to another client".into(),
-                    ));
-                }
-                if used_at.is_some() {
-                    return Err(CscError::InvalidRequest(
-                        "invalid SAD: already used (a SAD is single-use)".into(),
-                    ));
-                }
-                if expires_at <= now {
-                    return Err(CscError::InvalidRequest("invalid SAD: expired".into()));
-                }
-                if get_s("hash_algorithm")? != algorithm.oid() {
-                    return Err(CscError::InvalidRequest(
-                        "hashAlgorithmOID differs from the one the SAD was given for".into(),
-                    ));
-                }
-                let authorised: Vec<String> = serde_json::from_str(&get_s("hashes")?)
-                    .map_err(|e| CscError::Internal(format!("stored hashes: {e}")))?;
-                if let Some(extra) = hashes_b64.iter().find(|h| !authorised.contains(h)) {
-                    return Err(CscError::InvalidRequest(format!(
-                        "hash {extra} was not authorised by this SAD (SCAL2: a SAD covers \
-                         exactly the hashes given to credentials/authorize)"
-                    )));
-                }
-                let claimed = sqlx::query(
-                    "UPDATE csc_authorization SET used_at = $1 WHERE sad_sha256 = $2 \
-                     AND used_at IS NULL",
-                )
-                .bind(now)
-                .bind(&key)
-                .execute(&mut *tx)
-                .await
-                .map_err(CscError::db("spending a SAD"))?;
-                if claimed.rows_affected() != 1 {
-                    return Err(CscError::InvalidRequest("invalid SAD: already used".into()));
-                }
-                format!("sad:{}", &key[..16])
+                self.check_sad(&key, &credential, access, algorithm, &hashes_b64, now)
+                    .await?;
+                key
             }
-            Authority::Token => {
-                let key = sha256_hex(format!("jti:{}", access.jti).as_bytes());
-                let inserted = sqlx::query(
-                    "INSERT INTO csc_authorization (sad_sha256, credential_id, client_id, \
-                     hash_algorithm, hashes, created_at, expires_at, used_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6) ON CONFLICT (sad_sha256) DO NOTHING",
-                )
-                .bind(&key)
-                .bind(&credential.credential_id)
-                .bind(&access.client_id)
-                .bind(algorithm.oid())
-                .bind(Value::from(hashes_b64.clone()).to_string())
-                .bind(now)
-                .bind(access.expires_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(CscError::db("spending a credential authorisation"))?;
-                if inserted.rows_affected() != 1 {
-                    return Err(CscError::InvalidRequest(
-                        "the access token's credential authorisation is already used".into(),
-                    ));
-                }
-                format!("token:{}", access.jti)
-            }
+            Authority::Token => sha256_hex(format!("jti:{}", access.jti).as_bytes()),
         };
-        // Sign on the HSM.
         let label = KeyLabel::new(credential.key_label.clone())
             .map_err(|e| CscError::Internal(e.to_string()))?;
         let keys = ctx.keys.clone();
@@ -1135,6 +1051,50 @@ impl Csc {
         .await
         .map_err(|e| CscError::Internal(format!("signing task: {e}")))?
         .map_err(|e| CscError::Unavailable(format!("the HSM could not sign: {e}")))?;
+
+        let mut tx = ctx.db.begin_write().await?;
+        let (spent, authorisation_ref) = match &authority {
+            Authority::Sad(_) => (
+                sqlx::query(
+                    "UPDATE csc_authorization SET used_at = $1 WHERE sad_sha256 = $2 \
+                     AND used_at IS NULL",
+                )
+                .bind(now)
+                .bind(&sad_key)
+                .execute(&mut *tx)
+                .await
+                .map_err(CscError::db("spending a SAD"))?
+                .rows_affected(),
+                format!("sad:{}", &sad_key[..16]),
+            ),
+            Authority::Token => (
+                sqlx::query(
+                    "INSERT INTO csc_authorization (sad_sha256, credential_id, client_id, \
+                     hash_algorithm, hashes, created_at, expires_at, used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6) ON CONFLICT (sad_sha256) DO NOTHING",
+                )
+                .bind(&sad_key)
+                .bind(&credential.credential_id)
+                .bind(&access.client_id)
+                .bind(algorithm.oid())
+                .bind(Value::from(hashes_b64.clone()).to_string())
+                .bind(now)
+                .bind(access.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(CscError::db("spending a credential authorisation"))?
+                .rows_affected(),
+                format!("token:{}", access.jti),
+            ),
+        };
+        if spent != 1 {
+            return Err(CscError::InvalidRequest(match authority {
+                Authority::Sad(_) => "invalid SAD: already used (a SAD is single-use)".into(),
+                Authority::Token => {
+                    "the access token's credential authorisation is already used".into()
+                }
+            }));
+        }
         audit::append(
             &mut tx,
             ctx.clock.as_ref(),
@@ -1158,6 +1118,64 @@ impl Csc {
             .iter()
             .map(|s| Base64::encode_string(s))
             .collect())
+    }
+
+    /// Checks that the SAD (by its hash) authorises these hashes of this credential
+    /// for this client, unused and unexpired.
+    async fn check_sad(
+        &self,
+        key: &str,
+        credential: &Credential,
+        access: &Access,
+        algorithm: HashAlgorithm,
+        hashes_b64: &[String],
+        now: i64,
+    ) -> Result<(), CscError> {
+        let read = || CscError::db("reading a SAD");
+        let row = sqlx::query(
+            "SELECT credential_id, client_id, hash_algorithm, hashes, expires_at, used_at \
+             FROM csc_authorization WHERE sad_sha256 = $1",
+        )
+        .bind(key)
+        .fetch_optional(self.ctx().db.pool())
+        .await
+        .map_err(read())?
+        .ok_or_else(|| CscError::InvalidRequest("invalid SAD: unknown to this service".into()))?;
+        let get_s = |name: &str| -> Result<String, CscError> { row.try_get(name).map_err(read()) };
+        let expires_at: i64 = row.try_get("expires_at").map_err(read())?;
+        let used_at: Option<i64> = row.try_get("used_at").map_err(read())?;
+        if get_s("credential_id")? != credential.credential_id {
+            return Err(CscError::InvalidRequest(
+                "invalid SAD: it authorises another credential".into(),
+            ));
+        }
+        if get_s("client_id")? != access.client_id {
+            return Err(CscError::InvalidRequest(
+                "invalid SAD: it was given to another client".into(),
+            ));
+        }
+        if used_at.is_some() {
+            return Err(CscError::InvalidRequest(
+                "invalid SAD: already used (a SAD is single-use)".into(),
+            ));
+        }
+        if expires_at <= now {
+            return Err(CscError::InvalidRequest("invalid SAD: expired".into()));
+        }
+        if get_s("hash_algorithm")? != algorithm.oid() {
+            return Err(CscError::InvalidRequest(
+                "hashAlgorithmOID differs from the one the SAD was given for".into(),
+            ));
+        }
+        let authorised: Vec<String> = serde_json::from_str(&get_s("hashes")?)
+            .map_err(|e| CscError::Internal(format!("stored hashes: {e}")))?;
+        if let Some(extra) = hashes_b64.iter().find(|h| !authorised.contains(h)) {
+            return Err(CscError::InvalidRequest(format!(
+                "hash {extra} was not authorised by this SAD (SCAL2: a SAD covers exactly \
+                 the hashes given to credentials/authorize)"
+            )));
+        }
+        Ok(())
     }
 
     /// `signatures/timestamp`: an RFC 3161 token over the hash from our TSA.
