@@ -19,6 +19,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
@@ -54,7 +55,7 @@ struct Stand {
     signing: String,
     credential: String,
     access_token: String,
-    softhsm_conf: std::path::PathBuf,
+    token_label: String,
     _dir: tempfile::TempDir,
 }
 
@@ -67,37 +68,51 @@ impl Drop for Stand {
     }
 }
 
-fn start(database_url: Option<&str>) -> Stand {
+/// A SoftHSM2 folder with one token per backend, all made before this process loads
+/// the module (SoftHSM2 sees only the tokens that exist when it loads).
+fn softhsm(labels: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
-    // A SoftHSM2 token of this run's own, holding every key of the instance.
-    let tokens = path.join("tokens");
+    let tokens = dir.path().join("tokens");
     std::fs::create_dir(&tokens).unwrap();
-    let softhsm_conf = path.join("softhsm2.conf");
+    let conf = dir.path().join("softhsm2.conf");
     std::fs::write(
-        &softhsm_conf,
+        &conf,
         format!(
             "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
             tokens.display()
         ),
     )
     .unwrap();
-    assert!(
-        Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &softhsm_conf)
-            .args(["--init-token", "--free", "--label", "eid-bench"])
-            .args(["--so-pin", "83910274", "--pin", TOKEN_PIN])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    for label in labels {
+        assert!(
+            Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", label])
+                .args(["--so-pin", "83910274", "--pin", TOKEN_PIN])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    // SAFETY: set before any thread of this process loads the module or reads the
+    // environment (the runtime starts after).
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+    }
+    (dir, conf)
+}
+
+fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> Stand {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
     std::fs::write(path.join("hsm-pin"), format!("{TOKEN_PIN}\n")).unwrap();
     let config = path.join("eid.toml");
     std::fs::write(
         &config,
         format!(
-            "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"eid-bench\"\npin_file = \"{}\"\n",
+            "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{token_label}\"\npin_file = \"{}\"\n",
             module(),
             path.join("hsm-pin").display()
         ),
@@ -193,23 +208,16 @@ fn start(database_url: Option<&str>) -> Stand {
         signing,
         credential,
         access_token: tokens["access_token"].as_str().unwrap().to_owned(),
-        softhsm_conf,
+        token_label: token_label.to_owned(),
         _dir: dir,
     }
 }
 
 /// The credential key's raw rate on the same token, two threads, from this process.
 fn raw_rate(stand: &Stand) -> f64 {
-    // SoftHSM2 reads its configuration when the module loads: only this process's own.
-    // SAFETY: set before any thread of this process loads the module; the runtime's
-    // threads do not read the environment.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", &stand.softhsm_conf);
-    }
     let store = eid_hsm::KeyStore::open_pkcs11(eid_hsm::Pkcs11Options {
         module: module().into(),
-        token: eid_hsm::TokenSelector::Label("eid-bench".into()),
+        token: eid_hsm::TokenSelector::Label(stand.token_label.clone()),
         pin: secrecy::SecretString::from(TOKEN_PIN.to_owned()),
         sessions: 2,
         class: eid_hsm::TokenClass::Hsm,
@@ -313,10 +321,12 @@ fn line(name: &str, rate: f64, unit: &str, latencies: &[Duration], raw: f64) {
     );
 }
 
-async fn measure(name: &str, database_url: Option<&str>) {
+async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf: &Path) {
     let sads = env_number("EID_BENCH_SADS", 400);
     let concurrency = env_number("EID_BENCH_CONCURRENCY", 8);
-    let stand = Arc::new(tokio::task::block_in_place(|| start(database_url)));
+    let stand = Arc::new(tokio::task::block_in_place(|| {
+        start(database_url, token_label, conf)
+    }));
     let raw = tokio::task::block_in_place(|| raw_rate(&stand));
     println!("{name}: credential key on SoftHSM2, {concurrency} clients");
     println!("  raw (key layer, 2 threads)         {raw:>8.0} sig/s");
@@ -393,19 +403,26 @@ async fn measure(name: &str, database_url: Option<&str>) {
 }
 
 fn main() {
+    let (_softhsm, conf) = softhsm(&["eid-bench-sqlite", "eid-bench-postgres"]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        measure("SQLite", None).await;
+        measure("SQLite", None, "eid-bench-sqlite", &conf).await;
         if std::env::var("EID_TEST_POSTGRES_URL").is_ok() {
             // A database of its own, dropped after the run (the server stops first).
             let database = eid_tests::TestDatabase::create(eid_tests::TestBackend::Postgres)
                 .await
                 .unwrap();
-            measure("PostgreSQL", Some(&database.url)).await;
+            measure(
+                "PostgreSQL",
+                Some(&database.url),
+                "eid-bench-postgres",
+                &conf,
+            )
+            .await;
         } else {
             println!("EID_TEST_POSTGRES_URL not set: PostgreSQL is not measured");
         }

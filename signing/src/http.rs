@@ -421,8 +421,9 @@ async fn mobile_status(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ValidateBody {
-    /// The detached CMS signature (CAdES), base64.
-    signature: String,
+    /// The detached CMS signature (CAdES), base64; absent for a signed PDF (PAdES)
+    /// given as `document`.
+    signature: Option<String>,
     /// The signed document, base64 (or give `digest`).
     document: Option<String>,
     /// The document's digest, base64.
@@ -441,7 +442,27 @@ async fn validate(
 ) -> Result<Response, SignatureError> {
     let client = caller(&signatures, &headers)?;
     let body = json_body(body)?;
-    let signature = base64_field("signature", &body.signature)?;
+    let Some(signature) = body.signature else {
+        // A signed PDF: its signatures are inside.
+        let (Some(document), None, None) = (body.document, body.digest, body.digest_algorithm)
+        else {
+            return Err(SignatureError::BadRequest(
+                "give a signed PDF as `document`, or a CAdES `signature` with the signed \
+                 `document` or its `digest`"
+                    .into(),
+            ));
+        };
+        let pdf = base64_field("document", &document)?;
+        let report = signatures.validate_pades(&pdf).await?;
+        tracing::info!(
+            client,
+            document = %crate::validation::fingerprint(&pdf),
+            indications = ?report.signatures.iter().map(|s| s.indication).collect::<Vec<_>>(),
+            "validated a PDF's signatures"
+        );
+        return Ok(Json(report).into_response());
+    };
+    let signature = base64_field("signature", &signature)?;
     let covered = match (body.document, body.digest, body.digest_algorithm) {
         (Some(document), None, None) => Covered::Document(base64_field("document", &document)?),
         (None, Some(digest), Some(algorithm)) => {

@@ -168,6 +168,22 @@ pub struct SignatureReport {
     /// `QESig` (qualified certificate for e-signatures on a QSCD), `AdESig-QC`
     /// (qualified certificate, no QSCD), `AdESig`, or `n/a` when the signature failed.
     pub qualification: &'static str,
+    /// For a signature in a PDF: what of the file it covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdf: Option<PdfCoverage>,
+}
+
+/// What a PDF signature covers.
+#[derive(Clone, Debug, Serialize)]
+pub struct PdfCoverage {
+    /// `/ByteRange`.
+    pub byte_range: [usize; 4],
+    /// Whether the signed bytes reach the end of the file; when not, revisions were
+    /// added after the signature (a DSS, other signatures, or other changes: this
+    /// report does not judge them).
+    pub covers_whole_file: bool,
+    /// Whether a document security store was added after the signature.
+    pub dss_after: bool,
 }
 
 /// The report of one validation request.
@@ -244,6 +260,44 @@ impl crate::Signatures {
                 now,
                 "the SignedData has no SignerInfo".into(),
             ));
+        }
+        Ok(ValidationReport {
+            policy: POLICY,
+            validation_time: rfc3339(now),
+            signatures,
+        })
+    }
+
+    /// Validates every signature of a PDF (PAdES): each CMS over its ByteRange, as
+    /// [`Self::validate_cades`] does, with the PAdES baseline level (LT when a DSS
+    /// follows a time-stamped signature) and what of the file it covers.
+    pub async fn validate_pades(&self, pdf: &[u8]) -> Result<ValidationReport, SignatureError> {
+        let now = self.context().clock.now();
+        let found = crate::pades::embedded::signatures(pdf)?;
+        if found.is_empty() {
+            return Err(SignatureError::BadRequest(
+                "the PDF carries no signature (no signed /ByteRange)".into(),
+            ));
+        }
+        let mut signatures = Vec::new();
+        for embedded in found {
+            let report = self
+                .validate_cades(&embedded.cms, &Covered::Document(embedded.signed_bytes))
+                .await?;
+            for mut entry in report.signatures {
+                entry.format = match (entry.format, embedded.dss_after) {
+                    ("CAdES-BASELINE-B", _) => "PAdES-BASELINE-B",
+                    ("CAdES-BASELINE-T", false) => "PAdES-BASELINE-T",
+                    ("CAdES-BASELINE-T" | "CAdES-BASELINE-LT", _) => "PAdES-BASELINE-LT",
+                    (other, _) => other,
+                };
+                entry.pdf = Some(PdfCoverage {
+                    byte_range: embedded.byte_range,
+                    covers_whole_file: embedded.covers_whole_file,
+                    dss_after: embedded.dss_after,
+                });
+                signatures.push(entry);
+            }
         }
         Ok(ValidationReport {
             policy: POLICY,
@@ -765,6 +819,7 @@ fn finish(
         timestamp: None,
         certificate_status: None,
         qualification: "n/a",
+        pdf: None,
     }
 }
 

@@ -245,6 +245,21 @@ fn assert_said(name: &str, judged: &common::Judged, expected: &[&str]) {
     }
 }
 
+/// Our own EN 319 102-1 report on a signed PDF.
+async fn our_report(tsa: &Tsa, pdf: &[u8]) -> Value {
+    let answer = post(
+        tsa,
+        "/api/v1/validations",
+        "application/json",
+        json!({ "document": Base64::encode_string(pdf) })
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
 async fn count(tsa: &Tsa, sql: &'static str) -> i64 {
     sqlx::query(sql)
         .fetch_one(tsa.ctx.db.pool())
@@ -374,6 +389,68 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     );
     let verdict = openssl_judges(&tsa, "tampered", &tampered);
     assert!(!verdict.success, "openssl: {}", verdict.text);
+
+    // Our own validation reports agree with pyHanko on every one of them.
+    for (name, level, output, _) in &signed {
+        let report = our_report(&tsa, output).await;
+        let signatures = report["signatures"].as_array().unwrap();
+        assert_eq!(
+            signatures.len(),
+            if *name == "twice" { 2 } else { 1 },
+            "{report}"
+        );
+        for (index, entry) in signatures.iter().enumerate() {
+            assert_eq!(entry["indication"], "TOTAL-PASSED", "{name}: {report}");
+            assert_eq!(entry["qualification"], "QESig", "{name}: {report}");
+            let last = index + 1 == signatures.len();
+            let expected_level = if *name == "twice" { "LT" } else { level };
+            assert_eq!(
+                entry["format"],
+                format!("PAdES-BASELINE-{expected_level}"),
+                "{name}: {report}"
+            );
+            // Only a signature with nothing after it covers the whole file; LT adds
+            // its DSS revision after.
+            assert_eq!(
+                entry["pdf"]["covers_whole_file"],
+                *level != "LT" && last,
+                "{name}: {report}"
+            );
+            if *level != "B" {
+                assert!(entry["timestamp"]["valid"] == true, "{name}: {report}");
+            }
+        }
+    }
+    let report = our_report(&tsa, &tampered).await;
+    assert_eq!(
+        report["signatures"][0]["indication"], "TOTAL-FAILED",
+        "{report}"
+    );
+    assert_eq!(
+        report["signatures"][0]["sub_indication"], "HASH_FAILURE",
+        "{report}"
+    );
+    let answer = post(
+        &tsa,
+        "/api/v1/validations",
+        "application/json",
+        json!({ "document": Base64::encode_string(&plain) })
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    answer.assert_problem(400, "bad-request");
+    assert!(answer.text().contains("no signature"), "{}", answer.text());
+    let answer = post(
+        &tsa,
+        "/api/v1/validations",
+        "application/json",
+        json!({ "document": Base64::encode_string(b"not a pdf") })
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    answer.assert_problem(400, "not-a-pdf");
 
     // B-LT: with our OCSP responder gone, only the DSS can vouch for the signer's
     // certificate; B-T, with no DSS, must then fail the same judge.

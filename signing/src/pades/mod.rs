@@ -13,6 +13,7 @@
 
 mod document;
 pub mod dss;
+pub mod embedded;
 pub mod signature;
 mod syntax;
 mod update;

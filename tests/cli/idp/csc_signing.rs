@@ -25,6 +25,7 @@ use crate::{Eid, Server, SoftHsmToken, text};
 
 const NATIONAL_ID: &str = "3900101123456";
 const PIN: &str = "48213";
+const PORTAL_TOKEN: &str = "a-signature-api-token-for-the-portal-0123";
 const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const VERIFIER: &str = "a-pkce-verifier-that-is-long-enough-0123456789";
@@ -112,6 +113,14 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     let dir = eid.dir.path().to_path_buf();
     let token = SoftHsmToken::create(&dir, "eid-service", "246810");
     let config = token.config(&eid, "eid-service", "246810");
+    // A caller of the signature API, for the validation report.
+    std::fs::write(dir.join("portal-token"), PORTAL_TOKEN).unwrap();
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "[[signing.api_client]]\nname = \"portal\"\ntoken_file = {:?}\n",
+        dir.join("portal-token")
+    ));
+    std::fs::write(&config, toml).unwrap();
     let instance = Instance {
         eid,
         addresses: Addresses::new(),
@@ -333,6 +342,21 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         NATIONAL_ID,
         "The signature covers the entire file.",
     );
+
+    // Our validator agrees (pyHanko made this CMS, not us): a qualified signature.
+    let (status, report) = answer_of(
+        http()
+            .post(format!("http://{signing}/api/v1/validations"))
+            .bearer_auth(PORTAL_TOKEN)
+            .json(&json!({ "document": Base64::encode_string(&std::fs::read(&signed).unwrap()) })),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let entry = &report["signatures"][0];
+    assert_eq!(entry["indication"], "TOTAL-PASSED", "{report}");
+    assert_eq!(entry["format"], "PAdES-BASELINE-T", "{report}");
+    assert_eq!(entry["qualification"], "QESig", "{report}");
+    assert_eq!(entry["pdf"]["covers_whole_file"], true, "{report}");
 
     // Explicit authorisation and signHash by hand; openssl checks the signature value.
     let document = b"a deed of gift";
