@@ -31,7 +31,7 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
 use der::{Decode, Encode};
-use eid_core::{AuditEvent, Outcome, ServiceContext, audit};
+use eid_core::{AuditEvent, Outcome, ServiceContext, audit, group_commit::Written};
 use eid_hsm::{KeyLabel, KeyRole, KeySpec, PinKind, PinPolicy, PublicKey, QscdEvidence};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -1052,68 +1052,78 @@ impl Csc {
         .map_err(|e| CscError::Internal(format!("signing task: {e}")))?
         .map_err(|e| CscError::Unavailable(format!("the HSM could not sign: {e}")))?;
 
-        let mut tx = ctx.db.begin_write().await?;
-        let (spent, authorisation_ref) = match &authority {
-            Authority::Sad(_) => (
-                sqlx::query(
-                    "UPDATE csc_authorization SET used_at = $1 WHERE sad_sha256 = $2 \
-                     AND used_at IS NULL",
-                )
-                .bind(now)
-                .bind(&sad_key)
-                .execute(&mut *tx)
-                .await
-                .map_err(CscError::db("spending a SAD"))?
-                .rows_affected(),
-                format!("sad:{}", &sad_key[..16]),
-            ),
-            Authority::Token => (
-                sqlx::query(
-                    "INSERT INTO csc_authorization (sad_sha256, credential_id, client_id, \
-                     hash_algorithm, hashes, created_at, expires_at, used_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6) ON CONFLICT (sad_sha256) DO NOTHING",
-                )
-                .bind(&sad_key)
-                .bind(&credential.credential_id)
-                .bind(&access.client_id)
-                .bind(algorithm.oid())
-                .bind(Value::from(hashes_b64.clone()).to_string())
-                .bind(now)
-                .bind(access.expires_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(CscError::db("spending a credential authorisation"))?
-                .rows_affected(),
-                format!("token:{}", access.jti),
-            ),
+        let authorisation_ref = match &authority {
+            Authority::Sad(_) => format!("sad:{}", &sad_key[..16]),
+            Authority::Token => format!("token:{}", access.jti),
         };
+        let event = AuditEvent::new(
+            format!("client:{}", access.client_id),
+            "csc.signature.sign_hash",
+            "citizen",
+            &credential.national_id,
+        )
+        .details(json!({
+            "credential": credential.credential_id,
+            "certificate_serial": hex::encode_upper(credential.certificate.tbs_certificate().serial_number().as_bytes()),
+            "hash_algorithm": algorithm.oid(),
+            "hashes": hashes_b64,
+            "authorisation": authorisation_ref,
+        }));
+        // Spent with its audit entry in a shared (group) commit: the statement fails
+        // only when the database does, and an authorisation already spent shows as no
+        // row changed.
+        let by_token = matches!(authority, Authority::Token);
+        let (credential_id, client_id) =
+            (credential.credential_id.clone(), access.client_id.clone());
+        let (expires_at, oid) = (access.expires_at, algorithm.oid());
+        let hashes_json = Value::from(hashes_b64).to_string();
+        let spent = ctx
+            .db
+            .group_commit(&ctx.clock)
+            .write_without_savepoint(move |conn| {
+                Box::pin(async move {
+                    let spent = if by_token {
+                        sqlx::query(
+                            "INSERT INTO csc_authorization (sad_sha256, credential_id, \
+                             client_id, hash_algorithm, hashes, created_at, expires_at, used_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $6) \
+                             ON CONFLICT (sad_sha256) DO NOTHING",
+                        )
+                        .bind(&sad_key)
+                        .bind(&credential_id)
+                        .bind(&client_id)
+                        .bind(oid)
+                        .bind(&hashes_json)
+                        .bind(now)
+                        .bind(expires_at)
+                        .execute(&mut *conn)
+                        .await
+                    } else {
+                        sqlx::query(
+                            "UPDATE csc_authorization SET used_at = $1 WHERE sad_sha256 = $2 \
+                             AND used_at IS NULL",
+                        )
+                        .bind(now)
+                        .bind(&sad_key)
+                        .execute(&mut *conn)
+                        .await
+                    }
+                    .map_err(CscError::db("spending a signature authorisation"))?
+                    .rows_affected();
+                    Ok::<_, CscError>(Written {
+                        value: spent,
+                        audit: if spent == 1 { vec![event] } else { Vec::new() },
+                    })
+                })
+            })
+            .await?;
         if spent != 1 {
-            return Err(CscError::InvalidRequest(match authority {
-                Authority::Sad(_) => "invalid SAD: already used (a SAD is single-use)".into(),
-                Authority::Token => {
-                    "the access token's credential authorisation is already used".into()
-                }
+            return Err(CscError::InvalidRequest(if by_token {
+                "the access token's credential authorisation is already used".into()
+            } else {
+                "invalid SAD: already used (a SAD is single-use)".into()
             }));
         }
-        audit::append(
-            &mut tx,
-            ctx.clock.as_ref(),
-            &AuditEvent::new(
-                format!("client:{}", access.client_id),
-                "csc.signature.sign_hash",
-                "citizen",
-                &credential.national_id,
-            )
-            .details(json!({
-                "credential": credential.credential_id,
-                "certificate_serial": hex::encode_upper(credential.certificate.tbs_certificate().serial_number().as_bytes()),
-                "hash_algorithm": algorithm.oid(),
-                "hashes": hashes_b64,
-                "authorisation": authorisation_ref,
-            })),
-        )
-        .await?;
-        tx.commit().await.map_err(CscError::db("committing"))?;
         Ok(signatures
             .iter()
             .map(|s| Base64::encode_string(s))
