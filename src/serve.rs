@@ -258,6 +258,13 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         });
     }
     let maintenance = tokio::spawn(ca.clone().maintain(shutdown.clone()));
+    if signing.is_some() {
+        let (context, stop) = (ctx.clone(), shutdown.clone());
+        servers.spawn(async move {
+            eid_signing::csc::maintain(context, stop).await;
+            Ok(())
+        });
+    }
     let checkpoints = tokio::spawn(checkpoint_loop(
         ctx.clone(),
         instance.checkpoint_signer.clone(),

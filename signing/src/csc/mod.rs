@@ -1233,6 +1233,47 @@ impl Csc {
     }
 }
 
+/// How often stale rows are purged.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long past its expiry a spent or unused authorisation, or an unfinished pending
+/// signature, stays (the audit log keeps what happened for good).
+const KEEP_EXPIRED_SECS: i64 = 24 * 3600;
+
+/// Deletes signature authorisations and unfinished pending signatures a day past their
+/// expiry at `now` (Unix seconds); returns how many rows went.
+pub async fn purge_expired(db: &eid_core::Database, now: i64) -> Result<u64, CscError> {
+    let before = now - KEEP_EXPIRED_SECS;
+    let mut purged = 0;
+    for sql in [
+        "DELETE FROM csc_authorization WHERE expires_at < $1",
+        // A finished signature is the service's record of it; the others are not.
+        "DELETE FROM pending_signature WHERE expires_at < $1 AND state <> 'completed'",
+    ] {
+        purged += sqlx::query(sql)
+            .bind(before)
+            .execute(db.pool())
+            .await
+            .map_err(CscError::db("purging expired rows"))?
+            .rows_affected();
+    }
+    Ok(purged)
+}
+
+/// Runs [`purge_expired`] every ten minutes until `shutdown`.
+pub async fn maintain(ctx: ServiceContext, shutdown: tokio_util::sync::CancellationToken) {
+    let mut ticker = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => match purge_expired(&ctx.db, ctx.clock.now().unix_timestamp()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged expired signature authorisations"),
+                Err(e) => tracing::warn!(error = %e, "purging expired signature rows failed"),
+            },
+        }
+    }
+}
+
 /// Unlocks a credential locked by wrong PINs (an operator or supervisor, after the
 /// citizen proved who they are in person). Audited.
 pub async fn unlock(

@@ -740,6 +740,60 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         "{answer}"
     );
 
+    // A suspended, then revoked certificate signs nothing: our responder says so
+    // before the CA command returns.
+    let serial = created["serial"].as_str().unwrap().to_owned();
+    for (args, words) in [
+        (
+            vec!["ca", "suspend", "--serial", serial.as_str()],
+            "suspended",
+        ),
+        (
+            vec![
+                "ca",
+                "revoke",
+                "--serial",
+                serial.as_str(),
+                "--reason",
+                "keyCompromise",
+            ],
+            "revoked",
+        ),
+    ] {
+        instance.ok(&args).await;
+        let document = format!("after {words}");
+        let (status, sad) = csc(
+            &signing,
+            "credentials/authorize",
+            Some(&access),
+            authorize(PIN, vec![b64_sha256(document.as_bytes())]),
+        )
+        .await;
+        assert_eq!(status, 200, "{sad}");
+        let (status, answer) = csc(
+            &signing,
+            "signatures/signHash",
+            Some(&access),
+            sign(
+                sad["SAD"].as_str().unwrap(),
+                vec![b64_sha256(document.as_bytes())],
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (403, Some("access_denied")),
+            "{answer}"
+        );
+        assert!(
+            answer["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(words),
+            "{words}: {answer}"
+        );
+    }
+
     // The audit log has it all, and the chain is intact.
     let tail = instance.ok(&["audit", "tail", "-n", "80"]).await;
     for action in [
