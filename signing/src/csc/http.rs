@@ -43,12 +43,41 @@ async fn access(csc: &Csc, headers: &HeaderMap) -> Result<Access, CscError> {
     csc.access(token).await
 }
 
-fn hashes(v2: Option<Vec<String>>, v1: Option<Vec<String>>) -> Result<Vec<Vec<u8>>, CscError> {
-    v2.or(v1)
-        .unwrap_or_default()
-        .iter()
-        .map(|h| decode_hash(h))
-        .collect()
+/// A request's list of hashes, under its v2 name or its v1 one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct HashList {
+    hashes: Option<Vec<String>>,
+    hash: Option<Vec<String>>,
+}
+
+impl HashList {
+    fn decoded(self) -> Result<Vec<Vec<u8>>, CscError> {
+        self.hashes
+            .or(self.hash)
+            .unwrap_or_default()
+            .iter()
+            .map(|h| decode_hash(h))
+            .collect()
+    }
+}
+
+/// A request's hash algorithm OID, under its v2 name or its v1 one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct HashAlgorithmField {
+    #[serde(rename = "hashAlgorithmOID")]
+    hash_algorithm_oid: Option<String>,
+    #[serde(rename = "hashAlgo")]
+    hash_algo: Option<String>,
+}
+
+impl HashAlgorithmField {
+    fn required(self) -> Result<String, CscError> {
+        self.hash_algorithm_oid
+            .or(self.hash_algo)
+            .ok_or_else(|| CscError::InvalidRequest("missing parameter hashAlgorithmOID".into()))
+    }
 }
 
 fn required(value: Option<String>, name: &str) -> Result<String, CscError> {
@@ -164,12 +193,10 @@ struct AuthorizeBody {
     credential_id: Option<String>,
     #[serde(rename = "numSignatures")]
     num_signatures: Option<u32>,
-    hashes: Option<Vec<String>>,
-    hash: Option<Vec<String>>,
-    #[serde(rename = "hashAlgorithmOID")]
-    hash_algorithm_oid: Option<String>,
-    #[serde(rename = "hashAlgo")]
-    hash_algo: Option<String>,
+    #[serde(flatten)]
+    hashes: HashList,
+    #[serde(flatten)]
+    algorithm: HashAlgorithmField,
     #[serde(rename = "authData")]
     auth_data: Option<Vec<AuthData>>,
     #[serde(rename = "PIN")]
@@ -209,16 +236,13 @@ async fn authorize(
             }
         }
     }
-    let hashes = hashes(request.hashes, request.hash)?;
-    let hash_algorithm = match (request.hash_algorithm_oid, request.hash_algo) {
-        (Some(oid), _) | (None, Some(oid)) => oid,
-        (None, None) if hashes.is_empty() => String::new(),
-        (None, None) => {
-            return Err(CscError::InvalidRequest(
-                "missing parameter hashAlgorithmOID".into(),
-            ));
-        }
-    };
+    let hashes = request.hashes.decoded()?;
+    if hashes.is_empty() {
+        return Err(CscError::InvalidRequest(
+            "missing parameter hashes: this service authorises exact hashes only (SCAL2)".into(),
+        ));
+    }
+    let hash_algorithm = request.algorithm.required()?;
     let request = AuthorizeRequest {
         credential_id: required(request.credential_id, "credentialID")?,
         num_signatures: request.num_signatures.ok_or_else(|| {
@@ -230,11 +254,6 @@ async fn authorize(
         hash_algorithm,
         pin,
     };
-    if request.hashes.is_empty() {
-        return Err(CscError::InvalidRequest(
-            "missing parameter hashes: this service authorises exact hashes only (SCAL2)".into(),
-        ));
-    }
     let (sad, expires_in) = csc.authorize(&access, request).await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
@@ -271,12 +290,10 @@ struct SignHashBody {
     credential_id: Option<String>,
     #[serde(rename = "SAD")]
     sad: Option<String>,
-    hashes: Option<Vec<String>>,
-    hash: Option<Vec<String>>,
-    #[serde(rename = "hashAlgorithmOID")]
-    hash_algorithm_oid: Option<String>,
-    #[serde(rename = "hashAlgo")]
-    hash_algo: Option<String>,
+    #[serde(flatten)]
+    hashes: HashList,
+    #[serde(flatten)]
+    algorithm: HashAlgorithmField,
     #[serde(rename = "signAlgo")]
     sign_algo: Option<String>,
     #[serde(rename = "signAlgoParams")]
@@ -302,15 +319,11 @@ async fn sign_hash(
             "signAlgoParams is not used with ECDSA".into(),
         ));
     }
-    let hash_algorithm = request
-        .hash_algorithm_oid
-        .or(request.hash_algo)
-        .ok_or_else(|| CscError::InvalidRequest("missing parameter hashAlgorithmOID".into()))?;
     let request = SignHashRequest {
         credential_id: required(request.credential_id, "credentialID")?,
         sad: request.sad.filter(|s| !s.is_empty()),
-        hashes: hashes(request.hashes, request.hash)?,
-        hash_algorithm,
+        hashes: request.hashes.decoded()?,
+        hash_algorithm: request.algorithm.required()?,
         sign_algorithm: required(request.sign_algo, "signAlgo")?,
     };
     let signatures = csc.sign_hash(&access, request).await?;
@@ -325,10 +338,8 @@ async fn sign_hash(
 #[serde(default)]
 struct TimestampBody {
     hash: Option<String>,
-    #[serde(rename = "hashAlgorithmOID")]
-    hash_algorithm_oid: Option<String>,
-    #[serde(rename = "hashAlgo")]
-    hash_algo: Option<String>,
+    #[serde(flatten)]
+    algorithm: HashAlgorithmField,
     nonce: Option<String>,
 }
 
@@ -340,10 +351,7 @@ async fn timestamp(
     let access = access(&csc, &headers).await?;
     let request = body(request)?;
     let hash = decode_hash(&required(request.hash, "hash")?)?;
-    let algorithm = request
-        .hash_algorithm_oid
-        .or(request.hash_algo)
-        .ok_or_else(|| CscError::InvalidRequest("missing parameter hashAlgorithmOID".into()))?;
+    let algorithm = request.algorithm.required()?;
     let nonce = request
         .nonce
         .map(|n| {

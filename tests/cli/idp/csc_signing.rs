@@ -80,6 +80,22 @@ fn b64_sha256(data: &[u8]) -> String {
     Base64::encode_string(&sha2::Sha256::digest(data))
 }
 
+/// Asserts a CSC error: the status, the error code, and `words` in the description.
+fn assert_refused(status: u16, answer: &Value, expected: u16, error: &str, words: &str) {
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (expected, Some(error)),
+        "{answer}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains(words),
+        "{words} not in {answer}"
+    );
+}
+
 /// Logs the card holder in for `client` with `scope` (and `extra` parameters) and
 /// returns the token response.
 async fn login(instance: &Instance, client: &(String, String), scope: &str, extra: &str) -> Value {
@@ -408,17 +424,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         sign(&sad, vec![b64_sha256(b"another deed")]),
     )
     .await;
-    assert_eq!(
-        (status, refused["error"].as_str()),
-        (400, Some("invalid_request")),
-        "{refused}"
-    );
-    assert!(
-        refused["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not authorised")
-    );
+    assert_refused(status, &refused, 400, "invalid_request", "not authorised");
     let (status, signed_hash) = csc(
         &signing,
         "signatures/signHash",
@@ -457,14 +463,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         sign(&sad, vec![hash.clone()]),
     )
     .await;
-    assert_eq!(status, 400, "{again}");
-    assert!(
-        again["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{again}"
-    );
+    assert_refused(status, &again, 400, "invalid_request", "already used");
 
     // signatures/timestamp: openssl verifies the token over the hash.
     let (status, stamped) = csc(
@@ -589,18 +588,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         ),
     ] {
         let (got, answer) = csc(&signing, method, token, body).await;
-        assert_eq!(
-            (got, answer["error"].as_str()),
-            (status, Some(error)),
-            "{method}: {answer}"
-        );
-        assert!(
-            answer["error_description"]
-                .as_str()
-                .unwrap()
-                .contains(words),
-            "{method}: {words} not in {answer}"
-        );
+        assert_refused(got, &answer, status, error, words);
     }
     // A token of a client without the CSC scopes is not for this API.
     let plain_tokens = login(&instance, &plain, "openid", "&prompt=login").await;
@@ -611,17 +599,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         json!({}),
     )
     .await;
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (401, Some("invalid_token")),
-        "{answer}"
-    );
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("aud")
-    );
+    assert_refused(status, &answer, 401, "invalid_token", "aud");
 
     // Three wrong PINs lock the credential; the right one then does not help; an
     // operator unlocks it.
@@ -633,15 +611,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
             authorize("97531", vec![other.clone()]),
         )
         .await;
-        assert_eq!(
-            (status, answer["error"].as_str()),
-            (400, Some("invalid_pin")),
-            "{answer}"
-        );
-        assert!(
-            answer["error_description"].as_str().unwrap().contains(left),
-            "{answer}"
-        );
+        assert_refused(status, &answer, 400, "invalid_pin", left);
     }
     let (status, answer) = csc(
         &signing,
@@ -662,13 +632,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         authorize(PIN, vec![other.clone()]),
     )
     .await;
-    assert_eq!(status, 403, "{answer}");
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("locked")
-    );
+    assert_refused(status, &answer, 403, "access_denied", "locked");
     instance
         .ok(&["signing", "credential", "unlock", &credential])
         .await;
@@ -708,14 +672,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         by_token(vec![other.clone()]),
     )
     .await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not authorised"),
-        "{answer}"
-    );
+    assert_refused(status, &answer, 400, "invalid_request", "not authorised");
     let (status, answer) = csc(
         &signing,
         "signatures/signHash",
@@ -731,14 +688,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         by_token(vec![hash.clone()]),
     )
     .await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{answer}"
-    );
+    assert_refused(status, &answer, 400, "invalid_request", "already used");
 
     // A suspended, then revoked certificate signs nothing: our responder says so
     // before the CA command returns.
@@ -780,18 +730,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
             ),
         )
         .await;
-        assert_eq!(
-            (status, answer["error"].as_str()),
-            (403, Some("access_denied")),
-            "{answer}"
-        );
-        assert!(
-            answer["error_description"]
-                .as_str()
-                .unwrap()
-                .contains(words),
-            "{words}: {answer}"
-        );
+        assert_refused(status, &answer, 403, "access_denied", words);
     }
 
     // The audit log has it all, and the chain is intact.
