@@ -938,11 +938,10 @@ fn jar_cookies(dir: &Path) -> (String, String) {
     (cookie("eid_session"), cookie("eid_browser"))
 }
 
-/// A browser holding an ID card, played by curl (cookies in `dir`/jar): opens `start`,
-/// which must lead to the login page, logs in at the card listener, allows consent if
-/// asked, and returns where the provider sends it at the end (the account page, or
-/// the relying party's redirect URI with the authorization response).
-fn card_browser(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) -> String {
+/// curl as the browser holding the ID card (cookies in `dir`/jar): opens `start`, which
+/// must lead to the login page, logs in at the card listener, and returns where the
+/// provider sends it next (the consent page, or back to the client).
+fn card_login(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) -> String {
     let jar = dir.join("jar");
     let curl = |args: &[&str]| -> String {
         let output = std::process::Command::new("curl")
@@ -956,8 +955,8 @@ fn card_browser(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) 
         text(&output.stdout)
     };
     let login = curl(&[start]);
+    assert!(login.contains("/login/"), "a login is asked for: {login}");
     let id = login.rsplit('/').next().unwrap().to_owned();
-    assert!(login.contains("/login/"), "{login}");
     let card_url = format!(
         "{}/card-login/{id}",
         login_card_url(&dir.join("login.html"), issuer, &id, &jar)
@@ -973,10 +972,30 @@ fn card_browser(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) 
         &card_url,
     ]);
     assert!(handoff.contains("handoff="), "{handoff}");
-    let next = curl(&[&handoff]);
+    curl(&[&handoff])
+}
+
+/// A browser holding an ID card, played by curl (cookies in `dir`/jar): opens `start`,
+/// which must lead to the login page, logs in at the card listener, allows consent if
+/// asked, and returns where the provider sends it at the end (the account page, or
+/// the relying party's redirect URI with the authorization response).
+fn card_browser(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) -> String {
+    let next = card_login(issuer, start, dir, cert, key);
     if !next.contains("/consent/") {
         return next;
     }
+    let jar = dir.join("jar");
+    let curl = |args: &[&str]| -> String {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl ({e}): deploy/test.sh installs it"));
+        text(&output.stdout)
+    };
     let page = dir.join("consent.html");
     let fetched = std::process::Command::new("curl")
         .args(["-s", "-b"])

@@ -6,7 +6,7 @@
 //! access token, and are for one use. Bad details are refused with
 //! `invalid_authorization_details`. On SQLite and PostgreSQL.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
 use base64ct::{Base64, Base64UrlUnpadded, Encoding};
 use eid_tests::{TestBackend, on_both_backends};
@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::{
-    Addresses, card_browser, command, get_json, http, instance_with_card, jar_cookies,
-    login_card_url, payload_of, pkce_challenge, query_of, redeem_code, register, run,
+    Addresses, card_browser, card_login, command, get_json, http, instance_with_card, jar_cookies,
+    payload_of, pkce_challenge, query_of, redeem_code, register, run,
 };
 use crate::{Eid, Server, browser::Browser, text};
 
@@ -88,46 +88,6 @@ pub(super) fn encoded(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// curl as the browser holding the ID card (cookies in `dir`/jar): opens `start`, which
-/// must lead to the login page, logs in with the card, and returns where the provider
-/// sends it next (the consent page).
-fn card_login(issuer: &str, start: &str, dir: &Path, cert: &Path, key: &Path) -> String {
-    let jar = dir.join("jar");
-    let curl = |args: &[&str]| -> String {
-        let output = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", "-c"])
-            .arg(&jar)
-            .arg("-b")
-            .arg(&jar)
-            .args(args)
-            .output()
-            .unwrap();
-        text(&output.stdout)
-    };
-    let login = curl(&[start]);
-    assert!(
-        login.contains("/login/"),
-        "a fresh login is asked for: {login}"
-    );
-    let id = login.rsplit('/').next().unwrap().to_owned();
-    let card_url = format!(
-        "{}/card-login/{id}",
-        login_card_url(&dir.join("login.html"), issuer, &id, &jar)
-    );
-    let root = dir.join("pki/root.pem").display().to_string();
-    let handoff = curl(&[
-        "--cacert",
-        &root,
-        "--cert",
-        &cert.display().to_string(),
-        "--key",
-        &key.display().to_string(),
-        &card_url,
-    ]);
-    assert!(handoff.contains("handoff="), "{handoff}");
-    curl(&[&handoff])
 }
 
 async fn internal_citizen_id(eid: &Eid) -> String {

@@ -172,9 +172,11 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     std::fs::write(dir.join("card.pem"), card).unwrap();
 
     // The credential: a weak PIN is refused, then the key is made on the token.
-    std::fs::write(dir.join("weak-pin"), "12345\n").unwrap();
-    let weak = instance
-        .run(&[
+    let create = |pin: &str| {
+        let pin_file = dir.join(format!("pin-{pin}"));
+        std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+        let pin_file = pin_file.display().to_string();
+        let command = instance.command(&[
             "signing",
             "credential",
             "create",
@@ -185,34 +187,23 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
             "--surname",
             "Seacole",
             "--pin-file",
-            &dir.join("weak-pin").display().to_string(),
-        ])
-        .await;
+            &pin_file,
+        ]);
+        async move {
+            let mut command = command;
+            command.output().await.unwrap()
+        }
+    };
+    let weak = create("12345").await;
     assert!(!weak.status.success());
     assert!(
         text(&weak.stderr).contains("consecutive"),
         "{}",
         text(&weak.stderr)
     );
-    std::fs::write(dir.join("sign-pin"), format!("{PIN}\n")).unwrap();
-    let created: Value = serde_json::from_str(
-        &instance
-            .ok(&[
-                "signing",
-                "credential",
-                "create",
-                "--national-id",
-                NATIONAL_ID,
-                "--given-name",
-                "Mary",
-                "--surname",
-                "Seacole",
-                "--pin-file",
-                &dir.join("sign-pin").display().to_string(),
-            ])
-            .await,
-    )
-    .unwrap();
+    let made = create(PIN).await;
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let created: Value = serde_json::from_str(&text(&made.stdout)).unwrap();
     let credential = created["credential_id"].as_str().unwrap().to_owned();
     // openssl: the certificate chains to our root through the qualified signing CA.
     let cert_path = dir.join("remote-sign.pem");
