@@ -154,6 +154,41 @@ pub fn check_response(
     id: &CertIdKey,
     now: OffsetDateTime,
 ) -> Result<CheckedStatus, OcspClientError> {
+    check(der, issuer, id, now, None)
+}
+
+/// The responses whose signature was already verified, by the SHA-256 of the issuer
+/// and the response, with the end of the signer's validity: a responder that hands out
+/// pre-produced responses sends the same bytes again and again, and their signature
+/// need not be checked twice. The status and freshness are checked every time.
+#[derive(Debug, Default)]
+pub struct VerifiedResponses {
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], OffsetDateTime>>,
+}
+
+/// Most responses remembered; the memory is cleared when it is full.
+const MAX_VERIFIED: usize = 4096;
+
+impl VerifiedResponses {
+    /// [`check_response`], verifying the signature of a response only the first time.
+    pub fn check_response(
+        &self,
+        der: &[u8],
+        issuer: &Certificate,
+        id: &CertIdKey,
+        now: OffsetDateTime,
+    ) -> Result<CheckedStatus, OcspClientError> {
+        check(der, issuer, id, now, Some(self))
+    }
+}
+
+fn check(
+    der: &[u8],
+    issuer: &Certificate,
+    id: &CertIdKey,
+    now: OffsetDateTime,
+    memory: Option<&VerifiedResponses>,
+) -> Result<CheckedStatus, OcspClientError> {
     let malformed = |e: der::Error| OcspClientError::Malformed(e.to_string());
     let response = OcspResponse::from_der(der).map_err(malformed)?;
     if response.response_status != OcspResponseStatus::Successful {
@@ -169,43 +204,28 @@ pub fn check_response(
     }
     let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).map_err(malformed)?;
 
-    // Who signed: the issuer itself, or a certificate in the response that the issuer
-    // signed for OCSP signing (RFC 6960 4.2.2.2).
-    let issuer_key = public_key(issuer)?;
-    let scheme = scheme_of(basic.signature_algorithm.oid)
-        .ok_or_else(|| OcspClientError::Signature("unsupported signature algorithm".into()))?;
-    let tbs = basic.tbs_response_data.to_der().map_err(malformed)?;
-    let signature = basic.signature.raw_bytes();
-    let mut signed = issuer_key.verify(scheme, &tbs, signature).is_ok();
-    if !signed {
-        for responder in basic.certs.iter().flatten() {
-            if responder.tbs_certificate().issuer() != issuer.tbs_certificate().subject() {
-                continue;
+    let key = {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(issuer.to_der().map_err(malformed)?);
+        hash.update(der);
+        <[u8; 32]>::from(hash.finalize())
+    };
+    let remembered = memory
+        .and_then(|m| m.verified.lock().ok()?.get(&key).copied())
+        .is_some_and(|until| now <= until);
+    if !remembered {
+        let Some(until) = signed_until(&basic, issuer, now)? else {
+            return Err(OcspClientError::Signature(
+                "no issuer or authorised responder key verifies it".into(),
+            ));
+        };
+        if let Some(mut verified) = memory.and_then(|m| m.verified.lock().ok()) {
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
             }
-            if certificate_signed_by(responder, &issuer_key).is_err()
-                || !authorised_for_ocsp(responder)
-            {
-                continue;
-            }
-            let validity = responder.tbs_certificate().validity();
-            let not_after = OffsetDateTime::from(validity.not_after.to_system_time());
-            let not_before = OffsetDateTime::from(validity.not_before.to_system_time());
-            if now < not_before || now > not_after {
-                continue;
-            }
-            if public_key(responder)?
-                .verify(scheme, &tbs, signature)
-                .is_ok()
-            {
-                signed = true;
-                break;
-            }
+            verified.insert(key, until);
         }
-    }
-    if !signed {
-        return Err(OcspClientError::Signature(
-            "no issuer or authorised responder key verifies it".into(),
-        ));
     }
 
     let single = basic
@@ -237,4 +257,51 @@ pub fn check_response(
         },
         CertStatus::Unknown(_) => CheckedStatus::Unknown,
     })
+}
+
+/// Whether `basic` is signed by `issuer` or by a responder it delegated to that is
+/// valid at `now`; the end of the signer's validity when it is.
+fn signed_until(
+    basic: &BasicOcspResponse,
+    issuer: &Certificate,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, OcspClientError> {
+    let malformed = |e: der::Error| OcspClientError::Malformed(e.to_string());
+    // Who signed: the issuer itself, or a certificate in the response that the issuer
+    // signed for OCSP signing (RFC 6960 4.2.2.2).
+    let issuer_key = public_key(issuer)?;
+    let scheme = scheme_of(basic.signature_algorithm.oid)
+        .ok_or_else(|| OcspClientError::Signature("unsupported signature algorithm".into()))?;
+    let tbs = basic.tbs_response_data.to_der().map_err(malformed)?;
+    let signature = basic.signature.raw_bytes();
+    if issuer_key.verify(scheme, &tbs, signature).is_ok() {
+        let not_after = issuer
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .to_system_time();
+        return Ok(Some(OffsetDateTime::from(not_after)));
+    }
+    for responder in basic.certs.iter().flatten() {
+        if responder.tbs_certificate().issuer() != issuer.tbs_certificate().subject() {
+            continue;
+        }
+        if certificate_signed_by(responder, &issuer_key).is_err() || !authorised_for_ocsp(responder)
+        {
+            continue;
+        }
+        let validity = responder.tbs_certificate().validity();
+        let not_after = OffsetDateTime::from(validity.not_after.to_system_time());
+        let not_before = OffsetDateTime::from(validity.not_before.to_system_time());
+        if now < not_before || now > not_after {
+            continue;
+        }
+        if public_key(responder)?
+            .verify(scheme, &tbs, signature)
+            .is_ok()
+        {
+            return Ok(Some(not_after));
+        }
+    }
+    Ok(None)
 }

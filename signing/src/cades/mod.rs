@@ -183,6 +183,8 @@ pub struct Signatures {
     time_stamps: TimeStampSource,
     pub(crate) http: reqwest::Client,
     crls: std::sync::Arc<revocation::CrlCache>,
+    /// OCSP responses whose signature was verified already.
+    ocsp: std::sync::Arc<eid_ca::ocsp::client::VerifiedResponses>,
     mobile: Option<eid_hsm::mobile::MobileIdClient>,
 }
 
@@ -237,6 +239,7 @@ impl Signatures {
             time_stamps,
             http: reqwest::Client::new(),
             crls: std::sync::Arc::default(),
+            ocsp: std::sync::Arc::default(),
             mobile: None,
         }
     }
@@ -267,6 +270,11 @@ impl Signatures {
     /// The HTTP client (OCSP, CRLs).
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The OCSP responses already verified.
+    pub(crate) fn verified_ocsp(&self) -> &eid_ca::ocsp::client::VerifiedResponses {
+        &self.ocsp
     }
 
     /// Step 1: checks the certificate, builds and stores the signed attributes.
@@ -562,7 +570,7 @@ impl Signatures {
             })?;
         // The certificate may have been revoked (or expired) since it was prepared.
         let issuer = self.trust.check_signer(certificate, now)?.clone();
-        let status = revocation::check(&self.http, certificate, &issuer, now).await?;
+        let status = revocation::check(&self.http, &self.ocsp, certificate, &issuer, now).await?;
 
         let chain = self.trust.chain_of(certificate);
         let mut additions = Additions {
@@ -592,7 +600,7 @@ impl Signatures {
                         && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
                     {
                         let tsu_status =
-                            revocation::check(&self.http, tsu, tsu_issuer, now).await?;
+                            revocation::check(&self.http, &self.ocsp, tsu, tsu_issuer, now).await?;
                         validation.ocsp_responses.push(tsu_status.response);
                     }
                 }

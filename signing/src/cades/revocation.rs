@@ -37,6 +37,7 @@ pub(crate) struct GoodStatus {
 /// Asks the responder named in `certificate` about it; `issuer` checks the answer.
 pub(crate) async fn check(
     http: &reqwest::Client,
+    verified: &client::VerifiedResponses,
     certificate: &Certificate,
     issuer: &Certificate,
     now: OffsetDateTime,
@@ -71,7 +72,8 @@ pub(crate) async fn check(
     if body.len() > MAX_RESPONSE_BYTES {
         return Err(unavailable("the OCSP response is too large".into()));
     }
-    let status = client::check_response(&body, issuer, &id, now)
+    let status = verified
+        .check_response(&body, issuer, &id, now)
         .map_err(|e| unavailable(format!("the OCSP response is unusable: {e}")))?;
     match status {
         CheckedStatus::Good => Ok(GoodStatus {

@@ -358,6 +358,8 @@ struct Inner {
     tokens: AccessTokens,
     directory: Arc<dyn CitizenDirectory>,
     certificates: Option<Arc<dyn SigningCertificates>>,
+    /// Credential certificates whose chain was checked, with their issuer.
+    checked_issuers: std::sync::Mutex<std::collections::HashMap<[u8; 32], Certificate>>,
 }
 
 impl Csc {
@@ -379,6 +381,7 @@ impl Csc {
                 signatures: signatures.clone(),
                 directory,
                 certificates,
+                checked_issuers: std::sync::Mutex::default(),
             }),
         }
     }
@@ -986,13 +989,10 @@ impl Csc {
             }
         };
         // The certificate must be good now: asked of our responder, fail closed.
-        let trust = self.inner.signatures.trust();
-        let issuer = trust
-            .check_signer(&credential.certificate, ctx.clock.now())
-            .map_err(CscError::from)?
-            .clone();
+        let issuer = self.issuer_of(&credential)?;
         if let Err(e) = revocation::check(
             self.inner.signatures.http(),
+            self.inner.signatures.verified_ocsp(),
             &credential.certificate,
             &issuer,
             ctx.clock.now(),
@@ -1130,6 +1130,44 @@ impl Csc {
             .collect())
     }
 
+    /// The issuer of the credential's certificate, checked (chain, key usage) the first
+    /// time and remembered; its validity is checked every time.
+    fn issuer_of(&self, credential: &Credential) -> Result<Certificate, CscError> {
+        let now = self.ctx().clock.now();
+        let key = <[u8; 32]>::from(Sha256::digest(&credential.certificate_der));
+        let known = self
+            .inner
+            .checked_issuers
+            .lock()
+            .ok()
+            .and_then(|known| known.get(&key).cloned());
+        if let Some(issuer) = known {
+            let validity = credential.certificate.tbs_certificate().validity();
+            let not_before = time::OffsetDateTime::from(validity.not_before.to_system_time());
+            let not_after = time::OffsetDateTime::from(validity.not_after.to_system_time());
+            if now < not_before || now > not_after {
+                return Err(CscError::AccessDenied(format!(
+                    "the credential's certificate is not valid now (valid {not_before} to \
+                     {not_after})"
+                )));
+            }
+            return Ok(issuer);
+        }
+        let issuer = self
+            .inner
+            .signatures
+            .trust()
+            .check_signer(&credential.certificate, now)?
+            .clone();
+        if let Ok(mut known) = self.inner.checked_issuers.lock() {
+            if known.len() >= MAX_CHECKED_ISSUERS {
+                known.clear();
+            }
+            known.insert(key, issuer.clone());
+        }
+        Ok(issuer)
+    }
+
     /// Checks that the SAD (by its hash) authorises these hashes of this credential
     /// for this client, unused and unexpired.
     async fn check_sad(
@@ -1232,6 +1270,9 @@ impl Csc {
             .map_err(|e| CscError::Internal(format!("encoding a token: {e}")))
     }
 }
+
+/// Most credential certificates remembered as checked; the memory is cleared when full.
+const MAX_CHECKED_ISSUERS: usize = 10_000;
 
 /// How often stale rows are purged.
 const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
