@@ -136,6 +136,13 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
                 .context("the mobile-ID gateway ([mobile_id])")?;
             signatures = signatures.with_mobile_id(client);
         }
+        // With the CA's responder in this process, certificate status is asked of it
+        // directly: the same answers as its listener, without the HTTP round trip. A
+        // signing service on its own asks the listener (another process's revocations
+        // reach only that process's responder).
+        if only.is_none() {
+            signatures = signatures.with_local_responder(Arc::new(LocalOcsp(ca.clone())));
+        }
         // Remote signing (CSC API v2) with keys on the service key store.
         let csc = crate::signing::csc_api(&ctx, &ca, &signatures);
         Some((tsa, signatures, csc))
@@ -436,6 +443,19 @@ impl eid_enrolment::CertificateIssuer for CaIssuer {
                 .map(|_| ())
                 .map_err(port_error)
         })
+    }
+}
+
+/// The CA's OCSP responder, asked in-process by the signing service.
+#[derive(Debug)]
+struct LocalOcsp(CertificateAuthority);
+
+impl eid_signing::cades::revocation::LocalResponder for LocalOcsp {
+    fn respond<'a>(
+        &'a self,
+        request: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'a>> {
+        Box::pin(async move { self.0.respond_ocsp(request).await.body.to_vec() })
     }
 }
 

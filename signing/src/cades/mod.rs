@@ -22,7 +22,7 @@
 
 pub mod build;
 pub mod mobile;
-pub(crate) mod revocation;
+pub mod revocation;
 pub mod timestamp;
 pub mod trust;
 
@@ -185,6 +185,8 @@ pub struct Signatures {
     crls: std::sync::Arc<revocation::CrlCache>,
     /// OCSP responses whose signature was verified already.
     ocsp: std::sync::Arc<eid_ca::ocsp::client::VerifiedResponses>,
+    /// Our responder in this process, when it serves there.
+    local_ocsp: Option<std::sync::Arc<dyn revocation::LocalResponder>>,
     mobile: Option<eid_hsm::mobile::MobileIdClient>,
 }
 
@@ -240,6 +242,7 @@ impl Signatures {
             http: reqwest::Client::new(),
             crls: std::sync::Arc::default(),
             ocsp: std::sync::Arc::default(),
+            local_ocsp: None,
             mobile: None,
         }
     }
@@ -272,9 +275,24 @@ impl Signatures {
         &self.http
     }
 
-    /// The OCSP responses already verified.
-    pub(crate) fn verified_ocsp(&self) -> &eid_ca::ocsp::client::VerifiedResponses {
-        &self.ocsp
+    /// The service, asking our OCSP responder in this process directly (only when the
+    /// CA's responder is served by this process: its answers are then the listener's).
+    #[must_use]
+    pub fn with_local_responder(
+        mut self,
+        responder: std::sync::Arc<dyn revocation::LocalResponder>,
+    ) -> Self {
+        self.local_ocsp = Some(responder);
+        self
+    }
+
+    /// Where certificate status comes from.
+    pub(crate) fn responders(&self) -> revocation::Responders<'_> {
+        revocation::Responders {
+            http: &self.http,
+            local: self.local_ocsp.as_deref(),
+            verified: &self.ocsp,
+        }
     }
 
     /// Step 1: checks the certificate, builds and stores the signed attributes.
@@ -570,7 +588,7 @@ impl Signatures {
             })?;
         // The certificate may have been revoked (or expired) since it was prepared.
         let issuer = self.trust.check_signer(certificate, now)?.clone();
-        let status = revocation::check(&self.http, &self.ocsp, certificate, &issuer, now).await?;
+        let status = revocation::check(self.responders(), certificate, &issuer, now).await?;
 
         let chain = self.trust.chain_of(certificate);
         let mut additions = Additions {
@@ -600,7 +618,7 @@ impl Signatures {
                         && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
                     {
                         let tsu_status =
-                            revocation::check(&self.http, &self.ocsp, tsu, tsu_issuer, now).await?;
+                            revocation::check(self.responders(), tsu, tsu_issuer, now).await?;
                         validation.ocsp_responses.push(tsu_status.response);
                     }
                 }

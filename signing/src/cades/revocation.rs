@@ -34,10 +34,28 @@ pub(crate) struct GoodStatus {
     pub(crate) responder_certificates: Vec<Certificate>,
 }
 
+/// Our own OCSP responder served by this very process, asked directly instead of over
+/// HTTP (the `eid` binary connects it only when the CA's responder runs in the same
+/// process, so its answers are the ones the CA's listener gives).
+pub trait LocalResponder: Send + Sync + std::fmt::Debug {
+    /// The DER `OCSPResponse` to a DER `OCSPRequest`.
+    fn respond<'a>(
+        &'a self,
+        request: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'a>>;
+}
+
+/// Where OCSP answers come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Responders<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) local: Option<&'a dyn LocalResponder>,
+    pub(crate) verified: &'a client::VerifiedResponses,
+}
+
 /// Asks the responder named in `certificate` about it; `issuer` checks the answer.
 pub(crate) async fn check(
-    http: &reqwest::Client,
-    verified: &client::VerifiedResponses,
+    responders: Responders<'_>,
     certificate: &Certificate,
     issuer: &Certificate,
     now: OffsetDateTime,
@@ -51,28 +69,38 @@ pub(crate) async fn check(
         .map_err(|e| SignatureError::Task(format!("OCSP CertID: {e}")))?;
     let request = client::build_request(&id)
         .map_err(|e| SignatureError::Task(format!("OCSP request: {e}")))?;
-    let response = http
-        .post(&url)
-        .header("content-type", "application/ocsp-request")
-        .body(request)
-        .timeout(TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| unavailable(format!("the OCSP responder {url} is unreachable: {e}")))?;
-    if !response.status().is_success() {
-        return Err(unavailable(format!(
-            "the OCSP responder {url} answered HTTP {}",
-            response.status()
-        )));
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| unavailable(format!("reading the OCSP response: {e}")))?;
+    let body = match responders.local {
+        Some(local) => local.respond(&request).await,
+        None => {
+            let response = responders
+                .http
+                .post(&url)
+                .header("content-type", "application/ocsp-request")
+                .body(request)
+                .timeout(TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| {
+                    unavailable(format!("the OCSP responder {url} is unreachable: {e}"))
+                })?;
+            if !response.status().is_success() {
+                return Err(unavailable(format!(
+                    "the OCSP responder {url} answered HTTP {}",
+                    response.status()
+                )));
+            }
+            response
+                .bytes()
+                .await
+                .map_err(|e| unavailable(format!("reading the OCSP response: {e}")))?
+                .to_vec()
+        }
+    };
     if body.len() > MAX_RESPONSE_BYTES {
         return Err(unavailable("the OCSP response is too large".into()));
     }
-    let status = verified
+    let status = responders
+        .verified
         .check_response(&body, issuer, &id, now)
         .map_err(|e| unavailable(format!("the OCSP response is unusable: {e}")))?;
     match status {

@@ -991,8 +991,7 @@ impl Csc {
         // The certificate must be good now: asked of our responder, fail closed.
         let issuer = self.issuer_of(&credential)?;
         if let Err(e) = revocation::check(
-            self.inner.signatures.http(),
-            self.inner.signatures.verified_ocsp(),
+            self.inner.signatures.responders(),
             &credential.certificate,
             &issuer,
             ctx.clock.now(),
