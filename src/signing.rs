@@ -11,8 +11,8 @@ use eid_core::ServiceContext;
 use eid_signing::csc::{self, CertificateOrder, CscError, PortFuture};
 use secrecy::SecretString;
 
-/// The idp's citizen register, read for the CSC API: a token's subject (the idp's
-/// internal citizen id) to the national id.
+/// The idp's register, read for the CSC API: a token's subject (the idp's internal
+/// citizen id) to the national id, and whether the token's grant is in force.
 #[derive(Debug)]
 pub(crate) struct IdpCitizens(pub(crate) ServiceContext);
 
@@ -23,6 +23,14 @@ impl csc::CitizenDirectory for IdpCitizens {
                 .await
                 .map(|c| c.map(|c| c.national_id))
                 .map_err(|e| CscError::Unavailable(format!("the citizen register: {e}")))
+        })
+    }
+
+    fn grant_in_force<'a>(&'a self, jti: &'a str) -> PortFuture<'a, bool> {
+        Box::pin(async move {
+            eid_idp::flow::grant_in_force(&self.0, jti)
+                .await
+                .map_err(|e| CscError::Unavailable(format!("the identity provider's grants: {e}")))
         })
     }
 }

@@ -93,6 +93,28 @@ fn citizen_from_row(row: &sqlx::any::AnyRow) -> Result<Citizen, IdpError> {
     })
 }
 
+/// Whether the grant an access token of ours belongs to is still in force (not revoked
+/// by the citizen, the client, a logout or a reused code), by the token's `jti`
+/// (`<grant id>.<random>`). A resource server that checks our tokens itself asks this
+/// to see revocations before the token expires.
+pub async fn grant_in_force(ctx: &ServiceContext, jti: &str) -> Result<bool, IdpError> {
+    let Some((grant_id, _)) = jti.rsplit_once('.') else {
+        return Ok(false);
+    };
+    let row = sqlx::query("SELECT revoked_at FROM idp_grant WHERE grant_id = $1")
+        .bind(grant_id)
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(query("reading a grant"))?;
+    Ok(match row {
+        Some(row) => row
+            .try_get::<Option<i64>, _>("revoked_at")
+            .map_err(query("reading a grant"))?
+            .is_none(),
+        None => false,
+    })
+}
+
 /// The citizen with this internal id.
 pub async fn citizen(ctx: &ServiceContext, citizen_id: &str) -> Result<Option<Citizen>, IdpError> {
     let sql = format!("SELECT {CITIZEN_COLUMNS} FROM idp_citizen WHERE citizen_id = $1");

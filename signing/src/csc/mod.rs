@@ -51,12 +51,15 @@ use crate::{
 /// A port's answer.
 pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CscError>> + Send + 'a>>;
 
-/// Who a token's subject is: the identity provider's internal citizen id to the
-/// national identity number credentials are registered under. The `eid` binary
-/// connects it to the provider's citizen register.
+/// What the identity provider's register says about a token: who its subject is (the
+/// provider's internal citizen id to the national identity number credentials are
+/// registered under), and whether its grant is still in force. The `eid` binary
+/// connects it to the provider's register.
 pub trait CitizenDirectory: Send + Sync + fmt::Debug {
     /// The national id of the citizen `subject`, if known.
     fn national_id<'a>(&'a self, subject: &'a str) -> PortFuture<'a, Option<String>>;
+    /// Whether the grant behind the access token `jti` is still in force.
+    fn grant_in_force<'a>(&'a self, jti: &'a str) -> PortFuture<'a, bool>;
 }
 
 /// What the service asks the CA for a new credential.
@@ -394,9 +397,15 @@ impl Csc {
         self.ctx().clock.now().unix_timestamp()
     }
 
-    /// Checks the bearer token.
+    /// Checks the bearer token, and that its grant was not revoked since it was issued.
     pub async fn access(&self, token: &str) -> Result<Access, CscError> {
-        self.inner.tokens.verify(token, self.now()).await
+        let access = self.inner.tokens.verify(token, self.now()).await?;
+        if !self.inner.directory.grant_in_force(&access.jti).await? {
+            return Err(CscError::InvalidToken(
+                "the access token was revoked at the identity provider".into(),
+            ));
+        }
+        Ok(access)
     }
 
     /// The trusted identity provider.

@@ -724,6 +724,18 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         assert_refused(status, &answer, 403, "access_denied", words);
     }
 
+    // A token revoked at the provider (RFC 7009) is refused at once, not at expiry.
+    let revoked = http()
+        .post(format!("http://{}/revoke", instance.addresses.idp))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let (status, answer) = csc(&signing, "credentials/list", Some(&access), json!({})).await;
+    assert_refused(status, &answer, 401, "invalid_token", "revoked");
+
     // The audit log has it all, and the chain is intact.
     let tail = instance.ok(&["audit", "tail", "-n", "80"]).await;
     for action in [
