@@ -773,53 +773,67 @@ impl Csc {
                 }
             )));
         }
+        // The attempt is counted before the PIN is checked (as a card does), in the row:
+        // however many run at once, no more than `pin_attempts` guesses are ever
+        // checked before the credential locks. The right PIN gives the attempt back.
+        let now = self.now();
+        let mut tx = ctx.db.begin_write().await?;
+        let reserved = sqlx::query(
+            "UPDATE csc_credential SET pin_failures = pin_failures + 1, \
+             status = CASE WHEN pin_failures + 1 >= $1 THEN 'locked' ELSE status END, \
+             updated_at = $2 WHERE credential_id = $3 AND status = 'active' \
+             RETURNING pin_failures, status",
+        )
+        .bind(i64::from(config.pin_attempts))
+        .bind(now)
+        .bind(&credential.credential_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(CscError::db("counting a PIN attempt"))?;
+        tx.commit()
+            .await
+            .map_err(CscError::db("counting a PIN attempt"))?;
+        let Some(reserved) = reserved else {
+            let event = audited(
+                Outcome::Denied,
+                json!({ "credential": credential.credential_id, "reason": "locked" }),
+            );
+            audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+            return Err(CscError::AccessDenied(
+                "the credential is locked after too many wrong PINs; the citizen unlocks it at \
+                 a registration desk"
+                    .into(),
+            ));
+        };
+        let failures: i64 = reserved
+            .try_get("pin_failures")
+            .map_err(CscError::db("counting a PIN attempt"))?;
+        let locked = reserved
+            .try_get::<String, _>("status")
+            .map_err(CscError::db("counting a PIN attempt"))?
+            == "locked";
         let stored = credential.pin_hash.clone();
         let matches = tokio::task::spawn_blocking(move || pin_matches(&pin, &stored))
             .await
             .map_err(|e| CscError::Internal(format!("PIN task: {e}")))??;
-        let now = self.now();
         let hashes: Vec<String> = request
             .hashes
             .iter()
             .map(|h| Base64::encode_string(h))
             .collect();
-        let mut tx = ctx.db.begin_write().await?;
         if !matches {
-            // Counted in the row, so concurrent wrong PINs cannot slip past the limit.
-            let row = sqlx::query(
-                "UPDATE csc_credential SET pin_failures = pin_failures + 1, \
-                 status = CASE WHEN pin_failures + 1 >= $1 THEN 'locked' ELSE status END, \
-                 updated_at = $2 WHERE credential_id = $3 RETURNING pin_failures, status",
-            )
-            .bind(i64::from(config.pin_attempts))
-            .bind(now)
-            .bind(&credential.credential_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(CscError::db("counting a wrong PIN"))?;
-            let failures: i64 = row
-                .try_get("pin_failures")
-                .map_err(CscError::db("counting a wrong PIN"))?;
-            let status: String = row
-                .try_get("status")
-                .map_err(CscError::db("counting a wrong PIN"))?;
             let left = (i64::from(config.pin_attempts) - failures).max(0);
-            audit::append(
-                &mut tx,
-                ctx.clock.as_ref(),
-                &audited(
-                    Outcome::Denied,
-                    json!({
-                        "credential": credential.credential_id,
-                        "reason": "wrong PIN",
-                        "attempts_left": left,
-                        "locked": status == "locked",
-                    }),
-                ),
-            )
-            .await?;
-            tx.commit().await.map_err(CscError::db("committing"))?;
-            return Err(if status == "locked" {
+            let event = audited(
+                Outcome::Denied,
+                json!({
+                    "credential": credential.credential_id,
+                    "reason": "wrong PIN",
+                    "attempts_left": left,
+                    "locked": locked,
+                }),
+            );
+            audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+            return Err(if locked {
                 CscError::AccessDenied(
                     "the PIN is wrong, and the credential is now locked; the citizen unlocks \
                      it at a registration desk"
@@ -833,16 +847,23 @@ impl Csc {
                 }
             });
         }
+        let mut tx = ctx.db.begin_write().await?;
         let sad = format!("sad-{}", random_hex::<32>()?);
         let ttl = i64::try_from(config.sad_ttl.as_secs()).unwrap_or(300);
-        sqlx::query(
-            "UPDATE csc_credential SET pin_failures = 0, updated_at = $1 WHERE credential_id = $2",
+        let reset = sqlx::query(
+            "UPDATE csc_credential SET pin_failures = 0, status = 'active', updated_at = $1 \
+             WHERE credential_id = $2 AND status IN ('active', 'locked')",
         )
         .bind(now)
         .bind(&credential.credential_id)
         .execute(&mut *tx)
         .await
         .map_err(CscError::db("resetting the PIN counter"))?;
+        if reset.rows_affected() != 1 {
+            return Err(CscError::AccessDenied(
+                "the credential was disabled meanwhile".into(),
+            ));
+        }
         sqlx::query(
             "INSERT INTO csc_authorization (sad_sha256, credential_id, client_id, \
              hash_algorithm, hashes, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

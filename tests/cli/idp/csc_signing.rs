@@ -635,6 +635,28 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
+    // Guesses sent all at once get no more tries: each is counted before it is checked.
+    let mut guesses = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (signing, access) = (signing.clone(), access.clone());
+        let body = authorize("97531", vec![other.clone()]);
+        guesses.spawn(
+            async move { csc(&signing, "credentials/authorize", Some(&access), body).await },
+        );
+    }
+    let answers = guesses.join_all().await;
+    let checked = answers
+        .iter()
+        .filter(|(status, answer)| *status == 400 && answer["error"] == "invalid_pin")
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|(status, answer)| *status == 403 && answer["error"] == "access_denied")
+        .count();
+    assert_eq!((checked, refused), (2, 4), "{answers:?}");
+    instance
+        .ok(&["signing", "credential", "unlock", &credential])
+        .await;
 
     // A credential authorised at the provider (authorization_details, fresh login):
     // the access token itself covers the hash, once.
