@@ -92,16 +92,18 @@ impl Module {
     /// Initialised tokens with their info.
     ///
     /// SoftHSM2's file backend can answer `CKR_GENERAL_ERROR` to `C_GetTokenInfo`
-    /// while another thread rewrites that token's file (its known races, SoftHSM
+    /// while another thread or process rewrites that token's file (its known races, SoftHSM
     /// #573 and #757). The listing only reads, so it is tried a few times first.
     pub(super) fn tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, HsmError> {
-        const ATTEMPTS: u32 = 4;
+        // Up to about a quarter of a second in all: another process rewriting its
+        // token's files (a card being personalised) can take that long on a busy disk.
+        const ATTEMPTS: u32 = 8;
         let mut attempt = 1;
         loop {
             match self.list_tokens() {
                 Err((_, CryptokiError::Pkcs11(RvError::GeneralError, _))) if attempt < ATTEMPTS => {
                     tracing::debug!(module = %self.path.display(), attempt, "token listing failed with CKR_GENERAL_ERROR; trying again");
-                    std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)));
+                    std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)));
                     attempt += 1;
                 }
                 Err((function, e)) => return Err(Self::pkcs11_error(function, e)),
