@@ -6,10 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use eid_core::Config;
 use eid_hsm::{KeyLabel, KeySpec, SecretString};
-use x509_cert::{
-    builder::{Builder, RequestBuilder},
-    name::Name,
-};
 
 use crate::cli::KeysCommand;
 
@@ -61,18 +57,14 @@ pub(crate) async fn run(config: &Config, command: KeysCommand) -> anyhow::Result
                         .with_context(|| format!("cannot read the PIN file {}", path.display()))
                 })
                 .transpose()?;
-            let subject: Name = format!("CN={label}")
-                .parse()
-                .context("building the request's subject")?;
+            let subject = format!("CN={label}");
             let keys = store.clone();
             let der = tokio::task::spawn_blocking(move || {
                 let mut signer = keys.signer(&label, None)?;
                 if let Some(pin) = pin {
                     signer = signer.with_pin(pin);
                 }
-                let request =
-                    RequestBuilder::new(subject)?.build::<_, eid_hsm::Signature>(&signer)?;
-                anyhow::Ok(der::Encode::to_der(&request)?)
+                anyhow::Ok(signer.certification_request(&subject)?)
             })
             .await??;
             print!("{}", crate::ca::pem("CERTIFICATE REQUEST", &der)?);

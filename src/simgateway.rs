@@ -169,10 +169,7 @@ fn random_pin(kind: eid_hsm::PinKind, digits: usize) -> anyhow::Result<eid_hsm::
 
 /// A certificate request (DER) signed by `signer`.
 fn certificate_request(signer: &eid_hsm::KeySigner) -> anyhow::Result<Vec<u8>> {
-    use x509_cert::builder::{Builder, RequestBuilder};
-    let subject: x509_cert::name::Name = "CN=test SIM".parse()?;
-    let request = RequestBuilder::new(subject)?.build::<_, eid_hsm::Signature>(signer)?;
-    Ok(der::Encode::to_der(&request)?)
+    Ok(signer.certification_request("CN=test SIM")?)
 }
 
 /// A SIM just personalised by the simulator's operator: both key pairs generated on it,

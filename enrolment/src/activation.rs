@@ -19,7 +19,6 @@
 
 use std::sync::Arc;
 
-use der::Encode;
 use eid_core::{AuditEvent, Outcome, audit};
 use eid_hsm::{
     CITIZEN_AUTHENTICATION_LABEL, CITIZEN_SIGNING_LABEL, CardId, CardReader, CardState,
@@ -28,7 +27,6 @@ use eid_hsm::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::Row;
-use x509_cert::builder::{Builder, RequestBuilder};
 
 use crate::{
     ApplicationStatus, CertificateKind, CertificateRequest, Enrolment, EnrolmentError,
@@ -193,16 +191,9 @@ fn csr(
     if let Some(pin) = pin {
         signer = signer.with_pin(pin.clone());
     }
-    let subject: x509_cert::name::Name = "CN=eID card key"
-        .parse()
-        .map_err(|e: der::Error| EnrolmentError::internal("building a request")(e.to_string()))?;
-    let request = RequestBuilder::new(subject)
-        .map_err(|e| EnrolmentError::internal("building a request")(e.to_string()))?
-        .build::<_, eid_hsm::Signature>(&signer)
-        .map_err(|e| EnrolmentError::Token(format!("the card did not sign the request: {e}")))?;
-    request
-        .to_der()
-        .map_err(|e| EnrolmentError::internal("encoding a request")(e.to_string()))
+    signer
+        .certification_request("CN=eID card key")
+        .map_err(|e| EnrolmentError::Token(format!("the card did not sign the request: {e}")))
 }
 
 impl Enrolment {

@@ -124,6 +124,29 @@ impl KeySigner {
             .map(Signature)
     }
 
+    /// A PKCS#10 certification request (DER) for this key with `subject` (an RFC 4514
+    /// string such as `CN=eID card key`), signed by the key itself: the proof of
+    /// possession the CA asks for. Blocks while the token signs.
+    pub fn certification_request(&self, subject: &str) -> Result<Vec<u8>, HsmError> {
+        use der::Encode;
+        use x509_cert::builder::{Builder, RequestBuilder};
+        let failed = |operation: &'static str| {
+            move |e: &dyn fmt::Display| HsmError::Crypto {
+                operation,
+                detail: e.to_string(),
+            }
+        };
+        let name: x509_cert::name::Name = subject
+            .parse()
+            .map_err(|e: der::Error| failed("naming a certification request")(&e))?;
+        RequestBuilder::new(name)
+            .map_err(|e| failed("building a certification request")(&e))?
+            .build::<_, Signature>(self)
+            .map_err(|e| failed("signing a certification request")(&e))?
+            .to_der()
+            .map_err(|e| failed("encoding a certification request")(&e))
+    }
+
     /// Signs without holding up the async executor: on the blocking pool, except for
     /// software ECDSA, which is quicker than the hand-off to another thread.
     pub async fn sign_async(&self, message: Vec<u8>) -> Result<Signature, HsmError> {

@@ -138,17 +138,15 @@ async fn list(
             "userID must not be given: the user is the access token's".into(),
         ));
     }
-    let ids = csc.list(&access).await?;
+    let describe = request.credential_info.then(|| {
+        (
+            request.certificates.as_deref().unwrap_or("single"),
+            request.cert_info,
+        )
+    });
+    let (ids, infos) = csc.list(&access, describe).await?;
     let mut answer = json!({ "credentialIDs": ids });
     if request.credential_info {
-        let certificates = request.certificates.as_deref().unwrap_or("single");
-        let mut infos = Vec::new();
-        for id in &ids {
-            infos.push(
-                csc.info(&access, id, certificates, request.cert_info)
-                    .await?,
-            );
-        }
         answer["credentialInfos"] = infos.into();
     }
     Ok(Json(answer).into_response())

@@ -38,7 +38,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use x509_cert::Certificate;
-use x509_cert::builder::Builder;
 
 pub use error::CscError;
 use token::{Access, AccessTokens};
@@ -455,25 +454,9 @@ impl Csc {
         let (csr, public_key, evidence) = tokio::task::spawn_blocking(move || {
             let info = keys.generate(&key_label, KeySpec::EcP256, KeyRole::Service)?;
             let evidence = keys.qscd_evidence(&key_label)?;
-            let signer = keys.signer(&key_label, None)?;
-            let subject: x509_cert::name::Name =
-                "CN=eID remote signing key"
-                    .parse()
-                    .map_err(|e: der::Error| eid_hsm::HsmError::Crypto {
-                        operation: "naming a request",
-                        detail: e.to_string(),
-                    })?;
-            let csr = x509_cert::builder::RequestBuilder::new(subject)
-                .and_then(|b| b.build::<_, eid_hsm::Signature>(&signer))
-                .map_err(|e| eid_hsm::HsmError::Crypto {
-                    operation: "signing a certification request on the HSM",
-                    detail: e.to_string(),
-                })?
-                .to_der()
-                .map_err(|e| eid_hsm::HsmError::Crypto {
-                    operation: "encoding a certification request",
-                    detail: e.to_string(),
-                })?;
+            let csr = keys
+                .signer(&key_label, None)?
+                .certification_request("CN=eID remote signing key")?;
             Ok::<_, eid_hsm::HsmError>((csr, info.public_key, evidence))
         })
         .await
@@ -596,22 +579,37 @@ impl Csc {
         }
     }
 
-    /// `credentials/list`: the citizen's credential ids.
-    pub async fn list(&self, access: &Access) -> Result<Vec<String>, CscError> {
+    /// `credentials/list`: the citizen's credentials (not disabled), with their
+    /// `credentials/info` description when `describe` gives its `certificates` and
+    /// `certInfo`.
+    pub async fn list(
+        &self,
+        access: &Access,
+        describe: Option<(&str, bool)>,
+    ) -> Result<(Vec<String>, Vec<Value>), CscError> {
         require_scope(access, &["service", "credential"])?;
         let national_id = self.national_id(access).await?;
-        let rows = sqlx::query(
-            "SELECT credential_id FROM csc_credential WHERE national_id = $1 \
-             AND status <> 'disabled' ORDER BY created_at, credential_id",
-        )
-        .bind(&national_id)
-        .fetch_all(self.ctx().db.pool())
-        .await
-        .map_err(CscError::db("listing credentials"))?;
-        rows.iter()
-            .map(|r| r.try_get("credential_id"))
-            .collect::<Result<_, _>>()
-            .map_err(CscError::db("listing credentials"))
+        let sql = format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM csc_credential WHERE national_id = $1 \
+             AND status <> 'disabled' ORDER BY created_at, credential_id"
+        );
+        let credentials = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&national_id)
+            .fetch_all(self.ctx().db.pool())
+            .await
+            .map_err(CscError::db("listing credentials"))?
+            .iter()
+            .map(credential_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let infos = match describe {
+            Some((certificates, cert_info)) => credentials
+                .iter()
+                .map(|c| self.describe(c, certificates, cert_info))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let ids = credentials.into_iter().map(|c| c.credential_id).collect();
+        Ok((ids, infos))
     }
 
     /// `credentials/info`: the credential as the API describes it.
@@ -1282,8 +1280,13 @@ impl Csc {
                 &generated
             }
         };
-        // A positive INTEGER: a leading zero octet keeps a high bit from reading as a sign.
-        let mut integer = nonce.to_vec();
+        // A positive INTEGER in its minimal encoding: leading zero octets go, and one
+        // comes back only to keep a high bit from reading as a sign.
+        let digits: Vec<u8> = nonce.iter().copied().skip_while(|b| *b == 0).collect();
+        if digits.is_empty() {
+            return Err(CscError::InvalidRequest("nonce must not be zero".into()));
+        }
+        let mut integer = digits;
         if integer.first().is_some_and(|b| b & 0x80 != 0) {
             integer.insert(0, 0);
         }

@@ -299,6 +299,24 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     let (status, listed) = csc(&signing, "credentials/list", Some(&access), json!({})).await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["credentialIDs"], json!([credential]));
+    let (status, listed) = csc(
+        &signing,
+        "credentials/list",
+        Some(&access),
+        json!({ "credentialInfo": true, "certificates": "chain" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["credentialInfos"][0]["credentialID"],
+        credential.as_str()
+    );
+    assert_eq!(
+        listed["credentialInfos"][0]["cert"]["certificates"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
     let (status, described) = csc(
         &signing,
         "credentials/info",
@@ -461,7 +479,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         &signing,
         "signatures/timestamp",
         Some(&access),
-        json!({ "hash": hash, "hashAlgorithmOID": SHA256, "nonce": "0a1b2c3d" }),
+        json!({ "hash": hash, "hashAlgorithmOID": SHA256, "nonce": "000a1b2c3d" }),
     )
     .await;
     assert_eq!(status, 200, "{stamped}");
@@ -489,6 +507,14 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     // Bad input, each with its CSC error.
     let other = b64_sha256(b"x");
     for (method, token, body, status, error, words) in [
+        (
+            "signatures/timestamp",
+            Some(access.as_str()),
+            json!({ "hash": hash, "hashAlgorithmOID": SHA256, "nonce": "0000" }),
+            400,
+            "invalid_request",
+            "nonce",
+        ),
         (
             "credentials/list",
             None,
