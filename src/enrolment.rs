@@ -28,8 +28,8 @@ pub(crate) enum EnrolmentCommand {
         id: String,
     },
     /// Check an activated identity's sealed enrolment record: its hash and the desk's
-    /// signature, and those of the records of replaced cards it supersedes. Exits 1 if
-    /// any does not match.
+    /// signature, and those of the earlier records it supersedes (of a replaced card,
+    /// before a remote signing credential was added). Exits 1 if any does not match.
     VerifyRecord {
         /// The application's reference or the national identity number.
         reference: String,
@@ -145,7 +145,7 @@ pub(crate) async fn run(
     if let EnrolmentCommand::BlankCard { id } = &command {
         return blank_card(ctx, id).await;
     }
-    let enrolment = Enrolment::open(ctx, None).await?;
+    let enrolment = Enrolment::open(ctx, None, None).await?;
     match command {
         EnrolmentCommand::Centre(CentreCommand::Add { id, name, operator }) => {
             enrolment.add_centre(&id, &name, &actor(operator)).await?;
@@ -214,7 +214,7 @@ pub(crate) async fn run(
                     check.seal_key,
                     match check.superseded {
                         0 => String::new(),
-                        n => format!("; with the {n} record(s) of replaced cards it supersedes"),
+                        n => format!("; with the {n} earlier record(s) it supersedes"),
                     }
                 );
             } else {

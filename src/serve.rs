@@ -154,7 +154,9 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         Some(_) => None,
     };
     let enrolment = match only {
-        None | Some(ServiceName::Enrolment) => Some(open_enrolment(&ctx, &ca).await?),
+        None | Some(ServiceName::Enrolment) => {
+            Some(open_enrolment(&ctx, &ca, signing.as_ref().map(|(_, _, csc)| csc.clone())).await?)
+        }
         Some(_) => None,
     };
 
@@ -335,14 +337,23 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
     Ok(eid_idp::Idp::open(ctx, setup, Some(certificates)).await?)
 }
 
-/// The enrolment desk, asking the CA in this process to issue and revoke: the
-/// registration authority's narrow way in.
+/// The enrolment desk, asking the CA in this process to issue and revoke (the
+/// registration authority's narrow way in), and the signing service's credentials:
+/// those of `csc` when the signing service runs in this process, else its own view of
+/// the same database and key store.
 pub(crate) async fn open_enrolment(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
+    csc: Option<eid_signing::csc::Csc>,
 ) -> anyhow::Result<eid_enrolment::Enrolment> {
     let issuer: Arc<dyn eid_enrolment::CertificateIssuer> = Arc::new(CaIssuer(ca.clone()));
-    eid_enrolment::Enrolment::open(ctx, Some(issuer))
+    let csc = match csc {
+        Some(csc) => csc,
+        None => crate::signing::csc_api(ctx, ca, &crate::signing::signatures(ctx, ca)?),
+    };
+    let remote: Arc<dyn eid_enrolment::RemoteSigning> =
+        Arc::new(crate::signing::DeskCredentials(csc));
+    eid_enrolment::Enrolment::open(ctx, Some(issuer), Some(remote))
         .await
         .context("cannot open the enrolment desk")
 }

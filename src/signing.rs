@@ -66,6 +66,134 @@ impl csc::SigningCertificates for CaSigningCertificates {
             Ok(issued.der)
         })
     }
+
+    fn revoke<'a>(
+        &'a self,
+        serial: &'a str,
+        reason: &'a str,
+        actor: &'a str,
+    ) -> PortFuture<'a, ()> {
+        Box::pin(async move {
+            let serial = eid_ca::CertificateSerial::parse(serial)
+                .map_err(|e| CscError::InvalidRequest(e.to_string()))?;
+            let reason = eid_ca::reason::ReasonCode::parse(reason)
+                .map_err(|e| CscError::InvalidRequest(e.to_string()))?;
+            match self
+                .0
+                .change_status(&serial, eid_ca::StatusChange::Revoke(reason), actor)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(eid_ca::CaError::Conflict(m)) if m.contains("already revoked") => Ok(()),
+                Err(e) => Err(CscError::Unavailable(format!("the CA: {e}"))),
+            }
+        })
+    }
+}
+
+/// The signing service's remote credentials as the enrolment desk reaches them.
+#[derive(Debug)]
+pub(crate) struct DeskCredentials(pub(crate) csc::Csc);
+
+/// A serial in the CA's form (lower-case hex without leading zero octets), which the
+/// desk compares with the CA's list; the signing service writes it in upper case.
+fn ca_serial(serial: &str) -> String {
+    eid_ca::CertificateSerial::parse(serial)
+        .map(|s| s.to_hex())
+        .unwrap_or_else(|_| serial.to_ascii_lowercase())
+}
+
+fn desk_error(e: CscError) -> eid_enrolment::PortError {
+    match e {
+        CscError::Unavailable(m) | CscError::Internal(m) => {
+            eid_enrolment::PortError::Unavailable(m)
+        }
+        other => eid_enrolment::PortError::Refused(other.to_string()),
+    }
+}
+
+impl eid_enrolment::RemoteSigning for DeskCredentials {
+    fn creation_refusal(&self) -> Option<String> {
+        self.0.creation_refusal().map(|e| e.to_string())
+    }
+
+    fn new_credential_id(&self) -> Result<String, eid_enrolment::PortError> {
+        csc::new_credential_id().map_err(desk_error)
+    }
+
+    fn create(
+        &self,
+        request: eid_enrolment::RemoteCredentialRequest,
+    ) -> eid_enrolment::PortFuture<'_, eid_enrolment::RemoteCredential> {
+        Box::pin(async move {
+            let created = self
+                .0
+                .create_credential(
+                    &request.requested_by,
+                    csc::NewCredential {
+                        credential_id: Some(request.credential_id),
+                        national_id: request.national_id,
+                        given_name: request.given_name,
+                        surname: request.surname,
+                        pin: request.pin,
+                    },
+                )
+                .await
+                .map_err(desk_error)?;
+            Ok(eid_enrolment::RemoteCredential {
+                credential_id: created.credential_id,
+                serial: ca_serial(&created.serial),
+                status: "active".into(),
+            })
+        })
+    }
+
+    fn credentials_of<'a>(
+        &'a self,
+        national_id: &'a str,
+    ) -> eid_enrolment::PortFuture<'a, Vec<eid_enrolment::RemoteCredential>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .credentials_of(national_id)
+                .await
+                .map_err(desk_error)?
+                .into_iter()
+                .map(|c| eid_enrolment::RemoteCredential {
+                    credential_id: c.credential_id,
+                    serial: ca_serial(&c.serial),
+                    status: c.status,
+                })
+                .collect())
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        credential_id: &'a str,
+        actor: &'a str,
+    ) -> eid_enrolment::PortFuture<'a, ()> {
+        Box::pin(async move {
+            csc::unlock(self.0.context(), actor, credential_id)
+                .await
+                .map_err(desk_error)
+        })
+    }
+
+    fn withdraw<'a>(
+        &'a self,
+        credential_id: &'a str,
+        reason: &'a str,
+        actor: &'a str,
+    ) -> eid_enrolment::PortFuture<'a, ()> {
+        Box::pin(async move {
+            self.0
+                .withdraw(actor, credential_id, reason)
+                .await
+                .map(|_| ())
+                .map_err(desk_error)
+        })
+    }
 }
 
 /// The CSC API over `signatures`, with the ports of this process.
@@ -114,6 +242,21 @@ pub(crate) enum CredentialCommand {
         /// The credential id.
         credential_id: String,
     },
+    /// List a citizen's credentials (withdrawn ones too) as JSON.
+    List {
+        /// The citizen's national identity number.
+        #[arg(long)]
+        national_id: String,
+    },
+    /// Withdraw a credential for good: disabled, its certificate revoked, its key
+    /// destroyed on the HSM. Also finishes a withdrawal or a creation cut short.
+    Withdraw {
+        /// The credential id.
+        credential_id: String,
+        /// The RFC 5280 revocation reason.
+        #[arg(long, default_value = "cessationOfOperation")]
+        reason: String,
+    },
 }
 
 /// Runs `eid signing ...`.
@@ -136,6 +279,7 @@ pub(crate) async fn run(ctx: &ServiceContext, command: SigningCommand) -> anyhow
                 .create_credential(
                     &actor,
                     csc::NewCredential {
+                        credential_id: None,
                         national_id,
                         given_name,
                         surname,
@@ -149,12 +293,30 @@ pub(crate) async fn run(ctx: &ServiceContext, command: SigningCommand) -> anyhow
             csc::unlock(ctx, &actor, &credential_id).await?;
             println!("unlocked {credential_id}");
         }
+        SigningCommand::Credential(CredentialCommand::List { national_id }) => {
+            let ca = CertificateAuthority::open(ctx).await?;
+            let api = csc_api(ctx, &ca, &signatures(ctx, &ca)?);
+            let credentials = api.credentials_of(&national_id).await?;
+            println!("{}", serde_json::to_string_pretty(&credentials)?);
+        }
+        SigningCommand::Credential(CredentialCommand::Withdraw {
+            credential_id,
+            reason,
+        }) => {
+            let ca = CertificateAuthority::open(ctx).await?;
+            let api = csc_api(ctx, &ca, &signatures(ctx, &ca)?);
+            if api.withdraw(&actor, &credential_id, &reason).await? {
+                println!("withdrew {credential_id}");
+            } else {
+                println!("no credential {credential_id} was stored; its key, if any, is destroyed");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// A signature service for commands (no TSA running: time-stamps over HTTP).
-fn signatures(
+pub(crate) fn signatures(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
 ) -> anyhow::Result<eid_signing::Signatures> {

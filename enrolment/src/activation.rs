@@ -92,8 +92,9 @@ pub struct ActivationOutcome {
     pub activation_id: String,
     /// The card.
     pub token_id: String,
-    /// Serial of the authentication certificate.
-    pub auth_serial: String,
+    /// Serial of the authentication certificate (none for a remote signing
+    /// credential).
+    pub auth_serial: Option<String>,
     /// Serial of the qualified signature certificate.
     pub sign_serial: String,
     /// SHA-256 of the sealed enrolment record.
@@ -154,6 +155,8 @@ impl Reader {
     }
 }
 
+const RUNNING: &str = "an activation of this application is already running (submitted twice?)";
+
 /// Refuses a second activation of an application while one is under way (submitted
 /// twice, or the desk and the operator at once).
 pub(crate) async fn no_activation_running(
@@ -169,10 +172,20 @@ pub(crate) async fn no_activation_running(
     .await
     .map_err(query("checking activations"))?;
     match busy {
-        Some(_) => Err(EnrolmentError::Conflict(
-            "an activation of this application is already running (submitted twice?)".into(),
-        )),
+        Some(_) => Err(EnrolmentError::Conflict(RUNNING.into())),
         None => Ok(()),
+    }
+}
+
+/// Why an activation's first row could not be written: another submission started one
+/// meanwhile (the database allows one running activation per application), or the
+/// database failed.
+pub(crate) fn insert_failed(e: sqlx::Error) -> EnrolmentError {
+    match e {
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            EnrolmentError::Conflict(RUNNING.into())
+        }
+        e => query("starting an activation")(e),
     }
 }
 
@@ -242,7 +255,7 @@ impl Enrolment {
             .collect()
     }
 
-    async fn set_state(
+    pub(crate) async fn set_state(
         &self,
         activation_id: &str,
         state: &str,
@@ -370,51 +383,20 @@ impl Enrolment {
             ),
             None => None,
         };
-        let ctx = self.ctx();
-        let activation_id = new_id("act");
-        let now = ctx.clock.now().unix_timestamp();
         let carrier = if reader.class == TokenClass::Sim {
             "sim"
         } else {
             "card"
         };
-        let mut tx = ctx.db.begin_write().await?;
-        no_activation_running(&mut tx, application_id).await?;
-        sqlx::query(
-            "INSERT INTO enrol_activation (activation_id, application_id, carrier, token_id, \
-             state, clerk_id, desk_id, created_at, updated_at, replaces) \
-             VALUES ($1, $2, $3, $4, 'started', $5, $6, $7, $7, $8)",
-        )
-        .bind(&activation_id)
-        .bind(application_id)
-        .bind(carrier)
-        .bind(card_id.as_str())
-        .bind(&session.staff_id)
-        .bind(&session.desk.desk_id)
-        .bind(now)
-        .bind(replaces.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(query("starting an activation"))?;
-        audit::append(
-            &mut tx,
-            ctx.clock.as_ref(),
-            &AuditEvent::new(
-                session.actor(),
-                "enrolment.activation.start",
-                "application",
+        let activation_id = self
+            .start_activation(
+                session,
                 application_id,
+                carrier,
+                card_id.as_str(),
+                replaces.as_deref(),
             )
-            .details(serde_json::json!({
-                "activation_id": activation_id,
-                "carrier": carrier,
-                "token": card_id.as_str(),
-                "replaces": replaces,
-                "centre": session.desk.centre_id,
-            })),
-        )
-        .await?;
-        tx.commit().await.map_err(query("starting an activation"))?;
+            .await?;
 
         let result = self
             .run_activation(
@@ -457,6 +439,62 @@ impl Enrolment {
                 })
             }
         }
+    }
+
+    /// Records the first step of an activation (`started`, naming the carrier and the
+    /// token or credential), with its audit event; refused while another activation
+    /// of the application runs. Returns the activation's id.
+    pub(crate) async fn start_activation(
+        &self,
+        session: &DeskSession,
+        application_id: &str,
+        carrier: &str,
+        token_id: &str,
+        replaces: Option<&str>,
+    ) -> Result<String, EnrolmentError> {
+        let ctx = self.ctx();
+        let activation_id = new_id("act");
+        let now = ctx.clock.now().unix_timestamp();
+        let mut tx = ctx.db.begin_write().await?;
+        no_activation_running(&mut tx, application_id).await?;
+        sqlx::query(
+            "INSERT INTO enrol_activation (activation_id, application_id, carrier, token_id, \
+             state, clerk_id, desk_id, created_at, updated_at, replaces) \
+             VALUES ($1, $2, $3, $4, 'started', $5, $6, $7, $7, $8)",
+        )
+        .bind(&activation_id)
+        .bind(application_id)
+        .bind(carrier)
+        .bind(token_id)
+        .bind(&session.staff_id)
+        .bind(&session.desk.desk_id)
+        .bind(now)
+        .bind(replaces)
+        .execute(&mut *tx)
+        .await
+        .map_err(insert_failed)?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                session.actor(),
+                "enrolment.activation.start",
+                "application",
+                application_id,
+            )
+            .details(serde_json::json!({
+                "activation_id": activation_id,
+                "carrier": carrier,
+                "token": token_id,
+                "replaces": replaces,
+                "clerk": session.staff_id,
+                "desk": session.desk.desk_id,
+                "centre": session.desk.centre_id,
+            })),
+        )
+        .await?;
+        tx.commit().await.map_err(query("starting an activation"))?;
+        Ok(activation_id)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -574,29 +612,35 @@ impl Enrolment {
     }
 
     /// The last step: the identity becomes active and the record is sealed, in one
-    /// transaction with its audit event.
-    async fn complete(
+    /// transaction with its audit event. A remote signing credential (no
+    /// authentication certificate) is added only to an identity that is active.
+    pub(crate) async fn complete(
         &self,
         session: &DeskSession,
         activation_id: &str,
         application_id: &str,
     ) -> Result<ActivationOutcome, EnrolmentError> {
         let row = sqlx::query(
-            "SELECT token_id, auth_serial, sign_serial FROM enrol_activation WHERE activation_id = $1",
+            "SELECT carrier, token_id, auth_serial, sign_serial FROM enrol_activation \
+             WHERE activation_id = $1",
         )
         .bind(activation_id)
         .fetch_one(self.ctx().db.pool())
         .await
         .map_err(query("reading an activation"))?;
         let read = |e| query("reading an activation")(e);
+        let carrier: String = row.try_get("carrier").map_err(read)?;
         let token_id: String = row.try_get("token_id").map_err(read)?;
         let auth_serial: Option<String> = row.try_get("auth_serial").map_err(read)?;
         let sign_serial: Option<String> = row.try_get("sign_serial").map_err(read)?;
-        let (auth_serial, sign_serial) = auth_serial.zip(sign_serial).ok_or_else(|| {
-            EnrolmentError::internal("completing an activation")(
-                "an activation reached its last step without both certificates".into(),
-            )
-        })?;
+        let remote = carrier == "remote";
+        let sign_serial = sign_serial
+            .filter(|_| remote || auth_serial.is_some())
+            .ok_or_else(|| {
+                EnrolmentError::internal("completing an activation")(
+                    "an activation reached its last step without its certificates".into(),
+                )
+            })?;
         let sealed = self
             .seal_record(session, application_id, activation_id)
             .await?;
@@ -604,23 +648,28 @@ impl Enrolment {
         let now = ctx.clock.now().unix_timestamp();
         let mut tx = ctx.db.begin_write().await?;
         // A first card makes an approved identity active; a replacement card makes a
-        // suspended one active again (an active one stays so, since when it was).
+        // suspended one active again (an active one stays so, since when it was). A
+        // remote credential only joins an active identity.
         let changed = sqlx::query(
             "UPDATE enrol_application SET status = 'active', version = version + 1, updated_at = $1, \
              status_since = CASE WHEN status = 'active' THEN status_since ELSE $1 END, \
              status_reason = NULL \
-             WHERE application_id = $2 AND status IN ('approved', 'active', 'suspended')",
+             WHERE application_id = $2 AND (status = 'active' OR \
+             ($3 = 0 AND status IN ('approved', 'suspended')))",
         )
         .bind(now)
         .bind(application_id)
+        .bind(i32::from(remote))
         .execute(&mut *tx)
         .await
         .map_err(query("activating an identity"))?
         .rows_affected();
         if changed == 0 {
-            return Err(EnrolmentError::Conflict(
-                "the application is no longer approved (rejected or deactivated meanwhile)".into(),
-            ));
+            return Err(EnrolmentError::Conflict(if remote {
+                "the identity is no longer active (suspended or deactivated meanwhile)".into()
+            } else {
+                "the application is no longer approved (rejected or deactivated meanwhile)".into()
+            }));
         }
         sqlx::query(
             "UPDATE enrol_activation SET state = 'done', updated_at = $1 WHERE activation_id = $2",
@@ -672,10 +721,13 @@ impl Enrolment {
             )
             .details(serde_json::json!({
                 "activation_id": activation_id,
+                "carrier": carrier,
                 "token": token_id,
                 "auth_serial": auth_serial,
                 "sign_serial": sign_serial,
                 "record_sha256": sealed.sha256,
+                "clerk": session.staff_id,
+                "desk": session.desk.desk_id,
                 "centre": session.desk.centre_id,
             })),
         )
@@ -691,7 +743,7 @@ impl Enrolment {
     }
 
     /// Marks an activation failed (and cleaned, if the clean-up worked), audited.
-    async fn fail(
+    pub(crate) async fn fail(
         &self,
         session: &DeskSession,
         activation_id: &str,
@@ -768,7 +820,7 @@ impl Enrolment {
         .map_err(query("reading an activation"))?;
         let read = |e| query("reading an activation")(e);
         let token_id: String = row.try_get("token_id").map_err(read)?;
-        let mut serials: Vec<String> = [
+        let serials: Vec<String> = [
             row.try_get::<Option<String>, _>("auth_serial")
                 .map_err(read)?,
             row.try_get::<Option<String>, _>("sign_serial")
@@ -777,10 +829,41 @@ impl Enrolment {
         .into_iter()
         .flatten()
         .collect();
+        let revoked = self.revoke_unheld(session, national_id, serials).await?;
+        let id = CardId::new(token_id.as_str())?;
+        let reader = reader.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), EnrolmentError> {
+            match reader.reader.card(&id) {
+                Ok(info) if info.state == CardState::Personalising => {
+                    reader.reader.reset(&id, &reader.transport, None)?;
+                    Ok(())
+                }
+                // Blank already, or pulled out (useless now: its certificates are revoked),
+                // or finished (its certificates are revoked; the PUK can wipe it).
+                Ok(_) | Err(_) => Ok(()),
+            }
+        })
+        .await
+        .map_err(blocking_error)??;
+        tracing::info!(
+            activation = activation_id,
+            revoked,
+            "cleaned up an activation"
+        );
+        Ok(())
+    }
+
+    /// Revokes (`cessationOfOperation`) the certificates `serials` of an attempt that
+    /// failed, and those issued while its row did not name them yet (a crash between
+    /// the CA's answer and the row's update): every active certificate of the citizen
+    /// that no finished activation or remote credential holds. Returns how many.
+    pub(crate) async fn revoke_unheld(
+        &self,
+        session: &DeskSession,
+        national_id: &str,
+        mut serials: Vec<String>,
+    ) -> Result<usize, EnrolmentError> {
         let issuer = self.issuer()?;
-        // Certificates issued while the row did not name them yet (a crash between the
-        // CA's answer and the row's update): every active certificate of the citizen
-        // not held by a finished activation.
         let kept = self.certificates_in_use(national_id).await?;
         let known = issuer
             .certificates_of(national_id)
@@ -805,31 +888,16 @@ impl Enrolment {
                 })
                 .map_err(|e| EnrolmentError::Unavailable(format!("revoking {serial}: {e}")))?;
         }
-        let id = CardId::new(token_id.as_str())?;
-        let reader = reader.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), EnrolmentError> {
-            match reader.reader.card(&id) {
-                Ok(info) if info.state == CardState::Personalising => {
-                    reader.reader.reset(&id, &reader.transport, None)?;
-                    Ok(())
-                }
-                // Blank already, or pulled out (useless now: its certificates are revoked),
-                // or finished (its certificates are revoked; the PUK can wipe it).
-                Ok(_) | Err(_) => Ok(()),
-            }
-        })
-        .await
-        .map_err(blocking_error)??;
-        tracing::info!(
-            activation = activation_id,
-            revoked = serials.len(),
-            "cleaned up an activation"
-        );
-        Ok(())
+        Ok(serials.len())
     }
 
-    /// Serials of certificates held by finished activations of this citizen.
-    async fn certificates_in_use(&self, national_id: &str) -> Result<Vec<String>, EnrolmentError> {
+    /// Serials of certificates held by finished activations of this citizen, and by
+    /// its remote signing credentials that are not withdrawn (created at a desk or by
+    /// an operator).
+    pub(crate) async fn certificates_in_use(
+        &self,
+        national_id: &str,
+    ) -> Result<Vec<String>, EnrolmentError> {
         let rows = sqlx::query(
             "SELECT a.auth_serial, a.sign_serial FROM enrol_activation a \
              JOIN enrol_application p ON p.application_id = a.application_id \
@@ -851,6 +919,13 @@ impl Enrolment {
                     .map_err(read)?,
             );
         }
+        serials.extend(
+            self.remote_credentials(national_id)
+                .await?
+                .into_iter()
+                .filter(|c| c.status != "disabled")
+                .map(|c| c.serial),
+        );
         Ok(serials)
     }
 
@@ -863,7 +938,7 @@ impl Enrolment {
         reader: &Arc<Reader>,
     ) -> Result<Option<ActivationOutcome>, EnrolmentError> {
         let rows = sqlx::query(
-            "SELECT activation_id, token_id, state, auth_serial, sign_serial \
+            "SELECT activation_id, carrier, token_id, state, auth_serial, sign_serial \
              FROM enrol_activation WHERE application_id = $1 AND state NOT IN ('done', 'cleaned')",
         )
         .bind(application_id)
@@ -880,6 +955,11 @@ impl Enrolment {
                 auth_serial: row.try_get("auth_serial").map_err(read)?,
                 sign_serial: row.try_get("sign_serial").map_err(read)?,
             };
+            if row.try_get::<String, _>("carrier").map_err(read)? == "remote" {
+                self.recover_remote(session, &application, &unfinished.activation_id)
+                    .await?;
+                continue;
+            }
             let card_finished = {
                 let reader = reader.clone();
                 let id = CardId::new(unfinished.token_id.as_str())?;

@@ -75,6 +75,12 @@ pub(crate) fn routes(enrolment: &Enrolment) -> Router {
         .route("/desk/applications/{id}/resume", post(resume))
         .route("/desk/applications/{id}/unblock", post(unblock))
         .route("/desk/applications/{id}/replace", post(replace))
+        .route("/desk/applications/{id}/remote", post(remote_create))
+        .route("/desk/applications/{id}/remote/unlock", post(remote_unlock))
+        .route(
+            "/desk/applications/{id}/remote/withdraw",
+            post(remote_withdraw),
+        )
         .route(
             "/desk/api/applications/{id}/deactivate/start",
             post(deactivate_start),
@@ -554,6 +560,15 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "replaced" => {
             "The new card is activated and the old card's certificates are revoked. Print the receipt."
         }
+        "remote-created" => {
+            "The remote signing credential is created: the citizen signs with it after logging in, with the signing PIN chosen now. Print the receipt."
+        }
+        "remote-unlocked" => {
+            "The remote signing credential is unlocked: the signing PIN works again."
+        }
+        "remote-withdrawn" => {
+            "The remote signing credential is withdrawn: its certificate is revoked and its key destroyed."
+        }
         "deactivated" => {
             "The identity is deactivated and every certificate revoked. This cannot be undone."
         }
@@ -604,6 +619,28 @@ async fn render_case(
         Ok(card) => card,
         Err(e) => return error_page(&e),
     };
+    // The signing service's answer, or why there is none: the rest of the case is
+    // still shown when it cannot be reached.
+    let remote = if enrolment.offers_remote_signing()
+        && matches!(
+            case.application.status,
+            ApplicationStatus::Active
+                | ApplicationStatus::Suspended
+                | ApplicationStatus::Deactivated
+        ) {
+        Some(
+            enrolment
+                .remote_credentials(&case.application.national_id)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    } else {
+        None
+    };
+    let remote_refusal = remote
+        .is_some()
+        .then(|| enrolment.remote_creation_refusal())
+        .flatten();
     let error_text = render.error.map(shown);
     let view = pages::CaseView {
         session,
@@ -617,6 +654,8 @@ async fn render_case(
         activations: &activations,
         lifecycle: &lifecycle,
         current_card: current_card.as_ref(),
+        remote: remote.as_ref(),
+        remote_refusal: remote_refusal.as_deref(),
     };
     let status = render.error.map(status_of).unwrap_or(StatusCode::OK);
     html(status, pages::case(&view))
@@ -1006,6 +1045,116 @@ async fn after_lifecycle_post(
         ok => ok,
     };
     after_case_post(enrolment, session, csrf, id, result).await
+}
+
+#[derive(Deserialize)]
+struct RemoteForm {
+    csrf: String,
+    version: i64,
+    #[serde(flatten)]
+    pins: crate::RemotePins,
+}
+
+#[derive(Deserialize)]
+struct RemoteStepForm {
+    csrf: String,
+    version: i64,
+    #[serde(default)]
+    credential: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The case after a step on a remote credential; a refusal is audited as `action`.
+async fn after_remote_post(
+    enrolment: &Enrolment,
+    session: &DeskSession,
+    (csrf, id): (&str, &str),
+    action: &str,
+    result: Result<&'static str, EnrolmentError>,
+) -> Response {
+    if let Err(e) = &result
+        && matches!(
+            e,
+            EnrolmentError::Invalid(_) | EnrolmentError::Conflict(_) | EnrolmentError::NotFound(_)
+        )
+    {
+        let _ = enrolment
+            .append_refusal(
+                session,
+                action,
+                id,
+                serde_json::json!({ "reason": e.to_string() }),
+            )
+            .await;
+    }
+    after_case_post(enrolment, session, csrf, id, result).await
+}
+
+async fn remote_create(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<RemoteForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("remote signing credential"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .create_remote_credential(&session, &id, form.version, form.pins)
+        .await
+        .map(|_| "remote-created");
+    Ok(after_remote_post(
+        &enrolment,
+        &session,
+        (&csrf, &id),
+        "enrolment.activation.start",
+        result,
+    )
+    .await)
+}
+
+async fn remote_unlock(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<RemoteStepForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("unlocking"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .unlock_remote_credential(&session, &id, form.version, &form.credential)
+        .await
+        .map(|()| "remote-unlocked");
+    Ok(after_remote_post(
+        &enrolment,
+        &session,
+        (&csrf, &id),
+        "enrolment.remote.unlock",
+        result,
+    )
+    .await)
+}
+
+async fn remote_withdraw(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<RemoteStepForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("withdrawal"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
+    let result = enrolment
+        .withdraw_remote_credential(&session, &id, form.version, &form.credential, &form.reason)
+        .await
+        .map(|()| "remote-withdrawn");
+    Ok(after_remote_post(
+        &enrolment,
+        &session,
+        (&csrf, &id),
+        "enrolment.remote.withdraw",
+        result,
+    )
+    .await)
 }
 
 /// The page for a form that arrived incomplete (fields missing or malformed).

@@ -11,6 +11,8 @@
 //! - `staff`: centres, desk workstations, staff, passkeys and desk sessions;
 //! - `case`: consent, documents, photo, exceptions and decisions;
 //! - `activation`: the crash-safe activation of a card or SIM;
+//! - `remote`: remote signing credentials on the signing service's HSM, created,
+//!   unlocked and withdrawn at the desk;
 //! - `lifecycle`: suspension and resumption, PIN unblocking, card replacement and
 //!   deactivation of an active identity, and its status for relying services;
 //! - `record`: the sealed enrolment record and the receipt;
@@ -29,6 +31,7 @@ pub mod national_id;
 mod ota;
 mod pages;
 mod record;
+mod remote;
 mod staff;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -43,6 +46,7 @@ pub use error::EnrolmentError;
 pub use lifecycle::{IdentityStatus, UnblockPins};
 pub use ota::{OtaOutcome, OtaRequest};
 pub use record::RecordCheck;
+pub use remote::RemotePins;
 pub use staff::{Role, StaffLink};
 
 /// The service's name in `eid serve enrolment`, logs and metrics.
@@ -132,6 +136,67 @@ pub trait CertificateIssuer: Send + Sync + std::fmt::Debug {
     ) -> PortFuture<'a, ()>;
 }
 
+/// A citizen's remote signing credential, as the signing service knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteCredential {
+    /// Its id in the CSC API.
+    pub credential_id: String,
+    /// Its certificate's serial, hex.
+    pub serial: String,
+    /// `active`, `locked` (wrong PINs) or `disabled` (withdrawn).
+    pub status: String,
+}
+
+/// What the desk asks the signing service for: a credential for a citizen whose
+/// identity it verified.
+pub struct RemoteCredentialRequest {
+    /// The id the desk chose and recorded before asking.
+    pub credential_id: String,
+    /// The citizen's national identity number.
+    pub national_id: String,
+    /// Given name(s).
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// The signing PIN the citizen chose.
+    pub pin: secrecy::SecretString,
+    /// The audit actor (`staff:ID@desk:ID`).
+    pub requested_by: String,
+}
+
+impl std::fmt::Debug for RemoteCredentialRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCredentialRequest")
+            .field("credential_id", &self.credential_id)
+            .field("national_id", &self.national_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The desk's way to the signing service's remote signing credentials (CSC API): the
+/// key is generated on the service's HSM and certified by the CA there; the desk
+/// never sees it.
+pub trait RemoteSigning: Send + Sync + std::fmt::Debug {
+    /// Why no credential can be created now (no HSM behind the service), if so.
+    fn creation_refusal(&self) -> Option<String>;
+    /// A fresh credential id, in the signing service's form.
+    fn new_credential_id(&self) -> Result<String, PortError>;
+    /// Creates the credential.
+    fn create(&self, request: RemoteCredentialRequest) -> PortFuture<'_, RemoteCredential>;
+    /// Every credential of the citizen, withdrawn ones too.
+    fn credentials_of<'a>(&'a self, national_id: &'a str) -> PortFuture<'a, Vec<RemoteCredential>>;
+    /// Unlocks a credential locked by wrong PINs.
+    fn unlock<'a>(&'a self, credential_id: &'a str, actor: &'a str) -> PortFuture<'a, ()>;
+    /// Withdraws a credential for good (disabled, certificate revoked for `reason`,
+    /// key destroyed); also finishes a creation or withdrawal cut short.
+    fn withdraw<'a>(
+        &'a self,
+        credential_id: &'a str,
+        reason: &'a str,
+        actor: &'a str,
+    ) -> PortFuture<'a, ()>;
+}
+
 /// The enrolment service: what its handlers share. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Enrolment {
@@ -143,6 +208,7 @@ struct Inner {
     ctx: ServiceContext,
     webauthn: Option<webauthn_rs::Webauthn>,
     issuer: Option<Arc<dyn CertificateIssuer>>,
+    remote: Option<Arc<dyn RemoteSigning>>,
     reader: Option<Arc<activation::Reader>>,
     limiter: applications::RateLimiter,
     status_limiter: applications::RateLimiter<String>,
@@ -151,10 +217,12 @@ struct Inner {
 impl Enrolment {
     /// Opens the service and, if configured, the desk's card reader. Without an issuer
     /// the desk verifies identities but cannot activate tokens (activation then says
-    /// the CA is unreachable).
+    /// the CA is unreachable); without `remote`, it offers no remote signing
+    /// credentials.
     pub async fn open(
         ctx: &ServiceContext,
         issuer: Option<Arc<dyn CertificateIssuer>>,
+        remote: Option<Arc<dyn RemoteSigning>>,
     ) -> Result<Self, EnrolmentError> {
         let config = &ctx.config.enrolment;
         let webauthn = staff::relying_party(&config.public_url);
@@ -179,6 +247,7 @@ impl Enrolment {
                 ctx: ctx.clone(),
                 webauthn,
                 issuer,
+                remote,
                 reader,
                 limiter: applications::RateLimiter::new(config.applications_per_minute),
                 status_limiter: applications::RateLimiter::new(config.status_queries_per_minute),
@@ -199,6 +268,14 @@ impl Enrolment {
         self.inner.issuer.as_ref().ok_or_else(|| {
             EnrolmentError::Unavailable(
                 "the certificate authority is not reachable from this desk".into(),
+            )
+        })
+    }
+
+    fn remote(&self) -> Result<&Arc<dyn RemoteSigning>, EnrolmentError> {
+        self.inner.remote.as_ref().ok_or_else(|| {
+            EnrolmentError::Unavailable(
+                "the signing service's remote credentials are not reachable from this desk".into(),
             )
         })
     }

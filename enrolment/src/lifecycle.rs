@@ -508,7 +508,7 @@ impl Enrolment {
     ) -> Result<Option<CurrentCard>, EnrolmentError> {
         let row = sqlx::query(
             "SELECT token_id, auth_serial, sign_serial FROM enrol_activation \
-             WHERE application_id = $1 AND state = 'done' \
+             WHERE application_id = $1 AND state = 'done' AND carrier IN ('card', 'sim') \
              ORDER BY created_at DESC, activation_id LIMIT 1",
         )
         .bind(application_id)
@@ -562,10 +562,21 @@ impl Enrolment {
             .await?
             .map(|c| c.serials)
             .unwrap_or_default();
-        let known = issuer
+        let mut known = issuer
             .certificates_of(&application.national_id)
             .await
             .map_err(port)?;
+        // A new card does not touch the remote signing credentials: they are not on
+        // the card. (Suspension, resumption and deactivation are of the whole identity.)
+        if action == Action::Replace {
+            let remote: Vec<String> = self
+                .remote_credentials(&application.national_id)
+                .await?
+                .into_iter()
+                .map(|c| c.serial)
+                .collect();
+            known.retain(|c| !remote.contains(&c.serial));
+        }
         let serials = plan(action, &known, &current)?;
         for serial in &serials {
             issuer
@@ -822,6 +833,26 @@ impl Enrolment {
             },
         )
         .await?;
+        // The remote signing keys of a deactivated identity are destroyed: their
+        // certificates are revoked already, so nothing of them can sign again.
+        for credential in self.remote_credentials(&application.national_id).await? {
+            if credential.status != "disabled" {
+                self.remote()?
+                    .withdraw(
+                        &credential.credential_id,
+                        reason.revocation(),
+                        &session.actor(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        EnrolmentError::Unavailable(format!(
+                            "the identity is deactivated, but withdrawing remote signing \
+                             credential {} failed ({e}): withdraw it from the case page",
+                            credential.credential_id
+                        ))
+                    })?;
+            }
+        }
         Ok(serials.len())
     }
 

@@ -150,7 +150,7 @@ impl Enrolment {
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(query("starting an activation"))?;
+        .map_err(crate::activation::insert_failed)?;
         audit::append(
             &mut tx,
             ctx.clock.as_ref(),

@@ -6,12 +6,13 @@
 use eid_core::{DocumentType, web::escape};
 
 use crate::{
-    Application, ApplicationStatus,
+    Application, ApplicationStatus, RemoteCredential,
     case::Case,
     lifecycle::{
         CurrentCard, DeactivateReason, LifecycleEvent, Reason, ReplaceReason, SuspendReason,
     },
     record::Receipt,
+    remote::WithdrawReason,
     staff::{Desk, DeskSession},
 };
 
@@ -222,6 +223,11 @@ pub(crate) struct CaseView<'a> {
     pub(crate) lifecycle: &'a [LifecycleEvent],
     /// The citizen's current card.
     pub(crate) current_card: Option<&'a CurrentCard>,
+    /// The citizen's remote signing credentials (or why they could not be listed);
+    /// none when the desk offers no remote signing or the identity is not active yet.
+    pub(crate) remote: Option<&'a Result<Vec<RemoteCredential>, String>>,
+    /// Why no credential can be created now, if so.
+    pub(crate) remote_refusal: Option<&'a str>,
 }
 
 /// The PIN fields of a new card (activation and replacement): PIN1, PIN2 and the PUK,
@@ -431,6 +437,96 @@ fn lifecycle_section(view: &CaseView<'_>) -> String {
         a.version,
         reason_select::<DeactivateReason>("deactivate-reason"),
     ));
+    body
+}
+
+/// Section 8 of the case page: the citizen's remote signing credentials on the signing
+/// service's HSM, with unlock and withdraw, and the form creating one (for an active
+/// identity).
+fn remote_section(view: &CaseView<'_>) -> String {
+    let Some(listing) = view.remote else {
+        return String::new();
+    };
+    let a = &view.case.application;
+    let id = escape(&a.application_id);
+    let mut body = String::from("<h2>8. Remote signing</h2>");
+    let credentials = match listing {
+        Ok(credentials) => credentials.as_slice(),
+        Err(e) => {
+            body.push_str(&format!(
+                "<p class=\"warning\" id=\"remote-unavailable\">{}</p>",
+                escape(e)
+            ));
+            return body;
+        }
+    };
+    if credentials.is_empty() {
+        body.push_str("<p id=\"remote-none\">No remote signing credential.</p>");
+    } else {
+        body.push_str(
+            "<table id=\"remote-credentials\"><thead><tr><th>Credential</th><th>Certificate</th>\
+             <th>Status</th><th></th></tr></thead><tbody>",
+        );
+        for c in credentials {
+            let mut actions = String::new();
+            if c.status == "locked" && a.status == ApplicationStatus::Active {
+                actions.push_str(&format!(
+                    "<form method=\"post\" action=\"/desk/applications/{id}/remote/unlock\">{}\
+                     <input type=\"hidden\" name=\"credential\" value=\"{}\">\
+                     <button type=\"submit\" class=\"unlock-remote\">Unlock (citizen is here)</button></form>",
+                    hidden(view.csrf, a.version),
+                    escape(&c.credential_id),
+                ));
+            }
+            if c.status != "disabled" {
+                actions.push_str(&format!(
+                    "<form method=\"post\" action=\"/desk/applications/{id}/remote/withdraw\" class=\"withdraw-remote\">{}\
+                     <input type=\"hidden\" name=\"credential\" value=\"{}\">\
+                     <label for=\"withdraw-{1}\">Why</label>{}\
+                     <button type=\"submit\" class=\"danger\">Withdraw</button></form>",
+                    hidden(view.csrf, a.version),
+                    escape(&c.credential_id),
+                    reason_select::<WithdrawReason>(&format!("withdraw-{}", escape(&c.credential_id))),
+                ));
+            }
+            body.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"remote-status\">{}</td><td>{actions}</td></tr>",
+                escape(&c.credential_id),
+                escape(&c.serial),
+                escape(match c.status.as_str() {
+                    "active" => "active",
+                    "locked" => "locked (wrong PINs)",
+                    "disabled" => "withdrawn",
+                    other => other,
+                }),
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let (ApplicationStatus::Active, Some(refusal)) = (a.status, view.remote_refusal) {
+        body.push_str(&format!(
+            "<p class=\"warning\" id=\"remote-refused\">No new credential at this desk: {}</p>",
+            escape(refusal)
+        ));
+    } else if a.status == ApplicationStatus::Active {
+        let pin = |name: &str, label: &str| {
+            format!(
+                "<div><label for=\"remote-{name}\">{label}</label><input id=\"remote-{name}\" name=\"{name}\" \
+                 type=\"password\" inputmode=\"numeric\" autocomplete=\"off\" minlength=\"5\" maxlength=\"12\" required></div>"
+            )
+        };
+        body.push_str(&format!(
+            "<h3>New remote signing credential</h3>\
+             <p>A signing key on the signing service's HSM with a qualified certificate. The \
+             citizen logs in (card, SIM or passkey) and signs with the signing PIN chosen now.</p>\
+             <form method=\"post\" action=\"/desk/applications/{id}/remote\" id=\"remote-form\">{}\
+             <div class=\"grid\">{}{}</div>\
+             <button type=\"submit\" id=\"remote-create\">Create the credential</button></form>",
+            hidden(view.csrf, a.version),
+            pin("pin", "Signing PIN (5-12 digits)"),
+            pin("pin_confirm", "Signing PIN again"),
+        ));
+    }
     body
 }
 
@@ -698,6 +794,7 @@ pub(crate) fn case(view: &CaseView<'_>) -> String {
 
     // 7. The identity's life after activation.
     body.push_str(&lifecycle_section(view));
+    body.push_str(&remote_section(view));
     body.push_str("<p class=\"noprint\"><a href=\"/desk\">Back to search</a></p>");
     page(
         &format!("{} {}", a.given_name, a.family_name),
@@ -726,7 +823,12 @@ pub(crate) fn receipt(receipt: &Receipt) -> String {
             escape(&receipt.activated_at),
             escape(&receipt.centre),
             escape(&receipt.desk),
-            escape(&receipt.carrier),
+            escape(match receipt.carrier.as_str() {
+                "card" => "ID card",
+                "sim" => "SIM",
+                "remote" => "Remote signing credential",
+                other => other,
+            }),
             escape(&receipt.token_id),
             escape(&receipt.certificates.join(", ")),
             escape(&receipt.sha256)

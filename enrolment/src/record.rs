@@ -40,7 +40,8 @@ pub struct RecordCheck {
     pub sha256: String,
     /// The key that sealed it.
     pub seal_key: String,
-    /// How many earlier records (of replaced cards) were checked with it.
+    /// How many earlier records (of replaced cards, before remote credentials) were
+    /// checked with it.
     pub superseded: usize,
     /// Whether every hash matches its record and every signature its record, and each
     /// record names the one it superseded.

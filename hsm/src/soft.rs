@@ -358,7 +358,7 @@ impl SoftStore {
                 detail: "public key does not match the private key".into(),
             });
         }
-        let key = Arc::new(SoftKey { info, material });
+        let key = Arc::new(SoftKey::new(info, material));
         self.keys
             .write()
             .map_err(poisoned)?
@@ -536,10 +536,7 @@ impl Backend for SoftStore {
         let info = self.info_of(&file, &path)?;
         self.keys.write().map_err(poisoned)?.insert(
             label.clone(),
-            Arc::new(SoftKey {
-                info: info.clone(),
-                material,
-            }),
+            Arc::new(SoftKey::new(info.clone(), material)),
         );
         Ok(info)
     }
@@ -580,6 +577,24 @@ impl Backend for SoftStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("reading", &path)(e)),
         }
+    }
+
+    fn destroy(&self, label: &KeyLabel) -> Result<bool, HsmError> {
+        if let Some(key) = self.keys.write().map_err(poisoned)?.remove(label) {
+            key.destroyed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        let mut destroyed = false;
+        // The key goes first: a certificate without its key is harmless, the reverse
+        // would leave a usable key that no listing shows with a certificate.
+        for path in [self.key_path(label), self.certificate_path(label)] {
+            match fs::remove_file(&path) {
+                Ok(()) => destroyed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("removing", &path)(e)),
+            }
+        }
+        Ok(destroyed)
     }
 
     fn signing_key(&self, label: &KeyLabel) -> Result<Arc<dyn SigningKey>, HsmError> {
@@ -749,6 +764,28 @@ impl KeyMaterial {
 struct SoftKey {
     info: KeyInfo,
     material: KeyMaterial,
+    /// Set when the key is destroyed: signers resolved before must not go on signing.
+    destroyed: std::sync::atomic::AtomicBool,
+}
+
+impl SoftKey {
+    fn new(info: KeyInfo, material: KeyMaterial) -> Self {
+        Self {
+            info,
+            material,
+            destroyed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn usable(&self) -> Result<&KeyMaterial, HsmError> {
+        if self.destroyed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(HsmError::KeyNotFound {
+                label: self.info.label.to_string(),
+                store: "the soft key store (the key was destroyed)".into(),
+            });
+        }
+        Ok(&self.material)
+    }
 }
 
 impl std::fmt::Debug for SoftKey {
@@ -770,11 +807,11 @@ impl SigningKey for SoftKey {
         message: &[u8],
         _pin: Option<&SecretString>,
     ) -> Result<Vec<u8>, HsmError> {
-        self.material.sign(scheme, message)
+        self.usable()?.sign(scheme, message)
     }
 
     fn sign_digest(&self, digest: &[u8], _pin: Option<&SecretString>) -> Result<Vec<u8>, HsmError> {
-        self.material.sign_digest(digest)
+        self.usable()?.sign_digest(digest)
     }
 
     fn signs_quickly(&self, scheme: SignatureScheme) -> bool {

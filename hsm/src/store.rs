@@ -33,6 +33,9 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<(), HsmError>;
     /// The DER certificate stored with the key, if any.
     fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError>;
+    /// Destroys the key pair labelled `label` and what is stored with it; `false` if
+    /// there was nothing by that label.
+    fn destroy(&self, label: &KeyLabel) -> Result<bool, HsmError>;
     /// Test hook: closes every session of the token behind the backend's back.
     fn danger_close_all_sessions(&self) -> Result<(), HsmError> {
         Err(HsmError::UnsupportedKey {
@@ -291,6 +294,18 @@ impl KeyStore {
     /// The DER certificate stored with the key labelled `label`, if any.
     pub fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
         self.backend.certificate(label)
+    }
+
+    /// Destroys the key pair labelled `label` with its certificate: for a key that must
+    /// never sign again (a withdrawn remote-signing credential, a key whose
+    /// certification failed). Returns `false` when no key had that label. There is no
+    /// undo: a backup of the token is the only way back.
+    pub fn destroy(&self, label: &KeyLabel) -> Result<bool, HsmError> {
+        let destroyed = self.backend.destroy(label)?;
+        if destroyed {
+            tracing::info!(%label, store = %self.description(), "destroyed a key");
+        }
+        Ok(destroyed)
     }
 
     /// Test hook, not for production: closes every PKCS#11 session on the token behind

@@ -202,6 +202,67 @@ fn certificate_is_stored_beside_its_key(backend: Backend) {
     assert_eq!(t.store.list().unwrap().len(), 2, "[{name}]");
 }
 
+fn destroyed_key_is_gone_with_its_certificate(backend: Backend) {
+    use der::Encode;
+    let t = backend.open();
+    let name = backend.name();
+    for l in ["doomed", "kept"] {
+        t.store
+            .generate(&label(l), KeySpec::EcP256, KeyRole::Service)
+            .unwrap();
+    }
+    // A signer resolved before the key is destroyed: its handle must not outlive it.
+    let signer = t.store.signer(&label("doomed"), None).unwrap();
+    let certificate = CertificateBuilder::new(
+        Root::new(
+            false,
+            Name::from_str("CN=eid doomed key,O=eid tests,C=EE").unwrap(),
+        )
+        .unwrap(),
+        SerialNumber::from(7u32),
+        Validity::from_now(Duration::from_secs(3600)).unwrap(),
+        SubjectPublicKeyInfo::from_key(signer.public_key()).unwrap(),
+    )
+    .unwrap()
+    .build::<_, eid_hsm::Signature>(&signer)
+    .unwrap()
+    .to_der()
+    .unwrap();
+    t.store
+        .store_certificate(&label("doomed"), &certificate)
+        .unwrap();
+    assert!(t.store.destroy(&label("doomed")).unwrap(), "[{name}]");
+    assert!(
+        t.store.find(&label("doomed")).unwrap().is_none(),
+        "[{name}]"
+    );
+    assert_eq!(
+        t.store.certificate(&label("doomed")).unwrap(),
+        None,
+        "[{name}]"
+    );
+    assert!(
+        matches!(
+            t.store.signer(&label("doomed"), None),
+            Err(HsmError::KeyNotFound { .. })
+        ),
+        "[{name}] a signer for a destroyed key"
+    );
+    assert!(
+        signer.sign(MESSAGE).is_err(),
+        "[{name}] a destroyed key still signs"
+    );
+    // Again: nothing there, no error. The other key is untouched.
+    assert!(!t.store.destroy(&label("doomed")).unwrap(), "[{name}]");
+    let kept = t.store.signer(&label("kept"), None).unwrap();
+    assert_signs(&t, &kept);
+    assert_eq!(t.store.list().unwrap().len(), 1, "[{name}]");
+    // The label is free for a new key.
+    t.store
+        .generate(&label("doomed"), KeySpec::EcP256, KeyRole::Service)
+        .unwrap();
+}
+
 fn duplicate_label_is_refused(backend: Backend) {
     let t = backend.open();
     let info = t
@@ -294,6 +355,7 @@ on_every_backend!(
     generate_find_list_and_sign_every_scheme,
     self_signed_certificate_is_accepted_by_openssl,
     certificate_is_stored_beside_its_key,
+    destroyed_key_is_gone_with_its_certificate,
     duplicate_label_is_refused,
     unknown_label_is_key_not_found,
     roles_survive_lookup,

@@ -30,11 +30,15 @@ use super::{
 
 mod lifecycle;
 mod ota;
+mod remote;
 
 const TRANSPORT: &str = "55667788";
 const PIN1: &str = "4821";
 const PIN2: &str = "73915";
 const PUK: &str = "83920174";
+/// The token of class hsm holding the instance's keys, beside the cards in the reader.
+const SERVICE_TOKEN: &str = "eid-service";
+const SERVICE_PIN: &str = "246810";
 
 /// The fixed addresses and the card reader (a SoftHSM2 configuration of the test's own).
 struct Setup {
@@ -60,6 +64,31 @@ impl Setup {
             ),
         )
         .unwrap();
+        // The instance's own keys (CA, TSA, seals, remote signing credentials) on a
+        // token of class hsm beside the cards: remote signing keys live only on one.
+        let initialised = std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &softhsm)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                SERVICE_TOKEN,
+                "--so-pin",
+                "83910274",
+                "--pin",
+                SERVICE_PIN,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            initialised.status.success(),
+            "softhsm2-util: {}",
+            text(&initialised.stderr)
+        );
+        let service_pin = dir.join("service-pin");
+        std::fs::write(&service_pin, format!("{SERVICE_PIN}\n")).unwrap();
+        let module = std::env::var("EID_TEST_PKCS11_MODULE")
+            .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
         let enrolment = free_address();
         // A relying service allowed to ask for identities' status.
         let token = dir.join("status-token");
@@ -68,9 +97,12 @@ impl Setup {
         std::fs::write(
             &config,
             format!(
-                "[enrolment]\nstatus_queries_per_minute = 40\n\
+                "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {module:?}\n\
+                 token_label = \"{SERVICE_TOKEN}\"\npin_file = {:?}\n\
+                 [enrolment]\nstatus_queries_per_minute = 40\n\
                  [[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n\
                  [[enrolment.operator_client]]\nname = \"tt-mobile\"\ntoken_env = \"EID_TEST_OPERATOR_TOKEN\"\n",
+                service_pin.display().to_string(),
                 token.display().to_string()
             ),
         )
@@ -82,8 +114,7 @@ impl Setup {
             card: free_address(),
             enrolment_port: enrolment.rsplit(':').next().unwrap().to_owned(),
             softhsm,
-            module: std::env::var("EID_TEST_PKCS11_MODULE")
-                .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()),
+            module,
         }
     }
 
@@ -664,16 +695,18 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     // A second citizen gets a SIM over the air, once verified at this desk.
     ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser).await;
 
-    // The identity's life goes on at the desk: suspended, resumed, a PIN unblocked, the
-    // card replaced onto EID-0002, deactivated.
-    lifecycle::after_activation(&lifecycle::Journey {
+    // A remote signing credential on the instance's HSM; then the identity's life goes
+    // on at the desk: suspended, resumed, a PIN unblocked, the card replaced onto
+    // EID-0002, deactivated.
+    let journey = lifecycle::Journey {
         setup: &setup,
         eid: &eid,
         browser: &browser,
         case_url: case_url.split('?').next().unwrap(),
         national_id: &national_id,
-    })
-    .await;
+    };
+    let remote = remote::desk_creates_remote_credentials(&journey).await;
+    lifecycle::after_activation(&journey, &remote).await;
     browser.quit().await;
     server.stop().await;
 }

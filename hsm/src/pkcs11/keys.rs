@@ -531,6 +531,53 @@ impl TokenKeys {
         Ok(())
     }
 
+    /// Destroys every object labelled `label`: the private key first, then the public
+    /// key, the certificate and the role record.
+    pub(super) fn destroy(&self, label: &KeyLabel) -> Result<bool, HsmError> {
+        self.cache()?.remove(label);
+        let _one_at_a_time = super::token_administration()?;
+        let destroyed = self
+            .pool
+            .with_session(|session| {
+                let mut destroyed = false;
+                for class in [
+                    ObjectClass::PRIVATE_KEY,
+                    ObjectClass::PUBLIC_KEY,
+                    ObjectClass::CERTIFICATE,
+                    ObjectClass::DATA,
+                ] {
+                    // Found again on a stale handle: SoftHSM2 renumbers a token's objects
+                    // when another session of the process reloads it from disk.
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        let found = session.find_objects(&[
+                            Attribute::Class(class),
+                            Attribute::Label(label.as_str().as_bytes().to_vec()),
+                        ])?;
+                        let result = found
+                            .iter()
+                            .try_for_each(|object| session.destroy_object(*object));
+                        match result {
+                            Err(
+                                CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _)
+                                | CryptokiError::InvalidValue,
+                            ) if tries < 5 => {}
+                            Err(e) => return Err(CallError::Token(e)),
+                            Ok(()) => {
+                                destroyed |= !found.is_empty();
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(destroyed)
+            })
+            .map_err(|e| self.hsm(e))?;
+        self.cache()?.remove(label);
+        Ok(destroyed)
+    }
+
     /// The DER certificate stored with the key labelled `label`, if any.
     pub(super) fn certificate(&self, label: &KeyLabel) -> Result<Option<Vec<u8>>, HsmError> {
         self.pool

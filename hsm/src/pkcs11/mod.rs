@@ -264,6 +264,10 @@ impl Backend for Pkcs11Store {
         self.keys().certificate(label)
     }
 
+    fn destroy(&self, label: &KeyLabel) -> Result<bool, HsmError> {
+        self.keys().destroy(label)
+    }
+
     fn danger_close_all_sessions(&self) -> Result<(), HsmError> {
         self.pool.token().danger_close_all_sessions()
     }

@@ -83,10 +83,18 @@ pub struct CertificateOrder {
 pub trait SigningCertificates: Send + Sync + fmt::Debug {
     /// Issues a qualified signature certificate (DER) for the order.
     fn issue(&self, order: CertificateOrder) -> PortFuture<'_, Vec<u8>>;
+    /// Revokes the certificate `serial` (hex) for `reason` (an RFC 5280 reason name);
+    /// one revoked already is no error.
+    fn revoke<'a>(&'a self, serial: &'a str, reason: &'a str, actor: &'a str)
+    -> PortFuture<'a, ()>;
 }
 
 /// A citizen's request, through the registration authority, for a remote credential.
 pub struct NewCredential {
+    /// The credential's id, when the caller chose it before asking (the enrolment
+    /// desk records it first, so that an interrupted activation can be cleaned up);
+    /// `csc-` and 32 lower-case hex digits, as [`new_credential_id`] makes them.
+    pub credential_id: Option<String>,
     /// The national identity number (verified in person).
     pub national_id: String,
     /// Given names, as on the identity documents.
@@ -115,6 +123,41 @@ pub struct CreatedCredential {
     pub serial: String,
     /// The certificate, PEM.
     pub certificate: String,
+}
+
+/// A credential as the registration authority lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CredentialSummary {
+    /// Its id in the CSC API.
+    pub credential_id: String,
+    /// The certificate's serial (hex).
+    pub serial: String,
+    /// `active`, `locked` (wrong PINs) or `disabled` (withdrawn).
+    pub status: String,
+    /// When it was created (Unix seconds).
+    pub created_at: i64,
+}
+
+/// A fresh credential id: `csc-` and 128 random bits in hex.
+pub fn new_credential_id() -> Result<String, CscError> {
+    Ok(format!("csc-{}", random_hex::<16>()?))
+}
+
+/// Checks a caller-chosen credential id has the form [`new_credential_id`] gives.
+fn checked_credential_id(id: &str) -> Result<&str, CscError> {
+    match id.strip_prefix("csc-") {
+        Some(hex)
+            if hex.len() == 32
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(id)
+        }
+        _ => Err(CscError::InvalidRequest(format!(
+            "invalid credential id `{id}`: `csc-` and 32 lower-case hex digits"
+        ))),
+    }
 }
 
 /// A credential as stored.
@@ -388,8 +431,13 @@ impl Csc {
         }
     }
 
-    fn ctx(&self) -> &ServiceContext {
+    /// The service context the API works in.
+    pub fn context(&self) -> &ServiceContext {
         self.inner.signatures.context()
+    }
+
+    fn ctx(&self) -> &ServiceContext {
+        self.context()
     }
 
     fn now(&self) -> i64 {
@@ -423,6 +471,22 @@ impl Csc {
             })
     }
 
+    /// Why this service cannot create credentials, if it cannot: its key store is not
+    /// an HSM, or it has no way to the CA.
+    pub fn creation_refusal(&self) -> Option<CscError> {
+        let keys = &self.ctx().keys;
+        if keys.class() != eid_hsm::TokenClass::Hsm {
+            return Some(CscError::AccessDenied(format!(
+                "remote signing keys live on an HSM (a qualified signature creation device); \
+                 the service key store is a {} store ({}). Configure [keys] for a PKCS#11 \
+                 token of class hsm",
+                keys.class(),
+                keys.description()
+            )));
+        }
+        self.certificates().err()
+    }
+
     /// Creates a credential: key on the HSM, certificate from the CA, PIN hash. Only
     /// for a key store that is an HSM (a QSCD); the soft store is refused.
     pub async fn create_credential(
@@ -434,24 +498,23 @@ impl Csc {
         PinPolicy::CITIZEN
             .check(PinKind::Pin2, &request.pin)
             .map_err(|e| CscError::InvalidRequest(e.to_string()))?;
-        let issuer = self.inner.certificates.clone().ok_or_else(|| {
-            CscError::Unavailable("this process cannot reach the CA to certify keys".into())
-        })?;
-        if ctx.keys.class() != eid_hsm::TokenClass::Hsm {
-            return Err(CscError::AccessDenied(format!(
-                "remote signing keys live on an HSM (a qualified signature creation device); \
-                 the service key store is a {} store ({}). Configure [keys] for a PKCS#11 \
-                 token of class hsm",
-                ctx.keys.class(),
-                ctx.keys.description()
+        if let Some(refusal) = self.creation_refusal() {
+            return Err(refusal);
+        }
+        let credential_id = match &request.credential_id {
+            Some(id) => checked_credential_id(id)?.to_owned(),
+            None => new_credential_id()?,
+        };
+        if self.credential(&credential_id).await?.is_some() {
+            return Err(CscError::InvalidRequest(format!(
+                "credential `{credential_id}` exists already"
             )));
         }
-        let credential_id = format!("csc-{}", random_hex::<16>()?);
         let label =
             KeyLabel::new(credential_id.clone()).map_err(|e| CscError::Internal(e.to_string()))?;
         let keys = ctx.keys.clone();
         let key_label = label.clone();
-        let (csr, public_key, evidence) = tokio::task::spawn_blocking(move || {
+        let generated = tokio::task::spawn_blocking(move || {
             let info = keys.generate(&key_label, KeySpec::EcP256, KeyRole::Service)?;
             let evidence = keys.qscd_evidence(&key_label)?;
             let csr = keys
@@ -460,23 +523,64 @@ impl Csc {
             Ok::<_, eid_hsm::HsmError>((csr, info.public_key, evidence))
         })
         .await
-        .map_err(|e| CscError::Internal(format!("key generation task: {e}")))?
-        .map_err(|e| CscError::Unavailable(format!("the HSM: {e}")))?;
+        .map_err(|e| CscError::Internal(format!("key generation task: {e}")))?;
+        let (csr, public_key, evidence) = match generated {
+            Ok(generated) => generated,
+            Err(eid_hsm::HsmError::KeyExists { .. }) => {
+                return Err(CscError::InvalidRequest(format!(
+                    "a key for credential `{credential_id}` exists already on the HSM"
+                )));
+            }
+            Err(e) => {
+                // Half a key pair must not stay behind.
+                self.discard(actor, &label, None).await;
+                return Err(CscError::Unavailable(format!("the HSM: {e}")));
+            }
+        };
+        let mut issued_serial = None;
+        let created = self
+            .certify(
+                actor,
+                &request,
+                &label,
+                CertificateOrder {
+                    csr,
+                    national_id: request.national_id.clone(),
+                    given_name: request.given_name.clone(),
+                    surname: request.surname.clone(),
+                    key_evidence: (public_key, evidence),
+                    requested_by: actor.to_owned(),
+                },
+                &mut issued_serial,
+            )
+            .await;
+        if created.is_err() {
+            // Nothing of a credential that does not exist may stay usable: its
+            // certificate is revoked and its key destroyed.
+            self.discard(actor, &label, issued_serial.as_deref()).await;
+        }
+        created
+    }
+
+    /// The rest of a credential's creation once its key exists: the certificate from
+    /// the CA (its serial put in `issued_serial` at once), stored on the token, the
+    /// PIN's hash, the row and its audit event.
+    async fn certify(
+        &self,
+        actor: &str,
+        request: &NewCredential,
+        label: &KeyLabel,
+        order: CertificateOrder,
+        issued_serial: &mut Option<String>,
+    ) -> Result<CreatedCredential, CscError> {
+        let ctx = self.ctx().clone();
+        let credential_id = label.as_str().to_owned();
+        let issuer = self.certificates()?;
         let pin = request.pin.clone();
         let pin_hash = tokio::task::spawn_blocking(move || hash_pin(&pin))
             .await
             .map_err(|e| CscError::Internal(format!("PIN task: {e}")))??;
-        let issued = issuer
-            .issue(CertificateOrder {
-                csr,
-                national_id: request.national_id.clone(),
-                given_name: request.given_name.clone(),
-                surname: request.surname.clone(),
-                key_evidence: (public_key, evidence),
-                requested_by: actor.to_owned(),
-            })
-            .await;
-        let der = match issued {
+        let der = match issuer.issue(order).await {
             Ok(der) => der,
             Err(e) => {
                 let event = AuditEvent::new(
@@ -494,6 +598,7 @@ impl Csc {
         let certificate = Certificate::from_der(&der)
             .map_err(|e| CscError::Internal(format!("the CA's certificate is unreadable: {e}")))?;
         let serial = hex::encode_upper(certificate.tbs_certificate().serial_number().as_bytes());
+        *issued_serial = Some(serial.clone());
         // The certificate also goes on the token, where PKCS#11 tools find it.
         let keys = ctx.keys.clone();
         let stored = der.clone();
@@ -547,6 +652,137 @@ impl Csc {
             serial,
             certificate: pem,
         })
+    }
+
+    /// The CA, or the error saying this process cannot reach it.
+    fn certificates(&self) -> Result<Arc<dyn SigningCertificates>, CscError> {
+        self.inner.certificates.clone().ok_or_else(|| {
+            CscError::Unavailable("this process cannot reach the CA to certify keys".into())
+        })
+    }
+
+    /// Undoes a creation that failed part-way, as far as it got: the certificate
+    /// `serial` revoked, the key destroyed. Best effort (the failure being reported
+    /// is the creation's); what could not be undone is logged, and the registration
+    /// authority's own clean-up ([`Csc::withdraw`]) finds it again.
+    async fn discard(&self, actor: &str, label: &KeyLabel, serial: Option<&str>) {
+        if let (Some(serial), Some(issuer)) = (serial, self.inner.certificates.as_ref())
+            && let Err(e) = issuer.revoke(serial, "cessationOfOperation", actor).await
+        {
+            tracing::error!(%serial, error = %e, "could not revoke the certificate of a failed credential");
+        }
+        if let Err(e) = self.destroy_key(label).await {
+            tracing::error!(%label, error = %e, "could not destroy the key of a failed credential");
+        }
+    }
+
+    async fn destroy_key(&self, label: &KeyLabel) -> Result<bool, CscError> {
+        let keys = self.ctx().keys.clone();
+        let label = label.clone();
+        tokio::task::spawn_blocking(move || keys.destroy(&label))
+            .await
+            .map_err(|e| CscError::Internal(format!("key destruction task: {e}")))?
+            .map_err(|e| CscError::Unavailable(format!("the HSM: {e}")))
+    }
+
+    /// Every credential of the citizen, withdrawn ones too, oldest first: what the
+    /// registration authority shows and checks.
+    pub async fn credentials_of(
+        &self,
+        national_id: &str,
+    ) -> Result<Vec<CredentialSummary>, CscError> {
+        let rows = sqlx::query(
+            "SELECT credential_id, serial, status, created_at FROM csc_credential \
+             WHERE national_id = $1 ORDER BY created_at, credential_id",
+        )
+        .bind(national_id)
+        .fetch_all(self.ctx().db.pool())
+        .await
+        .map_err(CscError::db("listing credentials"))?;
+        let read = |row: &sqlx::any::AnyRow| -> Result<CredentialSummary, sqlx::Error> {
+            Ok(CredentialSummary {
+                credential_id: row.try_get("credential_id")?,
+                serial: row.try_get("serial")?,
+                status: row.try_get("status")?,
+                created_at: row.try_get("created_at")?,
+            })
+        };
+        rows.iter()
+            .map(|row| read(row).map_err(CscError::db("reading a credential")))
+            .collect()
+    }
+
+    /// Withdraws a credential for good: disabled at once (no authorisation or
+    /// signature from then on), its certificate revoked for `reason` (an RFC 5280
+    /// reason name) and its key destroyed on the HSM. Every step may be repeated, so
+    /// a withdrawal cut short is finished by asking again; an id with no row (a
+    /// creation interrupted before it was stored) still has its key destroyed.
+    /// Returns whether a credential row existed.
+    pub async fn withdraw(
+        &self,
+        actor: &str,
+        credential_id: &str,
+        reason: &str,
+    ) -> Result<bool, CscError> {
+        let ctx = self.ctx().clone();
+        let label = KeyLabel::new(checked_credential_id(credential_id)?)
+            .map_err(|e| CscError::Internal(e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT national_id, serial, status FROM csc_credential WHERE credential_id = $1",
+        )
+        .bind(credential_id)
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(CscError::db("reading a credential"))?;
+        let Some(row) = row else {
+            let destroyed = self.destroy_key(&label).await?;
+            if destroyed {
+                let event = AuditEvent::new(
+                    actor,
+                    "csc.credential.withdraw",
+                    "credential",
+                    credential_id,
+                )
+                .details(json!({ "stored": false, "key_destroyed": true }));
+                audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
+            }
+            return Ok(false);
+        };
+        let (national_id, serial, status): (String, String, String) = (|| {
+            Ok::<_, sqlx::Error>((
+                row.try_get("national_id")?,
+                row.try_get("serial")?,
+                row.try_get("status")?,
+            ))
+        })()
+        .map_err(CscError::db("reading a credential"))?;
+        if status != "disabled" {
+            let mut tx = ctx.db.begin_write().await?;
+            sqlx::query(
+                "UPDATE csc_credential SET status = 'disabled', updated_at = $1 \
+                 WHERE credential_id = $2",
+            )
+            .bind(self.now())
+            .bind(credential_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(CscError::db("withdrawing a credential"))?;
+            audit::append(
+                &mut tx,
+                ctx.clock.as_ref(),
+                &AuditEvent::new(actor, "csc.credential.withdraw", "citizen", &national_id)
+                    .details(json!({
+                        "credential": credential_id,
+                        "serial": serial,
+                        "reason": reason,
+                    })),
+            )
+            .await?;
+            tx.commit().await.map_err(CscError::db("committing"))?;
+        }
+        self.certificates()?.revoke(&serial, reason, actor).await?;
+        self.destroy_key(&label).await?;
+        Ok(true)
     }
 
     async fn credential(&self, credential_id: &str) -> Result<Option<Credential>, CscError> {

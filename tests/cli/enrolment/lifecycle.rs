@@ -34,7 +34,7 @@ pub(super) struct Journey<'a> {
 
 /// Posts a form from the case page as a stale or hand-made page would: the page's CSRF
 /// token, the page's version (if it shows one) unless `fields` names one.
-const POST_FORM: &str = "const [action, fields] = arguments;\
+pub(super) const POST_FORM: &str = "const [action, fields] = arguments;\
     const form = document.createElement('form'); form.method = 'post'; form.action = action;\
     fields.csrf = document.querySelector('input[name=csrf]').value;\
     const version = document.querySelector('input[name=version]');\
@@ -48,7 +48,7 @@ const POST_FORM: &str = "const [action, fields] = arguments;\
 /// What `openssl ocsp` says about `leaf` (issued by the CA `issuer`) at the running
 /// responder: the status line and the lines under it (`Reason: …`), the response's
 /// signature verified against the exported hierarchy.
-fn ocsp(setup: &Setup, dir: &Path, issuer: &str, leaf: &Path) -> String {
+pub(super) fn ocsp(setup: &Setup, dir: &Path, issuer: &str, leaf: &Path) -> String {
     let pki = dir.join("pki");
     let chain = dir.join(format!("{issuer}-chain.pem"));
     std::fs::write(
@@ -175,7 +175,10 @@ async fn status_now(setup: &Setup, national_id: &str) -> Value {
     body
 }
 
-pub(super) async fn after_activation(journey: &Journey<'_>) {
+/// The lifecycle, with `remote` the certificate of the citizen's remote signing
+/// credential (suspended and resumed with the identity, untouched by a card
+/// replacement, revoked at deactivation).
+pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     let Journey {
         setup,
         eid,
@@ -239,8 +242,9 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
     assert!(notice.contains("suspended"), "{notice}");
     assert_eq!(browser.text("#status").await, "suspended");
     for (issuer, leaf) in [
-        ("citizen-auth-ca", &old_auth),
-        ("citizen-sign-ca", &old_sign),
+        ("citizen-auth-ca", old_auth.as_path()),
+        ("citizen-sign-ca", old_sign.as_path()),
+        ("citizen-sign-ca", remote),
     ] {
         let answer = ocsp(setup, dir, issuer, leaf);
         assert!(
@@ -272,6 +276,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
     assert_eq!(browser.text("#status").await, "active");
     assert!(ocsp(setup, dir, "citizen-auth-ca", &old_auth).starts_with("good"));
     assert!(ocsp(setup, dir, "citizen-sign-ca", &old_sign).starts_with("good"));
+    assert!(ocsp(setup, dir, "citizen-sign-ca", remote).starts_with("good"));
     assert_eq!(status_now(setup, national_id).await["status"], "active");
     // Resuming what is not suspended is refused.
     browser
@@ -455,10 +460,13 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
     let verified = setup
         .run(eid, &["enrolment", "verify-record", national_id])
         .await;
+    // (The first card's, then one for each remote credential.)
     assert!(
-        verified.contains("intact") && verified.contains("1 record(s) of replaced cards"),
+        verified.contains("intact") && verified.contains("3 earlier record(s)"),
         "{verified}"
     );
+    // The remote credential is not on the card: its certificate stays good.
+    assert!(ocsp(setup, dir, "citizen-sign-ca", remote).starts_with("good"));
     browser.click_and_wait("#receipt").await;
     browser.source_when(|page| page.contains("EID-0002")).await;
 
@@ -491,8 +499,9 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
     assert_eq!(browser.text("#status").await, "deactivated");
     assert!(browser.text("#deactivated").await.contains("death"));
     for (issuer, leaf) in [
-        ("citizen-auth-ca", &new_auth),
-        ("citizen-sign-ca", &new_sign),
+        ("citizen-auth-ca", new_auth.as_path()),
+        ("citizen-sign-ca", new_sign.as_path()),
+        ("citizen-sign-ca", remote),
     ] {
         let answer = ocsp(setup, dir, issuer, leaf);
         assert!(
@@ -500,6 +509,23 @@ pub(super) async fn after_activation(journey: &Journey<'_>) {
             "{answer}"
         );
     }
+    // The remote credential is withdrawn with the identity.
+    browser
+        .source_when(|page| page.contains("remote-credentials"))
+        .await;
+    assert!(
+        browser
+            .execute(
+                "return [...document.querySelectorAll('.remote-status')].map(s => s.textContent);",
+                json!([])
+            )
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == "withdrawn"),
+        "a remote credential outlived the identity"
+    );
     let deactivated = status_now(setup, national_id).await;
     assert_eq!(deactivated["status"], "deactivated", "{deactivated}");
     assert_eq!(deactivated["reason"], "death");

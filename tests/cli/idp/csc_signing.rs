@@ -772,6 +772,50 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         assert_refused(status, &answer, 403, "access_denied", words);
     }
 
+    // Withdrawn for good: disabled, its key destroyed on the token (the certificate
+    // was revoked above; withdrawing again is no error).
+    for _ in 0..2 {
+        let out = instance
+            .ok(&["signing", "credential", "withdraw", &credential])
+            .await;
+        assert!(out.contains("withdrew"), "{out}");
+    }
+    let listed: Value = serde_json::from_str(
+        &instance
+            .ok(&[
+                "signing",
+                "credential",
+                "list",
+                "--national-id",
+                NATIONAL_ID,
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(listed[0]["credential_id"], credential.as_str(), "{listed}");
+    assert_eq!(listed[0]["status"], "disabled", "{listed}");
+    let (status, answer) = csc(
+        &signing,
+        "credentials/authorize",
+        Some(&access),
+        authorize(PIN, vec![b64_sha256(b"after withdrawal")]),
+    )
+    .await;
+    assert_refused(status, &answer, 403, "access_denied", "disabled");
+    let objects = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &instance.token.conf)
+        .args([
+            "--module",
+            &instance.token.module,
+            "--token-label",
+            "eid-service",
+        ])
+        .args(["--login", "--pin", "246810", "--list-objects"])
+        .output()
+        .unwrap();
+    let listing = text(&objects.stdout);
+    assert!(!listing.contains(&credential), "{listing}");
+
     // A token revoked at the provider (RFC 7009) is refused at once, not at expiry.
     let revoked = http()
         .post(format!("http://{}/revoke", instance.addresses.idp))
@@ -790,6 +834,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         "csc.credential.create",
         "csc.credential.authorize",
         "csc.credential.unlock",
+        "csc.credential.withdraw",
         "csc.signature.sign_hash",
     ] {
         assert!(

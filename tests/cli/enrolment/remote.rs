@@ -1,0 +1,279 @@
+//! Remote signing credentials at the desk, in headless Chromium, for the citizen whose
+//! card was just activated: refusals first (PIN and confirmation differ, a PIN outside
+//! the policy, unlocking a credential that is not locked), then a credential created on
+//! the instance's SoftHSM2 token of class hsm. Judges: pkcs11-tool finds the key on the
+//! token (sensitive, never extractable) with its certificate, `openssl verify` chains
+//! the certificate to our root, `openssl ocsp` asks the running responder. A withdrawn
+//! credential's certificate is revoked (superseded) and its key gone from the token; a
+//! second credential stays for the lifecycle that follows (suspended with the identity,
+//! untouched by a card replacement, revoked at deactivation).
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{
+    SERVICE_PIN, SERVICE_TOKEN,
+    lifecycle::{Journey, POST_FORM, ocsp},
+};
+use crate::{ca::judge, text};
+
+const REMOTE_PIN: &str = "58213";
+
+/// The credential ids on the case page, in the order shown, with their status.
+async fn credentials(journey: &Journey<'_>) -> Vec<(String, String)> {
+    let rows = journey
+        .browser
+        .execute(
+            "return [...document.querySelectorAll('#remote-credentials tbody tr')].map(row => \
+             [row.querySelector('code').textContent, row.querySelector('.remote-status').textContent]);",
+            json!([]),
+        )
+        .await;
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_str().unwrap().to_owned(),
+                row[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Types the signing PIN twice and asks for a credential.
+async fn create(journey: &Journey<'_>, pin: &str, again: &str) {
+    let browser = journey.browser;
+    browser.goto(journey.case_url).await;
+    browser.type_into("#remote-pin", pin).await;
+    browser.type_into("#remote-pin_confirm", again).await;
+    browser.click_and_wait("#remote-create").await;
+}
+
+/// The objects on the service token, as pkcs11-tool lists them.
+fn service_objects(journey: &Journey<'_>) -> String {
+    text(
+        &journey
+            .setup
+            .pkcs11_tool(
+                SERVICE_TOKEN,
+                &["--login", "--pin", SERVICE_PIN, "--list-objects"],
+            )
+            .stdout,
+    )
+}
+
+/// Reads a credential's certificate off the service token, as PEM.
+fn certificate(journey: &Journey<'_>, credential: &str) -> PathBuf {
+    let dir = journey.eid.dir.path();
+    let der = dir.join(format!("{credential}.der"));
+    journey.setup.pkcs11_tool(
+        SERVICE_TOKEN,
+        &[
+            "--login",
+            "--pin",
+            SERVICE_PIN,
+            "--read-object",
+            "--type",
+            "cert",
+            "--label",
+            credential,
+            "--output-file",
+            &der.display().to_string(),
+        ],
+    );
+    let pem = der.with_extension("pem");
+    let converted = judge(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            &der.display().to_string(),
+            "-out",
+            &pem.display().to_string(),
+        ],
+    );
+    assert!(converted.status.success(), "{}", text(&converted.stderr));
+    pem
+}
+
+/// Creates, judges and withdraws a credential, then creates the one the lifecycle
+/// goes on with. Returns that one's certificate (PEM).
+pub(super) async fn desk_creates_remote_credentials(journey: &Journey<'_>) -> PathBuf {
+    let Journey {
+        setup,
+        eid,
+        browser,
+        case_url,
+        national_id,
+    } = *journey;
+    let dir = eid.dir.path();
+    browser.goto(case_url).await;
+    assert!(browser.has("#remote-none").await);
+
+    // Refused at the desk, nothing created.
+    create(journey, REMOTE_PIN, "58214").await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("confirmation differ"), "{error}");
+    create(journey, "34567", "34567").await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("consecutive"), "{error}");
+    assert!(browser.has("#remote-none").await);
+
+    // Created: the key on the service token, the certificate from the signing CA.
+    create(journey, REMOTE_PIN, REMOTE_PIN).await;
+    let notice = browser.text("#notice").await;
+    assert!(
+        notice.contains("remote signing credential is created"),
+        "{notice}"
+    );
+    let listed = credentials(journey).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let (first, status) = &listed[0];
+    assert_eq!(status, "active");
+    assert!(first.starts_with("csc-"), "{first}");
+    let objects = service_objects(journey);
+    assert!(objects.contains(first.as_str()), "{objects}");
+    let key_entry = objects
+        .split("Private Key Object")
+        .find(|entry| entry.contains(first.as_str()))
+        .unwrap_or_else(|| panic!("no private key {first} in {objects}"));
+    assert!(
+        key_entry.contains("never extractable") && key_entry.contains("sensitive"),
+        "{key_entry}"
+    );
+    let first_pem = certificate(journey, first);
+    let pki = dir.join("pki");
+    let verified = judge(
+        "openssl",
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &pki.join("root.pem").display().to_string(),
+            "-untrusted",
+            &pki.join("citizen-sign-ca.pem").display().to_string(),
+            &first_pem.display().to_string(),
+        ],
+    );
+    assert!(
+        text(&verified.stdout).contains(": OK"),
+        "{}{}",
+        text(&verified.stdout),
+        text(&verified.stderr)
+    );
+    let subject = text(
+        &judge(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &first_pem.display().to_string(),
+                "-noout",
+                "-subject",
+            ],
+        )
+        .stdout,
+    );
+    assert!(
+        subject.contains(&format!("PNOTT-{national_id}")),
+        "{subject}"
+    );
+    assert!(ocsp(setup, dir, "citizen-sign-ca", &first_pem).starts_with("good"));
+    // The receipt names the credential; the record, sealed again, verifies.
+    browser.click_and_wait("#receipt").await;
+    let receipt = browser
+        .source_when(|page| page.contains("Remote signing credential"))
+        .await;
+    assert!(receipt.contains(first.as_str()));
+    let verified = setup
+        .run(eid, &["enrolment", "verify-record", national_id])
+        .await;
+    assert!(
+        verified.contains("intact") && verified.contains("1 earlier record(s)"),
+        "{verified}"
+    );
+
+    // Unlocking a credential that is not locked: refused, saying so.
+    browser.goto(case_url).await;
+    browser
+        .script_and_wait(
+            POST_FORM,
+            json!([format!("{case_url}/remote/unlock"), { "credential": first }]),
+        )
+        .await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("not locked"), "{error}");
+    // Another citizen's (or a made-up) credential is not found here.
+    browser
+        .script_and_wait(
+            POST_FORM,
+            json!([
+                format!("{case_url}/remote/withdraw"),
+                { "credential": "csc-00000000000000000000000000000000", "reason": "superseded" },
+            ]),
+        )
+        .await;
+    let error = browser.text("#error").await;
+    assert!(error.contains("not a remote signing credential"), "{error}");
+
+    // Withdrawn: certificate revoked (superseded), key destroyed on the token.
+    browser.goto(case_url).await;
+    browser
+        .click(&format!("#withdraw-{first} option[value=\"superseded\"]"))
+        .await;
+    browser.click_and_wait(".withdraw-remote button").await;
+    let notice = browser.text("#notice").await;
+    assert!(notice.contains("withdrawn"), "{notice}");
+    assert_eq!(
+        credentials(journey).await,
+        vec![(first.clone(), "withdrawn".to_owned())]
+    );
+    let answer = ocsp(setup, dir, "citizen-sign-ca", &first_pem);
+    assert!(
+        answer.starts_with("revoked") && answer.contains("Reason: superseded"),
+        "{answer}"
+    );
+    let objects = service_objects(journey);
+    assert!(!objects.contains(first.as_str()), "{objects}");
+
+    // The credential the citizen keeps.
+    create(journey, REMOTE_PIN, REMOTE_PIN).await;
+    let listed = credentials(journey).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let (second, status) = &listed[1];
+    assert_eq!(status, "active");
+    let second_pem = certificate(journey, second);
+    assert!(ocsp(setup, dir, "citizen-sign-ca", &second_pem).starts_with("good"));
+
+    // Each step is audited with the clerk, desk and centre; no PIN in the log.
+    let log = setup.run(eid, &["audit", "tail", "-n", "200"]).await;
+    for action in ["csc.credential.create", "csc.credential.withdraw"] {
+        assert!(log.contains(action), "{action} not in {log}");
+    }
+    for action in ["enrolment.activation.complete", "enrolment.remote.withdraw"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(action) && l.contains("success") && l.contains("csc-"))
+            .unwrap_or_else(|| panic!("no successful {action} in\n{log}"));
+        assert!(
+            line.contains("\"clerk\":\"ann\"")
+                && line.contains("\"desk\":\"desk-1\"")
+                && line.contains("\"centre\":\"pos\""),
+            "{line}"
+        );
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("enrolment.remote.unlock") && l.contains("denied")),
+        "the refused unlocking is not in the log"
+    );
+    assert!(
+        !log.contains(&format!("\"{REMOTE_PIN}\"")),
+        "a PIN is in the audit log"
+    );
+    second_pem
+}
