@@ -388,7 +388,7 @@ impl Enrolment {
         } else {
             "card"
         };
-        let activation_id = self
+        let started = self
             .start_activation(
                 session,
                 application_id,
@@ -396,7 +396,16 @@ impl Enrolment {
                 card_id.as_str(),
                 replaces.as_deref(),
             )
-            .await?;
+            .await;
+        let activation_id = match (started, &replaces) {
+            (Ok(id), _) => id,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(step)) => {
+                // Nothing started: the old card's certificates come off hold again.
+                self.restore_retired(session, &application, step).await?;
+                return Err(e);
+            }
+        };
 
         let result = self
             .run_activation(
@@ -412,10 +421,18 @@ impl Enrolment {
         match result {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
-                let cleanup = self
+                let mut cleanup = self
                     .clean_up(session, &activation_id, &application.national_id, &reader)
                     .await;
+                if cleanup.is_ok()
+                    && let Some(step) = &replaces
+                {
+                    cleanup = self.restore_retired(session, &application, step).await;
+                }
                 let message = match &cleanup {
+                    Ok(()) if replaces.is_some() => format!(
+                        "activation failed: {error}. The new card was wiped and any certificate issued for it revoked; the old card's certificates are as they were before (a stolen card's stay suspended). Fix the cause and try again."
+                    ),
                     Ok(()) => format!(
                         "activation failed: {error}. The card was wiped and any certificate issued for it revoked; fix the cause and try again."
                     ),
@@ -621,7 +638,7 @@ impl Enrolment {
         application_id: &str,
     ) -> Result<ActivationOutcome, EnrolmentError> {
         let row = sqlx::query(
-            "SELECT carrier, token_id, auth_serial, sign_serial FROM enrol_activation \
+            "SELECT carrier, token_id, auth_serial, sign_serial, replaces FROM enrol_activation \
              WHERE activation_id = $1",
         )
         .bind(activation_id)
@@ -633,6 +650,7 @@ impl Enrolment {
         let token_id: String = row.try_get("token_id").map_err(read)?;
         let auth_serial: Option<String> = row.try_get("auth_serial").map_err(read)?;
         let sign_serial: Option<String> = row.try_get("sign_serial").map_err(read)?;
+        let replaces: Option<String> = row.try_get("replaces").map_err(read)?;
         let remote = carrier == "remote";
         let sign_serial = sign_serial
             .filter(|_| remote || auth_serial.is_some())
@@ -641,6 +659,12 @@ impl Enrolment {
                     "an activation reached its last step without its certificates".into(),
                 )
             })?;
+        // A replacement card is written: the old card's certificates, on hold since the
+        // replacement began, are revoked now.
+        if let Some(step) = &replaces {
+            let application = self.application(application_id).await?;
+            self.revoke_retired(session, &application, step).await?;
+        }
         let sealed = self
             .seal_record(session, application_id, activation_id)
             .await?;
@@ -938,7 +962,7 @@ impl Enrolment {
         reader: &Arc<Reader>,
     ) -> Result<Option<ActivationOutcome>, EnrolmentError> {
         let rows = sqlx::query(
-            "SELECT activation_id, carrier, token_id, state, auth_serial, sign_serial \
+            "SELECT activation_id, carrier, token_id, state, auth_serial, sign_serial, replaces \
              FROM enrol_activation WHERE application_id = $1 AND state NOT IN ('done', 'cleaned')",
         )
         .bind(application_id)
@@ -980,7 +1004,7 @@ impl Enrolment {
                     .map(Some);
             }
             tracing::info!(activation = %unfinished.activation_id, state = %unfinished.state, "cleaning up an interrupted activation");
-            let cleaned = self
+            let mut cleaned = self
                 .clean_up(
                     session,
                     &unfinished.activation_id,
@@ -988,6 +1012,11 @@ impl Enrolment {
                     reader,
                 )
                 .await;
+            if cleaned.is_ok()
+                && let Some(step) = row.try_get::<Option<String>, _>("replaces").map_err(read)?
+            {
+                cleaned = self.restore_retired(session, &application, &step).await;
+            }
             let error = EnrolmentError::Token(format!(
                 "interrupted at step `{}` (process stopped or card removed)",
                 unfinished.state

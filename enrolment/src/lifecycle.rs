@@ -547,22 +547,19 @@ impl Enrolment {
         Ok(())
     }
 
-    /// Changes, at the CA, the status of the certificates the step plans for: `change`
-    /// is `certificateHold`, `resume` or a revocation reason.
-    async fn change_certificates(
+    /// The certificates a step plans for, with their status at the CA (see [`plan`]).
+    async fn planned_certificates(
         &self,
-        session: &DeskSession,
         application: &Application,
         action: Action,
-        change: &str,
-    ) -> Result<Vec<String>, EnrolmentError> {
-        let issuer = self.issuer()?;
+    ) -> Result<(Vec<String>, Vec<KnownCertificate>), EnrolmentError> {
         let current = self
             .current_card(&application.application_id)
             .await?
             .map(|c| c.serials)
             .unwrap_or_default();
-        let mut known = issuer
+        let mut known = self
+            .issuer()?
             .certificates_of(&application.national_id)
             .await
             .map_err(port)?;
@@ -577,7 +574,20 @@ impl Enrolment {
                 .collect();
             known.retain(|c| !remote.contains(&c.serial));
         }
-        let serials = plan(action, &known, &current)?;
+        Ok((plan(action, &known, &current)?, known))
+    }
+
+    /// Changes, at the CA, the status of the certificates the step plans for: `change`
+    /// is `certificateHold`, `resume` or a revocation reason.
+    async fn change_certificates(
+        &self,
+        session: &DeskSession,
+        application: &Application,
+        action: Action,
+        change: &str,
+    ) -> Result<Vec<String>, EnrolmentError> {
+        let (serials, _) = self.planned_certificates(application, action).await?;
+        let issuer = self.issuer()?;
         for serial in &serials {
             issuer
                 .change_status(serial, change, &session.actor())
@@ -856,10 +866,14 @@ impl Enrolment {
         Ok(serials.len())
     }
 
-    /// The first half of a card replacement: every valid certificate of the citizen
-    /// (those of the old card) revoked, recorded as a `replace` step. The caller has
-    /// checked the new card and the PINs, and activates the new card next. Returns the
-    /// step's id.
+    /// The first half of a card replacement: every valid certificate of the old card
+    /// (all of the citizen's but the remote signing credentials) put on hold at once, so
+    /// a stolen card signs nothing from now on, and recorded as a `replace` step. When
+    /// the new card is written they are revoked for the step's reason
+    /// ([`Enrolment::revoke_retired`]); if its activation fails they come off hold again
+    /// ([`Enrolment::restore_retired`]), so a failed replacement does not leave the
+    /// identity without a valid certificate. The caller has checked the new card and
+    /// the PINs, and activates the new card next. Returns the step's id.
     pub(crate) async fn retire_card(
         &self,
         session: &DeskSession,
@@ -869,9 +883,19 @@ impl Enrolment {
     ) -> Result<String, EnrolmentError> {
         Self::precheck(Action::Replace, application, version)?;
         let old = self.current_card(&application.application_id).await?;
-        let serials = self
-            .change_certificates(session, application, Action::Replace, reason.revocation())
+        let (serials, known) = self
+            .planned_certificates(application, Action::Replace)
             .await?;
+        let issuer = self.issuer()?;
+        for certificate in known
+            .iter()
+            .filter(|c| c.status == "active" && serials.contains(&c.serial))
+        {
+            issuer
+                .change_status(&certificate.serial, "certificateHold", &session.actor())
+                .await
+                .map_err(port)?;
+        }
         self.record_step(
             session,
             application,
@@ -887,6 +911,96 @@ impl Enrolment {
             },
         )
         .await
+    }
+
+    /// The serials and reason a `replace` step recorded.
+    async fn retired(&self, step_id: &str) -> Result<(Vec<String>, ReplaceReason), EnrolmentError> {
+        let row = sqlx::query("SELECT serials, reason FROM enrol_lifecycle WHERE event_id = $1")
+            .bind(step_id)
+            .fetch_one(self.ctx().db.pool())
+            .await
+            .map_err(query("reading a replacement"))?;
+        let read = |e| query("reading a replacement")(e);
+        let serials: String = row.try_get("serials").map_err(read)?;
+        let reason: Option<String> = row.try_get("reason").map_err(read)?;
+        let serials = serde_json::from_str(&serials).map_err(|e| {
+            EnrolmentError::internal("reading a replacement")(format!("serials: {e}"))
+        })?;
+        Ok((
+            serials,
+            <ReplaceReason as Reason>::parse(reason.as_deref().unwrap_or_default())?,
+        ))
+    }
+
+    /// The second half of a card replacement, once the new card is written: the old
+    /// card's certificates revoked for the step's reason (`superseded`, or
+    /// `keyCompromise` for a stolen card). A suspended identity becomes active with the
+    /// new card, so its remote signing credentials come off hold too. Repeatable.
+    pub(crate) async fn revoke_retired(
+        &self,
+        session: &DeskSession,
+        application: &Application,
+        step_id: &str,
+    ) -> Result<(), EnrolmentError> {
+        let (serials, reason) = self.retired(step_id).await?;
+        let issuer = self.issuer()?;
+        for serial in &serials {
+            issuer
+                .change_status(serial, reason.revocation(), &session.actor())
+                .await
+                .or_else(|e| match e {
+                    PortError::Refused(m) if m.contains("already revoked") => Ok(()),
+                    other => Err(other),
+                })
+                .map_err(port)?;
+        }
+        if application.status == ApplicationStatus::Suspended {
+            let held: Vec<String> = issuer
+                .certificates_of(&application.national_id)
+                .await
+                .map_err(port)?
+                .into_iter()
+                .filter(|c| c.status == "suspended")
+                .map(|c| c.serial)
+                .collect();
+            for credential in self.remote_credentials(&application.national_id).await? {
+                if credential.status != "disabled" && held.contains(&credential.serial) {
+                    issuer
+                        .change_status(&credential.serial, "resume", &session.actor())
+                        .await
+                        .map_err(port)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes the first half of a replacement whose new card failed: the old card's
+    /// certificates come off hold, unless the card was stolen (they stay suspended:
+    /// the clerk retries the replacement) or the identity was suspended before (they
+    /// were on hold already). Certificates revoked meanwhile stay revoked.
+    pub(crate) async fn restore_retired(
+        &self,
+        session: &DeskSession,
+        application: &Application,
+        step_id: &str,
+    ) -> Result<(), EnrolmentError> {
+        let (serials, reason) = self.retired(step_id).await?;
+        if reason == ReplaceReason::Stolen || application.status != ApplicationStatus::Active {
+            return Ok(());
+        }
+        let issuer = self.issuer()?;
+        for serial in &serials {
+            issuer
+                .change_status(serial, "resume", &session.actor())
+                .await
+                .or_else(|e| match e {
+                    PortError::Refused(m) if m.contains("not suspended") => Ok(()),
+                    other => Err(other),
+                })
+                .map_err(port)?;
+        }
+        Ok(())
     }
 
     /// Unblocks (or resets a forgotten) PIN1 or PIN2 of the citizen's current card with

@@ -204,6 +204,18 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     for card in ["EID-0001", "EID-0002"] {
         setup.run(&eid, &["enrolment", "blank-card", card]).await;
     }
+    // A card of another batch, whose transport code this desk does not have.
+    let other_batch = setup
+        .command(&eid, &["enrolment", "blank-card", "EID-0003"])
+        .env("EID_ENROLMENT_TRANSPORT_CODE", "99887766")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        other_batch.status.success(),
+        "{}",
+        text(&other_batch.stderr)
+    );
     setup
         .run(
             &eid,
