@@ -15,8 +15,9 @@ say() { printf '\n==> %s\n' "$*"; }
 # postgresql: the second storage backend; openssl: the independent judge of signatures;
 # python3-venv: a private environment for pkilint and pyHanko; curl: presents a test
 # ID card's client certificate; chromium, chromium-driver: the browser tests of the
-# pages; libengine-pkcs11-openssl: lets curl log in with a key on an activated card.
-packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver libengine-pkcs11-openssl)
+# pages; libengine-pkcs11-openssl: lets curl log in with a key on an activated card;
+# poppler-utils: pdftoppm renders signed PDFs (visible signatures are drawn).
+packages=(softhsm2 opensc postgresql openssl python3-venv curl chromium chromium-driver libengine-pkcs11-openssl poppler-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

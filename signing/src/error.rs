@@ -194,6 +194,10 @@ pub enum PdfError {
     /// The PDF uses something this signer does not handle.
     #[error("the PDF cannot be signed here: {0}")]
     Unsupported(String),
+    /// The visible signature asked for cannot be placed (no such page, a box off the
+    /// page or too small).
+    #[error("the visible signature cannot be placed: {0}")]
+    BadAppearance(String),
     /// The document is over the size limit.
     #[error("the PDF has {size} octets; at most {limit} are accepted")]
     TooLarge {

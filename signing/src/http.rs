@@ -26,8 +26,8 @@ use serde::Deserialize;
 use crate::{
     PdfError, SignatureError,
     cades::{
-        DocumentInput, Format, Level, PrepareRequest, Signatures, build::DigestAlgorithm,
-        mobile::MobileSignRequest,
+        DocumentInput, Format, Level, PrepareRequest, Signatures, VisiblePlacement,
+        build::DigestAlgorithm, mobile::MobileSignRequest,
     },
     pades::MAX_PDF_BYTES,
     tsa::{FailureInfo, TimeStampAuthority, token},
@@ -130,6 +130,7 @@ impl IntoResponse for SignatureError {
                     (StatusCode::UNPROCESSABLE_ENTITY, "pdf-changes-forbidden")
                 }
                 PdfError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-unsupported"),
+                PdfError::BadAppearance(_) => (StatusCode::BAD_REQUEST, "bad-visible-signature"),
                 PdfError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document-too-large"),
                 // Our own estimate fell short: a server error, but one worth naming
                 // (it carries only sizes).
@@ -205,6 +206,22 @@ struct PrepareBody {
     /// `cades` (default: a detached signature) or `pades` (the PDF `document`
     /// signed inside).
     format: Option<String>,
+    /// PAdES: a visible signature, `{"page": 1, "rect": [x1, y1, x2, y2]}`.
+    visible_signature: Option<VisibleBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisibleBody {
+    /// The page, from 1 (default 1).
+    #[serde(default = "first_page")]
+    page: usize,
+    /// The box, in points from the page's lower left corner.
+    rect: [f64; 4],
+}
+
+fn first_page() -> usize {
+    1
 }
 
 async fn prepare(
@@ -235,6 +252,10 @@ async fn prepare(
                 document,
                 level,
                 format,
+                visible: body.visible_signature.map(|v| VisiblePlacement {
+                    page: v.page,
+                    rect: v.rect,
+                }),
             },
         )
         .await?;

@@ -610,9 +610,149 @@ async fn bad_pdfs_get_a_specific_problem(backend: TestBackend) {
     assert!(output.starts_with(&plain));
 }
 
+/// A page rendered by poppler's `pdftoppm` (an independent renderer that draws widget
+/// appearances), in grey, at 36 dots per inch (half a point per pixel): width, height
+/// and the pixels, top row first.
+fn render(tsa: &Tsa, path: &str, page: usize) -> (usize, usize, Vec<u8>) {
+    let out = tsa.dir.path().join(format!("render-{page}"));
+    let page = page.to_string();
+    let rendered = std::process::Command::new("pdftoppm")
+        .args(["-gray", "-r", "36", "-f", &page, "-l", &page, "-singlefile"])
+        .arg(path)
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run pdftoppm ({e}): deploy/test.sh installs poppler-utils")
+        });
+    assert!(
+        rendered.status.success(),
+        "pdftoppm: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let pgm = std::fs::read(out.with_extension("pgm")).unwrap();
+    // P5 header: magic, width, height, maxval, each after whitespace, then raw pixels.
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while pgm[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !pgm[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(String::from_utf8(pgm[start..at].to_vec()).unwrap());
+    }
+    assert_eq!(fields[0], "P5");
+    let (width, height) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    (width, height, pgm[at + 1..].to_vec())
+}
+
+async fn visible_signature_is_drawn_where_asked(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let card = Card::issue(&tsa, "3900101123456").await;
+    let plain = sample(&Sample::default());
+    let visible = |page: usize, rect: [f64; 4]| {
+        let mut request = pades_request(&card, &plain, "T");
+        request["visible_signature"] = json!({ "page": page, "rect": rect });
+        request
+    };
+    // Where it cannot go: each refused with the reason, nothing stored.
+    for (request, words) in [
+        (visible(4, [56.0, 56.0, 306.0, 126.0]), "3 page(s)"),
+        (visible(2, [400.0, 56.0, 650.0, 126.0]), "not inside page 2"),
+        (visible(2, [56.0, 56.0, 60.0, 126.0]), "too small"),
+        (visible(0, [56.0, 56.0, 306.0, 126.0]), "no page 0"),
+    ] {
+        let answer = prepare(&tsa, request).await;
+        answer.assert_problem(400, "bad-visible-signature");
+        let detail = answer.json()["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains(words), "{words} not in {detail}");
+    }
+    let mut cades = visible(1, [56.0, 56.0, 306.0, 126.0]);
+    cades["format"] = json!("cades");
+    prepare(&tsa, cades)
+        .await
+        .assert_problem(400, "bad-request");
+    assert_eq!(
+        count(&tsa, "SELECT COUNT(*) AS n FROM pending_signature").await,
+        0
+    );
+
+    // On page 2, lower left: prepared, signed on the card, finalized.
+    let rect = [56.0, 56.0, 306.0, 126.0];
+    let answer = prepare(&tsa, visible(2, rect)).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let prepared = answer.json();
+    let tbs = Base64::decode_vec(prepared["data_to_be_signed"].as_str().unwrap()).unwrap();
+    let signature = card.sign(tbs).await;
+    let answer = post(
+        &tsa,
+        &format!(
+            "/api/v1/signatures/{}/finalize",
+            prepared["id"].as_str().unwrap()
+        ),
+        "application/pdf",
+        json!({ "signature": Base64::encode_string(&signature) })
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let signed = answer.body;
+    assert!(signed.starts_with(&plain));
+    let signed_path = write(&tsa, "visible.pdf", &signed);
+    let plain_path = write(&tsa, "plain.pdf", &plain);
+
+    // pyHanko judges it as any other signature: valid, covering the whole file.
+    let judged = pyhanko_validates(&tsa, &signed_path);
+    assert!(judged.success, "pyHanko: {}", judged.text);
+    assert_said(
+        "visible",
+        &judged,
+        &[
+            "The signature is cryptographically sound.",
+            "The signature covers the entire file.",
+            "The signature is judged VALID.",
+        ],
+    );
+    // poppler draws the appearance on page 2, inside the box and nowhere else; pages 1
+    // and 3 are as they were.
+    let (width, height, before) = render(&tsa, &plain_path, 2);
+    let (width_after, height_after, after) = render(&tsa, &signed_path, 2);
+    assert_eq!((width, height), (width_after, height_after));
+    // Points to pixels at 36 dpi (half a point per pixel), y counted from the top.
+    let inside = |x: usize, y: usize| {
+        let (px, py) = (x as f64 * 2.0, (height - 1 - y) as f64 * 2.0);
+        px >= rect[0] - 2.0 && px <= rect[2] + 2.0 && py >= rect[1] - 2.0 && py <= rect[3] + 2.0
+    };
+    let mut changed_inside = 0;
+    for y in 0..height {
+        for x in 0..width {
+            let at = y * width + x;
+            if before[at] != after[at] {
+                assert!(
+                    inside(x, y),
+                    "page 2 changed outside the box at pixel ({x}, {y})"
+                );
+                changed_inside += 1;
+            }
+        }
+    }
+    // The box is 125 by 35 pixels: its fill, frame and text change most of it.
+    assert!(changed_inside > 2000, "only {changed_inside} pixels drawn");
+    for page in [1, 3] {
+        assert_eq!(
+            render(&tsa, &plain_path, page),
+            render(&tsa, &signed_path, page)
+        );
+    }
+}
+
 on_both_backends!(
     levels_are_judged_by_pyhanko,
-    bad_pdfs_get_a_specific_problem
+    bad_pdfs_get_a_specific_problem,
+    visible_signature_is_drawn_where_asked
 );
 
 /// The instance's own keys on a SoftHSM2 token too, and a P-384 card (ECDSA with

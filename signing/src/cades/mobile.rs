@@ -91,6 +91,7 @@ impl Signatures {
                     document: DocumentInput::Bytes(request.document),
                     level: request.level,
                     format: request.format,
+                    visible: None,
                 },
             )
             .await?;

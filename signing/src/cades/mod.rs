@@ -134,6 +134,49 @@ pub struct PrepareRequest {
     pub level: Level,
     /// CAdES or PAdES (which needs the document's bytes, a PDF).
     pub format: Format,
+    /// For PAdES, where a visible signature goes (invisible without).
+    pub visible: Option<VisiblePlacement>,
+}
+
+/// Where a visible PAdES signature goes; the service writes in it who signed and when.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VisiblePlacement {
+    /// The page, counted from 1.
+    pub page: usize,
+    /// `[x1, y1, x2, y2]` in points from the page's lower left corner.
+    pub rect: [f64; 4],
+}
+
+/// X.520 serialNumber: the signer's identifier (ETSI semantics, `PNOTT-…`).
+const SERIAL_NUMBER: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("2.5.4.5");
+
+/// The lines a visible signature shows: the signer's name and identifier from the
+/// certificate's subject, and the signing time.
+fn appearance_lines(certificate: &Certificate, at: OffsetDateTime) -> Vec<String> {
+    let subject = certificate.tbs_certificate().subject();
+    let name = subject
+        .common_name()
+        .ok()
+        .flatten()
+        .map(|n| n.value().into_owned())
+        .unwrap_or_else(|| subject.to_string());
+    let serial_number = subject
+        .by_oid::<x509_cert::ext::pkix::name::DirectoryString>(SERIAL_NUMBER)
+        .ok()
+        .flatten()
+        .map(|n| n.value().into_owned());
+    let mut lines = vec![format!("Digitally signed by {name}")];
+    lines.extend(serial_number);
+    lines.push(format!(
+        "Date: {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    ));
+    lines
 }
 
 /// A prepared signature: what the signer's token must sign.
@@ -310,6 +353,16 @@ impl Signatures {
             SignatureError::UnsupportedAlgorithm(format!("no digest for {scheme}"))
         })?;
         let mut pdf_details = None;
+        if request.visible.is_some() && request.format != Format::Pades {
+            return Err(SignatureError::BadRequest(
+                "a visible signature is drawn in a PDF: it needs format pades".into(),
+            ));
+        }
+        let appearance = request.visible.map(|placement| pades::Appearance {
+            page: placement.page,
+            rect: placement.rect,
+            lines: appearance_lines(&certificate, now.to_offset(time::UtcOffset::UTC)),
+        });
         let (document_digest, signing_time, prepared_document) = match (
             request.format,
             request.document,
@@ -331,7 +384,8 @@ impl Signatures {
                 let reserved = pades::reserved_len(certificates_len, request.level != Level::B);
                 // Parsing and hashing a PDF of many megabytes is CPU work: off the executor.
                 let (prepared, digest, original_sha256) = tokio::task::spawn_blocking(move || {
-                    let prepared = pades::signature::prepare(&pdf, now, reserved)?;
+                    let prepared =
+                        pades::signature::prepare(&pdf, now, reserved, appearance.as_ref())?;
                     let digest = pades::byte_range_digest(
                         digest_algorithm,
                         &prepared.bytes,
@@ -342,6 +396,7 @@ impl Signatures {
                 .await
                 .map_err(|e| SignatureError::Task(format!("preparing the PDF: {e}")))??;
                 pdf_details = Some(serde_json::json!({
+                    "visible": request.visible.map(|v| serde_json::json!({ "page": v.page, "rect": v.rect })),
                     "pdf_sha256": original_sha256,
                     "prepared_pdf_sha256": hex::encode(Sha256::digest(&prepared.bytes)),
                     "byte_range": prepared.placeholder.byte_range(prepared.bytes.len()),

@@ -182,7 +182,7 @@ impl Revision<'_> {
             .map_err(|_| PdfError::Malformed("the catalog is not a dictionary".into()))
     }
 
-    /// The first page, where the signature's widget goes.
+    /// The first page, where an invisible signature's widget goes.
     pub(super) fn first_page(&self) -> Result<(ObjectId, &Dictionary), PdfError> {
         let id = self
             .document
@@ -194,6 +194,54 @@ impl Revision<'_> {
             .get_dictionary(id)
             .map_err(|_| PdfError::Malformed("the first page is not a dictionary".into()))?;
         Ok((id, page))
+    }
+
+    /// Page `number` (from 1), for a visible signature.
+    pub(super) fn page(&self, number: usize) -> Result<(ObjectId, &Dictionary), PdfError> {
+        let id = number
+            .checked_sub(1)
+            .and_then(|index| self.document.page_iter().nth(index))
+            .ok_or_else(|| {
+                PdfError::BadAppearance(format!(
+                    "the PDF has {} page(s); there is no page {number}",
+                    self.document.page_iter().count()
+                ))
+            })?;
+        let page = self
+            .document
+            .get_dictionary(id)
+            .map_err(|_| PdfError::Malformed(format!("page {number} is not a dictionary")))?;
+        Ok((id, page))
+    }
+
+    /// A page's /MediaBox, inherited from its ancestors when it has none (§7.7.3.4).
+    pub(super) fn media_box(&self, page: &Dictionary) -> Result<[f64; 4], PdfError> {
+        let mut node = page;
+        // The page tree's depth bounds the walk; a cycle would not end otherwise.
+        for _ in 0..64 {
+            if let Ok(value) = node.get(b"MediaBox") {
+                let numbers = self
+                    .array(value, "a /MediaBox")?
+                    .iter()
+                    .map(|n| match n {
+                        Object::Integer(i) => Some(*i as f64),
+                        Object::Real(r) => Some(f64::from(*r)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<f64>>>();
+                return match numbers.as_deref() {
+                    Some(&[x1, y1, x2, y2]) => Ok([x1, y1, x2, y2]),
+                    _ => Err(PdfError::Malformed(
+                        "a /MediaBox is not four numbers".into(),
+                    )),
+                };
+            }
+            match node.get(b"Parent") {
+                Ok(parent) => node = self.dictionary(parent, "a page's /Parent")?,
+                Err(_) => break,
+            }
+        }
+        Err(PdfError::Malformed("a page has no /MediaBox".into()))
     }
 
     /// ISO 32000-1 §12.8.2.2: a certification signature whose DocMDP transform has

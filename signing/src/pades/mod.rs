@@ -1,16 +1,18 @@
 //! PAdES baseline signatures (ETSI EN 319 142-1: B-B, B-T, B-LT) on PDFs, by
 //! incremental update, in the same two steps as CAdES (see [`crate::cades`]):
 //!
-//! 1. prepare: [`signature::prepare`] appends a revision with an invisible signature
-//!    field and a zeroed /Contents placeholder; the digest over its ByteRange becomes
-//!    the message-digest of signed attributes that carry no signing-time (the time is
-//!    the dictionary's /M). The prepared PDF is stored with the pending signature.
+//! 1. prepare: [`signature::prepare`] appends a revision with a signature field
+//!    (invisible, or visible with an [`Appearance`]) and a zeroed /Contents
+//!    placeholder; the digest over its ByteRange becomes the message-digest of signed
+//!    attributes that carry no signing-time (the time is the dictionary's /M). The
+//!    prepared PDF is stored with the pending signature.
 //! 2. finalize: the CMS (signature time-stamp for B-T and B-LT) goes into the
 //!    placeholder ([`signature::embed`]); for B-LT [`dss::add`] appends a second
 //!    revision with the validation data.
 //!
 //! Pure code: no database, no network, no clock reads.
 
+pub mod appearance;
 mod document;
 pub mod dss;
 pub mod embedded;
@@ -20,6 +22,7 @@ mod update;
 
 use crate::{PdfError, cades::build::DigestAlgorithm};
 
+pub use appearance::Appearance;
 pub use dss::ValidationMaterial;
 pub use signature::{Placeholder, PreparedPdf};
 

@@ -1,6 +1,7 @@
-//! The signature revision (ETSI EN 319 142-1 §5.3, ISO 32000-1 §12.8): an invisible
-//! signature field whose widget sits on the first page, listed in the AcroForm (made
-//! when absent; /SigFlags 3), and a signature dictionary with /SubFilter
+//! The signature revision (ETSI EN 319 142-1 §5.3, ISO 32000-1 §12.8): a signature
+//! field whose widget sits on the first page (invisible) or in a box on a chosen page
+//! with an appearance (visible), listed in the AcroForm (made when absent; /SigFlags
+//! 3), and a signature dictionary with /SubFilter
 //! /ETSI.CAdES.detached, /M, a /ByteRange and a zero-filled /Contents placeholder.
 //! The CMS is later written into the placeholder without moving a byte, so the digest
 //! over the ByteRange taken now is the one the CMS signs.
@@ -8,7 +9,7 @@
 use lopdf::{Dictionary, Object, ObjectId, StringFormat};
 use time::OffsetDateTime;
 
-use super::{document, syntax, update::Update};
+use super::{appearance::Appearance, document, syntax, update::Update};
 use crate::PdfError;
 
 /// Width of each ByteRange number in the placeholder: 10 digits cover files up to
@@ -52,11 +53,12 @@ impl Placeholder {
 
 /// Adds an unsigned signature field with room for `reserved` octets of CMS to
 /// `original`, signed at `signing_time` (the /M entry: PAdES keeps the time out of the
-/// CMS).
+/// CMS); visible where `appearance` says, invisible without one.
 pub fn prepare(
     original: &[u8],
     signing_time: OffsetDateTime,
     reserved: usize,
+    appearance: Option<&Appearance>,
 ) -> Result<PreparedPdf, PdfError> {
     let revision = document::read(original)?;
     let mut update = Update::new(&revision);
@@ -64,7 +66,30 @@ pub fn prepare(
     let field_id = update.allocate();
 
     let catalog = revision.catalog()?.clone();
-    let (page_id, page) = revision.first_page()?;
+    let (page_id, page) = match appearance {
+        Some(appearance) => revision.page(appearance.page)?,
+        None => revision.first_page()?,
+    };
+    // A visible widget: its box on the page, and the appearance viewers draw in it.
+    let visible = match appearance {
+        Some(appearance) => {
+            let rect = appearance.placed(revision.media_box(page)?)?;
+            let font_id = update.allocate();
+            let stream_id = update.allocate();
+            update.put(font_id, &Object::Dictionary(super::appearance::font()))?;
+            update.put_raw(
+                stream_id,
+                super::appearance::stream(
+                    rect[2] - rect[0],
+                    rect[3] - rect[1],
+                    &appearance.lines,
+                    font_id,
+                ),
+            );
+            Some((rect, stream_id))
+        }
+        None => None,
+    };
     let mut page = page.clone();
 
     // The AcroForm: extended where it is (its own object, or inside the catalog),
@@ -105,8 +130,8 @@ pub fn prepare(
     annotations.push(Object::Reference(field_id));
     page.set("Annots", Object::Array(annotations));
 
-    // The field and its widget in one dictionary (§12.5.2): invisible (empty /Rect),
-    // printable and locked (/F 132).
+    // The field and its widget in one dictionary (§12.5.2): invisible (empty /Rect)
+    // or in its box with a normal appearance; printable and locked (/F 132).
     let mut field = Dictionary::new();
     field.set("Type", Object::Name(b"Annot".to_vec()));
     field.set("Subtype", Object::Name(b"Widget".to_vec()));
@@ -117,10 +142,21 @@ pub fn prepare(
     );
     field.set("V", Object::Reference(signature_id));
     field.set("F", Object::Integer(132));
-    field.set(
-        "Rect",
-        Object::Array(vec![0.into(), 0.into(), 0.into(), 0.into()]),
-    );
+    match visible {
+        Some((rect, stream_id)) => {
+            field.set(
+                "Rect",
+                Object::Array(rect.iter().map(|v| Object::Real(*v as f32)).collect()),
+            );
+            let mut states = Dictionary::new();
+            states.set("N", Object::Reference(stream_id));
+            field.set("AP", Object::Dictionary(states));
+        }
+        None => field.set(
+            "Rect",
+            Object::Array(vec![0.into(), 0.into(), 0.into(), 0.into()]),
+        ),
+    }
     field.set("P", Object::Reference(page_id));
     update.put(field_id, &Object::Dictionary(field))?;
     update.put(page_id, &Object::Dictionary(page))?;

@@ -52,7 +52,7 @@ fn every_sample_gets_an_invisible_field_by_incremental_update() {
                 xref_stream,
                 ..Sample::default()
             });
-            let prepared = signature::prepare(&original, AT, 6000).unwrap();
+            let prepared = signature::prepare(&original, AT, 6000, None).unwrap();
             let context = format!("{form:?}, xref stream {xref_stream}");
             assert!(prepared.bytes.starts_with(&original), "{context}");
             let appended = &prepared.bytes[original.len()..];
@@ -134,7 +134,7 @@ fn the_cms_fills_the_placeholder_and_the_dss_follows() {
             xref_stream,
             ..Sample::default()
         });
-        let prepared = signature::prepare(&original, AT, 100).unwrap();
+        let prepared = signature::prepare(&original, AT, 100, None).unwrap();
         let cms = vec![0x30, 0x03, 0x02, 0x01, 0x07];
         let (signed, contents) = signature::embed(&prepared.bytes, &cms).unwrap();
         assert_eq!(signed.len(), prepared.bytes.len());
@@ -212,9 +212,9 @@ fn the_cms_fills_the_placeholder_and_the_dss_follows() {
 #[test]
 fn a_signed_pdf_can_be_signed_again() {
     let original = sample(&Sample::default());
-    let prepared = signature::prepare(&original, AT, 100).unwrap();
+    let prepared = signature::prepare(&original, AT, 100, None).unwrap();
     let (signed, _) = signature::embed(&prepared.bytes, &[0x05, 0x00]).unwrap();
-    let again = signature::prepare(&signed, AT, 100).unwrap();
+    let again = signature::prepare(&signed, AT, 100, None).unwrap();
     assert!(again.bytes.starts_with(&signed));
     let document = reread(&again.bytes);
     let catalog = document.catalog().unwrap();
@@ -239,7 +239,7 @@ fn a_signed_pdf_can_be_signed_again() {
 
 #[test]
 fn a_cms_larger_than_reserved_is_refused() {
-    let prepared = signature::prepare(&sample(&Sample::default()), AT, 10).unwrap();
+    let prepared = signature::prepare(&sample(&Sample::default()), AT, 10, None).unwrap();
     let error = signature::embed(&prepared.bytes, &[0u8; 11]).unwrap_err();
     assert!(matches!(
         error,
@@ -253,7 +253,7 @@ fn a_cms_larger_than_reserved_is_refused() {
 
 #[test]
 fn bad_input_gets_its_own_error() {
-    let refuse = |bytes: &[u8]| signature::prepare(bytes, AT, 100).unwrap_err();
+    let refuse = |bytes: &[u8]| signature::prepare(bytes, AT, 100, None).unwrap_err();
     assert!(matches!(refuse(b"GIF89a not a pdf"), PdfError::NotPdf(_)));
     assert!(matches!(refuse(b""), PdfError::NotPdf(_)));
 
@@ -292,5 +292,5 @@ fn bad_input_gets_its_own_error() {
         certified: Some(2),
         ..Sample::default()
     });
-    assert!(signature::prepare(&fillable, AT, 100).is_ok());
+    assert!(signature::prepare(&fillable, AT, 100, None).is_ok());
 }
