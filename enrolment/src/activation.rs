@@ -219,12 +219,11 @@ impl Enrolment {
         let Some(reader) = self.reader().cloned() else {
             return Ok(Vec::new());
         };
-        let cards = tokio::task::spawn_blocking(move || reader.reader.cards())
+        let cards = tokio::task::spawn_blocking(move || reader.reader.blank_cards())
             .await
             .map_err(blocking_error)??;
         Ok(cards
             .into_iter()
-            .filter(|c| c.state == CardState::Blank)
             .map(|c| c.id.as_str().to_owned())
             .collect())
     }

@@ -356,6 +356,26 @@ impl CardReader {
     /// A token whose other half is missing, or whose label two tokens share, is left
     /// out (and logged); [`CardReader::card`] says what is wrong with it.
     pub fn cards(&self) -> Result<Vec<CardInfo>, HsmError> {
+        self.cards_where(|_| true)
+    }
+
+    /// The blank cards in the reader, as [`CardReader::cards`] lists them. A card with
+    /// a user PIN set on either token is passed over on its token information alone:
+    /// reading every object of every token is what makes the full listing slow, and a
+    /// desk only offers the blank ones.
+    pub fn blank_cards(&self) -> Result<Vec<CardInfo>, HsmError> {
+        Ok(self
+            .cards_where(|tokens| tokens.iter().all(|t| !t.user_pin_initialised()))?
+            .into_iter()
+            .filter(|card| card.state == CardState::Blank)
+            .collect())
+    }
+
+    /// The cards whose two tokens pass `candidate`, read in full.
+    fn cards_where(
+        &self,
+        candidate: impl Fn(&[&TokenEntry; 2]) -> bool,
+    ) -> Result<Vec<CardInfo>, HsmError> {
         let _one_at_a_time = administering()?;
         let mut halves: BTreeMap<CardId, Vec<(TokenKind, TokenEntry)>> = BTreeMap::new();
         for entry in self.module.tokens()? {
@@ -368,6 +388,7 @@ impl CardReader {
             let pin1: Vec<&TokenEntry> = of_kind(&tokens, TokenKind::Pin1);
             let pin2: Vec<&TokenEntry> = of_kind(&tokens, TokenKind::Pin2);
             match (pin1.as_slice(), pin2.as_slice()) {
+                ([pin1, ..], [pin2, ..]) if !candidate(&[pin1, pin2]) => {}
                 ([pin1], [pin2]) => cards.push(self.info(id, pin1, pin2)?),
                 _ => tracing::warn!(
                     card = %id,

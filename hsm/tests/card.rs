@@ -156,11 +156,21 @@ fn blank_card_is_personalised_used_and_finished() {
     assert!(!card.pin1.user_pin_initialised && !card.pin2.user_pin_initialised);
     let listed = reader.cards().unwrap();
     assert_eq!(listed.iter().filter(|c| c.id == id).count(), 1);
+    let blank = |reader: &CardReader| {
+        reader
+            .blank_cards()
+            .unwrap()
+            .iter()
+            .any(|c| c.id == id && c.state == CardState::Blank)
+    };
+    assert!(blank(&reader));
 
     let personalised = reader
         .personalise(&id, &secret(TRANSPORT), &pins(), KeySpec::EcP256)
         .unwrap();
     assert_eq!(personalised.card.state, CardState::Personalising);
+    // Half-made and finished cards are no blank cards.
+    assert!(!blank(&reader));
     assert_eq!(personalised.card.pin1.keys, [CITIZEN_AUTHENTICATION_LABEL]);
     assert_eq!(personalised.card.pin2.keys, [CITIZEN_SIGNING_LABEL]);
     let authentication = &personalised.authentication;

@@ -68,6 +68,12 @@ pub(crate) struct TokenEntry {
 }
 
 impl TokenEntry {
+    /// Whether the token reports its user PIN set (from the token information alone,
+    /// without a session): a token that has one is not blank.
+    pub(crate) fn user_pin_initialised(&self) -> bool {
+        self.info.user_pin_initialized()
+    }
+
     /// The token's label, trailing blanks removed.
     pub(crate) fn label(&self) -> &str {
         self.info.label().trim_end()
