@@ -458,6 +458,20 @@ struct Step<'a> {
     supervisor_id: Option<&'a str>,
 }
 
+/// Changes a certificate's status at the CA (`serial`, `change`, `actor`), taking a
+/// refusal that says `done` (the change was made already) as success: for steps that
+/// are repeated after an interruption.
+async fn change_unless(
+    issuer: &dyn crate::CertificateIssuer,
+    (serial, change, actor): (&str, &str, &str),
+    done: &str,
+) -> Result<(), EnrolmentError> {
+    match issuer.change_status(serial, change, actor).await {
+        Err(PortError::Refused(m)) if m.contains(done) => Ok(()),
+        other => other.map_err(port),
+    }
+}
+
 fn port(e: PortError) -> EnrolmentError {
     match e {
         PortError::Refused(m) => EnrolmentError::Conflict(format!("the CA refused: {m}")),
@@ -945,14 +959,12 @@ impl Enrolment {
         let (serials, reason) = self.retired(step_id).await?;
         let issuer = self.issuer()?;
         for serial in &serials {
-            issuer
-                .change_status(serial, reason.revocation(), &session.actor())
-                .await
-                .or_else(|e| match e {
-                    PortError::Refused(m) if m.contains("already revoked") => Ok(()),
-                    other => Err(other),
-                })
-                .map_err(port)?;
+            change_unless(
+                issuer.as_ref(),
+                (serial, reason.revocation(), &session.actor()),
+                "already revoked",
+            )
+            .await?;
         }
         if application.status == ApplicationStatus::Suspended {
             let held: Vec<String> = issuer
@@ -991,14 +1003,12 @@ impl Enrolment {
         }
         let issuer = self.issuer()?;
         for serial in &serials {
-            issuer
-                .change_status(serial, "resume", &session.actor())
-                .await
-                .or_else(|e| match e {
-                    PortError::Refused(m) if m.contains("not suspended") => Ok(()),
-                    other => Err(other),
-                })
-                .map_err(port)?;
+            change_unless(
+                issuer.as_ref(),
+                (serial, "resume", &session.actor()),
+                "not suspended",
+            )
+            .await?;
         }
         Ok(())
     }

@@ -132,8 +132,24 @@ fn self_signed_certificate_is_accepted_by_openssl(backend: Backend) {
     }
 }
 
-fn certificate_is_stored_beside_its_key(backend: Backend) {
+/// A self-signed certificate (DER) for the signer's key.
+fn self_signed(signer: &KeySigner, serial: u64) -> Vec<u8> {
     use der::Encode;
+    let subject = Name::from_str("CN=eid stored certificate,O=eid tests,C=EE").unwrap();
+    CertificateBuilder::new(
+        Root::new(false, subject).unwrap(),
+        SerialNumber::from(serial),
+        Validity::from_now(Duration::from_secs(3600)).unwrap(),
+        SubjectPublicKeyInfo::from_key(signer.public_key()).unwrap(),
+    )
+    .unwrap()
+    .build::<_, eid_hsm::Signature>(signer)
+    .unwrap()
+    .to_der()
+    .unwrap()
+}
+
+fn certificate_is_stored_beside_its_key(backend: Backend) {
     let t = backend.open();
     let name = backend.name();
     for l in ["cert-key", "other-key"] {
@@ -142,21 +158,7 @@ fn certificate_is_stored_beside_its_key(backend: Backend) {
             .unwrap();
     }
     let signer = t.store.signer(&label("cert-key"), None).unwrap();
-    let certificate = |serial: u64| {
-        let subject = Name::from_str("CN=eid stored certificate,O=eid tests,C=EE").unwrap();
-        CertificateBuilder::new(
-            Root::new(false, subject).unwrap(),
-            SerialNumber::from(serial),
-            Validity::from_now(Duration::from_secs(3600)).unwrap(),
-            SubjectPublicKeyInfo::from_key(signer.public_key()).unwrap(),
-        )
-        .unwrap()
-        .build::<_, eid_hsm::Signature>(&signer)
-        .unwrap()
-        .to_der()
-        .unwrap()
-    };
-    let (first, renewed) = (certificate(1), certificate(2));
+    let (first, renewed) = (self_signed(&signer, 1), self_signed(&signer, 2));
     assert_eq!(
         t.store.certificate(&label("cert-key")).unwrap(),
         None,
@@ -203,7 +205,6 @@ fn certificate_is_stored_beside_its_key(backend: Backend) {
 }
 
 fn destroyed_key_is_gone_with_its_certificate(backend: Backend) {
-    use der::Encode;
     let t = backend.open();
     let name = backend.name();
     for l in ["doomed", "kept"] {
@@ -213,21 +214,7 @@ fn destroyed_key_is_gone_with_its_certificate(backend: Backend) {
     }
     // A signer resolved before the key is destroyed: its handle must not outlive it.
     let signer = t.store.signer(&label("doomed"), None).unwrap();
-    let certificate = CertificateBuilder::new(
-        Root::new(
-            false,
-            Name::from_str("CN=eid doomed key,O=eid tests,C=EE").unwrap(),
-        )
-        .unwrap(),
-        SerialNumber::from(7u32),
-        Validity::from_now(Duration::from_secs(3600)).unwrap(),
-        SubjectPublicKeyInfo::from_key(signer.public_key()).unwrap(),
-    )
-    .unwrap()
-    .build::<_, eid_hsm::Signature>(&signer)
-    .unwrap()
-    .to_der()
-    .unwrap();
+    let certificate = self_signed(&signer, 7);
     t.store
         .store_certificate(&label("doomed"), &certificate)
         .unwrap();

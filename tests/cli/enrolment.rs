@@ -192,6 +192,51 @@ async fn record_document(browser: &Browser, kind: &str, number: &str, expiry: &s
     browser.click_and_wait("#record-document").await;
 }
 
+/// openssl judges a citizen's certificate: `verify -x509_strict` up to the exported
+/// root (`dir/pki`) through the issuing CA `issuer`, and, given a national id, the
+/// subject's serialNumber in the ETSI form naming that citizen.
+fn assert_citizen_certificate(dir: &Path, issuer: &str, pem: &Path, national_id: Option<&str>) {
+    let pki = dir.join("pki");
+    let verified = judge(
+        "openssl",
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &pki.join("root.pem").display().to_string(),
+            "-untrusted",
+            &pki.join(format!("{issuer}.pem")).display().to_string(),
+            &pem.display().to_string(),
+        ],
+    );
+    assert!(
+        text(&verified.stdout).contains(": OK"),
+        "{}: {}{}",
+        pem.display(),
+        text(&verified.stdout),
+        text(&verified.stderr)
+    );
+    if let Some(national_id) = national_id {
+        let subject = text(
+            &judge(
+                "openssl",
+                &[
+                    "x509",
+                    "-in",
+                    &pem.display().to_string(),
+                    "-noout",
+                    "-subject",
+                ],
+            )
+            .stdout,
+        );
+        assert!(
+            subject.contains(&format!("PNOTT-{national_id}")),
+            "{subject}"
+        );
+    }
+}
+
 on_both_backends!(desk_journey_activates_a_card_that_logs_in);
 
 async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
@@ -544,41 +589,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
             ],
         );
         assert!(converted.status.success(), "{}", text(&converted.stderr));
-        let verified = judge(
-            "openssl",
-            &[
-                "verify",
-                "-x509_strict",
-                "-CAfile",
-                &pki.join("root.pem").display().to_string(),
-                "-untrusted",
-                &pki.join(format!("{ca}.pem")).display().to_string(),
-                &pem.display().to_string(),
-            ],
-        );
-        assert!(
-            text(&verified.stdout).contains(": OK"),
-            "{}{}",
-            text(&verified.stdout),
-            text(&verified.stderr)
-        );
-        let subject = text(
-            &judge(
-                "openssl",
-                &[
-                    "x509",
-                    "-in",
-                    &pem.display().to_string(),
-                    "-noout",
-                    "-subject",
-                ],
-            )
-            .stdout,
-        );
-        assert!(
-            subject.contains(&format!("PNOTT-{national_id}")),
-            "{subject}"
-        );
+        assert_citizen_certificate(&dir, ca, &pem, Some(&national_id));
         // The key on the card signs, and openssl verifies it with the certificate.
         let data = dir.join("data.txt");
         std::fs::write(&data, b"signed on the card").unwrap();

@@ -167,15 +167,12 @@ fn appearance_lines(certificate: &Certificate, at: OffsetDateTime) -> Vec<String
         .map(|n| n.value().into_owned());
     let mut lines = vec![format!("Digitally signed by {name}")];
     lines.extend(serial_number);
-    lines.push(format!(
-        "Date: {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    ));
+    let date = at
+        .format(time::macros::format_description!(
+            "Date: [year]-[month]-[day] [hour]:[minute]:[second] UTC"
+        ))
+        .unwrap_or_default();
+    lines.push(date);
     lines
 }
 

@@ -422,7 +422,6 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
         );
     }
     // The new card's certificates verify up to the root and are good at the responder.
-    let pki = dir.join("pki");
     let new_auth = card_certificate(
         setup,
         dir,
@@ -441,39 +440,8 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
         ("citizen-auth-ca", &new_auth),
         ("citizen-sign-ca", &new_sign),
     ] {
-        let verified = judge(
-            "openssl",
-            &[
-                "verify",
-                "-x509_strict",
-                "-CAfile",
-                &pki.join("root.pem").display().to_string(),
-                "-untrusted",
-                &pki.join(format!("{issuer}.pem")).display().to_string(),
-                &leaf.display().to_string(),
-            ],
-        );
-        assert!(
-            text(&verified.stdout).contains(": OK"),
-            "{}{}",
-            text(&verified.stdout),
-            text(&verified.stderr)
-        );
+        super::assert_citizen_certificate(dir, issuer, leaf, Some(national_id));
         assert!(ocsp(setup, dir, issuer, leaf).starts_with("good"));
-        let subject = text(
-            &judge(
-                "openssl",
-                &[
-                    "x509",
-                    "-in",
-                    &leaf.display().to_string(),
-                    "-noout",
-                    "-subject",
-                ],
-            )
-            .stdout,
-        );
-        assert!(subject.contains(national_id), "{subject}");
     }
     // Sealed again for the new card, naming the record it supersedes.
     let verified = setup

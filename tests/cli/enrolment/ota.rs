@@ -9,7 +9,7 @@ use eid_tests::mrz::{td1, td3};
 use serde_json::Value;
 
 use super::{
-    super::{Eid, browser::Browser, ca::judge, text},
+    super::{Eid, browser::Browser, text},
     Setup, record_document,
 };
 
@@ -105,7 +105,6 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
 
     // The certificates on the SIM, judged by openssl against the exported hierarchy.
     let dir = eid.dir.path();
-    let pki = dir.join("pki");
     for (token, pin, label, ca) in [
         (
             "SIM-OTA-1 (PIN1)",
@@ -121,25 +120,7 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
         ),
     ] {
         let pem = super::lifecycle::card_certificate(setup, dir, token, pin, label);
-        let pem_path = pem.display().to_string();
-        let verified = judge(
-            "openssl",
-            &[
-                "verify",
-                "-x509_strict",
-                "-CAfile",
-                &pki.join("root.pem").display().to_string(),
-                "-untrusted",
-                &pki.join(format!("{ca}.pem")).display().to_string(),
-                &pem_path,
-            ],
-        );
-        assert!(
-            text(&verified.stdout).contains(": OK"),
-            "{label}: {}{}",
-            text(&verified.stdout),
-            text(&verified.stderr)
-        );
+        super::assert_citizen_certificate(dir, ca, &pem, None);
     }
 
     // Active now: a further SIM over the air is refused.

@@ -14,9 +14,9 @@ use serde_json::json;
 
 use super::{
     SERVICE_PIN, SERVICE_TOKEN,
-    lifecycle::{Journey, POST_FORM, ocsp},
+    lifecycle::{Journey, POST_FORM, card_certificate, ocsp},
 };
-use crate::{ca::judge, text};
+use crate::text;
 
 const REMOTE_PIN: &str = "58213";
 
@@ -66,38 +66,13 @@ fn service_objects(journey: &Journey<'_>) -> String {
 
 /// Reads a credential's certificate off the service token, as PEM.
 fn certificate(journey: &Journey<'_>, credential: &str) -> PathBuf {
-    let dir = journey.eid.dir.path();
-    let der = dir.join(format!("{credential}.der"));
-    journey.setup.pkcs11_tool(
+    card_certificate(
+        journey.setup,
+        journey.eid.dir.path(),
         SERVICE_TOKEN,
-        &[
-            "--login",
-            "--pin",
-            SERVICE_PIN,
-            "--read-object",
-            "--type",
-            "cert",
-            "--label",
-            credential,
-            "--output-file",
-            &der.display().to_string(),
-        ],
-    );
-    let pem = der.with_extension("pem");
-    let converted = judge(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            &der.display().to_string(),
-            "-out",
-            &pem.display().to_string(),
-        ],
-    );
-    assert!(converted.status.success(), "{}", text(&converted.stderr));
-    pem
+        SERVICE_PIN,
+        credential,
+    )
 }
 
 /// Creates, judges and withdraws a credential, then creates the one the lifecycle
@@ -137,51 +112,32 @@ pub(super) async fn desk_creates_remote_credentials(journey: &Journey<'_>) -> Pa
     assert!(first.starts_with("csc-"), "{first}");
     let objects = service_objects(journey);
     assert!(objects.contains(first.as_str()), "{objects}");
-    let key_entry = objects
-        .split("Private Key Object")
-        .find(|entry| entry.contains(first.as_str()))
+    // pkcs11-tool lists one object a block: a header line, then indented attributes.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in objects.lines() {
+        match blocks.last_mut() {
+            Some(block) if line.starts_with(char::is_whitespace) => {
+                block.push('\n');
+                block.push_str(line);
+            }
+            _ => blocks.push(line.to_owned()),
+        }
+    }
+    let key_entry = blocks
+        .iter()
+        .find(|block| {
+            block.starts_with("Private Key Object")
+                && block
+                    .lines()
+                    .any(|l| l.trim() == format!("label:      {first}"))
+        })
         .unwrap_or_else(|| panic!("no private key {first} in {objects}"));
     assert!(
         key_entry.contains("never extractable") && key_entry.contains("sensitive"),
         "{key_entry}"
     );
     let first_pem = certificate(journey, first);
-    let pki = dir.join("pki");
-    let verified = judge(
-        "openssl",
-        &[
-            "verify",
-            "-x509_strict",
-            "-CAfile",
-            &pki.join("root.pem").display().to_string(),
-            "-untrusted",
-            &pki.join("citizen-sign-ca.pem").display().to_string(),
-            &first_pem.display().to_string(),
-        ],
-    );
-    assert!(
-        text(&verified.stdout).contains(": OK"),
-        "{}{}",
-        text(&verified.stdout),
-        text(&verified.stderr)
-    );
-    let subject = text(
-        &judge(
-            "openssl",
-            &[
-                "x509",
-                "-in",
-                &first_pem.display().to_string(),
-                "-noout",
-                "-subject",
-            ],
-        )
-        .stdout,
-    );
-    assert!(
-        subject.contains(&format!("PNOTT-{national_id}")),
-        "{subject}"
-    );
+    super::assert_citizen_certificate(dir, "citizen-sign-ca", &first_pem, Some(national_id));
     assert!(ocsp(setup, dir, "citizen-sign-ca", &first_pem).starts_with("good"));
     // The receipt names the credential; the record, sealed again, verifies.
     browser.click_and_wait("#receipt").await;

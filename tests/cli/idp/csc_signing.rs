@@ -218,18 +218,21 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify.stdout));
     // pkcs11-tool sees the key and the certificate on the token, under the credential id.
-    let objects = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &instance.token.conf)
-        .args([
-            "--module",
-            &instance.token.module,
-            "--token-label",
-            "eid-service",
-        ])
-        .args(["--login", "--pin", "246810", "--list-objects"])
-        .output()
-        .unwrap();
-    let listing = text(&objects.stdout);
+    let token_objects = || {
+        let objects = std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &instance.token.conf)
+            .args([
+                "--module",
+                &instance.token.module,
+                "--token-label",
+                "eid-service",
+            ])
+            .args(["--login", "--pin", "246810", "--list-objects"])
+            .output()
+            .unwrap();
+        text(&objects.stdout)
+    };
+    let listing = token_objects();
     assert!(
         listing.matches(&credential).count() >= 3,
         "private key, public key and certificate of {credential}: {listing}"
@@ -802,18 +805,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     )
     .await;
     assert_refused(status, &answer, 403, "access_denied", "disabled");
-    let objects = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &instance.token.conf)
-        .args([
-            "--module",
-            &instance.token.module,
-            "--token-label",
-            "eid-service",
-        ])
-        .args(["--login", "--pin", "246810", "--list-objects"])
-        .output()
-        .unwrap();
-    let listing = text(&objects.stdout);
+    let listing = token_objects();
     assert!(!listing.contains(&credential), "{listing}");
 
     // A token revoked at the provider (RFC 7009) is refused at once, not at expiry.
