@@ -224,6 +224,15 @@ fn first_page() -> usize {
     1
 }
 
+impl VisibleBody {
+    fn placement(self) -> VisiblePlacement {
+        VisiblePlacement {
+            page: self.page,
+            rect: self.rect,
+        }
+    }
+}
+
 async fn prepare(
     State(signatures): State<Signatures>,
     headers: HeaderMap,
@@ -252,10 +261,7 @@ async fn prepare(
                 document,
                 level,
                 format,
-                visible: body.visible_signature.map(|v| VisiblePlacement {
-                    page: v.page,
-                    rect: v.rect,
-                }),
+                visible: body.visible_signature.map(VisibleBody::placement),
             },
         )
         .await?;
@@ -358,6 +364,8 @@ struct MobileBody {
     format: Option<String>,
     /// Shown on the phone (GSM-7, at most 40 characters).
     display_text: Option<String>,
+    /// PAdES: a visible signature, as for `prepare`.
+    visible_signature: Option<VisibleBody>,
 }
 
 fn level_and_format(
@@ -400,6 +408,7 @@ async fn mobile_start(
                 format,
                 level,
                 display_text: body.display_text,
+                visible: body.visible_signature.map(VisibleBody::placement),
             },
         )
         .await?;

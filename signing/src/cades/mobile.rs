@@ -33,6 +33,8 @@ pub struct MobileSignRequest {
     pub level: Level,
     /// Shown on the phone (GSM-7, at most 40 characters).
     pub display_text: Option<String>,
+    /// For PAdES, where a visible signature goes (invisible without).
+    pub visible: Option<super::VisiblePlacement>,
 }
 
 /// A signature waiting for the citizen's PIN2.
@@ -91,7 +93,7 @@ impl Signatures {
                     document: DocumentInput::Bytes(request.document),
                     level: request.level,
                     format: request.format,
-                    visible: None,
+                    visible: request.visible,
                 },
             )
             .await?;

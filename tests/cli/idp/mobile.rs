@@ -864,7 +864,8 @@ async fn signature_api(
     answer_of(request).await
 }
 
-/// The request to sign `pdf` at B-LT with the SIM of `phone`.
+/// The request to sign `pdf` at B-LT with the SIM of `phone`, visibly, in the lower
+/// left corner of page 1.
 fn mobile_signature(phone: &str, national_id: &str, pdf: &[u8]) -> Value {
     use base64ct::{Base64, Encoding};
     serde_json::json!({
@@ -874,6 +875,7 @@ fn mobile_signature(phone: &str, national_id: &str, pdf: &[u8]) -> Value {
         "format": "pades",
         "level": "LT",
         "display_text": "Tax return 2026",
+        "visible_signature": { "page": 1, "rect": [56, 56, 306, 126] },
     })
 }
 
