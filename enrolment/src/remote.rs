@@ -236,7 +236,7 @@ impl Enrolment {
     ) -> Result<(), EnrolmentError> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT activation_id FROM enrol_activation WHERE application_id = $1 \
-             AND carrier = 'remote' AND state NOT IN ('done', 'failed', 'cleaned')",
+             AND carrier = 'remote' AND state NOT IN ('done', 'cleaned')",
         )
         .bind(&application.application_id)
         .fetch_all(self.ctx().db.pool())

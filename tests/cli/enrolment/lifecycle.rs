@@ -447,9 +447,9 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     let verified = setup
         .run(eid, &["enrolment", "verify-record", national_id])
         .await;
-    // (The first card's, then one for each remote credential.)
+    // (The first card's, then one for each of the four remote credentials.)
     assert!(
-        verified.contains("intact") && verified.contains("3 earlier record(s)"),
+        verified.contains("intact") && verified.contains("5 earlier record(s)"),
         "{verified}"
     );
     // The remote credential is not on the card: its certificate stays good.

@@ -196,14 +196,103 @@ pub(super) async fn desk_creates_remote_credentials(journey: &Journey<'_>) -> Pa
     let objects = service_objects(journey);
     assert!(!objects.contains(first.as_str()), "{objects}");
 
-    // The credential the citizen keeps.
+    // An attempt whose process died right after recording its start (a credential id,
+    // nothing made yet): the next attempt cleans it up, then makes the credential the
+    // citizen keeps.
+    let application_id = case_url.rsplit('/').next().unwrap();
+    let db = eid.database().await;
+    let interrupted = |id: &'static str, credential: String, state: &'static str, serial| {
+        let db = db.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO enrol_activation (activation_id, application_id, carrier, token_id, \
+                 state, sign_serial, clerk_id, desk_id, created_at, updated_at) \
+                 VALUES ($1, $2, 'remote', $3, $4, $5, 'ann', 'desk-1', 1, 1)",
+            )
+            .bind(id)
+            .bind(application_id)
+            .bind(credential)
+            .bind(state)
+            .bind(serial)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+    };
+    let state_of = |id: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT state FROM enrol_activation WHERE activation_id = $1",
+            )
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+        }
+    };
+    interrupted(
+        "act-interrupted-start",
+        format!("csc-{}", "0".repeat(31) + "1"),
+        "started",
+        None::<String>,
+    )
+    .await;
     create(journey, REMOTE_PIN, REMOTE_PIN).await;
+    let notice = browser.text("#notice").await;
+    assert!(notice.contains("is created"), "{notice}");
+    assert_eq!(state_of("act-interrupted-start").await, "cleaned");
     let listed = credentials(journey).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     let (second, status) = &listed[1];
     assert_eq!(status, "active");
     let second_pem = certificate(journey, second);
     assert!(ocsp(setup, dir, "citizen-sign-ca", &second_pem).starts_with("good"));
+
+    // One whose process died after the credential was made and recorded, before the
+    // identity's record was sealed (the credential made here by the operator's
+    // command): the next attempt completes it, then makes its own.
+    let pin_file = dir.join("remote-pin");
+    std::fs::write(&pin_file, format!("{REMOTE_PIN}\n")).unwrap();
+    let made: serde_json::Value = serde_json::from_str(
+        &setup
+            .run(
+                eid,
+                &[
+                    "signing",
+                    "credential",
+                    "create",
+                    "--national-id",
+                    national_id,
+                    "--given-name",
+                    "Anna Maria",
+                    "--surname",
+                    "Eriksson",
+                    "--pin-file",
+                    &pin_file.display().to_string(),
+                ],
+            )
+            .await,
+    )
+    .unwrap();
+    let recovered = made["credential_id"].as_str().unwrap().to_owned();
+    interrupted(
+        "act-interrupted-made",
+        recovered.clone(),
+        "certified",
+        Some(made["serial"].as_str().unwrap().to_ascii_lowercase()),
+    )
+    .await;
+    create(journey, REMOTE_PIN, REMOTE_PIN).await;
+    assert_eq!(state_of("act-interrupted-made").await, "done");
+    let listed = credentials(journey).await;
+    let statuses: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|(id, status)| (id.as_str(), status.as_str()))
+        .collect();
+    assert_eq!(statuses.len(), 4, "{listed:?}");
+    assert_eq!(statuses[2], (recovered.as_str(), "active"));
+    assert_eq!(statuses[3].1, "active");
 
     // Each step is audited with the clerk, desk and centre; no PIN in the log.
     let log = setup.run(eid, &["audit", "tail", "-n", "200"]).await;
