@@ -45,6 +45,10 @@ pub(crate) enum Action {
     Replace,
     /// PIN1 or PIN2 unblocked with the PUK.
     Unblock,
+    /// A remote signing credential unlocked after wrong PINs.
+    RemoteUnlock,
+    /// A remote signing credential withdrawn (certificate revoked, key destroyed).
+    RemoteWithdraw,
 }
 
 impl Action {
@@ -56,6 +60,8 @@ impl Action {
             Self::Deactivate => "deactivate",
             Self::Replace => "replace",
             Self::Unblock => "unblock",
+            Self::RemoteUnlock => "remote-unlock",
+            Self::RemoteWithdraw => "remote-withdraw",
         }
     }
 
@@ -67,14 +73,18 @@ impl Action {
             Self::Deactivate => "enrolment.identity.deactivate",
             Self::Replace => "enrolment.card.replace",
             Self::Unblock => "enrolment.card.unblock",
+            Self::RemoteUnlock => "enrolment.remote.unlock",
+            Self::RemoteWithdraw => "enrolment.remote.withdraw",
         }
     }
 
     /// The statuses the step starts from.
     pub(crate) fn from(self) -> &'static [ApplicationStatus] {
-        use ApplicationStatus::{Active, Approved, Suspended};
+        use ApplicationStatus::{Active, Approved, Deactivated, Suspended};
         match self {
-            Self::Suspend => &[Active],
+            Self::Suspend | Self::RemoteUnlock => &[Active],
+            // What a deactivation could not withdraw is withdrawn afterwards.
+            Self::RemoteWithdraw => &[Active, Suspended, Deactivated],
             Self::Resume => &[Suspended],
             // An approved identity whose card was never activated can end too.
             Self::Deactivate => &[Approved, Active, Suspended],
@@ -97,6 +107,11 @@ impl Action {
             }
             (Self::Resume, ApplicationStatus::Active) => {
                 "the identity is active, not suspended: there is nothing to resume".to_owned()
+            }
+            (Self::RemoteUnlock, ApplicationStatus::Suspended) => {
+                "the identity is suspended: resume it before unlocking its remote signing \
+                 credential"
+                    .to_owned()
             }
             (_, status) => format!(
                 "the identity is {}: this needs an activated card first",
@@ -302,7 +317,8 @@ pub(crate) fn plan(
             Ok(with(&["suspended"]))
         }
         Action::Deactivate | Action::Replace => Ok(with(&["active", "suspended"])),
-        Action::Unblock => Ok(Vec::new()),
+        // The credential's own step changes its certificate through the signing service.
+        Action::Unblock | Action::RemoteUnlock | Action::RemoteWithdraw => Ok(Vec::new()),
     }
 }
 
@@ -447,15 +463,15 @@ pub(crate) struct CurrentCard {
 }
 
 /// What a recorded step says about itself.
-struct Step<'a> {
-    action: Action,
+pub(crate) struct Step<'a> {
+    pub(crate) action: Action,
     /// The status it leaves the identity in, with the reason stored with it.
-    to: Option<(ApplicationStatus, Option<&'a str>)>,
-    reason: Option<&'a str>,
-    note: Option<&'a str>,
-    serials: &'a [String],
-    token_id: Option<&'a str>,
-    supervisor_id: Option<&'a str>,
+    pub(crate) to: Option<(ApplicationStatus, Option<&'a str>)>,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) note: Option<&'a str>,
+    pub(crate) serials: &'a [String],
+    pub(crate) token_id: Option<&'a str>,
+    pub(crate) supervisor_id: Option<&'a str>,
 }
 
 /// Changes a certificate's status at the CA (`serial`, `change`, `actor`), taking a
@@ -546,7 +562,7 @@ impl Enrolment {
     }
 
     /// The step is possible from the identity's status and the page's version is current.
-    fn precheck(
+    pub(crate) fn precheck(
         action: Action,
         application: &Application,
         version: i64,
@@ -613,7 +629,7 @@ impl Enrolment {
 
     /// Records a step: the application's new version (and status), the lifecycle row and
     /// the audit event, in one transaction. Returns the step's id.
-    async fn record_step(
+    pub(crate) async fn record_step(
         &self,
         session: &DeskSession,
         application: &Application,

@@ -12,10 +12,9 @@
 //! certificate of the citizen that nothing holds revoked.
 //!
 //! An active credential can be unlocked after wrong PINs (the citizen proved who they
-//! are at the desk) and withdrawn; each is an audit event naming the clerk, desk and
-//! centre.
+//! are at the desk) and withdrawn; each is a lifecycle step of the identity (bound by the
+//! next sealed record) with its audit event naming the clerk, desk and centre.
 
-use eid_core::{AuditEvent, audit};
 use eid_hsm::{PinKind, PinPolicy};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -23,7 +22,10 @@ use sqlx::Row;
 
 use crate::{
     ActivationOutcome, Application, ApplicationStatus, Enrolment, EnrolmentError, PortError,
-    RemoteCredential, RemoteCredentialRequest, error::query, lifecycle::Reason, staff::DeskSession,
+    RemoteCredential, RemoteCredentialRequest,
+    error::query,
+    lifecycle::{Action, Reason, Step},
+    staff::DeskSession,
 };
 
 /// The signing PIN the citizen chose for a remote credential, twice. Never logged,
@@ -352,7 +354,7 @@ impl Enrolment {
         credential_id: &str,
     ) -> Result<(), EnrolmentError> {
         let application = self.application(application_id).await?;
-        Self::check_active(&application, version)?;
+        Self::precheck(Action::RemoteUnlock, &application, version)?;
         let credential = self.own_credential(&application, credential_id).await?;
         if credential.status != "locked" {
             return Err(EnrolmentError::Conflict(format!(
@@ -364,14 +366,22 @@ impl Enrolment {
             .unlock(&credential.credential_id, &session.actor())
             .await
             .map_err(port)?;
-        self.remote_event(
+        self.record_step(
             session,
-            application_id,
-            "enrolment.remote.unlock",
-            &credential,
-            None,
+            &application,
+            version,
+            &Step {
+                action: Action::RemoteUnlock,
+                to: None,
+                reason: None,
+                note: None,
+                serials: std::slice::from_ref(&credential.serial),
+                token_id: Some(&credential.credential_id),
+                supervisor_id: None,
+            },
         )
         .await
+        .map(|_| ())
     }
 
     /// Withdraws a credential for good. Possible whatever the identity's status after
@@ -387,23 +397,7 @@ impl Enrolment {
     ) -> Result<(), EnrolmentError> {
         let reason = <WithdrawReason as Reason>::parse(reason)?;
         let application = self.application(application_id).await?;
-        if !matches!(
-            application.status,
-            ApplicationStatus::Active
-                | ApplicationStatus::Suspended
-                | ApplicationStatus::Deactivated
-        ) {
-            return Err(EnrolmentError::Conflict(format!(
-                "the application is {}: it has no remote credential",
-                application.status.name()
-            )));
-        }
-        if application.version != version {
-            return Err(EnrolmentError::Conflict(
-                "the application changed since this page was shown (submitted twice?): reload it"
-                    .into(),
-            ));
-        }
+        Self::precheck(Action::RemoteWithdraw, &application, version)?;
         let credential = self.own_credential(&application, credential_id).await?;
         if credential.status == "disabled" {
             return Err(EnrolmentError::Conflict(format!(
@@ -419,43 +413,22 @@ impl Enrolment {
             )
             .await
             .map_err(port)?;
-        self.remote_event(
+        self.record_step(
             session,
-            application_id,
-            "enrolment.remote.withdraw",
-            &credential,
-            Some(reason),
+            &application,
+            version,
+            &Step {
+                action: Action::RemoteWithdraw,
+                to: None,
+                reason: Some(reason.code()),
+                note: None,
+                serials: std::slice::from_ref(&credential.serial),
+                token_id: Some(&credential.credential_id),
+                supervisor_id: None,
+            },
         )
         .await
-    }
-
-    /// The audit event of a step on a credential, naming the clerk, desk and centre.
-    async fn remote_event(
-        &self,
-        session: &DeskSession,
-        application_id: &str,
-        action: &str,
-        credential: &RemoteCredential,
-        reason: Option<WithdrawReason>,
-    ) -> Result<(), EnrolmentError> {
-        let ctx = self.ctx();
-        audit::record(
-            &ctx.db,
-            ctx.clock.as_ref(),
-            &AuditEvent::new(session.actor(), action, "application", application_id).details(
-                serde_json::json!({
-                    "credential": credential.credential_id,
-                    "serial": credential.serial,
-                    "reason": reason.map(|r| r.code()),
-                    "revocation": reason.map(|r| r.revocation()),
-                    "clerk": session.staff_id,
-                    "desk": session.desk.desk_id,
-                    "centre": session.desk.centre_id,
-                }),
-            ),
-        )
-        .await?;
-        Ok(())
+        .map(|_| ())
     }
 }
 
