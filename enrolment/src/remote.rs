@@ -366,22 +366,15 @@ impl Enrolment {
             .unlock(&credential.credential_id, &session.actor())
             .await
             .map_err(port)?;
-        self.record_step(
+        self.record_remote_step(
             session,
             &application,
             version,
-            &Step {
-                action: Action::RemoteUnlock,
-                to: None,
-                reason: None,
-                note: None,
-                serials: std::slice::from_ref(&credential.serial),
-                token_id: Some(&credential.credential_id),
-                supervisor_id: None,
-            },
+            Action::RemoteUnlock,
+            &credential,
+            None,
         )
         .await
-        .map(|_| ())
     }
 
     /// Withdraws a credential for good. Possible whatever the identity's status after
@@ -413,14 +406,36 @@ impl Enrolment {
             )
             .await
             .map_err(port)?;
-        self.record_step(
+        self.record_remote_step(
             session,
             &application,
             version,
+            Action::RemoteWithdraw,
+            &credential,
+            Some(reason.code()),
+        )
+        .await
+    }
+
+    /// Records a step on a credential as a lifecycle step of the identity (the
+    /// credential as its token, its certificate as what changed), audited.
+    async fn record_remote_step(
+        &self,
+        session: &DeskSession,
+        application: &Application,
+        version: i64,
+        action: Action,
+        credential: &RemoteCredential,
+        reason: Option<&str>,
+    ) -> Result<(), EnrolmentError> {
+        self.record_step(
+            session,
+            application,
+            version,
             &Step {
-                action: Action::RemoteWithdraw,
+                action,
                 to: None,
-                reason: Some(reason.code()),
+                reason,
                 note: None,
                 serials: std::slice::from_ref(&credential.serial),
                 token_id: Some(&credential.credential_id),

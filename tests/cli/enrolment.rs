@@ -237,6 +237,21 @@ fn assert_citizen_certificate(dir: &Path, issuer: &str, pem: &Path, national_id:
     }
 }
 
+/// Asserts the audit `log` has a successful `action` (on a line that also has
+/// `about`) naming the clerk, desk and centre of the journey.
+fn assert_desk_step(log: &str, action: &str, about: &str) {
+    let line = log
+        .lines()
+        .find(|l| l.contains(action) && l.contains("success") && l.contains(about))
+        .unwrap_or_else(|| panic!("no successful {action} in\n{log}"));
+    assert!(
+        line.contains("\"clerk\":\"ann\"")
+            && line.contains("\"desk\":\"desk-1\"")
+            && line.contains("\"centre\":\"pos\""),
+        "{line}"
+    );
+}
+
 on_both_backends!(desk_journey_activates_a_card_that_logs_in);
 
 async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {

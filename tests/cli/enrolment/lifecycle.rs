@@ -533,16 +533,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
         "enrolment.card.replace",
         "enrolment.identity.deactivate",
     ] {
-        let line = log
-            .lines()
-            .find(|l| l.contains(action) && l.contains("success"))
-            .unwrap_or_else(|| panic!("no successful {action} in\n{log}"));
-        assert!(
-            line.contains("\"clerk\":\"ann\"")
-                && line.contains("\"desk\":\"desk-1\"")
-                && line.contains("\"centre\":\"pos\""),
-            "{line}"
-        );
+        super::assert_desk_step(&log, action, "");
     }
     let deactivation = log
         .lines()

@@ -317,16 +317,7 @@ pub(super) async fn desk_creates_remote_credentials(journey: &Journey<'_>) -> Pa
         assert!(log.contains(action), "{action} not in {log}");
     }
     for action in ["enrolment.activation.complete", "enrolment.remote.withdraw"] {
-        let line = log
-            .lines()
-            .find(|l| l.contains(action) && l.contains("success") && l.contains("csc-"))
-            .unwrap_or_else(|| panic!("no successful {action} in\n{log}"));
-        assert!(
-            line.contains("\"clerk\":\"ann\"")
-                && line.contains("\"desk\":\"desk-1\"")
-                && line.contains("\"centre\":\"pos\""),
-            "{line}"
-        );
+        super::assert_desk_step(&log, action, "csc-");
     }
     assert!(
         log.lines()
