@@ -14,7 +14,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -30,18 +30,10 @@ mod common;
 const TOKEN: &str = "bench-registration-authority-token-0123456789";
 
 struct Server {
-    child: Child,
+    /// The server process, stopped when this is dropped.
+    _server: common::Served,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(database_url: Option<&str>) -> Server {
@@ -81,7 +73,7 @@ fn start(database_url: Option<&str>) -> Server {
         })
         .expect("eid serve ca prints its URL");
     Server {
-        child,
+        _server: common::Served(child),
         url,
         _dir: dir,
     }

@@ -60,6 +60,18 @@ pub(crate) fn resident_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// A server process, stopped (SIGTERM, then reaped) when dropped.
+pub(crate) struct Served(pub(crate) std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns `eid serve` and returns once it has printed its listeners (the ID-card one
 /// last); the rest of its output is drained in the background.
 pub(crate) fn serving(mut serve: Command) -> std::process::Child {

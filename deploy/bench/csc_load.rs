@@ -20,7 +20,7 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::{Child, Command},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -51,21 +51,13 @@ fn module() -> String {
 }
 
 struct Stand {
-    child: Child,
+    /// The server process, stopped when this is dropped.
+    _server: common::Served,
     signing: String,
     credential: String,
     access_token: String,
     token_label: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Stand {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 /// A SoftHSM2 folder with one token per backend, all made before this process loads
@@ -204,7 +196,7 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
             .unwrap()
     });
     Stand {
-        child,
+        _server: common::Served(child),
         signing,
         credential,
         access_token: tokens["access_token"].as_str().unwrap().to_owned(),

@@ -31,7 +31,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     str::FromStr,
     time::{Duration, Instant},
 };
@@ -193,7 +193,8 @@ fn card_reference(count: usize) -> Vec<Duration> {
 // ---- The desk under test ---------------------------------------------------------------
 
 struct Desk {
-    child: Child,
+    /// The server process, stopped when this is dropped.
+    _server: common::Served,
     /// `http://127.0.0.1:PORT`, for the plain HTTP client.
     base: String,
     /// `http://localhost:PORT`, the desk's public URL (passkeys need a host name).
@@ -201,15 +202,6 @@ struct Desk {
     desk_link: String,
     clerk_link: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Desk {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 struct Eid<'a> {
@@ -336,7 +328,7 @@ fn start(database_url: Option<&str>, cards: usize) -> Desk {
     // Keep draining the banner's pipe in the background.
     std::thread::spawn(move || for _ in lines {});
     Desk {
-        child,
+        _server: common::Served(child),
         base: format!("http://127.0.0.1:{port}"),
         public: format!("http://localhost:{port}"),
         desk_link,

@@ -16,7 +16,6 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -27,18 +26,10 @@ use common::{card_login, eid, free_address, output, percentile, resident_mb, ser
 mod common;
 
 struct Server {
-    child: Child,
+    /// The server process, stopped when this is dropped.
+    process: common::Served,
     issuer: String,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 struct Setup {
@@ -99,7 +90,7 @@ fn start(database_url: Option<&str>) -> Setup {
     let child = serving(serve);
     let issuer = format!("http://{}", envs["EID_IDP_LISTEN"]);
     let server = Server {
-        child,
+        process: common::Served(child),
         issuer: issuer.clone(),
         dir,
     };
@@ -264,7 +255,7 @@ fn main() {
                 .unwrap()
         });
         let setup = start(database.as_ref().map(|d| d.url.as_str()));
-        let pid = setup.server.child.id();
+        let pid = setup.server.process.0.id();
         let idle = resident_mb(pid);
         let issuer = setup.server.issuer.clone();
         let report = |workload: &str, (rate, latencies): (f64, Vec<Duration>), extra: String| {

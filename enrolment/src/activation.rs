@@ -68,11 +68,7 @@ impl CardPins {
             ("PIN2", &self.pin2, &self.pin2_confirm),
             ("PUK", &self.puk, &self.puk_confirm),
         ] {
-            if a.expose_secret() != b.expose_secret() {
-                return Err(EnrolmentError::Invalid(format!(
-                    "{name} and its confirmation differ: type both again"
-                )));
-            }
+            same_twice(name, a, b)?;
         }
         if self.pin1.expose_secret() == self.pin2.expose_secret() {
             return Err(EnrolmentError::Invalid("PIN1 and PIN2 must differ".into()));
@@ -83,6 +79,20 @@ impl CardPins {
             puk: self.puk,
         })
     }
+}
+
+/// Refuses a PIN (`name`) whose confirmation differs.
+pub(crate) fn same_twice(
+    name: &str,
+    pin: &SecretString,
+    again: &SecretString,
+) -> Result<(), EnrolmentError> {
+    if pin.expose_secret() == again.expose_secret() {
+        return Ok(());
+    }
+    Err(EnrolmentError::Invalid(format!(
+        "{name} and its confirmation differ: type both again"
+    )))
 }
 
 /// How an activation ended.

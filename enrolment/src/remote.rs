@@ -16,7 +16,7 @@
 //! next sealed record) with its audit event naming the clerk, desk and centre.
 
 use eid_hsm::{PinKind, PinPolicy};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use sqlx::Row;
 
@@ -47,11 +47,7 @@ impl std::fmt::Debug for RemotePins {
 impl RemotePins {
     /// The PIN, once it equals its confirmation and keeps the PIN2 rules.
     fn confirmed(self) -> Result<SecretString, EnrolmentError> {
-        if self.pin.expose_secret() != self.pin_confirm.expose_secret() {
-            return Err(EnrolmentError::Invalid(
-                "the signing PIN and its confirmation differ: type both again".into(),
-            ));
-        }
+        crate::activation::same_twice("the signing PIN", &self.pin, &self.pin_confirm)?;
         PinPolicy::CITIZEN.check(PinKind::Pin2, &self.pin)?;
         Ok(self.pin)
     }
@@ -450,6 +446,8 @@ impl Enrolment {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use secrecy::ExposeSecret;
 
     use super::*;
 

@@ -129,23 +129,29 @@ async fn csc_tokens_and_signing_authorisations(backend: TestBackend) {
 
     // The CSC scopes without details: an access token for the signing service too, with
     // the internal identifier as sub, while the ID token keeps the pairwise one.
-    let back = card_browser(
-        &issuer,
-        &authorize_url(
+    let card_tokens = |client: &(String, String), scope: &str, extra: String| {
+        let back = card_browser(
             &issuer,
-            &csc.0,
-            "openid%20profile%20service%20credential",
-            "",
-        ),
-        &dir,
-        &cert,
-        &key,
-    );
-    let tokens = redeem_code(
-        &issuer,
-        (&csc.0, &csc.1),
-        &query_of(&back)["code"],
-        VERIFIER,
+            &authorize_url(&issuer, &client.0, scope, &extra),
+            &dir,
+            &cert,
+            &key,
+        );
+        let (issuer, client) = (issuer.clone(), client.clone());
+        async move {
+            redeem_code(
+                &issuer,
+                (&client.0, &client.1),
+                &query_of(&back)["code"],
+                VERIFIER,
+            )
+            .await
+        }
+    };
+    let tokens = card_tokens(
+        &csc,
+        "openid%20profile%20service%20credential",
+        String::new(),
     )
     .await;
     let access = payload_of(
@@ -216,20 +222,7 @@ async fn csc_tokens_and_signing_authorisations(backend: TestBackend) {
     assert_eq!(refreshed["sub"], citizen_id.as_str());
 
     // A client without the CSC scopes is unchanged: the issuer alone, the pairwise sub.
-    let back = card_browser(
-        &issuer,
-        &authorize_url(&issuer, &plain.0, "openid%20profile", "&prompt=login"),
-        &dir,
-        &cert,
-        &key,
-    );
-    let tokens = redeem_code(
-        &issuer,
-        (&plain.0, &plain.1),
-        &query_of(&back)["code"],
-        VERIFIER,
-    )
-    .await;
+    let tokens = card_tokens(&plain, "openid%20profile", "&prompt=login".into()).await;
     let access = payload_of(
         tokens["access_token"]
             .as_str()
@@ -349,23 +342,10 @@ async fn csc_tokens_and_signing_authorisations(backend: TestBackend) {
         "locations": [AUDIENCE],
         "privileges": ["ignored"],
     }]);
-    let back = card_browser(
-        &issuer,
-        &authorize_url(
-            &issuer,
-            &csc.0,
-            "openid%20credential",
-            &format!("&authorization_details={}", encoded(&front.to_string())),
-        ),
-        &dir,
-        &cert,
-        &key,
-    );
-    let tokens = redeem_code(
-        &issuer,
-        (&csc.0, &csc.1),
-        &query_of(&back)["code"],
-        VERIFIER,
+    let tokens = card_tokens(
+        &csc,
+        "openid%20credential",
+        format!("&authorization_details={}", encoded(&front.to_string())),
     )
     .await;
     let expected = json!([{
