@@ -5,35 +5,52 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::Subcommand;
 use eid_ca::{
-    CaRole, CertificateAuthority, CertificateSerial, CrlKind, IssueRequest, KeyEvidence,
-    NationalId, PersonName, Profile, StatusChange, reason::ReasonCode,
+    CaRole, CertificateAuthority, CertificateSerial, CrlKind, Holder, IssueRequest, KeyEvidence,
+    NationalId, Organisation, PersonName, Profile, StatusChange, reason::ReasonCode,
 };
 use eid_core::ServiceContext;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
-    /// Issue a citizen certificate from a PKCS#10 request; prints the certificate as
-    /// PEM on stdout. The request's signature is the proof of possession.
+    /// Issue a citizen's (or an organisation's seal) certificate from a PKCS#10
+    /// request; prints the certificate as PEM on stdout. The request's signature is the
+    /// proof of possession.
     ///
-    /// citizen-sign (qualified) certifies only a key on a qualified signature creation
-    /// device: name the token's key store with --key-store (an eid config file whose
-    /// [keys] section opens the citizen's card or SIM) and the key with --key-label.
+    /// citizen-sign and org-seal (qualified) certify only a key on a qualified
+    /// signature creation device: name the token's key store with --key-store (an eid
+    /// config file whose [keys] section opens the card, SIM or HSM) and the key with
+    /// --key-label.
     Issue {
-        /// citizen-auth or citizen-sign.
+        /// citizen-auth, citizen-sign or org-seal.
         #[arg(long)]
         profile: String,
         /// The certificate request, PEM or DER.
         #[arg(long, value_name = "FILE")]
         csr: PathBuf,
         /// The citizen's national identity number.
-        #[arg(long, value_name = "ID")]
-        national_id: String,
+        #[arg(
+            long,
+            value_name = "ID",
+            required_unless_present = "organisation",
+            conflicts_with = "organisation",
+            requires_all = ["given_name", "surname"]
+        )]
+        national_id: Option<String>,
         /// The citizen's given name.
-        #[arg(long, value_name = "G")]
-        given_name: String,
+        #[arg(long, value_name = "G", requires = "national_id")]
+        given_name: Option<String>,
         /// The citizen's surname.
-        #[arg(long, value_name = "S")]
-        surname: String,
+        #[arg(long, value_name = "S", requires = "national_id")]
+        surname: Option<String>,
+        /// For org-seal: the organisation's registered name.
+        #[arg(long, value_name = "NAME", requires_all = ["organisation_id", "seal_name"])]
+        organisation: Option<String>,
+        /// For org-seal: the organisation's identifier (EN 319 412-1), e.g. NTRTT-4021877.
+        #[arg(long, value_name = "ID", requires = "organisation")]
+        organisation_id: Option<String>,
+        /// For org-seal: the seal's name (the certificate's commonName).
+        #[arg(long, value_name = "NAME", requires = "organisation")]
+        seal_name: Option<String>,
         /// Config file whose [keys] section opens the token that holds the key.
         #[arg(long, value_name = "FILE", requires = "key_label")]
         key_store: Option<PathBuf>,
@@ -119,6 +136,9 @@ pub(crate) async fn run(
             national_id,
             given_name,
             surname,
+            organisation,
+            organisation_id,
+            seal_name,
             key_store,
             key_label,
             operator,
@@ -132,8 +152,17 @@ pub(crate) async fn run(
             let request = IssueRequest {
                 profile: Profile::parse(&profile)?,
                 csr,
-                national_id: NationalId::new(&national_id)?,
-                name: PersonName::new(&given_name, &surname)?,
+                holder: match (national_id, given_name, surname) {
+                    (Some(national_id), Some(given), Some(surname)) => Holder::Citizen {
+                        national_id: NationalId::new(&national_id)?,
+                        name: PersonName::new(&given, &surname)?,
+                    },
+                    _ => Holder::Organisation(Organisation::new(
+                        organisation.as_deref().unwrap_or_default(),
+                        organisation_id.as_deref().unwrap_or_default(),
+                        seal_name.as_deref().unwrap_or_default(),
+                    )?),
+                },
                 requested_by: format!("operator:{}", operator_name(operator)),
                 key_evidence,
             };
@@ -288,7 +317,7 @@ async fn change(
 
 /// Makes a CA server running on this configuration's listener drop OCSP answers the
 /// change made stale before this command returns. No server: nothing to tell.
-async fn tell_running_server(listen: std::net::SocketAddr) {
+pub(crate) async fn tell_running_server(listen: std::net::SocketAddr) {
     let host = if listen.ip().is_unspecified() {
         std::net::IpAddr::from([127, 0, 0, 1])
     } else {

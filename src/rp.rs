@@ -24,7 +24,8 @@ pub(crate) enum RpCommand {
         #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
         post_logout_redirect_uris: Vec<String>,
         /// A scope the client may ask for beyond openid (repeatable; default: profile):
-        /// profile, national_id, contact, offline_access.
+        /// profile, national_id, contact, offline_access; service and credential (CSC
+        /// API), eseal (organisation seals, with the client_credentials grant).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// A grant type (repeatable; default: authorization_code and refresh_token):

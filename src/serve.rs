@@ -28,7 +28,7 @@ struct Planned {
 fn plan(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
-    signing: Option<&(TimeStampAuthority, Signatures, eid_signing::csc::Csc)>,
+    signing: Option<&SigningParts>,
     idp: Option<&eid_idp::Idp>,
     enrolment: Option<&eid_enrolment::Enrolment>,
     only: Option<ServiceName>,
@@ -51,8 +51,8 @@ fn plan(
                 ServiceName::Idp => eid_idp::router(idp?),
                 ServiceName::Ca => eid_ca::router(ca),
                 ServiceName::Signing => {
-                    let (tsa, signatures, csc) = signing?;
-                    eid_signing::router(ctx, tsa, signatures, Some(csc))
+                    let (tsa, signatures, csc, seals) = signing?;
+                    eid_signing::router(ctx, tsa, signatures, Some(csc), Some(seals))
                 }
                 ServiceName::Enrolment => eid_enrolment::router(enrolment?),
                 // Served over TLS by its own loop, and only when named.
@@ -66,6 +66,14 @@ fn plan(
         })
         .collect()
 }
+
+/// The signing service's parts: the TSA, the signature API, the CSC API and the seals.
+type SigningParts = (
+    TimeStampAuthority,
+    Signatures,
+    eid_signing::csc::Csc,
+    eid_signing::seal::Seals,
+);
 
 /// The TSA's unit from the CA hierarchy: the signing service gets a signer and
 /// certificates, not the CA crate (services do not import each other's internals).
@@ -89,15 +97,19 @@ fn time_stamp_unit(ca: &CertificateAuthority) -> anyhow::Result<TimeStampUnit> {
 }
 
 /// The CA certificates the signature API trusts, from the CA hierarchy: it signs for
-/// certificates of the citizen qualified signature CA, and builds chains from all.
+/// certificates of the citizen qualified signature CA and the organisation seal CA,
+/// and builds chains from all.
 pub(crate) fn trusted_cas(ca: &CertificateAuthority) -> anyhow::Result<TrustedCas> {
     let hierarchy = ca.hierarchy();
-    let mut known = Vec::new();
-    for role in [CaRole::Root, CaRole::CitizenSigningCa] {
-        known.push(hierarchy.get(role)?.certificate.clone());
+    let signers = [CaRole::CitizenSigningCa, CaRole::OrganisationSealCa];
+    let mut signer_issuers = Vec::new();
+    for role in signers {
+        signer_issuers.push(hierarchy.get(role)?.certificate.clone());
     }
+    let mut known = vec![hierarchy.get(CaRole::Root)?.certificate.clone()];
+    known.extend(signer_issuers.iter().cloned());
     Ok(TrustedCas {
-        signer_issuers: vec![hierarchy.get(CaRole::CitizenSigningCa)?.certificate.clone()],
+        signer_issuers,
         known,
     })
 }
@@ -145,7 +157,8 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         }
         // Remote signing (CSC API v2) with keys on the service key store.
         let csc = crate::signing::csc_api(&ctx, &ca, &signatures);
-        Some((tsa, signatures, csc))
+        let seals = crate::signing::seals(&ca, &signatures);
+        Some((tsa, signatures, csc, seals))
     } else {
         None
     };
@@ -154,9 +167,14 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         Some(_) => None,
     };
     let enrolment = match only {
-        None | Some(ServiceName::Enrolment) => {
-            Some(open_enrolment(&ctx, &ca, signing.as_ref().map(|(_, _, csc)| csc.clone())).await?)
-        }
+        None | Some(ServiceName::Enrolment) => Some(
+            open_enrolment(
+                &ctx,
+                &ca,
+                signing.as_ref().map(|(_, _, csc, _)| csc.clone()),
+            )
+            .await?,
+        ),
         Some(_) => None,
     };
 
@@ -395,10 +413,12 @@ impl eid_enrolment::CertificateIssuer for CaIssuer {
                 .issue(eid_ca::IssueRequest {
                     profile,
                     csr: request.csr,
-                    national_id: eid_ca::NationalId::new(&request.national_id)
-                        .map_err(port_error)?,
-                    name: eid_ca::PersonName::new(&request.given_name, &request.surname)
-                        .map_err(port_error)?,
+                    holder: eid_ca::Holder::Citizen {
+                        national_id: eid_ca::NationalId::new(&request.national_id)
+                            .map_err(port_error)?,
+                        name: eid_ca::PersonName::new(&request.given_name, &request.surname)
+                            .map_err(port_error)?,
+                    },
                     requested_by: request.requested_by,
                     key_evidence: request
                         .key_evidence

@@ -1,6 +1,6 @@
 //! The signing service's connections in this binary: the CSC API's ports (the idp's
-//! citizen register, the CA certifying remote signing keys) and `eid signing`, the
-//! operator's commands for remote signing credentials.
+//! citizen register, the CA certifying remote signing and seal keys) and `eid signing`,
+//! the operator's commands for remote signing credentials and organisation seals.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -8,7 +8,10 @@ use anyhow::Context;
 use clap::Subcommand;
 use eid_ca::CertificateAuthority;
 use eid_core::ServiceContext;
-use eid_signing::csc::{self, CertificateOrder, CscError, PortFuture};
+use eid_signing::{
+    csc::{self, CertificateOrder, CscError, PortFuture},
+    seal::{NewSeal, Seals},
+};
 use secrecy::SecretString;
 
 /// The idp's register, read for the CSC API: a token's subject (the idp's internal
@@ -35,34 +38,62 @@ impl csc::CitizenDirectory for IdpCitizens {
     }
 }
 
-/// The CA in this process, certifying remote signing keys.
+/// The CA's answer to an issuance, in the signing service's terms: a refusal the
+/// caller can act on, or an outage.
+fn issue_error(e: eid_ca::CaError) -> CscError {
+    match e {
+        e @ (eid_ca::CaError::BadRequest(_) | eid_ca::CaError::Refused(_)) => {
+            CscError::AccessDenied(e.to_string())
+        }
+        other => CscError::Unavailable(format!("the CA: {other}")),
+    }
+}
+
+/// The CA in this process, certifying remote signing and seal keys.
 #[derive(Debug)]
 pub(crate) struct CaSigningCertificates(pub(crate) CertificateAuthority);
 
 impl csc::SigningCertificates for CaSigningCertificates {
     fn issue(&self, order: CertificateOrder) -> PortFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let refused = |e: eid_ca::CaError| CscError::AccessDenied(e.to_string());
             let (public_key, qscd) = order.key_evidence;
             let issued = self
                 .0
                 .issue(eid_ca::IssueRequest {
                     profile: eid_ca::Profile::CitizenSigning,
                     csr: order.csr,
-                    national_id: eid_ca::NationalId::new(&order.national_id)
-                        .map_err(|e| CscError::InvalidRequest(e.to_string()))?,
-                    name: eid_ca::PersonName::new(&order.given_name, &order.surname)
-                        .map_err(|e| CscError::InvalidRequest(e.to_string()))?,
+                    holder: eid_ca::Holder::Citizen {
+                        national_id: eid_ca::NationalId::new(&order.national_id)
+                            .map_err(|e| CscError::InvalidRequest(e.to_string()))?,
+                        name: eid_ca::PersonName::new(&order.given_name, &order.surname)
+                            .map_err(|e| CscError::InvalidRequest(e.to_string()))?,
+                    },
                     requested_by: order.requested_by,
                     key_evidence: Some(eid_ca::KeyEvidence { public_key, qscd }),
                 })
                 .await
-                .map_err(|e| match e {
-                    e @ (eid_ca::CaError::BadRequest(_) | eid_ca::CaError::Refused(_)) => {
-                        refused(e)
-                    }
-                    other => CscError::Unavailable(format!("the CA: {other}")),
-                })?;
+                .map_err(issue_error)?;
+            Ok(issued.der)
+        })
+    }
+
+    fn issue_seal(&self, order: eid_signing::seal::SealOrder) -> PortFuture<'_, Vec<u8>> {
+        Box::pin(async move {
+            let (public_key, qscd) = order.key_evidence;
+            let organisation =
+                eid_ca::Organisation::new(&order.organisation, &order.organisation_id, &order.name)
+                    .map_err(|e| CscError::InvalidRequest(e.to_string()))?;
+            let issued = self
+                .0
+                .issue(eid_ca::IssueRequest {
+                    profile: eid_ca::Profile::OrganisationSeal,
+                    csr: order.csr,
+                    holder: eid_ca::Holder::Organisation(organisation),
+                    requested_by: order.requested_by,
+                    key_evidence: Some(eid_ca::KeyEvidence { public_key, qscd }),
+                })
+                .await
+                .map_err(issue_error)?;
             Ok(issued.der)
         })
     }
@@ -197,6 +228,14 @@ impl eid_enrolment::RemoteSigning for DeskCredentials {
 }
 
 /// The CSC API over `signatures`, with the ports of this process.
+/// The organisation seals, with the CA in this process certifying their keys.
+pub(crate) fn seals(ca: &CertificateAuthority, signatures: &eid_signing::Signatures) -> Seals {
+    Seals::new(
+        signatures,
+        Some(Arc::new(CaSigningCertificates(ca.clone()))),
+    )
+}
+
 pub(crate) fn csc_api(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
@@ -214,6 +253,59 @@ pub(crate) enum SigningCommand {
     /// Remote signing credentials (CSC API): a citizen's signing key on the HSM.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// Organisation e-seals: an agency's seal key on the HSM, used by the OAuth
+    /// clients it names through `POST /api/v1/seals/{id}/sign`.
+    #[command(subcommand)]
+    Seal(SealCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SealCommand {
+    /// Create a seal: a P-256 key generated on the service key store (which must be an
+    /// HSM) and its qualified seal certificate from the organisation seal CA. Prints
+    /// the seal as JSON.
+    Create {
+        /// The organisation's registered name.
+        #[arg(long, value_name = "NAME")]
+        organisation: String,
+        /// Its identifier (ETSI EN 319 412-1: NTR, VAT, PSD or LEI, country, hyphen,
+        /// number), e.g. NTRTT-4021877.
+        #[arg(long, value_name = "ID")]
+        organisation_id: String,
+        /// The seal's name, as its certificate's commonName.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// An OAuth client (of the idp) allowed to seal with it; repeatable.
+        #[arg(long = "client", value_name = "CLIENT_ID")]
+        clients: Vec<String>,
+    },
+    /// List every seal (withdrawn ones too) as JSON.
+    List,
+    /// Allow an OAuth client to seal with a seal.
+    Allow {
+        /// The seal id.
+        seal_id: String,
+        /// The client id.
+        #[arg(long = "client", value_name = "CLIENT_ID")]
+        client: String,
+    },
+    /// Stop an OAuth client sealing with a seal.
+    Disallow {
+        /// The seal id.
+        seal_id: String,
+        /// The client id.
+        #[arg(long = "client", value_name = "CLIENT_ID")]
+        client: String,
+    },
+    /// Withdraw a seal for good: no client may use it, its certificate is revoked, its
+    /// key destroyed on the HSM.
+    Withdraw {
+        /// The seal id.
+        seal_id: String,
+        /// The RFC 5280 revocation reason.
+        #[arg(long, default_value = "cessationOfOperation")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,14 +397,65 @@ pub(crate) async fn run(ctx: &ServiceContext, command: SigningCommand) -> anyhow
         }) => {
             let ca = CertificateAuthority::open(ctx).await?;
             let api = csc_api(ctx, &ca, &signatures(ctx, &ca)?);
-            if api.withdraw(&actor, &credential_id, &reason).await? {
+            let withdrawn = api.withdraw(&actor, &credential_id, &reason).await?;
+            // The certificate is revoked: a running server's OCSP answers change now.
+            crate::ca::tell_running_server(ca.config_listen()).await;
+            if withdrawn {
                 println!("withdrew {credential_id}");
             } else {
                 println!("no credential {credential_id} was stored; its key, if any, is destroyed");
             }
         }
+        SigningCommand::Seal(command) => seal_command(ctx, &actor, command).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)] // the seal is the command's output
+async fn seal_command(
+    ctx: &ServiceContext,
+    actor: &str,
+    command: SealCommand,
+) -> anyhow::Result<()> {
+    let ca = CertificateAuthority::open(ctx).await?;
+    let seals = seals(&ca, &signatures(ctx, &ca)?);
+    match command {
+        SealCommand::Create {
+            organisation,
+            organisation_id,
+            name,
+            clients,
+        } => {
+            let created = seals
+                .create(
+                    actor,
+                    NewSeal {
+                        organisation,
+                        organisation_id,
+                        name,
+                        clients,
+                    },
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
+        }
+        SealCommand::List => println!("{}", serde_json::to_string_pretty(&seals.list().await?)?),
+        SealCommand::Allow { seal_id, client } => {
+            seals.set_client(actor, &seal_id, &client, true).await?;
+            println!("{client} may seal with {seal_id}");
+        }
+        SealCommand::Disallow { seal_id, client } => {
+            seals.set_client(actor, &seal_id, &client, false).await?;
+            println!("{client} may not seal with {seal_id}");
+        }
+        SealCommand::Withdraw { seal_id, reason } => {
+            eid_ca::reason::ReasonCode::parse(&reason)?;
+            seals.withdraw(actor, &seal_id, &reason).await?;
+            crate::ca::tell_running_server(ca.config_listen()).await;
+            println!("withdrew {seal_id}");
+        }
+    }
+    Ok(())
 }
 
 /// A signature service for commands (no TSA running: time-stamps over HTTP).

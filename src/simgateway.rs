@@ -309,8 +309,10 @@ async fn test_sim(
             ca.issue(eid_ca::IssueRequest {
                 profile,
                 csr: csr.clone(),
-                national_id: national.clone(),
-                name: name.clone(),
+                holder: eid_ca::Holder::Citizen {
+                    national_id: national.clone(),
+                    name: name.clone(),
+                },
                 requested_by: actor.into(),
                 key_evidence: evidence,
             })

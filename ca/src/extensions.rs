@@ -46,6 +46,8 @@ pub mod oid {
     pub const NCP_PLUS: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.2042.1.2");
     /// ETSI EN 319 411-2 QCP-n-qscd (qualified, natural person, key on a QSCD).
     pub const QCP_N_QSCD: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.194112.1.2");
+    /// ETSI EN 319 411-2 QCP-l-qscd (qualified, legal person, key on a QSCD).
+    pub const QCP_L_QSCD: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.194112.1.3");
     /// qcStatements extension (RFC 3739).
     pub const QC_STATEMENTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.3");
     /// id-qcs-pkixQCSyntax-v2 (RFC 3739), carrying the ETSI semantics identifier.
@@ -64,6 +66,10 @@ pub mod oid {
     pub const QC_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.6");
     /// id-etsi-qct-esign.
     pub const QCT_ESIGN: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.6.1");
+    /// QcType id-etsi-qct-eseal: for electronic seals.
+    pub const QCT_ESEAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.6.2");
+    /// id-etsi-qcs-semanticsId-Legal (EN 319 412-1).
+    pub const SEMANTICS_LEGAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.194121.1.2");
 }
 
 fn extension<T: Encode + AssociatedOid>(value: &T, critical: bool) -> Result<Extension, CaError> {
@@ -228,11 +234,25 @@ struct PdsLocation {
 /// person on a QSCD: QcCompliance, QcSSCD, QcType esign, QcPDS and the natural-person
 /// semantics identifier.
 pub(crate) fn qualified_signature_statements(pds_url: &str) -> Result<Extension, CaError> {
+    qualified_statements(pds_url, oid::SEMANTICS_NATURAL, oid::QCT_ESIGN)
+}
+
+/// The QC statements of a qualified electronic seal certificate (EN 319 412-5): as a
+/// signature's, but of type eseal, with the legal-person semantics identifier.
+pub(crate) fn qualified_seal_statements(pds_url: &str) -> Result<Extension, CaError> {
+    qualified_statements(pds_url, oid::SEMANTICS_LEGAL, oid::QCT_ESEAL)
+}
+
+fn qualified_statements(
+    pds_url: &str,
+    semantics: ObjectIdentifier,
+    qc_type: ObjectIdentifier,
+) -> Result<Extension, CaError> {
     let statements = vec![
         QcStatement {
             statement_id: oid::QCS_PKIX_SYNTAX_V2,
             statement_info: Some(to_any(&SemanticsInformation {
-                semantics_identifier: Some(oid::SEMANTICS_NATURAL),
+                semantics_identifier: Some(semantics),
             })?),
         },
         QcStatement {
@@ -245,7 +265,7 @@ pub(crate) fn qualified_signature_statements(pds_url: &str) -> Result<Extension,
         },
         QcStatement {
             statement_id: oid::QC_TYPE,
-            statement_info: Some(to_any(&vec![oid::QCT_ESIGN])?),
+            statement_info: Some(to_any(&vec![qc_type])?),
         },
         QcStatement {
             statement_id: oid::QC_PDS,

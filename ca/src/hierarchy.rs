@@ -44,6 +44,10 @@ pub enum CaRole {
     OcspCitizenAuthentication,
     /// Delegated OCSP responder for the citizen signing CA.
     OcspCitizenSigning,
+    /// Issues organisations' qualified electronic seal certificates.
+    OrganisationSealCa,
+    /// Delegated OCSP responder for the organisation seal CA.
+    OcspOrganisationSeal,
     /// The time-stamping unit of the TSA.
     TimeStamping,
     /// The idp's TLS server certificate for the card-login listener.
@@ -52,12 +56,14 @@ pub enum CaRole {
 
 impl CaRole {
     /// Every role, issuers before what they issue.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Root,
         Self::CitizenAuthenticationCa,
         Self::CitizenSigningCa,
         Self::OcspCitizenAuthentication,
         Self::OcspCitizenSigning,
+        Self::OrganisationSealCa,
+        Self::OcspOrganisationSeal,
         Self::TimeStamping,
         Self::IdpTls,
     ];
@@ -70,6 +76,8 @@ impl CaRole {
             Self::CitizenSigningCa => "citizen-sign-ca",
             Self::OcspCitizenAuthentication => "ocsp-citizen-auth",
             Self::OcspCitizenSigning => "ocsp-citizen-sign",
+            Self::OrganisationSealCa => "org-seal-ca",
+            Self::OcspOrganisationSeal => "ocsp-org-seal",
             Self::TimeStamping => "tsa",
             Self::IdpTls => "idp-tls",
         }
@@ -91,17 +99,30 @@ impl CaRole {
             Self::Root => None,
             Self::CitizenAuthenticationCa
             | Self::CitizenSigningCa
+            | Self::OrganisationSealCa
             | Self::TimeStamping
             | Self::IdpTls => Some(Self::Root),
             Self::OcspCitizenAuthentication => Some(Self::CitizenAuthenticationCa),
             Self::OcspCitizenSigning => Some(Self::CitizenSigningCa),
+            Self::OcspOrganisationSeal => Some(Self::OrganisationSealCa),
         }
     }
 
-    /// Whether the role is a CA that issues citizen certificates.
+    /// Whether the role is a CA that issues end-entity certificates (citizens' and
+    /// organisations').
     pub fn is_issuing_ca(self) -> bool {
-        matches!(self, Self::CitizenAuthenticationCa | Self::CitizenSigningCa)
+        matches!(
+            self,
+            Self::CitizenAuthenticationCa | Self::CitizenSigningCa | Self::OrganisationSealCa
+        )
     }
+
+    /// Every issuing CA.
+    pub const ISSUING_CAS: [Self; 3] = [
+        Self::CitizenAuthenticationCa,
+        Self::CitizenSigningCa,
+        Self::OrganisationSealCa,
+    ];
 
     /// Whether the role publishes CRLs: the issuing CAs (full and delta) and the root
     /// (full: the authority revocation list of what it signs).
@@ -110,10 +131,11 @@ impl CaRole {
     }
 
     /// Every role that publishes CRLs.
-    pub const CRL_ISSUERS: [Self; 3] = [
+    pub const CRL_ISSUERS: [Self; 4] = [
         Self::Root,
         Self::CitizenAuthenticationCa,
         Self::CitizenSigningCa,
+        Self::OrganisationSealCa,
     ];
 
     /// The OCSP responder of an issuing CA.
@@ -121,6 +143,7 @@ impl CaRole {
         match self {
             Self::CitizenAuthenticationCa => Some(Self::OcspCitizenAuthentication),
             Self::CitizenSigningCa => Some(Self::OcspCitizenSigning),
+            Self::OrganisationSealCa => Some(Self::OcspOrganisationSeal),
             _ => None,
         }
     }
@@ -129,7 +152,10 @@ impl CaRole {
         // CA keys are long-lived: P-384. Responders, the TSU and TLS sign per request:
         // P-256, several times faster.
         match self {
-            Self::Root | Self::CitizenAuthenticationCa | Self::CitizenSigningCa => KeySpec::EcP384,
+            Self::Root
+            | Self::CitizenAuthenticationCa
+            | Self::CitizenSigningCa
+            | Self::OrganisationSealCa => KeySpec::EcP384,
             _ => KeySpec::EcP256,
         }
     }
@@ -142,6 +168,7 @@ impl CaRole {
             self,
             Self::OcspCitizenAuthentication
                 | Self::OcspCitizenSigning
+                | Self::OcspOrganisationSeal
                 | Self::TimeStamping
                 | Self::IdpTls
         )
@@ -158,9 +185,14 @@ impl CaRole {
         Duration::from_secs(
             DAY * match self {
                 Self::Root => 20 * 365,
-                Self::CitizenAuthenticationCa | Self::CitizenSigningCa => 12 * 365,
+                Self::CitizenAuthenticationCa
+                | Self::CitizenSigningCa
+                | Self::OrganisationSealCa => 12 * 365,
                 Self::TimeStamping => 6 * 365,
-                Self::OcspCitizenAuthentication | Self::OcspCitizenSigning | Self::IdpTls => 365,
+                Self::OcspCitizenAuthentication
+                | Self::OcspCitizenSigning
+                | Self::OcspOrganisationSeal
+                | Self::IdpTls => 365,
             },
         )
     }
@@ -455,6 +487,8 @@ fn plan(
         CaRole::CitizenSigningCa => format!("{org} Citizen Qualified Signature CA"),
         CaRole::OcspCitizenAuthentication => format!("{org} Citizen Authentication OCSP Responder"),
         CaRole::OcspCitizenSigning => format!("{org} Citizen Signature OCSP Responder"),
+        CaRole::OrganisationSealCa => format!("{org} Organisation Qualified Seal CA"),
+        CaRole::OcspOrganisationSeal => format!("{org} Organisation Seal OCSP Responder"),
         CaRole::TimeStamping => format!("{org} Time-Stamping Unit"),
         CaRole::IdpTls => format!("{org} Identity Provider"),
     };
@@ -495,16 +529,16 @@ fn plan(
                 KeyUsages::CRLSign,
             ])?);
         }
-        CaRole::CitizenAuthenticationCa | CaRole::CitizenSigningCa => {
+        CaRole::CitizenAuthenticationCa | CaRole::CitizenSigningCa | CaRole::OrganisationSealCa => {
             ext.push(extensions::basic_constraints(true, Some(0))?);
             ext.push(extensions::key_usage(&[
                 KeyUsages::KeyCertSign,
                 KeyUsages::CRLSign,
             ])?);
-            let default_policy = if role == CaRole::CitizenSigningCa {
-                oid::QCP_N_QSCD
-            } else {
-                oid::NCP_PLUS
+            let default_policy = match role {
+                CaRole::CitizenSigningCa => oid::QCP_N_QSCD,
+                CaRole::OrganisationSealCa => oid::QCP_L_QSCD,
+                _ => oid::NCP_PLUS,
             };
             let policies = match chosen {
                 Some(chosen) if !chosen.policies.is_empty() => chosen.policies.clone(),
@@ -512,7 +546,9 @@ fn plan(
             };
             ext.push(extensions::certificate_policies(&policies)?);
         }
-        CaRole::OcspCitizenAuthentication | CaRole::OcspCitizenSigning => {
+        CaRole::OcspCitizenAuthentication
+        | CaRole::OcspCitizenSigning
+        | CaRole::OcspOrganisationSeal => {
             ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
             ext.push(extensions::extended_key_usage(&[oid::OCSP_SIGNING], false)?);
             ext.push(extensions::ocsp_nocheck()?);

@@ -15,8 +15,8 @@ use eid_hsm::{KeyAttributes, KeyRole, PublicKey, QscdEvidence, TokenClass};
 use serde::Deserialize;
 
 use crate::{
-    CaError, CaRole, CertificateAuthority, CrlKind, IssueRequest, KeyEvidence, NationalId,
-    OcspAnswer, PersonName, Profile, csr, ocsp,
+    CaError, CaRole, CertificateAuthority, CrlKind, Holder, IssueRequest, KeyEvidence, NationalId,
+    OcspAnswer, Organisation, PersonName, Profile, csr, ocsp,
 };
 
 impl IntoResponse for CaError {
@@ -47,11 +47,49 @@ struct IssueBody {
     profile: String,
     /// PEM.
     csr: String,
-    national_id: String,
-    given_name: String,
-    surname: String,
+    /// A citizen: national id and names (the citizen profiles).
+    national_id: Option<String>,
+    given_name: Option<String>,
+    surname: Option<String>,
+    /// An organisation (the seal profile).
+    organisation: Option<OrganisationBody>,
     /// What the RA read from the token the key was generated on.
     key_evidence: Option<EvidenceBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrganisationBody {
+    name: String,
+    identifier: String,
+    seal_name: String,
+}
+
+impl IssueBody {
+    /// The holder the body names: a citizen or an organisation, not both.
+    fn holder(&self) -> Result<Holder, CaError> {
+        match (
+            &self.organisation,
+            &self.national_id,
+            &self.given_name,
+            &self.surname,
+        ) {
+            (Some(org), None, None, None) => Ok(Holder::Organisation(Organisation::new(
+                &org.name,
+                &org.identifier,
+                &org.seal_name,
+            )?)),
+            (None, Some(national_id), Some(given), Some(surname)) => Ok(Holder::Citizen {
+                national_id: NationalId::new(national_id)?,
+                name: PersonName::new(given, surname)?,
+            }),
+            _ => Err(CaError::BadRequest(
+                "name either a citizen (national_id, given_name, surname) or an organisation \
+                 (organisation: name, identifier, seal_name)"
+                    .into(),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +127,7 @@ async fn issue(
 ) -> Result<Response, CaError> {
     let requested_by = caller(&ca, &headers)?;
     let Json(body) = body.map_err(|e| CaError::BadRequest(e.body_text()))?;
+    let holder = body.holder()?;
     let csr_bytes = body.csr.into_bytes();
     let key_evidence = match body.key_evidence {
         Some(evidence) => {
@@ -111,8 +150,7 @@ async fn issue(
         .issue(IssueRequest {
             profile: Profile::parse(&body.profile)?,
             csr: csr_bytes,
-            national_id: NationalId::new(&body.national_id)?,
-            name: PersonName::new(&body.given_name, &body.surname)?,
+            holder,
             requested_by,
             key_evidence,
         })

@@ -10,8 +10,8 @@ use x509_cert::certificate::TbsCertificate;
 use crate::{
     CaError, CertificateAuthority, CertificateSerial, csr,
     hierarchy::prepare,
-    names::{NationalId, PersonName},
-    profile::{self, Profile, Subject},
+    names::{NationalId, Organisation, PersonName},
+    profile::{self, Profile},
     rfc3339,
 };
 
@@ -22,15 +22,47 @@ pub struct IssueRequest {
     pub profile: Profile,
     /// The PKCS#10 request, PEM or DER: the key and its proof of possession.
     pub csr: Vec<u8>,
-    /// The citizen's national identity number.
-    pub national_id: NationalId,
-    /// The citizen's names.
-    pub name: PersonName,
+    /// Whom the certificate is about.
+    pub holder: Holder,
     /// Who asks (an audit actor such as `service:enrolment` or `operator:NAME`).
     pub requested_by: String,
     /// What the key layer says about the key's device, with the key it describes.
-    /// Required for the qualified profile.
+    /// Required for the qualified profiles.
     pub key_evidence: Option<KeyEvidence>,
+}
+
+/// Whom a certificate is about.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Holder {
+    /// A citizen (the citizen profiles).
+    Citizen {
+        /// The national identity number.
+        national_id: NationalId,
+        /// The names.
+        name: PersonName,
+    },
+    /// An organisation (the seal profile).
+    Organisation(Organisation),
+}
+
+impl Holder {
+    /// The holder's identifier: the citizen's national identity number or the
+    /// organisation's identifier; the CA's records are kept under it.
+    pub fn identifier(&self) -> &str {
+        match self {
+            Self::Citizen { national_id, .. } => national_id.as_str(),
+            Self::Organisation(organisation) => organisation.identifier(),
+        }
+    }
+
+    /// What the holder is, as audit events name it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Citizen { .. } => "citizen",
+            Self::Organisation(_) => "organisation",
+        }
+    }
 }
 
 /// The key layer's evidence about a key: where it lives, and which key it is.
@@ -62,8 +94,8 @@ impl CertificateAuthority {
                 let event = AuditEvent::new(
                     &request.requested_by,
                     "certificate.issue",
-                    "citizen",
-                    request.national_id.as_str(),
+                    request.holder.kind(),
+                    request.holder.identifier(),
                 )
                 .outcome(Outcome::Denied)
                 .details(serde_json::json!({
@@ -82,8 +114,8 @@ impl CertificateAuthority {
         let profile = request.profile;
         // 1. The request: proof of possession and key policy.
         let verified = csr::verify(&csr::decode(&request.csr)?)?;
-        if profile == Profile::CitizenSigning {
-            require_qscd(request.key_evidence.as_ref(), &verified.public_key)?;
+        if profile.needs_qscd() {
+            require_qscd(profile, request.key_evidence.as_ref(), &verified.public_key)?;
         }
         let duplicate = sqlx::query(
             "SELECT serial FROM certificate WHERE spki_sha256 = $1 AND state <> 'failed'",
@@ -101,14 +133,10 @@ impl CertificateAuthority {
         // 2. The plan and its lint, before the CA key is touched.
         let issuer = self.hierarchy.get(profile.issuer())?;
         let config = &ctx.config.ca;
-        let subject = Subject {
-            country: &config.country,
-            national_id: &request.national_id,
-            name: &request.name,
-        };
         let planned = profile::plan(
             profile,
-            &subject,
+            &config.country,
+            &request.holder,
             &verified.public_key,
             issuer,
             &config.public_url,
@@ -150,7 +178,7 @@ impl CertificateAuthority {
             "profile": profile.name(),
             "issuer": issuer.role.name(),
             "subject": subject_text,
-            "national_id": request.national_id.as_str(),
+            "holder": request.holder.identifier(),
             "key": verified.key_type,
             "key_sha256": verified.key_fingerprint,
             "qscd": request.key_evidence.as_ref().map(|e| e.qscd.token_class.name()),
@@ -161,7 +189,7 @@ impl CertificateAuthority {
             issuer: issuer.role.name(),
             profile: profile.name(),
             subject: subject_text,
-            national_id: request.national_id.as_str().to_owned(),
+            national_id: request.holder.identifier().to_owned(),
             key_sha256: verified.key_fingerprint.clone(),
             not_before: rfc3339(not_before)?,
             not_after: rfc3339(not_after)?,
@@ -298,15 +326,16 @@ impl PlannedRow {
 /// A qualified signature certificate needs the key layer's word that this very key is
 /// on a qualified signature creation device.
 fn require_qscd(
+    profile: Profile,
     evidence: Option<&KeyEvidence>,
     key: &spki::SubjectPublicKeyInfoOwned,
 ) -> Result<(), CaError> {
     let evidence = evidence.ok_or_else(|| {
-        CaError::Refused(
-            "the citizen-sign profile certifies only keys on a qualified signature creation \
-             device, and no evidence from the key layer came with this request"
-                .into(),
-        )
+        CaError::Refused(format!(
+            "the {} profile certifies only keys on a qualified signature creation device, \
+             and no evidence from the key layer came with this request",
+            profile.name()
+        ))
     })?;
     if evidence.public_key.spki() != key {
         return Err(CaError::Refused(

@@ -31,8 +31,8 @@ use eid_core::ServiceContext;
 
 pub use error::CaError;
 pub use hierarchy::{Authority, CaRole, Hierarchy};
-pub use issue::{IssueRequest, IssuedCertificate, KeyEvidence};
-pub use names::{NationalId, PersonName};
+pub use issue::{Holder, IssueRequest, IssuedCertificate, KeyEvidence};
+pub use names::{NationalId, Organisation, PersonName};
 pub use profile::Profile;
 pub use publication::{CrlKind, PublishedCrl};
 pub use responder::{CacheInfo, OcspAnswer};

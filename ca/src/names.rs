@@ -19,6 +19,7 @@ const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const SURNAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.4");
 const GIVEN_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.42");
 const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
+const ORGANIZATION_IDENTIFIER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.97");
 
 /// A citizen's national identity number: 6 to 20 characters from `0-9 A-Z`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -93,6 +94,77 @@ impl PersonName {
     }
 }
 
+/// An organisation holding an electronic seal: its registered name, its identifier in
+/// the ETSI EN 319 412-1 §5.1.4 semantics (`NTR`, `VAT`, `PSD` or `LEI`, the
+/// registering country, a hyphen, the identifier: `NTRTT-4021877`), and the name of
+/// the seal (the certificate's commonName, such as "Ministry of Health records seal").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Organisation {
+    name: String,
+    identifier: String,
+    seal_name: String,
+}
+
+impl Organisation {
+    /// Checks and wraps an organisation's names and identifier.
+    pub fn new(name: &str, identifier: &str, seal_name: &str) -> Result<Self, CaError> {
+        for (what, part) in [("organisation name", name), ("seal name", seal_name)] {
+            let chars = part.chars().count();
+            if chars == 0 || chars > 64 {
+                return Err(CaError::BadRequest(format!(
+                    "{what} must have 1 to 64 characters"
+                )));
+            }
+            if part.chars().any(char::is_control) || part.trim() != part {
+                return Err(CaError::BadRequest(format!(
+                    "{what} {part:?} has control characters or surrounding spaces"
+                )));
+            }
+        }
+        let well_formed = identifier.len() <= 64
+            && identifier
+                .get(..3)
+                .is_some_and(|scheme| ["NTR", "VAT", "PSD", "LEI"].contains(&scheme))
+            && identifier
+                .get(3..5)
+                .is_some_and(|country| country.bytes().all(|b| b.is_ascii_uppercase()))
+            && identifier.get(5..6) == Some("-")
+            && identifier.get(6..).is_some_and(|id| {
+                !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-./".contains(&b))
+            });
+        if !well_formed {
+            return Err(CaError::BadRequest(format!(
+                "organisation identifier {identifier:?} must be NTR, VAT, PSD or LEI, a two-letter \
+                 country code, a hyphen and the registered identifier (EN 319 412-1 §5.1.4), \
+                 such as NTRTT-4021877"
+            )));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            identifier: identifier.to_owned(),
+            seal_name: seal_name.to_owned(),
+        })
+    }
+
+    /// The registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The identifier (`NTRTT-4021877`).
+    pub fn identifier(&self) -> &str {
+        &self.identifier
+    }
+
+    /// The seal's name.
+    pub fn seal_name(&self) -> &str {
+        &self.seal_name
+    }
+}
+
 /// Builds a `Name` attribute by attribute, with the string type each attribute needs
 /// (PrintableString for country and serialNumber, UTF8String for the rest).
 #[derive(Debug, Default)]
@@ -127,6 +199,15 @@ impl NameBuilder {
     pub(crate) fn serial_number(mut self, serial: &str) -> Self {
         self.rdns
             .push((SERIAL_NUMBER, Tag::PrintableString, serial.to_owned()));
+        self
+    }
+
+    pub(crate) fn organization_identifier(mut self, identifier: &str) -> Self {
+        self.rdns.push((
+            ORGANIZATION_IDENTIFIER,
+            Tag::Utf8String,
+            identifier.to_owned(),
+        ));
         self
     }
 
@@ -176,5 +257,19 @@ pub(crate) fn citizen_subject(
         .given_name(name.given())
         .serial_number(&format!("PNO{country}-{id}"))
         .common_name(&format!("{} {}", name.given(), name.surname()))
+        .build()
+}
+
+/// The subject of an organisation's seal certificate (EN 319 412-3 §4.2.1): country,
+/// organisation name, organisation identifier, and the seal's name as commonName.
+pub(crate) fn organisation_subject(
+    country: &str,
+    organisation: &Organisation,
+) -> Result<Name, CaError> {
+    NameBuilder::default()
+        .country(country)
+        .organization(organisation.name())
+        .organization_identifier(organisation.identifier())
+        .common_name(organisation.seal_name())
         .build()
 }

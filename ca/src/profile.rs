@@ -1,5 +1,7 @@
-//! The citizen certificate profiles (ETSI EN 319 412-2 and -5), and the lint that every
-//! planned certificate passes before the CA key is used.
+//! The end-entity certificate profiles (ETSI EN 319 412-2, -3 and -5): citizens'
+//! authentication and qualified signature certificates, organisations' qualified seal
+//! certificates; and the lint that every planned certificate passes before the CA key
+//! is used.
 
 use std::collections::BTreeMap;
 
@@ -18,10 +20,11 @@ use crate::{
     CaError, CaRole,
     extensions::{self, oid},
     hierarchy::{Authority, Planned},
-    names::{NationalId, PersonName, citizen_subject},
+    issue::Holder,
+    names::{citizen_subject, organisation_subject},
 };
 
-/// A certificate profile for citizens.
+/// A certificate profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Profile {
@@ -29,6 +32,9 @@ pub enum Profile {
     CitizenAuthentication,
     /// Qualified electronic signature (QCP-n-qscd): nonRepudiation, QC statements.
     CitizenSigning,
+    /// An organisation's qualified electronic seal (EN 319 412-3 legal person,
+    /// QCP-l-qscd): nonRepudiation, QC statements of type eseal.
+    OrganisationSeal,
 }
 
 impl Profile {
@@ -37,6 +43,7 @@ impl Profile {
         match self {
             Self::CitizenAuthentication => "citizen-auth",
             Self::CitizenSigning => "citizen-sign",
+            Self::OrganisationSeal => "org-seal",
         }
     }
 
@@ -45,8 +52,9 @@ impl Profile {
         match name {
             "citizen-auth" => Ok(Self::CitizenAuthentication),
             "citizen-sign" => Ok(Self::CitizenSigning),
+            "org-seal" => Ok(Self::OrganisationSeal),
             other => Err(CaError::BadRequest(format!(
-                "unknown profile {other:?}: use citizen-auth or citizen-sign"
+                "unknown profile {other:?}: use citizen-auth, citizen-sign or org-seal"
             ))),
         }
     }
@@ -56,13 +64,25 @@ impl Profile {
         match self {
             Self::CitizenAuthentication => CaRole::CitizenAuthenticationCa,
             Self::CitizenSigning => CaRole::CitizenSigningCa,
+            Self::OrganisationSeal => CaRole::OrganisationSealCa,
         }
+    }
+
+    /// Whether the profile certifies only keys on a qualified signature creation
+    /// device (the key layer's evidence must come with the request).
+    pub fn needs_qscd(self) -> bool {
+        matches!(self, Self::CitizenSigning | Self::OrganisationSeal)
+    }
+
+    /// Whether the profile is for an organisation (else for a citizen).
+    pub fn for_organisation(self) -> bool {
+        self == Self::OrganisationSeal
     }
 
     fn key_usage(self) -> KeyUsages {
         match self {
             Self::CitizenAuthentication => KeyUsages::DigitalSignature,
-            Self::CitizenSigning => KeyUsages::NonRepudiation,
+            Self::CitizenSigning | Self::OrganisationSeal => KeyUsages::NonRepudiation,
         }
     }
 
@@ -70,6 +90,7 @@ impl Profile {
         match self {
             Self::CitizenAuthentication => oid::NCP_PLUS,
             Self::CitizenSigning => oid::QCP_N_QSCD,
+            Self::OrganisationSeal => oid::QCP_L_QSCD,
         }
     }
 
@@ -89,7 +110,7 @@ impl Profile {
             Self::CitizenAuthentication => {
                 expected.insert(ObjectIdentifier::new_unwrap("2.5.29.37"), false); // extKeyUsage
             }
-            Self::CitizenSigning => {
+            Self::CitizenSigning | Self::OrganisationSeal => {
                 expected.insert(oid::QC_STATEMENTS, false);
             }
         }
@@ -97,17 +118,11 @@ impl Profile {
     }
 }
 
-/// What the profile needs to plan a certificate.
-pub(crate) struct Subject<'a> {
-    pub(crate) country: &'a str,
-    pub(crate) national_id: &'a NationalId,
-    pub(crate) name: &'a PersonName,
-}
-
-/// Plans a citizen certificate: subject and every extension.
+/// Plans a certificate: subject and every extension.
 pub(crate) fn plan(
     profile: Profile,
-    subject: &Subject<'_>,
+    country: &str,
+    holder: &Holder,
     key: &SubjectPublicKeyInfoOwned,
     issuer: &Authority,
     public_url: &str,
@@ -132,9 +147,27 @@ pub(crate) fn plan(
             ext.push(extensions::extended_key_usage(&[oid::CLIENT_AUTH], false)?);
         }
         Profile::CitizenSigning => ext.push(extensions::qualified_signature_statements(pds_url)?),
+        Profile::OrganisationSeal => ext.push(extensions::qualified_seal_statements(pds_url)?),
     }
+    let subject = match (profile.for_organisation(), holder) {
+        (false, Holder::Citizen { national_id, name }) => {
+            citizen_subject(country, national_id, name)?
+        }
+        (true, Holder::Organisation(organisation)) => organisation_subject(country, organisation)?,
+        _ => {
+            return Err(CaError::BadRequest(format!(
+                "the {} profile is for {}",
+                profile.name(),
+                if profile.for_organisation() {
+                    "an organisation"
+                } else {
+                    "a citizen"
+                }
+            )));
+        }
+    };
     Ok(Planned {
-        subject: citizen_subject(subject.country, subject.national_id, subject.name)?,
+        subject,
         issuer: issuer_tbs.subject().clone(),
         extensions: ext,
     })

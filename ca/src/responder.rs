@@ -116,7 +116,7 @@ fn hash_name(hash: CertIdHash) -> &'static str {
 impl ResponderState {
     pub(crate) fn new(hierarchy: &Hierarchy) -> Result<Self, CaError> {
         let mut issuers = Vec::new();
-        for role in [CaRole::CitizenAuthenticationCa, CaRole::CitizenSigningCa] {
+        for role in CaRole::ISSUING_CAS {
             let hashes = IssuerHashes::new(&hierarchy.get(role)?.certificate)
                 .map_err(|e| CaError::encoding("issuer hashes", e))?;
             issuers.push((role, hashes));

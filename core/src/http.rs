@@ -322,6 +322,15 @@ pub enum BearerRefusal {
     Unknown,
 }
 
+/// The token of the request's `Authorization: Bearer` header (RFC 6750 §2.1; the
+/// scheme's name in any case), if it has one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The configured caller whose token the request's `Authorization: Bearer` header
 /// carries. Digests are compared in constant time, so a comparison reveals nothing
 /// about a token.

@@ -23,6 +23,7 @@ pub const SCOPES: &[&str] = &[
     "offline_access",
     "service",
     "credential",
+    "eseal",
 ];
 
 /// The scopes of the Cloud Signature Consortium API v2 (8.3.2): `service` (the signing
@@ -31,6 +32,10 @@ pub const SCOPES: &[&str] = &[
 /// either gets access tokens meant for the signing service too, and those tokens carry
 /// the citizen's internal identifier as `sub` (see [`crate::tokens`]).
 pub const CSC_SCOPES: &[&str] = &["service", "credential"];
+
+/// The scope of the signing service's organisation seals: a service client (client
+/// credentials grant) allowed it gets access tokens meant for the signing service too.
+pub const SEAL_SCOPE: &str = "eseal";
 
 /// How a client authenticates at the token endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

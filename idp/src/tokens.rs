@@ -13,7 +13,7 @@ use crate::{
     Idp, IdpError, Level, OAuthError,
     authorization_details::{AuthorizationDetail, to_json},
     authorize::Parameters,
-    clients::{AuthMethod, CIBA_GRANT, CSC_SCOPES, Client, SubjectType, sha256_hex},
+    clients::{AuthMethod, CIBA_GRANT, CSC_SCOPES, Client, SEAL_SCOPE, SubjectType, sha256_hex},
     error::query,
     flow::Citizen,
     jose::{self, Algorithm, Jwk, Parsed, b64},
@@ -710,10 +710,17 @@ async fn client_credentials(
     let now = idp.ctx().clock.now().unix_timestamp();
     let ttl = idp.ctx().config.idp.access_token_ttl_secs;
     let key = idp.keys().active()?;
+    // A token for sealing is for the signing service as well as for the provider.
+    let config = &idp.ctx().config;
+    let audience = if scopes.iter().any(|s| s == SEAL_SCOPE) {
+        json!([config.idp.issuer, config.signing.csc.audience])
+    } else {
+        Value::from(config.idp.issuer.as_str())
+    };
     let mut claims = json!({
-        "iss": idp.ctx().config.idp.issuer,
+        "iss": config.idp.issuer,
         "sub": client.client_id,
-        "aud": idp.ctx().config.idp.issuer,
+        "aud": audience,
         "client_id": client.client_id,
         "iat": now,
         "exp": now + i64::try_from(ttl).unwrap_or(600),

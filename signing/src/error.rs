@@ -141,6 +141,25 @@ pub enum SignatureError {
     /// The mobile operator's gateway cannot be used now, or is not configured.
     #[error("{0}")]
     MobileIdUnavailable(String),
+    /// The access token is valid but lacks the scope the call needs (RFC 6750).
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// The caller may not use this seal.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No seal with this id.
+    #[error("no seal {0}")]
+    UnknownSeal(String),
+    /// The seal was withdrawn: its certificate is revoked, its key destroyed.
+    #[error("the seal {0} was withdrawn")]
+    SealWithdrawn(String),
+    /// The operation cannot be done here (a seal key needs an HSM, a CA to certify it).
+    #[error("{0}")]
+    Refused(String),
+    /// A service or device the operation needs (the HSM, the CA, the identity
+    /// provider's keys) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else internal.
     #[error("signature task failed: {0}")]
     Task(String),
@@ -163,6 +182,11 @@ impl SignatureError {
                 | Self::CertificateSuspended(_)
                 | Self::CertificateUnknown(_)
                 | Self::TooLarge(_)
+                | Self::InsufficientScope(_)
+                | Self::Forbidden(_)
+                | Self::UnknownSeal(_)
+                | Self::SealWithdrawn(_)
+                | Self::Refused(_)
         ) || matches!(self, Self::Pdf(pdf) if pdf.is_client_error())
     }
 }

@@ -30,6 +30,7 @@ use crate::{
         build::DigestAlgorithm, mobile::MobileSignRequest,
     },
     pades::MAX_PDF_BYTES,
+    seal::{SealRequest, Seals},
     tsa::{FailureInfo, TimeStampAuthority, token},
     validation::Covered,
 };
@@ -121,6 +122,12 @@ impl IntoResponse for SignatureError {
             Self::MobileIdUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "mobile-id-unavailable")
             }
+            Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient-scope"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::UnknownSeal(_) => (StatusCode::NOT_FOUND, "unknown-seal"),
+            Self::SealWithdrawn(_) => (StatusCode::GONE, "seal-withdrawn"),
+            Self::Refused(_) => (StatusCode::CONFLICT, "refused"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Pdf(pdf) => match pdf {
                 PdfError::NotPdf(_) => (StatusCode::BAD_REQUEST, "not-a-pdf"),
                 PdfError::Encrypted => (StatusCode::UNPROCESSABLE_ENTITY, "pdf-encrypted"),
@@ -141,11 +148,16 @@ impl IntoResponse for SignatureError {
             },
             _ => return Problem::internal("signature API", &self).into_response(),
         };
+        let challenge = match &self {
+            Self::InsufficientScope(_) => Some("Bearer error=\"insufficient_scope\""),
+            _ if status == StatusCode::UNAUTHORIZED => Some("Bearer"),
+            _ => None,
+        };
         let mut response = Problem::new(status, kind, self.to_string()).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
+                header::HeaderValue::from_static(challenge),
             );
         }
         response
@@ -241,18 +253,7 @@ async fn prepare(
     let client = caller(&signatures, &headers)?;
     let body = json_body(body)?;
     let (level, format) = level_and_format(body.level.as_deref(), body.format.as_deref())?;
-    let document = match (body.document, body.digest, body.digest_algorithm) {
-        (Some(document), None, None) => DocumentInput::Bytes(base64_field("document", &document)?),
-        (None, Some(digest), Some(algorithm)) => DocumentInput::Digest {
-            algorithm,
-            value: base64_field("digest", &digest)?,
-        },
-        _ => {
-            return Err(SignatureError::BadRequest(
-                "give either `document`, or `digest` with `digest_algorithm`".into(),
-            ));
-        }
-    };
+    let document = document_input(body.document, body.digest, body.digest_algorithm)?;
     let prepared = signatures
         .prepare(
             &client,
@@ -277,6 +278,26 @@ async fn prepare(
         "finalize": format!("/api/v1/signatures/{}/finalize", prepared.id),
     });
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// The document of a request: its bytes (base64), or its digest with the algorithm.
+fn document_input(
+    document: Option<String>,
+    digest: Option<String>,
+    digest_algorithm: Option<String>,
+) -> Result<DocumentInput, SignatureError> {
+    match (document, digest, digest_algorithm) {
+        (Some(document), None, None) => {
+            Ok(DocumentInput::Bytes(base64_field("document", &document)?))
+        }
+        (None, Some(digest), Some(algorithm)) => Ok(DocumentInput::Digest {
+            algorithm,
+            value: base64_field("digest", &digest)?,
+        }),
+        _ => Err(SignatureError::BadRequest(
+            "give either `document`, or `digest` with `digest_algorithm`".into(),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,6 +547,92 @@ async fn validate(
         "validated a signature"
     );
     Ok(Json(report).into_response())
+}
+
+/// The client of a seal API call, from its access token.
+async fn seal_client(seals: &Seals, headers: &HeaderMap) -> Result<String, SignatureError> {
+    let token = eid_core::http::bearer_token(headers).ok_or_else(|| {
+        SignatureError::Unauthorised(
+            "an access token from the identity provider is required (Authorization: Bearer)".into(),
+        )
+    })?;
+    seals.client(token).await
+}
+
+/// `GET /api/v1/seals`: the seals the token's client may use.
+async fn seal_list(
+    State(seals): State<Seals>,
+    headers: HeaderMap,
+) -> Result<Response, SignatureError> {
+    let client = seal_client(&seals, &headers).await?;
+    let list: Vec<_> = seals
+        .seals_of(&client)
+        .await?
+        .into_iter()
+        .map(|seal| {
+            serde_json::json!({
+                "seal_id": seal.seal_id,
+                "organisation": seal.organisation,
+                "organisation_id": seal.organisation_id,
+                "name": seal.name,
+                "certificate": seal.certificate,
+                "sign": format!("/api/v1/seals/{}/sign", seal.seal_id),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "seals": list })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealBody {
+    /// The document, base64 (or give `digest`, CAdES only).
+    document: Option<String>,
+    /// The document's digest, base64.
+    digest: Option<String>,
+    /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
+    digest_algorithm: Option<String>,
+    /// `B`, `T` or `LT` (default `LT`).
+    level: Option<String>,
+    /// `cades` (default) or `pades`.
+    format: Option<String>,
+    /// PAdES: a visible seal, `{"page": 1, "rect": [x1, y1, x2, y2]}`.
+    visible_signature: Option<VisibleBody>,
+}
+
+/// `POST /api/v1/seals/{id}/sign`: the document sealed, as `finalize` answers.
+async fn seal_sign(
+    State(seals): State<Seals>,
+    Path(seal_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<SealBody>, JsonRejection>,
+) -> Result<Response, SignatureError> {
+    let client = seal_client(&seals, &headers).await?;
+    let body = json_body(body)?;
+    let (level, format) = level_and_format(body.level.as_deref(), body.format.as_deref())?;
+    let document = document_input(body.document, body.digest, body.digest_algorithm)?;
+    let finished = seals
+        .apply(
+            &client,
+            &seal_id,
+            SealRequest {
+                document,
+                format,
+                level,
+                visible: body.visible_signature.map(VisibleBody::placement),
+            },
+        )
+        .await?;
+    Ok(finished_response(&headers, finished))
+}
+
+/// The seal API's routes.
+pub(crate) fn seal_routes(seals: &Seals) -> Router {
+    Router::new()
+        .route("/api/v1/seals", get(seal_list))
+        .route("/api/v1/seals/{id}/sign", post(seal_sign))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
+        .with_state(seals.clone())
 }
 
 /// The routes, before the shared `/healthz` and `/metrics`.

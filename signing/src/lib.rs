@@ -2,7 +2,8 @@
 //! profile ETSI EN 319 422) and CAdES and PAdES baseline B/T/LT signatures made in two
 //! steps for keys on a card or SIM (`POST /api/v1/signatures/prepare`, then
 //! `POST /api/v1/signatures/{id}/finalize`), validation reports, and remote signing
-//! by the CSC API v2 under `/csc/v2/` ([`csc`]).
+//! by the CSC API v2 under `/csc/v2/` ([`csc`]), and organisations' e-seals under
+//! `/api/v1/seals` ([`seal`]).
 #![forbid(unsafe_code)]
 
 pub mod cades;
@@ -11,6 +12,8 @@ pub mod csc;
 mod error;
 mod http;
 pub mod pades;
+pub mod seal;
+mod service_keys;
 pub mod tsa;
 pub mod validation;
 
@@ -34,10 +37,14 @@ pub fn router(
     tsa: &TimeStampAuthority,
     signatures: &Signatures,
     csc: Option<&csc::Csc>,
+    seals: Option<&seal::Seals>,
 ) -> Router {
     let mut routes = http::routes(tsa, signatures);
     if let Some(csc) = csc {
         routes = routes.merge(csc::http::routes(csc));
+    }
+    if let Some(seals) = seals {
+        routes = routes.merge(http::seal_routes(seals));
     }
     eid_core::http::service_router(SERVICE, DESCRIPTION, ctx, routes)
 }

@@ -49,6 +49,7 @@ const QC_COMPLIANCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862
 const QC_SSCD: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.4");
 const QC_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.6");
 const QC_TYPE_ESIGN: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.6.1");
+const QC_TYPE_ESEAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.1862.1.6.2");
 const ID_KP_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
 const ID_CE_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 /// certificateHold (RFC 5280 §5.3.1).
@@ -166,7 +167,8 @@ pub struct SignatureReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_status: Option<CertificateStatus>,
     /// `QESig` (qualified certificate for e-signatures on a QSCD), `AdESig-QC`
-    /// (qualified certificate, no QSCD), `AdESig`, or `n/a` when the signature failed.
+    /// (qualified certificate, no QSCD), `AdESig`; for seals `QESeal`, `AdESeal-QC`,
+    /// `AdESeal`; or `n/a` when the signature failed.
     pub qualification: &'static str,
     /// For a signature in a PDF: what of the file it covers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -917,7 +919,9 @@ struct QcStatement {
 }
 
 /// EN 319 412-5 statements of the signer's certificate: a qualified certificate for
-/// electronic signatures whose key is on a QSCD makes a qualified signature.
+/// electronic signatures (or seals) whose key is on a QSCD makes a qualified signature
+/// (or seal). The type is the QcType statement's; a certificate of neither is taken as
+/// a signature's.
 fn qualification(certificate: &Certificate) -> &'static str {
     let statements: Vec<QcStatement> = certificate
         .tbs_certificate()
@@ -928,16 +932,21 @@ fn qualification(certificate: &Certificate) -> &'static str {
         .and_then(|extension| Vec::<QcStatement>::from_der(extension.extn_value.as_bytes()).ok())
         .unwrap_or_default();
     let has = |oid| statements.iter().any(|s| s.statement_id == oid);
-    let esign = statements
+    let types = statements
         .iter()
         .find(|s| s.statement_id == QC_TYPE)
         .and_then(|s| s.statement_info.as_ref())
         .and_then(|info| Vec::<ObjectIdentifier>::from_der(&info.to_der().ok()?).ok())
-        .is_some_and(|types| types.contains(&QC_TYPE_ESIGN));
-    match (has(QC_COMPLIANCE) && esign, has(QC_SSCD)) {
-        (true, true) => "QESig",
-        (true, false) => "AdESig-QC",
-        _ => "AdESig",
+        .unwrap_or_default();
+    let seal = types.contains(&QC_TYPE_ESEAL) && !types.contains(&QC_TYPE_ESIGN);
+    let qualified = has(QC_COMPLIANCE) && (seal || types.contains(&QC_TYPE_ESIGN));
+    match (seal, qualified, has(QC_SSCD)) {
+        (false, true, true) => "QESig",
+        (false, true, false) => "AdESig-QC",
+        (false, false, _) => "AdESig",
+        (true, true, true) => "QESeal",
+        (true, true, false) => "AdESeal-QC",
+        (true, false, _) => "AdESeal",
     }
 }
 

@@ -152,8 +152,10 @@ async fn stand(backend: TestBackend) -> Stand {
             .issue(eid_ca::IssueRequest {
                 profile,
                 csr,
-                national_id: eid_ca::NationalId::new(NATIONAL_ID).unwrap(),
-                name: eid_ca::PersonName::new("Mari", "Maasikas").unwrap(),
+                holder: eid_ca::Holder::Citizen {
+                    national_id: eid_ca::NationalId::new(NATIONAL_ID).unwrap(),
+                    name: eid_ca::PersonName::new("Mari", "Maasikas").unwrap(),
+                },
                 requested_by: "operator:test".into(),
                 key_evidence: Some(eid_ca::KeyEvidence {
                     public_key: signer.public_key().clone(),

@@ -18,7 +18,7 @@ pub(crate) fn judge(program: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// `openssl verify` of `leaf` against the exported root and intermediate.
-fn openssl_verifies(pki: &Path, intermediate: &str, leaf: &Path) {
+pub(crate) fn openssl_verifies(pki: &Path, intermediate: &str, leaf: &Path) {
     let root = pki.join("root.pem");
     let intermediate = pki.join(format!("{intermediate}.pem"));
     let output = judge(
@@ -43,7 +43,7 @@ fn openssl_verifies(pki: &Path, intermediate: &str, leaf: &Path) {
 }
 
 /// pkilint finds nothing at WARNING or above (its exit code counts findings).
-fn pkilint_clean(tool: &str, args: &[&str], file: &Path) {
+pub(crate) fn pkilint_clean(tool: &str, args: &[&str], file: &Path) {
     let mut all = args.to_vec();
     let file = file.display().to_string();
     all.extend(["-s", "WARNING", &file]);
@@ -151,6 +151,47 @@ async fn issue(
         .unwrap()
 }
 
+/// A SoftHSM2 "card" (class smartcard, PIN 48213) with the two citizen key pairs
+/// generated on it: the token, the config file opening it, and a request (CSR file)
+/// signed by its signing key.
+async fn card_with_keys(eid: &Eid, dir: &Path, label: &str) -> (SoftHsmToken, String, String) {
+    let token = SoftHsmToken::create(dir, label, "48213");
+    std::fs::write(dir.join("card-pin"), "48213\n").unwrap();
+    let card = dir.join(format!("{label}.toml"));
+    std::fs::write(
+        &card,
+        format!(
+            "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{label}\"\npin_file = \"card-pin\"\nclass = \"smartcard\"\n",
+            token.module
+        ),
+    )
+    .unwrap();
+    let card = card.display().to_string();
+    let generated = token
+        .run(eid, Path::new(&card), &["keys", "generate-citizen"])
+        .await;
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let pin_file = dir.join("card-pin").display().to_string();
+    let request = token
+        .run(
+            eid,
+            Path::new(&card),
+            &[
+                "keys",
+                "csr",
+                "--label",
+                "citizen-signing",
+                "--pin-file",
+                &pin_file,
+            ],
+        )
+        .await;
+    assert!(request.status.success(), "{}", text(&request.stderr));
+    let sign_csr = dir.join(format!("{label}-sign.csr"));
+    std::fs::write(&sign_csr, &request.stdout).unwrap();
+    (token, card, sign_csr.display().to_string())
+}
+
 async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     let eid = Eid::new(backend).await;
     let dir = eid.dir.path();
@@ -178,6 +219,8 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
         "citizen-sign-ca",
         "ocsp-citizen-auth",
         "ocsp-citizen-sign",
+        "org-seal-ca",
+        "ocsp-org-seal",
         "tsa",
         "idp-tls",
     ] {
@@ -209,41 +252,7 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     );
 
     // Qualified signature certificate for a key generated on a citizen card.
-    let token = SoftHsmToken::create(dir, "citizen-card", "48213");
-    std::fs::write(dir.join("card-pin"), "48213\n").unwrap();
-    let card = dir.join("card.toml");
-    std::fs::write(
-        &card,
-        format!(
-            "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"citizen-card\"\npin_file = \"card-pin\"\nclass = \"smartcard\"\n",
-            token.module
-        ),
-    )
-    .unwrap();
-    let card = card.display().to_string();
-    let generated = token
-        .run(&eid, Path::new(&card), &["keys", "generate-citizen"])
-        .await;
-    assert!(generated.status.success(), "{}", text(&generated.stderr));
-    let pin_file = dir.join("card-pin").display().to_string();
-    let request = token
-        .run(
-            &eid,
-            Path::new(&card),
-            &[
-                "keys",
-                "csr",
-                "--label",
-                "citizen-signing",
-                "--pin-file",
-                &pin_file,
-            ],
-        )
-        .await;
-    assert!(request.status.success(), "{}", text(&request.stderr));
-    let sign_csr = dir.join("sign.csr");
-    std::fs::write(&sign_csr, &request.stdout).unwrap();
-    let sign_csr = sign_csr.display().to_string();
+    let (token, card, sign_csr) = card_with_keys(&eid, dir, "citizen-card").await;
     let issued = issue(
         &eid,
         &config,
@@ -260,6 +269,44 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
         "lint_etsi_cert",
         &["-t", "QCP-N-QSCD-EIDAS-FINAL-CERTIFICATE"],
         &sign,
+    );
+
+    // An organisation's qualified seal certificate (EN 319 412-3) for a key on a QSCD.
+    let (_seal_device, device, seal_csr) = card_with_keys(&eid, dir, "seal-device").await;
+    let issued = eid
+        .command(&[
+            "--config",
+            &config,
+            "ca",
+            "issue",
+            "--profile",
+            "org-seal",
+            "--csr",
+            &seal_csr,
+            "--organisation",
+            "Ministry of Health",
+            "--organisation-id",
+            "NTRTT-4021877",
+            "--seal-name",
+            "Ministry of Health records seal",
+            "--key-store",
+            &device,
+            "--key-label",
+            "citizen-signing",
+        ])
+        .env("SOFTHSM2_CONF", eid.dir.path().join("softhsm2.conf"))
+        .output()
+        .await
+        .unwrap();
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let seal = dir.join("seal.pem");
+    std::fs::write(&seal, &issued.stdout).unwrap();
+    openssl_verifies(&pki, "org-seal-ca", &seal);
+    pkilint_clean("lint_etsi_cert", &["-d", "-o"], &seal);
+    let subject = openssl_x509(&seal, &["-subject"]);
+    assert!(
+        subject.contains("organizationIdentifier = NTRTT-4021877"),
+        "{subject}"
     );
 
     // Refusals, each in its own words; the audit chain stays intact.
@@ -337,6 +384,39 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     )
     .await;
     assert_fails_with(&garbage, &["not a PKCS#10 request"]);
+    // A seal certificate is an organisation's, for a key on a QSCD.
+    let citizen_seal = issue(&eid, &config, "org-seal", &csr, &[]).await;
+    assert_fails_with(&citizen_seal, &["qualified signature creation device"]);
+    let seal_args = |identifier: &'static str| {
+        [
+            "--config",
+            config.as_str(),
+            "ca",
+            "issue",
+            "--profile",
+            "org-seal",
+            "--csr",
+            weak.as_str(),
+            "--organisation",
+            "Ministry of Health",
+            "--organisation-id",
+            identifier,
+            "--seal-name",
+            "Ministry of Health records seal",
+        ]
+    };
+    let bad_identifier = eid
+        .command(&seal_args("TT-4021877"))
+        .output()
+        .await
+        .unwrap();
+    assert_fails_with(&bad_identifier, &["EN 319 412-1"]);
+    let both = eid
+        .command(&[&seal_args("NTRTT-4021877")[..], &CITIZEN[..]].concat())
+        .output()
+        .await
+        .unwrap();
+    assert_fails_with(&both, &["cannot be used with"]);
 
     let tail = eid
         .run(&["--config", &config, "audit", "tail", "-n", "40"])
@@ -344,7 +424,7 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     let tail = text(&tail.stdout);
     assert_eq!(
         tail.matches("certificate.issue success").count(),
-        2,
+        3,
         "{tail}"
     );
     assert!(
@@ -353,7 +433,7 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     );
     assert_eq!(
         tail.matches("ca.certificate.create success").count(),
-        7,
+        9,
         "{tail}"
     );
     let verify = eid.run(&["--config", &config, "audit", "verify"]).await;

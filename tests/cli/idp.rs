@@ -22,6 +22,7 @@ mod conformance;
 mod csc_authorization;
 mod csc_signing;
 mod mobile;
+mod seal;
 
 /// The addresses one provider instance uses (the CA's is written into certificates as
 /// the OCSP URL, the card listener's into the login page), fixed for the whole test.

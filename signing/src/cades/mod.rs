@@ -149,9 +149,12 @@ pub struct VisiblePlacement {
 
 /// X.520 serialNumber: the signer's identifier (ETSI semantics, `PNOTT-…`).
 const SERIAL_NUMBER: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("2.5.4.5");
+/// X.520 organizationIdentifier: a seal's organisation (ETSI semantics, `NTRTT-…`).
+const ORGANIZATION_IDENTIFIER: spki::ObjectIdentifier =
+    spki::ObjectIdentifier::new_unwrap("2.5.4.97");
 
 /// The lines a visible signature shows: the signer's name and identifier from the
-/// certificate's subject, and the signing time.
+/// certificate's subject (a person's, or a seal's organisation), and the time.
 fn appearance_lines(certificate: &Certificate, at: OffsetDateTime) -> Vec<String> {
     let subject = certificate.tbs_certificate().subject();
     let name = subject
@@ -160,13 +163,18 @@ fn appearance_lines(certificate: &Certificate, at: OffsetDateTime) -> Vec<String
         .flatten()
         .map(|n| n.value().into_owned())
         .unwrap_or_else(|| subject.to_string());
-    let serial_number = subject
-        .by_oid::<x509_cert::ext::pkix::name::DirectoryString>(SERIAL_NUMBER)
-        .ok()
-        .flatten()
-        .map(|n| n.value().into_owned());
-    let mut lines = vec![format!("Digitally signed by {name}")];
-    lines.extend(serial_number);
+    let attribute = |oid| {
+        subject
+            .by_oid::<x509_cert::ext::pkix::name::DirectoryString>(oid)
+            .ok()
+            .flatten()
+            .map(|n| n.value().into_owned())
+    };
+    let mut lines = match attribute(ORGANIZATION_IDENTIFIER) {
+        Some(organisation) => vec![format!("Sealed by {name}"), organisation],
+        None => vec![format!("Digitally signed by {name}")],
+    };
+    lines.extend(attribute(SERIAL_NUMBER));
     let date = at
         .format(time::macros::format_description!(
             "Date: [year]-[month]-[day] [hour]:[minute]:[second] UTC"

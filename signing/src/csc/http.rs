@@ -26,20 +26,9 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, CscError> {
 }
 
 async fn access(csc: &Csc, headers: &HeaderMap) -> Result<Access, CscError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            CscError::InvalidToken("an access token is required (Authorization: Bearer)".into())
-        })?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            CscError::InvalidToken("the Authorization header is not a Bearer token".into())
-        })?;
+    let token = eid_core::http::bearer_token(headers).ok_or_else(|| {
+        CscError::InvalidToken("an access token is required (Authorization: Bearer)".into())
+    })?;
     csc.access(token).await
 }
 

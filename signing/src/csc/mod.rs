@@ -32,7 +32,7 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc};
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
 use der::{Decode, Encode};
 use eid_core::{AuditEvent, Outcome, ServiceContext, audit, group_commit::Written};
-use eid_hsm::{KeyLabel, KeyRole, KeySpec, PinKind, PinPolicy, PublicKey, QscdEvidence};
+use eid_hsm::{KeyLabel, PinKind, PinPolicy, PublicKey, QscdEvidence};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -45,6 +45,7 @@ use token::{Access, AccessTokens};
 use crate::{
     Signatures,
     cades::{build::DigestAlgorithm, revocation},
+    service_keys::{self, KeyTaskError, NewKey},
 };
 
 /// A port's answer.
@@ -83,6 +84,8 @@ pub struct CertificateOrder {
 pub trait SigningCertificates: Send + Sync + fmt::Debug {
     /// Issues a qualified signature certificate (DER) for the order.
     fn issue(&self, order: CertificateOrder) -> PortFuture<'_, Vec<u8>>;
+    /// Issues an organisation's qualified seal certificate (DER) for the order.
+    fn issue_seal(&self, order: crate::seal::SealOrder) -> PortFuture<'_, Vec<u8>>;
     /// Revokes the certificate `serial` (hex) for `reason` (an RFC 5280 reason name);
     /// one revoked already is no error.
     fn revoke<'a>(&'a self, serial: &'a str, reason: &'a str, actor: &'a str)
@@ -282,7 +285,7 @@ pub(crate) fn decode_hash(text: &str) -> Result<Vec<u8>, CscError> {
         .map_err(|_| CscError::InvalidRequest(format!("`{text}` is not a base64 hash")))
 }
 
-fn random_hex<const N: usize>() -> Result<String, CscError> {
+pub(crate) fn random_hex<const N: usize>() -> Result<String, CscError> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|e| CscError::Internal(format!("randomness: {e}")))?;
     Ok(hex::encode(bytes))
@@ -474,15 +477,8 @@ impl Csc {
     /// Why this service cannot create credentials, if it cannot: its key store is not
     /// an HSM, or it has no way to the CA.
     pub fn creation_refusal(&self) -> Option<CscError> {
-        let keys = &self.ctx().keys;
-        if keys.class() != eid_hsm::TokenClass::Hsm {
-            return Some(CscError::AccessDenied(format!(
-                "remote signing keys live on an HSM (a qualified signature creation device); \
-                 the service key store is a {} store ({}). Configure [keys] for a PKCS#11 \
-                 token of class hsm",
-                keys.class(),
-                keys.description()
-            )));
+        if let Some(refusal) = service_keys::not_an_hsm(&self.ctx().keys, "remote signing keys") {
+            return Some(CscError::AccessDenied(refusal));
         }
         self.certificates().err()
     }
@@ -512,21 +508,15 @@ impl Csc {
         }
         let label =
             KeyLabel::new(credential_id.clone()).map_err(|e| CscError::Internal(e.to_string()))?;
-        let keys = ctx.keys.clone();
-        let key_label = label.clone();
-        let generated = tokio::task::spawn_blocking(move || {
-            let info = keys.generate(&key_label, KeySpec::EcP256, KeyRole::Service)?;
-            let evidence = keys.qscd_evidence(&key_label)?;
-            let csr = keys
-                .signer(&key_label, None)?
-                .certification_request("CN=eID remote signing key")?;
-            Ok::<_, eid_hsm::HsmError>((csr, info.public_key, evidence))
-        })
-        .await
-        .map_err(|e| CscError::Internal(format!("key generation task: {e}")))?;
-        let (csr, public_key, evidence) = match generated {
+        let generated =
+            service_keys::generate(&ctx.keys, &label, "CN=eID remote signing key").await;
+        let NewKey {
+            csr,
+            public_key,
+            evidence,
+        } = match generated {
             Ok(generated) => generated,
-            Err(eid_hsm::HsmError::KeyExists { .. }) => {
+            Err(KeyTaskError::Hsm(eid_hsm::HsmError::KeyExists { .. })) => {
                 return Err(CscError::InvalidRequest(format!(
                     "a key for credential `{credential_id}` exists already on the HSM"
                 )));
@@ -599,13 +589,8 @@ impl Csc {
             .map_err(|e| CscError::Internal(format!("the CA's certificate is unreadable: {e}")))?;
         let serial = hex::encode_upper(certificate.tbs_certificate().serial_number().as_bytes());
         *issued_serial = Some(serial.clone());
-        // The certificate also goes on the token, where PKCS#11 tools find it.
-        let keys = ctx.keys.clone();
-        let stored = der.clone();
-        let store_label = label.clone();
-        tokio::task::spawn_blocking(move || keys.store_certificate(&store_label, &stored))
+        service_keys::store_certificate(&ctx.keys, label, &der)
             .await
-            .map_err(|e| CscError::Internal(format!("certificate task: {e}")))?
             .map_err(|e| {
                 CscError::Unavailable(format!("storing the certificate on the HSM: {e}"))
             })?;
@@ -677,11 +662,8 @@ impl Csc {
     }
 
     async fn destroy_key(&self, label: &KeyLabel) -> Result<bool, CscError> {
-        let keys = self.ctx().keys.clone();
-        let label = label.clone();
-        tokio::task::spawn_blocking(move || keys.destroy(&label))
+        service_keys::destroy(&self.ctx().keys, label)
             .await
-            .map_err(|e| CscError::Internal(format!("key destruction task: {e}")))?
             .map_err(|e| CscError::Unavailable(format!("the HSM: {e}")))
     }
 

@@ -187,7 +187,7 @@ impl Tsa {
         tokio::spawn(eid_core::http::serve(
             "signing",
             listener,
-            eid_signing::router(&ctx, &tsa, &signatures, None),
+            eid_signing::router(&ctx, &tsa, &signatures, None, None),
             shutdown.clone(),
         ));
         Self {
@@ -396,8 +396,10 @@ impl Card {
             .issue(eid_ca::IssueRequest {
                 profile: eid_ca::Profile::CitizenSigning,
                 csr,
-                national_id: eid_ca::NationalId::new(national_id).unwrap(),
-                name: eid_ca::PersonName::new("Mari", "Maasikas").unwrap(),
+                holder: eid_ca::Holder::Citizen {
+                    national_id: eid_ca::NationalId::new(national_id).unwrap(),
+                    name: eid_ca::PersonName::new("Mari", "Maasikas").unwrap(),
+                },
                 requested_by: "operator:test".into(),
                 key_evidence: Some(evidence),
             })

@@ -25,22 +25,67 @@ use crate::{Eid, Server, SoftHsmToken, text};
 
 const NATIONAL_ID: &str = "3900101123456";
 const PIN: &str = "48213";
-const PORTAL_TOKEN: &str = "a-signature-api-token-for-the-portal-0123";
+pub(super) const PORTAL_TOKEN: &str = "a-signature-api-token-for-the-portal-0123";
 const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const VERIFIER: &str = "a-pkce-verifier-that-is-long-enough-0123456789";
 
 /// The instance: its folder, the token, the config naming it, the listeners.
-struct Instance {
-    eid: Eid,
-    addresses: Addresses,
-    token: SoftHsmToken,
+pub(super) struct Instance {
+    pub(super) eid: Eid,
+    pub(super) addresses: Addresses,
+    pub(super) token: SoftHsmToken,
     config: std::path::PathBuf,
-    signing: String,
+    pub(super) signing: String,
 }
 
 impl Instance {
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    /// An initialised instance whose keys are on a SoftHSM2 token of class hsm
+    /// ("eid-service", user PIN 246810), with a signature API client (`PORTAL_TOKEN`)
+    /// and its CA certificates exported to `pki/`.
+    pub(super) async fn on_hsm(backend: TestBackend) -> Self {
+        let eid = Eid::new(backend).await;
+        let dir = eid.dir.path().to_path_buf();
+        let token = SoftHsmToken::create(&dir, "eid-service", "246810");
+        let config = token.config(&eid, "eid-service", "246810");
+        // A caller of the signature API, for validation reports.
+        std::fs::write(dir.join("portal-token"), PORTAL_TOKEN).unwrap();
+        let mut toml = std::fs::read_to_string(&config).unwrap();
+        toml.push_str(&format!(
+            "[[signing.api_client]]\nname = \"portal\"\ntoken_file = {:?}\n",
+            dir.join("portal-token")
+        ));
+        std::fs::write(&config, toml).unwrap();
+        let instance = Self {
+            eid,
+            addresses: Addresses::new(),
+            token,
+            config,
+            signing: free_address(),
+        };
+        instance.ok(&["init"]).await;
+        let pki = dir.join("pki").display().to_string();
+        instance.ok(&["ca", "export", "--out", &pki]).await;
+        instance
+    }
+
+    /// The objects pkcs11-tool lists on the token.
+    pub(super) fn token_objects(&self) -> String {
+        let objects = std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.token.conf)
+            .args([
+                "--module",
+                &self.token.module,
+                "--token-label",
+                "eid-service",
+            ])
+            .args(["--login", "--pin", "246810", "--list-objects"])
+            .output()
+            .unwrap();
+        text(&objects.stdout)
+    }
+
+    pub(super) fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = command(&self.eid, &self.addresses, args);
         command
             .env("EID_CONFIG", &self.config)
@@ -50,11 +95,11 @@ impl Instance {
         command
     }
 
-    async fn run(&self, args: &[&str]) -> std::process::Output {
+    pub(super) async fn run(&self, args: &[&str]) -> std::process::Output {
         self.command(args).output().await.unwrap()
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(super) async fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args).await;
         assert!(
             output.status.success(),
@@ -125,28 +170,8 @@ async fn login(instance: &Instance, client: &(String, String), scope: &str, extr
 }
 
 async fn remote_signing_through_the_csc_api(backend: TestBackend) {
-    let eid = Eid::new(backend).await;
-    let dir = eid.dir.path().to_path_buf();
-    let token = SoftHsmToken::create(&dir, "eid-service", "246810");
-    let config = token.config(&eid, "eid-service", "246810");
-    // A caller of the signature API, for the validation report.
-    std::fs::write(dir.join("portal-token"), PORTAL_TOKEN).unwrap();
-    let mut toml = std::fs::read_to_string(&config).unwrap();
-    toml.push_str(&format!(
-        "[[signing.api_client]]\nname = \"portal\"\ntoken_file = {:?}\n",
-        dir.join("portal-token")
-    ));
-    std::fs::write(&config, toml).unwrap();
-    let instance = Instance {
-        eid,
-        addresses: Addresses::new(),
-        token,
-        config,
-        signing: free_address(),
-    };
-    instance.ok(&["init"]).await;
-    let pki = dir.join("pki").display().to_string();
-    instance.ok(&["ca", "export", "--out", &pki]).await;
+    let instance = Instance::on_hsm(backend).await;
+    let dir = instance.eid.dir.path().to_path_buf();
     // The ID card the citizen logs in with (a key in a file, for curl).
     let csr = openssl_csr(
         &dir,
@@ -218,21 +243,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify.stdout));
     // pkcs11-tool sees the key and the certificate on the token, under the credential id.
-    let token_objects = || {
-        let objects = std::process::Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &instance.token.conf)
-            .args([
-                "--module",
-                &instance.token.module,
-                "--token-label",
-                "eid-service",
-            ])
-            .args(["--login", "--pin", "246810", "--list-objects"])
-            .output()
-            .unwrap();
-        text(&objects.stdout)
-    };
-    let listing = token_objects();
+    let listing = instance.token_objects();
     assert!(
         listing.matches(&credential).count() >= 3,
         "private key, public key and certificate of {credential}: {listing}"
@@ -367,7 +378,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     assert_pyhanko_valid(
         &dir.join("pki/root.pem"),
         &signed,
-        NATIONAL_ID,
+        &format!("PNOTT-{NATIONAL_ID}"),
         "The signature covers the entire file.",
     );
 
@@ -805,7 +816,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     )
     .await;
     assert_refused(status, &answer, 403, "access_denied", "disabled");
-    let listing = token_objects();
+    let listing = instance.token_objects();
     assert!(!listing.contains(&credential), "{listing}");
 
     // A token revoked at the provider (RFC 7009) is refused at once, not at expiry.
@@ -838,7 +849,7 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
 }
 
 /// On the embedded soft store a remote credential is refused: it is no QSCD.
-async fn soft_store_credentials_are_refused(backend: TestBackend) {
+async fn soft_store_keys_for_others_are_refused(backend: TestBackend) {
     let eid = Eid::new(backend).await;
     let addresses = Addresses::new();
     let init = command(&eid, &addresses, &["init"]).output().await.unwrap();
@@ -867,9 +878,34 @@ async fn soft_store_credentials_are_refused(backend: TestBackend) {
     assert!(!output.status.success());
     let said = text(&output.stderr);
     assert!(said.contains("HSM") && said.contains("soft"), "{said}");
+    // Nor an organisation's seal key.
+    let output = command(
+        &eid,
+        &addresses,
+        &[
+            "signing",
+            "seal",
+            "create",
+            "--organisation",
+            "Ministry of Health",
+            "--organisation-id",
+            "NTRTT-4021877",
+            "--name",
+            "Ministry of Health records seal",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let said = text(&output.stderr);
+    assert!(
+        said.contains("seal keys live on an HSM") && said.contains("soft"),
+        "{said}"
+    );
 }
 
 on_both_backends!(
     remote_signing_through_the_csc_api,
-    soft_store_credentials_are_refused
+    soft_store_keys_for_others_are_refused
 );

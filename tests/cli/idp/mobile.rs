@@ -940,9 +940,9 @@ async fn sign_with_the_sim(
 pub(super) const MAINTENANCE_ONLY: &str = "All modifications relate to signature maintenance";
 
 /// pyHanko judges `pdf` with `root` as the only trust anchor: valid, trusted,
-/// time-stamped, signed by `national_id`, and `coverage` said of what follows the
-/// signature.
-pub(super) fn assert_pyhanko_valid(root: &Path, pdf: &Path, national_id: &str, coverage: &str) {
+/// time-stamped, signed by `signer` (the identifier in the signer's subject, such as
+/// `PNOTT-…`), and `coverage` said of what follows the signature.
+pub(super) fn assert_pyhanko_valid(root: &Path, pdf: &Path, signer: &str, coverage: &str) {
     let output = std::process::Command::new(pyhanko())
         .args(["sign", "validate", "--pretty-print", "--trust"])
         .arg(root)
@@ -953,7 +953,7 @@ pub(super) fn assert_pyhanko_valid(root: &Path, pdf: &Path, national_id: &str, c
     let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "pyHanko: {said}");
     for line in [
-        &format!("PNOTT-{national_id}"),
+        signer,
         "The signer's certificate is trusted.",
         "The signature is cryptographically sound.",
         "The signature is judged VALID.",
@@ -1037,7 +1037,7 @@ async fn pdf_signed_with_the_sim_is_judged_by_pyhanko(backend: TestBackend) {
     assert_pyhanko_valid(
         &stand.dir.join("pki/root.pem"),
         &signed,
-        NATIONAL_ID,
+        &format!("PNOTT-{NATIONAL_ID}"),
         MAINTENANCE_ONLY,
     );
 
@@ -1115,7 +1115,7 @@ async fn readme_journey_on_one_instance(backend: TestBackend) {
     assert_pyhanko_valid(
         &dir.join("pki/root.pem"),
         &signed,
-        "3900101222222",
+        "PNOTT-3900101222222",
         MAINTENANCE_ONLY,
     );
     server.stop().await;
