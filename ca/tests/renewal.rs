@@ -84,7 +84,10 @@ async fn service_certificates_are_renewed_before_they_expire(backend: TestBacken
         let after = &second[role];
         let renewed = matches!(
             role,
-            CaRole::OcspCitizenAuthentication | CaRole::OcspCitizenSigning | CaRole::IdpTls
+            CaRole::OcspCitizenAuthentication
+                | CaRole::OcspCitizenSigning
+                | CaRole::OcspOrganisationSeal
+                | CaRole::IdpTls
         );
         assert_eq!(before.serial != after.serial, renewed, "{role}");
         assert_eq!(before.spki, after.spki, "{role}: the same key");
@@ -115,7 +118,7 @@ async fn service_certificates_are_renewed_before_they_expire(backend: TestBacken
         .into_iter()
         .filter(|entry| entry.action == "ca.certificate.renew")
         .collect();
-    assert_eq!(renewals.len(), 3, "{renewals:?}");
+    assert_eq!(renewals.len(), 4, "{renewals:?}");
     assert!(
         renewals
             .iter()

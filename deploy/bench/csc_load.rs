@@ -9,7 +9,12 @@
 //! - signHash, one hash per SAD: each call checks the token and the SAD, asks the OCSP
 //!   responder (cached responses), signs on the HSM, and commits the spent SAD with its
 //!   audit entry;
-//! - signHash, 20 hashes per SAD (`multisign`): hashes per second.
+//! - signHash, 20 hashes per SAD (`multisign`): hashes per second;
+//! - organisation seals (`POST /api/v1/seals/{id}/sign`, a client-credentials token):
+//!   a CAdES-B seal over a digest (prepare, sign on the HSM, finalize with the OCSP
+//!   check, one call), a CAdES-LT seal (plus a time-stamp and validation data), and a
+//!   PAdES B-LT seal of a one-page PDF; the seal key is a P-256 key on the same token,
+//!   so the raw rate above is its reference too.
 //!
 //! The client runs on the same two cores as the server. SQLite always; PostgreSQL when
 //! `EID_TEST_POSTGRES_URL` is set. `cargo bench --bench csc_load` (needs SoftHSM2,
@@ -56,6 +61,8 @@ struct Stand {
     signing: String,
     credential: String,
     access_token: String,
+    seal: String,
+    seal_token: String,
     token_label: String,
     _dir: tempfile::TempDir,
 }
@@ -157,6 +164,27 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
         client["client_id"].as_str().unwrap().to_owned(),
         client["client_secret"].as_str().unwrap().to_owned(),
     );
+    // An agency's system and its seal.
+    let mut rp = eid(path, database_url, &envs);
+    rp.args(["rp", "add", "--name", "Bench agency"]);
+    rp.args(["--grant", "client_credentials", "--scope", "eseal"]);
+    let agency: Value = serde_json::from_str(&output(rp)).unwrap();
+    let agency = (
+        agency["client_id"].as_str().unwrap().to_owned(),
+        agency["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let mut create = eid(path, database_url, &envs);
+    create.args([
+        "signing",
+        "seal",
+        "create",
+        "--organisation",
+        "Bench Agency",
+    ]);
+    create.args(["--organisation-id", "NTRTT-1000001", "--name", "Bench seal"]);
+    create.args(["--client", &agency.0]);
+    let created: Value = serde_json::from_str(&output(create)).unwrap();
+    let seal = created["seal_id"].as_str().unwrap().to_owned();
     let mut serve = eid(path, database_url, &envs);
     serve.arg("serve");
     let child = serving(serve);
@@ -195,11 +223,25 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
             .await
             .unwrap()
     });
+    let seal_token: Value = tokio::runtime::Handle::current().block_on(async {
+        reqwest::Client::new()
+            .post(format!("{issuer}/token"))
+            .basic_auth(&agency.0, Some(&agency.1))
+            .form(&[("grant_type", "client_credentials"), ("scope", "eseal")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
     Stand {
         _server: common::Served(child),
         signing,
         credential,
         access_token: tokens["access_token"].as_str().unwrap().to_owned(),
+        seal,
+        seal_token: seal_token["access_token"].as_str().unwrap().to_owned(),
         token_label: token_label.to_owned(),
         _dir: dir,
     }
@@ -239,6 +281,57 @@ fn raw_rate(stand: &Stand) -> f64 {
         .collect();
     let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One seal applied: the answer's JSON.
+async fn seal(http: &reqwest::Client, stand: &Stand, body: Value) -> Value {
+    let response = http
+        .post(format!(
+            "http://{}/api/v1/seals/{}/sign",
+            stand.signing, stand.seal
+        ))
+        .bearer_auth(&stand.seal_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "seal: {status} {body}");
+    body
+}
+
+/// A one-page PDF with its cross-reference table.
+fn one_page_pdf() -> Vec<u8> {
+    let content = "BT /F1 12 Tf 72 770 Td (Permit) Tj ET";
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_owned(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
+    ];
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (n, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend(format!("{} 0 obj\n{object}\nendobj\n", n + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
 }
 
 async fn call(http: &reqwest::Client, stand: &Stand, method: &str, body: Value) -> Value {
@@ -390,6 +483,45 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
             &latencies,
             raw,
         );
+    }
+
+    // Organisation seals: one call each, the whole signature made on the server.
+    let pdf = Base64::encode_string(&one_page_pdf());
+    for (label, count, body) in [
+        (
+            "seal, CAdES-B over a digest",
+            sads,
+            json!({ "level": "B", "digest_algorithm": "sha256" }),
+        ),
+        (
+            "seal, CAdES-LT over a digest",
+            (sads / 2).max(10),
+            json!({ "level": "LT", "digest_algorithm": "sha256" }),
+        ),
+        (
+            "seal, PAdES B-LT (1-page PDF)",
+            (sads / 4).max(10),
+            json!({ "level": "LT", "format": "pades", "document": pdf }),
+        ),
+    ] {
+        let jobs: Vec<Value> = (0..count)
+            .map(|i| {
+                let mut job = body.clone();
+                if job.get("document").is_none() {
+                    job["digest"] = Value::from(hashes(i, 1)[0].clone());
+                }
+                job
+            })
+            .collect();
+        let work = {
+            let (stand, http) = (stand.clone(), http.clone());
+            move |job: Value| {
+                let (stand, http) = (stand.clone(), http.clone());
+                async move { seal(&http, &stand, job).await }
+            }
+        };
+        let (rate, latencies, _) = drive(concurrency, jobs, work).await;
+        line(label, rate, "seal", &latencies, raw);
     }
     println!();
 }

@@ -49,7 +49,13 @@ fn pades_request(card: &Card, pdf: &[u8], level: &str) -> Value {
 
 /// Prepares, signs on the card, finalizes; returns the signed PDF.
 async fn sign(tsa: &Tsa, card: &Card, pdf: &[u8], level: &str, accept_pdf: bool) -> Vec<u8> {
-    let answer = prepare(tsa, pades_request(card, pdf, level)).await;
+    sign_request(tsa, card, pades_request(card, pdf, level), accept_pdf).await
+}
+
+/// Prepares `request`, signs on the card, finalizes; returns the signed PDF.
+async fn sign_request(tsa: &Tsa, card: &Card, request: Value, accept_pdf: bool) -> Vec<u8> {
+    let level = request["level"].as_str().unwrap().to_owned();
+    let answer = prepare(tsa, request).await;
     assert_eq!(answer.status, 201, "{}", answer.text());
     let prepared = answer.json();
     assert_eq!(prepared["format"], "pades");
@@ -681,25 +687,7 @@ async fn visible_signature_is_drawn_where_asked(backend: TestBackend) {
 
     // On page 2, lower left: prepared, signed on the card, finalized.
     let rect = [56.0, 56.0, 306.0, 126.0];
-    let answer = prepare(&tsa, visible(2, rect)).await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-    let prepared = answer.json();
-    let tbs = Base64::decode_vec(prepared["data_to_be_signed"].as_str().unwrap()).unwrap();
-    let signature = card.sign(tbs).await;
-    let answer = post(
-        &tsa,
-        &format!(
-            "/api/v1/signatures/{}/finalize",
-            prepared["id"].as_str().unwrap()
-        ),
-        "application/pdf",
-        json!({ "signature": Base64::encode_string(&signature) })
-            .to_string()
-            .into_bytes(),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let signed = answer.body;
+    let signed = sign_request(&tsa, &card, visible(2, rect), true).await;
     assert!(signed.starts_with(&plain));
     let signed_path = write(&tsa, "visible.pdf", &signed);
     let plain_path = write(&tsa, "plain.pdf", &plain);
@@ -747,6 +735,61 @@ async fn visible_signature_is_drawn_where_asked(backend: TestBackend) {
             render(&tsa, &signed_path, page)
         );
     }
+
+    // On a page viewers turn a quarter clockwise (/Rotate 90, inherited from the page
+    // tree): a box tall in the page's own space is wide on screen, and the text must
+    // run across the screen, not down it.
+    let turned = sample(&Sample {
+        pages: 1,
+        rotate: 90,
+        ..Sample::default()
+    });
+    let mut request = pades_request(&card, &turned, "T");
+    request["visible_signature"] = json!({ "page": 1, "rect": [56.0, 300.0, 126.0, 550.0] });
+    let signed = sign_request(&tsa, &card, request, true).await;
+    let signed_path = write(&tsa, "visible-turned.pdf", &signed);
+    let judged = pyhanko_validates(&tsa, &signed_path);
+    assert!(judged.success, "pyHanko: {}", judged.text);
+    let plain_path = write(&tsa, "turned.pdf", &turned);
+    let (width, height, before) = render(&tsa, &plain_path, 1);
+    let (_, _, after) = render(&tsa, &signed_path, 1);
+    assert!(
+        width > height,
+        "poppler shows the page turned: {width}x{height}"
+    );
+    // The box as drawn on screen: every changed pixel.
+    let changed: Vec<(usize, usize)> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (x, y)))
+        .filter(|&(x, y)| before[y * width + x] != after[y * width + x])
+        .collect();
+    let span = |pixels: &[(usize, usize)]| {
+        let xs = pixels.iter().map(|p| p.0);
+        let ys = pixels.iter().map(|p| p.1);
+        (
+            xs.clone().min().unwrap(),
+            xs.max().unwrap(),
+            ys.clone().min().unwrap(),
+            ys.max().unwrap(),
+        )
+    };
+    let (x0, x1, y0, y1) = span(&changed);
+    assert!(x1 - x0 > 3 * (y1 - y0), "the box is not wide on screen");
+    // The text: dark pixels away from the frame. Lines across the screen make ink
+    // wider than tall; lines down it, the reverse.
+    let ink: Vec<(usize, usize)> = changed
+        .iter()
+        .copied()
+        .filter(|&(x, y)| x > x0 + 3 && x + 3 < x1 && y > y0 + 3 && y + 3 < y1)
+        .filter(|&(x, y)| after[y * width + x] < 128)
+        .collect();
+    assert!(ink.len() > 50, "only {} dark pixels of text", ink.len());
+    let (ix0, ix1, iy0, iy1) = span(&ink);
+    assert!(
+        ix1 - ix0 > 2 * (iy1 - iy0),
+        "the text does not read across the screen: ink {}x{}",
+        ix1 - ix0,
+        iy1 - iy0
+    );
 }
 
 on_both_backends!(

@@ -1112,7 +1112,7 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
     assert!(text(&file_hash.stdout).starts_with(transcript["file_sha256"].as_str().unwrap()));
     assert_eq!(transcript["witnesses"].as_array().unwrap().len(), 2);
     let certificates = transcript["certificates"].as_array().unwrap();
-    assert_eq!(certificates.len(), 7);
+    assert_eq!(certificates.len(), 9);
     let pki = dir.join("pki");
     let export = token
         .run(

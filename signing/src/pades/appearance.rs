@@ -1,7 +1,9 @@
 //! Visible signatures (ISO 32000-1 §12.5.5, §12.7.4.5): the signature widget gets a
 //! rectangle on a page and a normal appearance, a form XObject that draws a frame and
-//! a few lines of text (who signed, when) in the standard Helvetica font. Viewers show
-//! the appearance; validators judge the signature as they would an invisible one.
+//! a few lines of text (who signed, when) in the standard Helvetica font. On a page
+//! that viewers turn (/Rotate), the drawing is turned back by its /Matrix so the text
+//! reads upright on screen. Viewers show the appearance; validators judge the signature
+//! as they would an invisible one.
 
 use lopdf::{Dictionary, Object};
 
@@ -65,11 +67,28 @@ pub(super) fn font() -> Dictionary {
 }
 
 /// The appearance stream object's body (dictionary and stream) for a box of `width`
-/// by `height` showing `lines`, with the font at `font_id`.
-pub(super) fn stream(width: f64, height: f64, lines: &[String], font_id: (u32, u16)) -> Vec<u8> {
+/// by `height` (in the page's default user space) on a page turned `rotation`
+/// degrees clockwise, showing `lines`, with the font at `font_id`.
+///
+/// The drawing is made for the box as the reader sees it (width and height swapped on
+/// a quarter turn) and its /Matrix turns it counter-clockwise by the page's rotation;
+/// the widget's /Rect then places the turned box (ISO 32000-1 §12.5.5, Algorithm 8.1).
+pub(super) fn stream(
+    width: f64,
+    height: f64,
+    rotation: u16,
+    lines: &[String],
+    font_id: (u32, u16),
+) -> Vec<u8> {
+    let (width, height, matrix) = match rotation {
+        90 => (height, width, "/Matrix [0 1 -1 0 0 0]"),
+        180 => (width, height, "/Matrix [-1 0 0 -1 0 0]"),
+        270 => (height, width, "/Matrix [0 -1 1 0 0 0]"),
+        _ => (width, height, ""),
+    };
     let content = content(width, height, lines);
     let mut body = format!(
-        "<</Type /XObject/Subtype /Form/FormType 1/BBox [0 0 {} {}]\
+        "<</Type /XObject/Subtype /Form/FormType 1/BBox [0 0 {} {}]{matrix}\
          /Resources <</Font <</F1 {} {} R>>/ProcSet [/PDF /Text]>>/Length {}>>\nstream\n",
         number(width),
         number(height),
@@ -197,7 +216,7 @@ mod tests {
             "Signed by Mary Seacole".to_owned(),
             "2026-11-22 10:00 UTC".to_owned(),
         ];
-        let body = stream(200.0, 50.0, &lines, (12, 0));
+        let body = stream(200.0, 50.0, 0, &lines, (12, 0));
         let text = String::from_utf8_lossy(&body);
         let content = content(200.0, 50.0, &lines);
         assert!(
@@ -213,5 +232,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("T* (2026-11-22 10:00 UTC) Tj"), "{text}");
+        assert!(!text.contains("/Matrix"), "{text}");
+    }
+
+    #[test]
+    fn on_a_turned_page_the_drawing_is_turned_back() {
+        let lines = vec!["Signed by Mary Seacole".to_owned()];
+        for (rotation, bbox, matrix) in [
+            (90, "/BBox [0 0 50 200]", "/Matrix [0 1 -1 0 0 0]"),
+            (180, "/BBox [0 0 200 50]", "/Matrix [-1 0 0 -1 0 0]"),
+            (270, "/BBox [0 0 50 200]", "/Matrix [0 -1 1 0 0 0]"),
+        ] {
+            let body = stream(200.0, 50.0, rotation, &lines, (12, 0));
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                text.contains(&format!("{bbox}{matrix}")),
+                "{rotation}: {text}"
+            );
+        }
     }
 }

@@ -214,34 +214,62 @@ impl Revision<'_> {
         Ok((id, page))
     }
 
-    /// A page's /MediaBox, inherited from its ancestors when it has none (§7.7.3.4).
-    pub(super) fn media_box(&self, page: &Dictionary) -> Result<[f64; 4], PdfError> {
+    /// A page attribute, inherited from the page's ancestors when it has none
+    /// (§7.7.3.4): the value, or none anywhere up the tree.
+    fn inherited<'b>(
+        &'b self,
+        page: &'b Dictionary,
+        key: &[u8],
+    ) -> Result<Option<&'b Object>, PdfError> {
         let mut node = page;
         // The page tree's depth bounds the walk; a cycle would not end otherwise.
         for _ in 0..64 {
-            if let Ok(value) = node.get(b"MediaBox") {
-                let numbers = self
-                    .array(value, "a /MediaBox")?
-                    .iter()
-                    .map(|n| match n {
-                        Object::Integer(i) => Some(*i as f64),
-                        Object::Real(r) => Some(f64::from(*r)),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<f64>>>();
-                return match numbers.as_deref() {
-                    Some(&[x1, y1, x2, y2]) => Ok([x1, y1, x2, y2]),
-                    _ => Err(PdfError::Malformed(
-                        "a /MediaBox is not four numbers".into(),
-                    )),
-                };
+            if let Ok(value) = node.get(key) {
+                return Ok(Some(self.resolve(value)?));
             }
             match node.get(b"Parent") {
                 Ok(parent) => node = self.dictionary(parent, "a page's /Parent")?,
                 Err(_) => break,
             }
         }
-        Err(PdfError::Malformed("a page has no /MediaBox".into()))
+        Ok(None)
+    }
+
+    /// A page's /MediaBox, inherited when the page has none.
+    pub(super) fn media_box(&self, page: &Dictionary) -> Result<[f64; 4], PdfError> {
+        let value = self
+            .inherited(page, b"MediaBox")?
+            .ok_or_else(|| PdfError::Malformed("a page has no /MediaBox".into()))?;
+        let numbers = self
+            .array(value, "a /MediaBox")?
+            .iter()
+            .map(|n| match self.resolve(n).ok()? {
+                Object::Integer(i) => Some(*i as f64),
+                Object::Real(r) => Some(f64::from(*r)),
+                _ => None,
+            })
+            .collect::<Option<Vec<f64>>>();
+        match numbers.as_deref() {
+            Some(&[x1, y1, x2, y2]) => Ok([x1, y1, x2, y2]),
+            _ => Err(PdfError::Malformed(
+                "a /MediaBox is not four numbers".into(),
+            )),
+        }
+    }
+
+    /// How far viewers turn a page clockwise (its inherited /Rotate, §7.7.3.3): 0, 90,
+    /// 180 or 270.
+    pub(super) fn rotation(&self, page: &Dictionary) -> Result<u16, PdfError> {
+        match self.inherited(page, b"Rotate")? {
+            None => Ok(0),
+            Some(Object::Integer(degrees)) if degrees % 90 == 0 => {
+                // rem_euclid keeps it in 0..360 for negative turns too.
+                Ok(u16::try_from(degrees.rem_euclid(360)).unwrap_or(0))
+            }
+            Some(_) => Err(PdfError::Malformed(
+                "a page's /Rotate is not a multiple of 90".into(),
+            )),
+        }
     }
 
     /// ISO 32000-1 §12.8.2.2: a certification signature whose DocMDP transform has

@@ -82,6 +82,7 @@ pub fn prepare(
                 super::appearance::stream(
                     rect[2] - rect[0],
                     rect[3] - rect[1],
+                    revision.rotation(page)?,
                     &appearance.lines,
                     font_id,
                 ),

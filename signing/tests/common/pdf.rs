@@ -38,6 +38,8 @@ pub struct Sample {
     pub encrypted: bool,
     /// Pad the first page's content stream until the file has about this many octets.
     pub size: usize,
+    /// The pages' /Rotate, set on the page tree's root (inherited by every page).
+    pub rotate: i64,
 }
 
 impl Default for Sample {
@@ -49,6 +51,7 @@ impl Default for Sample {
             certified: None,
             encrypted: false,
             size: 0,
+            rotate: 0,
         }
     }
 }
@@ -112,15 +115,16 @@ pub fn sample(spec: &Sample) -> Vec<u8> {
         kids.push(page_id.into());
         page_ids.push(page_id);
     }
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {
-            "Type" => "Pages",
-            "Kids" => kids,
-            "Count" => i64::try_from(spec.pages.max(1)).unwrap(),
-            "Resources" => resources,
-        }),
-    );
+    let mut pages = dictionary! {
+        "Type" => "Pages",
+        "Kids" => kids,
+        "Count" => i64::try_from(spec.pages.max(1)).unwrap(),
+        "Resources" => resources,
+    };
+    if spec.rotate != 0 {
+        pages.set("Rotate", spec.rotate);
+    }
+    doc.objects.insert(pages_id, Object::Dictionary(pages));
     let mut catalog = dictionary! { "Type" => "Catalog", "Pages" => pages_id };
     if spec.form != Form::None {
         let field_id = doc.add_object(dictionary! {
