@@ -436,6 +436,14 @@ impl CardReader {
     }
 
     fn find(&self, id: &CardId) -> Result<CardInfo, HsmError> {
+        // Both halves where they were last seen; else (or if either is missing or
+        // doubled) a full listing, which also says what is wrong.
+        if let (Ok(pin1), Ok(pin2)) = (
+            self.module.token(&id.token_label(TokenKind::Pin1)),
+            self.module.token(&id.token_label(TokenKind::Pin2)),
+        ) {
+            return self.info(id.clone(), &pin1, &pin2);
+        }
         let tokens = self.module.tokens()?;
         let labelled = |kind: TokenKind| -> Vec<&TokenEntry> {
             let label = id.token_label(kind);

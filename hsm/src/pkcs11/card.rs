@@ -107,6 +107,14 @@ impl CardModule {
             .collect())
     }
 
+    /// The one initialised token labelled `label` (looked up where it was last seen
+    /// first).
+    pub(crate) fn token(&self, label: &str) -> Result<TokenEntry, HsmError> {
+        self.module
+            .find_token(&TokenSelector::Label(label.to_owned()))
+            .map(|(slot, info)| TokenEntry { slot, info })
+    }
+
     fn slot(&self, label: &str) -> Result<Slot, HsmError> {
         self.module
             .find_token(&TokenSelector::Label(label.to_owned()))

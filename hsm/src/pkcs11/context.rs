@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use cryptoki::{
@@ -22,8 +22,13 @@ use secrecy::SecretString;
 use super::{CallError, TokenSelector, context_login, login_user};
 use crate::HsmError;
 
-fn registry() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+/// Where each token label was last seen: a token is looked up by label many times
+/// (a card's activation opens its two tokens a dozen times), and a full listing reads
+/// every token of the module (SoftHSM2 opens and locks each token's files for it).
+type SlotCache = Arc<Mutex<HashMap<String, Slot>>>;
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, (Pkcs11, SlotCache)>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, (Pkcs11, SlotCache)>>> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -32,6 +37,8 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
 pub(super) struct Module {
     context: Pkcs11,
     path: PathBuf,
+    /// Shared by every user of the module in the process.
+    slots: SlotCache,
 }
 
 impl Module {
@@ -46,10 +53,11 @@ impl Module {
         let mut modules = registry()
             .lock()
             .map_err(|_| load_error("module registry lock poisoned by an earlier panic".into()))?;
-        if let Some(context) = modules.get(&canonical) {
+        if let Some((context, slots)) = modules.get(&canonical) {
             return Ok(Self {
                 context: context.clone(),
                 path: canonical,
+                slots: slots.clone(),
             });
         }
         let context = Pkcs11::new(&canonical).map_err(|e| match e {
@@ -66,10 +74,12 @@ impl Module {
                 )));
             }
         }
-        modules.insert(canonical.clone(), context.clone());
+        let slots = SlotCache::default();
+        modules.insert(canonical.clone(), (context.clone(), slots.clone()));
         Ok(Self {
             context,
             path: canonical,
+            slots,
         })
     }
 
@@ -95,37 +105,84 @@ impl Module {
     /// while another thread or process rewrites that token's file (its known races, SoftHSM
     /// #573 and #757). The listing only reads, so it is tried a few times first.
     pub(super) fn tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, HsmError> {
-        // Up to about a quarter of a second in all: another process rewriting its
-        // token's files (a card being personalised) can take that long on a busy disk.
-        const ATTEMPTS: u32 = 8;
+        // Up to about two seconds in all: another process rewriting its token's files
+        // (a card being personalised) has taken more than a quarter of a second on a
+        // busy disk.
+        const ATTEMPTS: u32 = 16;
         let mut attempt = 1;
         loop {
             match self.list_tokens() {
                 Err((_, CryptokiError::Pkcs11(RvError::GeneralError, _))) if attempt < ATTEMPTS => {
                     tracing::debug!(module = %self.path.display(), attempt, "token listing failed with CKR_GENERAL_ERROR; trying again");
-                    std::thread::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)));
+                    let pause = (10 * u64::from(attempt)).min(200);
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
                     attempt += 1;
                 }
                 Err((function, e)) => return Err(Self::pkcs11_error(function, e)),
-                Ok(tokens) => return Ok(tokens),
+                Ok(tokens) => {
+                    self.remember(&tokens);
+                    return Ok(tokens);
+                }
             }
         }
     }
 
+    /// The slots with a token, and the initialised ones' information: one
+    /// `C_GetTokenInfo` per slot (asking `C_GetSlotList` for initialised tokens only
+    /// would read each token's information twice).
     fn list_tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, (&'static str, CryptokiError)> {
         let slots = self
             .context
-            .get_slots_with_initialized_token()
+            .get_slots_with_token()
             .map_err(|e| ("C_GetSlotList", e))?;
-        slots
-            .into_iter()
-            .map(|slot| {
-                self.context
-                    .get_token_info(slot)
-                    .map(|info| (slot, info))
-                    .map_err(|e| ("C_GetTokenInfo", e))
-            })
-            .collect()
+        let mut tokens = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match self.context.get_token_info(slot) {
+                Ok(info) if info.token_initialized() => tokens.push((slot, info)),
+                Ok(_) => {}
+                // Taken out between the two calls: not there.
+                Err(CryptokiError::Pkcs11(RvError::TokenNotPresent, _)) => {}
+                Err(e) => return Err(("C_GetTokenInfo", e)),
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// Records where each label of a full listing is; a label two tokens share is
+    /// never taken from the cache (a lookup must see both and refuse).
+    fn remember(&self, tokens: &[(Slot, TokenInfo)]) {
+        let mut seen: HashMap<String, Option<Slot>> = HashMap::new();
+        for (slot, info) in tokens {
+            seen.entry(info.label().trim_end().to_owned())
+                .and_modify(|only| *only = None)
+                .or_insert(Some(*slot));
+        }
+        if let Ok(mut cache) = self.slots.lock() {
+            cache.clear();
+            cache.extend(
+                seen.into_iter()
+                    .filter_map(|(label, slot)| slot.map(|slot| (label, slot))),
+            );
+        }
+    }
+
+    /// The token labelled `label` where the cache last saw it, if it is still there:
+    /// initialised and labelled so (a card taken out, another put in its slot, or a
+    /// token re-initialised under another label, is not).
+    fn cached(&self, label: &str) -> Option<(Slot, TokenInfo)> {
+        let label = label.trim_end();
+        let slot = *self.slots.lock().ok()?.get(label)?;
+        match self.context.get_token_info(slot) {
+            Ok(info) if info.token_initialized() && info.label().trim_end() == label => {
+                Some((slot, info))
+            }
+            _ => {
+                if let Ok(mut cache) = self.slots.lock() {
+                    cache.remove(label);
+                }
+                None
+            }
+        }
     }
 
     /// The slot holding the selected token, looked up afresh (slot ids change).
@@ -133,6 +190,11 @@ impl Module {
         &self,
         selector: &TokenSelector,
     ) -> Result<(Slot, TokenInfo), HsmError> {
+        if let TokenSelector::Label(label) = selector
+            && let Some(found) = self.cached(label)
+        {
+            return Ok(found);
+        }
         let tokens = self.tokens()?;
         let matches = |info: &TokenInfo| match selector {
             TokenSelector::Label(label) => info.label().trim_end() == label.trim_end(),
