@@ -53,6 +53,23 @@ impl fmt::Display for NationalId {
     }
 }
 
+/// Checks one name that goes into a certificate: 1 to 64 characters, no control
+/// characters, no leading or trailing space.
+fn name_part(what: &str, part: &str) -> Result<(), CaError> {
+    let chars = part.chars().count();
+    if chars == 0 || chars > 64 {
+        return Err(CaError::BadRequest(format!(
+            "{what} must have 1 to 64 characters"
+        )));
+    }
+    if part.chars().any(char::is_control) || part.trim() != part {
+        return Err(CaError::BadRequest(format!(
+            "{what} {part:?} has control characters or surrounding spaces"
+        )));
+    }
+    Ok(())
+}
+
 /// A citizen's given name and surname as they go into a certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersonName {
@@ -64,19 +81,8 @@ impl PersonName {
     /// Checks and wraps a name: each part 1 to 64 characters, no control characters,
     /// no leading or trailing space.
     pub fn new(given: &str, surname: &str) -> Result<Self, CaError> {
-        for (what, part) in [("given name", given), ("surname", surname)] {
-            let chars = part.chars().count();
-            if chars == 0 || chars > 64 {
-                return Err(CaError::BadRequest(format!(
-                    "{what} must have 1 to 64 characters"
-                )));
-            }
-            if part.chars().any(char::is_control) || part.trim() != part {
-                return Err(CaError::BadRequest(format!(
-                    "{what} {part:?} has control characters or surrounding spaces"
-                )));
-            }
-        }
+        name_part("given name", given)?;
+        name_part("surname", surname)?;
         Ok(Self {
             given: given.to_owned(),
             surname: surname.to_owned(),
@@ -108,19 +114,8 @@ pub struct Organisation {
 impl Organisation {
     /// Checks and wraps an organisation's names and identifier.
     pub fn new(name: &str, identifier: &str, seal_name: &str) -> Result<Self, CaError> {
-        for (what, part) in [("organisation name", name), ("seal name", seal_name)] {
-            let chars = part.chars().count();
-            if chars == 0 || chars > 64 {
-                return Err(CaError::BadRequest(format!(
-                    "{what} must have 1 to 64 characters"
-                )));
-            }
-            if part.chars().any(char::is_control) || part.trim() != part {
-                return Err(CaError::BadRequest(format!(
-                    "{what} {part:?} has control characters or surrounding spaces"
-                )));
-            }
-        }
+        name_part("organisation name", name)?;
+        name_part("seal name", seal_name)?;
         let well_formed = identifier.len() <= 64
             && identifier
                 .get(..3)

@@ -205,36 +205,21 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap();
-    // Called inside `block_in_place`: the runtime's handle runs the request.
-    let tokens: Value = tokio::runtime::Handle::current().block_on(async {
-        reqwest::Client::new()
-            .post(format!("{issuer}/token"))
-            .basic_auth(&client_id, Some(&secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", "http://127.0.0.1:9/cb"),
-                ("code_verifier", VERIFIER),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let seal_token: Value = tokio::runtime::Handle::current().block_on(async {
-        reqwest::Client::new()
-            .post(format!("{issuer}/token"))
-            .basic_auth(&agency.0, Some(&agency.1))
-            .form(&[("grant_type", "client_credentials"), ("scope", "eseal")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let tokens = token(
+        &issuer,
+        (&client_id, &secret),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", VERIFIER),
+        ],
+    );
+    let seal_token = token(
+        &issuer,
+        (&agency.0, &agency.1),
+        &[("grant_type", "client_credentials"), ("scope", "eseal")],
+    );
     Stand {
         _server: common::Served(child),
         signing,
@@ -245,6 +230,23 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
         token_label: token_label.to_owned(),
         _dir: dir,
     }
+}
+
+/// The token endpoint's answer to `client` for `form`. Called inside `block_in_place`:
+/// the runtime's handle runs the request.
+fn token(issuer: &str, client: (&str, &str), form: &[(&str, &str)]) -> Value {
+    tokio::runtime::Handle::current().block_on(async {
+        reqwest::Client::new()
+            .post(format!("{issuer}/token"))
+            .basic_auth(client.0, Some(client.1))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    })
 }
 
 /// The credential key's raw rate on the same token, two threads, from this process.
@@ -299,39 +301,6 @@ async fn seal(http: &reqwest::Client, stand: &Stand, body: Value) -> Value {
     let body: Value = response.json().await.unwrap();
     assert!(status.is_success(), "seal: {status} {body}");
     body
-}
-
-/// A one-page PDF with its cross-reference table.
-fn one_page_pdf() -> Vec<u8> {
-    let content = "BT /F1 12 Tf 72 770 Td (Permit) Tj ET";
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_owned(),
-        format!(
-            "<< /Length {} >>\nstream\n{content}\nendstream",
-            content.len()
-        ),
-    ];
-    let mut pdf = b"%PDF-1.7\n".to_vec();
-    let mut offsets = Vec::new();
-    for (n, object) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend(format!("{} 0 obj\n{object}\nendobj\n", n + 1).as_bytes());
-    }
-    let xref = pdf.len();
-    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for offset in offsets {
-        pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    pdf
 }
 
 async fn call(http: &reqwest::Client, stand: &Stand, method: &str, body: Value) -> Value {
@@ -486,7 +455,7 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
     }
 
     // Organisation seals: one call each, the whole signature made on the server.
-    let pdf = Base64::encode_string(&one_page_pdf());
+    let pdf = Base64::encode_string(&eid_tests::pdf::one_page("Permit"));
     for (label, count, body) in [
         (
             "seal, CAdES-B over a digest",

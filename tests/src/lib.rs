@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 
 pub mod mrz;
+pub mod pdf;
 pub mod sim;
 pub mod softhsm;
 

@@ -879,24 +879,10 @@ async fn soft_store_keys_for_others_are_refused(backend: TestBackend) {
     let said = text(&output.stderr);
     assert!(said.contains("HSM") && said.contains("soft"), "{said}");
     // Nor an organisation's seal key.
-    let output = command(
-        &eid,
-        &addresses,
-        &[
-            "signing",
-            "seal",
-            "create",
-            "--organisation",
-            "Ministry of Health",
-            "--organisation-id",
-            "NTRTT-4021877",
-            "--name",
-            "Ministry of Health records seal",
-        ],
-    )
-    .output()
-    .await
-    .unwrap();
+    let output = command(&eid, &addresses, &super::seal::CREATE_SEAL)
+        .output()
+        .await
+        .unwrap();
     assert!(!output.status.success());
     let said = text(&output.stderr);
     assert!(

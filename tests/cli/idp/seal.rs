@@ -22,6 +22,19 @@ use crate::{Server, ca::openssl_verifies, text};
 
 const ORGANISATION_ID: &str = "NTRTT-4021877";
 
+/// `eid signing seal create` for the Ministry of Health's records seal (clients to add).
+pub(super) const CREATE_SEAL: [&str; 9] = [
+    "signing",
+    "seal",
+    "create",
+    "--organisation",
+    "Ministry of Health",
+    "--organisation-id",
+    ORGANISATION_ID,
+    "--name",
+    "Ministry of Health records seal",
+];
+
 /// A client of the client credentials grant, allowed `scope`s: its id and secret.
 async fn service_client(instance: &Instance, name: &str, scopes: &[&str]) -> (String, String) {
     let mut args = vec!["rp", "add", "--name", name, "--grant", "client_credentials"];
@@ -71,19 +84,7 @@ async fn agencies_seal_documents_with_their_hsm_key(backend: TestBackend) {
     // The seal: key on the token, certificate from the organisation seal CA.
     let created: Value = serde_json::from_str(
         &instance
-            .ok(&[
-                "signing",
-                "seal",
-                "create",
-                "--organisation",
-                "Ministry of Health",
-                "--organisation-id",
-                ORGANISATION_ID,
-                "--name",
-                "Ministry of Health records seal",
-                "--client",
-                &agency.0,
-            ])
+            .ok(&[&CREATE_SEAL[..], &["--client", &agency.0]].concat())
             .await,
     )
     .unwrap();
