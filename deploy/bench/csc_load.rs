@@ -2,7 +2,7 @@
 //! serve` whose keys are on a SoftHSM2 token (class hsm), beside the raw rate of the
 //! same credential key on the same token, measured in the same run (issue 4: signHash
 //! ≥ 50% of the raw rate):
-//! - raw: the credential's key signing SHA-256 digests through the key layer on two
+//! - raw: a credential's key signing SHA-256 digests through the key layer on two
 //!   threads (both cores), from this process;
 //! - authorize: `credentials/authorize` (PIN checked with Argon2id, SAD stored and
 //!   audited) — reported, not part of the target (it is deliberately slow);
@@ -15,6 +15,10 @@
 //!   check, one call), a CAdES-LT seal (plus a time-stamp and validation data), and a
 //!   PAdES B-LT seal of a one-page PDF; the seal key is a P-256 key on the same token,
 //!   so the raw rate above is its reference too.
+//!
+//! Each client signs with a credential of its own (the citizen has one per client): the
+//! PIN checks under way for one credential are limited to the attempts left, so one
+//! citizen's authorisations at once beyond that are told to try again.
 //!
 //! The client runs on the same two cores as the server. SQLite always; PostgreSQL when
 //! `EID_TEST_POSTGRES_URL` is set. `cargo bench --bench csc_load` (needs SoftHSM2,
@@ -59,7 +63,9 @@ struct Stand {
     /// The server process, stopped when this is dropped.
     _server: common::Served,
     signing: String,
-    credential: String,
+    /// One credential per client: a citizen's PIN checks are limited to the attempts
+    /// left, so many clients at once are many citizens.
+    credentials: Vec<String>,
     access_token: String,
     seal: String,
     seal_token: String,
@@ -103,7 +109,12 @@ fn softhsm(labels: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, conf)
 }
 
-fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> Stand {
+fn start(
+    database_url: Option<&str>,
+    token_label: &str,
+    softhsm_conf: &Path,
+    credentials: usize,
+) -> Stand {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     std::fs::write(path.join("hsm-pin"), format!("{TOKEN_PIN}\n")).unwrap();
@@ -133,22 +144,26 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
     output(init);
     test_card(path, database_url, &envs, "3900101999999");
     std::fs::write(path.join("sign-pin"), format!("{PIN}\n")).unwrap();
-    let mut create = eid(path, database_url, &envs);
-    create.args([
-        "signing",
-        "credential",
-        "create",
-        "--national-id",
-        "3900101999999",
-        "--given-name",
-        "Bench",
-        "--surname",
-        "Citizen",
-        "--pin-file",
-    ]);
-    create.arg(path.join("sign-pin"));
-    let created: Value = serde_json::from_str(&output(create)).unwrap();
-    let credential = created["credential_id"].as_str().unwrap().to_owned();
+    let credentials = (0..credentials.max(1))
+        .map(|_| {
+            let mut create = eid(path, database_url, &envs);
+            create.args([
+                "signing",
+                "credential",
+                "create",
+                "--national-id",
+                "3900101999999",
+                "--given-name",
+                "Bench",
+                "--surname",
+                "Citizen",
+                "--pin-file",
+            ]);
+            create.arg(path.join("sign-pin"));
+            let created: Value = serde_json::from_str(&output(create)).unwrap();
+            created["credential_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
     let mut rp = eid(path, database_url, &envs);
     rp.args([
         "rp",
@@ -223,7 +238,7 @@ fn start(database_url: Option<&str>, token_label: &str, softhsm_conf: &Path) -> 
     Stand {
         _server: common::Served(child),
         signing,
-        credential,
+        credentials,
         access_token: tokens["access_token"].as_str().unwrap().to_owned(),
         seal,
         seal_token: seal_token["access_token"].as_str().unwrap().to_owned(),
@@ -261,7 +276,7 @@ fn raw_rate(stand: &Stand) -> f64 {
     .unwrap();
     let signer = store
         .signer(
-            &eid_hsm::KeyLabel::new(stand.credential.clone()).unwrap(),
+            &eid_hsm::KeyLabel::new(stand.credentials[0].clone()).unwrap(),
             None,
         )
         .unwrap();
@@ -379,7 +394,7 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
     let sads = env_number("EID_BENCH_SADS", 400);
     let concurrency = env_number("EID_BENCH_CONCURRENCY", 8);
     let stand = Arc::new(tokio::task::block_in_place(|| {
-        start(database_url, token_label, conf)
+        start(database_url, token_label, conf, concurrency)
     }));
     let raw = tokio::task::block_in_place(|| raw_rate(&stand));
     println!("{name}: credential key on SoftHSM2, {concurrency} clients");
@@ -391,13 +406,13 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
         move |job: Value| {
             let (stand, http) = (stand.clone(), http.clone());
             async move {
-                let hashes = job["hashes"].clone();
+                let (credential, hashes) = (job["credential"].clone(), job["hashes"].clone());
                 let answer = call(
                     &http,
                     &stand,
                     "credentials/authorize",
                     json!({
-                        "credentialID": stand.credential,
+                        "credentialID": credential,
                         "numSignatures": batch,
                         "hashes": hashes,
                         "hashAlgorithmOID": SHA256,
@@ -405,7 +420,7 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
                     }),
                 )
                 .await;
-                json!({ "SAD": answer["SAD"], "hashes": hashes })
+                json!({ "SAD": answer["SAD"], "credential": credential, "hashes": hashes })
             }
         }
     };
@@ -419,7 +434,7 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
                     &stand,
                     "signatures/signHash",
                     json!({
-                        "credentialID": stand.credential,
+                        "credentialID": job["credential"],
                         "SAD": job["SAD"],
                         "hashes": job["hashes"],
                         "hashAlgorithmOID": SHA256,
@@ -434,7 +449,10 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
     for batch in [1usize, 20] {
         let count = if batch == 1 { sads } else { (sads / 4).max(10) };
         let jobs: Vec<Value> = (0..count)
-            .map(|i| json!({ "hashes": hashes(i, batch) }))
+            .map(|i| {
+                let credential = &stand.credentials[i % stand.credentials.len()];
+                json!({ "credential": credential, "hashes": hashes(i, batch) })
+            })
             .collect();
         let (rate, latencies, authorised) = drive(concurrency, jobs, authorize(batch)).await;
         line(

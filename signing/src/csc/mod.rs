@@ -300,6 +300,11 @@ fn sha256_hex(data: &[u8]) -> String {
 const PIN_MEMORY_KIB: u32 = 19 * 1024;
 const PIN_ITERATIONS: u32 = 2;
 
+/// A PIN check reserved this long ago and never settled belonged to a process that
+/// died mid-check (a check takes a fraction of a second); it no longer counts as under
+/// way.
+const PIN_CHECK_FORGOTTEN_SECS: i64 = 60;
+
 fn argon2(memory_kib: u32, iterations: u32) -> Result<argon2::Argon2<'static>, CscError> {
     let params = argon2::Params::new(memory_kib, iterations, 1, Some(32))
         .map_err(|e| CscError::Internal(format!("Argon2id parameters: {e}")))?;
@@ -989,45 +994,61 @@ impl Csc {
                 }
             )));
         }
-        // The attempt is counted before the PIN is checked (as a card does), in the row:
-        // however many run at once, no more than `pin_attempts` guesses are ever
-        // checked before the credential locks. The right PIN gives the attempt back.
+        // A check is reserved before the PIN is compared, in the row: failures plus
+        // checks under way stay within `pin_attempts`, so however many run at once no
+        // more guesses are compared than the limit allows. Each check is settled (a
+        // failure counted, or the counter reset) before its caller hears the outcome.
         let now = self.now();
+        let limit = i64::from(config.pin_attempts);
         let mut tx = ctx.db.begin_write().await?;
         let reserved = sqlx::query(
-            "UPDATE csc_credential SET pin_failures = pin_failures + 1, \
-             status = CASE WHEN pin_failures + 1 >= $1 THEN 'locked' ELSE status END, \
-             updated_at = $2 WHERE credential_id = $3 AND status = 'active' \
-             RETURNING pin_failures, status",
+            "UPDATE csc_credential SET \
+             pin_checks = CASE WHEN pin_check_at < $4 THEN 1 ELSE pin_checks + 1 END, \
+             pin_check_at = $2 \
+             WHERE credential_id = $3 AND status = 'active' AND pin_failures + \
+             CASE WHEN pin_check_at < $4 THEN 0 ELSE pin_checks END < $1 \
+             RETURNING pin_failures",
         )
-        .bind(i64::from(config.pin_attempts))
+        .bind(limit)
         .bind(now)
         .bind(&credential.credential_id)
+        .bind(now - PIN_CHECK_FORGOTTEN_SECS)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(CscError::db("counting a PIN attempt"))?;
+        .map_err(CscError::db("reserving a PIN check"))?;
         tx.commit()
             .await
-            .map_err(CscError::db("counting a PIN attempt"))?;
-        let Some(reserved) = reserved else {
+            .map_err(CscError::db("reserving a PIN check"))?;
+        if reserved.is_none() {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM csc_credential WHERE credential_id = $1")
+                    .bind(&credential.credential_id)
+                    .fetch_optional(ctx.db.pool())
+                    .await
+                    .map_err(CscError::db("reserving a PIN check"))?;
+            let busy = status.as_deref() == Some("active");
             let event = audited(
                 Outcome::Denied,
-                json!({ "credential": credential.credential_id, "reason": "locked" }),
+                json!({
+                    "credential": credential.credential_id,
+                    "reason": if busy { "PIN checks under way" } else { "locked" },
+                }),
             );
             audit::record(&ctx.db, ctx.clock.as_ref(), &event).await?;
-            return Err(CscError::AccessDenied(
-                "the credential is locked after too many wrong PINs; the citizen unlocks it at \
-                 a registration desk"
-                    .into(),
-            ));
-        };
-        let failures: i64 = reserved
-            .try_get("pin_failures")
-            .map_err(CscError::db("counting a PIN attempt"))?;
-        let locked = reserved
-            .try_get::<String, _>("status")
-            .map_err(CscError::db("counting a PIN attempt"))?
-            == "locked";
+            return Err(if busy {
+                CscError::Unavailable(
+                    "other PIN checks for this credential are under way, as many as the \
+                     attempts left; try again in a moment"
+                        .into(),
+                )
+            } else {
+                CscError::AccessDenied(
+                    "the credential is locked after too many wrong PINs; the citizen unlocks \
+                     it at a registration desk"
+                        .into(),
+                )
+            });
+        }
         let stored = credential.pin_hash.clone();
         let matches = tokio::task::spawn_blocking(move || pin_matches(&pin, &stored))
             .await
@@ -1038,7 +1059,31 @@ impl Csc {
             .map(|h| Base64::encode_string(h))
             .collect();
         if !matches {
-            let left = (i64::from(config.pin_attempts) - failures).max(0);
+            let mut tx = ctx.db.begin_write().await?;
+            let settled = sqlx::query(
+                "UPDATE csc_credential SET pin_failures = pin_failures + 1, \
+                 pin_checks = CASE WHEN pin_checks > 0 THEN pin_checks - 1 ELSE 0 END, \
+                 status = CASE WHEN status = 'active' AND pin_failures + 1 >= $1 \
+                 THEN 'locked' ELSE status END, updated_at = $2 \
+                 WHERE credential_id = $3 RETURNING pin_failures, status",
+            )
+            .bind(limit)
+            .bind(now)
+            .bind(&credential.credential_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(CscError::db("counting a wrong PIN"))?;
+            tx.commit()
+                .await
+                .map_err(CscError::db("counting a wrong PIN"))?;
+            let failures: i64 = settled
+                .try_get("pin_failures")
+                .map_err(CscError::db("counting a wrong PIN"))?;
+            let locked = settled
+                .try_get::<String, _>("status")
+                .map_err(CscError::db("counting a wrong PIN"))?
+                == "locked";
+            let left = (limit - failures).max(0);
             let event = audited(
                 Outcome::Denied,
                 json!({
@@ -1067,8 +1112,9 @@ impl Csc {
         let sad = format!("sad-{}", random_hex::<32>()?);
         let ttl = i64::try_from(config.sad_ttl.as_secs()).unwrap_or(300);
         let reset = sqlx::query(
-            "UPDATE csc_credential SET pin_failures = 0, status = 'active', updated_at = $1 \
-             WHERE credential_id = $2 AND status IN ('active', 'locked')",
+            "UPDATE csc_credential SET pin_failures = 0, \
+             pin_checks = CASE WHEN pin_checks > 0 THEN pin_checks - 1 ELSE 0 END, \
+             updated_at = $1 WHERE credential_id = $2 AND status = 'active'",
         )
         .bind(now)
         .bind(&credential.credential_id)
@@ -1077,7 +1123,7 @@ impl Csc {
         .map_err(CscError::db("resetting the PIN counter"))?;
         if reset.rows_affected() != 1 {
             return Err(CscError::AccessDenied(
-                "the credential was disabled meanwhile".into(),
+                "the credential was disabled or locked meanwhile".into(),
             ));
         }
         sqlx::query(

@@ -675,28 +675,62 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    // Guesses sent all at once get no more tries: each is counted before it is checked.
-    let mut guesses = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let (signing, access) = (signing.clone(), access.clone());
-        let body = authorize("97531", vec![other.clone()]);
-        guesses.spawn(
-            async move { csc(&signing, "credentials/authorize", Some(&access), body).await },
-        );
-    }
-    let answers = guesses.join_all().await;
-    let checked = answers
-        .iter()
-        .filter(|(status, answer)| *status == 400 && answer["error"] == "invalid_pin")
-        .count();
-    let refused = answers
-        .iter()
-        .filter(|(status, answer)| *status == 403 && answer["error"] == "access_denied")
-        .count();
-    assert_eq!((checked, refused), (2, 4), "{answers:?}");
+    // Guesses sent all at once get no more tries: a check is reserved before the PIN
+    // is compared, and those beyond the attempts left are turned away (busy, or
+    // locked once the third wrong one is counted).
+    let all_at_once = |pin: &'static str| {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (signing, access) = (signing.clone(), access.clone());
+            let body = authorize(pin, vec![other.clone()]);
+            calls.spawn(
+                async move { csc(&signing, "credentials/authorize", Some(&access), body).await },
+            );
+        }
+        calls.join_all()
+    };
+    let answers = all_at_once("97531").await;
+    let count = |status: u16, error: &str| {
+        answers
+            .iter()
+            .filter(|(got, answer)| *got == status && answer["error"] == error)
+            .count()
+    };
+    let (checked, denied, busy) = (
+        count(400, "invalid_pin"),
+        count(403, "access_denied"),
+        count(503, "temporarily_unavailable"),
+    );
+    assert_eq!((checked, denied + busy), (2, 4), "{answers:?}");
+    assert!(denied >= 1, "the third wrong PIN locks: {answers:?}");
+    let (status, answer) = csc(
+        &signing,
+        "credentials/authorize",
+        Some(&access),
+        authorize(PIN, vec![other.clone()]),
+    )
+    .await;
+    assert_refused(status, &answer, 403, "access_denied", "locked");
     instance
         .ok(&["signing", "credential", "unlock", &credential])
         .await;
+    // The right PIN sent all at once never locks the credential: each call is
+    // authorised or told to try again.
+    let answers = all_at_once(PIN).await;
+    assert!(
+        answers.iter().all(|(status, answer)| *status == 200
+            || (*status == 503 && answer["error"] == "temporarily_unavailable")),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|(status, _)| *status == 200), "{answers:?}");
+    let (status, answer) = csc(
+        &signing,
+        "credentials/authorize",
+        Some(&access),
+        authorize(PIN, vec![other.clone()]),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
 
     // A credential authorised at the provider (authorization_details, fresh login):
     // the access token itself covers the hash, once.
