@@ -683,9 +683,9 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
         for _ in 0..6 {
             let (signing, access) = (signing.clone(), access.clone());
             let body = authorize(pin, vec![other.clone()]);
-            calls.spawn(
-                async move { csc(&signing, "credentials/authorize", Some(&access), body).await },
-            );
+            calls.spawn(async move {
+                csc(&signing, "credentials/authorize", Some(&access), body).await
+            });
         }
         calls.join_all()
     };
@@ -722,7 +722,10 @@ async fn remote_signing_through_the_csc_api(backend: TestBackend) {
             || (*status == 503 && answer["error"] == "temporarily_unavailable")),
         "{answers:?}"
     );
-    assert!(answers.iter().any(|(status, _)| *status == 200), "{answers:?}");
+    assert!(
+        answers.iter().any(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
     let (status, answer) = csc(
         &signing,
         "credentials/authorize",
