@@ -5,6 +5,7 @@ mod ca;
 mod cli;
 mod enrolment;
 mod keys;
+mod ra;
 mod rp;
 mod serve;
 mod signing;

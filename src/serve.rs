@@ -285,6 +285,14 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         });
     }
     let maintenance = tokio::spawn(ca.clone().maintain(shutdown.clone()));
+    if let Some(enrolment) = enrolment {
+        // Activations queued while the CA was unreachable, taken up when it answers.
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            enrolment.maintain(stop).await;
+            Ok(())
+        });
+    }
     if signing.is_some() {
         let (context, stop) = (ctx.clone(), shutdown.clone());
         servers.spawn(async move {
@@ -355,8 +363,9 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
     Ok(eid_idp::Idp::open(ctx, setup, Some(certificates)).await?)
 }
 
-/// The enrolment desk, asking the CA in this process to issue and revoke (the
-/// registration authority's narrow way in), and the signing service's credentials:
+/// The enrolment desk, asking the CA to issue and revoke (the registration authority's
+/// narrow way in: over HTTP when `[enrolment.ca]` names it, else in this process), and
+/// the signing service's credentials:
 /// those of `csc` when the signing service runs in this process, else its own view of
 /// the same database and key store.
 pub(crate) async fn open_enrolment(
@@ -364,7 +373,10 @@ pub(crate) async fn open_enrolment(
     ca: &CertificateAuthority,
     csc: Option<eid_signing::csc::Csc>,
 ) -> anyhow::Result<eid_enrolment::Enrolment> {
-    let issuer: Arc<dyn eid_enrolment::CertificateIssuer> = Arc::new(CaIssuer(ca.clone()));
+    let issuer: Arc<dyn eid_enrolment::CertificateIssuer> = match &ctx.config.enrolment.ca {
+        Some(remote) => Arc::new(crate::ra::HttpIssuer::new(remote.clone())?),
+        None => Arc::new(CaIssuer(ca.clone())),
+    };
     let csc = match csc {
         Some(csc) => csc,
         None => crate::signing::csc_api(ctx, ca, &crate::signing::signatures(ctx, ca)?),
@@ -460,14 +472,7 @@ impl eid_enrolment::CertificateIssuer for CaIssuer {
     ) -> eid_enrolment::PortFuture<'a, ()> {
         Box::pin(async move {
             let serial = eid_ca::CertificateSerial::parse(serial).map_err(port_error)?;
-            let change = match change {
-                "certificateHold" => eid_ca::StatusChange::Suspend,
-                "resume" => eid_ca::StatusChange::Resume,
-                reason => eid_ca::StatusChange::Revoke(
-                    eid_ca::reason::ReasonCode::parse(reason)
-                        .map_err(|e| eid_enrolment::PortError::Refused(e.to_string()))?,
-                ),
-            };
+            let change = eid_ca::StatusChange::parse(change).map_err(port_error)?;
             self.0
                 .change_status(&serial, change, actor)
                 .await

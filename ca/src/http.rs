@@ -15,8 +15,9 @@ use eid_hsm::{KeyAttributes, KeyRole, PublicKey, QscdEvidence, TokenClass};
 use serde::Deserialize;
 
 use crate::{
-    CaError, CaRole, CertificateAuthority, CrlKind, Holder, IssueRequest, KeyEvidence, NationalId,
-    OcspAnswer, Organisation, PersonName, Profile, csr, ocsp,
+    CaError, CaRole, CertificateAuthority, CertificateSerial, CrlKind, Holder, IssueRequest,
+    KeyEvidence, NationalId, OcspAnswer, Organisation, PersonName, Profile, StatusChange, csr,
+    ocsp,
 };
 
 impl IntoResponse for CaError {
@@ -125,7 +126,7 @@ async fn issue(
     headers: HeaderMap,
     body: Result<Json<IssueBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, CaError> {
-    let requested_by = caller(&ca, &headers)?;
+    let requested_by = acting_for(&caller(&ca, &headers)?, &headers)?;
     let Json(body) = body.map_err(|e| CaError::BadRequest(e.body_text()))?;
     let holder = body.holder()?;
     let csr_bytes = body.csr.into_bytes();
@@ -166,6 +167,91 @@ async fn issue(
         })),
     )
         .into_response())
+}
+
+/// `?national_id=` of the RA's listing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderQuery {
+    national_id: String,
+}
+
+/// The registration authority's view of a citizen's certificates (serial, profile,
+/// end of validity, status), newest first.
+async fn certificates_of(
+    State(ca): State<CertificateAuthority>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<HolderQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, CaError> {
+    caller(&ca, &headers)?;
+    let axum::extract::Query(query) = query.map_err(|e| CaError::BadRequest(e.body_text()))?;
+    let national_id = NationalId::new(&query.national_id)?;
+    let certificates: Vec<_> = ca
+        .certificates_of(national_id.as_str())
+        .await?
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "serial": c.serial,
+                "profile": c.profile,
+                "not_after": c.not_after,
+                "status": c.status,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "certificates": certificates })).into_response())
+}
+
+/// The registration authority's status change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    /// An RFC 5280 reason name (revoke), `certificateHold` (suspend) or `resume`.
+    change: String,
+}
+
+/// Revokes, suspends or resumes one certificate for the registration authority, which
+/// is named in the audit event beside the desk actor it sends (`X-Eid-Actor`).
+async fn change_status(
+    State(ca): State<CertificateAuthority>,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    body: Result<Json<StatusBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, CaError> {
+    let caller = caller(&ca, &headers)?;
+    let Json(body) = body.map_err(|e| CaError::BadRequest(e.body_text()))?;
+    let serial = CertificateSerial::parse(&serial)?;
+    let change = StatusChange::parse(&body.change)?;
+    let actor = acting_for(&caller, &headers)?;
+    let changed = ca.change_status(&serial, change, &actor).await?;
+    Ok(Json(serde_json::json!({
+        "serial": changed.serial.to_hex(),
+        "reason": changed.reason.map(|r| r.name()),
+    }))
+    .into_response())
+}
+
+/// The audit actor of an RA call: the service caller, and the person at the desk it
+/// acts for when it names one (`X-Eid-Actor`, at most 200 printable characters).
+fn acting_for(caller: &str, headers: &HeaderMap) -> Result<String, CaError> {
+    match headers.get("x-eid-actor") {
+        None => Ok(caller.to_owned()),
+        Some(value) => {
+            let actor = value
+                .to_str()
+                .ok()
+                .filter(|a| {
+                    !a.is_empty() && a.len() <= 200 && a.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    CaError::BadRequest(
+                        "X-Eid-Actor must be 1-200 printable ASCII characters without spaces"
+                            .into(),
+                    )
+                })?;
+            Ok(format!("{actor} via {caller}"))
+        }
+    }
 }
 
 async fn ca_certificate(
@@ -310,7 +396,8 @@ pub(crate) fn routes(ca: &CertificateAuthority) -> Router {
         // Bodies past the OCSP limit reach the parser, which answers malformedRequest;
         // past this, HTTP answers 413.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .route("/api/v1/certificates", post(issue))
+        .route("/api/v1/certificates", post(issue).get(certificates_of))
+        .route("/api/v1/certificates/{serial}/status", post(change_status))
         .route("/internal/revocation-sync", post(revocation_sync))
         .with_state(ca.clone())
 }

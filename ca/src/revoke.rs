@@ -22,6 +22,18 @@ pub enum StatusChange {
 }
 
 impl StatusChange {
+    /// The change named as the registration authority names it: `certificateHold`
+    /// (suspend), `resume`, or an RFC 5280 reason name (revoke for that reason).
+    pub fn parse(name: &str) -> Result<Self, CaError> {
+        match name {
+            "certificateHold" => Ok(Self::Suspend),
+            "resume" => Ok(Self::Resume),
+            reason => ReasonCode::parse(reason)
+                .map(Self::Revoke)
+                .map_err(|e| CaError::BadRequest(format!("{e}; or certificateHold, resume"))),
+        }
+    }
+
     fn action(self) -> &'static str {
         match self {
             Self::Revoke(_) => "certificate.revoke",

@@ -316,6 +316,24 @@ struct EnrolmentSection {
     reader: Option<ReaderSection>,
     status_client: Vec<IssuanceClientSection>,
     operator_client: Vec<IssuanceClientSection>,
+    ca: Option<DeskCaSection>,
+    queue_retry_secs: u64,
+}
+
+/// `[enrolment.ca]`: the CA's registration-authority API, when the desk reaches the CA
+/// over the network rather than in its own process.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeskCaSection {
+    url: String,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    #[serde(default = "default_desk_ca_timeout")]
+    timeout_secs: u64,
+}
+
+fn default_desk_ca_timeout() -> u64 {
+    10
 }
 
 impl Default for EnrolmentSection {
@@ -330,6 +348,8 @@ impl Default for EnrolmentSection {
             reader: None,
             status_client: Vec::new(),
             operator_client: Vec::new(),
+            ca: None,
+            queue_retry_secs: 30,
         }
     }
 }
@@ -680,6 +700,34 @@ pub struct EnrolmentConfig {
     /// Mobile operators allowed to activate SIMs over the air
     /// (`[[enrolment.operator_client]]`), each with its bearer token.
     pub operator_clients: Vec<ApiClient>,
+    /// The CA's registration-authority API over the network (`[enrolment.ca]`); `None`
+    /// when the desk asks the CA in its own process.
+    pub ca: Option<DeskCaConfig>,
+    /// How often activations queued while the CA was unreachable are tried again.
+    pub queue_retry_secs: u64,
+}
+
+/// How the desk reaches a CA that runs elsewhere: the base URL of its service and the
+/// desk's bearer token as one of its `[[ca.issuance_client]]`s.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct DeskCaConfig {
+    /// Base URL of the CA service (`https://ca.example.gov.tt`).
+    pub url: url::Url,
+    /// The desk's bearer token.
+    pub token: std::sync::Arc<SecretString>,
+    /// How long one call may take before the CA counts as unreachable.
+    pub timeout: std::time::Duration,
+}
+
+impl fmt::Debug for DeskCaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeskCaConfig")
+            .field("url", &self.url.as_str())
+            .field("token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// A kind of identity document the desk accepts.
@@ -1872,6 +1920,7 @@ fn resolve_enrolment(
             "enrolment.status_queries_per_minute",
             u64::from(section.status_queries_per_minute),
         ),
+        ("enrolment.queue_retry_secs", section.queue_retry_secs),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be at least 1"));
@@ -1969,6 +2018,54 @@ fn resolve_enrolment(
             })
         }
     };
+    let ca = match section.ca {
+        None => None,
+        Some(ca) => {
+            let mut url = url::Url::parse(&ca.url).map_err(|e| {
+                invalid(
+                    "enrolment.ca.url",
+                    format!("`{}` is not a URL ({e})", ca.url),
+                )
+            })?;
+            if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+                return Err(invalid(
+                    "enrolment.ca.url",
+                    format!("`{url}` is not an http(s) base URL"),
+                ));
+            }
+            if !url.path().ends_with('/') {
+                // A base: the API's paths are joined below it.
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            if !(1..=300).contains(&ca.timeout_secs) {
+                return Err(invalid(
+                    "enrolment.ca.timeout_secs",
+                    "must be 1 to 300 seconds",
+                ));
+            }
+            let key = "enrolment.ca token_file/token_env";
+            let token = read_secret(
+                key,
+                &SecretRef {
+                    file: ca.token_file.map(relative),
+                    env: ca.token_env,
+                },
+                env,
+            )?
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    "the desk's bearer token for the CA must come from a file or an environment variable",
+                )
+            })?;
+            Some(DeskCaConfig {
+                url,
+                token: std::sync::Arc::new(token),
+                timeout: std::time::Duration::from_secs(ca.timeout_secs),
+            })
+        }
+    };
     Ok(EnrolmentConfig {
         public_url,
         session_ttl_secs: section.session_ttl_secs,
@@ -1989,6 +2086,8 @@ fn resolve_enrolment(
             env,
             relative,
         )?,
+        ca,
+        queue_retry_secs: section.queue_retry_secs,
     })
 }
 

@@ -30,9 +30,11 @@ use sqlx::Row;
 
 use crate::{
     ApplicationStatus, CertificateKind, CertificateRequest, Enrolment, EnrolmentError,
+    IssuedCertificate,
     error::query,
     lifecycle::{Action, Reason, ReplaceReason},
     new_id,
+    queue::QueuedRequests,
     staff::DeskSession,
 };
 
@@ -109,6 +111,13 @@ pub struct ActivationOutcome {
     pub sign_serial: String,
     /// SHA-256 of the sealed enrolment record.
     pub record_sha256: String,
+}
+
+/// What a card activation came to: done, or queued until the CA can be reached.
+#[derive(Clone, Debug)]
+pub(crate) enum Activated {
+    Done(ActivationOutcome),
+    Queued,
 }
 
 /// An activation as the case page lists it.
@@ -199,7 +208,7 @@ pub(crate) fn insert_failed(e: sqlx::Error) -> EnrolmentError {
     }
 }
 
-fn blocking_error(e: tokio::task::JoinError) -> EnrolmentError {
+pub(crate) fn blocking_error(e: tokio::task::JoinError) -> EnrolmentError {
     EnrolmentError::internal("a card operation")(e.to_string())
 }
 
@@ -302,7 +311,7 @@ impl Enrolment {
         version: i64,
         card: &str,
         pins: CardPins,
-    ) -> Result<ActivationOutcome, EnrolmentError> {
+    ) -> Result<Activated, EnrolmentError> {
         self.activate(session, application_id, version, card, pins, None)
             .await
     }
@@ -321,8 +330,17 @@ impl Enrolment {
         pins: CardPins,
     ) -> Result<ActivationOutcome, EnrolmentError> {
         let reason = <ReplaceReason as Reason>::parse(reason)?;
-        self.activate(session, application_id, version, card, pins, Some(reason))
-            .await
+        match self
+            .activate(session, application_id, version, card, pins, Some(reason))
+            .await?
+        {
+            Activated::Done(outcome) => Ok(outcome),
+            // A replacement is never queued: the old card's certificates would stay on
+            // hold for as long as the link is down.
+            Activated::Queued => Err(EnrolmentError::internal("replacing a card")(
+                "a replacement was queued".into(),
+            )),
+        }
     }
 
     /// Activates a blank card: the first card of an approved application, or a
@@ -335,7 +353,7 @@ impl Enrolment {
         card: &str,
         pins: CardPins,
         replacing: Option<ReplaceReason>,
-    ) -> Result<ActivationOutcome, EnrolmentError> {
+    ) -> Result<Activated, EnrolmentError> {
         let reader = self.reader().cloned().ok_or_else(|| {
             EnrolmentError::Unavailable("this desk has no card reader configured".into())
         })?;
@@ -369,7 +387,7 @@ impl Enrolment {
         let issuer = self.issuer()?.clone();
         // An earlier attempt cut short: finish it, or clean it up before starting again.
         if let Some(outcome) = self.recover(session, application_id, &reader).await? {
-            return Ok(outcome);
+            return Ok(Activated::Done(outcome));
         }
         {
             let reader = reader.clone();
@@ -425,6 +443,7 @@ impl Enrolment {
                 &reader,
                 &issuer,
                 &pins,
+                replaces.is_none(),
             )
             .await;
         match result {
@@ -533,7 +552,8 @@ impl Enrolment {
         reader: &Arc<Reader>,
         issuer: &Arc<dyn crate::CertificateIssuer>,
         pins: &CitizenPins,
-    ) -> Result<ActivationOutcome, EnrolmentError> {
+        may_queue: bool,
+    ) -> Result<Activated, EnrolmentError> {
         // 2. PINs and keys on the card.
         let personalised = {
             let reader = reader.clone();
@@ -586,24 +606,75 @@ impl Enrolment {
                 EnrolmentError::Unavailable(format!("the CA is not reachable: {m}"))
             }
         };
-        let auth = issuer
-            .issue(request(CertificateKind::Authentication, auth_csr, None))
+        // With the CA out of reach, a first card waits in the queue (crate::queue) with
+        // what it needs: the requests, and the certificate issued before the link went.
+        let queued = |auth: Option<&IssuedCertificate>| -> Result<QueuedRequests, EnrolmentError> {
+            Ok(QueuedRequests {
+                auth_csr: hex::encode(&auth_csr),
+                sign_csr: hex::encode(&sign_csr),
+                sign_public_key: hex::encode(personalised.signing.public_key.to_der()?),
+                sign_evidence: personalised.signing_evidence.clone(),
+                auth_certificate: auth.map(|a| hex::encode(&a.der)),
+                sign_certificate: None,
+            })
+        };
+        let auth = match issuer
+            .issue(request(
+                CertificateKind::Authentication,
+                auth_csr.clone(),
+                None,
+            ))
             .await
-            .map_err(port)?;
+        {
+            Ok(auth) => auth,
+            Err(crate::PortError::Unavailable(why)) if may_queue => {
+                drop((auth_store, sign_store));
+                return self
+                    .queue(
+                        session,
+                        activation_id,
+                        card_id,
+                        reader,
+                        pins,
+                        queued(None)?,
+                        &why,
+                    )
+                    .await;
+            }
+            Err(e) => return Err(port(e)),
+        };
         self.set_state(activation_id, "keys", Some(("auth_serial", &auth.serial)))
             .await?;
         let evidence = Some((
             personalised.signing.public_key.clone(),
             personalised.signing_evidence.clone(),
         ));
-        let sign = issuer
+        let sign = match issuer
             .issue(request(
                 CertificateKind::QualifiedSignature,
-                sign_csr,
+                sign_csr.clone(),
                 evidence,
             ))
             .await
-            .map_err(port)?;
+        {
+            Ok(sign) => sign,
+            Err(crate::PortError::Unavailable(why)) if may_queue => {
+                drop((auth_store, sign_store));
+                let requests = queued(Some(&auth))?;
+                return self
+                    .queue(
+                        session,
+                        activation_id,
+                        card_id,
+                        reader,
+                        pins,
+                        requests,
+                        &why,
+                    )
+                    .await;
+            }
+            Err(e) => return Err(port(e)),
+        };
         self.set_state(
             activation_id,
             "certified",
@@ -635,6 +706,71 @@ impl Enrolment {
         // 5. Active, sealed.
         self.complete(session, activation_id, &application.application_id)
             .await
+            .map(Activated::Done)
+    }
+
+    /// Queues an activation whose certificates the CA could not issue now (`why`):
+    /// the row keeps the requests (state `queued`, audited), then the card gets its
+    /// PUK, so that no PIN needs keeping. The queue (crate::queue) finishes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn queue(
+        &self,
+        session: &DeskSession,
+        activation_id: &str,
+        card_id: &CardId,
+        reader: &Arc<Reader>,
+        pins: &CitizenPins,
+        requests: QueuedRequests,
+        why: &str,
+    ) -> Result<Activated, EnrolmentError> {
+        let ctx = self.ctx();
+        let stored = serde_json::to_string(&requests).map_err(|e| EnrolmentError::Internal {
+            operation: "queueing an activation",
+            detail: e.to_string(),
+        })?;
+        let now = ctx.clock.now().unix_timestamp();
+        let mut tx = ctx.db.begin_write().await?;
+        let application_id: String = sqlx::query_scalar(
+            "UPDATE enrol_activation SET state = 'queued', queued_requests = $1, queued_at = $2, \
+             updated_at = $2, error = $3 WHERE activation_id = $4 AND state = 'keys' \
+             RETURNING application_id",
+        )
+        .bind(stored)
+        .bind(now)
+        .bind(format!("waiting: the CA is not reachable: {why}"))
+        .bind(activation_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query("queueing an activation"))?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                session.actor(),
+                "enrolment.activation.queue",
+                "application",
+                &application_id,
+            )
+            .details(serde_json::json!({
+                "activation_id": activation_id,
+                "token": card_id.as_str(),
+                "why": why,
+                "auth_certificate_issued": requests.auth_certificate.is_some(),
+                "clerk": session.staff_id,
+                "desk": session.desk.desk_id,
+                "centre": session.desk.centre_id,
+            })),
+        )
+        .await?;
+        tx.commit().await.map_err(query("queueing an activation"))?;
+        tracing::warn!(activation = activation_id, %why, "the CA is not reachable: activation queued");
+        let reader = reader.clone();
+        let id = card_id.clone();
+        let puk = pins.puk.clone();
+        tokio::task::spawn_blocking(move || reader.reader.finish(&id, &reader.transport, &puk))
+            .await
+            .map_err(blocking_error)??;
+        Ok(Activated::Queued)
     }
 
     /// The last step: the identity becomes active and the record is sealed, in one
@@ -837,7 +973,7 @@ impl Enrolment {
 
     /// Undoes an attempt: revokes every certificate issued for it and wipes the card
     /// if it is still in the reader and not finished.
-    async fn clean_up(
+    pub(crate) async fn clean_up(
         &self,
         session: &DeskSession,
         activation_id: &str,
@@ -972,7 +1108,8 @@ impl Enrolment {
     ) -> Result<Option<ActivationOutcome>, EnrolmentError> {
         let rows = sqlx::query(
             "SELECT activation_id, carrier, token_id, state, auth_serial, sign_serial, replaces \
-             FROM enrol_activation WHERE application_id = $1 AND state NOT IN ('done', 'cleaned')",
+             FROM enrol_activation WHERE application_id = $1 \
+             AND state NOT IN ('done', 'cleaned', 'queued')",
         )
         .bind(application_id)
         .fetch_all(self.ctx().db.pool())

@@ -552,6 +552,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "rejected" => "The application is rejected.",
         "photo" => "Photo stored.",
         "activated" => "The card is activated: the citizen can log in and sign. Print the receipt.",
+        "queued" => {
+            "The CA cannot be reached now. The card holds its PINs, keys and PUK; its certificates will be issued and written when the link returns, and the identity becomes active then. Keep the card in the reader until this case shows it active."
+        }
         "suspended" => {
             "Every valid certificate is suspended (on hold): the card can neither log in nor sign until the certificates are resumed."
         }
@@ -907,7 +910,10 @@ async fn activate(
     let result = enrolment
         .activate_card(&session, &id, form.version, &form.card, form.pins)
         .await
-        .map(|_| "activated");
+        .map(|activated| match activated {
+            crate::activation::Activated::Done(_) => "activated",
+            crate::activation::Activated::Queued => "queued",
+        });
     if let Err(e) = &result
         && matches!(e, EnrolmentError::Invalid(_) | EnrolmentError::Conflict(_))
     {

@@ -426,6 +426,29 @@ impl CardReader {
             .public_certificate(&id.token_label(token_kind), label.as_str())
     }
 
+    /// Writes the certificate `der` of key `label` on the card's token for `kind`
+    /// without a PIN (a certificate is a public object): for certificates issued after
+    /// the card was finished, as when the CA could not be reached at activation. The
+    /// certificate must certify the key on the token; the same certificate again is a
+    /// no-op, another one is refused.
+    pub fn write_certificate(
+        &self,
+        id: &CardId,
+        kind: PinKind,
+        label: &KeyLabel,
+        der: &[u8],
+    ) -> Result<(), HsmError> {
+        let token_kind = TokenKind::of(kind).ok_or_else(|| HsmError::TokenPolicy {
+            detail: "the PUK has no token; write to the PIN1 or PIN2 token".into(),
+        })?;
+        let _one_at_a_time = administering()?;
+        self.find(id)?;
+        self.module
+            .write_public_certificate(&id.token_label(token_kind), label, der)?;
+        tracing::info!(card = %id, %label, "wrote a certificate on the card without a PIN");
+        Ok(())
+    }
+
     fn info(&self, id: CardId, pin1: &TokenEntry, pin2: &TokenEntry) -> Result<CardInfo, HsmError> {
         Ok(CardInfo::new(
             id,

@@ -133,7 +133,7 @@ impl PinPolicy {
 
 /// Evidence, read from the key store, of whether a key sits on a qualified signature
 /// creation device (QSCD).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QscdEvidence {
     /// The class of the store holding the key.
     pub token_class: TokenClass,

@@ -103,7 +103,7 @@ pub(crate) struct CertificateFields {
 }
 
 impl CertificateFields {
-    fn parse(der: &[u8]) -> Result<(Self, Vec<u8>), HsmError> {
+    pub(crate) fn parse(der: &[u8]) -> Result<(Self, Vec<u8>), HsmError> {
         use der::{Decode, Encode};
         let encoding = |e: der::Error| HsmError::Encoding {
             what: "X.509 certificate",

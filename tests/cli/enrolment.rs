@@ -29,6 +29,7 @@ use super::{
 };
 
 mod lifecycle;
+mod offline;
 mod ota;
 mod remote;
 
@@ -99,7 +100,7 @@ impl Setup {
             format!(
                 "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {module:?}\n\
                  token_label = \"{SERVICE_TOKEN}\"\npin_file = {:?}\n\
-                 [enrolment]\nstatus_queries_per_minute = 40\n\
+                 [enrolment]\nstatus_queries_per_minute = 40\nqueue_retry_secs = 1\n\
                  [[enrolment.status_client]]\nname = \"benefits-office\"\ntoken_file = {:?}\n\
                  [[enrolment.operator_client]]\nname = \"tt-mobile\"\ntoken_env = \"EID_TEST_OPERATOR_TOKEN\"\n",
                 service_pin.display().to_string(),
@@ -252,6 +253,214 @@ fn assert_desk_step(log: &str, action: &str, about: &str) {
     );
 }
 
+/// Registers the centre `pos`, the workstation `desk-1` there, the clerk `ann` and the
+/// supervisor `sam`; returns the one-time links of the desk, the clerk and the
+/// supervisor.
+async fn staff_links(setup: &Setup, eid: &Eid) -> (String, String, String) {
+    setup
+        .run(
+            eid,
+            &[
+                "enrolment",
+                "centre",
+                "add",
+                "pos",
+                "--name",
+                "Port of Spain",
+            ],
+        )
+        .await;
+    let desk_link = setup
+        .link(
+            eid,
+            &[
+                "enrolment",
+                "desk",
+                "add",
+                "desk-1",
+                "--centre",
+                "pos",
+                "--name",
+                "Desk 1",
+            ],
+        )
+        .await;
+    let clerk_link = setup
+        .link(
+            eid,
+            &[
+                "enrolment",
+                "staff",
+                "add",
+                "ann",
+                "--name",
+                "Ann Clerk",
+                "--role",
+                "clerk",
+                "--centre",
+                "pos",
+            ],
+        )
+        .await;
+    let supervisor_link = setup
+        .link(
+            eid,
+            &[
+                "enrolment",
+                "staff",
+                "add",
+                "sam",
+                "--name",
+                "Sam Supervisor",
+                "--role",
+                "supervisor",
+                "--centre",
+                "pos",
+            ],
+        )
+        .await;
+    (desk_link, clerk_link, supervisor_link)
+}
+
+/// Registers the workstation in `browser` and enrols a passkey for each staff link
+/// (on the virtual authenticator).
+async fn register_desk(browser: &Browser, desk: &str, desk_link: &str, staff: &[&String]) {
+    browser.goto(&format!("{desk}/desk")).await;
+    browser
+        .source_when(|page| page.contains("not a registered desk"))
+        .await;
+    browser.goto(desk_link).await;
+    browser.click_and_wait("#register").await;
+    assert!(browser.text("#notice").await.contains("Desk 1"));
+    for link in staff {
+        browser.goto(link).await;
+        browser.click("#enrol").await;
+        browser.wait_for_url(|url| url.ends_with("/desk")).await;
+        // The login page loaded (the URL changes before): opening the next link now
+        // would race the load and read an empty page.
+        browser.find("#staff-id").await;
+    }
+}
+
+/// Judges the certificates on `card` and its keys: each certificate read from the card
+/// verifies with openssl up to the root and names the citizen; each key signs (with its
+/// PIN) and openssl verifies the signature with the certificate. Needs `ca export` in
+/// `dir/pki`.
+fn judge_card(setup: &Setup, dir: &Path, card: &str, national_id: &str) {
+    for (token, pin, label, ca) in [
+        (
+            &format!("{card} (PIN1)"),
+            PIN1,
+            "citizen-authentication",
+            "citizen-auth-ca",
+        ),
+        (
+            &format!("{card} (PIN2)"),
+            PIN2,
+            "citizen-signing",
+            "citizen-sign-ca",
+        ),
+    ] {
+        let der = dir.join(format!("{label}.der"));
+        setup.pkcs11_tool(
+            token,
+            &[
+                "--login",
+                "--pin",
+                pin,
+                "--read-object",
+                "--type",
+                "cert",
+                "--label",
+                label,
+                "--output-file",
+                &der.display().to_string(),
+            ],
+        );
+        let pem = dir.join(format!("{label}.pem"));
+        let converted = judge(
+            "openssl",
+            &[
+                "x509",
+                "-inform",
+                "DER",
+                "-in",
+                &der.display().to_string(),
+                "-out",
+                &pem.display().to_string(),
+            ],
+        );
+        assert!(converted.status.success(), "{}", text(&converted.stderr));
+        assert_citizen_certificate(&dir, ca, &pem, Some(national_id));
+        // The key on the card signs, and openssl verifies it with the certificate.
+        let data = dir.join("data.txt");
+        std::fs::write(&data, b"signed on the card").unwrap();
+        let hash = dir.join("data.sha256");
+        let digest = judge(
+            "openssl",
+            &[
+                "dgst",
+                "-sha256",
+                "-binary",
+                "-out",
+                &hash.display().to_string(),
+                &data.display().to_string(),
+            ],
+        );
+        assert!(digest.status.success());
+        let signature = dir.join(format!("{label}.sig"));
+        setup.pkcs11_tool(
+            token,
+            &[
+                "--login",
+                "--pin",
+                pin,
+                "--sign",
+                "-m",
+                "ECDSA",
+                "--label",
+                label,
+                "--signature-format",
+                "openssl",
+                "--input-file",
+                &hash.display().to_string(),
+                "--output-file",
+                &signature.display().to_string(),
+            ],
+        );
+        let public = dir.join(format!("{label}.pub"));
+        judge(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &pem.display().to_string(),
+                "-noout",
+                "-pubkey",
+                "-out",
+                &public.display().to_string(),
+            ],
+        );
+        let checked = judge(
+            "openssl",
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                &public.display().to_string(),
+                "-signature",
+                &signature.display().to_string(),
+                &data.display().to_string(),
+            ],
+        );
+        assert!(
+            text(&checked.stdout).contains("Verified OK"),
+            "{}",
+            text(&checked.stderr)
+        );
+    }
+}
+
 on_both_backends!(desk_journey_activates_a_card_that_logs_in);
 
 async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
@@ -276,68 +485,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         "{}",
         text(&other_batch.stderr)
     );
-    setup
-        .run(
-            &eid,
-            &[
-                "enrolment",
-                "centre",
-                "add",
-                "pos",
-                "--name",
-                "Port of Spain",
-            ],
-        )
-        .await;
-    let desk_link = setup
-        .link(
-            &eid,
-            &[
-                "enrolment",
-                "desk",
-                "add",
-                "desk-1",
-                "--centre",
-                "pos",
-                "--name",
-                "Desk 1",
-            ],
-        )
-        .await;
-    let clerk_link = setup
-        .link(
-            &eid,
-            &[
-                "enrolment",
-                "staff",
-                "add",
-                "ann",
-                "--name",
-                "Ann Clerk",
-                "--role",
-                "clerk",
-                "--centre",
-                "pos",
-            ],
-        )
-        .await;
-    let supervisor_link = setup
-        .link(
-            &eid,
-            &[
-                "enrolment",
-                "staff",
-                "add",
-                "sam",
-                "--name",
-                "Sam Supervisor",
-                "--role",
-                "supervisor",
-                "--centre",
-                "pos",
-            ],
-        )
-        .await;
+    let (desk_link, clerk_link, supervisor_link) = staff_links(&setup, &eid).await;
     let server = {
         let mut command = setup.command(&eid, &["serve"]);
         command.stdout(Stdio::piped());
@@ -381,21 +529,13 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     // The workstation, then the two staff passkeys.
     let browser = Browser::start().await;
     let authenticator = browser.add_virtual_authenticator().await;
-    browser.goto(&format!("{desk}/desk")).await;
-    browser
-        .source_when(|page| page.contains("not a registered desk"))
-        .await;
-    browser.goto(&desk_link).await;
-    browser.click_and_wait("#register").await;
-    assert!(browser.text("#notice").await.contains("Desk 1"));
-    for link in [&supervisor_link, &clerk_link] {
-        browser.goto(link).await;
-        browser.click("#enrol").await;
-        browser.wait_for_url(|url| url.ends_with("/desk")).await;
-        // The login page loaded (the URL changes before): opening the next link now
-        // would race the load and read an empty page.
-        browser.find("#staff-id").await;
-    }
+    register_desk(
+        &browser,
+        &desk,
+        &desk_link,
+        &[&supervisor_link, &clerk_link],
+    )
+    .await;
     assert_eq!(browser.credentials(&authenticator).await.len(), 2);
     // A used link does not work twice.
     browser.goto(&clerk_link).await;
@@ -560,118 +700,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     );
     assert!(objects.contains("always authenticate"), "{objects}");
     assert!(objects.contains("never extractable"), "{objects}");
-    for (token, pin, label, ca) in [
-        (
-            "EID-0001 (PIN1)",
-            PIN1,
-            "citizen-authentication",
-            "citizen-auth-ca",
-        ),
-        (
-            "EID-0001 (PIN2)",
-            PIN2,
-            "citizen-signing",
-            "citizen-sign-ca",
-        ),
-    ] {
-        let der = dir.join(format!("{label}.der"));
-        setup.pkcs11_tool(
-            token,
-            &[
-                "--login",
-                "--pin",
-                pin,
-                "--read-object",
-                "--type",
-                "cert",
-                "--label",
-                label,
-                "--output-file",
-                &der.display().to_string(),
-            ],
-        );
-        let pem = dir.join(format!("{label}.pem"));
-        let converted = judge(
-            "openssl",
-            &[
-                "x509",
-                "-inform",
-                "DER",
-                "-in",
-                &der.display().to_string(),
-                "-out",
-                &pem.display().to_string(),
-            ],
-        );
-        assert!(converted.status.success(), "{}", text(&converted.stderr));
-        assert_citizen_certificate(&dir, ca, &pem, Some(&national_id));
-        // The key on the card signs, and openssl verifies it with the certificate.
-        let data = dir.join("data.txt");
-        std::fs::write(&data, b"signed on the card").unwrap();
-        let hash = dir.join("data.sha256");
-        let digest = judge(
-            "openssl",
-            &[
-                "dgst",
-                "-sha256",
-                "-binary",
-                "-out",
-                &hash.display().to_string(),
-                &data.display().to_string(),
-            ],
-        );
-        assert!(digest.status.success());
-        let signature = dir.join(format!("{label}.sig"));
-        setup.pkcs11_tool(
-            token,
-            &[
-                "--login",
-                "--pin",
-                pin,
-                "--sign",
-                "-m",
-                "ECDSA",
-                "--label",
-                label,
-                "--signature-format",
-                "openssl",
-                "--input-file",
-                &hash.display().to_string(),
-                "--output-file",
-                &signature.display().to_string(),
-            ],
-        );
-        let public = dir.join(format!("{label}.pub"));
-        judge(
-            "openssl",
-            &[
-                "x509",
-                "-in",
-                &pem.display().to_string(),
-                "-noout",
-                "-pubkey",
-                "-out",
-                &public.display().to_string(),
-            ],
-        );
-        let checked = judge(
-            "openssl",
-            &[
-                "dgst",
-                "-sha256",
-                "-verify",
-                &public.display().to_string(),
-                "-signature",
-                &signature.display().to_string(),
-                &data.display().to_string(),
-            ],
-        );
-        assert!(
-            text(&checked.stdout).contains("Verified OK"),
-            "{}",
-            text(&checked.stderr)
-        );
-    }
+    judge_card(&setup, &dir, "EID-0001", &national_id);
 
     // The card logs in at the idp: curl, through OpenSSL's PKCS#11 engine, presents the
     // authentication certificate and signs the TLS handshake on the card with PIN1.

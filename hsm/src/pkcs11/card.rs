@@ -202,6 +202,25 @@ impl CardModule {
             }))
     }
 
+    /// Writes the certificate `der` of key `object` on token `label` as a public
+    /// object, in a read-write session without a login: how a card whose PINs are set
+    /// (and not known to the desk any more) gets certificates issued later.
+    pub(crate) fn write_public_certificate(
+        &self,
+        label: &str,
+        object: &crate::KeyLabel,
+        der: &[u8],
+    ) -> Result<(), HsmError> {
+        let (fields, spki) = crate::store::CertificateFields::parse(der)?;
+        let session = self
+            .module
+            .context()
+            .open_rw_session(self.slot(label)?)
+            .map_err(|e| CallError::from(e).into_hsm(label))?;
+        super::keys::write_public_certificate(&session, label, object, &fields, &spki)
+            .map_err(|e| e.into_hsm(label))
+    }
+
     /// Whether this process is logged in to the token (login state is per
     /// application and token, shared by all its sessions): a key store holds it.
     pub(crate) fn logged_in(&self, label: &str) -> Result<bool, HsmError> {

@@ -119,6 +119,97 @@ fn certificate_value(
         }))
 }
 
+/// The public token object holding `certificate` for the key with `id` and `label`.
+fn certificate_template(
+    id: Vec<u8>,
+    label: Vec<u8>,
+    certificate: &CertificateFields,
+) -> [Attribute; 10] {
+    [
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::CertificateType(CertificateType::X_509),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Id(id),
+        Attribute::Label(label),
+        Attribute::Subject(certificate.subject.clone()),
+        Attribute::Issuer(certificate.issuer.clone()),
+        Attribute::SerialNumber(certificate.serial_number.clone()),
+        Attribute::Value(certificate.der.clone()),
+    ]
+}
+
+/// Writes `certificate` for the key labelled `label` in `session`, a read-write
+/// session that need not be logged in (the certificate and the public key are public
+/// objects): the key's public key object gives the `CKA_ID` and must be the key the
+/// certificate certifies (`spki`, DER). The same certificate already there is a
+/// no-op; a different one is refused (replacing needs a logged-in key store).
+pub(super) fn write_public_certificate(
+    session: &Session,
+    token: &str,
+    label: &KeyLabel,
+    certificate: &CertificateFields,
+    spki: &[u8],
+) -> Result<(), CallError> {
+    let public = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Private(false),
+            Attribute::Label(label.as_str().as_bytes().to_vec()),
+        ])?
+        .first()
+        .copied()
+        .ok_or_else(|| HsmError::KeyNotFound {
+            label: label.to_string(),
+            store: format!("token '{token}' (public objects)"),
+        })?;
+    let mut id = Vec::new();
+    let mut params = None;
+    let mut point = None;
+    for attribute in session.get_attributes(
+        public,
+        &[
+            AttributeType::Id,
+            AttributeType::EcParams,
+            AttributeType::EcPoint,
+        ],
+    )? {
+        match attribute {
+            Attribute::Id(value) => id = value,
+            Attribute::EcParams(value) => params = Some(value),
+            Attribute::EcPoint(value) => point = Some(value),
+            _ => {}
+        }
+    }
+    let point = point.ok_or_else(|| unsupported(label, "no CKA_EC_POINT"))?;
+    let (_, key) = ec_public_key(label, params.as_deref(), &point)?;
+    if key.to_der()? != spki {
+        return Err(HsmError::CertificateMismatch {
+            label: label.to_string(),
+            store: format!("token '{token}'"),
+        }
+        .into());
+    }
+    let bytes = label.as_str().as_bytes().to_vec();
+    let existing = session.find_objects(&[
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::Label(bytes.clone()),
+    ])?;
+    if let Some(object) = existing.first() {
+        if certificate_value(session, *object)?.as_deref() == Some(certificate.der.as_slice()) {
+            return Ok(());
+        }
+        return Err(HsmError::TokenPolicy {
+            detail: format!(
+                "token '{token}' already holds another certificate for {label}; replacing it needs the PIN"
+            ),
+        }
+        .into());
+    }
+    session.create_object(&certificate_template(id, bytes, certificate))?;
+    Ok(())
+}
+
 /// Destroys the certificate objects labelled `label` other than the one holding `der`.
 fn destroy_other_certificates(
     session: &Session,
@@ -481,18 +572,7 @@ impl TokenKeys {
         certificate: &CertificateFields,
     ) -> Result<(), HsmError> {
         let label = key.label.as_str().as_bytes().to_vec();
-        let template = [
-            Attribute::Class(ObjectClass::CERTIFICATE),
-            Attribute::CertificateType(CertificateType::X_509),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Id(key.id.clone()),
-            Attribute::Label(label.clone()),
-            Attribute::Subject(certificate.subject.clone()),
-            Attribute::Issuer(certificate.issuer.clone()),
-            Attribute::SerialNumber(certificate.serial_number.clone()),
-            Attribute::Value(certificate.der.clone()),
-        ];
+        let template = certificate_template(key.id.clone(), label.clone(), certificate);
         let _one_at_a_time = super::token_administration()?;
         self.pool
             .with_session(|session| {
