@@ -2806,6 +2806,47 @@ mod tests {
     }
 
     #[test]
+    fn desk_ca_link_is_checked() {
+        let config = load_text("", &FakeEnv::default()).unwrap();
+        assert!(config.enrolment.ca.is_none());
+        assert_eq!(config.enrolment.queue_retry_secs, 30);
+        let config = load_text(
+            "[enrolment]\nqueue_retry_secs = 5\n[enrolment.ca]\nurl = \"https://ca.example/ra\"\n\
+             token_env = \"DESK_TOKEN\"\n",
+            &env(&[("DESK_TOKEN", "a-desk-token")]),
+        )
+        .unwrap();
+        let ca = config.enrolment.ca.as_ref().unwrap();
+        assert_eq!(ca.url.as_str(), "https://ca.example/ra/");
+        assert_eq!(ca.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(config.enrolment.queue_retry_secs, 5);
+        assert!(!format!("{ca:?}").contains("a-desk-token"));
+        for (text, key) in [
+            (
+                "[enrolment.ca]\nurl = \"ftp://ca\"\ntoken_env = \"DESK_TOKEN\"\n",
+                "enrolment.ca.url",
+            ),
+            (
+                "[enrolment.ca]\nurl = \"https://ca\"\n",
+                "enrolment.ca token_file/token_env",
+            ),
+            (
+                "[enrolment.ca]\nurl = \"https://ca\"\ntoken_env = \"DESK_TOKEN\"\ntimeout_secs = 0\n",
+                "enrolment.ca.timeout_secs",
+            ),
+            (
+                "[enrolment]\nqueue_retry_secs = 0\n",
+                "enrolment.queue_retry_secs",
+            ),
+        ] {
+            let err = load_text(text, &env(&[("DESK_TOKEN", "a-desk-token")]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn tsa_defaults_and_checks() {
         let config = Config::load(None, &FakeEnv::default(), &Overrides::default()).unwrap();
         let tsa = &config.signing.tsa;

@@ -864,3 +864,60 @@ fn an_interrupted_finish_is_undone_by_reset_with_the_puk() {
         .finish(&id, &secret(TRANSPORT), &secret(PUK))
         .unwrap();
 }
+
+#[test]
+fn certificates_are_written_on_a_finished_card_without_a_pin() {
+    let reader = reader(TokenClass::Smartcard);
+    let id = blank_card();
+    reader
+        .personalise(&id, &secret(TRANSPORT), &pins(), KeySpec::EcP256)
+        .unwrap();
+    // Certificates made while the PINs were at hand, written after the PUK is set
+    // and the PINs are gone (as when the CA answered late).
+    let (auth_label, sign_label) = (
+        label(CITIZEN_AUTHENTICATION_LABEL),
+        label(CITIZEN_SIGNING_LABEL),
+    );
+    let auth_store = reader.store(&id, PinKind::Pin1, &secret(PIN1)).unwrap();
+    let auth_certificate = self_signed(&auth_store.signer(&auth_label, None).unwrap(), "auth", 1);
+    drop(auth_store);
+    reader
+        .finish(&id, &secret(TRANSPORT), &secret(PUK))
+        .unwrap();
+    reader
+        .write_certificate(&id, PinKind::Pin1, &auth_label, &auth_certificate)
+        .unwrap();
+    // Again: the same certificate is a no-op.
+    reader
+        .write_certificate(&id, PinKind::Pin1, &auth_label, &auth_certificate)
+        .unwrap();
+    assert_eq!(
+        reader
+            .certificate(&id, PinKind::Pin1, &auth_label)
+            .unwrap()
+            .as_deref(),
+        Some(auth_certificate.as_slice())
+    );
+    // A certificate of another key is refused, on the token that holds the key.
+    let mismatch = reader.write_certificate(&id, PinKind::Pin2, &sign_label, &auth_certificate);
+    assert!(
+        matches!(mismatch, Err(HsmError::CertificateMismatch { .. })),
+        "{mismatch:?}"
+    );
+    let garbage = reader.write_certificate(&id, PinKind::Pin2, &sign_label, b"not a certificate");
+    assert!(
+        matches!(garbage, Err(HsmError::Encoding { .. })),
+        "{garbage:?}"
+    );
+    assert_eq!(
+        reader.certificate(&id, PinKind::Pin2, &sign_label).unwrap(),
+        None
+    );
+    // A card still blank has no key to pair the certificate with.
+    let blank = blank_card();
+    let no_key = reader.write_certificate(&blank, PinKind::Pin1, &auth_label, &auth_certificate);
+    assert!(
+        matches!(no_key, Err(HsmError::KeyNotFound { .. })),
+        "{no_key:?}"
+    );
+}

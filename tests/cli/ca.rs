@@ -555,6 +555,58 @@ async fn issuance_api_serves_only_the_registration_authority(backend: TestBacken
         .unwrap();
     assert_eq!(unknown.status(), 400);
     assert!(unknown.text().await.unwrap().contains("colour"));
+
+    // The RA's listing and status changes: token required, bad input in its own terms.
+    let serial = issued["serial"].as_str().unwrap();
+    let listed = |national_id: &str| {
+        http.get(&url)
+            .query(&[("national_id", national_id)])
+            .bearer_auth(token)
+            .send()
+    };
+    let list: serde_json::Value = listed("3900101123456").await.unwrap().json().await.unwrap();
+    assert_eq!(list["certificates"][0]["serial"], serial);
+    assert_eq!(list["certificates"][0]["status"], "active");
+    assert_eq!(listed("12").await.unwrap().status(), 400);
+    let change = |serial: String, body: serde_json::Value, bearer: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{url}/{serial}/status"))
+            .header("x-eid-actor", "staff:ann@desk:desk-1")
+            .json(&body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send()
+    };
+    let hold = serde_json::json!({ "change": "certificateHold" });
+    let anonymous = change(serial.to_owned(), hold.clone(), None).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let bad_reason = change(
+        serial.to_owned(),
+        serde_json::json!({ "change": "lostIt" }),
+        Some(token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad_reason.status(), 400);
+    assert!(bad_reason.text().await.unwrap().contains("lostIt"));
+    let unknown_serial = change("7f01".into(), hold.clone(), Some(token))
+        .await
+        .unwrap();
+    assert_eq!(unknown_serial.status(), 404);
+    let resume = serde_json::json!({ "change": "resume" });
+    let not_held = change(serial.to_owned(), resume.clone(), Some(token))
+        .await
+        .unwrap();
+    assert_eq!(not_held.status(), 409);
+    let held = change(serial.to_owned(), hold, Some(token)).await.unwrap();
+    assert_eq!(held.status(), 200);
+    let list: serde_json::Value = listed("3900101123456").await.unwrap().json().await.unwrap();
+    assert_eq!(list["certificates"][0]["status"], "suspended");
+    let resumed = change(serial.to_owned(), resume, Some(token))
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
     server.stop().await;
 
     let tail = text(
