@@ -391,7 +391,7 @@ fn judge_card(setup: &Setup, dir: &Path, card: &str, national_id: &str) {
             ],
         );
         assert!(converted.status.success(), "{}", text(&converted.stderr));
-        assert_citizen_certificate(&dir, ca, &pem, Some(national_id));
+        assert_citizen_certificate(dir, ca, &pem, Some(national_id));
         // The key on the card signs, and openssl verifies it with the certificate.
         let data = dir.join("data.txt");
         std::fs::write(&data, b"signed on the card").unwrap();
