@@ -153,6 +153,10 @@ impl Enrolment {
             });
         }
         for (index, item) in queued.iter().enumerate() {
+            if !self.claim(&item.activation_id).await? {
+                // Another process of this desk works on it.
+                continue;
+            }
             let fate = match self.take_up(item, &reader).await {
                 Ok(fate) => fate,
                 Err(EnrolmentError::Unavailable(why)) => Fate::Waiting(why),
@@ -328,10 +332,29 @@ impl Enrolment {
         Ok(())
     }
 
+    /// Claims a queued activation for this process: none other takes it up until the
+    /// claim is released or, after a crash, [`CLAIM_SECS`] have passed.
+    async fn claim(&self, activation_id: &str) -> Result<bool, EnrolmentError> {
+        let now = self.ctx().clock.now().unix_timestamp();
+        let claimed = sqlx::query(
+            "UPDATE enrol_activation SET queue_claimed_at = $1 WHERE activation_id = $2 \
+             AND state = 'queued' AND (queue_claimed_at IS NULL OR queue_claimed_at < $3)",
+        )
+        .bind(now)
+        .bind(activation_id)
+        .bind(now - CLAIM_SECS)
+        .execute(self.ctx().db.pool())
+        .await
+        .map_err(query("claiming a queued activation"))?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// Records why a queued activation still waits, and releases the claim.
     async fn still_waiting(&self, activation_id: &str, why: &str) -> Result<(), EnrolmentError> {
         sqlx::query(
             "UPDATE enrol_activation SET error = $1, queue_attempts = queue_attempts + 1, \
-             updated_at = $2 WHERE activation_id = $3 AND state = 'queued'",
+             updated_at = $2, queue_claimed_at = NULL WHERE activation_id = $3 AND state = 'queued'",
         )
         .bind(format!("waiting: {why}"))
         .bind(self.ctx().clock.now().unix_timestamp())
@@ -409,6 +432,10 @@ impl Enrolment {
         Ok(())
     }
 }
+
+/// How long a claim on a queued activation holds if its process never releases it
+/// (longer than one take-up: two certificate requests, two writes on the card).
+const CLAIM_SECS: i64 = 300;
 
 /// How a wait for the CA begins, so that one pass stops at the first.
 const CA_DOWN: &str = "the CA is not reachable";

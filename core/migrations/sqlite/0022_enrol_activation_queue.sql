@@ -1,7 +1,8 @@
 -- A card activation whose certificates could not be issued because the CA was not
 -- reachable waits in state `queued`, its certificate requests (signed on the card while
 -- the citizen's PINs were at hand) and the key evidence kept in `queued_requests`
--- (JSON), until the desk reaches the CA again. SQLite cannot change a CHECK constraint
+-- (JSON), until the desk reaches the CA again; a process working on one claims it
+-- (`queue_claimed_at`) so that two never ask the CA for the same card. SQLite cannot change a CHECK constraint
 -- in place: the table is rebuilt with the wider list (a superset).
 CREATE TABLE enrol_activation_next (
     activation_id    TEXT    PRIMARY KEY,
@@ -21,7 +22,8 @@ CREATE TABLE enrol_activation_next (
     replaces         TEXT,
     queued_requests  TEXT,
     queued_at        INTEGER,
-    queue_attempts   INTEGER  NOT NULL DEFAULT 0
+    queue_attempts   INTEGER  NOT NULL DEFAULT 0,
+    queue_claimed_at INTEGER
 );
 INSERT INTO enrol_activation_next (activation_id, application_id, carrier, token_id, state,
     auth_serial, sign_serial, token_serials, error, clerk_id, desk_id, created_at, updated_at,
