@@ -618,7 +618,8 @@ impl Enrolment {
                 sign_certificate: None,
             })
         };
-        let auth = match issuer
+        // The authentication certificate first, then (if that worked) the signing one.
+        let (auth, sign) = match issuer
             .issue(request(
                 CertificateKind::Authentication,
                 auth_csr.clone(),
@@ -626,41 +627,29 @@ impl Enrolment {
             ))
             .await
         {
-            Ok(auth) => auth,
-            Err(crate::PortError::Unavailable(why)) if may_queue => {
-                drop((auth_store, sign_store));
-                return self
-                    .queue(
-                        session,
-                        activation_id,
-                        card_id,
-                        reader,
-                        pins,
-                        queued(None)?,
-                        &why,
-                    )
+            Ok(auth) => {
+                self.set_state(activation_id, "keys", Some(("auth_serial", &auth.serial)))
+                    .await?;
+                let evidence = Some((
+                    personalised.signing.public_key.clone(),
+                    personalised.signing_evidence.clone(),
+                ));
+                let sign = issuer
+                    .issue(request(
+                        CertificateKind::QualifiedSignature,
+                        sign_csr.clone(),
+                        evidence,
+                    ))
                     .await;
+                (Some(auth), sign)
             }
-            Err(e) => return Err(port(e)),
+            Err(e) => (None, Err(e)),
         };
-        self.set_state(activation_id, "keys", Some(("auth_serial", &auth.serial)))
-            .await?;
-        let evidence = Some((
-            personalised.signing.public_key.clone(),
-            personalised.signing_evidence.clone(),
-        ));
-        let sign = match issuer
-            .issue(request(
-                CertificateKind::QualifiedSignature,
-                sign_csr.clone(),
-                evidence,
-            ))
-            .await
-        {
+        let sign = match sign {
             Ok(sign) => sign,
             Err(crate::PortError::Unavailable(why)) if may_queue => {
                 drop((auth_store, sign_store));
-                let requests = queued(Some(&auth))?;
+                let requests = queued(auth.as_ref())?;
                 return self
                     .queue(
                         session,
@@ -675,6 +664,11 @@ impl Enrolment {
             }
             Err(e) => return Err(port(e)),
         };
+        let auth = auth.ok_or_else(|| {
+            EnrolmentError::internal("activating a card")(
+                "a signing certificate without the authentication certificate".into(),
+            )
+        })?;
         self.set_state(
             activation_id,
             "certified",
