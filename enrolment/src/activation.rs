@@ -182,8 +182,8 @@ pub(crate) async fn no_activation_running(
     tx: &mut sqlx::AnyConnection,
     application_id: &str,
 ) -> Result<(), EnrolmentError> {
-    let busy: Option<String> = sqlx::query_scalar(
-        "SELECT activation_id FROM enrol_activation WHERE application_id = $1 \
+    let busy: Option<(String, String)> = sqlx::query_as(
+        "SELECT state, token_id FROM enrol_activation WHERE application_id = $1 \
          AND state NOT IN ('done', 'failed', 'cleaned')",
     )
     .bind(application_id)
@@ -191,6 +191,9 @@ pub(crate) async fn no_activation_running(
     .await
     .map_err(query("checking activations"))?;
     match busy {
+        Some((state, card)) if state == "queued" => Err(EnrolmentError::Conflict(format!(
+            "card {card} of this application waits for the CA (queued): it is finished when the CA answers; keep it in the reader"
+        ))),
         Some(_) => Err(EnrolmentError::Conflict(RUNNING.into())),
         None => Ok(()),
     }

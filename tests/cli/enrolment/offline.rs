@@ -74,6 +74,24 @@ impl Link {
     }
 }
 
+/// Chooses `card` on the case page and activates it with the citizen's PINs.
+async fn activate(browser: &Browser, card: &str) {
+    browser
+        .click(&format!("#card option[value=\"{card}\"]"))
+        .await;
+    for (field, value) in [
+        ("#pin1", PIN1),
+        ("#pin1_confirm", PIN1),
+        ("#pin2", PIN2),
+        ("#pin2_confirm", PIN2),
+        ("#puk", PUK),
+        ("#puk_confirm", PUK),
+    ] {
+        browser.type_into(field, value).await;
+    }
+    browser.click_and_wait("#activate").await;
+}
+
 on_both_backends!(desk_queues_an_activation_while_the_ca_is_unreachable);
 
 async fn desk_queues_an_activation_while_the_ca_is_unreachable(backend: TestBackend) {
@@ -93,9 +111,9 @@ async fn desk_queues_an_activation_while_the_ca_is_unreachable(backend: TestBack
     ));
     std::fs::write(&setup.config, config).unwrap();
     setup.run(&eid, &["init"]).await;
-    setup
-        .run(&eid, &["enrolment", "blank-card", "EID-0001"])
-        .await;
+    for card in ["EID-0001", "EID-0002"] {
+        setup.run(&eid, &["enrolment", "blank-card", card]).await;
+    }
     let (desk_link, clerk_link, _) = staff_links(&setup, &eid).await;
     let _server = {
         let mut command = setup.command(&eid, &["serve"]);
@@ -146,18 +164,8 @@ async fn desk_queues_an_activation_while_the_ca_is_unreachable(backend: TestBack
 
     // The link goes down; the clerk activates the card all the same.
     link.set(false);
-    browser.click("#card option[value=\"EID-0001\"]").await;
-    for (field, value) in [
-        ("#pin1", PIN1),
-        ("#pin1_confirm", PIN1),
-        ("#pin2", PIN2),
-        ("#pin2_confirm", PIN2),
-        ("#puk", PUK),
-        ("#puk_confirm", PUK),
-    ] {
-        browser.type_into(field, value).await;
-    }
-    browser.click_and_wait("#activate").await;
+    activate(&browser, "EID-0001").await;
+    let case_url = browser.url().await;
     let notice = browser.text("#notice").await;
     assert!(notice.contains("CA cannot be reached"), "{notice}");
     assert_eq!(browser.text("#status").await, "approved");
@@ -174,16 +182,20 @@ async fn desk_queues_an_activation_while_the_ca_is_unreachable(backend: TestBack
     );
     assert!(objects.contains("citizen-authentication"), "{objects}");
     assert!(!objects.contains("Certificate Object"), "{objects}");
+    // Another card for the same citizen is refused while the first one waits.
+    activate(&browser, "EID-0002").await;
+    let refusal = browser.text("#error").await;
+    assert!(refusal.contains("waits for the CA"), "{refusal}");
     // While the link is down, the queue keeps the activation (it tries every second).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    browser.goto(&browser.url().await).await;
+    browser.goto(&case_url).await;
     assert_eq!(browser.text("#status").await, "approved");
 
     // The link returns: the queue finishes the activation by itself.
     link.set(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        browser.goto(&browser.url().await).await;
+        browser.goto(&case_url).await;
         if browser.text("#status").await == "active" {
             break;
         }
