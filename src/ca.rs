@@ -76,6 +76,22 @@ pub(crate) enum CaCommand {
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
     },
+    /// Revoke the certificate of a CA role (an issuing CA, an OCSP responder, the
+    /// time-stamping unit, the idp's TLS certificate) for good, with an RFC 5280 reason
+    /// (cACompromise, superseded, cessationOfOperation, ...): its issuer's CRL (the
+    /// root's, for an issuing CA) lists it before the command returns, and a revoked
+    /// issuing CA issues nothing more. The root cannot be revoked.
+    RevokeCa {
+        /// The role, as `eid ca export` names its file (citizen-auth-ca, ocsp-citizen-auth, ...).
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// The RFC 5280 reason name.
+        #[arg(long, value_name = "REASON")]
+        reason: String,
+        /// Who is asking, for the audit log (default: the operating-system user).
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
     /// Suspend a certificate (certificateHold), as when a citizen reports a card lost.
     Suspend {
         /// The certificate's serial number (hex).
@@ -182,6 +198,34 @@ pub(crate) async fn run(
         } => {
             let reason = ReasonCode::parse(&reason)?;
             change(&ca, &serial, StatusChange::Revoke(reason), operator).await
+        }
+        CaCommand::RevokeCa {
+            role,
+            reason,
+            operator,
+        } => {
+            let role = CaRole::parse(&role).with_context(|| {
+                let roles: Vec<&str> = CaRole::ALL.iter().map(|r| r.name()).collect();
+                format!("`{role}` is not a CA role ({})", roles.join(", "))
+            })?;
+            let reason = ReasonCode::parse(&reason)?;
+            let revoked = ca
+                .revoke_ca(
+                    role,
+                    reason,
+                    &format!("operator:{}", operator_name(operator)),
+                )
+                .await?;
+            tell_running_server(ca.config_listen()).await;
+            println!(
+                "the {} certificate ({}) is revoked: {}; listed on {}'s CRL number {}",
+                revoked.role,
+                revoked.serial,
+                reason.name(),
+                revoked.issuer,
+                revoked.crl_number
+            );
+            Ok(ExitCode::SUCCESS)
         }
         CaCommand::Suspend { serial, operator } => {
             change(&ca, &serial, StatusChange::Suspend, operator).await

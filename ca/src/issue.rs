@@ -131,6 +131,7 @@ impl CertificateAuthority {
         }
 
         // 2. The plan and its lint, before the CA key is touched.
+        self.check_not_revoked(profile.issuer())?;
         let issuer = self.hierarchy.get(profile.issuer())?;
         let config = &ctx.config.ca;
         let planned = profile::plan(

@@ -36,7 +36,7 @@ pub use names::{NationalId, Organisation, PersonName};
 pub use profile::Profile;
 pub use publication::{CrlKind, PublishedCrl};
 pub use responder::{CacheInfo, OcspAnswer};
-pub use revoke::{CertificateSummary, StatusChange, StatusChanged};
+pub use revoke::{CaRevoked, CertificateSummary, StatusChange, StatusChanged};
 pub use serial::CertificateSerial;
 
 /// A time as stored and recorded: RFC 3339, UTC.
@@ -64,17 +64,23 @@ pub struct CertificateAuthority {
     ctx: ServiceContext,
     hierarchy: Hierarchy,
     responder: std::sync::Arc<responder::ResponderState>,
+    /// The CA roles whose certificates are revoked: they sign nothing more. Reloaded
+    /// when another process changes revocation status (the revocation epoch).
+    revoked_roles: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<CaRole>>>,
 }
 
 impl CertificateAuthority {
     /// Loads the hierarchy, creating what is missing (the embedded default's first run).
     pub async fn open(ctx: &ServiceContext) -> Result<Self, CaError> {
         let hierarchy = Hierarchy::ensure(ctx).await?;
-        Ok(Self {
+        let ca = Self {
             responder: std::sync::Arc::new(responder::ResponderState::new(&hierarchy)?),
             hierarchy,
             ctx: ctx.clone(),
-        })
+            revoked_roles: std::sync::Arc::default(),
+        };
+        ca.load_revoked_roles().await?;
+        Ok(ca)
     }
 
     /// The hierarchy.

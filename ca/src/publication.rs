@@ -137,8 +137,19 @@ impl CertificateAuthority {
         .fetch_all(&mut *conn)
         .await
         .map_err(CaError::query("listing revoked certificates"))?;
+        // The CA certificates it issued and revoked (the root's CRL lists issuing CAs).
+        let authorities = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM ca_certificate \
+             WHERE issuer_role = $1 AND role <> $1 AND revoked_at IS NOT NULL AND not_after > $2",
+        )
+        .bind(issuer.name())
+        .bind(rfc3339(now)?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(CaError::query("listing revoked CA certificates"))?;
         let entries = rows
             .iter()
+            .chain(&authorities)
             .map(|row| revoked_entry(row, now))
             .collect::<Result<Vec<_>, _>>()?;
         let hours = self.ctx.config.ca.crl_next_update_hours;

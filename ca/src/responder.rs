@@ -498,6 +498,7 @@ impl crate::CertificateAuthority {
         let previous = self.responder.epoch.swap(epoch, Ordering::SeqCst);
         if previous != epoch && previous != -1 {
             self.responder.forget_all();
+            self.load_revoked_roles().await?;
             tracing::info!(
                 epoch,
                 "revocation status changed elsewhere; OCSP cache reloaded"

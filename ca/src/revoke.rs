@@ -251,3 +251,149 @@ impl CertificateAuthority {
             .collect()
     }
 }
+
+/// What revoking a CA certificate did.
+#[derive(Clone, Debug)]
+pub struct CaRevoked {
+    /// The role whose certificate is revoked.
+    pub role: CaRole,
+    /// Its certificate's serial (hex).
+    pub serial: String,
+    /// Its issuer, whose new CRL lists it.
+    pub issuer: CaRole,
+    /// That CRL's number.
+    pub crl_number: i64,
+}
+
+impl CertificateAuthority {
+    /// Revokes the certificate of CA role `role` for `reason`, as `actor`: its issuer's
+    /// new full CRL lists it (the root's CRL for an issuing CA), in the same transaction
+    /// as the change and its audit event, and from then on the role signs nothing more
+    /// (issuance under a revoked issuing CA is refused; another process learns of it
+    /// through the revocation epoch). The root cannot be revoked this way: a
+    /// self-signed certificate is withdrawn from trust stores instead. Replacing the
+    /// role needs a new key and certificate (a ceremony).
+    pub async fn revoke_ca(
+        &self,
+        role: CaRole,
+        reason: ReasonCode,
+        actor: &str,
+    ) -> Result<CaRevoked, CaError> {
+        let issuer = role.issuer().ok_or_else(|| {
+            CaError::BadRequest(format!(
+                "{role} is self-signed: no CRL can revoke it; withdraw it from the trust stores and run a new ceremony"
+            ))
+        })?;
+        if matches!(
+            reason,
+            ReasonCode::CertificateHold | ReasonCode::RemoveFromCrl
+        ) {
+            return Err(CaError::BadRequest(format!(
+                "{} is not a reason to revoke a CA certificate for good",
+                reason.name()
+            )));
+        }
+        let ctx = &self.ctx;
+        let now = crate::rfc3339(ctx.clock.now())?;
+        let mut tx = ctx.db.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM ca_certificate WHERE role = $1",
+        )
+        .bind(role.name())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(CaError::query("reading a CA certificate"))?
+        .ok_or_else(|| CaError::BadRequest(format!("CA role {role} has no certificate")))?;
+        let get = |name: &str| -> Result<Option<String>, CaError> {
+            row.try_get(name)
+                .map_err(CaError::query("reading a CA certificate"))
+        };
+        let serial = get("serial")?.unwrap_or_default();
+        if let Some(at) = get("revoked_at")? {
+            return Err(CaError::Conflict(format!(
+                "the {role} certificate ({serial}) is already revoked ({}) since {at}",
+                get("revocation_reason")?.unwrap_or_default()
+            )));
+        }
+        sqlx::query("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(CaError::query("advancing the revocation epoch"))?;
+        sqlx::query(
+            "UPDATE ca_certificate SET revoked_at = $1, revocation_reason = $2 WHERE role = $3",
+        )
+        .bind(&now)
+        .bind(reason.name())
+        .bind(role.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(CaError::query("revoking a CA certificate"))?;
+        audit::append(
+            &mut tx,
+            ctx.clock.as_ref(),
+            &AuditEvent::new(
+                actor,
+                "ca.certificate.revoke",
+                "ca_certificate",
+                role.name(),
+            )
+            .details(serde_json::json!({
+                "serial": serial,
+                "issuer": issuer.name(),
+                "reason": reason.name(),
+                "at": now,
+            })),
+        )
+        .await?;
+        let crl = self.publish_crl_on(&mut tx, issuer).await?;
+        tx.commit()
+            .await
+            .map_err(CaError::query("committing a CA certificate's revocation"))?;
+        self.revoked_roles_mut()?.insert(role);
+        tracing::warn!(%role, %serial, reason = reason.name(), "CA certificate revoked");
+        Ok(CaRevoked {
+            role,
+            serial,
+            issuer,
+            crl_number: crl.number,
+        })
+    }
+
+    /// Refuses to sign as `role` once its certificate is revoked.
+    pub(crate) fn check_not_revoked(&self, role: CaRole) -> Result<(), CaError> {
+        let revoked = self
+            .revoked_roles
+            .read()
+            .map_err(|_| CaError::Task("the revoked-roles lock is poisoned".into()))?
+            .contains(&role);
+        if revoked {
+            return Err(CaError::Refused(format!(
+                "the {role} certificate is revoked: it issues nothing more until a ceremony gives the role a new key and certificate"
+            )));
+        }
+        Ok(())
+    }
+
+    fn revoked_roles_mut(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, std::collections::BTreeSet<CaRole>>, CaError> {
+        self.revoked_roles
+            .write()
+            .map_err(|_| CaError::Task("the revoked-roles lock is poisoned".into()))
+    }
+
+    /// Reads which CA roles' certificates are revoked.
+    pub(crate) async fn load_revoked_roles(&self) -> Result<(), CaError> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM ca_certificate WHERE revoked_at IS NOT NULL")
+                .fetch_all(self.ctx.db.pool())
+                .await
+                .map_err(CaError::query("listing revoked CA certificates"))?;
+        let roles = names
+            .iter()
+            .filter_map(|name| CaRole::parse(name))
+            .collect();
+        *self.revoked_roles_mut()? = roles;
+        Ok(())
+    }
+}

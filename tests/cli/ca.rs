@@ -1127,7 +1127,178 @@ async fn delta_crls_carry_changes_between_full_crls(backend: TestBackend) {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
 }
 
+/// An issuing CA revoked by the operator: the root's CRL lists it (openssl and
+/// pkilint judge it), `openssl verify -crl_check_all` then refuses a citizen's
+/// certificate under it that was good a moment before, and the revoked CA issues
+/// nothing more; the root, a second revocation and a hold are refused.
+async fn a_revoked_issuing_ca_is_on_the_roots_crl_and_issues_nothing(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path();
+    assert!(eid.run(&["init"]).await.status.success());
+    let pki = dir.join("pki");
+    let exported = eid
+        .run(&["ca", "export", "--out", &pki.display().to_string()])
+        .await;
+    assert!(exported.status.success());
+    let key = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    let citizen_auth = |csr: String| {
+        let eid = &eid;
+        async move {
+            eid.run(
+                &[
+                    &["ca", "issue", "--profile", "citizen-auth", "--csr", &csr][..],
+                    &CITIZEN[..],
+                ]
+                .concat(),
+            )
+            .await
+        }
+    };
+    let issued = citizen_auth(openssl_csr(dir, "before", &key)).await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let leaf = dir.join("leaf.pem");
+    std::fs::write(&leaf, &issued.stdout).unwrap();
+    let crls = dir.join("crls");
+    let crl_files = |crls: &Path| {
+        ["root.crl", "citizen-auth-ca.crl"].map(|file| {
+            let pem = crls.join(format!("{file}.pem")).display().to_string();
+            let converted = judge(
+                "openssl",
+                &[
+                    "crl",
+                    "-inform",
+                    "DER",
+                    "-in",
+                    &crls.join(file).display().to_string(),
+                    "-out",
+                    &pem,
+                ],
+            );
+            assert!(converted.status.success(), "{}", text(&converted.stderr));
+            pem
+        })
+    };
+    let published = eid
+        .run(&["ca", "crl", "--out", &crls.display().to_string()])
+        .await;
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let before = crl_files(&crls);
+    // The chain openssl_verify_with_crls trusts.
+    let chain = [
+        std::fs::read_to_string(pki.join("root.pem")).unwrap(),
+        std::fs::read_to_string(pki.join("citizen-auth-ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+    let out = openssl_verify_with_crls(
+        dir,
+        &["-crl_check_all"],
+        &[before[0].as_str(), before[1].as_str()],
+        &leaf,
+    );
+    assert!(out.contains(": OK"), "{out}");
+
+    let revoke = |role: &str, reason: &str| {
+        let (eid, role, reason) = (&eid, role.to_owned(), reason.to_owned());
+        async move {
+            eid.run(&["ca", "revoke-ca", "--role", &role, "--reason", &reason])
+                .await
+        }
+    };
+    let revoked = revoke("citizen-auth-ca", "cACompromise").await;
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    assert!(
+        text(&revoked.stdout).contains("root's CRL"),
+        "{}",
+        text(&revoked.stdout)
+    );
+    let serial = openssl_serial(&pki.join("citizen-auth-ca.pem"));
+    let published = eid
+        .run(&["ca", "crl", "--out", &crls.display().to_string()])
+        .await;
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let after = crl_files(&crls);
+    let root_text = judge(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            &after[0],
+            "-noout",
+            "-text",
+            "-CAfile",
+            &pki.join("root.pem").display().to_string(),
+        ],
+    );
+    let root_text = format!("{}{}", text(&root_text.stdout), text(&root_text.stderr));
+    assert!(root_text.contains("verify OK"), "{root_text}");
+    assert!(
+        root_text.contains(&format!("Serial Number: {serial}")),
+        "{serial}: {root_text}"
+    );
+    assert!(root_text.contains("CA Compromise"), "{root_text}");
+    pkilint_clean(
+        "lint_crl",
+        &["-t", "ARL", "-p", "PKIX"],
+        Path::new(&after[0]),
+    );
+    let out = openssl_verify_with_crls(
+        dir,
+        &["-crl_check_all"],
+        &[after[0].as_str(), after[1].as_str()],
+        &leaf,
+    );
+    assert!(out.contains("certificate revoked"), "{out}");
+
+    // Refusals, each saying why; nothing changes.
+    let refused = citizen_auth(openssl_csr(dir, "after", &key)).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("revoked"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let again = revoke("citizen-auth-ca", "superseded").await;
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already revoked"),
+        "{}",
+        text(&again.stderr)
+    );
+    let root = revoke("root", "cACompromise").await;
+    assert!(!root.status.success());
+    assert!(
+        text(&root.stderr).contains("self-signed"),
+        "{}",
+        text(&root.stderr)
+    );
+    let hold = revoke("citizen-sign-ca", "certificateHold").await;
+    assert!(!hold.status.success());
+    assert!(
+        text(&hold.stderr).contains("not a reason"),
+        "{}",
+        text(&hold.stderr)
+    );
+    let unknown = revoke("nobody-ca", "cACompromise").await;
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("not a CA role"),
+        "{}",
+        text(&unknown.stderr)
+    );
+    let log = eid.run(&["audit", "tail", "-n", "50"]).await;
+    let log = text(&log.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ca.certificate.revoke") && l.contains("citizen-auth-ca")),
+        "{log}"
+    );
+    let verify = eid.run(&["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
 on_both_backends!(
+    a_revoked_issuing_ca_is_on_the_roots_crl_and_issues_nothing,
     revocation_reaches_ocsp_and_the_crl,
     delta_crls_carry_changes_between_full_crls,
     citizen_certificates_pass_openssl_and_pkilint,
