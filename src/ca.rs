@@ -92,6 +92,20 @@ pub(crate) enum CaCommand {
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
     },
+    /// Give a CA role whose certificate is revoked a fresh key and a new certificate
+    /// from its issuer (same subject and length of validity); the revoked certificate
+    /// stays on its issuer's CRL, the old key is destroyed, and what the role issued to
+    /// other roles (an issuing CA's OCSP responder) is renewed under the new key.
+    /// Service roles (responders, TSU, idp TLS) are re-keyed at the next start anyway.
+    /// Running servers refuse to sign as the role until they restart.
+    Rekey {
+        /// The role, as `eid ca export` names its file.
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// Who is asking, for the audit log (default: the operating-system user).
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
     /// Suspend a certificate (certificateHold), as when a citizen reports a card lost.
     Suspend {
         /// The certificate's serial number (hex).
@@ -204,10 +218,7 @@ pub(crate) async fn run(
             reason,
             operator,
         } => {
-            let role = CaRole::parse(&role).with_context(|| {
-                let roles: Vec<&str> = CaRole::ALL.iter().map(|r| r.name()).collect();
-                format!("`{role}` is not a CA role ({})", roles.join(", "))
-            })?;
+            let role = ca_role(&role)?;
             let reason = ReasonCode::parse(&reason)?;
             let revoked = ca
                 .revoke_ca(
@@ -224,6 +235,18 @@ pub(crate) async fn run(
                 reason.name(),
                 revoked.issuer,
                 revoked.crl_number
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::Rekey { role, operator } => {
+            let role = ca_role(&role)?;
+            let rekeyed = ca
+                .rekey(role, &format!("operator:{}", operator_name(operator)))
+                .await?;
+            tell_running_server(ca.config_listen()).await;
+            println!(
+                "the {} role has a new key `{}` and certificate {} (replacing the revoked {}); restart running servers to use it",
+                rekeyed.role, rekeyed.key_label, rekeyed.serial, rekeyed.replaces
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -361,6 +384,14 @@ async fn change(
 
 /// Makes a CA server running on this configuration's listener drop OCSP answers the
 /// change made stale before this command returns. No server: nothing to tell.
+/// A CA role named as `eid ca export` names its file.
+fn ca_role(name: &str) -> anyhow::Result<CaRole> {
+    CaRole::parse(name).with_context(|| {
+        let roles: Vec<&str> = CaRole::ALL.iter().map(|r| r.name()).collect();
+        format!("`{name}` is not a CA role ({})", roles.join(", "))
+    })
+}
+
 pub(crate) async fn tell_running_server(listen: std::net::SocketAddr) {
     let host = if listen.ip().is_unspecified() {
         std::net::IpAddr::from([127, 0, 0, 1])

@@ -93,7 +93,18 @@ fn time_stamp_unit(ca: &CertificateAuthority) -> anyhow::Result<TimeStampUnit> {
         signer: tsu.signer.clone(),
         certificate: tsu.certificate.clone(),
         chain,
+        status: Some(Arc::new(TsuStatus(ca.clone()))),
     })
+}
+
+/// The TSU's standing as the CA sees it: a revoked (or replaced) unit stamps nothing.
+#[derive(Debug)]
+struct TsuStatus(CertificateAuthority);
+
+impl eid_signing::tsa::UnitStatus for TsuStatus {
+    fn withdrawn(&self) -> Option<String> {
+        self.0.out_of_service(CaRole::TimeStamping)
+    }
 }
 
 /// The CA certificates the signature API trusts, from the CA hierarchy: it signs for

@@ -234,7 +234,7 @@ async fn describe(
     authority: &Authority,
 ) -> Result<TranscriptCertificate, CaError> {
     let tbs = authority.certificate.tbs_certificate();
-    let label = KeyLabel::new(authority.role.key_label())?;
+    let label = KeyLabel::new(authority.key_label.clone())?;
     let keys = ctx.keys.clone();
     let info = tokio::task::spawn_blocking(move || keys.find(&label))
         .await
@@ -250,7 +250,7 @@ async fn describe(
     };
     Ok(TranscriptCertificate {
         role: authority.role.name().to_owned(),
-        key_label: authority.role.key_label(),
+        key_label: authority.key_label.clone(),
         key_spec: info.spec.name().to_owned(),
         key_attributes: info.attributes,
         public_key_sha256: hex::encode(Sha256::digest(&spki)),

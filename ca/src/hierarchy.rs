@@ -330,6 +330,9 @@ pub struct Authority {
     pub der: Vec<u8>,
     /// The role's key, ready to sign.
     pub signer: KeySigner,
+    /// The label of that key in the key layer: `ca-<role>` at first, another after a
+    /// re-key.
+    pub key_label: String,
 }
 
 impl Authority {
@@ -368,9 +371,18 @@ impl Hierarchy {
     /// certificates signed by their issuers, each creation audited).
     pub async fn ensure(ctx: &ServiceContext) -> Result<Self, CaError> {
         let mut authorities = BTreeMap::new();
+        let revoked = revoked_roles(ctx).await?;
         for role in CaRole::ALL {
             let authority = match load(ctx, role).await? {
-                Some(authority) if authority.due_for_renewal(ctx.clock.now()) => {
+                // A service certificate that was revoked gets a new key (its
+                // compromise is the usual reason); a revoked CA waits for an operator.
+                Some(authority) if role.renews_automatically() && revoked.contains(&role) => {
+                    rekey(ctx, authority, &authorities, "system").await?
+                }
+                Some(authority)
+                    if authority.due_for_renewal(ctx.clock.now())
+                        || !issued_by_current_key(&authority, &authorities)? =>
+                {
                     renew(ctx, authority, &authorities).await?
                 }
                 Some(authority) => authority,
@@ -409,12 +421,12 @@ enum KeyOrigin {
 
 async fn signer_for(
     ctx: &ServiceContext,
-    role: CaRole,
+    label: &str,
     origin: KeyOrigin,
 ) -> Result<KeySigner, CaError> {
     let keys = ctx.keys.clone();
+    let label = KeyLabel::new(label)?;
     tokio::task::spawn_blocking(move || {
-        let label = KeyLabel::new(role.key_label())?;
         match origin {
             KeyOrigin::Existing => {}
             KeyOrigin::Ensure(spec) => {
@@ -442,22 +454,24 @@ pub(crate) async fn load_existing(ctx: &ServiceContext, role: CaRole) -> Result<
 }
 
 pub(crate) async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Authority>, CaError> {
-    let row = sqlx::query("SELECT der FROM ca_certificate WHERE role = $1")
+    let row = sqlx::query("SELECT der, key_label FROM ca_certificate WHERE role = $1")
         .bind(role.name())
         .fetch_optional(ctx.db.pool())
         .await
         .map_err(CaError::query("loading a CA certificate"))?;
     let Some(row) = row else { return Ok(None) };
-    let der: Vec<u8> = row
-        .try_get("der")
-        .map_err(CaError::query("loading a CA certificate"))?;
+    let (der, key_label): (Vec<u8>, String) = (
+        row.try_get("der")
+            .map_err(CaError::query("loading a CA certificate"))?,
+        row.try_get("key_label")
+            .map_err(CaError::query("loading a CA certificate"))?,
+    );
     let certificate =
         Certificate::from_der(&der).map_err(|e| CaError::encoding("stored CA certificate", e))?;
-    let signer = signer_for(ctx, role, KeyOrigin::Existing).await?;
+    let signer = signer_for(ctx, &key_label, KeyOrigin::Existing).await?;
     if signer.public_key().spki() != certificate.tbs_certificate().subject_public_key_info() {
         return Err(CaError::Mismatch(format!(
-            "the key `{}` in {} is not the key of the stored {role} certificate",
-            role.key_label(),
+            "the key `{key_label}` in {} is not the key of the stored {role} certificate",
             ctx.keys.description()
         )));
     }
@@ -466,6 +480,7 @@ pub(crate) async fn load(ctx: &ServiceContext, role: CaRole) -> Result<Option<Au
         certificate,
         der,
         signer,
+        key_label,
     }))
 }
 
@@ -586,19 +601,12 @@ pub(crate) async fn create(
     created: &BTreeMap<CaRole, Authority>,
     chosen: Option<&RoleOverride>,
 ) -> Result<Authority, CaError> {
-    let issuer = match role.issuer() {
-        Some(issuer_role) => Some(
-            created
-                .get(&issuer_role)
-                .ok_or_else(|| CaError::Task(format!("{issuer_role} must exist before {role}")))?,
-        ),
-        None => None,
-    };
+    let issuer = issuer_among(role, created)?;
     let origin = match chosen {
         Some(chosen) => KeyOrigin::Fresh(chosen.key_spec),
         None => KeyOrigin::Ensure(role.key_spec()),
     };
-    let signer = signer_for(ctx, role, origin).await?;
+    let signer = signer_for(ctx, &role.key_label(), origin).await?;
     let made = certify(ctx, role, &signer, issuer, chosen, None).await?;
     let text = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| CaError::encoding("time", e));
 
@@ -647,6 +655,7 @@ pub(crate) async fn create(
         certificate: made.certificate,
         der: made.der,
         signer,
+        key_label: role.key_label(),
     })
 }
 
@@ -658,14 +667,7 @@ async fn renew(
     created: &BTreeMap<CaRole, Authority>,
 ) -> Result<Authority, CaError> {
     let role = old.role;
-    let issuer = match role.issuer() {
-        Some(issuer_role) => Some(
-            created
-                .get(&issuer_role)
-                .ok_or_else(|| CaError::Task(format!("{issuer_role} must load before {role}")))?,
-        ),
-        None => None,
-    };
+    let issuer = issuer_among(role, created)?;
     let made = certify(ctx, role, &old.signer, issuer, None, Some(&old.certificate)).await?;
     let old_serial =
         CertificateSerial::from_certificate(old.certificate.tbs_certificate().serial_number());
@@ -708,7 +710,7 @@ async fn renew(
             "replaces": old_serial.to_hex(),
             "replaced_not_after": text(old.not_after())?,
             "not_after": text(made.not_after)?,
-            "key_label": role.key_label(),
+            "key_label": old.key_label,
         })),
     )
     .await?;
@@ -721,7 +723,185 @@ async fn renew(
         certificate: made.certificate,
         der: made.der,
         signer: old.signer,
+        key_label: old.key_label,
     })
+}
+
+/// The authority that issues `role`'s certificate, from those loaded before it.
+fn issuer_among(
+    role: CaRole,
+    loaded: &BTreeMap<CaRole, Authority>,
+) -> Result<Option<&Authority>, CaError> {
+    role.issuer()
+        .map(|issuer| {
+            loaded
+                .get(&issuer)
+                .ok_or_else(|| CaError::Task(format!("{issuer} must load before {role}")))
+        })
+        .transpose()
+}
+
+/// Whether `authority`'s certificate names its issuer's current key (false once the
+/// issuer was re-keyed: the certificate is then renewed under the new key).
+fn issued_by_current_key(
+    authority: &Authority,
+    loaded: &BTreeMap<CaRole, Authority>,
+) -> Result<bool, CaError> {
+    let Some(issuer) = issuer_among(authority.role, loaded)? else {
+        return Ok(true);
+    };
+    let expected = extensions::authority_key_identifier(
+        issuer
+            .certificate
+            .tbs_certificate()
+            .subject_public_key_info(),
+    )?;
+    Ok(authority
+        .certificate
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .any(|e| e.extn_id == expected.extn_id && e.extn_value == expected.extn_value))
+}
+
+/// The roles whose current certificate is revoked.
+pub(crate) async fn revoked_roles(
+    ctx: &ServiceContext,
+) -> Result<std::collections::BTreeSet<CaRole>, CaError> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT role FROM ca_certificate WHERE revoked_at IS NOT NULL")
+            .fetch_all(ctx.db.pool())
+            .await
+            .map_err(CaError::query("listing revoked CA certificates"))?;
+    Ok(names
+        .iter()
+        .filter_map(|name| CaRole::parse(name))
+        .collect())
+}
+
+/// A fresh key and a new certificate for a role whose certificate is revoked, as
+/// `actor`. The new key is generated under a label of its own
+/// (`ca-<role>-<unix time>`), certified by the role's issuer with the old
+/// certificate's subject and length of validity, and stored in the old one's place in
+/// one transaction with its audit event; the revoked certificate moves to
+/// `ca_certificate_retired`, where its issuer's CRLs keep listing it. The old key is
+/// then destroyed. Of two processes doing this at once, one re-keys and the other
+/// destroys its unused key and loads the result.
+pub(crate) async fn rekey(
+    ctx: &ServiceContext,
+    old: Authority,
+    loaded: &BTreeMap<CaRole, Authority>,
+    actor: &str,
+) -> Result<Authority, CaError> {
+    let role = old.role;
+    let issuer = issuer_among(role, loaded)?;
+    let old_label = KeyLabel::new(old.key_label.clone())?;
+    let keys = ctx.keys.clone();
+    let spec = tokio::task::spawn_blocking(move || keys.find(&old_label))
+        .await
+        .map_err(|e| CaError::Task(e.to_string()))??
+        .map_or(role.key_spec(), |info| info.spec);
+    let now = ctx.clock.now();
+    let label = format!("{}-{}", role.key_label(), now.unix_timestamp());
+    let signer = signer_for(ctx, &label, KeyOrigin::Fresh(spec)).await?;
+    let made = certify(ctx, role, &signer, issuer, None, Some(&old.certificate)).await?;
+    let old_serial =
+        CertificateSerial::from_certificate(old.certificate.tbs_certificate().serial_number());
+    let text = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| CaError::encoding("time", e));
+    let mut tx = ctx.db.begin_write().await?;
+    let retired = sqlx::query(
+        "INSERT INTO ca_certificate_retired (serial, role, issuer_role, key_label, subject, \
+         not_before, not_after, der, revoked_at, revocation_reason, retired_at) \
+         SELECT serial, role, issuer_role, key_label, subject, not_before, not_after, der, \
+         revoked_at, revocation_reason, $1 FROM ca_certificate \
+         WHERE role = $2 AND serial = $3 AND revoked_at IS NOT NULL",
+    )
+    .bind(text(now)?)
+    .bind(role.name())
+    .bind(old_serial.to_hex())
+    .execute(&mut *tx)
+    .await
+    .map_err(CaError::query("retiring a revoked CA certificate"))?;
+    if retired.rows_affected() == 0 {
+        // Another process re-keyed first (or the certificate is not revoked).
+        drop(tx);
+        destroy_key(ctx, &label).await;
+        return load(ctx, role)
+            .await?
+            .ok_or_else(|| CaError::Task(format!("the {role} certificate vanished")));
+    }
+    sqlx::query(
+        "UPDATE ca_certificate SET serial = $1, key_label = $2, subject = $3, not_before = $4, \
+         not_after = $5, der = $6, created_at = $7, revoked_at = NULL, revocation_reason = NULL \
+         WHERE role = $8 AND serial = $9",
+    )
+    .bind(made.serial.to_hex())
+    .bind(&label)
+    .bind(&made.subject)
+    .bind(text(made.not_before)?)
+    .bind(text(made.not_after)?)
+    .bind(&made.der)
+    .bind(text(now)?)
+    .bind(role.name())
+    .bind(old_serial.to_hex())
+    .execute(&mut *tx)
+    .await
+    .map_err(CaError::query("storing a re-keyed CA certificate"))?;
+    // Running servers notice that the role changed and stop using what they loaded.
+    sqlx::query("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .map_err(CaError::query("advancing the revocation epoch"))?;
+    audit::append(
+        &mut tx,
+        ctx.clock.as_ref(),
+        &AuditEvent::new(actor, "ca.certificate.rekey", "ca-certificate", role.name()).details(
+            serde_json::json!({
+                "serial": made.serial.to_hex(),
+                "replaces": old_serial.to_hex(),
+                "key_label": label,
+                "replaced_key_label": old.key_label,
+                "key_spec": spec.name(),
+                "key_store": ctx.keys.description(),
+                "issuer": role.issuer().map(CaRole::name),
+                "not_after": text(made.not_after)?,
+            }),
+        ),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(CaError::query("committing a re-keyed CA certificate"))?;
+    tracing::warn!(role = role.name(), serial = %made.serial, replaces = %old_serial, key = %label, "re-keyed a revoked CA role");
+    destroy_key(ctx, &old.key_label).await;
+    Ok(Authority {
+        role,
+        certificate: made.certificate,
+        der: made.der,
+        signer,
+        key_label: label,
+    })
+}
+
+/// Destroys a key no certificate uses any more; a failure is logged, not fatal (the
+/// key is then left for an operator to remove).
+async fn destroy_key(ctx: &ServiceContext, label: &str) {
+    let keys = ctx.keys.clone();
+    let label = label.to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        KeyLabel::new(label.clone())
+            .and_then(|l| keys.destroy(&l))
+            .map_err(|e| (label, e.to_string()))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(_)) => {}
+        Ok(Err((label, e))) => {
+            tracing::error!(key = %label, error = %e, "a retired CA key could not be destroyed");
+        }
+        Err(e) => tracing::error!(error = %e, "destroying a retired CA key failed"),
+    }
 }
 
 /// A signed certificate for a role, before it is stored.

@@ -131,7 +131,7 @@ impl CertificateAuthority {
         }
 
         // 2. The plan and its lint, before the CA key is touched.
-        self.check_not_revoked(profile.issuer())?;
+        self.check_in_service(profile.issuer())?;
         let issuer = self.hierarchy.get(profile.issuer())?;
         let config = &ctx.config.ca;
         let planned = profile::plan(

@@ -36,7 +36,7 @@ pub use names::{NationalId, Organisation, PersonName};
 pub use profile::Profile;
 pub use publication::{CrlKind, PublishedCrl};
 pub use responder::{CacheInfo, OcspAnswer};
-pub use revoke::{CaRevoked, CertificateSummary, StatusChange, StatusChanged};
+pub use revoke::{CaRevoked, CertificateSummary, Rekeyed, StatusChange, StatusChanged};
 pub use serial::CertificateSerial;
 
 /// A time as stored and recorded: RFC 3339, UTC.
@@ -64,9 +64,10 @@ pub struct CertificateAuthority {
     ctx: ServiceContext,
     hierarchy: Hierarchy,
     responder: std::sync::Arc<responder::ResponderState>,
-    /// The CA roles whose certificates are revoked: they sign nothing more. Reloaded
-    /// when another process changes revocation status (the revocation epoch).
-    revoked_roles: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<CaRole>>>,
+    /// The CA roles this process signs nothing more as, and why: revoked, or replaced
+    /// since it loaded them. Reloaded when another process changes revocation status
+    /// (the revocation epoch).
+    out_of_service: std::sync::Arc<std::sync::RwLock<std::collections::BTreeMap<CaRole, String>>>,
 }
 
 impl CertificateAuthority {
@@ -77,9 +78,9 @@ impl CertificateAuthority {
             responder: std::sync::Arc::new(responder::ResponderState::new(&hierarchy)?),
             hierarchy,
             ctx: ctx.clone(),
-            revoked_roles: std::sync::Arc::default(),
+            out_of_service: std::sync::Arc::default(),
         };
-        ca.load_revoked_roles().await?;
+        ca.load_out_of_service().await?;
         Ok(ca)
     }
 

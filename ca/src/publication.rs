@@ -137,10 +137,13 @@ impl CertificateAuthority {
         .fetch_all(&mut *conn)
         .await
         .map_err(CaError::query("listing revoked certificates"))?;
-        // The CA certificates it issued and revoked (the root's CRL lists issuing CAs).
+        // The CA certificates it issued and revoked (the root's CRL lists issuing CAs),
+        // current or replaced by a re-key.
         let authorities = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason FROM ca_certificate \
-             WHERE issuer_role = $1 AND role <> $1 AND revoked_at IS NOT NULL AND not_after > $2",
+             WHERE issuer_role = $1 AND role <> $1 AND revoked_at IS NOT NULL AND not_after > $2 \
+             UNION ALL SELECT serial, revoked_at, revocation_reason FROM ca_certificate_retired \
+             WHERE issuer_role = $1 AND not_after > $2",
         )
         .bind(issuer.name())
         .bind(rfc3339(now)?)

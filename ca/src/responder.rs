@@ -197,7 +197,7 @@ impl ResponderState {
         }
     }
 
-    fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut cache) = self.cache.write() {
             cache.clear();
@@ -309,7 +309,13 @@ impl crate::CertificateAuthority {
         let responder_role = issuer
             .ocsp_responder()
             .ok_or_else(|| CaError::Task(format!("{issuer} has no OCSP responder")))?;
-        let responder = self.hierarchy.get(responder_role)?.clone();
+        // A revoked (or replaced) delegated responder signs nothing more: until a
+        // restart gives it a new key, the CA answers itself (RFC 6960 §4.2.2.2).
+        let signing_role = match self.out_of_service(responder_role) {
+            Some(_) => issuer,
+            None => responder_role,
+        };
+        let responder = self.hierarchy.get(signing_role)?.clone();
         let body = tokio::task::spawn_blocking(move || {
             ocsp::sign_response(
                 &responder.signer,
@@ -498,7 +504,7 @@ impl crate::CertificateAuthority {
         let previous = self.responder.epoch.swap(epoch, Ordering::SeqCst);
         if previous != epoch && previous != -1 {
             self.responder.forget_all();
-            self.load_revoked_roles().await?;
+            self.load_out_of_service().await?;
             tracing::info!(
                 epoch,
                 "revocation status changed elsewhere; OCSP cache reloaded"

@@ -345,11 +345,23 @@ impl CertificateAuthority {
             })),
         )
         .await?;
+        let responder = issuer.ocsp_responder() == Some(role);
+        if responder {
+            // The pre-produced responses it signed are not served again; the CA signs
+            // their successors until the responder has a new key.
+            sqlx::query("DELETE FROM ocsp_response")
+                .execute(&mut *tx)
+                .await
+                .map_err(CaError::query("dropping a revoked responder's responses"))?;
+        }
         let crl = self.publish_crl_on(&mut tx, issuer).await?;
         tx.commit()
             .await
             .map_err(CaError::query("committing a CA certificate's revocation"))?;
-        self.revoked_roles_mut()?.insert(role);
+        self.load_out_of_service().await?;
+        if responder {
+            self.responder.forget_all();
+        }
         tracing::warn!(%role, %serial, reason = reason.name(), "CA certificate revoked");
         Ok(CaRevoked {
             role,
@@ -359,41 +371,123 @@ impl CertificateAuthority {
         })
     }
 
-    /// Refuses to sign as `role` once its certificate is revoked.
-    pub(crate) fn check_not_revoked(&self, role: CaRole) -> Result<(), CaError> {
-        let revoked = self
-            .revoked_roles
-            .read()
-            .map_err(|_| CaError::Task("the revoked-roles lock is poisoned".into()))?
-            .contains(&role);
-        if revoked {
-            return Err(CaError::Refused(format!(
-                "the {role} certificate is revoked: it issues nothing more until a ceremony gives the role a new key and certificate"
+    /// A new key and certificate for `role`, whose certificate is revoked, as `actor`
+    /// (`eid ca rekey`): see the hierarchy's re-key. The certificates the role issued
+    /// to other roles (an issuing CA's OCSP responder) are then renewed under the new
+    /// key. This process's CA keeps the hierarchy it loaded and refuses to sign as a
+    /// replaced role; servers use the new key from their next start.
+    pub async fn rekey(&self, role: CaRole, actor: &str) -> Result<Rekeyed, CaError> {
+        if role.issuer().is_none() {
+            return Err(CaError::BadRequest(format!(
+                "{role} is self-signed: a new root is a new trust anchor, made in a ceremony"
             )));
         }
-        Ok(())
+        let ctx = &self.ctx;
+        if !crate::hierarchy::revoked_roles(ctx).await?.contains(&role) {
+            return Err(CaError::Conflict(format!(
+                "the {role} certificate is not revoked: only a revoked role is re-keyed (eid ca revoke-ca first)"
+            )));
+        }
+        let mut loaded = std::collections::BTreeMap::new();
+        for each in CaRole::ALL {
+            if let Some(authority) = crate::hierarchy::load(ctx, each).await? {
+                loaded.insert(each, authority);
+            }
+        }
+        let old = loaded
+            .remove(&role)
+            .ok_or_else(|| CaError::BadRequest(format!("CA role {role} has no certificate")))?;
+        let replaces =
+            CertificateSerial::from_certificate(old.certificate.tbs_certificate().serial_number());
+        let made = crate::hierarchy::rekey(ctx, old, &loaded, actor).await?;
+        // Renews what the old key issued (and anything else that fell due).
+        crate::Hierarchy::ensure(ctx).await?;
+        self.load_out_of_service().await?;
+        Ok(Rekeyed {
+            role,
+            serial: CertificateSerial::from_certificate(
+                made.certificate.tbs_certificate().serial_number(),
+            )
+            .to_hex(),
+            replaces: replaces.to_hex(),
+            key_label: made.key_label,
+        })
     }
 
-    fn revoked_roles_mut(
-        &self,
-    ) -> Result<std::sync::RwLockWriteGuard<'_, std::collections::BTreeSet<CaRole>>, CaError> {
-        self.revoked_roles
+    /// Why this process may not sign as `role` now, if it may not: the role's
+    /// certificate is revoked, or was replaced since this process loaded it.
+    pub fn out_of_service(&self, role: CaRole) -> Option<String> {
+        match self.out_of_service.read() {
+            Ok(roles) => roles.get(&role).cloned(),
+            Err(_) => Some("the CA's role status lock is poisoned".into()),
+        }
+    }
+
+    /// Refuses to sign as `role` while [`Self::out_of_service`] says so.
+    pub(crate) fn check_in_service(&self, role: CaRole) -> Result<(), CaError> {
+        match self.out_of_service(role) {
+            Some(why) => Err(CaError::Refused(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads which roles this process may no longer sign as.
+    pub(crate) async fn load_out_of_service(&self) -> Result<(), CaError> {
+        let rows = sqlx::query("SELECT role, serial, revoked_at FROM ca_certificate")
+            .fetch_all(self.ctx.db.pool())
+            .await
+            .map_err(CaError::query("reading the CA certificates' status"))?;
+        let mut roles = std::collections::BTreeMap::new();
+        for row in rows {
+            let get = |name: &str| -> Result<Option<String>, CaError> {
+                row.try_get(name)
+                    .map_err(CaError::query("reading the CA certificates' status"))
+            };
+            let Some(role) = get("role")?.as_deref().and_then(CaRole::parse) else {
+                continue;
+            };
+            let serial = get("serial")?.unwrap_or_default();
+            let loaded = self.hierarchy.get(role).map(|a| {
+                CertificateSerial::from_certificate(a.certificate.tbs_certificate().serial_number())
+                    .to_hex()
+            })?;
+            let why = if get("revoked_at")?.is_some() {
+                let next = if role.renews_automatically() {
+                    "the next start gives it a new key and certificate"
+                } else {
+                    "`eid ca rekey` gives it a new key and certificate"
+                };
+                Some(format!(
+                    "the {role} certificate ({serial}) is revoked: it signs nothing more; {next}"
+                ))
+            } else if !serial.eq_ignore_ascii_case(&loaded) {
+                Some(format!(
+                    "the {role} certificate was replaced ({serial}) since this process started: restart it to use the new key"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                roles.insert(role, why);
+            }
+        }
+        *self
+            .out_of_service
             .write()
-            .map_err(|_| CaError::Task("the revoked-roles lock is poisoned".into()))
-    }
-
-    /// Reads which CA roles' certificates are revoked.
-    pub(crate) async fn load_revoked_roles(&self) -> Result<(), CaError> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT role FROM ca_certificate WHERE revoked_at IS NOT NULL")
-                .fetch_all(self.ctx.db.pool())
-                .await
-                .map_err(CaError::query("listing revoked CA certificates"))?;
-        let roles = names
-            .iter()
-            .filter_map(|name| CaRole::parse(name))
-            .collect();
-        *self.revoked_roles_mut()? = roles;
+            .map_err(|_| CaError::Task("the CA's role status lock is poisoned".into()))? = roles;
         Ok(())
     }
+}
+
+/// What re-keying a CA role did.
+#[derive(Clone, Debug)]
+pub struct Rekeyed {
+    /// The role.
+    pub role: CaRole,
+    /// Its new certificate's serial (hex).
+    pub serial: String,
+    /// The revoked certificate it replaces (hex).
+    pub replaces: String,
+    /// The new key's label in the key layer.
+    pub key_label: String,
 }

@@ -1286,6 +1286,60 @@ async fn a_revoked_issuing_ca_is_on_the_roots_crl_and_issues_nothing(backend: Te
         "{}",
         text(&unknown.stderr)
     );
+    let not_revoked = eid.run(&["ca", "rekey", "--role", "citizen-sign-ca"]).await;
+    assert!(!not_revoked.status.success());
+    assert!(
+        text(&not_revoked.stderr).contains("not revoked"),
+        "{}",
+        text(&not_revoked.stderr)
+    );
+    let root = eid.run(&["ca", "rekey", "--role", "root"]).await;
+    assert!(!root.status.success());
+    assert!(
+        text(&root.stderr).contains("self-signed"),
+        "{}",
+        text(&root.stderr)
+    );
+
+    // A new key for the CA: it issues again, its responder is renewed under the new
+    // key, and the root's CRL still lists the revoked certificate.
+    let rekeyed = eid.run(&["ca", "rekey", "--role", "citizen-auth-ca"]).await;
+    assert!(rekeyed.status.success(), "{}", text(&rekeyed.stderr));
+    assert!(
+        text(&rekeyed.stdout).to_uppercase().contains(&serial),
+        "{}",
+        text(&rekeyed.stdout)
+    );
+    let again = eid.run(&["ca", "rekey", "--role", "citizen-auth-ca"]).await;
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not revoked"),
+        "{}",
+        text(&again.stderr)
+    );
+    let exported = eid
+        .run(&["ca", "export", "--out", &pki.display().to_string()])
+        .await;
+    assert!(exported.status.success());
+    assert_ne!(openssl_serial(&pki.join("citizen-auth-ca.pem")), serial);
+    let issued = citizen_auth(openssl_csr(dir, "rekeyed", &key)).await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let new_leaf = dir.join("new-leaf.pem");
+    std::fs::write(&new_leaf, &issued.stdout).unwrap();
+    openssl_verifies(&pki, "citizen-auth-ca", &new_leaf);
+    openssl_verifies(&pki, "citizen-auth-ca", &pki.join("ocsp-citizen-auth.pem"));
+    let published = eid
+        .run(&["ca", "crl", "--out", &crls.display().to_string()])
+        .await;
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let [root_crl, _] = crl_files(&crls);
+    let listed = judge("openssl", &["crl", "-in", &root_crl, "-noout", "-text"]);
+    assert!(
+        text(&listed.stdout).contains(&format!("Serial Number: {serial}")),
+        "{}",
+        text(&listed.stdout)
+    );
+
     let log = eid.run(&["audit", "tail", "-n", "50"]).await;
     let log = text(&log.stdout);
     assert!(
@@ -1293,11 +1347,269 @@ async fn a_revoked_issuing_ca_is_on_the_roots_crl_and_issues_nothing(backend: Te
             .any(|l| l.contains("ca.certificate.revoke") && l.contains("citizen-auth-ca")),
         "{log}"
     );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ca.certificate.rekey") && l.contains("citizen-auth-ca")),
+        "{log}"
+    );
     let verify = eid.run(&["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
 }
 
+/// Who signed the OCSP response the running responder gives for `leaf`: the subject
+/// of the certificate the response carries, as openssl prints it (verified).
+fn ocsp_signer(dir: &Path, url: &str, leaf: &Path) -> String {
+    let out = judge(
+        "openssl",
+        &[
+            "ocsp",
+            "-issuer",
+            &dir.join("pki/citizen-auth-ca.pem").display().to_string(),
+            "-cert",
+            &leaf.display().to_string(),
+            "-url",
+            url,
+            "-CAfile",
+            &dir.join("chain.pem").display().to_string(),
+            "-resp_text",
+            "-no_nonce",
+        ],
+    );
+    let out = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.contains("Response verify OK"), "{out}");
+    out.lines()
+        .find(|l| l.trim_start().starts_with("Subject:"))
+        .unwrap_or_else(|| panic!("no certificate in the response: {out}"))
+        .to_owned()
+}
+
+/// A time-stamp from the running TSA for a fresh query: openssl's text of the reply.
+async fn time_stamp(dir: &Path, signing_url: &str, name: &str) -> (std::path::PathBuf, String) {
+    let document = dir.join(format!("{name}.txt"));
+    std::fs::write(&document, name).unwrap();
+    let (query, reply) = (
+        dir.join(format!("{name}.tsq")),
+        dir.join(format!("{name}.tsr")),
+    );
+    let made = judge(
+        "openssl",
+        &[
+            "ts",
+            "-query",
+            "-data",
+            &document.display().to_string(),
+            "-sha256",
+            "-cert",
+            "-out",
+            &query.display().to_string(),
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let response = reqwest::Client::new()
+        .post(format!("{signing_url}/tsa"))
+        .header("content-type", "application/timestamp-query")
+        .body(std::fs::read(&query).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    std::fs::write(&reply, response.bytes().await.unwrap()).unwrap();
+    let shown = judge(
+        "openssl",
+        &["ts", "-reply", "-in", &reply.display().to_string(), "-text"],
+    );
+    (
+        query,
+        format!("{}{}", text(&shown.stdout), text(&shown.stderr)),
+    )
+}
+
+/// A delegated OCSP responder and the time-stamping unit revoked for key compromise
+/// while the server runs: their issuers' CRLs list them, the CA answers OCSP itself
+/// (openssl verifies it) and the TSA refuses with systemFailure, before the command
+/// returns. The next start gives both new keys and certificates; the old serials stay
+/// on the CRLs, openssl verifies the new chain, a new time-stamp and the responder's
+/// signature again.
+async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: TestBackend) {
+    let eid = Eid::new(backend).await;
+    let dir = eid.dir.path();
+    assert!(eid.run(&["init"]).await.status.success());
+    let pki = dir.join("pki").display().to_string();
+    assert!(
+        eid.run(&["ca", "export", "--out", &pki])
+            .await
+            .status
+            .success()
+    );
+    let old_responder = openssl_serial(&dir.join("pki/ocsp-citizen-auth.pem"));
+    let old_tsu = openssl_serial(&dir.join("pki/tsa.pem"));
+    let csr = openssl_csr(
+        dir,
+        "leaf",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let issued = eid
+        .run(
+            &[
+                &["ca", "issue", "--profile", "citizen-auth", "--csr", &csr][..],
+                &CITIZEN[..],
+            ]
+            .concat(),
+        )
+        .await;
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let leaf = dir.join("leaf.pem");
+    std::fs::write(&leaf, &issued.stdout).unwrap();
+    let address = free_address();
+    let serve = || {
+        let mut command = eid.command(&["serve"]);
+        command
+            .env("EID_CA_LISTEN", &address)
+            .stdout(std::process::Stdio::piped());
+        super::Server::start(command, 4)
+    };
+    let server = serve().await;
+    let url = format!("{}/ocsp/citizen-auth-ca", server.urls["ca"]);
+    assert_eq!(openssl_ocsp_status(dir, &url, &leaf, &[]), "good");
+    assert!(ocsp_signer(dir, &url, &leaf).contains("OCSP Responder"));
+    let (_, stamped) = time_stamp(dir, &server.urls["signing"], "before").await;
+    assert!(stamped.contains("Status: Granted"), "{stamped}");
+
+    let revoke = |role: &str| {
+        let mut command = eid.command(&[
+            "ca",
+            "revoke-ca",
+            "--role",
+            role,
+            "--reason",
+            "keyCompromise",
+        ]);
+        command.env("EID_CA_LISTEN", &address);
+        async move { command.output().await.unwrap() }
+    };
+    for role in ["ocsp-citizen-auth", "tsa"] {
+        let revoked = revoke(role).await;
+        assert!(
+            revoked.status.success(),
+            "{role}: {}",
+            text(&revoked.stderr)
+        );
+    }
+    // No pause: the commands return once the running server knows.
+    assert_eq!(openssl_ocsp_status(dir, &url, &leaf, &[]), "good");
+    let signer = ocsp_signer(dir, &url, &leaf);
+    assert!(
+        signer.contains("Citizen Authentication CA") && !signer.contains("OCSP"),
+        "{signer}"
+    );
+    let (_, refused) = time_stamp(dir, &server.urls["signing"], "during").await;
+    assert!(
+        refused.contains("Status: Rejected")
+            && refused.contains("system failure")
+            && refused.contains("revoked"),
+        "{refused}"
+    );
+    let (_, root_crl) = fetch_crl(
+        dir,
+        &server.urls["ca"],
+        "root.crl",
+        &dir.join("pki/root.pem"),
+    )
+    .await;
+    assert!(
+        root_crl.contains(&format!("Serial Number: {old_tsu}")),
+        "{root_crl}"
+    );
+    let (_, ca_crl) = fetch_crl(
+        dir,
+        &server.urls["ca"],
+        "citizen-auth-ca.crl",
+        &dir.join("chain.pem"),
+    )
+    .await;
+    assert!(
+        ca_crl.contains(&format!("Serial Number: {old_responder}")),
+        "{ca_crl}"
+    );
+    server.stop().await;
+
+    // The next start: new keys and certificates for both; the old serials stay listed.
+    let server = serve().await;
+    assert!(
+        eid.run(&["ca", "export", "--out", &pki])
+            .await
+            .status
+            .success()
+    );
+    let new_responder = dir.join("pki/ocsp-citizen-auth.pem");
+    let new_tsu = dir.join("pki/tsa.pem");
+    assert_ne!(openssl_serial(&new_responder), old_responder);
+    assert_ne!(openssl_serial(&new_tsu), old_tsu);
+    openssl_verifies(&dir.join("pki"), "citizen-auth-ca", &new_responder);
+    assert_eq!(
+        openssl_ocsp_status(dir, &url_of(&server), &leaf, &[]),
+        "good"
+    );
+    assert!(ocsp_signer(dir, &url_of(&server), &leaf).contains("OCSP Responder"));
+    let (query, stamped) = time_stamp(dir, &server.urls["signing"], "after").await;
+    assert!(stamped.contains("Status: Granted"), "{stamped}");
+    let verified = judge(
+        "openssl",
+        &[
+            "ts",
+            "-verify",
+            "-in",
+            &dir.join("after.tsr").display().to_string(),
+            "-queryfile",
+            &query.display().to_string(),
+            "-CAfile",
+            &dir.join("pki/root.pem").display().to_string(),
+        ],
+    );
+    let verified = format!("{}{}", text(&verified.stdout), text(&verified.stderr));
+    assert!(verified.contains("Verification: OK"), "{verified}");
+    let (_, root_crl) = fetch_crl(
+        dir,
+        &server.urls["ca"],
+        "root.crl",
+        &dir.join("pki/root.pem"),
+    )
+    .await;
+    assert!(
+        root_crl.contains(&format!("Serial Number: {old_tsu}")),
+        "{root_crl}"
+    );
+    let (_, ca_crl) = fetch_crl(
+        dir,
+        &server.urls["ca"],
+        "citizen-auth-ca.crl",
+        &dir.join("chain.pem"),
+    )
+    .await;
+    assert!(
+        ca_crl.contains(&format!("Serial Number: {old_responder}")),
+        "{ca_crl}"
+    );
+    server.stop().await;
+
+    let log = text(&eid.run(&["audit", "tail", "-n", "80"]).await.stdout);
+    for role in ["ocsp-citizen-auth", "tsa"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ca.certificate.rekey") && l.contains(role)),
+            "{role}: {log}"
+        );
+    }
+    let verify = eid.run(&["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
+fn url_of(server: &super::Server) -> String {
+    format!("{}/ocsp/citizen-auth-ca", server.urls["ca"])
+}
+
 on_both_backends!(
+    revoked_service_certificates_stop_signing_and_get_new_keys,
     a_revoked_issuing_ca_is_on_the_roots_crl_and_issues_nothing,
     revocation_reaches_ocsp_and_the_crl,
     delta_crls_carry_changes_between_full_crls,

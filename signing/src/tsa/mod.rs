@@ -54,6 +54,16 @@ pub struct TimeStampUnit {
     /// Certificates between the TSU certificate and the trust anchor, issuer first
     /// after the TSU (not the root); sent with the TSU certificate when asked.
     pub chain: Vec<Certificate>,
+    /// Asked before every token whether the unit's certificate may still be used
+    /// (the CA says no once it is revoked or replaced); none: always.
+    pub status: Option<Arc<dyn UnitStatus>>,
+}
+
+/// Whether a time-stamping unit may stamp: a revoked TSU certificate stamps nothing
+/// more (a token it signed would not validate, and its key may be compromised).
+pub trait UnitStatus: Send + Sync + std::fmt::Debug {
+    /// Why the unit may not stamp now, if it may not. Called per request: cheap.
+    fn withdrawn(&self) -> Option<String>;
 }
 
 /// The TSA. Cheap to clone.
@@ -69,6 +79,7 @@ struct Inner {
     monitor: ClockMonitor,
     records: RecordWriter,
     tsu_serial: String,
+    status: Option<Arc<dyn UnitStatus>>,
 }
 
 /// The actor of the TSA's own audit events.
@@ -117,6 +128,7 @@ impl TimeStampAuthority {
                 monitor: ClockMonitor::new(config.clock.clone(), os),
                 records: RecordWriter::start(ctx.clone()),
                 tsu_serial,
+                status: unit.status.clone(),
             }),
         };
         let clock = &config.clock;
@@ -247,6 +259,9 @@ impl TimeStampAuthority {
                 FailureInfo::TimeNotAvailable,
                 "the TSA's clock is not currently trusted",
             ));
+        }
+        if let Some(why) = inner.status.as_ref().and_then(|status| status.withdrawn()) {
+            return Err(TsaError::refused(FailureInfo::SystemFailure, why));
         }
         let parsed = Arc::new(parsed);
         for _ in 0..3 {

@@ -161,6 +161,7 @@ impl Tsa {
             signer: tsu.signer.clone(),
             certificate: tsu.certificate.clone(),
             chain: Vec::new(),
+            status: None,
         };
         let shutdown = CancellationToken::new();
         let ca_shutdown = shutdown.child_token();
