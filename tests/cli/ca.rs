@@ -1768,6 +1768,75 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
     );
     server.stop().await;
 
+    // Revoked and re-keyed on the token: the issuing CA by the operator, the TSU by
+    // the next start; pkcs11-tool sees the old keys gone and the new ones made there.
+    for (role, reason) in [
+        ("citizen-auth-ca", "cACompromise"),
+        ("tsa", "keyCompromise"),
+    ] {
+        let revoked = token
+            .run(
+                &eid,
+                &file,
+                &["ca", "revoke-ca", "--role", role, "--reason", reason],
+            )
+            .await;
+        assert!(
+            revoked.status.success(),
+            "{role}: {}",
+            text(&revoked.stderr)
+        );
+    }
+    let rekeyed = token
+        .run(&eid, &file, &["ca", "rekey", "--role", "citizen-auth-ca"])
+        .await;
+    assert!(rekeyed.status.success(), "{}", text(&rekeyed.stderr));
+    let export = token
+        .run(
+            &eid,
+            &file,
+            &["ca", "export", "--out", &pki.display().to_string()],
+        )
+        .await;
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    openssl_verifies(&pki, "citizen-auth-ca", &pki.join("ocsp-citizen-auth.pem"));
+    let objects = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &token.conf)
+        .args([
+            "--module",
+            &token.module,
+            "--token-label",
+            "eid-ca",
+            "--login",
+            "--pin",
+            "246810",
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .output()
+        .unwrap();
+    let objects = text(&objects.stdout);
+    let labels: Vec<&str> = objects
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("label:"))
+        .map(str::trim)
+        .collect();
+    for role in ["citizen-auth-ca", "tsa"] {
+        let old = format!("ca-{role}");
+        assert!(!labels.contains(&old.as_str()), "{role}: {labels:?}");
+        assert!(
+            labels.iter().any(|l| l
+                .strip_prefix(&format!("{old}-"))
+                .is_some_and(|n| n.parse::<u64>().is_ok())),
+            "{role}: {labels:?}"
+        );
+    }
+    assert!(
+        !objects.contains("extractable") || objects.contains("never extractable"),
+        "{objects}"
+    );
+
     // A ceremony needs two witnesses.
     let lonely = dir.join("lonely.toml");
     std::fs::write(
