@@ -93,6 +93,8 @@ pub struct Database {
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The group-commit writer, started on first use.
     group: std::sync::Arc<std::sync::OnceLock<crate::group_commit::GroupCommit>>,
+    /// Held by every clone: the WAL checkpointer stops once the last one is dropped.
+    _alive: std::sync::Arc<()>,
 }
 
 /// A write transaction. On SQLite it also holds this process's writer turn.
@@ -168,10 +170,14 @@ impl Database {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; the busy timeout makes
                         // concurrent writers queue instead of failing; foreign keys are
-                        // off by default in SQLite.
+                        // off by default in SQLite. No checkpoint inside a commit: the
+                        // checkpointer below does them (an automatic one, every 1,000
+                        // pages, copied and synced the WAL while a writer waited: the TSA's
+                        // p99 went from 2.3 to 11.5 ms).
                         sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                             PRAGMA wal_autocheckpoint = 0;",
                         )
                         .execute(conn)
                         .await?;
@@ -185,7 +191,15 @@ impl Database {
                 url: display_url.to_owned(),
                 source,
             })?;
+        let alive = std::sync::Arc::new(());
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoint_wal(
+                pool.clone(),
+                std::sync::Arc::downgrade(&alive),
+            ));
+        }
         Ok(Self {
+            _alive: alive,
             pool,
             backend,
             display_url: display_url.to_owned(),
@@ -275,6 +289,27 @@ impl Database {
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Copies the SQLite write-ahead log into the database once a second, beside the
+/// writers (PASSIVE: it waits for no reader or writer), until the pool closes or the
+/// last handle of the database is dropped. The last connection to close checkpoints
+/// what is left, as SQLite always does.
+async fn checkpoint_wal(pool: AnyPool, alive: std::sync::Weak<()>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() || alive.strong_count() == 0 {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
+        }
     }
 }
 

@@ -147,6 +147,12 @@ impl KeySigner {
             .map_err(|e| failed("encoding a certification request")(&e))
     }
 
+    /// Whether a signature is quick, in-process arithmetic (software ECDSA) that async
+    /// code may compute in place rather than hand to the blocking pool.
+    pub fn signs_quickly(&self) -> bool {
+        self.key.signs_quickly(self.scheme)
+    }
+
     /// Signs without holding up the async executor: on the blocking pool, except for
     /// software ECDSA, which is quicker than the hand-off to another thread.
     pub async fn sign_async(&self, message: Vec<u8>) -> Result<Signature, HsmError> {

@@ -279,14 +279,17 @@ impl TimeStampAuthority {
         let inner = &self.inner;
         let serial = random_serial()?;
         let gen_time = inner.ctx.clock.now();
-        let signing = {
+        let response = if inner.token.signs_quickly() {
+            inner.token.sign(&parsed, &serial, gen_time)?
+        } else {
             let inner = self.inner.clone();
             let parsed = parsed.clone();
             let serial = serial.clone();
             // PKCS#11 signing blocks; off the async executor.
             tokio::task::spawn_blocking(move || inner.token.sign(&parsed, &serial, gen_time))
+                .await
+                .map_err(|e| TsaError::Task(e.to_string()))??
         };
-        let response = signing.await.map_err(|e| TsaError::Task(e.to_string()))??;
 
         let serial_hex = hex::encode(&serial);
         let gen_time_text = gen_time

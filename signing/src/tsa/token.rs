@@ -239,6 +239,12 @@ fn check_time_stamping_certificate(certificate: &Certificate) -> Result<(), TsaE
 }
 
 impl TokenSigner {
+    /// Whether signing a token is quick enough to do on the async executor (software
+    /// ECDSA: tens of microseconds, less than the hand-off to another thread).
+    pub fn signs_quickly(&self) -> bool {
+        self.signer.signs_quickly()
+    }
+
     /// Prepares the TSU's constant parts, refusing a certificate unfit for time-stamping
     /// or a key that is not the certified one.
     pub fn new(
