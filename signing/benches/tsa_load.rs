@@ -5,6 +5,8 @@
 //!   directly on two threads: the protocol's cost without HTTP or storage;
 //! - TSA: `POST /tsa` with SHA-256 queries (certReq, nonce), `EID_BENCH_CONCURRENCY`
 //!   clients (default 16), every token recorded and audited (group commit);
+//! - ceiling: `GET /` (nothing to do) with the same client and concurrency: what any
+//!   route can reach on these cores with the client sharing them;
 //! - latency at half the measured TSA rate: requests paced evenly, p50/p99 reported.
 //!
 //! The client runs in the same process as the server, so both share the two cores.
@@ -123,6 +125,31 @@ async fn one(client: &reqwest::Client, url: &str, seed: u64) -> Duration {
     started.elapsed()
 }
 
+/// What the same client and server stack do with nothing to do: `GET /` (the
+/// service's small JSON self-description), at the same concurrency. The ceiling any
+/// route reaches on these cores with the client sharing them.
+async fn ceiling(base: &str, total: usize, concurrency: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let per_worker = total / concurrency;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{base}/"));
+            tokio::spawn(async move {
+                for _ in 0..per_worker {
+                    let response = client.get(&url).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    (per_worker * concurrency) as f64 / started.elapsed().as_secs_f64()
+}
+
 async fn throughput(url: &str, total: usize, concurrency: usize) -> f64 {
     let client = reqwest::Client::new();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -191,8 +218,15 @@ fn main() {
         "TSA load: {total} requests, {concurrency} clients in the same process; raw = TSU key (P-256) on 2 threads\n"
     );
     println!(
-        "{:<24} {:>10} {:>12} {:>12} {:>8} {:>22}",
-        "setup", "raw sig/s", "built tok/s", "HTTP tok/s", "ratio", "half load p50 / p99"
+        "{:<24} {:>10} {:>12} {:>12} {:>8} {:>12} {:>10} {:>22}",
+        "setup",
+        "raw sig/s",
+        "built tok/s",
+        "HTTP tok/s",
+        "of raw",
+        "GET / req/s",
+        "of GET /",
+        "half load p50 / p99"
     );
     for (backend, keys, name) in setups {
         let tsa = runtime.block_on(Tsa::start(backend, keys, "", os_silent()));
@@ -201,14 +235,17 @@ fn main() {
         let built = token_rate(&tsa.unit);
         runtime.block_on(throughput(&url, 500, concurrency)); // warm-up
         let rate = runtime.block_on(throughput(&url, total, concurrency));
+        let empty = runtime.block_on(ceiling(&tsa.url, total, concurrency));
         let (p50, p99, sent) = runtime.block_on(paced(&url, rate / 2.0, Duration::from_secs(5)));
         println!(
-            "{:<24} {:>10.0} {:>12.0} {:>12.0} {:>7.0}% {:>10.2} / {:.2} ms  ({sent} paced)",
+            "{:<24} {:>10.0} {:>12.0} {:>12.0} {:>7.0}% {:>12.0} {:>9.0}% {:>10.2} / {:.2} ms  ({sent} paced)",
             name,
             raw,
             built,
             rate,
             100.0 * rate / raw,
+            empty,
+            100.0 * rate / empty,
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
         );
