@@ -645,6 +645,28 @@ impl SoftHsmToken {
         config
     }
 
+    /// OpenSC's pkcs11-tool (nobody here wrote it) listing the private keys on token
+    /// `token_label`, logged in with `pin`: its text.
+    fn private_keys(&self, token_label: &str, pin: &str) -> String {
+        let objects = std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args([
+                "--module",
+                &self.module,
+                "--token-label",
+                token_label,
+                "--login",
+                "--pin",
+                pin,
+                "--list-objects",
+                "--type",
+                "privkey",
+            ])
+            .output()
+            .unwrap();
+        text(&objects.stdout)
+    }
+
     async fn run(&self, eid: &Eid, config: &Path, args: &[&str]) -> Output {
         let config = config.display().to_string();
         eid.command(&[&["--config", config.as_str()], args].concat())
@@ -763,23 +785,7 @@ async fn service_keys_live_on_a_pkcs11_token() {
     );
 
     // OpenSC's pkcs11-tool, which nobody here wrote, sees the same key on the token.
-    let objects = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &token.conf)
-        .args([
-            "--module",
-            &token.module,
-            "--token-label",
-            "eid-service",
-            "--login",
-            "--pin",
-            "246810",
-            "--list-objects",
-            "--type",
-            "privkey",
-        ])
-        .output()
-        .unwrap();
-    let objects = text(&objects.stdout);
+    let objects = token.private_keys("eid-service", "246810");
     assert!(
         objects.contains("label:      eid-audit-checkpoint"),
         "{objects}"
