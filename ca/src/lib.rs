@@ -62,7 +62,9 @@ pub const DESCRIPTION: &str =
 #[derive(Clone, Debug)]
 pub struct CertificateAuthority {
     ctx: ServiceContext,
-    hierarchy: Hierarchy,
+    /// Shared: the CA is cloned for every request it serves (axum's state), and a deep
+    /// copy of every certificate was a quarter of a signed OCSP response's cost.
+    hierarchy: std::sync::Arc<Hierarchy>,
     responder: std::sync::Arc<responder::ResponderState>,
     /// The CA roles this process signs nothing more as, and why: revoked, or replaced
     /// since it loaded them. Reloaded when another process changes revocation status
@@ -76,7 +78,7 @@ impl CertificateAuthority {
         let hierarchy = Hierarchy::ensure(ctx).await?;
         let ca = Self {
             responder: std::sync::Arc::new(responder::ResponderState::new(&hierarchy)?),
-            hierarchy,
+            hierarchy: std::sync::Arc::new(hierarchy),
             ctx: ctx.clone(),
             out_of_service: std::sync::Arc::default(),
         };
