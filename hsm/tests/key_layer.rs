@@ -354,6 +354,34 @@ mod softhsm_only {
     use super::*;
     use common::{USER_PIN, module, pkcs11_options, softhsm_store};
 
+    /// The layer remembers what it read of a key; a key destroyed and made again under
+    /// the same label by another process (another store on the token) must be the one
+    /// the next signer uses, never the remembered one.
+    #[test]
+    fn a_key_replaced_elsewhere_is_found_again() {
+        let t = softhsm_store(TokenClass::Hsm, 1);
+        let replaced = label("replaced");
+        t.store
+            .generate(&replaced, KeySpec::EcP256, KeyRole::Service)
+            .unwrap();
+        let first = t.store.signer(&replaced, None).unwrap();
+        assert_signs(&t, &first);
+        // Remembered: the second lookup reads only the key's identifier.
+        let again = t.store.signer(&replaced, None).unwrap();
+        assert_eq!(again.public_key(), first.public_key());
+
+        let other = KeyStore::open_pkcs11(pkcs11_options(&t.location, TokenClass::Hsm, 1)).unwrap();
+        assert!(other.destroy(&replaced).unwrap());
+        let made = other
+            .generate(&replaced, KeySpec::EcP256, KeyRole::Service)
+            .unwrap();
+        assert_ne!(made.public_key, *first.public_key());
+
+        let now = t.store.signer(&replaced, None).unwrap();
+        assert_eq!(*now.public_key(), made.public_key);
+        assert_signs(&t, &now);
+    }
+
     #[test]
     fn attributes_are_read_back_from_the_token() {
         let t = softhsm_store(TokenClass::Smartcard, 1);

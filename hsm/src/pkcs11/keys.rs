@@ -45,7 +45,15 @@ const RSA_BITS: u64 = 3072;
 /// Enough for any signature this crate makes (RSA-3072: 384 bytes, P-384: 96).
 const SIGNATURE_CAPACITY: usize = 512;
 
-type HandleCache = Arc<Mutex<HashMap<KeyLabel, ObjectHandle>>>;
+pub(super) type HandleCache = Arc<Mutex<HashMap<KeyLabel, CachedKey>>>;
+
+/// A private key found on the token: its handle and, once read, its description
+/// (reading it searches the token twice more: the public key and the role record).
+#[derive(Clone, Debug)]
+pub(super) struct CachedKey {
+    handle: ObjectHandle,
+    info: Option<KeyInfo>,
+}
 
 /// The keys of one token: the pool plus the private-key handle cache.
 #[derive(Clone)]
@@ -423,9 +431,7 @@ impl TokenKeys {
         self.pool.token().description()
     }
 
-    fn cache(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<KeyLabel, ObjectHandle>>, HsmError> {
+    fn cache(&self) -> Result<std::sync::MutexGuard<'_, HashMap<KeyLabel, CachedKey>>, HsmError> {
         self.handles.lock().map_err(|_| HsmError::Task {
             detail: "key handle cache lock poisoned by an earlier panic".into(),
         })
@@ -519,7 +525,13 @@ impl TokenKeys {
                 Ok((private, info))
             })
             .map_err(|e| self.hsm(e))?;
-        self.cache()?.insert(label.clone(), private);
+        self.cache()?.insert(
+            label.clone(),
+            CachedKey {
+                handle: private,
+                info: Some(info.clone()),
+            },
+        );
         tracing::info!(%label, %spec, ?role, token = %self.pool.token().label(), "generated key on PKCS#11 token");
         Ok(info)
     }
@@ -672,8 +684,8 @@ impl TokenKeys {
 
     /// The private key's handle, from the cache or found on the token.
     fn private_handle(&self, label: &KeyLabel) -> Result<ObjectHandle, CallError> {
-        if let Some(handle) = self.cache()?.get(label) {
-            return Ok(*handle);
+        if let Some(cached) = self.cache()?.get(label) {
+            return Ok(cached.handle);
         }
         let handle = self
             .pool
@@ -684,17 +696,56 @@ impl TokenKeys {
                     store: self.store(),
                 })
             })?;
-        self.cache()?.insert(label.clone(), handle);
+        self.cache()?
+            .insert(label.clone(), CachedKey { handle, info: None });
         Ok(handle)
     }
 
+    /// The description read when the key was last found, if its handle still names
+    /// the same key: its `CKA_ID` is read back (one attribute, no search). SoftHSM2
+    /// renumbers a token's objects when a session reloads it, so a handle alone proves
+    /// nothing.
+    fn cached_info(&self, label: &KeyLabel) -> Result<Option<KeyInfo>, HsmError> {
+        let Some(CachedKey {
+            handle,
+            info: Some(info),
+        }) = self.cache()?.get(label).cloned()
+        else {
+            return Ok(None);
+        };
+        let id = self.pool.with_session(|session| {
+            Ok(session
+                .get_attributes(handle, &[AttributeType::Id])?
+                .into_iter()
+                .find_map(|attribute| match attribute {
+                    Attribute::Id(id) => Some(id),
+                    _ => None,
+                }))
+        });
+        match id {
+            Ok(Some(id)) if id == info.id => Ok(Some(info)),
+            // Stale, renumbered or unreadable: found again from the start.
+            _ => {
+                self.cache()?.remove(label);
+                Ok(None)
+            }
+        }
+    }
+
     pub(super) fn signing_key(&self, label: &KeyLabel) -> Result<TokenKey, HsmError> {
-        let attempt = || -> Result<KeyInfo, CallError> {
+        if let Some(info) = self.cached_info(label)? {
+            return Ok(TokenKey {
+                keys: self.clone(),
+                info,
+            });
+        }
+        let attempt = || -> Result<(ObjectHandle, KeyInfo), CallError> {
             let handle = self.private_handle(label)?;
             self.pool
                 .with_session(|session| read_info(session, label, handle))
+                .map(|info| (handle, info))
         };
-        let info = match attempt() {
+        let (handle, info) = match attempt() {
             Err(e) if e.is_stale_handle() => {
                 self.cache()?.remove(label);
                 attempt()
@@ -702,6 +753,13 @@ impl TokenKeys {
             other => other,
         }
         .map_err(|e| self.hsm(e))?;
+        self.cache()?.insert(
+            label.clone(),
+            CachedKey {
+                handle,
+                info: Some(info.clone()),
+            },
+        );
         Ok(TokenKey {
             keys: self.clone(),
             info,

@@ -25,7 +25,6 @@ use std::{
 
 use cryptoki::{
     error::{Error as CryptokiError, RvError},
-    object::ObjectHandle,
     session::UserType,
 };
 use secrecy::SecretString;
@@ -187,8 +186,9 @@ fn login_user(session: &cryptoki::session::Session, pin: &SecretString) -> Resul
 pub(crate) struct Pkcs11Store {
     pool: Arc<pool::SessionPool>,
     class: TokenClass,
-    /// Private-key handles by label, so signing does not search the token.
-    handles: Arc<Mutex<HashMap<KeyLabel, ObjectHandle>>>,
+    /// Private-key handles (and what was read of the key) by label, so signing does
+    /// not search the token.
+    handles: keys::HandleCache,
 }
 
 impl fmt::Debug for Pkcs11Store {
