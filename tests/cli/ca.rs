@@ -1649,38 +1649,33 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
         .await
         .unwrap();
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let response = dir.join("onhsm.ocsp").display().to_string();
     assert_eq!(
-        openssl_ocsp_status(dir, &url, &leaf, &["-no_nonce"]),
+        openssl_ocsp_status(dir, &url, &leaf, &["-no_nonce", "-respout", &response]),
         "revoked"
     );
-    let crl = reqwest::get(format!("{}/crl/citizen-auth-ca.crl", server.urls["ca"]))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let crl_der = dir.join("onhsm.crl");
-    std::fs::write(&crl_der, crl).unwrap();
-    let listed = judge(
-        "openssl",
-        &[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            &crl_der.display().to_string(),
-            "-noout",
-            "-text",
-            "-CAfile",
-            &dir.join("chain.pem").display().to_string(),
-        ],
-    );
-    let listed = format!("{}{}", text(&listed.stdout), text(&listed.stderr));
-    assert!(
-        listed.contains("verify OK") && listed.contains(&serial),
-        "{listed}"
-    );
+    let (crl, listed) = fetch_crl(
+        dir,
+        &server.urls["ca"],
+        "citizen-auth-ca.crl",
+        &dir.join("chain.pem"),
+    )
+    .await;
+    assert!(listed.contains(&serial), "{listed}");
     server.stop().await;
+    // pkilint on what the token's keys signed: the hierarchy, a citizen certificate,
+    // an OCSP response and a CRL.
+    for certificate in certificates {
+        let role = certificate["role"].as_str().unwrap();
+        pkilint_clean("lint_pkix_cert", &[], &pki.join(format!("{role}.pem")));
+    }
+    pkilint_clean(
+        "lint_etsi_cert",
+        &["-t", "NCP-NATURAL-PERSON-CERTIFICATE"],
+        &leaf,
+    );
+    pkilint_clean("lint_ocsp_response", &[], Path::new(&response));
+    pkilint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX"], Path::new(&crl));
 
     // Revoked and re-keyed on the token: the issuing CA by the operator, the TSU by
     // the next start; pkcs11-tool sees the old keys gone and the new ones made there.
