@@ -93,17 +93,18 @@ fn time_stamp_unit(ca: &CertificateAuthority) -> anyhow::Result<TimeStampUnit> {
         signer: tsu.signer.clone(),
         certificate: tsu.certificate.clone(),
         chain,
-        status: Some(Arc::new(TsuStatus(ca.clone()))),
+        status: Some(Arc::new(RoleStanding(ca.clone(), CaRole::TimeStamping))),
     })
 }
 
-/// The TSU's standing as the CA sees it: a revoked (or replaced) unit stamps nothing.
+/// A service certificate's standing as the CA sees it: a revoked (or replaced) one is
+/// used no more (the TSA stamps nothing, the card listener offers no certificate).
 #[derive(Debug)]
-struct TsuStatus(CertificateAuthority);
+struct RoleStanding(CertificateAuthority, CaRole);
 
-impl eid_signing::tsa::UnitStatus for TsuStatus {
+impl eid_core::CertificateStanding for RoleStanding {
     fn withdrawn(&self) -> Option<String> {
-        self.0.out_of_service(CaRole::TimeStamping)
+        self.0.out_of_service(self.1)
     }
 }
 
@@ -369,6 +370,7 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
         server_chain: vec![tls.der.clone()],
         server_key: tls.signer.clone(),
         citizen_auth_ca: citizen_ca.der.clone(),
+        standing: Some(Arc::new(RoleStanding(ca.clone(), CaRole::IdpTls))),
     };
     let certificates: Arc<dyn eid_idp::CitizenCertificates> = Arc::new(CaCertificates(ca.clone()));
     Ok(eid_idp::Idp::open(ctx, setup, Some(certificates)).await?)

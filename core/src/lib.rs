@@ -25,6 +25,14 @@ pub use config::{
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use logging::init_logging;
 
+/// Whether a service's CA-issued certificate may still be used, as the CA sees it.
+/// Services holding one (the TSA's unit, the idp's TLS server certificate) ask before
+/// every use, so a revoked certificate stops signing at once rather than at restart.
+pub trait CertificateStanding: Send + Sync + std::fmt::Debug {
+    /// Why the certificate may not be used now, if it may not. Called per use: cheap.
+    fn withdrawn(&self) -> Option<String>;
+}
+
 /// What every service is given: configuration, the database, the key store and the
 /// clock. Cheap to clone.
 #[derive(Clone, Debug)]

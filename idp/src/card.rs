@@ -16,6 +16,7 @@ use eid_ca::{
     CertificateSerial,
     ocsp::client::{self, CheckedStatus},
 };
+use eid_core::CertificateStanding;
 use eid_hsm::{KeySigner, SignatureScheme as KeyScheme};
 use rustls::{
     RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme,
@@ -95,12 +96,21 @@ impl Signer for TlsSigner {
     }
 }
 
+/// Our one certificate, while the CA has not withdrawn it: a revoked TLS certificate
+/// ends every handshake (no certificate to offer) instead of being presented.
 #[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
+struct FixedCert {
+    key: Arc<CertifiedKey>,
+    standing: Option<Arc<dyn CertificateStanding>>,
+}
 
 impl ResolvesServerCert for FixedCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        if let Some(why) = self.standing.as_ref().and_then(|s| s.withdrawn()) {
+            tracing::warn!(reason = %why, "card login refused: the TLS certificate is withdrawn");
+            return None;
+        }
+        Some(self.key.clone())
     }
 }
 
@@ -110,6 +120,7 @@ pub fn server_config(
     server_chain: Vec<Vec<u8>>,
     server_key: KeySigner,
     citizen_auth_ca: &[u8],
+    standing: Option<Arc<dyn CertificateStanding>>,
 ) -> Result<Arc<ServerConfig>, IdpError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -128,7 +139,10 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| IdpError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(FixedCert(Arc::new(key))));
+        .with_cert_resolver(Arc::new(FixedCert {
+            key: Arc::new(key),
+            standing,
+        }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

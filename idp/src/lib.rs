@@ -104,6 +104,9 @@ pub struct CardSetup {
     pub server_key: KeySigner,
     /// The citizen authentication CA certificate (DER).
     pub citizen_auth_ca: Vec<u8>,
+    /// Asked at every handshake whether the server certificate may still be used;
+    /// none: always.
+    pub standing: Option<Arc<dyn eid_core::CertificateStanding>>,
 }
 
 /// A future the certificate port returns (boxed: the port is a trait object).
@@ -178,8 +181,12 @@ impl Idp {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| IdpError::Tls(format!("HTTP client: {e}")))?;
-        let card_tls =
-            card::server_config(card.server_chain, card.server_key, &card.citizen_auth_ca)?;
+        let card_tls = card::server_config(
+            card.server_chain,
+            card.server_key,
+            &card.citizen_auth_ca,
+            card.standing,
+        )?;
         let status = card::StatusChecker::new(
             &card.citizen_auth_ca,
             http.clone(),

@@ -1401,15 +1401,18 @@ async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: Tes
     assert!(issued.status.success(), "{}", text(&issued.stderr));
     let leaf = dir.join("leaf.pem");
     std::fs::write(&leaf, &issued.stdout).unwrap();
-    let address = free_address();
+    let (address, card) = (free_address(), free_address());
     let serve = || {
         let mut command = eid.command(&["serve"]);
         command
             .env("EID_CA_LISTEN", &address)
+            .env("EID_IDP_CARD_LISTEN", &card)
             .stdout(std::process::Stdio::piped());
         super::Server::start(command, 4)
     };
     let server = serve().await;
+    let old_tls = openssl_serial(&dir.join("pki/idp-tls.pem"));
+    assert_eq!(tls_certificate_serial(dir, &card), Some(old_tls.clone()));
     let url = format!("{}/ocsp/citizen-auth-ca", server.urls["ca"]);
     assert_eq!(openssl_ocsp_status(dir, &url, &leaf, &[]), "good");
     assert!(ocsp_signer(dir, &url, &leaf).contains("OCSP Responder"));
@@ -1428,7 +1431,9 @@ async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: Tes
         command.env("EID_CA_LISTEN", &address);
         async move { command.output().await.unwrap() }
     };
-    for role in ["ocsp-citizen-auth", "tsa"] {
+    // Each command re-keys what the ones before it revoked (any process opening the CA
+    // does): the running server still refuses those roles, as replaced, until restart.
+    for role in ["idp-tls", "ocsp-citizen-auth", "tsa"] {
         let revoked = revoke(role).await;
         assert!(
             revoked.status.success(),
@@ -1436,6 +1441,8 @@ async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: Tes
             text(&revoked.stderr)
         );
     }
+    // The card listener offers no certificate once its own is revoked.
+    assert_eq!(tls_certificate_serial(dir, &card), None);
     // No pause: the commands return once the running server knows.
     assert_eq!(openssl_ocsp_status(dir, &url, &leaf, &[]), "good");
     let signer = ocsp_signer(dir, &url, &leaf);
@@ -1465,6 +1472,9 @@ async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: Tes
     let new_tsu = dir.join("pki/tsa.pem");
     assert_ne!(openssl_serial(&new_responder), old_responder);
     assert_ne!(openssl_serial(&new_tsu), old_tsu);
+    let new_tls = openssl_serial(&dir.join("pki/idp-tls.pem"));
+    assert_ne!(new_tls, old_tls);
+    assert_eq!(tls_certificate_serial(dir, &card), Some(new_tls));
     openssl_verifies(&dir.join("pki"), "citizen-auth-ca", &new_responder);
     assert_eq!(
         openssl_ocsp_status(dir, &url_of(&server), &leaf, &[]),
@@ -1492,7 +1502,7 @@ async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: Tes
     server.stop().await;
 
     let log = text(&eid.run(&["audit", "tail", "-n", "80"]).await.stdout);
-    for role in ["ocsp-citizen-auth", "tsa"] {
+    for role in ["ocsp-citizen-auth", "tsa", "idp-tls"] {
         assert!(
             log.lines()
                 .any(|l| l.contains("ca.certificate.rekey") && l.contains(role)),
@@ -1516,6 +1526,30 @@ async fn old_serials_listed(dir: &Path, ca_url: &str, tsu: &str, responder: &str
             "{file}: {listed}"
         );
     }
+}
+
+/// The serial of the certificate the TLS listener at `address` presents, verified by
+/// `openssl s_client` against the exported root; none if the handshake offers none.
+fn tls_certificate_serial(dir: &Path, address: &str) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            address,
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(dir.join("pki/root.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    let start = shown.find("-----BEGIN CERTIFICATE-----")?;
+    let end = shown.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+    assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
+    let presented = dir.join("presented.pem");
+    std::fs::write(&presented, &shown[start..end]).unwrap();
+    Some(openssl_serial(&presented))
 }
 
 fn url_of(server: &super::Server) -> String {

@@ -26,7 +26,7 @@ pub mod token;
 use std::sync::Arc;
 
 use der::asn1::ObjectIdentifier;
-use eid_core::{AuditEvent, Outcome, ServiceContext, audit};
+use eid_core::{AuditEvent, CertificateStanding, Outcome, ServiceContext, audit};
 use eid_hsm::KeySigner;
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
@@ -55,15 +55,9 @@ pub struct TimeStampUnit {
     /// after the TSU (not the root); sent with the TSU certificate when asked.
     pub chain: Vec<Certificate>,
     /// Asked before every token whether the unit's certificate may still be used
-    /// (the CA says no once it is revoked or replaced); none: always.
-    pub status: Option<Arc<dyn UnitStatus>>,
-}
-
-/// Whether a time-stamping unit may stamp: a revoked TSU certificate stamps nothing
-/// more (a token it signed would not validate, and its key may be compromised).
-pub trait UnitStatus: Send + Sync + std::fmt::Debug {
-    /// Why the unit may not stamp now, if it may not. Called per request: cheap.
-    fn withdrawn(&self) -> Option<String>;
+    /// (the CA says no once it is revoked or replaced: a token it signed would not
+    /// validate, and its key may be compromised); none: always.
+    pub status: Option<Arc<dyn CertificateStanding>>,
 }
 
 /// The TSA. Cheap to clone.
@@ -79,7 +73,7 @@ struct Inner {
     monitor: ClockMonitor,
     records: RecordWriter,
     tsu_serial: String,
-    status: Option<Arc<dyn UnitStatus>>,
+    status: Option<Arc<dyn CertificateStanding>>,
 }
 
 /// The actor of the TSA's own audit events.
