@@ -304,12 +304,16 @@ impl Prepared {
             ));
         }
         // An RSA signature computed with a faulty CRT step leaks the key; checking it
-        // before release is the standard countermeasure. ECDSA has no such failure, and
-        // verifying costs twice the signature, so there the TBS check above suffices.
-        if matches!(
+        // before release is the standard countermeasure. A token's signature is checked
+        // too: the token signs through a cached object handle, and SoftHSM2 renumbers
+        // handles when a session reloads the token, so a signature by another key must
+        // not go out. Software ECDSA has neither failure, and verifying costs twice the
+        // signature, so there the TBS check above suffices.
+        let rsa = matches!(
             signer.scheme(),
             eid_hsm::SignatureScheme::RsaPkcs1Sha256 | eid_hsm::SignatureScheme::RsaPssSha256
-        ) {
+        );
+        if rsa || !signer.signs_quickly() {
             signer
                 .public_key()
                 .verify(signer.scheme(), &self.tbs, parsed.signature().raw_bytes())
