@@ -96,7 +96,8 @@ pub(crate) enum CaCommand {
     /// from its issuer (same subject and length of validity); the revoked certificate
     /// stays on its issuer's CRL, the old key is destroyed, and what the role issued to
     /// other roles (an issuing CA's OCSP responder) is renewed under the new key.
-    /// Service roles (responders, TSU, idp TLS) are re-keyed at the next start anyway.
+    /// Service roles (responders, TSU, idp TLS) are re-keyed anyway by the next process
+    /// that opens the CA.
     /// Running servers refuse to sign as the role until they restart.
     Rekey {
         /// The role, as `eid ca export` names its file.
@@ -382,8 +383,6 @@ async fn change(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Makes a CA server running on this configuration's listener drop OCSP answers the
-/// change made stale before this command returns. No server: nothing to tell.
 /// A CA role named as `eid ca export` names its file.
 fn ca_role(name: &str) -> anyhow::Result<CaRole> {
     CaRole::parse(name).with_context(|| {
@@ -392,6 +391,8 @@ fn ca_role(name: &str) -> anyhow::Result<CaRole> {
     })
 }
 
+/// Makes a CA server running on this configuration's listener drop OCSP answers the
+/// change made stale before this command returns. No server: nothing to tell.
 pub(crate) async fn tell_running_server(listen: std::net::SocketAddr) {
     let host = if listen.ip().is_unspecified() {
         std::net::IpAddr::from([127, 0, 0, 1])

@@ -808,7 +808,15 @@ pub(crate) async fn rekey(
         .map_or(role.key_spec(), |info| info.spec);
     let now = ctx.clock.now();
     let label = format!("{}-{}", role.key_label(), now.unix_timestamp());
-    let signer = signer_for(ctx, &label, KeyOrigin::Fresh(spec)).await?;
+    let signer = match signer_for(ctx, &label, KeyOrigin::Fresh(spec)).await {
+        Ok(signer) => signer,
+        // Another process re-keying in the same second took the label first: its
+        // result, once stored, is the role's.
+        Err(e) => match load(ctx, role).await? {
+            Some(current) if current.key_label != old.key_label => return Ok(current),
+            _ => return Err(e),
+        },
+    };
     let made = certify(ctx, role, &signer, issuer, None, Some(&old.certificate)).await?;
     let old_serial =
         CertificateSerial::from_certificate(old.certificate.tbs_certificate().serial_number());

@@ -271,8 +271,9 @@ impl CertificateAuthority {
     /// as the change and its audit event, and from then on the role signs nothing more
     /// (issuance under a revoked issuing CA is refused; another process learns of it
     /// through the revocation epoch). The root cannot be revoked this way: a
-    /// self-signed certificate is withdrawn from trust stores instead. Replacing the
-    /// role needs a new key and certificate (a ceremony).
+    /// self-signed certificate is withdrawn from trust stores instead. A new key and
+    /// certificate come from a re-key: by itself for a service role, by
+    /// [`Self::rekey`] for an issuing CA.
     pub async fn revoke_ca(
         &self,
         role: CaRole,
@@ -453,7 +454,7 @@ impl CertificateAuthority {
             })?;
             let why = if get("revoked_at")?.is_some() {
                 let next = if role.renews_automatically() {
-                    "the next start gives it a new key and certificate"
+                    "the next process that opens the CA gives it a new key and certificate"
                 } else {
                     "`eid ca rekey` gives it a new key and certificate"
                 };
