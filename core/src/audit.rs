@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use time::format_description::well_known::Rfc3339;
 
-use crate::{Clock, Database, DbError};
+use crate::{Backend, Clock, Database, DbError};
 
 /// The hash before the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -241,7 +241,12 @@ pub async fn append_all(
     }
     // PostgreSQL advances the head in the same statement (one round trip less for every
     // group commit); SQLite, without data-modifying WITH, in a second one below.
-    let postgres = tx.backend_name() == "PostgreSQL";
+    let backend = if tx.backend_name() == "PostgreSQL" {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let postgres = backend == Backend::Postgres;
     let mut sql = String::from(if postgres {
         "WITH appended AS (INSERT INTO audit_log (seq, recorded_at, actor, action, \
          object_type, object_id, outcome, details, prev_hash, hash) VALUES "
@@ -249,20 +254,7 @@ pub async fn append_all(
         "INSERT INTO audit_log (seq, recorded_at, actor, action, object_type, object_id, \
          outcome, details, prev_hash, hash) VALUES "
     });
-    for index in 0..entries.len() {
-        let base = index * 10;
-        if index > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        sql.push_str(
-            &(1..=10)
-                .map(|n| format!("${}", base + n))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        sql.push(')');
-    }
+    sql.push_str(&backend.values_rows(entries.len(), 10));
     if postgres {
         sql.push_str(&format!(
             ") UPDATE audit_head SET hash = ${} WHERE id = 1",

@@ -36,6 +36,35 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The `VALUES` rows of a multi-row INSERT: `rows` rows of `columns` parameters,
+    /// numbered from `$1` on PostgreSQL. On SQLite the parameters are anonymous (`?`):
+    /// sqlx looks up every parameter's name to bind it, and SQLite finds a name by a
+    /// linear scan of the statement's names, so `$N` costs the square of the parameter
+    /// count (4% of a loaded TSA's time with batches of 64 records, measured with perf).
+    /// A statement using these may not mix in `$N` parameters on SQLite.
+    pub fn values_rows(self, rows: usize, columns: usize) -> String {
+        let mut sql = String::with_capacity(rows * columns * 5);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Self::Sqlite => sql.push('?'),
+                    Self::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(row * columns + column + 1).to_string());
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+}
+
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -331,4 +360,19 @@ fn ensure_sqlite_parent(url: &str, display_url: &str) -> Result<(), DbError> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn values_rows_number_postgres_parameters_and_leave_sqlite_ones_anonymous() {
+        assert_eq!(
+            Backend::Postgres.values_rows(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(Backend::Sqlite.values_rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(Backend::Sqlite.values_rows(0, 2), "");
+    }
 }

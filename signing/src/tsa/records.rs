@@ -94,22 +94,7 @@ async fn write_batch(ctx: &ServiceContext, records: &[TokenRecord]) -> Result<()
         "INSERT INTO timestamp_token (serial, gen_time, policy, hash_algorithm, \
          message_imprint, nonce, tsu_serial) VALUES ",
     );
-    for index in 0..records.len() {
-        let base = index * 7;
-        if index > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            base + 1,
-            base + 2,
-            base + 3,
-            base + 4,
-            base + 5,
-            base + 6,
-            base + 7
-        ));
-    }
+    sql.push_str(&ctx.db.backend().values_rows(records.len(), 7));
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for record in records {
         query = query
