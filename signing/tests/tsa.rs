@@ -469,3 +469,100 @@ mod softhsm {
         openssl_journey(TestBackend::Postgres, Keys::SoftHsm).await;
     }
 }
+
+/// Tokens are written from prepared DER, not from the `cms` crate's structures: each
+/// variant must decode with those structures, encode back to the same octets (so it
+/// is DER, attributes and certificates in SET OF order), carry what was asked for,
+/// and verify under the TSU key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_canonical_der_in_every_variant() {
+    use cms::{content_info::ContentInfo, signed_data::SignedData};
+    use der::{Decode, Encode};
+    use eid_signing::tsa::{
+        asn1::{ID_SHA384, MessageImprint, TimeStampReq, TimeStampResp, TstInfo},
+        token::{TokenSigner, parse_request},
+    };
+
+    let tsa = Tsa::start(TestBackend::Sqlite, Keys::Soft, "", os_silent()).await;
+    let policy = der::asn1::ObjectIdentifier::new_unwrap("1.2.3.4.5");
+    let now = time::OffsetDateTime::now_utc();
+    for (qualified, named, accuracy_millis, cert_req, nonce) in [
+        (false, true, 1000, true, true),
+        (true, true, 1500, false, true),
+        (true, false, 0, true, false),
+        (false, false, 250, false, false),
+    ] {
+        let variant = format!(
+            "qualified {qualified}, named {named}, accuracy {accuracy_millis} ms, certReq {cert_req}, nonce {nonce}"
+        );
+        let signer = TokenSigner::new(
+            &tsa.unit,
+            policy,
+            std::time::Duration::from_millis(accuracy_millis),
+            qualified,
+            named,
+        )
+        .unwrap();
+        let request = TimeStampReq {
+            version: 1,
+            message_imprint: MessageImprint {
+                hash_algorithm: spki::AlgorithmIdentifierOwned {
+                    oid: ID_SHA384,
+                    parameters: None,
+                },
+                hashed_message: der::asn1::OctetString::new(vec![0xAB; 48]).unwrap(),
+            },
+            req_policy: None,
+            nonce: nonce.then(|| der::asn1::Int::new(&[0x01, 0x02, 0x83]).unwrap()),
+            cert_req,
+            extensions: None,
+        }
+        .to_der()
+        .unwrap();
+        let parsed = parse_request(&request, policy).unwrap();
+        let serial = [0x01, 0x7F, 0x00, 0xFF, 0x10];
+        let der = signer.sign(&parsed, &serial, now).unwrap();
+
+        let response = TimeStampResp::from_der(&der).unwrap();
+        assert_eq!(response.to_der().unwrap(), der, "{variant}");
+        assert_eq!(response.status.status, PkiStatus::Granted, "{variant}");
+        let token: ContentInfo = response.time_stamp_token.unwrap();
+        let signed = token.content.decode_as::<SignedData>().unwrap();
+        assert_eq!(signed.certificates.is_some(), cert_req, "{variant}");
+        if let Some(certificates) = &signed.certificates {
+            assert_eq!(certificates.0.len(), 1 + tsa.unit.chain.len(), "{variant}");
+        }
+        let econtent = signed.encap_content_info.econtent.as_ref().unwrap();
+        let tst = TstInfo::from_der(econtent.value()).unwrap();
+        assert_eq!(tst.to_der().unwrap(), econtent.value(), "{variant}");
+        assert_eq!(tst.policy, policy, "{variant}");
+        assert_eq!(tst.message_imprint, parsed.imprint, "{variant}");
+        assert_eq!(tst.serial_number.as_bytes(), serial, "{variant}");
+        assert_eq!(tst.nonce, parsed.nonce, "{variant}");
+        assert_eq!(tst.tsa.is_some(), named, "{variant}");
+        assert_eq!(tst.extensions.is_some(), qualified, "{variant}");
+        assert_eq!(tst.accuracy.is_some(), accuracy_millis > 0, "{variant}");
+        assert!(!tst.ordering, "{variant}");
+
+        let info = signed.signer_infos.0.get(0).unwrap();
+        let attributes = info.signed_attrs.as_ref().unwrap();
+        let digest = attributes
+            .iter()
+            .find(|a| a.oid == eid_signing::tsa::asn1::ID_MESSAGE_DIGEST)
+            .unwrap();
+        assert_eq!(
+            digest.values.get(0).unwrap().value(),
+            <sha2::Sha256 as sha2::Digest>::digest(econtent.value()).as_slice(),
+            "{variant}"
+        );
+        tsa.unit
+            .signer
+            .public_key()
+            .verify(
+                tsa.unit.signer.scheme(),
+                &attributes.to_der().unwrap(),
+                info.signature.as_bytes(),
+            )
+            .unwrap();
+    }
+}

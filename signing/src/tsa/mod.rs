@@ -333,8 +333,7 @@ fn time_ordered_serial(at: time::OffsetDateTime) -> Result<Vec<u8>, TsaError> {
     bytes[0] = 0x01;
     let millis = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     bytes[1..7].copy_from_slice(&millis.to_be_bytes()[2..]);
-    getrandom::fill(&mut bytes[7..])
-        .map_err(|e| TsaError::Task(format!("random serial: {e}")))?;
+    getrandom::fill(&mut bytes[7..]).map_err(|e| TsaError::Task(format!("random serial: {e}")))?;
     Ok(bytes)
 }
 
@@ -354,7 +353,9 @@ mod tests {
         assert_ne!(first, again);
         assert!(hex::encode(&later) > hex::encode(&first));
         assert!(hex::encode(&later) > hex::encode(&again));
-        let millis = u64::from_be_bytes([0, 0, first[1], first[2], first[3], first[4], first[5], first[6]]);
+        let millis = u64::from_be_bytes([
+            0, 0, first[1], first[2], first[3], first[4], first[5], first[6],
+        ]);
         assert_eq!(millis, 1_796_590_800_123);
     }
 }

@@ -1,5 +1,6 @@
 //! The record of issued tokens: `timestamp_token` rows and their audit entries,
-//! written by one task in batches.
+//! written by one task in batches (gathered while other requests are being signed:
+//! see [`gather`]).
 //!
 //! The shared group commit (`eid_core::group_commit`) runs each operation under a
 //! savepoint of its own, which is what failure isolation between unrelated writes
@@ -75,6 +76,7 @@ impl RecordWriter {
 async fn run(ctx: ServiceContext, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        gather(&mut receiver, &mut batch).await;
         let (records, replies): (Vec<TokenRecord>, Vec<_>) = batch.drain(..).unzip();
         let result = write_batch(&ctx, &records).await;
         if let Err(BatchError::Failed(e)) = &result {
@@ -83,6 +85,28 @@ async fn run(ctx: ServiceContext, mut receiver: mpsc::Receiver<Job>) {
         for reply in replies {
             // A caller that went away loses nothing: its token was never released.
             let _ = reply.send(result.clone());
+        }
+    }
+}
+
+/// Adds to `batch` the records that arrive while other tasks have work: the writer
+/// steps back behind every task ready to run (requests being parsed and signed), takes
+/// what they queued, and goes on doing so while more arrives. On a loaded server the
+/// batches grow (from about 10 to 40-80 records at 64-128 clients, measured) and each
+/// token's share of a transaction shrinks; on an idle one the first step back finds
+/// nothing new and the batch is written at once, so a lone request waits no longer.
+async fn gather(receiver: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        let before = batch.len();
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
         }
     }
 }

@@ -1,20 +1,16 @@
 //! RFC 3161 requests in, time-stamp tokens and rejections out. Pure protocol code: no
 //! database, no clock reads, no async; the TSA in `mod.rs` decides *when* to call it.
 //!
-//! The token is a CMS SignedData assembled from the `cms` crate's types. Its
+//! The token is a CMS SignedData written from DER prepared once per TSU (see
+//! [`TokenSigner`]); the `cms` crate's types prepare it and read it back in tests. Its
 //! `SignedDataBuilder` is not used: it sits behind the crate's `builder` feature,
 //! which compiles the whole encryption stack (AES, key wrap, KDFs) for envelope
 //! builders we do not use, and it re-encodes constant parts (the signer identifier,
-//! ESSCertIDv2, certificates) on every token; here they are prepared once per TSU.
+//! ESSCertIDv2, certificates) on every token.
 
-use cms::{
-    cert::CertificateChoices,
-    content_info::{CmsVersion, ContentInfo},
-    signed_data::{
-        CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo,
-        SignerInfos,
-    },
-};
+use std::sync::Arc;
+
+use cms::{cert::CertificateChoices, content_info::CmsVersion, signed_data::CertificateSet};
 use der::{
     Any, Decode, Encode, Reader, Tag, Tagged,
     asn1::{Int, ObjectIdentifier, OctetString, SetOfVec, Uint},
@@ -35,7 +31,7 @@ use super::{
         Accuracy, FailureInfo, ID_CONTENT_TYPE, ID_CT_TST_INFO, ID_ETSI_TSTS_EU_QCOMPLIANCE,
         ID_MESSAGE_DIGEST, ID_PE_QC_STATEMENTS, ID_SHA1, ID_SHA256, ID_SHA384, ID_SHA512,
         ID_SIGNED_DATA, MessageImprint, PkiStatus, PkiStatusInfo, QcStatement, TimeStampReq,
-        TimeStampResp, TstInfo,
+        TimeStampResp,
     },
     gen_time::GenTime,
 };
@@ -185,20 +181,89 @@ pub fn parse_request(der: &[u8], policy: ObjectIdentifier) -> Result<ParsedReque
     })
 }
 
-/// What every token of one TSU shares, prepared once.
+/// What every token of one TSU shares, prepared once: the token is written from DER
+/// prepared here and the few parts that differ per token (TSTInfo's imprint, serial,
+/// genTime and nonce; the message digest; the signature). Building the `cms` crate's
+/// structures for every token cloned and re-encoded the certificates and names each
+/// time: a seventh of a loaded TSA's time, measured with perf.
 #[derive(Clone, Debug)]
 pub struct TokenSigner {
     signer: KeySigner,
-    certificates: Vec<CertificateChoices>,
-    sid: SignerIdentifier,
-    signing_certificate: Attribute,
-    signature_algorithm: AlgorithmIdentifierOwned,
     policy: ObjectIdentifier,
-    accuracy: Option<Accuracy>,
-    tsa_name: Option<GeneralName>,
-    extensions: Option<Vec<Extension>>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
+    prepared: Arc<Prepared>,
+}
+
+/// Constant DER of the token, in the order it is written.
+#[derive(Debug)]
+struct Prepared {
+    /// TSTInfo's `version` and `policy`.
+    tst_head: Vec<u8>,
+    /// TSTInfo's `accuracy`, or nothing.
+    tst_accuracy: Vec<u8>,
+    /// TSTInfo's `[0] tsa` and `[1] extensions`, each or nothing.
+    tst_tail: Vec<u8>,
+    /// The signed attributes in DER's SET OF order; `None` is the message digest.
+    signed_attributes: [Option<Vec<u8>>; 3],
+    /// SignedData's `digestAlgorithms`.
+    digest_algorithms: Vec<u8>,
+    /// SignedData's `[0] certificates`: the TSU certificate and its chain.
+    certificates: Vec<u8>,
+    /// SignerInfo's `version`, `sid` and `digestAlgorithm`.
+    signer_info_head: Vec<u8>,
+    /// SignerInfo's `signatureAlgorithm`.
+    signature_algorithm: Vec<u8>,
+}
+
+/// `SEQUENCE { INTEGER 0 }`: PKIStatusInfo granted.
+const GRANTED: [u8; 5] = [0x30, 0x03, 0x02, 0x01, 0x00];
+/// `INTEGER 3`: SignedData's version (eContentType is not id-data, RFC 5652 §5.1).
+const SIGNED_DATA_V3: [u8; 3] = [0x02, 0x01, 0x03];
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OCTET_STRING: u8 = 0x04;
+/// `[0]` and `[1]`, constructed (EXPLICIT, or IMPLICIT over a SEQUENCE or SET).
+const CONTEXT_0: u8 = 0xA0;
+const CONTEXT_1: u8 = 0xA1;
+
+/// A DER TLV of `tag` (one octet) around the concatenation of `parts`.
+fn tlv(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let length: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(length + 6);
+    out.push(tag);
+    if length < 0x80 {
+        out.push(length as u8);
+    } else {
+        let octets = length.to_be_bytes();
+        let skip = octets.iter().take_while(|o| **o == 0).count();
+        out.push(0x80 | (octets.len() - skip) as u8);
+        out.extend_from_slice(&octets[skip..]);
+    }
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// `der` with its (one-octet) tag replaced: IMPLICIT tagging of an encoded value.
+fn retagged(mut der: Vec<u8>, tag: u8) -> Vec<u8> {
+    if let Some(first) = der.first_mut() {
+        *first = tag;
+    }
+    der
+}
+
+/// The messageDigest attribute over `digest`.
+fn message_digest_attribute(digest: &[u8]) -> Result<Vec<u8>, TsaError> {
+    let oid = ID_MESSAGE_DIGEST
+        .to_der()
+        .map_err(TsaError::encoding("message digest"))?;
+    Ok(tlv(
+        SEQUENCE,
+        &[&oid, &tlv(SET, &[&tlv(OCTET_STRING, &[digest])])],
+    ))
 }
 
 fn sha256_algorithm() -> AlgorithmIdentifierOwned {
@@ -263,9 +328,61 @@ impl TokenSigner {
             )));
         }
         check_time_stamping_certificate(certificate)?;
+        let encoding = TsaError::encoding;
+
+        let mut tst_head = 1u8.to_der().map_err(encoding("version"))?;
+        tst_head.extend(policy.to_der().map_err(encoding("policy"))?);
+        let millis = u64::try_from(accuracy.as_millis()).unwrap_or(u64::MAX);
+        let tst_accuracy = if millis > 0 {
+            Accuracy {
+                seconds: u32::try_from(millis / 1000).ok().filter(|s| *s > 0),
+                millis: u16::try_from(millis % 1000).ok().filter(|m| *m > 0),
+                micros: None,
+            }
+            .to_der()
+            .map_err(encoding("accuracy"))?
+        } else {
+            Vec::new()
+        };
+        let mut tst_tail = Vec::new();
+        if include_tsa_name {
+            // `tsa [0] GeneralName`: explicit, GeneralName being a CHOICE.
+            let name = GeneralName::DirectoryName(tbs.subject().clone())
+                .to_der()
+                .map_err(encoding("TSA name"))?;
+            tst_tail.extend(tlv(CONTEXT_0, &[&name]));
+        }
+        if qualified {
+            let statements = vec![QcStatement {
+                statement_id: ID_ETSI_TSTS_EU_QCOMPLIANCE,
+            }];
+            let extensions = vec![Extension {
+                extn_id: ID_PE_QC_STATEMENTS,
+                critical: false,
+                extn_value: OctetString::new(
+                    statements.to_der().map_err(encoding("qcStatements"))?,
+                )
+                .map_err(encoding("qcStatements"))?,
+            }];
+            // `extensions [1] IMPLICIT Extensions` (a SEQUENCE OF).
+            tst_tail.extend(retagged(
+                extensions.to_der().map_err(encoding("extensions"))?,
+                CONTEXT_1,
+            ));
+        }
+
         // ESSCertIDv2 (RFC 5816): SHA-256 of the certificate, with issuer and serial.
         let signing_certificate = crate::cms::signing_certificate_v2(certificate)
-            .map_err(TsaError::encoding("SigningCertificateV2"))?;
+            .and_then(|a| a.to_der())
+            .map_err(encoding("SigningCertificateV2"))?;
+        let content_type = attribute(
+            ID_CONTENT_TYPE,
+            Any::encode_from(&ID_CT_TST_INFO).map_err(encoding("content type"))?,
+        )?
+        .to_der()
+        .map_err(encoding("content type"))?;
+        let signed_attributes = attribute_order(content_type, signing_certificate)?;
+
         let mut certificates = vec![CertificateChoices::Certificate(certificate.clone())];
         certificates.extend(
             unit.chain
@@ -273,42 +390,46 @@ impl TokenSigner {
                 .cloned()
                 .map(CertificateChoices::Certificate),
         );
-        let millis = u64::try_from(accuracy.as_millis()).unwrap_or(u64::MAX);
-        let accuracy = (millis > 0).then(|| Accuracy {
-            seconds: u32::try_from(millis / 1000).ok().filter(|s| *s > 0),
-            millis: u16::try_from(millis % 1000).ok().filter(|m| *m > 0),
-            micros: None,
-        });
-        let extensions = if qualified {
-            let statements = vec![QcStatement {
-                statement_id: ID_ETSI_TSTS_EU_QCOMPLIANCE,
-            }];
-            Some(vec![Extension {
-                extn_id: ID_PE_QC_STATEMENTS,
-                critical: false,
-                extn_value: OctetString::new(
-                    statements
-                        .to_der()
-                        .map_err(TsaError::encoding("qcStatements"))?,
-                )
-                .map_err(TsaError::encoding("qcStatements"))?,
-            }])
-        } else {
-            None
-        };
+        let certificates = retagged(
+            CertificateSet(SetOfVec::try_from(certificates).map_err(encoding("certificates"))?)
+                .to_der()
+                .map_err(encoding("certificates"))?,
+            CONTEXT_0,
+        );
+        let mut signer_info_head = CmsVersion::V1.to_der().map_err(encoding("version"))?;
+        signer_info_head.extend(
+            crate::cms::signer_identifier(certificate)
+                .to_der()
+                .map_err(encoding("signer identifier"))?,
+        );
+        signer_info_head.extend(
+            sha256_algorithm()
+                .to_der()
+                .map_err(encoding("digest algorithm"))?,
+        );
         let validity = tbs.validity();
         Ok(Self {
             signer: unit.signer.clone(),
-            certificates,
-            sid: crate::cms::signer_identifier(certificate),
-            signing_certificate,
-            signature_algorithm: unit.signer.scheme().algorithm_identifier()?,
             policy,
-            accuracy,
-            tsa_name: include_tsa_name.then(|| GeneralName::DirectoryName(tbs.subject().clone())),
-            extensions,
             not_before: OffsetDateTime::from(std::time::SystemTime::from(validity.not_before)),
             not_after: OffsetDateTime::from(std::time::SystemTime::from(validity.not_after)),
+            prepared: Arc::new(Prepared {
+                tst_head,
+                tst_accuracy,
+                tst_tail,
+                signed_attributes,
+                digest_algorithms: SetOfVec::try_from(vec![sha256_algorithm()])
+                    .and_then(|set| set.to_der())
+                    .map_err(encoding("digest algorithms"))?,
+                certificates,
+                signer_info_head,
+                signature_algorithm: unit
+                    .signer
+                    .scheme()
+                    .algorithm_identifier()?
+                    .to_der()
+                    .map_err(encoding("signature algorithm"))?,
+            }),
         })
     }
 
@@ -330,38 +451,42 @@ impl TokenSigner {
                 "the TSU certificate is not valid at {gen_time}"
             )));
         }
-        let tst_info = TstInfo {
-            version: 1,
-            policy: self.policy,
-            message_imprint: request.imprint.clone(),
-            serial_number: Uint::new(serial).map_err(TsaError::encoding("serial number"))?,
-            gen_time: GenTime::from_time(gen_time)
-                .ok_or_else(|| TsaError::Unit(format!("genTime {gen_time} out of range")))?,
-            accuracy: self.accuracy,
-            ordering: false,
-            nonce: request.nonce.clone(),
-            tsa: self.tsa_name.clone(),
-            extensions: self.extensions.clone(),
-        };
-        let tst_der = tst_info.to_der().map_err(TsaError::encoding("TSTInfo"))?;
-        let digest = Sha256::digest(&tst_der);
-        let signed_attrs = SetOfVec::try_from(vec![
-            attribute(
-                ID_CONTENT_TYPE,
-                Any::encode_from(&ID_CT_TST_INFO).map_err(TsaError::encoding("content type"))?,
-            )?,
-            attribute(
-                ID_MESSAGE_DIGEST,
-                Any::new(Tag::OctetString, digest.as_slice())
-                    .map_err(TsaError::encoding("message digest"))?,
-            )?,
-            self.signing_certificate.clone(),
-        ])
-        .map_err(TsaError::encoding("signed attributes"))?;
-        // RFC 5652 §5.4: the signature covers the DER of the SET OF, not the [0].
-        let to_sign = signed_attrs
+        let encoding = TsaError::encoding;
+        let prepared = &self.prepared;
+        let imprint = request.imprint.to_der().map_err(encoding("imprint"))?;
+        let serial = Uint::new(serial)
+            .and_then(|s| s.to_der())
+            .map_err(encoding("serial number"))?;
+        let gen_time = GenTime::from_time(gen_time)
+            .ok_or_else(|| TsaError::Unit(format!("genTime {gen_time} out of range")))?
             .to_der()
-            .map_err(TsaError::encoding("signed attributes"))?;
+            .map_err(encoding("genTime"))?;
+        let nonce = match &request.nonce {
+            Some(nonce) => nonce.to_der().map_err(encoding("nonce"))?,
+            None => Vec::new(),
+        };
+        // `ordering` is FALSE, the DEFAULT, so it is left out.
+        let tst_der = tlv(
+            SEQUENCE,
+            &[
+                &prepared.tst_head,
+                &imprint,
+                &serial,
+                &gen_time,
+                &prepared.tst_accuracy,
+                &nonce,
+                &prepared.tst_tail,
+            ],
+        );
+        let digest = message_digest_attribute(&Sha256::digest(&tst_der))?;
+        let attributes: Vec<&[u8]> = prepared
+            .signed_attributes
+            .iter()
+            .map(|a| a.as_deref().unwrap_or(&digest))
+            .collect();
+        // RFC 5652 §5.4: the signature covers the DER of the SET OF; the SignerInfo
+        // carries the same content under [0] IMPLICIT.
+        let to_sign = tlv(SET, &attributes);
         let signature = self.signer.sign(&to_sign)?;
         // An RSA signature from a faulty CRT step leaks the key: check it before
         // release (ECDSA has no such failure mode).
@@ -375,57 +500,77 @@ impl TokenSigner {
                 signature.as_bytes(),
             )?;
         }
-        let signer_info = SignerInfo {
-            version: CmsVersion::V1,
-            sid: self.sid.clone(),
-            digest_alg: sha256_algorithm(),
-            signed_attrs: Some(signed_attrs),
-            signature_algorithm: self.signature_algorithm.clone(),
-            signature: OctetString::new(signature.into_bytes())
-                .map_err(TsaError::encoding("signature"))?,
-            unsigned_attrs: None,
-        };
-        let certificates = if request.cert_req {
-            Some(CertificateSet(
-                SetOfVec::try_from(self.certificates.clone())
-                    .map_err(TsaError::encoding("certificates"))?,
-            ))
+        let signer_info = tlv(
+            SEQUENCE,
+            &[
+                &prepared.signer_info_head,
+                &retagged(to_sign, CONTEXT_0),
+                &prepared.signature_algorithm,
+                &tlv(OCTET_STRING, &[signature.as_bytes()]),
+            ],
+        );
+        let econtent_type = ID_CT_TST_INFO.to_der().map_err(encoding("eContentType"))?;
+        let encapsulated = tlv(
+            SEQUENCE,
+            &[
+                &econtent_type,
+                &tlv(CONTEXT_0, &[&tlv(OCTET_STRING, &[&tst_der])]),
+            ],
+        );
+        let certificates: &[u8] = if request.cert_req {
+            &prepared.certificates
         } else {
-            None
+            &[]
         };
-        let signed_data = SignedData {
-            // v3: the eContentType is not id-data (RFC 5652 §5.1).
-            version: CmsVersion::V3,
-            digest_algorithms: SetOfVec::try_from(vec![sha256_algorithm()])
-                .map_err(TsaError::encoding("digest algorithms"))?,
-            encap_content_info: EncapsulatedContentInfo {
-                econtent_type: ID_CT_TST_INFO,
-                econtent: Some(
-                    Any::new(Tag::OctetString, tst_der).map_err(TsaError::encoding("eContent"))?,
-                ),
-            },
-            certificates,
-            crls: None,
-            signer_infos: SignerInfos(
-                SetOfVec::try_from(vec![signer_info])
-                    .map_err(TsaError::encoding("signer infos"))?,
-            ),
-        };
-        let token = ContentInfo {
-            content_type: ID_SIGNED_DATA,
-            content: Any::encode_from(&signed_data).map_err(TsaError::encoding("SignedData"))?,
-        };
-        TimeStampResp {
-            status: PkiStatusInfo {
-                status: PkiStatus::Granted,
-                status_string: None,
-                fail_info: None,
-            },
-            time_stamp_token: Some(token),
-        }
-        .to_der()
-        .map_err(TsaError::encoding("TimeStampResp"))
+        let signed_data = tlv(
+            SEQUENCE,
+            &[
+                &SIGNED_DATA_V3,
+                &prepared.digest_algorithms,
+                &encapsulated,
+                certificates,
+                &tlv(SET, &[&signer_info]),
+            ],
+        );
+        let content_type = ID_SIGNED_DATA.to_der().map_err(encoding("contentType"))?;
+        let token = tlv(SEQUENCE, &[&content_type, &tlv(CONTEXT_0, &[&signed_data])]);
+        Ok(tlv(SEQUENCE, &[&GRANTED, &token]))
     }
+}
+
+/// The three signed attributes in the order DER's SET OF wants (by their encodings),
+/// the message digest as `None`. Its place does not depend on the digest's value (the
+/// attributes differ before it: in length or OID); checked here with the lowest and
+/// the highest digest.
+fn attribute_order(
+    content_type: Vec<u8>,
+    signing_certificate: Vec<u8>,
+) -> Result<[Option<Vec<u8>>; 3], TsaError> {
+    let order = |fill: u8| -> Result<Vec<Option<Vec<u8>>>, TsaError> {
+        let digest = message_digest_attribute(&[fill; 32])?;
+        let mut all = vec![
+            (content_type.clone(), Some(content_type.clone())),
+            (digest, None),
+            (
+                signing_certificate.clone(),
+                Some(signing_certificate.clone()),
+            ),
+        ];
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all.into_iter().map(|(_, a)| a).collect())
+    };
+    let low = order(0x00)?;
+    if low != order(0xFF)? {
+        return Err(TsaError::Unit(
+            "the signed attributes' order depends on the digest".into(),
+        ));
+    }
+    let mut attributes = low.into_iter();
+    Ok([
+        attributes.next().flatten(),
+        attributes.next().flatten(),
+        attributes.next().flatten(),
+    ])
 }
 
 /// `TimeStampResp` for a refused request with only `systemFailure`: fixed octets, used
