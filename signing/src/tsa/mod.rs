@@ -339,6 +339,7 @@ fn time_ordered_serial(at: time::OffsetDateTime) -> Result<Vec<u8>, TsaError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::time_ordered_serial;
 
     #[test]
