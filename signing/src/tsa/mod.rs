@@ -324,10 +324,9 @@ impl TimeStampAuthority {
 /// 72 bits from the OS CSPRNG. Positive and of fixed length (the first octet is never
 /// zero), unique with overwhelming odds across restarts and replicas (two TSAs would
 /// need the same millisecond and the same 72 random bits), and rising with time: the
-/// records table's primary key grows at its end instead of at random places, which
-/// halved the database's writes per token (measured with perf: every token dirtied a
-/// random index page before). A token's serial says when it was issued, which its
-/// genTime says anyway.
+/// records table's primary key grows at its end instead of at random places (every
+/// token dirtied a random index page before; 14.5k -> 17.1k tokens/s measured, README).
+/// A token's serial says when it was issued, which its genTime says anyway.
 fn time_ordered_serial(at: time::OffsetDateTime) -> Result<Vec<u8>, TsaError> {
     let mut bytes = vec![0u8; 16];
     bytes[0] = 0x01;

@@ -6,10 +6,11 @@
 //! savepoint of its own, which is what failure isolation between unrelated writes
 //! needs; measured here it held the TSA to about 3,000 tokens/s on SQLite and 2,000 on
 //! PostgreSQL while HTTP and signing alone reached over 6,000. A token record has one
-//! way to fail on its own (a serial clash, never seen with 72 random bits per millisecond), so the
-//! TSA writes the waiting records with one multi-row INSERT and their audit entries
-//! with one append, in one transaction; on a clash the whole batch fails and every
-//! caller signs again with a new serial (none of the batch's tokens was released).
+//! way to fail on its own (a serial clash, never seen with 72 random bits per
+//! millisecond), so the TSA writes the waiting records with one multi-row INSERT and
+//! their audit entries with one append, in one transaction; on a clash the whole batch
+//! fails and every caller signs again with a new serial (none of the batch's tokens
+//! was released).
 
 use eid_core::{AuditEvent, DbError, ServiceContext, audit};
 use tokio::sync::{mpsc, oneshot};
