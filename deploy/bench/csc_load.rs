@@ -29,7 +29,6 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -55,8 +54,7 @@ fn env_number(name: &str, default: usize) -> usize {
 }
 
 fn module() -> String {
-    std::env::var("EID_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into())
+    eid_tests::softhsm::pkcs11_module().display().to_string()
 }
 
 struct Stand {
@@ -73,40 +71,13 @@ struct Stand {
     _dir: tempfile::TempDir,
 }
 
-/// A SoftHSM2 folder with one token per backend, all made before this process loads
-/// the module (SoftHSM2 sees only the tokens that exist when it loads).
-fn softhsm(labels: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
+/// The SoftHSM2 configuration with one token per backend, all made before this process
+/// loads the module (SoftHSM2 sees only the tokens that exist when it loads).
+fn softhsm(labels: &[&str]) -> std::path::PathBuf {
     for label in labels {
-        assert!(
-            Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--so-pin", "83910274", "--pin", TOKEN_PIN])
-                .output()
-                .unwrap()
-                .status
-                .success()
-        );
+        eid_tests::softhsm::init_token(label, TOKEN_PIN);
     }
-    // SAFETY: set before any thread of this process loads the module or reads the
-    // environment (the runtime starts after).
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-    }
-    (dir, conf)
+    eid_tests::softhsm::softhsm_environment().join("softhsm2.conf")
 }
 
 fn start(
@@ -514,7 +485,7 @@ async fn measure(name: &str, database_url: Option<&str>, token_label: &str, conf
 }
 
 fn main() {
-    let (_softhsm, conf) = softhsm(&["eid-bench-sqlite", "eid-bench-postgres"]);
+    let conf = softhsm(&["eid-bench-sqlite", "eid-bench-postgres"]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -69,8 +69,7 @@ fn env_number(name: &str, default: usize) -> usize {
 }
 
 fn module() -> String {
-    std::env::var("EID_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into())
+    eid_tests::softhsm::pkcs11_module().display().to_string()
 }
 
 /// A SoftHSM2 configuration whose tokens live in `dir/tokens`.

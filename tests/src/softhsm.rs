@@ -41,3 +41,21 @@ pub fn softhsm_environment() -> &'static Path {
     })
     .path()
 }
+
+/// Initialises a token labelled `label`, user PIN `pin`, in the private token folder
+/// (see [`softhsm_environment`]) with `softhsm2-util`. Call it before this process
+/// loads the module: SoftHSM2 sees only the tokens that exist when it loads.
+pub fn init_token(label: &str, pin: &str) {
+    let conf = softhsm_environment().join("softhsm2.conf");
+    let output = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", "83910274", "--pin", pin])
+        .output()
+        .expect("softhsm2-util is installed (Debian package softhsm2)");
+    assert!(
+        output.status.success(),
+        "softhsm2-util: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

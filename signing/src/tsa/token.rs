@@ -214,6 +214,11 @@ struct Prepared {
     signer_info_head: Vec<u8>,
     /// SignerInfo's `signatureAlgorithm`.
     signature_algorithm: Vec<u8>,
+    /// The OIDs written with every token: id-messageDigest, id-ct-TSTInfo,
+    /// id-signedData.
+    message_digest_oid: Vec<u8>,
+    tst_info_oid: Vec<u8>,
+    signed_data_oid: Vec<u8>,
 }
 
 /// `SEQUENCE { INTEGER 0 }`: PKIStatusInfo granted.
@@ -255,15 +260,12 @@ fn retagged(mut der: Vec<u8>, tag: u8) -> Vec<u8> {
     der
 }
 
-/// The messageDigest attribute over `digest`.
-fn message_digest_attribute(digest: &[u8]) -> Result<Vec<u8>, TsaError> {
-    let oid = ID_MESSAGE_DIGEST
-        .to_der()
-        .map_err(TsaError::encoding("message digest"))?;
-    Ok(tlv(
+/// The messageDigest attribute over `digest`; `oid` is id-messageDigest's DER.
+fn message_digest_attribute(oid: &[u8], digest: &[u8]) -> Vec<u8> {
+    tlv(
         SEQUENCE,
-        &[&oid, &tlv(SET, &[&tlv(OCTET_STRING, &[digest])])],
-    ))
+        &[oid, &tlv(SET, &[&tlv(OCTET_STRING, &[digest])])],
+    )
 }
 
 fn sha256_algorithm() -> AlgorithmIdentifierOwned {
@@ -381,7 +383,11 @@ impl TokenSigner {
         )?
         .to_der()
         .map_err(encoding("content type"))?;
-        let signed_attributes = attribute_order(content_type, signing_certificate)?;
+        let message_digest_oid = ID_MESSAGE_DIGEST
+            .to_der()
+            .map_err(encoding("message digest"))?;
+        let signed_attributes =
+            attribute_order(&message_digest_oid, content_type, signing_certificate)?;
 
         let mut certificates = vec![CertificateChoices::Certificate(certificate.clone())];
         certificates.extend(
@@ -429,6 +435,9 @@ impl TokenSigner {
                     .algorithm_identifier()?
                     .to_der()
                     .map_err(encoding("signature algorithm"))?,
+                message_digest_oid,
+                tst_info_oid: ID_CT_TST_INFO.to_der().map_err(encoding("eContentType"))?,
+                signed_data_oid: ID_SIGNED_DATA.to_der().map_err(encoding("contentType"))?,
             }),
         })
     }
@@ -478,7 +487,8 @@ impl TokenSigner {
                 &prepared.tst_tail,
             ],
         );
-        let digest = message_digest_attribute(&Sha256::digest(&tst_der))?;
+        let digest =
+            message_digest_attribute(&prepared.message_digest_oid, &Sha256::digest(&tst_der));
         let attributes: Vec<&[u8]> = prepared
             .signed_attributes
             .iter()
@@ -509,11 +519,10 @@ impl TokenSigner {
                 &tlv(OCTET_STRING, &[signature.as_bytes()]),
             ],
         );
-        let econtent_type = ID_CT_TST_INFO.to_der().map_err(encoding("eContentType"))?;
         let encapsulated = tlv(
             SEQUENCE,
             &[
-                &econtent_type,
+                &prepared.tst_info_oid,
                 &tlv(CONTEXT_0, &[&tlv(OCTET_STRING, &[&tst_der])]),
             ],
         );
@@ -532,8 +541,10 @@ impl TokenSigner {
                 &tlv(SET, &[&signer_info]),
             ],
         );
-        let content_type = ID_SIGNED_DATA.to_der().map_err(encoding("contentType"))?;
-        let token = tlv(SEQUENCE, &[&content_type, &tlv(CONTEXT_0, &[&signed_data])]);
+        let token = tlv(
+            SEQUENCE,
+            &[&prepared.signed_data_oid, &tlv(CONTEXT_0, &[&signed_data])],
+        );
         Ok(tlv(SEQUENCE, &[&GRANTED, &token]))
     }
 }
@@ -543,11 +554,12 @@ impl TokenSigner {
 /// attributes differ before it: in length or OID); checked here with the lowest and
 /// the highest digest.
 fn attribute_order(
+    message_digest_oid: &[u8],
     content_type: Vec<u8>,
     signing_certificate: Vec<u8>,
 ) -> Result<[Option<Vec<u8>>; 3], TsaError> {
     let order = |fill: u8| -> Result<Vec<Option<Vec<u8>>>, TsaError> {
-        let digest = message_digest_attribute(&[fill; 32])?;
+        let digest = message_digest_attribute(message_digest_oid, &[fill; 32]);
         let mut all = vec![
             (content_type.clone(), Some(content_type.clone())),
             (digest, None),
