@@ -195,28 +195,28 @@ pub async fn append(
         .ok_or_else(|| AuditError::Broken("appending one event produced no entry".into()))
 }
 
-/// Appends `events`, in order, inside `tx`: one lock and one update of the chain head
-/// for all of them, and one insert. Returns the new entries.
-pub async fn append_all(
-    tx: &mut sqlx::AnyConnection,
+/// The statement that takes the chain head's lock and reserves positions for the
+/// entries about to be appended (bind the count, an `i64`); its one row is the input
+/// of [`chain_after`]. Taking the head row's lock serialises appenders, so the chain
+/// stays linear. Both engines; its parameter is `$1`, so on SQLite it may follow
+/// statements without parameters in one query (`BEGIN IMMEDIATE; ...`).
+pub const ADVANCE_HEAD: &str =
+    "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
+
+/// The entries for `events`, chained after the head row that [`ADVANCE_HEAD`] returned
+/// when it reserved `events.len()` positions, timed now by `clock`. The last entry's
+/// hash is the chain's new head: store it with [`SET_HEAD_HASH`].
+pub fn chain_after(
+    head: &sqlx::any::AnyRow,
     clock: &dyn Clock,
     events: &[AuditEvent],
 ) -> Result<Vec<AuditEntry>, AuditError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
     let count = i64::try_from(events.len())
         .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
-    // Taking the head row's lock serialises appenders, so the chain stays linear. The
-    // head's hash is the previous entry's until the update below.
-    let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(DbError::query("locking the audit head"))?;
     let last_seq: i64 = head
         .try_get("seq")
         .map_err(DbError::query("reading the audit head"))?;
+    // The head's hash is the previous entry's until it is set to the last new one.
     let mut prev_hash: String = head
         .try_get("hash")
         .map_err(DbError::query("reading the audit head"))?;
@@ -239,31 +239,32 @@ pub async fn append_all(
         prev_hash = entry.hash.clone();
         entries.push(entry);
     }
-    // PostgreSQL advances the head in the same statement (one round trip less for every
-    // group commit); SQLite, without data-modifying WITH, in a second one below.
-    let backend = if tx.backend_name() == "PostgreSQL" {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
-    };
-    let postgres = backend == Backend::Postgres;
-    let mut sql = String::from(if postgres {
-        "WITH appended AS (INSERT INTO audit_log (seq, recorded_at, actor, action, \
-         object_type, object_id, outcome, details, prev_hash, hash) VALUES "
-    } else {
+    Ok(entries)
+}
+
+/// SQLite's statement that moves the chain head's hash to the last appended entry's
+/// (bind that hash). Its parameter is anonymous, so it can follow [`insert_sql`]'s in
+/// one multi-statement query; PostgreSQL does this inside the insert (`append_all`).
+pub const SET_HEAD_HASH: &str = "UPDATE audit_head SET hash = ? WHERE id = 1";
+
+/// The INSERT of `rows` entries into the log, parameters as [`Backend::values_rows`]
+/// writes them; bind them with [`bind_entries`].
+pub fn insert_sql(backend: Backend, rows: usize) -> String {
+    let mut sql = String::from(
         "INSERT INTO audit_log (seq, recorded_at, actor, action, object_type, object_id, \
-         outcome, details, prev_hash, hash) VALUES "
-    });
-    sql.push_str(&backend.values_rows(entries.len(), 10));
-    if postgres {
-        sql.push_str(&format!(
-            ") UPDATE audit_head SET hash = ${} WHERE id = 1",
-            entries.len() * 10 + 1
-        ));
-    }
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for entry in &entries {
-        insert = insert
+         outcome, details, prev_hash, hash) VALUES ",
+    );
+    sql.push_str(&backend.values_rows(rows, 10));
+    sql
+}
+
+/// Binds `entries` to a query holding [`insert_sql`]'s parameters, in its order.
+pub fn bind_entries<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    entries: &[AuditEntry],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for entry in entries {
+        query = query
             .bind(entry.seq)
             .bind(entry.recorded_at.clone())
             .bind(entry.actor.clone())
@@ -275,20 +276,60 @@ pub async fn append_all(
             .bind(entry.prev_hash.clone())
             .bind(entry.hash.clone());
     }
-    if postgres {
-        insert
-            .bind(prev_hash)
+    query
+}
+
+/// Appends `events`, in order, inside `tx`: one lock and one update of the chain head
+/// for all of them, and one insert. Returns the new entries.
+pub async fn append_all(
+    tx: &mut sqlx::AnyConnection,
+    clock: &dyn Clock,
+    events: &[AuditEvent],
+) -> Result<Vec<AuditEntry>, AuditError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(events.len())
+        .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
+    let head = sqlx::query(ADVANCE_HEAD)
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(DbError::query("locking the audit head"))?;
+    let entries = chain_after(&head, clock, events)?;
+    let head_hash = entries
+        .last()
+        .map(|entry| entry.hash.clone())
+        .ok_or_else(|| AuditError::Broken("appending produced no entry".into()))?;
+    // PostgreSQL advances the head in the same statement (one round trip less for every
+    // group commit); SQLite, without data-modifying WITH, in a second one below.
+    let backend = if tx.backend_name() == "PostgreSQL" {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    if backend == Backend::Postgres {
+        let sql = format!(
+            "WITH appended AS ({}) UPDATE audit_head SET hash = ${} WHERE id = 1",
+            insert_sql(backend, entries.len()),
+            entries.len() * 10 + 1
+        );
+        bind_entries(sqlx::query(sqlx::AssertSqlSafe(sql)), &entries)
+            .bind(head_hash)
             .execute(&mut *tx)
             .await
             .map_err(DbError::query("appending to the audit log"))?;
         return Ok(entries);
     }
-    insert
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::query("appending to the audit log"))?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&prev_hash)
+    bind_entries(
+        sqlx::query(sqlx::AssertSqlSafe(insert_sql(backend, entries.len()))),
+        &entries,
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::query("appending to the audit log"))?;
+    sqlx::query(SET_HEAD_HASH)
+        .bind(head_hash)
         .execute(&mut *tx)
         .await
         .map_err(DbError::query("advancing the audit head"))?;

@@ -134,6 +134,12 @@ pub struct WriteTx {
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
+/// A writer's turn ([`Database::write_turn`]); the next one's begins when it is dropped.
+#[derive(Debug)]
+pub struct WriteTurn {
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
 impl WriteTx {
     /// Commits the transaction.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
@@ -292,6 +298,19 @@ impl Database {
                     .map_err(DbError::query("beginning a transaction"))?,
                 _turn: None,
             }),
+        }
+    }
+
+    /// This process's turn to write, for a writer that manages its own transaction on a
+    /// connection of its own (see [`Self::begin_write`], which takes it for a pooled
+    /// one). SQLite admits one writer at a time: waiting here, in order, is cheaper than
+    /// SQLite's busy timeout, which sleeps. PostgreSQL needs no turn.
+    pub async fn write_turn(&self) -> WriteTurn {
+        WriteTurn {
+            _turn: match self.backend {
+                Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
+                Backend::Postgres => None,
+            },
         }
     }
 

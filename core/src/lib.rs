@@ -22,7 +22,7 @@ pub use config::{
     ConfigError, DocumentType, EnrolmentConfig, IdpConfig, KeysConfig, Listeners, NtpServer,
     OsSyncCheck, ReaderConfig, SigningConfig, SimGatewayConfig, SoftSecretConfig, TsaConfig,
 };
-pub use db::{Backend, Database, DbError, WriteTx};
+pub use db::{Backend, Database, DbError, WriteTurn, WriteTx};
 pub use logging::init_logging;
 
 /// Whether a service's CA-issued certificate may still be used, as the CA sees it.

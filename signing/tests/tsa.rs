@@ -445,7 +445,52 @@ async fn concurrent_tokens_are_all_recorded_and_audited(backend: TestBackend) {
         .unwrap();
 }
 
+/// A batch that fails part-way leaves nothing behind, its callers are told
+/// `systemFailure` (no token released), and the writer goes on with the next one. The
+/// failure is forced with a unique index on the imprint, so a second token for the same
+/// data clashes as a serial would: the TSA draws new serials three times, then gives up.
+async fn a_failed_record_batch_leaves_nothing_and_the_next_one_is_written(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    sqlx::query(
+        "CREATE UNIQUE INDEX test_one_token_per_imprint ON timestamp_token (message_imprint)",
+    )
+    .execute(tsa.ctx.db.pool())
+    .await
+    .unwrap();
+    let body =
+        |name: &str| std::fs::read(query(&tsa, name.as_bytes(), name, &["-sha256"])).unwrap();
+    let (first, again, other) = (body("first"), body("first"), body("other"));
+    let (_, _, reply) = tsa.post("application/timestamp-query", first).await;
+    assert_eq!(response_status(&reply).unwrap().0, PkiStatus::Granted);
+    let (_, _, reply) = tsa.post("application/timestamp-query", again).await;
+    assert_eq!(
+        response_status(&reply).unwrap(),
+        (PkiStatus::Rejection, vec![FailureInfo::SystemFailure])
+    );
+    let (_, _, reply) = tsa.post("application/timestamp-query", other).await;
+    assert_eq!(response_status(&reply).unwrap().0, PkiStatus::Granted);
+    let count = |sql: &'static str| {
+        let pool = tsa.ctx.db.pool().clone();
+        async move {
+            sqlx::query(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<i64, _>("n")
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) AS n FROM timestamp_token").await, 2);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.timestamp.issue'").await,
+        2
+    );
+    eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
+        .await
+        .unwrap();
+}
+
 on_both_backends!(
+    a_failed_record_batch_leaves_nothing_and_the_next_one_is_written,
     concurrent_tokens_are_all_recorded_and_audited,
     openssl_verifies_tokens_with_and_without_the_certificate,
     bad_requests_get_their_failure_info,

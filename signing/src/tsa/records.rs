@@ -12,7 +12,7 @@
 //! fails and every caller signs again with a new serial (none of the batch's tokens
 //! was released).
 
-use eid_core::{AuditEvent, DbError, ServiceContext, audit};
+use eid_core::{AuditEvent, Backend, DbError, ServiceContext, audit};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::TsaError;
@@ -76,10 +76,15 @@ impl RecordWriter {
 
 async fn run(ctx: ServiceContext, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut own = None;
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         gather(&mut receiver, &mut batch).await;
         let (records, replies): (Vec<TokenRecord>, Vec<_>) = batch.drain(..).unzip();
-        let result = write_batch(&ctx, &records).await;
+        let result = if ctx.db.backend() == Backend::Sqlite {
+            write_batch_sqlite(&ctx, &mut own, &records).await
+        } else {
+            write_batch(&ctx, &records).await
+        };
         if let Err(BatchError::Failed(e)) = &result {
             tracing::error!(error = %e, count = records.len(), "cannot record time-stamp tokens");
         }
@@ -90,59 +95,156 @@ async fn run(ctx: ServiceContext, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// Adds to `batch` the records that arrive while other tasks have work: the writer
-/// steps back behind every task ready to run (requests being parsed and signed), takes
-/// what they queued, and goes on doing so while more arrives. On a loaded server the
-/// batches grow (from about 10 to 40-80 records at 64-128 clients, measured) and each
-/// token's share of a transaction shrinks; on an idle one the first step back finds
-/// nothing new and the batch is written at once, so a lone request waits no longer.
+/// Adds to `batch` the records of the requests that were ready to run when the writer
+/// woke: it steps back once behind them (requests being parsed and signed) and takes
+/// what they queued. On a loaded server batches grow from about 5 to 50 records at 128
+/// clients and each token's share of a transaction shrinks; on an idle one nothing new
+/// arrives and the batch is written at once, so a lone request waits no longer.
+///
+/// Once, not until a round brings nothing: gathering on until no request was left
+/// ready to run (batches of about 90) started every transaction just when the cores had
+/// nothing else to do, and they stayed idle through it (12% of the time at full load);
+/// one step back leaves requests to sign while the batch is written. Measured with
+/// `wrk` at 128 connections on this machine, interleaved runs: 18.8-20.0k tokens/s with
+/// one round, 16.9-17.7k until nothing new, 16.8-17.4k without gathering.
 async fn gather(receiver: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    tokio::task::yield_now().await;
     while batch.len() < MAX_BATCH {
-        let before = batch.len();
-        tokio::task::yield_now().await;
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if batch.len() == before {
-            return;
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
+}
+
+/// The token INSERT for `records`, parameters as `Backend::values_rows` writes them.
+fn insert_tokens(backend: Backend, records: &[TokenRecord]) -> String {
+    let mut sql = String::from(
+        "INSERT INTO timestamp_token (serial, gen_time, policy, hash_algorithm, \
+         message_imprint, nonce, tsu_serial) VALUES ",
+    );
+    sql.push_str(&backend.values_rows(records.len(), 7));
+    sql
+}
+
+fn bind_tokens<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    records: &[TokenRecord],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for record in records {
+        query = query
+            .bind(record.serial.clone())
+            .bind(record.gen_time.clone())
+            .bind(record.policy.clone())
+            .bind(record.hash_algorithm)
+            .bind(record.message_imprint.clone())
+            .bind(record.nonce.clone())
+            .bind(record.tsu_serial.clone());
+    }
+    query
+}
+
+fn insert_failed(e: sqlx::Error) -> BatchError {
+    match e {
+        sqlx::Error::Database(e) if e.is_unique_violation() => BatchError::Duplicate,
+        e => BatchError::Failed(
+            DbError::Query {
+                operation: "recording time-stamp tokens",
+                source: e,
+            }
+            .to_string(),
+        ),
+    }
+}
+
+/// SQLite: the batch in two round trips to the connection's thread instead of six
+/// (begin, lock the audit head, insert the tokens, insert their entries, move the head,
+/// commit), on a connection the writer keeps for itself. Each round trip waits for
+/// that thread and then for this task to be scheduled again among the requests being
+/// signed: a transaction of about 50 records took 1.7 ms in six, 1.0 ms in two
+/// (measured under `wrk`, 128 connections). SQLite runs the statements of one query in order and stops at the first
+/// that fails; the transaction is then still open, so the connection is closed (SQLite
+/// rolls it back) and the next batch opens another. Nothing of a failed batch stays.
+async fn write_batch_sqlite(
+    ctx: &ServiceContext,
+    own: &mut Option<sqlx::AnyConnection>,
+    records: &[TokenRecord],
+) -> Result<(), BatchError> {
+    let failed = |e: &dyn std::fmt::Display| BatchError::Failed(e.to_string());
+    let _turn = ctx.db.write_turn().await;
+    let conn = match own {
+        Some(conn) => conn,
+        None => {
+            let conn = ctx.db.pool().acquire().await.map_err(|e| {
+                failed(&DbError::Query {
+                    operation: "opening the token record connection",
+                    source: e,
+                })
+            })?;
+            own.insert(conn.detach())
+        }
+    };
+    let result = async {
+        let events: Vec<AuditEvent> = records.iter().map(|r| r.audit.clone()).collect();
+        let count = i64::try_from(events.len()).map_err(|e| failed(&e))?;
+        let head = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "BEGIN IMMEDIATE; {}",
+            audit::ADVANCE_HEAD
+        )))
+        .bind(count)
+        // Not fetch_one: through the Any driver that reads only the first result,
+        // which is BEGIN's.
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| {
+            failed(&DbError::Query {
+                operation: "locking the audit head",
+                source: e,
+            })
+        })?;
+        let head = head
+            .first()
+            .ok_or_else(|| BatchError::Failed("the audit head row is missing".into()))?;
+        let entries =
+            audit::chain_after(head, ctx.clock.as_ref(), &events).map_err(|e| failed(&e))?;
+        let head_hash = entries.last().map(|e| e.hash.clone()).unwrap_or_default();
+        let sql = format!(
+            "{}; {}; {}; COMMIT",
+            insert_tokens(Backend::Sqlite, records),
+            audit::insert_sql(Backend::Sqlite, entries.len()),
+            audit::SET_HEAD_HASH
+        );
+        let query = bind_tokens(sqlx::query(sqlx::AssertSqlSafe(sql)), records);
+        audit::bind_entries(query, &entries)
+            .bind(head_hash)
+            .execute(&mut *conn)
+            .await
+            .map_err(insert_failed)?;
+        Ok(())
+    }
+    .await;
+    if result.is_err()
+        && let Some(conn) = own.take()
+    {
+        use sqlx::Connection;
+        let _ = conn.close().await;
+    }
+    result
 }
 
 async fn write_batch(ctx: &ServiceContext, records: &[TokenRecord]) -> Result<(), BatchError> {
     let failed = |e: &dyn std::fmt::Display| BatchError::Failed(e.to_string());
     let mut tx = ctx.db.begin_write().await.map_err(|e| failed(&e))?;
-    let mut sql = String::from(
-        "INSERT INTO timestamp_token (serial, gen_time, policy, hash_algorithm, \
-         message_imprint, nonce, tsu_serial) VALUES ",
-    );
-    sql.push_str(&ctx.db.backend().values_rows(records.len(), 7));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for record in records {
-        query = query
-            .bind(&record.serial)
-            .bind(&record.gen_time)
-            .bind(&record.policy)
-            .bind(record.hash_algorithm)
-            .bind(&record.message_imprint)
-            .bind(&record.nonce)
-            .bind(&record.tsu_serial);
-    }
-    match query.execute(&mut *tx).await {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(BatchError::Duplicate);
-        }
-        Err(e) => {
-            return Err(failed(&DbError::Query {
-                operation: "recording time-stamp tokens",
-                source: e,
-            }));
-        }
-    }
+    bind_tokens(
+        sqlx::query(sqlx::AssertSqlSafe(insert_tokens(
+            ctx.db.backend(),
+            records,
+        ))),
+        records,
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(insert_failed)?;
     let events: Vec<AuditEvent> = records.iter().map(|r| r.audit.clone()).collect();
     audit::append_all(&mut tx, ctx.clock.as_ref(), &events)
         .await
