@@ -106,6 +106,21 @@ pub(crate) enum StaffCommand {
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
     },
+    /// Let a staff member log in at the desk with their own ID card: the national
+    /// identity number its authentication certificate names.
+    Card {
+        /// The staff id.
+        id: String,
+        /// Their national identity number (13 digits).
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        national_id: Option<String>,
+        /// Stop their card logging them in.
+        #[arg(long)]
+        remove: bool,
+        /// Who is asking, for the audit log.
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
     /// Disable a staff member: their sessions end and their passkeys stop working.
     Disable {
         /// The staff id.
@@ -184,6 +199,20 @@ pub(crate) async fn run(
         EnrolmentCommand::Staff(StaffCommand::Link { id, operator }) => {
             let link = enrolment.staff_link(&id, &actor(operator)).await?;
             print_link(ctx, "passkey for", &link);
+        }
+        EnrolmentCommand::Staff(StaffCommand::Card {
+            id,
+            national_id,
+            remove: _,
+            operator,
+        }) => {
+            enrolment
+                .set_staff_card(&id, national_id.as_deref(), &actor(operator))
+                .await?;
+            match national_id {
+                Some(n) => println!("`{id}` logs in at the desk with the ID card of {n}"),
+                None => println!("`{id}` no longer logs in with an ID card"),
+            }
         }
         EnrolmentCommand::Staff(StaffCommand::Disable { id, operator }) => {
             enrolment.disable_staff(&id, &actor(operator)).await?;

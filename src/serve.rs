@@ -232,6 +232,20 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         }
         None => None,
     };
+    // Staff log in at the desk with their own ID card on a TLS listener of its own.
+    let desk_card = match &enrolment {
+        Some(enrolment) => {
+            let tls = desk_card_login(&ctx, &ca, enrolment)?;
+            let address = ctx.config.enrolment.card_listen;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {address} for the desk's ID-card login")
+                })?;
+            Some((enrolment.clone(), tls, listener))
+        }
+        None => None,
+    };
     say(format_args!(
         "eid {} serving (database {}, keys: {})",
         env!("CARGO_PKG_VERSION"),
@@ -256,6 +270,15 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
         say(format_args!(
             "  {:<10} https://{address}/ (ID-card login)",
             "idp-card"
+        ));
+    }
+    if let Some((_, _, listener)) = &desk_card {
+        let address = listener
+            .local_addr()
+            .unwrap_or(ctx.config.enrolment.card_listen);
+        say(format_args!(
+            "  {:<10} https://{address}/ (desk staff ID-card login)",
+            "desk-card"
         ));
     }
     if let Some(mobile) = &ctx.config.mobile_id
@@ -295,6 +318,15 @@ pub(crate) async fn run(config: Config, only: Option<ServiceName>) -> anyhow::Re
             idp.maintain(shutdown_for_idp).await;
             Ok(())
         });
+    }
+    if let Some((enrolment, tls, listener)) = desk_card {
+        servers.spawn(eid_core::http::serve_client_certificates(
+            "enrolment-card",
+            tls,
+            listener,
+            eid_enrolment::card_router(&enrolment),
+            shutdown.clone(),
+        ));
     }
     let maintenance = tokio::spawn(ca.clone().maintain(shutdown.clone()));
     if let Some(enrolment) = enrolment {
@@ -374,6 +406,70 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
     };
     let certificates: Arc<dyn eid_idp::CitizenCertificates> = Arc::new(CaCertificates(ca.clone()));
     Ok(eid_idp::Idp::open(ctx, setup, Some(certificates)).await?)
+}
+
+/// Staff ID-card login at the desk, set up on `enrolment`: the idp's checks of a login
+/// certificate (the holder from its `serialNumber`, its status from the CA's OCSP
+/// responder, failing closed) and the TLS of the idp's card listener (the instance's
+/// card-login server certificate; the citizen authentication CA the only anchor for
+/// client certificates). Returns that TLS setup for the desk's card listener.
+fn desk_card_login(
+    ctx: &ServiceContext,
+    ca: &CertificateAuthority,
+    enrolment: &eid_enrolment::Enrolment,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let hierarchy = ca.hierarchy();
+    let tls = hierarchy.get(CaRole::IdpTls)?;
+    let citizen_ca = hierarchy.get(CaRole::CitizenAuthenticationCa)?;
+    let status = eid_idp::card::StatusChecker::new(
+        &citizen_ca.der,
+        reqwest::Client::new(),
+        Duration::from_secs(ctx.config.idp.ocsp_cache_secs),
+    )?;
+    enrolment.set_staff_cards(Arc::new(DeskStaffCards {
+        country: ctx.config.ca.country.clone(),
+        status,
+    }));
+    Ok(eid_idp::card::server_config(
+        vec![tls.der.clone()],
+        tls.signer.clone(),
+        &citizen_ca.der,
+        Some(Arc::new(RoleStanding(ca.clone(), CaRole::IdpTls))),
+    )?)
+}
+
+/// The desk's check of a staff member's ID-card certificate: the idp's.
+#[derive(Debug)]
+struct DeskStaffCards {
+    country: String,
+    status: eid_idp::card::StatusChecker,
+}
+
+impl eid_enrolment::StaffCards for DeskStaffCards {
+    fn check<'a>(
+        &'a self,
+        certificate: &'a [u8],
+    ) -> eid_enrolment::PortFuture<'a, eid_enrolment::StaffCard> {
+        use eid_ca::ocsp::client::CheckedStatus;
+        use eid_enrolment::PortError;
+        Box::pin(async move {
+            let holder =
+                eid_idp::card::holder(certificate, &self.country).map_err(PortError::Refused)?;
+            match self.status.status(&holder).await {
+                Ok(CheckedStatus::Good) => Ok(eid_enrolment::StaffCard {
+                    national_id: holder.national_id,
+                    serial: holder.serial.to_hex(),
+                }),
+                Ok(CheckedStatus::Revoked { .. }) => Err(PortError::Refused(
+                    "its certificate is revoked or suspended".into(),
+                )),
+                Ok(CheckedStatus::Unknown) => Err(PortError::Refused(
+                    "its certificate is not known to the issuer".into(),
+                )),
+                Err(why) => Err(PortError::Unavailable(why)),
+            }
+        })
+    }
 }
 
 /// The enrolment desk, asking the CA to issue and revoke (the registration authority's

@@ -308,6 +308,8 @@ impl Default for IdpSection {
 #[serde(deny_unknown_fields, default)]
 struct EnrolmentSection {
     public_url: Option<String>,
+    card_listen: Option<SocketAddr>,
+    card_url: Option<String>,
     session_ttl_secs: u64,
     link_ttl_secs: u64,
     applications_per_minute: u32,
@@ -340,6 +342,8 @@ impl Default for EnrolmentSection {
     fn default() -> Self {
         Self {
             public_url: None,
+            card_listen: None,
+            card_url: None,
             session_ttl_secs: 8 * 3600,
             link_ttl_secs: 24 * 3600,
             applications_per_minute: 20,
@@ -681,6 +685,11 @@ pub struct EnrolmentConfig {
     /// The desk's public base URL (its host name is the passkeys' relying-party id, so
     /// it must be a name, not an IP address).
     pub public_url: String,
+    /// Where the desk's ID-card login listener (TLS asking for a client certificate)
+    /// binds.
+    pub card_listen: SocketAddr,
+    /// The public base URL of that listener (https).
+    pub card_url: String,
     /// How long a clerk's desk session lasts.
     pub session_ttl_secs: u64,
     /// How long a one-time link (a staff member's passkey enrolment, a workstation's
@@ -2066,8 +2075,38 @@ fn resolve_enrolment(
             })
         }
     };
+    let card_listen = match env.var("EID_ENROLMENT_CARD_LISTEN") {
+        Some(value) => value.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "EID_ENROLMENT_CARD_LISTEN",
+                format!("`{value}` is not an address like 127.0.0.1:8446 ({e})"),
+            )
+        })?,
+        None => section
+            .card_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8446))),
+    };
+    if card_listen == listen.enrolment && card_listen.port() != 0 {
+        return Err(invalid(
+            "enrolment.card_listen",
+            format!("{card_listen} is also the address of listen.enrolment"),
+        ));
+    }
+    let card_url = section
+        .card_url
+        .unwrap_or_else(|| format!("https://{card_listen}"))
+        .trim_end_matches('/')
+        .to_owned();
+    if !card_url.starts_with("https://") {
+        return Err(invalid(
+            "enrolment.card_url",
+            "must be an https:// URL: the ID card is asked for in the TLS handshake",
+        ));
+    }
     Ok(EnrolmentConfig {
         public_url,
+        card_listen,
+        card_url,
         session_ttl_secs: section.session_ttl_secs,
         link_ttl_secs: section.link_ttl_secs,
         applications_per_minute: section.applications_per_minute,

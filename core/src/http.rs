@@ -313,6 +313,69 @@ pub async fn serve(
     Ok(())
 }
 
+/// The client certificate (DER) of the TLS connection a request came on, if the browser
+/// presented one: an extension on every request of [`serve_client_certificates`].
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Option<Vec<u8>>);
+
+/// Serves `router` over TLS terminated here with `tls` (which asks for a client
+/// certificate and verifies its chain), never a certificate a proxy forwards in a
+/// header: each request carries the connection's [`PeerCertificate`]. HTTP/1.1; a
+/// handshake may take 10 s. Runs until `shutdown`.
+pub async fn serve_client_certificates(
+    service: &'static str,
+    tls: Arc<rustls::ServerConfig>,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tracing::info!(service, address = ?listener.local_addr().ok(), "listening (TLS, client certificates)");
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => {
+                tracing::info!(service, "stopped");
+                return Ok(());
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(service, %error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(service, %peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| c.as_ref().to_vec());
+            let service_fn = hyper_util::service::TowerToHyperService::new(
+                router.layer(axum::Extension(PeerCertificate(certificate))),
+            );
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service_fn)
+                .await
+            {
+                tracing::debug!(service, %peer, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Why a call to a bearer-token API was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BearerRefusal {

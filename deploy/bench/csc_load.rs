@@ -106,6 +106,7 @@ fn start(
         ("EID_IDP_LISTEN", free_address()),
         ("EID_CA_LISTEN", free_address()),
         ("EID_IDP_CARD_LISTEN", free_address()),
+        ("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_SIGNING_LISTEN", signing.clone()),
         ("EID_SIGNING_PUBLIC_URL", format!("http://{signing}")),
         ("EID_ENROLMENT_LISTEN", "127.0.0.1:0".to_owned()),

@@ -220,6 +220,7 @@ impl Eid<'_> {
             .env("EID_LOG", "warn")
             .env("EID_IDP_LISTEN", "127.0.0.1:0")
             .env("EID_IDP_CARD_LISTEN", "127.0.0.1:0")
+            .env("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0")
             .env("EID_CA_LISTEN", "127.0.0.1:0")
             .env("EID_SIGNING_LISTEN", "127.0.0.1:0")
             .env("EID_ENROLMENT_LISTEN", self.enrolment)

@@ -86,6 +86,7 @@ fn start(ping_url: &str) -> Stand {
         ("EID_IDP_LISTEN", free_address()),
         ("EID_CA_LISTEN", free_address()),
         ("EID_IDP_CARD_LISTEN", free_address()),
+        ("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_SIGNING_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_ENROLMENT_LISTEN", "127.0.0.1:0".to_owned()),
     ]);
@@ -121,6 +122,7 @@ fn start(ping_url: &str) -> Stand {
         ("EID_IDP_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_CA_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_IDP_CARD_LISTEN", "127.0.0.1:0".to_owned()),
+        ("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_SIGNING_LISTEN", "127.0.0.1:0".to_owned()),
         ("EID_ENROLMENT_LISTEN", "127.0.0.1:0".to_owned()),
     ]);

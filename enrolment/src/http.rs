@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{ConnectInfo, Form, Path, Query, State, rejection::FormRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -51,6 +51,8 @@ pub(crate) fn routes(enrolment: &Enrolment) -> Router {
         .route("/desk/api/login/start", post(login_start))
         .route("/desk/api/login/finish", post(login_finish))
         .route("/desk/logout", post(logout))
+        .route("/desk/login/card", post(card_login_start))
+        .route("/desk/login/card/{id}", get(card_login_finish))
         .route("/desk/search", get(search))
         .route("/desk/applications/{id}", get(case_page))
         .route("/desk/applications/{id}/consent", post(consent))
@@ -388,7 +390,10 @@ async fn desk_page(State(enrolment): State<Enrolment>, headers: HeaderMap) -> Re
         None => None,
     };
     let Some((session, csrf)) = session else {
-        return html(StatusCode::OK, pages::login(&desk));
+        return html(
+            StatusCode::OK,
+            pages::login(&desk, enrolment.card_login_offered()),
+        );
     };
     match enrolment.recent_applications(20).await {
         Ok(recent) => html(
@@ -445,7 +450,7 @@ async fn login_finish(
         let (staff_id, _, _) = enrolment
             .finish_staff_authentication(&desk, &body.ceremony, "login", None, &body.credential)
             .await?;
-        enrolment.open_session(&desk, &staff_id).await
+        enrolment.open_session(&desk, &staff_id, "passkey").await
     }
     .await;
     match result {
@@ -462,6 +467,71 @@ async fn login_finish(
             response
         }
         Err(e) => problem(&e),
+    }
+}
+
+/// Step 1 of a card login (see `card_login`): to the card listener.
+async fn card_login_start(State(enrolment): State<Enrolment>, headers: HeaderMap) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    match enrolment.start_card_login(&desk).await {
+        Ok(location) => see_other(&location),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Handoff {
+    handoff: String,
+}
+
+/// Step 3 of a card login: back at the desk, the session.
+async fn card_login_finish(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<Handoff>,
+) -> Response {
+    let desk = match desk_of(&enrolment, &headers).await {
+        Ok(desk) => desk,
+        Err(response) => return response,
+    };
+    match enrolment
+        .finish_card_login(&desk, &id, &query.handoff)
+        .await
+    {
+        Ok(value) => {
+            let mut response = see_other("/desk");
+            set_cookie(
+                &mut response,
+                SESSION_COOKIE,
+                &value,
+                enrolment.secure_cookies(),
+                None,
+            );
+            response
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+/// The card listener's routes: step 2 of a card login.
+pub(crate) fn card_routes(enrolment: &Enrolment) -> Router {
+    Router::new()
+        .route("/desk-card/{id}", get(card_login_prove))
+        .with_state(enrolment.clone())
+}
+
+async fn card_login_prove(
+    State(enrolment): State<Enrolment>,
+    Extension(peer): Extension<eid_core::http::PeerCertificate>,
+    Path(id): Path<String>,
+) -> Response {
+    match enrolment.prove_card_login(&id, peer.0.as_deref()).await {
+        Ok(location) => see_other(&location),
+        Err(e) => error_page(&e),
     }
 }
 

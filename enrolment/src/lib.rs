@@ -21,6 +21,7 @@
 
 mod activation;
 mod applications;
+mod card_login;
 mod case;
 mod error;
 mod http;
@@ -42,6 +43,7 @@ use eid_core::ServiceContext;
 
 pub use activation::{ActivationOutcome, CardPins};
 pub use applications::{Application, ApplicationStatus, NewApplication};
+pub use card_login::{StaffCard, StaffCards};
 pub use case::{Case, Decision, Document, DocumentInput, Exception};
 pub use error::EnrolmentError;
 pub use lifecycle::{IdentityStatus, UnblockPins};
@@ -214,6 +216,7 @@ struct Inner {
     reader: Option<Arc<activation::Reader>>,
     limiter: applications::RateLimiter,
     status_limiter: applications::RateLimiter<String>,
+    staff_cards: std::sync::OnceLock<Arc<dyn StaffCards>>,
 }
 
 impl Enrolment {
@@ -253,6 +256,7 @@ impl Enrolment {
                 reader,
                 limiter: applications::RateLimiter::new(config.applications_per_minute),
                 status_limiter: applications::RateLimiter::new(config.status_queries_per_minute),
+                staff_cards: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -298,6 +302,17 @@ pub fn router(enrolment: &Enrolment) -> Router {
         DESCRIPTION,
         enrolment.ctx(),
         http::routes(enrolment),
+    )
+}
+
+/// The HTTP surface of the desk's ID-card listener (serve it with
+/// `eid_core::http::serve_client_certificates`).
+pub fn card_router(enrolment: &Enrolment) -> Router {
+    eid_core::http::service_router(
+        "enrolment-card",
+        "Desk staff login with their ID card (TLS client certificate)",
+        enrolment.ctx(),
+        http::card_routes(enrolment),
     )
 }
 

@@ -124,17 +124,27 @@ pub(crate) fn desk_registered(desk: &Desk) -> String {
 }
 
 /// The staff login page.
-pub(crate) fn login(desk: &Desk) -> String {
+pub(crate) fn login(desk: &Desk, card: bool) -> String {
+    let card = if card {
+        "<h2>Or with your ID card</h2>\
+         <form method=\"post\" action=\"/desk/login/card\">\
+         <button type=\"submit\" id=\"card-login\">Log in with ID card</button></form>\
+         <p>Put your own ID card in the reader first; the browser asks for its PIN1.</p>"
+    } else {
+        ""
+    };
     page(
         "Desk login",
         &desk_header(desk),
-        "<h1>Log in</h1>\
+        &format!(
+            "<h1>Log in</h1>\
          <form id=\"login\" data-start=\"/desk/api/login/start\" data-finish=\"/desk/api/login/finish\">\
          <label for=\"staff-id\">Staff id</label>\
          <input id=\"staff-id\" name=\"staff_id\" autocomplete=\"username webauthn\" autofocus required>\
          <button type=\"submit\">Log in with passkey</button></form>\
          <p class=\"error\" id=\"passkey-error\" role=\"alert\" hidden></p>\
-         <p>Your passkey asks for your fingerprint, face or device PIN.</p>",
+         <p>Your passkey asks for your fingerprint, face or device PIN.</p>{card}"
+        ),
     )
 }
 

@@ -155,7 +155,7 @@ impl Enrolment {
         })
     }
 
-    async fn append_audit(&self, event: AuditEvent) -> Result<(), EnrolmentError> {
+    pub(crate) async fn append_audit(&self, event: AuditEvent) -> Result<(), EnrolmentError> {
         audit::record(&self.ctx().db, self.ctx().clock.as_ref(), &event).await?;
         Ok(())
     }
@@ -569,7 +569,7 @@ impl Enrolment {
         }))
     }
 
-    async fn staff_member(
+    pub(crate) async fn staff_member(
         &self,
         staff_id: &str,
     ) -> Result<Option<(String, Role, String)>, EnrolmentError> {
@@ -881,6 +881,7 @@ impl Enrolment {
         &self,
         desk: &Desk,
         staff_id: &str,
+        method: &str,
     ) -> Result<String, EnrolmentError> {
         let ctx = self.ctx();
         let cookie = random_token();
@@ -908,7 +909,7 @@ impl Enrolment {
                 "desk",
                 &desk.desk_id,
             )
-            .details(serde_json::json!({ "centre": desk.centre_id, "method": "passkey" })),
+            .details(serde_json::json!({ "centre": desk.centre_id, "method": method })),
         )
         .await?;
         tx.commit().await.map_err(query("opening a desk session"))?;

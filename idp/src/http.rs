@@ -4,7 +4,6 @@
 
 use eid_core::AuditEvent;
 use eid_core::web::{cookie, csrf_token, escape, html, no_store, see_other};
-use std::net::SocketAddr;
 
 use axum::{
     Extension, Form, Json, Router,
@@ -1257,10 +1256,6 @@ async fn backchannel_logout(idp: Idp, session: Session, client_ids: Vec<String>)
 
 // ---- The ID-card listener ----------------------------------------------------------------
 
-/// The client certificate of the TLS connection a request came on, if any.
-#[derive(Clone, Debug)]
-struct PeerCertificate(Option<Vec<u8>>);
-
 fn card_routes(idp: &Idp) -> Router {
     Router::new()
         .route("/card-login/{id}", get(card_login))
@@ -1270,7 +1265,7 @@ fn card_routes(idp: &Idp) -> Router {
 async fn card_login(
     State(idp): State<Idp>,
     headers: HeaderMap,
-    Extension(peer): Extension<PeerCertificate>,
+    Extension(peer): Extension<eid_core::http::PeerCertificate>,
     Path(id): Path<String>,
 ) -> Response {
     let ctx = idp.ctx();
@@ -1374,62 +1369,20 @@ pub async fn serve_card_listener(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(idp.inner.card_tls.clone());
     let router = eid_core::http::service_router(
         "idp-card",
         "ID-card login (TLS client certificate)",
         idp.ctx(),
         card_routes(&idp),
     );
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "card listener accept failed");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            serve_card_connection(acceptor, router, stream, peer).await;
-        });
-    }
-}
-
-async fn serve_card_connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
-    let handshake =
-        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
-    let tls = match handshake.await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "card listener TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    let certificate = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|c| c.as_ref().to_vec());
-    let service = router.layer(Extension(PeerCertificate(certificate)));
-    let service = hyper_util::service::TowerToHyperService::new(service);
-    if let Err(error) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-        .await
-    {
-        tracing::debug!(%peer, %error, "card listener connection ended with an error");
-    }
+    eid_core::http::serve_client_certificates(
+        "idp-card",
+        idp.inner.card_tls.clone(),
+        listener,
+        router,
+        shutdown,
+    )
+    .await
 }
 
 // ---- Passkeys and the self-service pages -----------------------------------------------

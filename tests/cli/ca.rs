@@ -1407,6 +1407,7 @@ async fn revoked_service_certificates_stop_signing_and_get_new_keys(backend: Tes
         command
             .env("EID_CA_LISTEN", &address)
             .env("EID_IDP_CARD_LISTEN", &card)
+            .env("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0")
             .stdout(std::process::Stdio::piped());
         super::Server::start(command, 4)
     };

@@ -32,6 +32,7 @@ mod lifecycle;
 mod offline;
 mod ota;
 mod remote;
+mod staff_card;
 
 const TRANSPORT: &str = "55667788";
 const PIN1: &str = "4821";
@@ -47,6 +48,8 @@ struct Setup {
     idp: String,
     ca: String,
     card: String,
+    /// The desk's own ID-card listener (staff login).
+    desk_card: String,
     enrolment_port: String,
     softhsm: PathBuf,
     module: String,
@@ -113,6 +116,7 @@ impl Setup {
             idp: free_address(),
             ca: free_address(),
             card: free_address(),
+            desk_card: free_address(),
             enrolment_port: enrolment.rsplit(':').next().unwrap().to_owned(),
             softhsm,
             module,
@@ -130,6 +134,7 @@ impl Setup {
             .env("EID_IDP_LISTEN", &self.idp)
             .env("EID_CA_LISTEN", &self.ca)
             .env("EID_IDP_CARD_LISTEN", &self.card)
+            .env("EID_ENROLMENT_CARD_LISTEN", &self.desk_card)
             .env("EID_IDP_ISSUER", format!("http://{}", self.idp))
             .env(
                 "EID_ENROLMENT_LISTEN",
@@ -731,25 +736,39 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         "pkcs11:token=EID-0001%20(PIN1);object=citizen-authentication;type=private;pin-value={PIN1}"
     );
     let cert = dir.join("citizen-authentication.pem").display().to_string();
+    let card_tls = [
+        "--engine",
+        "pkcs11",
+        "--key-type",
+        "ENG",
+        "--key",
+        &key,
+        "--cert",
+        &cert,
+    ];
+    let card_env = [
+        ("OPENSSL_CONF", engine_conf.display().to_string()),
+        ("SOFTHSM2_CONF", setup.softhsm.display().to_string()),
+    ];
+    let card_env: Vec<(&str, &str)> = card_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let status = super::idp::card_login_status_with(
         &format!("http://{}", setup.idp),
         &dir,
-        &[
-            "--engine",
-            "pkcs11",
-            "--key-type",
-            "ENG",
-            "--key",
-            &key,
-            "--cert",
-            &cert,
-        ],
-        &[
-            ("OPENSSL_CONF", &engine_conf.display().to_string()),
-            ("SOFTHSM2_CONF", &setup.softhsm.display().to_string()),
-        ],
+        &card_tls,
+        &card_env,
     );
     assert!(status.starts_with('3'), "the card login answered {status}");
+
+    // The citizen works at this centre: the same card logs them in at the desk.
+    staff_card::staff_log_in_with_their_card(
+        &setup,
+        &eid,
+        &browser,
+        &dir,
+        &national_id,
+        (&card_tls, &card_env),
+    )
+    .await;
 
     // The second blank card is still blank: the desk touched only the one chosen.
     let blank = text(

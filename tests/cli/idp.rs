@@ -47,7 +47,8 @@ fn command(eid: &Eid, addresses: &Addresses, args: &[&str]) -> tokio::process::C
     command
         .env("EID_IDP_LISTEN", &addresses.idp)
         .env("EID_CA_LISTEN", &addresses.ca)
-        .env("EID_IDP_CARD_LISTEN", &addresses.card);
+        .env("EID_IDP_CARD_LISTEN", &addresses.card)
+        .env("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0");
     command
 }
 

@@ -55,6 +55,7 @@ impl Eid {
             .env("EID_DATA", self.data())
             .env("EID_IDP_LISTEN", "127.0.0.1:0")
             .env("EID_IDP_CARD_LISTEN", "127.0.0.1:0")
+            .env("EID_ENROLMENT_CARD_LISTEN", "127.0.0.1:0")
             .env("EID_CA_LISTEN", "127.0.0.1:0")
             .env("EID_SIGNING_LISTEN", "127.0.0.1:0")
             .env("EID_ENROLMENT_LISTEN", "127.0.0.1:0")

@@ -1,0 +1,180 @@
+//! Staff log in at the desk with their own ID card. The citizen whose card the desk
+//! just activated works at the centre: added as a clerk, then linked to that card's
+//! national identity number. The browser (holding the desk's cookie) starts the login
+//! and finishes it; the TLS step on the desk's card listener is curl's, presenting the
+//! card's authentication certificate and signing the handshake on the SoftHSM2 card
+//! through OpenSSL's PKCS#11 engine (headless Chromium cannot be given a client
+//! certificate without a machine-wide policy). Refused first while the card is no
+//! staff member's, and without a certificate; a used hand-off does not work twice.
+
+use std::path::Path;
+
+use super::{Browser, Eid, Setup};
+use crate::text;
+
+/// curl on the card listener: the HTTP status, where it redirects, and the page.
+fn curl(dir: &Path, url: &str, tls: &[&str], envs: &[(&str, &str)]) -> (String, String, String) {
+    let body = dir.join("desk-card.html");
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(&body)
+        .args(["-w", "%{http_code} %{redirect_url}", "--cacert"])
+        .arg(dir.join("pki/root.pem"))
+        .args(tls)
+        .arg(url)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let written = text(&output.stdout);
+    let (status, location) = written.split_once(' ').unwrap_or((&written, ""));
+    (
+        status.to_owned(),
+        location.to_owned(),
+        std::fs::read_to_string(&body).unwrap_or_default(),
+    )
+}
+
+pub(super) async fn staff_log_in_with_their_card(
+    setup: &Setup,
+    eid: &Eid,
+    browser: &Browser,
+    dir: &Path,
+    national_id: &str,
+    (card_tls, card_env): (&[&str], &[(&str, &str)]),
+) {
+    let desk = setup.desk_url();
+    setup
+        .run(
+            eid,
+            &[
+                "enrolment",
+                "staff",
+                "add",
+                "anna",
+                "--name",
+                "Anna Eriksson",
+                "--role",
+                "clerk",
+                "--centre",
+                "pos",
+            ],
+        )
+        .await;
+    // Ann logs out; the login page offers the card.
+    browser.goto(&format!("{desk}/desk")).await;
+    browser
+        .click_and_wait("form[action='/desk/logout'] button")
+        .await;
+    browser.goto(&format!("{desk}/desk")).await;
+    assert!(browser.has("#card-login").await);
+    let desk_cookie = browser
+        .cookies()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "eid_desk")
+        .map(|(name, value)| format!("{name}={value}"))
+        .expect("the desk cookie");
+    let start = |cookie: String| {
+        let output = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-X",
+                "POST",
+            ])
+            .args(["-b", &cookie])
+            .arg(format!("{desk}/desk/login/card"))
+            .output()
+            .unwrap();
+        text(&output.stdout)
+    };
+    // Only a registered desk starts one.
+    assert!(start("eid_desk=unknown".into()).starts_with("403"));
+    let started = start(desk_cookie);
+    let card_url = started
+        .strip_prefix("303 ")
+        .unwrap_or_else(|| panic!("{started}"));
+    assert!(
+        card_url.starts_with(&format!("https://{}/desk-card/", setup.desk_card)),
+        "{card_url}"
+    );
+
+    // No certificate: refused, saying so.
+    let (status, _, page) = curl(dir, card_url, &[], &[]);
+    assert_eq!(status, "403", "{page}");
+    assert!(page.contains("no ID card certificate"), "{page}");
+    // The card, while it is nobody's staff card: refused.
+    let (status, _, page) = curl(dir, card_url, card_tls, card_env);
+    assert_eq!(status, "403", "{page}");
+    assert!(page.contains("not a staff member"), "{page}");
+    // Linked (a wrong check digit first), the card logs Anna in.
+    let mut wrong = national_id.to_owned();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '9' {
+        '0'
+    } else {
+        char::from(last as u8 + 1)
+    });
+    let refused = setup
+        .command(
+            eid,
+            &[
+                "enrolment",
+                "staff",
+                "card",
+                "anna",
+                "--national-id",
+                &wrong,
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("check digit"),
+        "{}",
+        text(&refused.stderr)
+    );
+    setup
+        .run(
+            eid,
+            &[
+                "enrolment",
+                "staff",
+                "card",
+                "anna",
+                "--national-id",
+                national_id,
+            ],
+        )
+        .await;
+    let (status, back, page) = curl(dir, card_url, card_tls, card_env);
+    assert_eq!(status, "303", "{page}");
+    assert!(
+        back.starts_with(&format!("{desk}/desk/login/card/")),
+        "{back}"
+    );
+    // The hand-off is the browser's way back to its desk: the session opens there.
+    browser.goto(&back).await;
+    browser.find("#q").await;
+    assert!(browser.text("#staff").await.contains("Anna Eriksson"));
+    // Proved once, used once.
+    let (status, _, _) = curl(dir, card_url, card_tls, card_env);
+    assert_eq!(status, "404");
+    browser
+        .click_and_wait("form[action='/desk/logout'] button")
+        .await;
+    browser.goto(&back).await;
+    browser.source_when(|page| page.contains("is used")).await;
+
+    // Ann comes back with her passkey for the rest of the journey.
+    browser.goto(&format!("{desk}/desk")).await;
+    browser.type_into("#staff-id", "ann").await;
+    browser.click("#login button").await;
+    browser.find("#q").await;
+    assert!(browser.text("#staff").await.contains("Ann Clerk"));
+}
