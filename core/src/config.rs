@@ -1898,6 +1898,46 @@ fn resolve_ca(
     })
 }
 
+/// An ID-card listener of `service` (`idp`, `enrolment`): its address (environment
+/// `EID_<SERVICE>_CARD_LISTEN`, else the file's `card_listen`, else 127.0.0.1:`port`),
+/// never the service's own `beside`, and its public https URL (`card_url`, else
+/// https:// + the address).
+fn card_listener(
+    env: &dyn Environment,
+    service: &str,
+    (listen, url): (Option<SocketAddr>, Option<String>),
+    port: u16,
+    beside: SocketAddr,
+) -> Result<(SocketAddr, String), ConfigError> {
+    let variable = format!("EID_{}_CARD_LISTEN", service.to_ascii_uppercase());
+    let address = match env.var(&variable) {
+        Some(value) => value.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                variable.as_str(),
+                format!("`{value}` is not an address like 127.0.0.1:{port} ({e})"),
+            )
+        })?,
+        None => listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port))),
+    };
+    if address == beside && address.port() != 0 {
+        return Err(invalid(
+            format!("{service}.card_listen"),
+            format!("{address} is also the address of listen.{service}"),
+        ));
+    }
+    let url = url
+        .unwrap_or_else(|| format!("https://{address}"))
+        .trim_end_matches('/')
+        .to_owned();
+    if !url.starts_with("https://") {
+        return Err(invalid(
+            format!("{service}.card_url"),
+            "must be an https:// URL: the ID card is asked for in the TLS handshake",
+        ));
+    }
+    Ok((address, url))
+}
+
 fn resolve_enrolment(
     section: EnrolmentSection,
     listen: &Listeners,
@@ -2075,34 +2115,13 @@ fn resolve_enrolment(
             })
         }
     };
-    let card_listen = match env.var("EID_ENROLMENT_CARD_LISTEN") {
-        Some(value) => value.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "EID_ENROLMENT_CARD_LISTEN",
-                format!("`{value}` is not an address like 127.0.0.1:8446 ({e})"),
-            )
-        })?,
-        None => section
-            .card_listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8446))),
-    };
-    if card_listen == listen.enrolment && card_listen.port() != 0 {
-        return Err(invalid(
-            "enrolment.card_listen",
-            format!("{card_listen} is also the address of listen.enrolment"),
-        ));
-    }
-    let card_url = section
-        .card_url
-        .unwrap_or_else(|| format!("https://{card_listen}"))
-        .trim_end_matches('/')
-        .to_owned();
-    if !card_url.starts_with("https://") {
-        return Err(invalid(
-            "enrolment.card_url",
-            "must be an https:// URL: the ID card is asked for in the TLS handshake",
-        ));
-    }
+    let (card_listen, card_url) = card_listener(
+        env,
+        "enrolment",
+        (section.card_listen, section.card_url),
+        8446,
+        listen.enrolment,
+    )?;
     Ok(EnrolmentConfig {
         public_url,
         card_listen,
@@ -2169,34 +2188,13 @@ fn resolve_idp(
             "must be an https:// (or, for development, http://) URL without query or fragment",
         ));
     }
-    let card_listen = match env.var("EID_IDP_CARD_LISTEN") {
-        Some(value) => value.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "EID_IDP_CARD_LISTEN",
-                format!("`{value}` is not an address like 127.0.0.1:8443 ({e})"),
-            )
-        })?,
-        None => section
-            .card_listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
-    };
-    if card_listen == listen.idp && card_listen.port() != 0 {
-        return Err(invalid(
-            "idp.card_listen",
-            format!("{card_listen} is also the address of listen.idp"),
-        ));
-    }
-    let card_url = section
-        .card_url
-        .unwrap_or_else(|| format!("https://{card_listen}"))
-        .trim_end_matches('/')
-        .to_owned();
-    if !card_url.starts_with("https://") {
-        return Err(invalid(
-            "idp.card_url",
-            "must be an https:// URL: the ID card is asked for in the TLS handshake",
-        ));
-    }
+    let (card_listen, card_url) = card_listener(
+        env,
+        "idp",
+        (section.card_listen, section.card_url),
+        8443,
+        listen.idp,
+    )?;
     let acr = [section.acr_low, section.acr_substantial, section.acr_high];
     for (key, value) in ["idp.acr_low", "idp.acr_substantial", "idp.acr_high"]
         .iter()

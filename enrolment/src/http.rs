@@ -454,20 +454,25 @@ async fn login_finish(
     }
     .await;
     match result {
-        Ok(value) => {
-            let mut response =
-                no_store(Json(serde_json::json!({ "location": "/desk" })).into_response());
-            set_cookie(
-                &mut response,
-                SESSION_COOKIE,
-                &value,
-                enrolment.secure_cookies(),
-                None,
-            );
-            response
-        }
+        Ok(value) => with_session(
+            &enrolment,
+            no_store(Json(serde_json::json!({ "location": "/desk" })).into_response()),
+            &value,
+        ),
         Err(e) => problem(&e),
     }
+}
+
+/// `response` with the cookie of the session just opened.
+fn with_session(enrolment: &Enrolment, mut response: Response, value: &str) -> Response {
+    set_cookie(
+        &mut response,
+        SESSION_COOKIE,
+        value,
+        enrolment.secure_cookies(),
+        None,
+    );
+    response
 }
 
 /// Step 1 of a card login (see `card_login`): to the card listener.
@@ -502,17 +507,7 @@ async fn card_login_finish(
         .finish_card_login(&desk, &id, &query.handoff)
         .await
     {
-        Ok(value) => {
-            let mut response = see_other("/desk");
-            set_cookie(
-                &mut response,
-                SESSION_COOKIE,
-                &value,
-                enrolment.secure_cookies(),
-                None,
-            );
-            response
-        }
+        Ok(value) => with_session(&enrolment, see_other("/desk"), &value),
         Err(e) => error_page(&e),
     }
 }

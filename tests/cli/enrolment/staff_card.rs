@@ -34,6 +34,18 @@ fn curl(dir: &Path, url: &str, tls: &[&str], envs: &[(&str, &str)]) -> (String, 
     )
 }
 
+/// `eid enrolment staff card anna --national-id <national_id>`.
+fn link_card(national_id: &str) -> [&str; 6] {
+    [
+        "enrolment",
+        "staff",
+        "card",
+        "anna",
+        "--national-id",
+        national_id,
+    ]
+}
+
 pub(super) async fn staff_log_in_with_their_card(
     setup: &Setup,
     eid: &Eid,
@@ -119,17 +131,7 @@ pub(super) async fn staff_log_in_with_their_card(
         char::from(last as u8 + 1)
     });
     let refused = setup
-        .command(
-            eid,
-            &[
-                "enrolment",
-                "staff",
-                "card",
-                "anna",
-                "--national-id",
-                &wrong,
-            ],
-        )
+        .command(eid, &link_card(&wrong))
         .output()
         .await
         .unwrap();
@@ -139,19 +141,7 @@ pub(super) async fn staff_log_in_with_their_card(
         "{}",
         text(&refused.stderr)
     );
-    setup
-        .run(
-            eid,
-            &[
-                "enrolment",
-                "staff",
-                "card",
-                "anna",
-                "--national-id",
-                national_id,
-            ],
-        )
-        .await;
+    setup.run(eid, &link_card(national_id)).await;
     let (status, back, page) = curl(dir, card_url, card_tls, card_env);
     assert_eq!(status, "303", "{page}");
     assert!(
