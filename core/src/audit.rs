@@ -205,11 +205,12 @@ pub const ADVANCE_HEAD: &str =
 
 /// The entries for `events`, chained after the head row that [`ADVANCE_HEAD`] returned
 /// when it reserved `events.len()` positions, timed now by `clock`. The last entry's
-/// hash is the chain's new head: store it with [`SET_HEAD_HASH`].
-pub fn chain_after(
+/// hash is the chain's new head: store it with [`SET_HEAD_HASH`]. The events are
+/// borrowed, so a caller holding them inside its own records need not copy them.
+pub fn chain_after<'a>(
     head: &sqlx::any::AnyRow,
     clock: &dyn Clock,
-    events: &[AuditEvent],
+    events: impl ExactSizeIterator<Item = &'a AuditEvent>,
 ) -> Result<Vec<AuditEntry>, AuditError> {
     let count = i64::try_from(events.len())
         .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
@@ -296,7 +297,7 @@ pub async fn append_all(
         .fetch_one(&mut *tx)
         .await
         .map_err(DbError::query("locking the audit head"))?;
-    let entries = chain_after(&head, clock, events)?;
+    let entries = chain_after(&head, clock, events.iter())?;
     let head_hash = entries
         .last()
         .map(|entry| entry.hash.clone())

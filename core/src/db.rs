@@ -34,9 +34,7 @@ impl Backend {
             Self::Postgres => "postgres",
         }
     }
-}
 
-impl Backend {
     /// The `VALUES` rows of a multi-row INSERT: `rows` rows of `columns` parameters,
     /// numbered from `$1` on PostgreSQL. On SQLite the parameters are anonymous (`?`):
     /// sqlx looks up every parameter's name to bind it, and SQLite finds a name by a
@@ -131,7 +129,7 @@ pub struct Database {
 #[derive(Debug)]
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _turn: WriteTurn,
 }
 
 /// A writer's turn ([`Database::write_turn`]); the next one's begins when it is dropped.
@@ -277,28 +275,13 @@ impl Database {
     /// front (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
     /// one failing when it upgrades a read lock.
     pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
-        match self.backend {
-            Backend::Sqlite => {
-                let turn = self.writer.clone().lock_owned().await;
-                let tx = self
-                    .pool
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(DbError::query("beginning a transaction"))?;
-                Ok(WriteTx {
-                    tx,
-                    _turn: Some(turn),
-                })
-            }
-            Backend::Postgres => Ok(WriteTx {
-                tx: self
-                    .pool
-                    .begin()
-                    .await
-                    .map_err(DbError::query("beginning a transaction"))?,
-                _turn: None,
-            }),
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
         }
+        .map_err(DbError::query("beginning a transaction"))?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// This process's turn to write, for a writer that manages its own transaction on a

@@ -184,7 +184,7 @@ impl Enrolment {
         let card = match cards.check(certificate).await {
             Ok(card) => card,
             Err(PortError::Refused(why)) => {
-                self.refuse_card(&desk_id, "certificate", "-", &why).await?;
+                self.refuse_card(&desk_id, "-", &why).await?;
                 return Err(EnrolmentError::Forbidden(format!(
                     "this ID card cannot log in: {why}"
                 )));
@@ -216,13 +216,8 @@ impl Enrolment {
                 row.try_get("staff_id").map_err(read)?
             }
             _ => {
-                self.refuse_card(
-                    &desk_id,
-                    "certificate",
-                    &card.serial,
-                    "not staff at this centre",
-                )
-                .await?;
+                self.refuse_card(&desk_id, &card.serial, "not staff at this centre")
+                    .await?;
                 return Err(EnrolmentError::Forbidden(
                     "this ID card is not a staff member's card at this centre (unknown, disabled \
                      or another centre)"
@@ -255,10 +250,10 @@ impl Enrolment {
         ))
     }
 
+    /// Audits a card the listener refused (`serial` `-` when it was unreadable).
     async fn refuse_card(
         &self,
         desk_id: &str,
-        object_type: &str,
         serial: &str,
         why: &str,
     ) -> Result<(), EnrolmentError> {
@@ -266,7 +261,7 @@ impl Enrolment {
             AuditEvent::new(
                 format!("card@desk:{desk_id}"),
                 "enrolment.staff.authenticate",
-                object_type,
+                "certificate",
                 serial,
             )
             .outcome(Outcome::Denied)

@@ -422,34 +422,34 @@ async fn concurrent_tokens_are_all_recorded_and_audited(backend: TestBackend) {
             PkiStatus::Granted
         );
     }
+    assert_recorded(&tsa, 64).await;
+}
+
+/// Exactly `tokens` tokens are recorded, each under a serial of its own and with its
+/// audit entry, and the audit chain verifies.
+async fn assert_recorded(tsa: &Tsa, tokens: i64) {
+    let count = |sql: &'static str| async move {
+        sqlx::query(sql)
+            .fetch_one(tsa.ctx.db.pool())
+            .await
+            .unwrap()
+            .get::<i64, _>("n")
+    };
     assert_eq!(
-        count(
-            &tsa,
-            "SELECT COUNT(DISTINCT serial) AS n FROM timestamp_token"
-        )
-        .await,
-        64
+        count("SELECT COUNT(*) AS n FROM timestamp_token").await,
+        tokens
     );
     assert_eq!(
-        count(
-            &tsa,
-            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.timestamp.issue'"
-        )
-        .await,
-        64
+        count("SELECT COUNT(DISTINCT serial) AS n FROM timestamp_token").await,
+        tokens
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.timestamp.issue'").await,
+        tokens
     );
     eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
         .await
         .unwrap();
-}
-
-/// The `n` column of a one-row query.
-async fn count(tsa: &Tsa, sql: &'static str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(tsa.ctx.db.pool())
-        .await
-        .unwrap()
-        .get::<i64, _>("n")
 }
 
 /// A batch that fails part-way leaves nothing behind, its callers are told
@@ -476,21 +476,7 @@ async fn a_failed_record_batch_leaves_nothing_and_the_next_one_is_written(backen
     );
     let (_, _, reply) = tsa.post("application/timestamp-query", other).await;
     assert_eq!(response_status(&reply).unwrap().0, PkiStatus::Granted);
-    assert_eq!(
-        count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
-        2
-    );
-    assert_eq!(
-        count(
-            &tsa,
-            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'tsa.timestamp.issue'"
-        )
-        .await,
-        2
-    );
-    eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
-        .await
-        .unwrap();
+    assert_recorded(&tsa, 2).await;
 }
 
 on_both_backends!(
