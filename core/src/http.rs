@@ -322,6 +322,12 @@ pub struct PeerCertificate(pub Option<Vec<u8>>);
 /// certificate and verifies its chain), never a certificate a proxy forwards in a
 /// header: each request carries the connection's [`PeerCertificate`]. HTTP/1.1; a
 /// handshake may take 10 s. Runs until `shutdown`.
+///
+/// Every request is a card presented anew: one request per connection (no keep-alive)
+/// and no TLS session resumption (no session cache, no tickets), whatever `tls` says.
+/// Otherwise a browser at a shared desk or kiosk could carry the previous person's
+/// handshake into the next login, over a kept-alive connection or a resumed session,
+/// without their card in the reader.
 pub async fn serve_client_certificates(
     service: &'static str,
     tls: Arc<rustls::ServerConfig>,
@@ -329,7 +335,12 @@ pub async fn serve_client_certificates(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut tls = Arc::unwrap_or_clone(tls);
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
+    tls.max_tls13_tickets = 0;
+    tls.ticketer = Arc::new(NoTickets);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     tracing::info!(service, address = ?listener.local_addr().ok(), "listening (TLS, client certificates)");
     loop {
         let (stream, peer) = tokio::select! {
@@ -367,12 +378,35 @@ pub async fn serve_client_certificates(
                 router.layer(axum::Extension(PeerCertificate(certificate))),
             );
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service_fn)
                 .await
             {
                 tracing::debug!(service, %peer, %error, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Resumption tickets refused: a client-certificate listener resumes no session.
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }
 

@@ -241,6 +241,8 @@ async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: Test
     assert_eq!(bound["refreshed"]["rotated"], true);
     envs.remove("EID_DPOP");
 
+    assert_card_asked_anew(&addresses.card, &pki.join("root.pem"), &cert, &key);
+
     // A suspended card does not log in: the provider asks the OCSP responder.
     run(
         &eid,
@@ -291,6 +293,47 @@ async fn id_card_login_is_accepted_by_an_independent_relying_party(backend: Test
             "no {action} in the audit log:\n{tail}"
         );
     }
+}
+
+/// The card listener at `address` takes every request on a new connection with a full
+/// handshake (the card asked again), judged by OpenSSL and curl: `s_client -reconnect`
+/// resumes no session, and curl's second request on one command line connects anew.
+fn assert_card_asked_anew(address: &str, root: &Path, cert: &Path, key: &Path) {
+    for version in ["-tls1_2", "-tls1_3"] {
+        let output = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                version,
+                "-connect",
+                address,
+                "-reconnect",
+                "-CAfile",
+            ])
+            .arg(root)
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let said = text(&output.stdout);
+        assert!(said.matches("New, TLS").count() >= 2, "{version}: {said}");
+        assert!(!said.contains("Reused, TLS"), "{version} resumed: {said}");
+    }
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null"])
+        .args(["-w", "%{num_connects} ", "--cacert"])
+        .arg(root)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg(format!("https://{address}/card-login/none"))
+        .arg(format!("https://{address}/card-login/none"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&output.stdout), "1 1 ", "one request per connection");
 }
 
 /// A relying party's own endpoints, as a test server: its JWKS (for private_key_jwt)
