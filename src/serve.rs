@@ -410,7 +410,7 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
 
 /// Staff ID-card login at the desk, set up on `enrolment`: the idp's checks of a login
 /// certificate (the holder from its `serialNumber`, its status from the CA's OCSP
-/// responder, failing closed) and the TLS of the idp's card listener (the instance's
+/// responder at every card, failing closed) and the TLS of the idp's card listener (the instance's
 /// card-login server certificate; the citizen authentication CA the only anchor for
 /// client certificates). Returns that TLS setup for the desk's card listener.
 fn desk_card_login(
@@ -421,10 +421,13 @@ fn desk_card_login(
     let hierarchy = ca.hierarchy();
     let tls = hierarchy.get(CaRole::IdpTls)?;
     let citizen_ca = hierarchy.get(CaRole::CitizenAuthenticationCa)?;
+    // No cache (the idp keeps answers `ocsp_cache_secs`): staff logins and approvals
+    // are few, and a card revoked a moment ago (replaced at the desk, say) must not log
+    // in or approve on an answer given before.
     let status = eid_idp::card::StatusChecker::new(
         &citizen_ca.der,
         reqwest::Client::new(),
-        Duration::from_secs(ctx.config.idp.ocsp_cache_secs),
+        Duration::ZERO,
     )?;
     enrolment.set_staff_cards(Arc::new(DeskStaffCards {
         country: ctx.config.ca.country.clone(),

@@ -15,14 +15,25 @@
 //! 3. the desk (`GET /desk/login/card/{id}?handoff=`) takes the login once, at the desk
 //!    that began it, with that hand-off, and opens the session.
 //!
+//! The same three steps give a supervisor's approval by card instead of a login
+//! ([`CardApproval`]): the clerk's case page starts it (bound to the desk, the clerk
+//! and exactly what is approved), the card must be an enabled supervisor's of the
+//! centre and not the clerk's own, and the desk takes the hand-off back only in that
+//! clerk's session, where the approval is recorded as a passkey's would be.
+//!
 //! Every refusal on the card listener is audited with the certificate's serial.
 
 use eid_core::{AuditEvent, Outcome, audit};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::{
-    Enrolment, EnrolmentError, PortError, PortFuture, error::query, national_id::NationalIdNumber,
-    random_token, staff::Desk, token_hash,
+    Enrolment, EnrolmentError, PortError, PortFuture, Role,
+    error::query,
+    national_id::NationalIdNumber,
+    random_token,
+    staff::{Desk, DeskSession},
+    token_hash,
 };
 
 /// How long a card login may take from the desk page's button to the hand-off back.
@@ -35,6 +46,45 @@ pub struct StaffCard {
     pub national_id: String,
     /// The certificate's serial (hex), for the audit log.
     pub serial: String,
+}
+
+/// What a supervisor approves with their ID card: kept with the card proof, shown to
+/// nobody, and recorded when the clerk's desk takes the hand-off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub(crate) enum CardApproval {
+    /// The open exceptions of a pending case, at the version the clerk saw.
+    Exceptions {
+        application: String,
+        clerk: String,
+        version: i64,
+    },
+    /// The deactivation of an identity, for exactly this reason and note.
+    Deactivation {
+        application: String,
+        clerk: String,
+        version: i64,
+        reason: String,
+        note: String,
+    },
+}
+
+impl CardApproval {
+    /// The application the approval is for.
+    pub(crate) fn application(&self) -> &str {
+        match self {
+            Self::Exceptions { application, .. } | Self::Deactivation { application, .. } => {
+                application
+            }
+        }
+    }
+
+    /// The clerk who asked for it.
+    fn clerk(&self) -> &str {
+        match self {
+            Self::Exceptions { clerk, .. } | Self::Deactivation { clerk, .. } => clerk,
+        }
+    }
 }
 
 /// Reads and checks the client certificate a browser presented on the desk's card
@@ -115,9 +165,13 @@ impl Enrolment {
         Ok(())
     }
 
-    /// Step 1: a card login at `desk`; the URL on the card listener to send the
-    /// browser to.
-    pub(crate) async fn start_card_login(&self, desk: &Desk) -> Result<String, EnrolmentError> {
+    /// Step 1: a card login at `desk`, or a supervisor's approval when `approval` says
+    /// what is approved; the URL on the card listener to send the browser to.
+    pub(crate) async fn start_card_login(
+        &self,
+        desk: &Desk,
+        approval: Option<&CardApproval>,
+    ) -> Result<String, EnrolmentError> {
         if !self.card_login_offered() {
             return Err(EnrolmentError::Unavailable(
                 "ID-card login is not set up on this desk".into(),
@@ -133,14 +187,24 @@ impl Enrolment {
             .execute(&mut *tx)
             .await
             .map_err(query("starting a card login"))?;
+        let approves = approval
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| EnrolmentError::internal("starting a card approval")(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO enrol_card_login (login_id, desk_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO enrol_card_login (login_id, desk_id, created_at, expires_at, purpose, \
+             approves) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(&desk.desk_id)
         .bind(now)
         .bind(now + LOGIN_SECS)
+        .bind(if approval.is_some() {
+            "approve"
+        } else {
+            "login"
+        })
+        .bind(&approves)
         .execute(&mut *tx)
         .await
         .map_err(query("starting a card login"))?;
@@ -157,19 +221,27 @@ impl Enrolment {
     ) -> Result<String, EnrolmentError> {
         let ctx = self.ctx();
         let now = ctx.clock.now().unix_timestamp();
-        let desk_id: Option<String> = sqlx::query_scalar(
-            "SELECT desk_id FROM enrol_card_login WHERE login_id = $1 AND proved_at IS NULL \
-             AND expires_at > $2",
+        let login = sqlx::query(
+            "SELECT desk_id, approves FROM enrol_card_login WHERE login_id = $1 \
+             AND proved_at IS NULL AND expires_at > $2",
         )
         .bind(id)
         .bind(now)
         .fetch_optional(ctx.db.pool())
         .await
         .map_err(query("reading a card login"))?;
-        let Some(desk_id) = desk_id else {
+        let Some(login) = login else {
             return Err(EnrolmentError::NotFound(
                 "this login has expired or is finished: start again at the desk".into(),
             ));
+        };
+        let read = |e| query("reading a card login")(e);
+        let desk_id: String = login.try_get("desk_id").map_err(read)?;
+        let approval = approval_of(login.try_get("approves").map_err(read)?)?;
+        let purpose = if approval.is_some() {
+            "approve"
+        } else {
+            "login"
         };
         let Some(certificate) = certificate else {
             return Err(EnrolmentError::Forbidden(
@@ -184,9 +256,14 @@ impl Enrolment {
         let card = match cards.check(certificate).await {
             Ok(card) => card,
             Err(PortError::Refused(why)) => {
-                self.refuse_card(&desk_id, "-", &why).await?;
+                self.refuse_card(&desk_id, "-", purpose, &why).await?;
                 return Err(EnrolmentError::Forbidden(format!(
-                    "this ID card cannot log in: {why}"
+                    "this ID card cannot {}: {why}",
+                    if approval.is_some() {
+                        "approve"
+                    } else {
+                        "log in"
+                    }
                 )));
             }
             Err(PortError::Unavailable(why)) => {
@@ -198,7 +275,7 @@ impl Enrolment {
             }
         };
         let row = sqlx::query(
-            "SELECT st.staff_id, st.centre_id AS staff_centre, d.centre_id AS desk_centre \
+            "SELECT st.staff_id, st.role, st.centre_id AS staff_centre, d.centre_id AS desk_centre \
              FROM enrol_staff st, enrol_desk d \
              WHERE st.national_id = $1 AND st.disabled_at IS NULL AND d.desk_id = $2",
         )
@@ -208,15 +285,18 @@ impl Enrolment {
         .await
         .map_err(query("finding the card's staff member"))?;
         let read = |e| query("finding the card's staff member")(e);
-        let staff_id: String = match &row {
+        let (staff_id, role): (String, String) = match &row {
             Some(row)
                 if row.try_get::<String, _>("staff_centre").map_err(read)?
                     == row.try_get::<String, _>("desk_centre").map_err(read)? =>
             {
-                row.try_get("staff_id").map_err(read)?
+                (
+                    row.try_get("staff_id").map_err(read)?,
+                    row.try_get("role").map_err(read)?,
+                )
             }
             _ => {
-                self.refuse_card(&desk_id, &card.serial, "not staff at this centre")
+                self.refuse_card(&desk_id, &card.serial, purpose, "not staff at this centre")
                     .await?;
                 return Err(EnrolmentError::Forbidden(
                     "this ID card is not a staff member's card at this centre (unknown, disabled \
@@ -225,6 +305,10 @@ impl Enrolment {
                 ));
             }
         };
+        if let Some(approval) = &approval {
+            self.check_card_approver(&desk_id, &card.serial, &staff_id, &role, approval)
+                .await?;
+        }
         let handoff = random_token();
         let proved = sqlx::query(
             "UPDATE enrol_card_login SET staff_id = $1, certificate = $2, handoff_hash = $3, \
@@ -244,10 +328,55 @@ impl Enrolment {
                 "this login has expired or is finished: start again at the desk".into(),
             ));
         }
+        let back = if approval.is_some() {
+            "approvals"
+        } else {
+            "login"
+        };
         Ok(format!(
-            "{}/desk/login/card/{id}?handoff={handoff}",
+            "{}/desk/{back}/card/{id}?handoff={handoff}",
             ctx.config.enrolment.public_url
         ))
+    }
+
+    /// An approval's card must be a supervisor's, not the asking clerk's own; the
+    /// supervisor's authentication is audited (the approval itself is recorded when
+    /// the desk takes it).
+    async fn check_card_approver(
+        &self,
+        desk_id: &str,
+        serial: &str,
+        staff_id: &str,
+        role: &str,
+        approval: &CardApproval,
+    ) -> Result<(), EnrolmentError> {
+        let refusal = if staff_id == approval.clerk() {
+            Some("nobody approves their own case: another supervisor's card is needed")
+        } else if !Role::parse(role).is_some_and(Role::approves) {
+            Some("this ID card is not a supervisor's: a supervisor's card is needed")
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.refuse_card(desk_id, serial, "approve", refusal)
+                .await?;
+            return Err(EnrolmentError::Forbidden(refusal.into()));
+        }
+        self.append_audit(
+            AuditEvent::new(
+                format!("staff:{staff_id}@desk:{desk_id}"),
+                "enrolment.staff.authenticate",
+                "staff",
+                staff_id,
+            )
+            .details(serde_json::json!({
+                "purpose": "approve",
+                "method": "idcard",
+                "certificate": serial,
+                "approves": approval,
+            })),
+        )
+        .await
     }
 
     /// Audits a card the listener refused (`serial` `-` when it was unreadable).
@@ -255,6 +384,7 @@ impl Enrolment {
         &self,
         desk_id: &str,
         serial: &str,
+        purpose: &str,
         why: &str,
     ) -> Result<(), EnrolmentError> {
         self.append_audit(
@@ -265,7 +395,7 @@ impl Enrolment {
                 serial,
             )
             .outcome(Outcome::Denied)
-            .details(serde_json::json!({ "purpose": "login", "method": "idcard", "reason": why })),
+            .details(serde_json::json!({ "purpose": purpose, "method": "idcard", "reason": why })),
         )
         .await
     }
@@ -282,7 +412,8 @@ impl Enrolment {
         let now = ctx.clock.now().unix_timestamp();
         let staff_id: Option<String> = sqlx::query_scalar(
             "UPDATE enrol_card_login SET used_at = $1 WHERE login_id = $2 AND desk_id = $3 \
-             AND handoff_hash = $4 AND used_at IS NULL AND expires_at > $1 RETURNING staff_id",
+             AND handoff_hash = $4 AND used_at IS NULL AND expires_at > $1 \
+             AND purpose = 'login' RETURNING staff_id",
         )
         .bind(now)
         .bind(id)
@@ -309,4 +440,63 @@ impl Enrolment {
         }
         self.open_session(desk, &staff_id, "idcard").await
     }
+
+    /// Step 3 of an approval, at the desk: takes approval `id` once, with its hand-off,
+    /// at the desk and in the session of the clerk who asked for it; the supervisor,
+    /// their role (checked again: disabled or moved between the steps?) and what they
+    /// approved.
+    pub(crate) async fn take_card_approval(
+        &self,
+        session: &DeskSession,
+        id: &str,
+        handoff: &str,
+    ) -> Result<(String, Role, CardApproval), EnrolmentError> {
+        let ctx = self.ctx();
+        let now = ctx.clock.now().unix_timestamp();
+        let taken = sqlx::query(
+            "UPDATE enrol_card_login SET used_at = $1 WHERE login_id = $2 AND desk_id = $3 \
+             AND handoff_hash = $4 AND used_at IS NULL AND expires_at > $1 \
+             AND purpose = 'approve' RETURNING staff_id, approves",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(&session.desk.desk_id)
+        .bind(token_hash(handoff))
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(query("taking a card approval"))?;
+        let refused = || {
+            EnrolmentError::Forbidden(
+                "this ID-card approval has expired, is used, or belongs to another desk: ask \
+                 the supervisor again"
+                    .into(),
+            )
+        };
+        let taken = taken.ok_or_else(refused)?;
+        let read = |e| query("taking a card approval")(e);
+        let supervisor: String = taken.try_get("staff_id").map_err(read)?;
+        let approval =
+            approval_of(taken.try_get("approves").map_err(read)?)?.ok_or_else(refused)?;
+        if approval.clerk() != session.staff_id {
+            return Err(EnrolmentError::Forbidden(
+                "this ID-card approval was asked for by another clerk".into(),
+            ));
+        }
+        match self.staff_member(&supervisor).await? {
+            Some((_, role, centre_id)) if centre_id == session.desk.centre_id => {
+                Ok((supervisor, role, approval))
+            }
+            _ => Err(EnrolmentError::Forbidden(
+                "the approving supervisor is disabled or belongs to another centre".into(),
+            )),
+        }
+    }
+}
+
+/// What a card proof approves (`None`: it is a login), from its stored JSON.
+fn approval_of(stored: Option<String>) -> Result<Option<CardApproval>, EnrolmentError> {
+    stored
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| EnrolmentError::internal("reading a card approval")(e.to_string()))
 }

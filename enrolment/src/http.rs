@@ -23,6 +23,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use crate::{
     ApplicationStatus, Enrolment, EnrolmentError, NewApplication, UnblockPins,
     activation::CardPins,
+    card_login::CardApproval,
     case::DocumentInput,
     lifecycle::Action,
     national_id::NationalIdNumber,
@@ -73,6 +74,15 @@ pub(crate) fn routes(enrolment: &Enrolment) -> Router {
             "/desk/api/applications/{id}/approve/finish",
             post(supervisor_finish),
         )
+        .route(
+            "/desk/applications/{id}/approve/card",
+            post(approve_card_start),
+        )
+        .route(
+            "/desk/applications/{id}/deactivate/card",
+            post(deactivate_card_start),
+        )
+        .route("/desk/approvals/card/{id}", get(card_approval_finish))
         .route("/desk/applications/{id}/suspend", post(suspend))
         .route("/desk/applications/{id}/resume", post(resume))
         .route("/desk/applications/{id}/unblock", post(unblock))
@@ -481,7 +491,7 @@ async fn card_login_start(State(enrolment): State<Enrolment>, headers: HeaderMap
         Ok(desk) => desk,
         Err(response) => return response,
     };
-    match enrolment.start_card_login(&desk).await {
+    match enrolment.start_card_login(&desk, None).await {
         Ok(location) => see_other(&location),
         Err(e) => error_page(&e),
     }
@@ -724,6 +734,7 @@ async fn render_case(
         current_card: current_card.as_ref(),
         remote: remote.as_ref(),
         remote_refusal: remote_refusal.as_deref(),
+        card_approval: enrolment.card_login_offered(),
     };
     let status = render.error.map(status_of).unwrap_or(StatusCode::OK);
     html(status, pages::case(&view))
@@ -1097,6 +1108,75 @@ async fn supervisor_finish(
     }
 }
 
+/// A supervisor approves the case's exceptions with their ID card: to the card
+/// listener (see `card_login`), bound to this clerk and the version they saw.
+async fn approve_card_start(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Versioned>,
+) -> Response {
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let approval = CardApproval::Exceptions {
+        application: id.clone(),
+        clerk: session.staff_id.clone(),
+        version: form.version,
+    };
+    match enrolment
+        .start_card_login(&session.desk, Some(&approval))
+        .await
+    {
+        Ok(location) => see_other(&location),
+        Err(e) => after_case_post(&enrolment, &session, &csrf, &id, Err(e)).await,
+    }
+}
+
+/// Step 3 of a supervisor's card approval: back at the clerk's desk, recorded as a
+/// passkey's approval would be; then the case.
+async fn card_approval_finish(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    Query(query): Query<Handoff>,
+) -> Response {
+    let (session, csrf) = match session_for_page(&enrolment, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let (supervisor, role, approval) = match enrolment
+        .take_card_approval(&session, &login, &query.handoff)
+        .await
+    {
+        Ok(taken) => taken,
+        Err(e) => return error_page(&e),
+    };
+    let id = approval.application().to_owned();
+    let result = match approval {
+        CardApproval::Exceptions { version, .. } => enrolment
+            .approve_exceptions(&session, &id, &supervisor, role, version)
+            .await
+            .map(|_| "exceptions"),
+        CardApproval::Deactivation {
+            version,
+            reason,
+            note,
+            ..
+        } => match enrolment
+            .deactivate(&session, &id, version, &supervisor, role, &reason, &note)
+            .await
+        {
+            Ok(_) => Ok("deactivated"),
+            Err(e) => Err(enrolment
+                .refuse_step(&session, Action::Deactivate, &id, e)
+                .await),
+        },
+    };
+    after_case_post(&enrolment, &session, &csrf, &id, result).await
+}
+
 // ---- The identity's lifecycle -------------------------------------------------------------
 //
 // These handlers answer `Result<Response, Response>`: `?` stands for "or the early
@@ -1413,6 +1493,55 @@ async fn deactivate_start(
             Json(serde_json::json!({ "ceremony": ceremony, "options": options })).into_response(),
         )),
         Err(e) => Err(problem(&e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeactivateCard {
+    csrf: String,
+    version: i64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// A supervisor approves a deactivation with their ID card: the form is checked first,
+/// then to the card listener, bound to this clerk, reason and note.
+async fn deactivate_card_start(
+    State(enrolment): State<Enrolment>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<DeactivateCard>,
+) -> Response {
+    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let started = async {
+        enrolment
+            .check_deactivation(&id, &form.reason, &form.note)
+            .await?;
+        let approval = CardApproval::Deactivation {
+            application: id.clone(),
+            clerk: session.staff_id.clone(),
+            version: form.version,
+            reason: form.reason.trim().to_owned(),
+            note: form.note.trim().to_owned(),
+        };
+        enrolment
+            .start_card_login(&session.desk, Some(&approval))
+            .await
+    }
+    .await;
+    match started {
+        Ok(location) => see_other(&location),
+        Err(e) => {
+            let e = enrolment
+                .refuse_step(&session, Action::Deactivate, &id, e)
+                .await;
+            after_case_post(&enrolment, &session, &csrf, &id, Err(e)).await
+        }
     }
 }
 

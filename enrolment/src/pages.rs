@@ -238,6 +238,22 @@ pub(crate) struct CaseView<'a> {
     pub(crate) remote: Option<&'a Result<Vec<RemoteCredential>, String>>,
     /// Why no credential can be created now, if so.
     pub(crate) remote_refusal: Option<&'a str>,
+    /// Whether a supervisor may approve with their ID card here (as well as a passkey).
+    pub(crate) card_approval: bool,
+}
+
+/// The button that sends a supervisor's approval to the desk's card listener instead
+/// of asking for a passkey (`data-card`: the page's script lets the form go). The form
+/// carries `csrf` and `version`; the supervisor's staff id is the card's, not typed.
+fn card_approval_button(view: &CaseView<'_>, id: &str, action: &str, button_id: &str) -> String {
+    if !view.card_approval {
+        return String::new();
+    }
+    format!(
+        " <button type=\"submit\" id=\"{button_id}\" class=\"secondary\" data-card formnovalidate \
+         formmethod=\"post\" formaction=\"/desk/applications/{id}/{action}/card\">\
+         Supervisor approves with ID card</button>"
+    )
 }
 
 /// The PIN fields of a new card (activation and replacement): PIN1, PIN2 and the PUK,
@@ -433,19 +449,21 @@ fn lifecycle_section(view: &CaseView<'_>) -> String {
     body.push_str(&format!(
         "<h3>Deactivate the identity</h3>\
          <p>Final: every certificate is revoked and relying services are told. A supervisor \
-         approves with their own passkey now.</p>\
+         approves now, with their own passkey or ID card.</p>\
          <form id=\"deactivate\" data-start=\"/desk/api/applications/{id}/deactivate/start\" \
          data-finish=\"/desk/api/applications/{id}/deactivate/finish\" data-csrf=\"{}\" data-version=\"{}\">\
          <div class=\"grid\"><div><label for=\"deactivate-reason\">Why</label>{}</div>\
          <div><label for=\"deactivate-note\">Evidence (e.g. death certificate number)</label>\
          <input id=\"deactivate-note\" name=\"note\" maxlength=\"500\" required></div>\
          <div><label for=\"deactivate-supervisor\">Supervisor's staff id</label>\
-         <input id=\"deactivate-supervisor\" name=\"supervisor_id\" required></div></div>\
-         <button type=\"submit\" class=\"danger\">Supervisor approves the deactivation with passkey</button></form>\
+         <input id=\"deactivate-supervisor\" name=\"supervisor_id\" required></div></div>{}\
+         <button type=\"submit\" class=\"danger\">Supervisor approves the deactivation with passkey</button>{}</form>\
          <p class=\"error\" id=\"passkey-error\" role=\"alert\" hidden></p>",
         escape(csrf),
         a.version,
         reason_select::<DeactivateReason>("deactivate-reason"),
+        hidden(csrf, a.version),
+        card_approval_button(view, &id, "deactivate", "deactivate-card"),
     ));
     body
 }
@@ -709,11 +727,13 @@ pub(crate) fn case(view: &CaseView<'_>) -> String {
                 "<form id=\"approve\" data-start=\"/desk/api/applications/{id}/approve/start\" \
                  data-finish=\"/desk/api/applications/{id}/approve/finish\" data-csrf=\"{}\" data-version=\"{}\">\
                  <label for=\"supervisor-id\">Supervisor's staff id</label>\
-                 <input id=\"supervisor-id\" name=\"supervisor_id\" required>\
-                 <button type=\"submit\">Supervisor approves with passkey</button></form>\
+                 <input id=\"supervisor-id\" name=\"supervisor_id\" required>{}\
+                 <button type=\"submit\">Supervisor approves with passkey</button>{}</form>\
                  <p class=\"error\" id=\"passkey-error\" role=\"alert\" hidden></p>",
                 escape(csrf),
-                a.version
+                a.version,
+                hidden(csrf, a.version),
+                card_approval_button(view, &id, "approve", "approve-card"),
             ));
         }
     }

@@ -74,6 +74,8 @@
   // A passkey ceremony driven by a form or button: start, browser prompt, finish, go on.
   function ceremony(element, startBody, finishBody, csrf) {
     element.addEventListener(element.tagName === 'FORM' ? 'submit' : 'click', async (event) => {
+      // A supervisor's ID card instead: the form goes to the card listener as it is.
+      if (event.submitter && 'card' in event.submitter.dataset) return;
       event.preventDefault();
       try {
         const start = await post(element.dataset.start, startBody(), csrf);

@@ -34,6 +34,16 @@ mod ota;
 mod remote;
 mod staff_card;
 
+/// The first citizen's SoftHSM2 card as staff present it on the desk's card listener
+/// (through curl and OpenSSL's PKCS#11 engine): the test's folder, the card's national
+/// identity number, curl's TLS arguments and environment.
+#[derive(Clone, Copy)]
+struct DeskCard<'a> {
+    dir: &'a Path,
+    national_id: &'a str,
+    tls: (&'a [&'a str], &'a [(&'a str, &'a str)]),
+}
+
 const TRANSPORT: &str = "55667788";
 const PIN1: &str = "4821";
 const PIN2: &str = "73915";
@@ -779,7 +789,12 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert!(!blank.contains("citizen-authentication"), "{blank}");
 
     // A second citizen gets a SIM over the air, once verified at this desk.
-    ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser).await;
+    let card = DeskCard {
+        dir: &dir,
+        national_id: &national_id,
+        tls: (&card_tls, &card_env),
+    };
+    ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser, card).await;
 
     // A remote signing credential on the instance's HSM; then the identity's life goes
     // on at the desk: suspended, resumed, a PIN unblocked, the card replaced onto
@@ -790,6 +805,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         browser: &browser,
         case_url: case_url.split('?').next().unwrap(),
         national_id: &national_id,
+        card,
     };
     let remote = remote::desk_creates_remote_credentials(&journey).await;
     lifecycle::after_activation(&journey, &remote).await;

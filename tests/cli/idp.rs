@@ -314,7 +314,7 @@ fn assert_card_asked_anew(address: &str, root: &Path, cert: &Path, key: &Path) {
             .arg(cert)
             .arg("-key")
             .arg(key)
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             .output()
             .unwrap();
         let said = text(&output.stdout);

@@ -30,6 +30,9 @@ pub(super) struct Journey<'a> {
     pub(super) browser: &'a Browser,
     pub(super) case_url: &'a str,
     pub(super) national_id: &'a str,
+    /// The first card (its PIN1 changed at an unblock, then replaced onto EID-0002 on
+    /// the way: revoked by the end).
+    pub(super) card: super::DeskCard<'a>,
 }
 
 /// Posts a form from the case page as a stale or hand-made page would: the page's CSRF
@@ -185,6 +188,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
         browser,
         case_url,
         national_id,
+        card,
     } = *journey;
     let dir = eid.dir.path();
     let old_auth = dir.join("citizen-authentication.pem");
@@ -456,6 +460,41 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     assert!(ocsp(setup, dir, "citizen-sign-ca", remote).starts_with("good"));
     browser.click_and_wait("#receipt").await;
     browser.source_when(|page| page.contains("EID-0002")).await;
+
+    // A supervisor's ID card instead of a passkey: the form is checked before any card
+    // is asked for (no evidence: refused at the desk), and a revoked card approves
+    // nothing (the first card, linked to supervisor Astrid, was revoked when replaced).
+    browser.goto(case_url).await;
+    browser
+        .click("#deactivate-reason option[value=\"death\"]")
+        .await;
+    browser.click_and_wait("#deactivate-card").await;
+    let refusal = browser.text("#error").await;
+    assert!(refusal.contains("needs a note"), "{refusal}");
+    browser
+        .click("#deactivate-reason option[value=\"death\"]")
+        .await;
+    browser
+        .type_into("#deactivate-note", "death certificate 2026/0042")
+        .await;
+    browser.click("#deactivate-card").await;
+    let card_url = browser
+        .wait_for_url(|url| url.contains("/desk-card/"))
+        .await;
+    // (Its PIN1 is the one set at the unblock above.)
+    let pin_now = |arg: &&str| {
+        arg.replace(
+            &format!("pin-value={PIN1}"),
+            &format!("pin-value={NEW_PIN1}"),
+        )
+    };
+    let args_now: Vec<String> = card.tls.0.iter().map(pin_now).collect();
+    let args_now: Vec<&str> = args_now.iter().map(String::as_str).collect();
+    let (answer, page) =
+        super::staff_card::present_card(card.dir, &card_url, (&args_now, card.tls.1));
+    assert_eq!(answer, "403", "{page}");
+    assert!(page.contains("cannot approve"), "{page}");
+    assert!(page.contains("revoked"), "{page}");
 
     // Deactivation (death): not approved by the clerk who asks for it; then by the
     // supervisor, authenticating now with their own passkey.

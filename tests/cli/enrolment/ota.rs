@@ -49,6 +49,7 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
     setup: &Setup,
     eid: &Eid,
     browser: &Browser,
+    card: super::DeskCard<'_>,
 ) {
     let desk = setup.desk_url();
     let created: Value = reqwest::Client::new()
@@ -71,7 +72,8 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
     let said = text(&early.stderr);
     assert!(said.contains("not been verified in person"), "{said}");
 
-    // The desk verifies them: consent, two matching documents, approval.
+    // The desk verifies them: consent, two documents (the ID card's name spelt
+    // otherwise: a supervisor approves it with their own ID card), approval.
     browser.goto(&format!("{desk}/desk")).await;
     browser.type_into("#q", &national_id).await;
     browser
@@ -81,8 +83,18 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
     browser.click_and_wait("#record-consent").await;
     let passport = td3("PERSAD<<RAVI", "TB7654321", "800315", "320101");
     record_document(browser, "passport", "TB7654321", "2032-01-01", &passport).await;
-    let card = td1("PERSAD<<RAVI", "ID1122334", "800315", "310101");
-    record_document(browser, "national-id", "ID1122334", "2031-01-01", &card).await;
+    let id_card = td1("PERSAUD<<RAVI", "ID1122334", "800315", "310101");
+    record_document(browser, "national-id", "ID1122334", "2031-01-01", &id_card).await;
+    assert!(browser.text("#notice").await.contains("supervisor"));
+    super::staff_card::supervisor_approves_with_their_card(
+        setup,
+        eid,
+        browser,
+        card.dir,
+        card.national_id,
+        card.tls,
+    )
+    .await;
     browser.click_and_wait("#approve-case").await;
     assert_eq!(browser.text("#status").await, "approved");
 

@@ -84,6 +84,7 @@ pub(super) async fn desk_creates_remote_credentials(journey: &Journey<'_>) -> Pa
         browser,
         case_url,
         national_id,
+        ..
     } = *journey;
     let dir = eid.dir.path();
     browser.goto(case_url).await;

@@ -6,6 +6,11 @@
 //! through OpenSSL's PKCS#11 engine (headless Chromium cannot be given a client
 //! certificate without a machine-wide policy). Refused first while the card is no
 //! staff member's, and without a certificate; a used hand-off does not work twice.
+//!
+//! Later (a second citizen's case, with a name mismatch), a supervisor approves the
+//! exception with that card: refused while the card is clerk Anna's, then approved
+//! once it is linked to supervisor Astrid; the browser's own button starts it, curl
+//! presents the card, and the browser takes the approval back into the clerk's session.
 
 use std::path::Path;
 
@@ -34,13 +39,24 @@ fn curl(dir: &Path, url: &str, tls: &[&str], envs: &[(&str, &str)]) -> (String, 
     )
 }
 
-/// `eid enrolment staff card anna --national-id <national_id>`.
-fn link_card(national_id: &str) -> [&str; 6] {
+/// curl presenting the card (`tls`: its arguments and environment) on the card
+/// listener at `url`: the HTTP status and the page.
+pub(super) fn present_card(
+    dir: &Path,
+    url: &str,
+    (tls, envs): (&[&str], &[(&str, &str)]),
+) -> (String, String) {
+    let (status, _, page) = curl(dir, url, tls, envs);
+    (status, page)
+}
+
+/// `eid enrolment staff card <staff> --national-id <national_id>`.
+fn link_card<'a>(staff: &'a str, national_id: &'a str) -> [&'a str; 6] {
     [
         "enrolment",
         "staff",
         "card",
-        "anna",
+        staff,
         "--national-id",
         national_id,
     ]
@@ -131,7 +147,7 @@ pub(super) async fn staff_log_in_with_their_card(
         char::from(last as u8 + 1)
     });
     let refused = setup
-        .command(eid, &link_card(&wrong))
+        .command(eid, &link_card("anna", &wrong))
         .output()
         .await
         .unwrap();
@@ -141,7 +157,7 @@ pub(super) async fn staff_log_in_with_their_card(
         "{}",
         text(&refused.stderr)
     );
-    setup.run(eid, &link_card(national_id)).await;
+    setup.run(eid, &link_card("anna", national_id)).await;
     let (status, back, page) = curl(dir, card_url, card_tls, card_env);
     assert_eq!(status, "303", "{page}");
     assert!(
@@ -167,4 +183,103 @@ pub(super) async fn staff_log_in_with_their_card(
     browser.click("#login button").await;
     browser.find("#q").await;
     assert!(browser.text("#staff").await.contains("Ann Clerk"));
+}
+
+/// The browser, logged in as clerk Ann on a case with an open exception, has it
+/// approved with the card of `national_id` (Anna's, a clerk: refused; then linked to
+/// supervisor Astrid: approved). Ends on the case page, the exception approved.
+pub(super) async fn supervisor_approves_with_their_card(
+    setup: &Setup,
+    eid: &Eid,
+    browser: &Browser,
+    dir: &Path,
+    national_id: &str,
+    (card_tls, card_env): (&[&str], &[(&str, &str)]),
+) {
+    let desk = setup.desk_url();
+    let case_url = browser.url().await;
+    // The page's own button sends the form to the card listener; headless Chromium
+    // stops there (it has no card), so curl takes the URL on.
+    browser.click("#approve-card").await;
+    let card_url = browser
+        .wait_for_url(|url| url.contains("/desk-card/"))
+        .await;
+    assert!(
+        card_url.starts_with(&format!("https://{}/desk-card/", setup.desk_card)),
+        "{card_url}"
+    );
+    let (status, _, page) = curl(dir, &card_url, &[], &[]);
+    assert_eq!(status, "403", "{page}");
+    assert!(page.contains("no ID card certificate"), "{page}");
+    // Anna is a clerk: her card approves nothing.
+    let (status, _, page) = curl(dir, &card_url, card_tls, card_env);
+    assert_eq!(status, "403", "{page}");
+    assert!(page.contains("not a supervisor"), "{page}");
+    // The card moves to supervisor Astrid.
+    setup
+        .run(
+            eid,
+            &[
+                "enrolment",
+                "staff",
+                "add",
+                "astrid",
+                "--name",
+                "Astrid Lindgren",
+                "--role",
+                "supervisor",
+                "--centre",
+                "pos",
+            ],
+        )
+        .await;
+    setup
+        .run(eid, &["enrolment", "staff", "card", "anna", "--remove"])
+        .await;
+    setup.run(eid, &link_card("astrid", national_id)).await;
+    let (status, back, page) = curl(dir, &card_url, card_tls, card_env);
+    assert_eq!(status, "303", "{page}");
+    assert!(
+        back.starts_with(&format!("{desk}/desk/approvals/card/")),
+        "{back}"
+    );
+    // Proved once.
+    let (status, _, _) = curl(dir, &card_url, card_tls, card_env);
+    assert_eq!(status, "404");
+    // The clerk's browser takes the approval back: recorded, the case shown.
+    browser.goto(&back).await;
+    let notice = browser.text("#notice").await;
+    assert!(notice.contains("supervisor approved"), "{notice}");
+    assert!(
+        browser
+            .text("#exceptions")
+            .await
+            .contains("approved by a supervisor")
+    );
+    // Used once.
+    browser.goto(&back).await;
+    browser.source_when(|page| page.contains("is used")).await;
+    browser.goto(&case_url).await;
+    browser.find("#exceptions").await;
+
+    let log = setup.run(eid, &["audit", "tail", "-n", "40"]).await;
+    let approved = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("enrolment.exception.approve") && l.contains("success"))
+        .unwrap_or_else(|| panic!("no approval in {log}"));
+    assert!(approved.contains("\"supervisor\":\"astrid\""), "{approved}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("enrolment.staff.authenticate")
+                && l.contains("\"method\":\"idcard\"")
+                && l.contains("\"purpose\":\"approve\"")
+                && l.contains("success")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("enrolment.staff.authenticate") && l.contains("not a supervisor")),
+        "{log}"
+    );
 }
