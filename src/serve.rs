@@ -424,11 +424,8 @@ fn desk_card_login(
     // No cache (the idp keeps answers `ocsp_cache_secs`): staff logins and approvals
     // are few, and a card revoked a moment ago (replaced at the desk, say) must not log
     // in or approve on an answer given before.
-    let status = eid_idp::card::StatusChecker::new(
-        &citizen_ca.der,
-        reqwest::Client::new(),
-        Duration::ZERO,
-    )?;
+    let status =
+        eid_idp::card::StatusChecker::new(&citizen_ca.der, reqwest::Client::new(), Duration::ZERO)?;
     enrolment.set_staff_cards(Arc::new(DeskStaffCards {
         country: ctx.config.ca.country.clone(),
         status,

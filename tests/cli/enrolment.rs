@@ -794,7 +794,8 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         national_id: &national_id,
         tls: (&card_tls, &card_env),
     };
-    ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser, card).await;
+    let second_case =
+        ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser, card).await;
 
     // A remote signing credential on the instance's HSM; then the identity's life goes
     // on at the desk: suspended, resumed, a PIN unblocked, the card replaced onto
@@ -806,6 +807,7 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         case_url: case_url.split('?').next().unwrap(),
         national_id: &national_id,
         card,
+        second_case: &second_case,
     };
     let remote = remote::desk_creates_remote_credentials(&journey).await;
     lifecycle::after_activation(&journey, &remote).await;

@@ -33,6 +33,8 @@ pub(super) struct Journey<'a> {
     /// The first card (its PIN1 changed at an unblock, then replaced onto EID-0002 on
     /// the way: revoked by the end).
     pub(super) card: super::DeskCard<'a>,
+    /// The second citizen's case page (active, a SIM over the air).
+    pub(super) second_case: &'a str,
 }
 
 /// Posts a form from the case page as a stale or hand-made page would: the page's CSRF
@@ -189,6 +191,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
         case_url,
         national_id,
         card,
+        second_case,
     } = *journey;
     let dir = eid.dir.path();
     let old_auth = dir.join("citizen-authentication.pem");
@@ -490,11 +493,47 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     };
     let args_now: Vec<String> = card.tls.0.iter().map(pin_now).collect();
     let args_now: Vec<&str> = args_now.iter().map(String::as_str).collect();
-    let (answer, page) =
+    let (answer, _, page) =
         super::staff_card::present_card(card.dir, &card_url, (&args_now, card.tls.1));
     assert_eq!(answer, "403", "{page}");
     assert!(page.contains("cannot approve"), "{page}");
     assert!(page.contains("revoked"), "{page}");
+    // The new card EID-0002 (the same national identity number: still supervisor
+    // Astrid's) approves the second citizen's deactivation: the browser's button, curl
+    // with the card, the browser back in the clerk's session.
+    browser.goto(second_case).await;
+    browser
+        .click("#deactivate-reason option[value=\"death\"]")
+        .await;
+    browser
+        .type_into("#deactivate-note", "death certificate 2026/0077")
+        .await;
+    browser.click("#deactivate-card").await;
+    let card_url = browser
+        .wait_for_url(|url| url.contains("/desk-card/"))
+        .await;
+    let key = format!(
+        "pkcs11:token=EID-0002%20(PIN1);object=citizen-authentication;type=private;\
+         pin-value={NEW_CARD_PIN1}"
+    );
+    let cert = new_auth.display().to_string();
+    let new_card = [
+        "--engine",
+        "pkcs11",
+        "--key-type",
+        "ENG",
+        "--key",
+        &key,
+        "--cert",
+        &cert,
+    ];
+    let (answer, back, page) =
+        super::staff_card::present_card(card.dir, &card_url, (&new_card, card.tls.1));
+    assert_eq!(answer, "303", "{page}");
+    browser.goto(&back).await;
+    assert!(browser.text("#notice").await.contains("deactivated"));
+    assert_eq!(browser.text("#status").await, "deactivated");
+    assert!(browser.text("#deactivated").await.contains("death"));
 
     // Deactivation (death): not approved by the clerk who asks for it; then by the
     // supervisor, authenticating now with their own passkey.
@@ -576,6 +615,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     }
     let deactivation = log
         .lines()
+        .rev()
         .find(|l| l.contains("enrolment.identity.deactivate") && l.contains("success"))
         .unwrap();
     assert!(

@@ -45,12 +45,13 @@ async fn ota_activate(
         .unwrap()
 }
 
+/// Returns the second citizen's case page.
 pub(super) async fn second_citizen_gets_a_sim_over_the_air(
     setup: &Setup,
     eid: &Eid,
     browser: &Browser,
     card: super::DeskCard<'_>,
-) {
+) -> String {
     let desk = setup.desk_url();
     let created: Value = reqwest::Client::new()
         .post(format!("{desk}/api/v1/applications"))
@@ -80,6 +81,7 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
         .click_and_wait("form[action='/desk/search'] button")
         .await;
     assert_eq!(browser.text("#status").await, "pending");
+    let case_url = browser.url().await;
     browser.click_and_wait("#record-consent").await;
     let passport = td3("PERSAD<<RAVI", "TB7654321", "800315", "320101");
     record_document(browser, "passport", "TB7654321", "2032-01-01", &passport).await;
@@ -142,4 +144,5 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
     assert!(said.contains("already has an active token"), "{said}");
     let tail = setup.run(eid, &["audit", "tail", "-n", "80"]).await;
     assert!(tail.contains("enrolment.ota.activate"), "{tail}");
+    case_url.split('?').next().unwrap().to_owned()
 }

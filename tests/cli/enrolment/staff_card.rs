@@ -40,14 +40,13 @@ fn curl(dir: &Path, url: &str, tls: &[&str], envs: &[(&str, &str)]) -> (String, 
 }
 
 /// curl presenting the card (`tls`: its arguments and environment) on the card
-/// listener at `url`: the HTTP status and the page.
+/// listener at `url`: the HTTP status, where it redirects, and the page.
 pub(super) fn present_card(
     dir: &Path,
     url: &str,
     (tls, envs): (&[&str], &[(&str, &str)]),
-) -> (String, String) {
-    let (status, _, page) = curl(dir, url, tls, envs);
-    (status, page)
+) -> (String, String, String) {
+    curl(dir, url, tls, envs)
 }
 
 /// `eid enrolment staff card <staff> --national-id <national_id>`.
