@@ -410,16 +410,17 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
 
 /// Staff ID-card login at the desk, set up on `enrolment`: the idp's checks of a login
 /// certificate (the holder from its `serialNumber`, its status from the CA's OCSP
-/// responder at every card, failing closed) and the TLS of the idp's card listener (the instance's
-/// card-login server certificate; the citizen authentication CA the only anchor for
-/// client certificates). Returns that TLS setup for the desk's card listener.
+/// responder at every card, failing closed) and TLS as the idp's card listener has it,
+/// with the desk's own server certificate (CA role `desk-tls`, named by the desk card
+/// listener's address; the citizen authentication CA the only anchor for client
+/// certificates). Returns that TLS setup for the desk's card listener.
 fn desk_card_login(
     ctx: &ServiceContext,
     ca: &CertificateAuthority,
     enrolment: &eid_enrolment::Enrolment,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let hierarchy = ca.hierarchy();
-    let tls = hierarchy.get(CaRole::IdpTls)?;
+    let tls = hierarchy.get(CaRole::DeskTls)?;
     let citizen_ca = hierarchy.get(CaRole::CitizenAuthenticationCa)?;
     // No cache (the idp keeps answers `ocsp_cache_secs`): staff logins and approvals
     // are few, and a card revoked a moment ago (replaced at the desk, say) must not log
@@ -434,7 +435,7 @@ fn desk_card_login(
         vec![tls.der.clone()],
         tls.signer.clone(),
         &citizen_ca.der,
-        Some(Arc::new(RoleStanding(ca.clone(), CaRole::IdpTls))),
+        Some(Arc::new(RoleStanding(ca.clone(), CaRole::DeskTls))),
     )?)
 }
 

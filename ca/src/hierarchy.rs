@@ -5,7 +5,7 @@
 //! layer and each certificate recorded with an audit event in one transaction; later
 //! starts load what exists and change nothing.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, net::IpAddr, time::Duration};
 
 use der::{Decode, Encode, asn1::OctetString};
 use eid_core::{AuditEvent, ServiceContext, audit};
@@ -52,11 +52,13 @@ pub enum CaRole {
     TimeStamping,
     /// The idp's TLS server certificate for the card-login listener.
     IdpTls,
+    /// The enrolment desk's TLS server certificate for its staff ID-card listener.
+    DeskTls,
 }
 
 impl CaRole {
     /// Every role, issuers before what they issue.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Root,
         Self::CitizenAuthenticationCa,
         Self::CitizenSigningCa,
@@ -66,6 +68,7 @@ impl CaRole {
         Self::OcspOrganisationSeal,
         Self::TimeStamping,
         Self::IdpTls,
+        Self::DeskTls,
     ];
 
     /// The role's stable name: in URLs, file names and the database.
@@ -80,6 +83,7 @@ impl CaRole {
             Self::OcspOrganisationSeal => "ocsp-org-seal",
             Self::TimeStamping => "tsa",
             Self::IdpTls => "idp-tls",
+            Self::DeskTls => "desk-tls",
         }
     }
 
@@ -101,7 +105,8 @@ impl CaRole {
             | Self::CitizenSigningCa
             | Self::OrganisationSealCa
             | Self::TimeStamping
-            | Self::IdpTls => Some(Self::Root),
+            | Self::IdpTls
+            | Self::DeskTls => Some(Self::Root),
             Self::OcspCitizenAuthentication => Some(Self::CitizenAuthenticationCa),
             Self::OcspCitizenSigning => Some(Self::CitizenSigningCa),
             Self::OcspOrganisationSeal => Some(Self::OrganisationSealCa),
@@ -171,6 +176,7 @@ impl CaRole {
                 | Self::OcspOrganisationSeal
                 | Self::TimeStamping
                 | Self::IdpTls
+                | Self::DeskTls
         )
     }
 
@@ -192,7 +198,8 @@ impl CaRole {
                 Self::OcspCitizenAuthentication
                 | Self::OcspCitizenSigning
                 | Self::OcspOrganisationSeal
-                | Self::IdpTls => 365,
+                | Self::IdpTls
+                | Self::DeskTls => 365,
             },
         )
     }
@@ -510,6 +517,7 @@ fn plan(
         CaRole::OcspOrganisationSeal => format!("{org} Organisation Seal OCSP Responder"),
         CaRole::TimeStamping => format!("{org} Time-Stamping Unit"),
         CaRole::IdpTls => format!("{org} Identity Provider"),
+        CaRole::DeskTls => format!("{org} Enrolment Desk"),
     };
     // A ceremony names each certificate itself.
     let subject = base
@@ -577,26 +585,30 @@ fn plan(
             // RFC 3161 §2.3: the TSU certificate's only purpose, and critical.
             ext.push(extensions::extended_key_usage(&[oid::TIME_STAMPING], true)?);
         }
-        CaRole::IdpTls => {
-            ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
-            ext.push(extensions::extended_key_usage(&[oid::SERVER_AUTH], false)?);
-            let host = ctx.config.listen.idp.ip();
-            let address = match host {
-                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
-                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
-            };
-            // The listener's address: pkilint (rightly) refuses a bare "localhost" as a
-            // DNS name. A public host name comes from the idp's own configuration.
-            ext.push(extensions::subject_alt_name(vec![GeneralName::IpAddress(
-                OctetString::new(address).map_err(|e| CaError::encoding("SAN", e))?,
-            )])?);
-        }
+        // Each ID-card listener's own certificate, named by the address it binds:
+        // pkilint (rightly) refuses a bare "localhost" as a DNS name.
+        CaRole::IdpTls => tls_server(&mut ext, ctx.config.listen.idp.ip())?,
+        CaRole::DeskTls => tls_server(&mut ext, ctx.config.enrolment.card_listen.ip())?,
     }
     Ok(Planned {
         subject,
         issuer: issuer_name,
         extensions: ext,
     })
+}
+
+/// A TLS server certificate's extensions, for a listener at `host`.
+fn tls_server(ext: &mut Vec<Extension>, host: IpAddr) -> Result<(), CaError> {
+    ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
+    ext.push(extensions::extended_key_usage(&[oid::SERVER_AUTH], false)?);
+    let address = match host {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    ext.push(extensions::subject_alt_name(vec![GeneralName::IpAddress(
+        OctetString::new(address).map_err(|e| CaError::encoding("SAN", e))?,
+    )])?);
+    Ok(())
 }
 
 pub(crate) async fn create(

@@ -88,6 +88,7 @@ async fn service_certificates_are_renewed_before_they_expire(backend: TestBacken
                 | CaRole::OcspCitizenSigning
                 | CaRole::OcspOrganisationSeal
                 | CaRole::IdpTls
+                | CaRole::DeskTls
         );
         assert_eq!(before.serial != after.serial, renewed, "{role}");
         assert_eq!(before.spki, after.spki, "{role}: the same key");
@@ -98,7 +99,11 @@ async fn service_certificates_are_renewed_before_they_expire(backend: TestBacken
     }
     // The renewed certificates are signed by their issuers.
     let ca = CertificateAuthority::open(&ctx).await.unwrap();
-    for role in [CaRole::OcspCitizenAuthentication, CaRole::IdpTls] {
+    for role in [
+        CaRole::OcspCitizenAuthentication,
+        CaRole::IdpTls,
+        CaRole::DeskTls,
+    ] {
         let authority = ca.hierarchy().get(role).unwrap();
         let issuer = ca.hierarchy().get(role.issuer().unwrap()).unwrap();
         let tbs = der::Encode::to_der(authority.certificate.tbs_certificate()).unwrap();
@@ -118,7 +123,7 @@ async fn service_certificates_are_renewed_before_they_expire(backend: TestBacken
         .into_iter()
         .filter(|entry| entry.action == "ca.certificate.renew")
         .collect();
-    assert_eq!(renewals.len(), 4, "{renewals:?}");
+    assert_eq!(renewals.len(), 5, "{renewals:?}");
     assert!(
         renewals
             .iter()

@@ -223,6 +223,7 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
         "ocsp-org-seal",
         "tsa",
         "idp-tls",
+        "desk-tls",
     ] {
         pkilint_clean("lint_pkix_cert", &[], &pki.join(format!("{role}.pem")));
     }
@@ -433,7 +434,7 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     );
     assert_eq!(
         tail.matches("ca.certificate.create success").count(),
-        9,
+        10,
         "{tail}"
     );
     let verify = eid.run(&["--config", &config, "audit", "verify"]).await;
@@ -1596,7 +1597,7 @@ async fn key_ceremony_creates_the_hierarchy_on_the_token_with_a_transcript() {
     assert!(text(&file_hash.stdout).starts_with(transcript["file_sha256"].as_str().unwrap()));
     assert_eq!(transcript["witnesses"].as_array().unwrap().len(), 2);
     let certificates = transcript["certificates"].as_array().unwrap();
-    assert_eq!(certificates.len(), 9);
+    assert_eq!(certificates.len(), 10);
     let pki = dir.join("pki");
     let export = token
         .run(

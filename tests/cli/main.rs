@@ -263,12 +263,12 @@ async fn serve_brings_up_every_service_and_restart_reuses_the_data(backend: Test
 
     let verify = eid.run(&["audit", "verify"]).await;
     assert!(verify.status.success(), "{}", text(&verify.stderr));
-    // The instance, the nine CA certificates, the first CRLs (the root's, and a full
+    // The instance, the ten CA certificates, the first CRLs (the root's, and a full
     // and a delta CRL of each issuing CA, published by the first start; the second
     // start found them current), the idp's first token-signing key, and the TSA's
     // start at each of the two starts.
     assert!(
-        text(&verify.stdout).contains("audit log intact: 20 entries"),
+        text(&verify.stdout).contains("audit log intact: 21 entries"),
         "{}",
         text(&verify.stdout)
     );

@@ -129,6 +129,25 @@ pub(super) async fn staff_log_in_with_their_card(
         "{card_url}"
     );
 
+    // The listener presents the desk's own certificate (CA role desk-tls), which
+    // OpenSSL verifies against the root for the listener's address.
+    let served = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &setup.desk_card,
+            "-verify_ip",
+            "127.0.0.1",
+        ])
+        .arg("-CAfile")
+        .arg(dir.join("pki/root.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let served = text(&served.stdout);
+    assert!(served.contains("Enrolment Desk"), "{served}");
+    assert!(served.contains("Verify return code: 0 (ok)"), "{served}");
+
     // No certificate: refused, saying so.
     let (status, _, page) = curl(dir, card_url, &[], &[]);
     assert_eq!(status, "403", "{page}");
