@@ -158,8 +158,14 @@ async fn issue(
         .await?;
     let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &issued.der)
         .map_err(|e| CaError::encoding("certificate", e))?;
+    // 201 for a new certificate; 200 for the one an identical earlier request got
+    // (a retry whose answer was lost).
     Ok((
-        StatusCode::CREATED,
+        if issued.repeated {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
         Json(serde_json::json!({
             "serial": issued.serial.to_hex(),
             "profile": issued.profile.name(),

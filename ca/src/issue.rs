@@ -5,6 +5,7 @@
 use der::Decode;
 use eid_core::{AuditEvent, Outcome, audit, group_commit::Written};
 use eid_hsm::{PublicKey, QscdEvidence};
+use sqlx::Row;
 use x509_cert::certificate::TbsCertificate;
 
 use crate::{
@@ -83,6 +84,8 @@ pub struct IssuedCertificate {
     pub der: Vec<u8>,
     /// The profile it was issued under.
     pub profile: Profile,
+    /// Issued for an earlier, identical request, and handed out again now.
+    pub repeated: bool,
 }
 
 impl CertificateAuthority {
@@ -117,18 +120,14 @@ impl CertificateAuthority {
         if profile.needs_qscd() {
             require_qscd(profile, request.key_evidence.as_ref(), &verified.public_key)?;
         }
-        let duplicate = sqlx::query(
-            "SELECT serial FROM certificate WHERE spki_sha256 = $1 AND state <> 'failed'",
+        let certified = sqlx::query(
+            "SELECT serial, profile, subject, national_id, state, der, revoked_at \
+             FROM certificate WHERE spki_sha256 = $1 AND state <> 'failed'",
         )
         .bind(&verified.key_fingerprint)
         .fetch_optional(ctx.db.pool())
         .await
         .map_err(CaError::query("checking for a certified key"))?;
-        if duplicate.is_some() {
-            return Err(CaError::Refused(
-                "this public key is already certified; every certificate needs a fresh key".into(),
-            ));
-        }
 
         // 2. The plan and its lint, before the CA key is touched.
         self.check_in_service(profile.issuer())?;
@@ -144,6 +143,11 @@ impl CertificateAuthority {
             &config.pds_url,
         )?;
         let subject_name = planned.subject.clone();
+        if let Some(certified) = certified {
+            return self
+                .issued_before(request, &certified, &subject_name.to_string())
+                .await;
+        }
         let serial = CertificateSerial::random()?;
         let now = ctx.clock.now();
         let not_before = now - time::Duration::minutes(5);
@@ -274,6 +278,7 @@ impl CertificateAuthority {
             serial,
             der,
             profile,
+            repeated: false,
         })
     }
 }
@@ -326,6 +331,52 @@ impl PlannedRow {
             )));
         }
         Ok(Ok(()))
+    }
+}
+
+impl CertificateAuthority {
+    /// A request for a key that is certified already. The key is certified once: the
+    /// same certificate comes back when the request is the one it answered (the same
+    /// profile, holder and subject; issued and not revoked or suspended), which is how
+    /// a registration authority retries after the answer was lost on the link (audited
+    /// as a repeated issue); anything else is refused.
+    async fn issued_before(
+        &self,
+        request: &IssueRequest,
+        certified: &sqlx::any::AnyRow,
+        subject: &str,
+    ) -> Result<IssuedCertificate, CaError> {
+        let read = |e| CaError::query("reading a certified key")(e);
+        let text = |column: &str| -> Result<String, CaError> {
+            certified.try_get::<String, _>(column).map_err(read)
+        };
+        let der: Option<Vec<u8>> = certified.try_get("der").map_err(read)?;
+        let revoked_at: Option<String> = certified.try_get("revoked_at").map_err(read)?;
+        let same = text("state")? == "issued"
+            && revoked_at.is_none()
+            && text("profile")? == request.profile.name()
+            && text("national_id")? == request.holder.identifier()
+            && text("subject")? == subject;
+        let (true, Some(der)) = (same, der) else {
+            return Err(CaError::Refused(
+                "this public key is already certified; every certificate needs a fresh key".into(),
+            ));
+        };
+        let serial = text("serial")?;
+        let event = AuditEvent::new(
+            &request.requested_by,
+            "certificate.issue",
+            "certificate",
+            &serial,
+        )
+        .details(serde_json::json!({ "profile": request.profile.name(), "repeated": true }));
+        audit::record(&self.ctx.db, self.ctx.clock.as_ref(), &event).await?;
+        Ok(IssuedCertificate {
+            serial: CertificateSerial::parse(&serial)?,
+            der,
+            profile: request.profile,
+            repeated: true,
+        })
     }
 }
 

@@ -310,9 +310,13 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
         "{subject}"
     );
 
-    // Refusals, each in its own words; the audit chain stays intact.
+    // The same request again: the same certificate (a retry after a lost answer),
+    // audited as repeated. (The same key for other names is refused: see the RA API.)
     let again = issue(&eid, &config, "citizen-auth", &csr, &[]).await;
-    assert_fails_with(&again, &["already certified"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout), std::fs::read_to_string(&auth).unwrap());
+
+    // Refusals, each in its own words; the audit chain stays intact.
     let no_evidence = issue(&eid, &config, "citizen-sign", &csr, &[]).await;
     assert_fails_with(&no_evidence, &["qualified signature creation device"]);
     let auth_request = token
@@ -425,9 +429,10 @@ async fn citizen_certificates_pass_openssl_and_pkilint(backend: TestBackend) {
     let tail = text(&tail.stdout);
     assert_eq!(
         tail.matches("certificate.issue success").count(),
-        3,
+        4,
         "{tail}"
     );
+    assert_eq!(tail.matches("\"repeated\":true").count(), 1, "{tail}");
     assert!(
         tail.matches("certificate.issue denied").count() >= 7,
         "{tail}"
@@ -519,6 +524,8 @@ async fn issuance_api_serves_only_the_registration_authority(backend: TestBacken
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     assert_eq!(issued["profile"], "citizen-auth");
 
+    // The same request again (a retry whose answer was lost): 200 and the same
+    // certificate, not a second one. The same key for other names: refused.
     let again = http
         .post(&url)
         .bearer_auth(token)
@@ -526,9 +533,22 @@ async fn issuance_api_serves_only_the_registration_authority(backend: TestBacken
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 422);
-    assert_eq!(again.headers()["content-type"], "application/problem+json");
-    let problem: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["certificate"], issued["certificate"]);
+    assert_eq!(again["serial"], issued["serial"]);
+    let mut renamed = body.clone();
+    renamed["surname"] = "Grant".into();
+    let other = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&renamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = other.json().await.unwrap();
     assert!(
         problem["detail"]
             .as_str()
