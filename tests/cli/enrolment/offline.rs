@@ -30,10 +30,12 @@ use crate::{Eid, Server, browser::Browser};
 const DESK_TOKEN: &str = "desk-to-ca-bearer-token-0123456789abcdef";
 
 /// A TCP link to `target` that can be cut: while down, every connection (new or
-/// open) is closed at once, as a dead line looks to the desk.
+/// open) is closed at once, as a dead line looks to the desk. While it loses answers,
+/// requests reach the target but the connection closes as its answer starts back.
 struct Link {
     address: String,
     up: Arc<AtomicBool>,
+    lose_answers: Arc<AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
 }
 
@@ -42,20 +44,32 @@ impl Link {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let up = Arc::new(AtomicBool::new(true));
+        let lose_answers = Arc::new(AtomicBool::new(false));
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let flag = up.clone();
+        let (flag, losing) = (up.clone(), lose_answers.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
                     continue;
                 }
                 let (target, mut cuts) = (target.clone(), cuts.clone());
+                let lose = losing.load(Ordering::SeqCst);
                 // Only cuts from now on close this connection.
                 cuts.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
+                    if lose {
+                        let (mut request, _) = inbound.split();
+                        let (mut answer, mut to_target) = outbound.split();
+                        let mut first = [0u8; 1];
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut request, &mut to_target) => {}
+                            _ = tokio::io::AsyncReadExt::read(&mut answer, &mut first) => {}
+                        }
+                        return;
+                    }
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cuts.changed() => {}
@@ -63,10 +77,16 @@ impl Link {
                 });
             }
         });
-        Self { address, up, cut }
+        Self {
+            address,
+            up,
+            lose_answers,
+            cut,
+        }
     }
 
     fn set(&self, up: bool) {
+        self.lose_answers.store(false, Ordering::SeqCst);
         self.up.store(up, Ordering::SeqCst);
         if !up {
             self.cut.send_modify(|n| *n += 1);
@@ -191,7 +211,28 @@ async fn desk_queues_an_activation_while_the_ca_is_unreachable(backend: TestBack
     browser.goto(&case_url).await;
     assert_eq!(browser.text("#status").await, "approved");
 
-    // The link returns: the queue finishes the activation by itself.
+    // The link half returns: the CA gets the desk's request and issues, but its answer
+    // is lost on the way back. The desk cannot know the certificate exists.
+    link.lose_answers.store(true, Ordering::SeqCst);
+    link.up.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !setup
+        .run(&eid, &["audit", "tail", "-n", "20"])
+        .await
+        .lines()
+        .any(|l| l.contains("certificate.issue success") && l.contains("via service:desk-pos"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CA issued nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.goto(&case_url).await;
+    assert_eq!(browser.text("#status").await, "approved");
+
+    // The link returns: the queue finishes the activation by itself, the CA handing
+    // back the certificate whose answer was lost (not a second one).
     link.set(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -226,5 +267,16 @@ async fn desk_queues_an_activation_while_the_ca_is_unreachable(backend: TestBack
             && l.contains("staff:ann@desk:desk-1 via service:desk-pos")),
         "{log}"
     );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("certificate.issue success") && l.contains("\"repeated\":true")),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("certificate.plan").count(),
+        2,
+        "two certificates in all, none issued twice: {log}"
+    );
+    assert!(!log.contains("certificate.revoke"), "{log}");
     browser.quit().await;
 }
