@@ -5,7 +5,12 @@
 //! layer and each certificate recorded with an audit event in one transaction; later
 //! starts load what exists and change nothing.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use der::{Decode, Encode, asn1::OctetString};
 use eid_core::{AuditEvent, ServiceContext, audit};
@@ -585,10 +590,17 @@ fn plan(
             // RFC 3161 §2.3: the TSU certificate's only purpose, and critical.
             ext.push(extensions::extended_key_usage(&[oid::TIME_STAMPING], true)?);
         }
-        // Each ID-card listener's own certificate, named by the address it binds:
-        // pkilint (rightly) refuses a bare "localhost" as a DNS name.
-        CaRole::IdpTls => tls_server(&mut ext, ctx.config.listen.idp.ip())?,
-        CaRole::DeskTls => tls_server(&mut ext, ctx.config.enrolment.card_listen.ip())?,
+        // Each ID-card listener's own certificate.
+        CaRole::IdpTls => tls_server(
+            &mut ext,
+            ctx.config.idp.card_listen,
+            &ctx.config.idp.card_url,
+        )?,
+        CaRole::DeskTls => tls_server(
+            &mut ext,
+            ctx.config.enrolment.card_listen,
+            &ctx.config.enrolment.card_url,
+        )?,
     }
     Ok(Planned {
         subject,
@@ -597,17 +609,48 @@ fn plan(
     })
 }
 
-/// A TLS server certificate's extensions, for a listener at `host`.
-fn tls_server(ext: &mut Vec<Extension>, host: IpAddr) -> Result<(), CaError> {
+/// A TLS server certificate's extensions, for a listener bound to `listen` and reached
+/// at `public_url`: its names are the URL's host (a DNS name, or an IP address) and the
+/// bound address unless that is unspecified (0.0.0.0); 127.0.0.1 if neither names
+/// anything. pkilint (rightly) refuses a bare "localhost" as a DNS name.
+fn tls_server(
+    ext: &mut Vec<Extension>,
+    listen: SocketAddr,
+    public_url: &str,
+) -> Result<(), CaError> {
     ext.push(extensions::key_usage(&[KeyUsages::DigitalSignature])?);
     ext.push(extensions::extended_key_usage(&[oid::SERVER_AUTH], false)?);
-    let address = match host {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
-    ext.push(extensions::subject_alt_name(vec![GeneralName::IpAddress(
-        OctetString::new(address).map_err(|e| CaError::encoding("SAN", e))?,
-    )])?);
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    let mut names = Vec::new();
+    match url::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Domain(name)) if !name.eq_ignore_ascii_case("localhost") => {
+            names.push(GeneralName::DnsName(
+                der::asn1::Ia5String::new(&name).map_err(|e| CaError::encoding("SAN", e))?,
+            ));
+        }
+        Some(url::Host::Ipv4(v4)) => addresses.push(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => addresses.push(IpAddr::V6(v6)),
+        _ => {}
+    }
+    if !listen.ip().is_unspecified() && !addresses.contains(&listen.ip()) {
+        addresses.push(listen.ip());
+    }
+    if names.is_empty() && addresses.is_empty() {
+        addresses.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    for address in addresses {
+        let octets = match address {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        names.push(GeneralName::IpAddress(
+            OctetString::new(octets).map_err(|e| CaError::encoding("SAN", e))?,
+        ));
+    }
+    ext.push(extensions::subject_alt_name(names)?);
     Ok(())
 }
 
@@ -994,4 +1037,54 @@ async fn certify(
         not_before,
         not_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use der::Decode;
+    use x509_cert::ext::pkix::{SubjectAltName, name::GeneralName};
+
+    use super::tls_server;
+
+    /// The names a TLS certificate for `listen` and `url` carries, as text.
+    fn names(listen: &str, url: &str) -> Vec<String> {
+        let mut ext = Vec::new();
+        tls_server(&mut ext, listen.parse().unwrap(), url).unwrap();
+        let san = ext.last().unwrap();
+        SubjectAltName::from_der(san.extn_value.as_bytes())
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|name| match name {
+                GeneralName::DnsName(name) => format!("dns:{name}"),
+                GeneralName::IpAddress(octets) => format!("ip:{:?}", octets.as_bytes()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tls_certificates_name_the_public_host_and_the_bound_address() {
+        // A public host name, the listener on every interface: the name only.
+        assert_eq!(
+            names("0.0.0.0:8446", "https://card.login.eid.gov.tt:8446"),
+            ["dns:card.login.eid.gov.tt"]
+        );
+        // The development default: the loopback address once.
+        assert_eq!(
+            names("127.0.0.1:8443", "https://127.0.0.1:8443"),
+            ["ip:[127, 0, 0, 1]"]
+        );
+        // A name and a specific bound address: both.
+        assert_eq!(
+            names("10.1.2.3:8443", "https://login.example.org"),
+            ["dns:login.example.org", "ip:[10, 1, 2, 3]"]
+        );
+        // "localhost" is no DNS name for a certificate; nothing else: loopback.
+        assert_eq!(
+            names("0.0.0.0:8443", "https://localhost:8443"),
+            ["ip:[127, 0, 0, 1]"]
+        );
+    }
 }
