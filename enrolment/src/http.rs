@@ -1496,28 +1496,16 @@ async fn deactivate_start(
     }
 }
 
-#[derive(Deserialize)]
-struct DeactivateCard {
-    csrf: String,
-    version: i64,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    note: String,
-}
-
 /// A supervisor approves a deactivation with their ID card: the form is checked first,
 /// then to the card listener, bound to this clerk, reason and note.
 async fn deactivate_card_start(
     State(enrolment): State<Enrolment>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<DeactivateCard>,
-) -> Response {
-    let (session, csrf) = match session_for_post(&enrolment, &headers, Some(&form.csrf)).await {
-        Ok(s) => s,
-        Err(response) => return response,
-    };
+    form: Result<Form<LifecycleForm>, FormRejection>,
+) -> Result<Response, Response> {
+    let Form(form) = form.map_err(|_| incomplete("deactivation"))?;
+    let (session, csrf) = session_for_post(&enrolment, &headers, Some(&form.csrf)).await?;
     let started = async {
         enrolment
             .check_deactivation(&id, &form.reason, &form.note)
@@ -1534,7 +1522,7 @@ async fn deactivate_card_start(
             .await
     }
     .await;
-    match started {
+    Ok(match started {
         Ok(location) => see_other(&location),
         Err(e) => {
             let e = enrolment
@@ -1542,7 +1530,7 @@ async fn deactivate_card_start(
                 .await;
             after_case_post(&enrolment, &session, &csrf, &id, Err(e)).await
         }
-    }
+    })
 }
 
 async fn deactivate_finish(

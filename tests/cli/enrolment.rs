@@ -34,6 +34,33 @@ mod ota;
 mod remote;
 mod staff_card;
 
+/// The PKCS#11 URI of `card`'s authentication key (PIN1 `pin`) and its certificate's
+/// path, as curl's TLS arguments take them.
+fn card_key_and_certificate(card: &str, pin: &str, certificate: &Path) -> (String, String) {
+    (
+        format!(
+            "pkcs11:token={card}%20(PIN1);object=citizen-authentication;type=private;\
+             pin-value={pin}"
+        ),
+        certificate.display().to_string(),
+    )
+}
+
+/// curl's arguments presenting a card in the TLS handshake: the key on the token
+/// through OpenSSL's PKCS#11 engine, and its certificate.
+fn engine_tls<'a>(key: &'a str, certificate: &'a str) -> [&'a str; 8] {
+    [
+        "--engine",
+        "pkcs11",
+        "--key-type",
+        "ENG",
+        "--key",
+        key,
+        "--cert",
+        certificate,
+    ]
+}
+
 /// The first citizen's SoftHSM2 card as staff present it on the desk's card listener
 /// (through curl and OpenSSL's PKCS#11 engine): the test's folder, the card's national
 /// identity number, curl's TLS arguments and environment.
@@ -742,20 +769,9 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
         ),
     )
     .unwrap();
-    let key = format!(
-        "pkcs11:token=EID-0001%20(PIN1);object=citizen-authentication;type=private;pin-value={PIN1}"
-    );
-    let cert = dir.join("citizen-authentication.pem").display().to_string();
-    let card_tls = [
-        "--engine",
-        "pkcs11",
-        "--key-type",
-        "ENG",
-        "--key",
-        &key,
-        "--cert",
-        &cert,
-    ];
+    let (key, cert) =
+        card_key_and_certificate("EID-0001", PIN1, &dir.join("citizen-authentication.pem"));
+    let card_tls = engine_tls(&key, &cert);
     let card_env = [
         ("OPENSSL_CONF", engine_conf.display().to_string()),
         ("SOFTHSM2_CONF", setup.softhsm.display().to_string()),
@@ -770,15 +786,12 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert!(status.starts_with('3'), "the card login answered {status}");
 
     // The citizen works at this centre: the same card logs them in at the desk.
-    staff_card::staff_log_in_with_their_card(
-        &setup,
-        &eid,
-        &browser,
-        &dir,
-        &national_id,
-        (&card_tls, &card_env),
-    )
-    .await;
+    let card = DeskCard {
+        dir: &dir,
+        national_id: &national_id,
+        tls: (&card_tls, &card_env),
+    };
+    staff_card::staff_log_in_with_their_card(&setup, &eid, &browser, card).await;
 
     // The second blank card is still blank: the desk touched only the one chosen.
     let blank = text(
@@ -789,11 +802,6 @@ async fn desk_journey_activates_a_card_that_logs_in(backend: TestBackend) {
     assert!(!blank.contains("citizen-authentication"), "{blank}");
 
     // A second citizen gets a SIM over the air, once verified at this desk.
-    let card = DeskCard {
-        dir: &dir,
-        national_id: &national_id,
-        tls: (&card_tls, &card_env),
-    };
     let second_case =
         ota::second_citizen_gets_a_sim_over_the_air(&setup, &eid, &browser, card).await;
 

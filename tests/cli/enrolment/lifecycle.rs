@@ -467,6 +467,18 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     // A supervisor's ID card instead of a passkey: the form is checked before any card
     // is asked for (no evidence: refused at the desk), and a revoked card approves
     // nothing (the first card, linked to supervisor Astrid, was revoked when replaced).
+    // The case page's deactivation form (death, with `note`) sent with the card
+    // button: the desk's card listener URL the browser is sent to.
+    let by_card = |note: &'static str| async move {
+        browser
+            .click("#deactivate-reason option[value=\"death\"]")
+            .await;
+        browser.type_into("#deactivate-note", note).await;
+        browser.click("#deactivate-card").await;
+        browser
+            .wait_for_url(|url| url.contains("/desk-card/"))
+            .await
+    };
     browser.goto(case_url).await;
     browser
         .click("#deactivate-reason option[value=\"death\"]")
@@ -474,16 +486,7 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     browser.click_and_wait("#deactivate-card").await;
     let refusal = browser.text("#error").await;
     assert!(refusal.contains("needs a note"), "{refusal}");
-    browser
-        .click("#deactivate-reason option[value=\"death\"]")
-        .await;
-    browser
-        .type_into("#deactivate-note", "death certificate 2026/0042")
-        .await;
-    browser.click("#deactivate-card").await;
-    let card_url = browser
-        .wait_for_url(|url| url.contains("/desk-card/"))
-        .await;
+    let card_url = by_card("death certificate 2026/0042").await;
     // (Its PIN1 is the one set at the unblock above.)
     let pin_now = |arg: &&str| {
         arg.replace(
@@ -502,31 +505,9 @@ pub(super) async fn after_activation(journey: &Journey<'_>, remote: &Path) {
     // Astrid's) approves the second citizen's deactivation: the browser's button, curl
     // with the card, the browser back in the clerk's session.
     browser.goto(second_case).await;
-    browser
-        .click("#deactivate-reason option[value=\"death\"]")
-        .await;
-    browser
-        .type_into("#deactivate-note", "death certificate 2026/0077")
-        .await;
-    browser.click("#deactivate-card").await;
-    let card_url = browser
-        .wait_for_url(|url| url.contains("/desk-card/"))
-        .await;
-    let key = format!(
-        "pkcs11:token=EID-0002%20(PIN1);object=citizen-authentication;type=private;\
-         pin-value={NEW_CARD_PIN1}"
-    );
-    let cert = new_auth.display().to_string();
-    let new_card = [
-        "--engine",
-        "pkcs11",
-        "--key-type",
-        "ENG",
-        "--key",
-        &key,
-        "--cert",
-        &cert,
-    ];
+    let card_url = by_card("death certificate 2026/0077").await;
+    let (key, cert) = super::card_key_and_certificate("EID-0002", NEW_CARD_PIN1, &new_auth);
+    let new_card = super::engine_tls(&key, &cert);
     let (answer, back, page) =
         super::staff_card::present_card(card.dir, &card_url, (&new_card, card.tls.1));
     assert_eq!(answer, "303", "{page}");

@@ -88,15 +88,7 @@ pub(super) async fn second_citizen_gets_a_sim_over_the_air(
     let id_card = td1("PERSAUD<<RAVI", "ID1122334", "800315", "310101");
     record_document(browser, "national-id", "ID1122334", "2031-01-01", &id_card).await;
     assert!(browser.text("#notice").await.contains("supervisor"));
-    super::staff_card::supervisor_approves_with_their_card(
-        setup,
-        eid,
-        browser,
-        card.dir,
-        card.national_id,
-        card.tls,
-    )
-    .await;
+    super::staff_card::supervisor_approves_with_their_card(setup, eid, browser, card).await;
     browser.click_and_wait("#approve-case").await;
     assert_eq!(browser.text("#status").await, "approved");
 

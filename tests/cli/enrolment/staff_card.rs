@@ -61,15 +61,8 @@ fn link_card<'a>(staff: &'a str, national_id: &'a str) -> [&'a str; 6] {
     ]
 }
 
-pub(super) async fn staff_log_in_with_their_card(
-    setup: &Setup,
-    eid: &Eid,
-    browser: &Browser,
-    dir: &Path,
-    national_id: &str,
-    (card_tls, card_env): (&[&str], &[(&str, &str)]),
-) {
-    let desk = setup.desk_url();
+/// `eid enrolment staff add` at centre `pos`: id, name, role.
+async fn add_staff(setup: &Setup, eid: &Eid, (id, name, role): (&str, &str, &str)) {
     setup
         .run(
             eid,
@@ -77,16 +70,27 @@ pub(super) async fn staff_log_in_with_their_card(
                 "enrolment",
                 "staff",
                 "add",
-                "anna",
+                id,
                 "--name",
-                "Anna Eriksson",
+                name,
                 "--role",
-                "clerk",
+                role,
                 "--centre",
                 "pos",
             ],
         )
         .await;
+}
+
+pub(super) async fn staff_log_in_with_their_card(
+    setup: &Setup,
+    eid: &Eid,
+    browser: &Browser,
+    card: super::DeskCard<'_>,
+) {
+    let (dir, national_id, (card_tls, card_env)) = (card.dir, card.national_id, card.tls);
+    let desk = setup.desk_url();
+    add_staff(setup, eid, ("anna", "Anna Eriksson", "clerk")).await;
     // Ann logs out; the login page offers the card.
     browser.goto(&format!("{desk}/desk")).await;
     browser
@@ -210,10 +214,9 @@ pub(super) async fn supervisor_approves_with_their_card(
     setup: &Setup,
     eid: &Eid,
     browser: &Browser,
-    dir: &Path,
-    national_id: &str,
-    (card_tls, card_env): (&[&str], &[(&str, &str)]),
+    card: super::DeskCard<'_>,
 ) {
+    let (dir, national_id, (card_tls, card_env)) = (card.dir, card.national_id, card.tls);
     let desk = setup.desk_url();
     let case_url = browser.url().await;
     // The page's own button sends the form to the card listener; headless Chromium
@@ -234,23 +237,7 @@ pub(super) async fn supervisor_approves_with_their_card(
     assert_eq!(status, "403", "{page}");
     assert!(page.contains("not a supervisor"), "{page}");
     // The card moves to supervisor Astrid.
-    setup
-        .run(
-            eid,
-            &[
-                "enrolment",
-                "staff",
-                "add",
-                "astrid",
-                "--name",
-                "Astrid Lindgren",
-                "--role",
-                "supervisor",
-                "--centre",
-                "pos",
-            ],
-        )
-        .await;
+    add_staff(setup, eid, ("astrid", "Astrid Lindgren", "supervisor")).await;
     setup
         .run(eid, &["enrolment", "staff", "card", "anna", "--remove"])
         .await;
