@@ -411,8 +411,8 @@ async fn open_idp(ctx: &ServiceContext, ca: &CertificateAuthority) -> anyhow::Re
 /// Staff ID-card login at the desk, set up on `enrolment`: the idp's checks of a login
 /// certificate (the holder from its `serialNumber`, its status from the CA's OCSP
 /// responder at every card, failing closed) and TLS as the idp's card listener has it,
-/// with the desk's own server certificate (CA role `desk-tls`, named by the desk card
-/// listener's address; the citizen authentication CA the only anchor for client
+/// with the desk's own server certificate (CA role `desk-tls`, naming `card_url`'s host
+/// and the bound address; the citizen authentication CA the only anchor for client
 /// certificates). Returns that TLS setup for the desk's card listener.
 fn desk_card_login(
     ctx: &ServiceContext,
