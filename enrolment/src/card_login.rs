@@ -192,18 +192,13 @@ impl Enrolment {
             .transpose()
             .map_err(|e| EnrolmentError::internal("starting a card approval")(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO enrol_card_login (login_id, desk_id, created_at, expires_at, purpose, \
-             approves) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO enrol_card_login (login_id, desk_id, created_at, expires_at, approves) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
         .bind(&desk.desk_id)
         .bind(now)
         .bind(now + LOGIN_SECS)
-        .bind(if approval.is_some() {
-            "approve"
-        } else {
-            "login"
-        })
         .bind(&approves)
         .execute(&mut *tx)
         .await
@@ -238,10 +233,10 @@ impl Enrolment {
         let read = |e| query("reading a card login")(e);
         let desk_id: String = login.try_get("desk_id").map_err(read)?;
         let approval = approval_of(login.try_get("approves").map_err(read)?)?;
-        let purpose = if approval.is_some() {
-            "approve"
-        } else {
-            "login"
+        // What the card is for: the audit's purpose, the refusal's verb, the way back.
+        let (purpose, verb, back) = match approval {
+            Some(_) => ("approve", "approve", "approvals"),
+            None => ("login", "log in", "login"),
         };
         let Some(certificate) = certificate else {
             return Err(EnrolmentError::Forbidden(
@@ -258,12 +253,7 @@ impl Enrolment {
             Err(PortError::Refused(why)) => {
                 self.refuse_card(&desk_id, "-", purpose, &why).await?;
                 return Err(EnrolmentError::Forbidden(format!(
-                    "this ID card cannot {}: {why}",
-                    if approval.is_some() {
-                        "approve"
-                    } else {
-                        "log in"
-                    }
+                    "this ID card cannot {verb}: {why}"
                 )));
             }
             Err(PortError::Unavailable(why)) => {
@@ -328,11 +318,6 @@ impl Enrolment {
                 "this login has expired or is finished: start again at the desk".into(),
             ));
         }
-        let back = if approval.is_some() {
-            "approvals"
-        } else {
-            "login"
-        };
         Ok(format!(
             "{}/desk/{back}/card/{id}?handoff={handoff}",
             ctx.config.enrolment.public_url
@@ -413,7 +398,7 @@ impl Enrolment {
         let staff_id: Option<String> = sqlx::query_scalar(
             "UPDATE enrol_card_login SET used_at = $1 WHERE login_id = $2 AND desk_id = $3 \
              AND handoff_hash = $4 AND used_at IS NULL AND expires_at > $1 \
-             AND purpose = 'login' RETURNING staff_id",
+             AND approves IS NULL RETURNING staff_id",
         )
         .bind(now)
         .bind(id)
@@ -456,7 +441,7 @@ impl Enrolment {
         let taken = sqlx::query(
             "UPDATE enrol_card_login SET used_at = $1 WHERE login_id = $2 AND desk_id = $3 \
              AND handoff_hash = $4 AND used_at IS NULL AND expires_at > $1 \
-             AND purpose = 'approve' RETURNING staff_id, approves",
+             AND approves IS NOT NULL RETURNING staff_id, approves",
         )
         .bind(now)
         .bind(id)

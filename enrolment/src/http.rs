@@ -522,7 +522,7 @@ async fn card_login_finish(
     }
 }
 
-/// The card listener's routes: step 2 of a card login.
+/// The card listener's routes: step 2 of a card login or a supervisor's card approval.
 pub(crate) fn card_routes(enrolment: &Enrolment) -> Router {
     Router::new()
         .route("/desk-card/{id}", get(card_login_prove))
