@@ -223,15 +223,12 @@ impl CertificateAuthority {
             .await??;
 
         // 4. Sign, and check the certificate is exactly what was planned.
-        let signed = if issuer.signer.signs_quickly() {
-            // A software key: quicker in place than handed to another thread.
-            prepared.sign(&issuer.signer)
-        } else {
-            let signer = issuer.signer.clone();
-            tokio::task::spawn_blocking(move || prepared.sign(&signer))
-                .await
-                .map_err(|e| CaError::Task(e.to_string()))?
-        };
+        let signer = issuer.signer.clone();
+        let signed = issuer
+            .signer
+            .run_signing(move || prepared.sign(&signer))
+            .await
+            .map_err(|e| CaError::Task(e.to_string()))?;
         let (state, outcome, result) = match signed {
             Ok(der) => ("issued", Outcome::Success, Ok(der)),
             Err(e) => ("failed", Outcome::Failure, Err(e)),

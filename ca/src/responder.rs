@@ -315,26 +315,26 @@ impl crate::CertificateAuthority {
             Some(_) => issuer,
             None => responder_role,
         };
-        let responder = self.hierarchy.get(signing_role)?;
-        let sign = move |responder: &crate::Authority| {
-            ocsp::sign_response(
-                &responder.signer,
-                &responder.certificate,
-                &entries,
-                nonce.as_deref(),
-                now,
-            )
-        };
-        // A software key signs in place: quicker than the hand-off to another thread.
-        let body = if responder.signer.signs_quickly() {
-            sign(responder)
-        } else {
-            let responder = responder.clone();
-            tokio::task::spawn_blocking(move || sign(&responder))
-                .await
-                .map_err(|e| CaError::Task(e.to_string()))?
-        }
-        .map_err(|e| CaError::Task(format!("signing an OCSP response: {e}")))?;
+        // The shared hierarchy goes to the signing job, not a copy of the authority
+        // (its certificates).
+        let hierarchy = self.hierarchy.clone();
+        let body = self
+            .hierarchy
+            .get(signing_role)?
+            .signer
+            .run_signing(move || {
+                let responder = hierarchy.get(signing_role)?;
+                ocsp::sign_response(
+                    &responder.signer,
+                    &responder.certificate,
+                    &entries,
+                    nonce.as_deref(),
+                    now,
+                )
+                .map_err(|e| CaError::Task(format!("signing an OCSP response: {e}")))
+            })
+            .await
+            .map_err(|e| CaError::Task(e.to_string()))??;
         Ok(body.into())
     }
 

@@ -31,6 +31,7 @@ mod policy;
 mod signer;
 mod soft;
 mod store;
+mod threads;
 
 pub use card::{
     CardId, CardInfo, CardReader, CardState, CardToken, CitizenPins, PersonalisedCard,

@@ -153,18 +153,33 @@ impl KeySigner {
         self.key.signs_quickly(self.scheme)
     }
 
-    /// Signs without holding up the async executor: on the blocking pool, except for
-    /// software ECDSA, which is quicker than the hand-off to another thread.
+    /// Signs without holding up the async executor (see [`Self::run_signing`]).
     pub async fn sign_async(&self, message: Vec<u8>) -> Result<Signature, HsmError> {
-        if self.key.signs_quickly(self.scheme) {
-            return self.sign(&message);
-        }
         let signer = self.clone();
-        tokio::task::spawn_blocking(move || signer.sign(&message))
-            .await
-            .map_err(|e| HsmError::Task {
-                detail: e.to_string(),
-            })?
+        self.run_signing(move || signer.sign(&message)).await?
+    }
+
+    /// Runs `work`, blocking code that signs with this key (building a token around
+    /// the signature, say), where this key's signatures belong without holding up the
+    /// async executor: in place for software ECDSA, quicker than any hand-off to
+    /// another thread; on the token's own signing threads for a PKCS#11 key (one per
+    /// session, so waiting jobs queue instead of waking threads that would only wait
+    /// for a session); on the blocking pool otherwise.
+    pub async fn run_signing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HsmError> {
+        if self.key.signs_quickly(self.scheme) {
+            return Ok(work());
+        }
+        match self.key.sign_threads() {
+            Some(threads) => threads.run(work).await,
+            None => tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| HsmError::Task {
+                    detail: e.to_string(),
+                }),
+        }
     }
 }
 

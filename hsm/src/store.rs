@@ -6,7 +6,7 @@ use secrecy::SecretString;
 
 use crate::{
     HsmError, KeyInfo, KeyLabel, KeyRole, KeySigner, KeySpec, Pkcs11Options, QscdEvidence,
-    SignatureScheme, SoftStoreOptions, TokenClass,
+    SignatureScheme, SoftStoreOptions, TokenClass, threads::SignThreads,
 };
 
 /// What a backend does; implemented by the soft store and the PKCS#11 token.
@@ -61,6 +61,11 @@ pub(crate) trait SigningKey: Send + Sync + fmt::Debug {
     /// to the blocking pool. Token operations never are.
     fn signs_quickly(&self, _scheme: SignatureScheme) -> bool {
         false
+    }
+    /// The threads that run this key's signatures for async callers, if its store
+    /// has its own (a PKCS#11 token: one per session); none: the blocking pool.
+    fn sign_threads(&self) -> Option<&SignThreads> {
+        None
     }
     /// Signs a digest computed elsewhere (`digest` is the hash itself, 32, 48 or 64
     /// bytes of SHA-256, SHA-384 or SHA-512): what a mobile-ID SIM does with the hash

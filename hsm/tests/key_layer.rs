@@ -656,6 +656,58 @@ mod softhsm_only {
     }
 
     #[test]
+    fn async_signing_queues_on_the_tokens_own_threads() {
+        let t = softhsm_store(TokenClass::Hsm, 2);
+        t.store
+            .generate(&label("k"), KeySpec::EcP256, KeyRole::Service)
+            .unwrap();
+        let signer = t.store.signer(&label("k"), None).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // 64 signatures asked for at once on a pool of two sessions: each comes
+            // back to its own caller, made on one of the token's two signing threads.
+            let jobs: Vec<_> = (0..64)
+                .map(|i| {
+                    let signer = signer.clone();
+                    tokio::spawn(async move {
+                        let message = format!("message {i}").into_bytes();
+                        let inner = signer.clone();
+                        let signed = message.clone();
+                        let (thread, signature) = signer
+                            .run_signing(move || {
+                                let thread = std::thread::current().name().map(str::to_owned);
+                                (thread, inner.sign(&signed))
+                            })
+                            .await
+                            .unwrap();
+                        (message, thread.unwrap_or_default(), signature.unwrap())
+                    })
+                })
+                .collect();
+            let mut threads = std::collections::BTreeSet::new();
+            for job in jobs {
+                let (message, thread, signature) = job.await.unwrap();
+                signer
+                    .public_key()
+                    .verify(signer.scheme(), &message, signature.as_bytes())
+                    .unwrap();
+                threads.insert(thread);
+            }
+            assert!(
+                threads
+                    .iter()
+                    .all(|name| name.starts_with("eid-pkcs11-sign-")),
+                "{threads:?}"
+            );
+            assert!(threads.len() <= 2, "{threads:?}");
+        });
+    }
+
+    #[test]
     fn debug_output_never_shows_the_pin() {
         let t = softhsm_store(TokenClass::Hsm, 1);
         let options = pkcs11_options(&t.location, TokenClass::Hsm, 1);

@@ -29,6 +29,7 @@ use super::{CallError, context_login, pool::SessionPool};
 use crate::{
     HsmError, KeyAttributes, KeyInfo, KeyLabel, KeyRole, KeySpec, PublicKey, SignatureScheme,
     store::{CertificateFields, SigningKey},
+    threads::SignThreads,
 };
 
 pub(super) const ROLE_APPLICATION: &[u8] = b"eid-hsm key role";
@@ -55,11 +56,13 @@ pub(super) struct CachedKey {
     info: Option<KeyInfo>,
 }
 
-/// The keys of one token: the pool plus the private-key handle cache.
+/// The keys of one token: the pool, the private-key handle cache and the threads
+/// that sign for async callers.
 #[derive(Clone)]
 pub(super) struct TokenKeys {
     pool: Arc<SessionPool>,
     handles: HandleCache,
+    threads: Arc<SignThreads>,
 }
 
 fn role_name(role: KeyRole) -> &'static str {
@@ -419,8 +422,16 @@ fn rsa_public_key(
 }
 
 impl TokenKeys {
-    pub(super) fn new(pool: Arc<SessionPool>, handles: HandleCache) -> Self {
-        Self { pool, handles }
+    pub(super) fn new(
+        pool: Arc<SessionPool>,
+        handles: HandleCache,
+        threads: Arc<SignThreads>,
+    ) -> Self {
+        Self {
+            pool,
+            handles,
+            threads,
+        }
     }
 
     fn hsm(&self, e: CallError) -> HsmError {
@@ -822,6 +833,10 @@ impl fmt::Debug for TokenKey {
 impl SigningKey for TokenKey {
     fn info(&self) -> &KeyInfo {
         &self.info
+    }
+
+    fn sign_threads(&self) -> Option<&SignThreads> {
+        Some(&self.keys.threads)
     }
 
     fn sign_digest(&self, digest: &[u8], pin: Option<&SecretString>) -> Result<Vec<u8>, HsmError> {

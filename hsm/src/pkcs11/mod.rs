@@ -32,6 +32,7 @@ use secrecy::SecretString;
 use crate::{
     HsmError, KeyInfo, KeyLabel, KeyRole, KeySpec, TokenClass,
     store::{Backend, CertificateFields, SigningKey},
+    threads::SignThreads,
 };
 
 /// Which token to use: by label or by serial number, never by slot number (slot
@@ -189,6 +190,8 @@ pub(crate) struct Pkcs11Store {
     /// Private-key handles (and what was read of the key) by label, so signing does
     /// not search the token.
     handles: keys::HandleCache,
+    /// One thread per session, signing for async callers.
+    threads: Arc<SignThreads>,
 }
 
 impl fmt::Debug for Pkcs11Store {
@@ -210,15 +213,21 @@ impl Pkcs11Store {
         pool.with_session(|_| Ok(()))
             .map_err(|e| e.into_hsm(pool.token().label()))?;
         tracing::info!(token = %pool.token().description(), sessions = options.sessions.max(1), "opened PKCS#11 token");
+        let threads = SignThreads::start("eid-pkcs11-sign", options.sessions)?;
         Ok(Self {
             pool: Arc::new(pool),
             class: options.class,
             handles: Arc::new(Mutex::new(HashMap::new())),
+            threads: Arc::new(threads),
         })
     }
 
     fn keys(&self) -> keys::TokenKeys {
-        keys::TokenKeys::new(self.pool.clone(), self.handles.clone())
+        keys::TokenKeys::new(
+            self.pool.clone(),
+            self.handles.clone(),
+            self.threads.clone(),
+        )
     }
 }
 

@@ -274,16 +274,15 @@ impl TimeStampAuthority {
         let inner = &self.inner;
         let gen_time = inner.ctx.clock.now();
         let serial = time_ordered_serial(gen_time)?;
-        let response = if inner.token.signs_quickly() {
-            inner.token.sign(&parsed, &serial, gen_time)?
-        } else {
+        let response = {
             let inner = self.inner.clone();
             let parsed = parsed.clone();
             let serial = serial.clone();
-            // PKCS#11 signing blocks; off the async executor.
-            tokio::task::spawn_blocking(move || inner.token.sign(&parsed, &serial, gen_time))
-                .await
-                .map_err(|e| TsaError::Task(e.to_string()))??
+            self.inner
+                .token
+                .signer()
+                .run_signing(move || inner.token.sign(&parsed, &serial, gen_time))
+                .await??
         };
 
         let serial_hex = hex::encode(&serial);

@@ -306,10 +306,9 @@ fn check_time_stamping_certificate(certificate: &Certificate) -> Result<(), TsaE
 }
 
 impl TokenSigner {
-    /// Whether signing a token is quick enough to do on the async executor (software
-    /// ECDSA: tens of microseconds, less than the hand-off to another thread).
-    pub fn signs_quickly(&self) -> bool {
-        self.signer.signs_quickly()
+    /// The TSU's signer (where a token's signature runs: [`KeySigner::run_signing`]).
+    pub fn signer(&self) -> &KeySigner {
+        &self.signer
     }
 
     /// Prepares the TSU's constant parts, refusing a certificate unfit for time-stamping
