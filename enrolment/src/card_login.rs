@@ -438,18 +438,6 @@ impl Enrolment {
     ) -> Result<(String, Role, CardApproval), EnrolmentError> {
         let ctx = self.ctx();
         let now = ctx.clock.now().unix_timestamp();
-        let taken = sqlx::query(
-            "UPDATE enrol_card_login SET used_at = $1 WHERE login_id = $2 AND desk_id = $3 \
-             AND handoff_hash = $4 AND used_at IS NULL AND expires_at > $1 \
-             AND approves IS NOT NULL RETURNING staff_id, approves",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(&session.desk.desk_id)
-        .bind(token_hash(handoff))
-        .fetch_optional(ctx.db.pool())
-        .await
-        .map_err(query("taking a card approval"))?;
         let refused = || {
             EnrolmentError::Forbidden(
                 "this ID-card approval has expired, is used, or belongs to another desk: ask \
@@ -457,15 +445,42 @@ impl Enrolment {
                     .into(),
             )
         };
-        let taken = taken.ok_or_else(refused)?;
-        let read = |e| query("taking a card approval")(e);
-        let supervisor: String = taken.try_get("staff_id").map_err(read)?;
+        // Read first and take after: a hand-off opened in another clerk's session is
+        // refused without being used up, so the clerk who asked can still take it.
+        let found = sqlx::query(
+            "SELECT staff_id, approves FROM enrol_card_login WHERE login_id = $1 \
+             AND desk_id = $2 AND handoff_hash = $3 AND used_at IS NULL AND expires_at > $4 \
+             AND approves IS NOT NULL",
+        )
+        .bind(id)
+        .bind(&session.desk.desk_id)
+        .bind(token_hash(handoff))
+        .bind(now)
+        .fetch_optional(ctx.db.pool())
+        .await
+        .map_err(query("reading a card approval"))?
+        .ok_or_else(refused)?;
+        let read = |e| query("reading a card approval")(e);
+        let supervisor: String = found.try_get("staff_id").map_err(read)?;
         let approval =
-            approval_of(taken.try_get("approves").map_err(read)?)?.ok_or_else(refused)?;
+            approval_of(found.try_get("approves").map_err(read)?)?.ok_or_else(refused)?;
         if approval.clerk() != session.staff_id {
             return Err(EnrolmentError::Forbidden(
                 "this ID-card approval was asked for by another clerk".into(),
             ));
+        }
+        // Once: of two tabs taking it at the same moment, one gets it.
+        let taken = sqlx::query(
+            "UPDATE enrol_card_login SET used_at = $1 WHERE login_id = $2 \
+             AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(ctx.db.pool())
+        .await
+        .map_err(query("taking a card approval"))?;
+        if taken.rows_affected() != 1 {
+            return Err(refused());
         }
         match self.staff_member(&supervisor).await? {
             Some((_, role, centre_id)) if centre_id == session.desk.centre_id => {

@@ -219,6 +219,15 @@ pub(super) async fn supervisor_approves_with_their_card(
     let (dir, national_id, (card_tls, card_env)) = (card.dir, card.national_id, card.tls);
     let desk = setup.desk_url();
     let case_url = browser.url().await;
+    // Read while the browser is on the desk's site (for a second session below).
+    let desk_cookie = browser
+        .cookies()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "eid_desk")
+        .map(|(name, value)| format!("{name}={value}"))
+        .expect("the desk cookie");
+
     // The page's own button sends the form to the card listener; headless Chromium
     // stops there (it has no card), so curl takes the URL on.
     browser.click("#approve-card").await;
@@ -251,6 +260,36 @@ pub(super) async fn supervisor_approves_with_their_card(
     // Proved once.
     let (status, _, _) = curl(dir, &card_url, card_tls, card_env);
     assert_eq!(status, "404");
+    // Opened in another staff member's session at the same desk (Astrid, logged in
+    // with the same card through curl), the hand-off is refused and not used up.
+    let jar = dir.join("astrid-cookies.txt");
+    let with_jar = |method: &str, url: &str| {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o"])
+            .arg(dir.join("astrid.html"))
+            .args(["-w", "%{http_code} %{redirect_url}", "-X", method])
+            .args(["-b", &desk_cookie, "-b"])
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg(url)
+            .output()
+            .unwrap();
+        let written = text(&output.stdout);
+        let page = std::fs::read_to_string(dir.join("astrid.html")).unwrap_or_default();
+        (written, page)
+    };
+    let (started, _) = with_jar("POST", &format!("{desk}/desk/login/card"));
+    let login_url = started
+        .strip_prefix("303 ")
+        .unwrap_or_else(|| panic!("{started}"));
+    let (status, login_back, page) = curl(dir, login_url, card_tls, card_env);
+    assert_eq!(status, "303", "{page}");
+    let (opened, _) = with_jar("GET", &login_back);
+    assert!(opened.starts_with("303"), "{opened}");
+    let (refused, page) = with_jar("GET", &back);
+    assert!(refused.starts_with("403"), "{refused}");
+    assert!(page.contains("asked for by another clerk"), "{page}");
     // The clerk's browser takes the approval back: recorded, the case shown.
     browser.goto(&back).await;
     let notice = browser.text("#notice").await;
