@@ -39,6 +39,17 @@ fn curl(dir: &Path, url: &str, tls: &[&str], envs: &[(&str, &str)]) -> (String, 
     )
 }
 
+/// The browser's desk cookie as `name=value` (read while it is on the desk's site).
+async fn desk_cookie(browser: &Browser) -> String {
+    browser
+        .cookies()
+        .await
+        .into_iter()
+        .find(|(name, _)| name == "eid_desk")
+        .map(|(name, value)| format!("{name}={value}"))
+        .expect("the desk cookie")
+}
+
 /// curl presenting the card (`tls`: its arguments and environment) on the card
 /// listener at `url`: the HTTP status, where it redirects, and the page.
 pub(super) fn present_card(
@@ -98,13 +109,7 @@ pub(super) async fn staff_log_in_with_their_card(
         .await;
     browser.goto(&format!("{desk}/desk")).await;
     assert!(browser.has("#card-login").await);
-    let desk_cookie = browser
-        .cookies()
-        .await
-        .into_iter()
-        .find(|(name, _)| name == "eid_desk")
-        .map(|(name, value)| format!("{name}={value}"))
-        .expect("the desk cookie");
+    let desk_cookie = desk_cookie(browser).await;
     let start = |cookie: String| {
         let output = std::process::Command::new("curl")
             .args([
@@ -220,13 +225,7 @@ pub(super) async fn supervisor_approves_with_their_card(
     let desk = setup.desk_url();
     let case_url = browser.url().await;
     // Read while the browser is on the desk's site (for a second session below).
-    let desk_cookie = browser
-        .cookies()
-        .await
-        .into_iter()
-        .find(|(name, _)| name == "eid_desk")
-        .map(|(name, value)| format!("{name}={value}"))
-        .expect("the desk cookie");
+    let desk_cookie = desk_cookie(browser).await;
 
     // The page's own button sends the form to the card listener; headless Chromium
     // stops there (it has no card), so curl takes the URL on.
