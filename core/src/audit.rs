@@ -196,14 +196,17 @@ pub async fn append(
 }
 
 /// The statement that takes the chain head's lock and reserves positions for the
-/// entries about to be appended (bind the count, an `i64`); its one row is the input
-/// of [`chain_after`]. Taking the head row's lock serialises appenders, so the chain
-/// stays linear. Both engines; its parameter is `$1`, so on SQLite it may follow
-/// statements without parameters in one query (`BEGIN IMMEDIATE; ...`).
-pub const ADVANCE_HEAD: &str =
-    "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
+/// entries about to be appended (bind the count, an `i64`, as parameter `$n`); its one
+/// row is the input of [`chain_after`]. Taking the head row's lock serialises
+/// appenders, so the chain stays linear. Both engines. With `n` = 1 it may follow
+/// statements without parameters in one SQLite query (`BEGIN IMMEDIATE; ...`); with a
+/// higher `n`, PostgreSQL statements of its own may go in front (a data-modifying
+/// `WITH`).
+pub fn advance_head_sql(n: usize) -> String {
+    format!("UPDATE audit_head SET seq = seq + ${n} WHERE id = 1 RETURNING seq, hash")
+}
 
-/// The entries for `events`, chained after the head row that [`ADVANCE_HEAD`] returned
+/// The entries for `events`, chained after the head row that [`advance_head_sql`] returned
 /// when it reserved `events.len()` positions, timed now by `clock`. The last entry's
 /// hash is the chain's new head: store it with [`SET_HEAD_HASH`]. The events are
 /// borrowed, so a caller holding them inside its own records need not copy them.
@@ -292,12 +295,24 @@ pub async fn append_all(
     }
     let count = i64::try_from(events.len())
         .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
-    let head = sqlx::query(ADVANCE_HEAD)
+    let head = sqlx::query(sqlx::AssertSqlSafe(advance_head_sql(1)))
         .bind(count)
         .fetch_one(&mut *tx)
         .await
         .map_err(DbError::query("locking the audit head"))?;
-    let entries = chain_after(&head, clock, events.iter())?;
+    append_after(tx, &head, clock, events.iter()).await
+}
+
+/// Appends `events`, in order, inside `tx`, after `head`: the row [`advance_head_sql`]
+/// returned when it reserved their positions in this transaction. Returns the new
+/// entries.
+pub async fn append_after<'a>(
+    tx: &mut sqlx::AnyConnection,
+    head: &sqlx::any::AnyRow,
+    clock: &dyn Clock,
+    events: impl ExactSizeIterator<Item = &'a AuditEvent>,
+) -> Result<Vec<AuditEntry>, AuditError> {
+    let entries = chain_after(head, clock, events)?;
     let head_hash = entries
         .last()
         .map(|entry| entry.hash.clone())

@@ -117,13 +117,16 @@ async fn gather(receiver: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     }
 }
 
+/// The parameters of one record in the token INSERT.
+const TOKEN_COLUMNS: usize = 7;
+
 /// The token INSERT for `records`, parameters as `Backend::values_rows` writes them.
 fn insert_tokens(backend: Backend, records: &[TokenRecord]) -> String {
     let mut sql = String::from(
         "INSERT INTO timestamp_token (serial, gen_time, policy, hash_algorithm, \
          message_imprint, nonce, tsu_serial) VALUES ",
     );
-    sql.push_str(&backend.values_rows(records.len(), 7));
+    sql.push_str(&backend.values_rows(records.len(), TOKEN_COLUMNS));
     sql
 }
 
@@ -190,7 +193,7 @@ async fn write_batch_sqlite(
         let count = i64::try_from(records.len()).map_err(|e| failed(&e))?;
         let head = sqlx::query(sqlx::AssertSqlSafe(format!(
             "BEGIN IMMEDIATE; {}",
-            audit::ADVANCE_HEAD
+            audit::advance_head_sql(1)
         )))
         .bind(count)
         // Not fetch_one: through the Any driver that reads only the first result,
@@ -230,21 +233,26 @@ async fn write_batch_sqlite(
     result
 }
 
+/// PostgreSQL: the batch in four round trips. The token INSERT goes in front of the
+/// audit head's advance as a data-modifying `WITH` (PostgreSQL runs it whether or not
+/// the rest reads it, and a clash of serials fails the statement), then the audit
+/// entries with the head's new hash, then `COMMIT`.
 async fn write_batch(ctx: &ServiceContext, records: &[TokenRecord]) -> Result<(), BatchError> {
     let failed = |e: &dyn std::fmt::Display| BatchError::Failed(e.to_string());
+    let count = i64::try_from(records.len()).map_err(|e| failed(&e))?;
     let mut tx = ctx.db.begin_write().await.map_err(|e| failed(&e))?;
-    bind_tokens(
-        sqlx::query(sqlx::AssertSqlSafe(insert_tokens(
-            ctx.db.backend(),
-            records,
-        ))),
-        records,
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(insert_failed)?;
-    let events: Vec<AuditEvent> = records.iter().map(|r| r.audit.clone()).collect();
-    audit::append_all(&mut tx, ctx.clock.as_ref(), &events)
+    let sql = format!(
+        "WITH tokens AS ({}) {}",
+        insert_tokens(Backend::Postgres, records),
+        audit::advance_head_sql(records.len() * TOKEN_COLUMNS + 1)
+    );
+    let head = bind_tokens(sqlx::query(sqlx::AssertSqlSafe(sql)), records)
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(insert_failed)?;
+    let events = records.iter().map(|r| &r.audit);
+    audit::append_after(&mut tx, &head, ctx.clock.as_ref(), events)
         .await
         .map_err(|e| failed(&e))?;
     tx.commit().await.map_err(|e| failed(&e))
