@@ -184,17 +184,39 @@ fn caller(signatures: &Signatures, headers: &HeaderMap) -> Result<String, Signat
     }
 }
 
+fn too_large() -> SignatureError {
+    SignatureError::TooLarge(format!(
+        "the request is over {MAX_API_BYTES} octets (a document of at most {MAX_PDF_BYTES} \
+         octets for PAdES, base64 in JSON)"
+    ))
+}
+
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, SignatureError> {
     body.map(|Json(value)| value).map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            SignatureError::TooLarge(format!(
-                "the request is over {MAX_API_BYTES} octets (a document of at most \
-                 {MAX_PDF_BYTES} octets for PAdES, base64 in JSON)"
-            ))
+            too_large()
         } else {
             SignatureError::BadRequest(e.body_text())
         }
     })
+}
+
+/// Refuses a request that announces a body over the API's limit at once, from its
+/// `Content-Length`: the extractors' limit would read (and discard) up to 32 MiB of
+/// it first. A body without a length (chunked) still meets that limit as it arrives.
+async fn refuse_announced_too_large(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_API_BYTES as u64) {
+        return too_large().into_response();
+    }
+    next.run(request).await
 }
 
 fn base64_field(name: &str, value: &str) -> Result<Vec<u8>, SignatureError> {
@@ -632,6 +654,7 @@ pub(crate) fn seal_routes(seals: &Seals) -> Router {
         .route("/api/v1/seals", get(seal_list))
         .route("/api/v1/seals/{id}/sign", post(seal_sign))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
+        .route_layer(axum::middleware::from_fn(refuse_announced_too_large))
         .with_state(seals.clone())
 }
 
@@ -644,6 +667,7 @@ pub(crate) fn routes(tsa: &TimeStampAuthority, signatures: &Signatures) -> Route
         .route("/api/v1/signatures/{id}/mobile-id", get(mobile_status))
         .route("/api/v1/validations", post(validate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
+        .route_layer(axum::middleware::from_fn(refuse_announced_too_large))
         .with_state(signatures.clone());
     Router::new()
         .route("/tsa", post(time_stamp))
