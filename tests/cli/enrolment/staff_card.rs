@@ -39,6 +39,37 @@ fn curl(dir: &Path, url: &str, tls: &[&str], envs: &[(&str, &str)]) -> (String, 
     )
 }
 
+/// curl at the desk with `cookie` (and the cookies of `jar`, which keeps what the desk
+/// sets): `<status> <redirect>` and the page.
+fn at_desk(
+    dir: &Path,
+    method: &str,
+    url: &str,
+    cookie: &str,
+    jar: Option<&Path>,
+) -> (String, String) {
+    let page = dir.join("at-desk.html");
+    // curl writes no file for an empty body: no earlier page may stand in for it.
+    let _ = std::fs::remove_file(&page);
+    let mut command = std::process::Command::new("curl");
+    command.args(["-s", "-o"]).arg(&page).args([
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-X",
+        method,
+        "-b",
+        cookie,
+    ]);
+    if let Some(jar) = jar {
+        command.arg("-b").arg(jar).arg("-c").arg(jar);
+    }
+    let output = command.arg(url).output().unwrap();
+    (
+        text(&output.stdout),
+        std::fs::read_to_string(&page).unwrap_or_default(),
+    )
+}
+
 /// The browser's desk cookie as `name=value` (read while it is on the desk's site).
 async fn desk_cookie(browser: &Browser) -> String {
     browser
@@ -110,26 +141,19 @@ pub(super) async fn staff_log_in_with_their_card(
     browser.goto(&format!("{desk}/desk")).await;
     assert!(browser.has("#card-login").await);
     let desk_cookie = desk_cookie(browser).await;
-    let start = |cookie: String| {
-        let output = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{redirect_url}",
-                "-X",
-                "POST",
-            ])
-            .args(["-b", &cookie])
-            .arg(format!("{desk}/desk/login/card"))
-            .output()
-            .unwrap();
-        text(&output.stdout)
+    let start = |cookie: &str| {
+        at_desk(
+            dir,
+            "POST",
+            &format!("{desk}/desk/login/card"),
+            cookie,
+            None,
+        )
+        .0
     };
     // Only a registered desk starts one.
-    assert!(start("eid_desk=unknown".into()).starts_with("403"));
-    let started = start(desk_cookie);
+    assert!(start("eid_desk=unknown").starts_with("403"));
+    let started = start(&desk_cookie);
     let card_url = started
         .strip_prefix("303 ")
         .unwrap_or_else(|| panic!("{started}"));
@@ -262,22 +286,7 @@ pub(super) async fn supervisor_approves_with_their_card(
     // Opened in another staff member's session at the same desk (Astrid, logged in
     // with the same card through curl), the hand-off is refused and not used up.
     let jar = dir.join("astrid-cookies.txt");
-    let with_jar = |method: &str, url: &str| {
-        let output = std::process::Command::new("curl")
-            .args(["-s", "-o"])
-            .arg(dir.join("astrid.html"))
-            .args(["-w", "%{http_code} %{redirect_url}", "-X", method])
-            .args(["-b", &desk_cookie, "-b"])
-            .arg(&jar)
-            .arg("-c")
-            .arg(&jar)
-            .arg(url)
-            .output()
-            .unwrap();
-        let written = text(&output.stdout);
-        let page = std::fs::read_to_string(dir.join("astrid.html")).unwrap_or_default();
-        (written, page)
-    };
+    let with_jar = |method: &str, url: &str| at_desk(dir, method, url, &desk_cookie, Some(&jar));
     let (started, _) = with_jar("POST", &format!("{desk}/desk/login/card"));
     let login_url = started
         .strip_prefix("303 ")
