@@ -235,7 +235,7 @@ struct PrepareBody {
     digest: Option<String>,
     /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
     digest_algorithm: Option<String>,
-    /// `B`, `T` or `LT` (default `LT`; `B-B`, `B-T`, `B-LT` too).
+    /// `B`, `T`, `LT` or `LTA` (PAdES only) (default `LT`; `B-B`, `B-T`, `B-LT`, `B-LTA` too).
     level: Option<String>,
     /// `cades` (default: a detached signature) or `pades` (the PDF `document`
     /// signed inside).
@@ -401,7 +401,7 @@ struct MobileBody {
     national_id: String,
     /// The document, base64 (a PDF for `pades`).
     document: String,
-    /// `B`, `T` or `LT` (default `LT`).
+    /// `B`, `T`, `LT` or `LTA` (PAdES only) (default `LT`).
     level: Option<String>,
     /// `cades` (default) or `pades`.
     format: Option<String>,
@@ -418,7 +418,7 @@ fn level_and_format(
     let level = match level {
         None => Level::Lt,
         Some(text) => Level::parse(text).ok_or_else(|| {
-            SignatureError::BadRequest(format!("level `{text}` is not B, T or LT"))
+            SignatureError::BadRequest(format!("level `{text}` is not B, T, LT or LTA"))
         })?,
     };
     let format = match format {
@@ -614,7 +614,7 @@ struct SealBody {
     digest: Option<String>,
     /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
     digest_algorithm: Option<String>,
-    /// `B`, `T` or `LT` (default `LT`).
+    /// `B`, `T`, `LT` or `LTA` (PAdES only) (default `LT`).
     level: Option<String>,
     /// `cades` (default) or `pades`.
     format: Option<String>,

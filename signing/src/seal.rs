@@ -13,8 +13,8 @@
 //! - Sealing is the signature API's two steps done in one call with the seal key:
 //!   [`Signatures::prepare`] with the seal's certificate, the signed attributes signed on
 //!   the HSM, [`Signatures::finalize`] (status from our OCSP responder, time-stamp,
-//!   validation data): CAdES or PAdES at level B, T or LT, audited as every signature
-//!   is, plus a `seal.apply` event naming the seal and the client.
+//!   validation data): CAdES or PAdES at level B, T or LT (PAdES also LTA), audited
+//!   as every signature is, plus a `seal.apply` event naming the seal and the client.
 //! - Withdrawal revokes the certificate (a reason from RFC 5280), destroys the key and
 //!   keeps the row.
 
@@ -95,7 +95,7 @@ pub struct SealRequest {
     pub document: DocumentInput,
     /// CAdES or PAdES.
     pub format: Format,
-    /// B, T or LT.
+    /// B, T, LT or (PAdES) LTA.
     pub level: Level,
     /// For PAdES, where a visible seal goes.
     pub visible: Option<VisiblePlacement>,

@@ -12,7 +12,9 @@
 //! the signature over the signed attributes), X.509 chain to a CA this service
 //! trusts, the signature time-stamp (imprint over the signature value, the TSU's own
 //! signature and chain), and revocation at the best-signature-time (an OCSP response
-//! embedded in the signature (LT), else our responder now).
+//! embedded in the signature (LT), else our responder now). In a PDF, each document
+//! time-stamp (B-LTA) is reported on its own: its token checked as a signature
+//! time-stamp is, over the bytes its ByteRange covers.
 
 use cms::{
     cert::CertificateChoices,
@@ -149,7 +151,9 @@ pub struct SignatureReport {
     /// What was found wrong, in words.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
-    /// `CAdES-BASELINE-B`, `-T` or `-LT`, as far as the signature carries the parts.
+    /// `CAdES-BASELINE-B`, `-T` or `-LT`, as far as the signature carries the parts
+    /// (`PAdES-BASELINE-…` in a PDF, where `-LTA` means a valid document time-stamp
+    /// covers the DSS added after the signature).
     pub format: &'static str,
     /// The signer, when the certificate was found.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +192,18 @@ pub struct PdfCoverage {
     pub dss_after: bool,
 }
 
+/// A PDF's document time-stamp (PAdES B-LTA): a token over the file as it was.
+#[derive(Clone, Debug, Serialize)]
+pub struct DocumentTimeStampReport {
+    /// The token: genTime, TSU, whether it verified over the covered bytes.
+    #[serde(flatten)]
+    pub time_stamp: TimeStampReport,
+    /// `/ByteRange`.
+    pub byte_range: [usize; 4],
+    /// Whether it covers the file to its end.
+    pub covers_whole_file: bool,
+}
+
 /// The report of one validation request.
 #[derive(Clone, Debug, Serialize)]
 pub struct ValidationReport {
@@ -197,6 +213,9 @@ pub struct ValidationReport {
     pub validation_time: String,
     /// One entry per SignerInfo.
     pub signatures: Vec<SignatureReport>,
+    /// A PDF's document time-stamps, in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub document_time_stamps: Vec<DocumentTimeStampReport>,
 }
 
 /// What the signature covers.
@@ -247,6 +266,7 @@ impl crate::Signatures {
                     policy: POLICY,
                     validation_time: rfc3339(now),
                     signatures: vec![format_failure(now, why)],
+                    document_time_stamps: Vec::new(),
                 });
             }
         };
@@ -267,12 +287,15 @@ impl crate::Signatures {
             policy: POLICY,
             validation_time: rfc3339(now),
             signatures,
+            document_time_stamps: Vec::new(),
         })
     }
 
     /// Validates every signature of a PDF (PAdES): each CMS over its ByteRange, as
     /// [`Self::validate_cades`] does, with the PAdES baseline level (LT when a DSS
-    /// follows a time-stamped signature) and what of the file it covers.
+    /// follows a time-stamped signature, LTA when a valid document time-stamp covers
+    /// that DSS) and what of the file it covers; each document time-stamp's token
+    /// verified over the bytes it covers.
     pub async fn validate_pades(&self, pdf: &[u8]) -> Result<ValidationReport, SignatureError> {
         let now = self.context().clock.now();
         let found = crate::pades::embedded::signatures(pdf)?;
@@ -282,7 +305,28 @@ impl crate::Signatures {
             ));
         }
         let mut signatures = Vec::new();
+        let mut document_time_stamps = Vec::new();
         for embedded in found {
+            if is_time_stamp_token(&embedded.cms) {
+                let checked = der::Any::from_der(&embedded.cms)
+                    .map_err(|e| e.to_string())
+                    .and_then(|token| self.check_time_stamp(&token, &embedded.signed_bytes));
+                let time_stamp = match checked {
+                    Ok((report, _)) => report,
+                    Err(why) => TimeStampReport {
+                        gen_time: String::new(),
+                        tsu: String::new(),
+                        valid: false,
+                        problem: Some(why),
+                    },
+                };
+                document_time_stamps.push(DocumentTimeStampReport {
+                    time_stamp,
+                    byte_range: embedded.byte_range,
+                    covers_whole_file: embedded.covers_whole_file,
+                });
+                continue;
+            }
             let report = self
                 .validate_cades(&embedded.cms, &Covered::Document(embedded.signed_bytes))
                 .await?;
@@ -301,10 +345,28 @@ impl crate::Signatures {
                 signatures.push(entry);
             }
         }
+        // LTA: a valid document time-stamp after the signature whose bytes take in the
+        // DSS added after it.
+        for entry in &mut signatures {
+            let Some(coverage) = entry.pdf.as_ref() else {
+                continue;
+            };
+            let signed_end = coverage.byte_range[2] + coverage.byte_range[3];
+            let archived = document_time_stamps.iter().any(|stamp| {
+                let end = stamp.byte_range[2] + stamp.byte_range[3];
+                stamp.time_stamp.valid
+                    && end > signed_end
+                    && pdf[signed_end..end].windows(4).any(|w| w == b"/DSS")
+            });
+            if entry.format == "PAdES-BASELINE-LT" && archived {
+                entry.format = "PAdES-BASELINE-LTA";
+            }
+        }
         Ok(ValidationReport {
             policy: POLICY,
             validation_time: rfc3339(now),
             signatures,
+            document_time_stamps,
         })
     }
 
@@ -823,6 +885,13 @@ fn finish(
         qualification: "n/a",
         pdf: None,
     }
+}
+
+/// Whether `cms` is a time-stamp token (a SignedData over a TSTInfo): what a document
+/// time-stamp's /Contents holds.
+fn is_time_stamp_token(cms: &[u8]) -> bool {
+    parse_signed_data(cms)
+        .is_ok_and(|signed_data| signed_data.encap_content_info.econtent_type == ID_CT_TST_INFO)
 }
 
 fn parse_signed_data(der: &[u8]) -> Result<SignedData, String> {

@@ -448,10 +448,24 @@ async fn bad_input_gets_a_specific_problem(backend: TestBackend) {
     .await
     .assert_problem(400, "bad-request");
     let mut level = good.clone();
+    level["level"] = json!("LTX");
+    let answer = prepare(&tsa, level).await;
+    answer.assert_problem(400, "bad-request");
+    assert!(
+        answer.text().contains("is not B, T, LT or LTA"),
+        "{}",
+        answer.text()
+    );
+    // An archive time-stamp is offered in PDFs only.
+    let mut level = good.clone();
     level["level"] = json!("LTA");
-    prepare(&tsa, level)
-        .await
-        .assert_problem(400, "bad-request");
+    let answer = prepare(&tsa, level).await;
+    answer.assert_problem(400, "bad-request");
+    assert!(
+        answer.text().contains("for format pades"),
+        "{}",
+        answer.text()
+    );
     let both = json!({
         "certificate": card.certificate_pem,
         "document": "AAAA",

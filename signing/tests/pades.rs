@@ -1,12 +1,14 @@
-//! PAdES baseline B-B, B-T and B-LT through the two-step API, with the signer's key on
-//! a SoftHSM2 "card" (class smartcard, PIN for every signature), on PDFs made in code
-//! (classic xref table or xref stream, with and without an AcroForm).
+//! PAdES baseline B-B, B-T, B-LT and B-LTA through the two-step API, with the signer's
+//! key on a SoftHSM2 "card" (class smartcard, PIN for every signature), on PDFs made in
+//! code (classic xref table or xref stream, with and without an AcroForm).
 //!
 //! Judged by pyHanko (`pyhanko sign validate` trusting only our root: intact, valid,
-//! trusted, the signature time-stamp; for B-LT pyHanko's AdES long-term validation with
-//! our OCSP responder stopped, so that only the DSS can vouch for the certificate) and
-//! by openssl (`cms -verify` of the CMS over the ByteRange content). A PDF changed
-//! after signing is caught by both. Bad PDFs get their own 4xx and leave nothing
+//! trusted, the signature time-stamp; for B-LT and B-LTA pyHanko's AdES validation with
+//! our OCSP responder stopped, so that only the DSS can vouch for the certificate, and
+//! its long-term validation, which only B-LTA's document time-stamp passes) and by
+//! openssl (`cms -verify` of the CMS over the ByteRange content; `ts -verify` of the
+//! document time-stamp over the bytes it covers). A PDF changed after signing is
+//! caught by both. Bad PDFs get their own 4xx and leave nothing
 //! behind. On SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
@@ -159,6 +161,12 @@ fn write(tsa: &Tsa, name: &str, data: &[u8]) -> String {
 /// The last signature of `pdf`: its CMS (DER, padding cut off) and the content its
 /// ByteRange covers.
 fn signature_of(pdf: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    last_field_value(pdf, b"Sig")
+}
+
+/// The last signature field value of `pdf` whose /Type is `kind` (`Sig`,
+/// `DocTimeStamp`): its /Contents (DER, padding cut off) and what its ByteRange covers.
+fn last_field_value(pdf: &[u8], kind: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let document = lopdf::Document::load_mem(pdf).unwrap();
     let catalog = document.catalog().unwrap();
     let form = document
@@ -176,8 +184,8 @@ fn signature_of(pdf: &[u8]) -> (Vec<u8>, Vec<u8>) {
         .filter_map(|f| document.dereference(f).unwrap().1.as_dict().ok())
         .filter(|f| f.get(b"FT").and_then(lopdf::Object::as_name).ok() == Some(b"Sig"))
         .filter_map(|f| f.get(b"V").ok())
-        .next_back()
         .map(|v| document.dereference(v).unwrap().1.as_dict().unwrap())
+        .rfind(|v| v.get(b"Type").and_then(lopdf::Object::as_name).ok() == Some(kind))
         .unwrap();
     let contents = value.get(b"Contents").unwrap().as_str().unwrap();
     let mut reader = der::SliceReader::new(contents).unwrap();
@@ -235,6 +243,25 @@ fn openssl_judges(tsa: &Tsa, name: &str, pdf: &[u8]) -> common::Judged {
         "any",
         "-out",
         "/dev/null",
+    ])
+}
+
+/// `openssl ts -verify` of the last document time-stamp of `pdf` over the bytes it
+/// covers, trusting only our root.
+fn openssl_verifies_document_time_stamp(tsa: &Tsa, name: &str, pdf: &[u8]) -> common::Judged {
+    let (token, content) = last_field_value(pdf, b"DocTimeStamp");
+    let token = write(tsa, &format!("{name}.doc.tst"), &token);
+    let content = write(tsa, &format!("{name}.doc.content"), &content);
+    openssl(&[
+        "ts",
+        "-verify",
+        "-data",
+        &content,
+        "-token_in",
+        "-in",
+        &token,
+        "-CAfile",
+        &tsa.root.display().to_string(),
     ])
 }
 
@@ -324,13 +351,14 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         pages: 2,
         ..Sample::default()
     });
-    let cases: [(&str, &[u8], &str); 6] = [
+    let cases: [(&str, &[u8], &str); 7] = [
         ("plain-b", &plain, "B"),
         ("plain-t", &plain, "B-T"),
         ("plain-lt", &plain, "LT"),
         ("form-t", &with_form, "T"),
         ("stream-b", &streamed, "B-B"),
         ("stream-lt", &streamed, "B-LT"),
+        ("form-lta", &with_form, "B-LTA"),
     ];
     let mut signed = Vec::new();
     for (index, (name, pdf, level)) in cases.into_iter().enumerate() {
@@ -376,12 +404,21 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                 ],
             ),
         }
-        if *level == "LT" {
-            // The DSS revision after the signature is signature maintenance only.
+        if matches!(*level, "LT" | "LTA") {
+            // The DSS revision after the signature (and the document time-stamp after
+            // that) are signature maintenance only.
             assert_said(
                 name,
                 &judged,
                 &["All modifications relate to signature maintenance"],
+            );
+        }
+        if *level == "LTA" {
+            let verdict = openssl_verifies_document_time_stamp(&tsa, name, output);
+            assert!(
+                verdict.success && verdict.text.contains("Verification: OK"),
+                "{name}: openssl ts -verify of the document time-stamp: {}",
+                verdict.text
             );
         }
     }
@@ -444,17 +481,57 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                 "{name}: {report}"
             );
             // Only a signature with nothing after it covers the whole file; LT adds
-            // its DSS revision after.
+            // its DSS revision after (and LTA a document time-stamp after that).
             assert_eq!(
                 entry["pdf"]["covers_whole_file"],
-                *level != "LT" && last,
+                !matches!(*level, "LT" | "LTA") && last,
                 "{name}: {report}"
             );
             if *level != "B" {
                 assert!(entry["timestamp"]["valid"] == true, "{name}: {report}");
             }
         }
+        let stamps = report["document_time_stamps"].as_array();
+        if *level == "LTA" {
+            let stamps = stamps.unwrap_or_else(|| panic!("{name}: {report}"));
+            assert_eq!(stamps.len(), 1, "{name}: {report}");
+            assert_eq!(stamps[0]["valid"], true, "{name}: {report}");
+            assert_eq!(stamps[0]["covers_whole_file"], true, "{name}: {report}");
+        } else {
+            assert!(stamps.is_none(), "{name}: {report}");
+        }
     }
+    // The LTA file with its DSS revision changed after the document time-stamp: the
+    // signature stands (it covers neither), the time-stamp fails, the level drops to LT.
+    let (_, _, archived, _) = &signed[6];
+    let stamp_at = archived
+        .windows(13)
+        .rposition(|w| w == b"/DocTimeStamp")
+        .unwrap();
+    let dss_eof = archived[..stamp_at]
+        .windows(5)
+        .rposition(|w| w == b"%%EOF")
+        .unwrap();
+    let mut changed = archived.clone();
+    changed[dss_eof + 4] = b'G';
+    let report = our_report(&tsa, &changed).await;
+    assert_eq!(
+        report["signatures"][0]["indication"], "TOTAL-PASSED",
+        "{report}"
+    );
+    assert_eq!(
+        report["signatures"][0]["format"], "PAdES-BASELINE-LT",
+        "{report}"
+    );
+    let stamp = &report["document_time_stamps"][0];
+    assert_eq!(stamp["valid"], false, "{report}");
+    assert!(
+        stamp["problem"]
+            .as_str()
+            .unwrap()
+            .contains("message imprint"),
+        "{report}"
+    );
     let report = our_report(&tsa, &tampered).await;
     assert_eq!(
         report["signatures"][0]["indication"], "TOTAL-FAILED",
@@ -486,12 +563,12 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     .await;
     answer.assert_problem(400, "not-a-pdf");
 
-    // B-LT: with our OCSP responder gone, only the DSS can vouch for the signer's
-    // certificate; B-T, with no DSS, must then fail the same judge.
+    // B-LT and B-LTA: with our OCSP responder gone, only the DSS can vouch for the
+    // signer's certificate; B-T, with no DSS, must then fail the same judge.
     tsa.stop_ca().await;
     for (name, level, _, path) in &signed {
         let judged = pyhanko_ltv(&tsa, path);
-        if *level == "LT" {
+        if matches!(*level, "LT" | "LTA") {
             assert!(judged.success, "{name}: LTV: {}", judged.text);
             // Signer, CA, root, TSU, responder, each stored once (the second signer
             // shares them); its OCSP response too when the responder gave the same one.
@@ -525,6 +602,12 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                     "LTV: PASSED",
                 ],
             );
+            // Long-term (past) validation needs the document time-stamp as proof that
+            // the DSS's data existed: only B-LTA passes it.
+            let long_term_passed = judged
+                .text
+                .contains("AdES long-term indication (for information) AdESPassed.OK");
+            assert_eq!(long_term_passed, *level == "LTA", "{name}: {}", judged.text);
         } else if *level == "T" {
             assert!(!judged.success, "{name}: no DSS, no LTV: {}", judged.text);
             assert_said(
@@ -547,7 +630,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND prepared_document IS NULL AND cades IS NOT NULL"
         )
         .await,
-        7
+        8
     );
     assert_eq!(
         count(
@@ -556,7 +639,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND outcome = 'success' AND details LIKE '%signed_pdf_sha256%'"
         )
         .await,
-        7
+        8
     );
     assert_eq!(
         count(
@@ -565,12 +648,13 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND details LIKE '%\"format\":\"pades\"%'"
         )
         .await,
-        7
+        8
     );
-    // Five signature time-stamps (plain-t, plain-lt, form-t, stream-lt, twice).
+    // Seven time-stamps: signature time-stamps (plain-t, plain-lt, form-t, stream-lt,
+    // form-lta, twice) and form-lta's document time-stamp.
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
-        5
+        7
     );
     eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
         .await

@@ -55,18 +55,33 @@ pub enum Level {
     T,
     /// B-LT: plus certificate chains and OCSP responses of the signer and the TSU.
     Lt,
+    /// B-LTA, PAdES only: B-LT with a document time-stamp over the whole file, the
+    /// DSS included, appended last (the proof of existence of the validation data that
+    /// long-term validation starts from; renewed by later document time-stamps).
+    Lta,
 }
 
 impl Level {
-    /// Parses `B`, `T`, `LT` (with or without the `B-` prefix, any case).
+    /// Parses `B`, `T`, `LT`, `LTA` (with or without the `B-` prefix, any case).
     pub fn parse(text: &str) -> Option<Self> {
         let upper = text.to_ascii_uppercase();
         match upper.strip_prefix("B-").unwrap_or(&upper) {
             "B" => Some(Self::B),
             "T" => Some(Self::T),
             "LT" => Some(Self::Lt),
+            "LTA" => Some(Self::Lta),
             _ => None,
         }
+    }
+
+    /// Whether the signature carries a signature time-stamp (T and above).
+    pub fn time_stamped(self) -> bool {
+        self != Self::B
+    }
+
+    /// Whether validation data is added (LT and above).
+    pub fn long_term(self) -> bool {
+        matches!(self, Self::Lt | Self::Lta)
     }
 
     /// The stored name.
@@ -75,6 +90,7 @@ impl Level {
             Self::B => "B",
             Self::T => "T",
             Self::Lt => "LT",
+            Self::Lta => "LTA",
         }
     }
 }
@@ -358,6 +374,13 @@ impl Signatures {
             SignatureError::UnsupportedAlgorithm(format!("no digest for {scheme}"))
         })?;
         let mut pdf_details = None;
+        if request.level == Level::Lta && request.format != Format::Pades {
+            return Err(SignatureError::BadRequest(
+                "level LTA (a document time-stamp over the signed file) is for format pades; \
+                 CAdES archive time-stamps are not offered: use LT"
+                    .into(),
+            ));
+        }
         if request.visible.is_some() && request.format != Format::Pades {
             return Err(SignatureError::BadRequest(
                 "a visible signature is drawn in a PDF: it needs format pades".into(),
@@ -386,7 +409,7 @@ impl Signatures {
                         what: "certificate",
                         source,
                     })?;
-                let reserved = pades::reserved_len(certificates_len, request.level != Level::B);
+                let reserved = pades::reserved_len(certificates_len, request.level.time_stamped());
                 // Parsing and hashing a PDF of many megabytes is CPU work: off the executor.
                 let (prepared, digest, original_sha256) = tokio::task::spawn_blocking(move || {
                     let prepared =
@@ -657,12 +680,12 @@ impl Signatures {
         };
         // B-LT's validation data: in the CMS for CAdES, in the DSS for PAdES.
         let mut validation = Additions::default();
-        if matches!(pending.level, Level::T | Level::Lt) {
+        if pending.level.time_stamped() {
             let token = self
                 .time_stamps
                 .stamp(Sha256::digest(&signature).as_slice())
                 .await?;
-            if pending.level == Level::Lt {
+            if pending.level.long_term() {
                 validation
                     .certificates
                     .extend(status.responder_certificates.iter().cloned());
@@ -703,7 +726,9 @@ impl Signatures {
         let Some(prepared) = pending.prepared_document.clone() else {
             return Ok(Output { cms, pdf: None });
         };
-        let material = (pending.level == Level::Lt)
+        let material = pending
+            .level
+            .long_term()
             .then(|| {
                 let certificates = std::iter::once(certificate)
                     .chain(&chain)
@@ -722,15 +747,44 @@ impl Signatures {
                 source,
             })?;
         let embedded = cms.clone();
+        let archived = pending.level == Level::Lta;
         let pdf = tokio::task::spawn_blocking(move || {
             let (signed, contents) = pades::signature::embed(&prepared, &embedded)?;
-            match material {
-                Some(material) => pades::dss::add(&signed, &contents, &material),
-                None => Ok(signed),
+            let signed = match material {
+                Some(material) => pades::dss::add(&signed, &contents, &material)?,
+                None => signed,
+            };
+            if !archived {
+                return Ok::<_, SignatureError>((signed, None));
             }
+            let prepared = pades::signature::prepare_document_time_stamp(
+                &signed,
+                pades::DOCUMENT_TIME_STAMP_RESERVED,
+            )?;
+            let digest = pades::byte_range_digest(
+                DigestAlgorithm::Sha256,
+                &prepared.bytes,
+                &prepared.placeholder,
+            );
+            Ok((prepared.bytes, Some(digest)))
         })
         .await
         .map_err(|e| SignatureError::Task(format!("finishing the PDF: {e}")))??;
+        // B-LTA: the document time-stamp over everything above, the DSS included.
+        let pdf = match pdf {
+            (pdf, None) => pdf,
+            (prepared, Some(digest)) => {
+                let token = self.time_stamps.stamp(&digest).await?;
+                let token = token
+                    .token
+                    .to_der()
+                    .map_err(|source| SignatureError::Encoding {
+                        what: "document time-stamp",
+                        source,
+                    })?;
+                pades::signature::embed(&prepared, &token)?.0
+            }
+        };
         Ok(Output {
             cms,
             pdf: Some(pdf),

@@ -1,4 +1,4 @@
-//! PAdES baseline signatures (ETSI EN 319 142-1: B-B, B-T, B-LT) on PDFs, by
+//! PAdES baseline signatures (ETSI EN 319 142-1: B-B, B-T, B-LT, B-LTA) on PDFs, by
 //! incremental update, in the same two steps as CAdES (see [`crate::cades`]):
 //!
 //! 1. prepare: [`signature::prepare`] appends a revision with a signature field
@@ -6,9 +6,11 @@
 //!    placeholder; the digest over its ByteRange becomes the message-digest of signed
 //!    attributes that carry no signing-time (the time is the dictionary's /M). The
 //!    prepared PDF is stored with the pending signature.
-//! 2. finalize: the CMS (signature time-stamp for B-T and B-LT) goes into the
+//! 2. finalize: the CMS (signature time-stamp for B-T and above) goes into the
 //!    placeholder ([`signature::embed`]); for B-LT [`dss::add`] appends a second
-//!    revision with the validation data.
+//!    revision with the validation data; for B-LTA a third revision follows, a
+//!    document time-stamp over the whole file
+//!    ([`signature::prepare_document_time_stamp`], then `embed` again).
 //!
 //! Pure code: no database, no network, no clock reads.
 
@@ -53,6 +55,10 @@ pub fn reserved_len(certificates_len: usize, time_stamped: bool) -> usize {
     // and possibly its chain.
     if time_stamped { base + 12 * 1024 } else { base }
 }
+
+/// Octets reserved in /Contents for a document time-stamp (B-LTA): a token's TSTInfo,
+/// signed attributes and signature, the TSU certificate and room for a chain.
+pub const DOCUMENT_TIME_STAMP_RESERVED: usize = 16 * 1024;
 
 /// The digest over the signed parts of a prepared PDF.
 pub fn byte_range_digest(

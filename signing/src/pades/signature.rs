@@ -4,7 +4,9 @@
 //! 3), and a signature dictionary with /SubFilter
 //! /ETSI.CAdES.detached, /M, a /ByteRange and a zero-filled /Contents placeholder.
 //! The CMS is later written into the placeholder without moving a byte, so the digest
-//! over the ByteRange taken now is the one the CMS signs.
+//! over the ByteRange taken now is the one the CMS signs. A document time-stamp
+//! (B-LTA) is the same revision with an invisible field and a /DocTimeStamp
+//! dictionary whose /Contents is a time-stamp token.
 
 use lopdf::{Dictionary, Object, ObjectId, StringFormat};
 use time::OffsetDateTime;
@@ -57,6 +59,36 @@ impl Placeholder {
 pub fn prepare(
     original: &[u8],
     signing_time: OffsetDateTime,
+    reserved: usize,
+    appearance: Option<&Appearance>,
+) -> Result<PreparedPdf, PdfError> {
+    let mut head = b"<</Type /Sig/Filter /Adobe.PPKLite/SubFilter /ETSI.CAdES.detached/M ".to_vec();
+    syntax::write_string(&mut head, syntax::date(signing_time).as_bytes());
+    add_field(original, &head, reserved, appearance)
+}
+
+/// Adds an invisible document time-stamp field (ISO 32000-2 §12.8.5, ETSI EN 319 142-1
+/// B-LTA) with room for a token of `reserved` octets to `original`: /Type
+/// /DocTimeStamp, /SubFilter /ETSI.RFC3161; the token's imprint is the digest over the
+/// ByteRange, which covers every earlier revision, DSS included.
+pub fn prepare_document_time_stamp(
+    original: &[u8],
+    reserved: usize,
+) -> Result<PreparedPdf, PdfError> {
+    add_field(
+        original,
+        b"<</Type /DocTimeStamp/Filter /Adobe.PPKLite/SubFilter /ETSI.RFC3161",
+        reserved,
+        None,
+    )
+}
+
+/// A revision adding a signature field whose value is the dictionary opened by `head`
+/// (its entries before /ByteRange and /Contents), with `reserved` octets of zeroed
+/// /Contents.
+fn add_field(
+    original: &[u8],
+    head: &[u8],
     reserved: usize,
     appearance: Option<&Appearance>,
 ) -> Result<PreparedPdf, PdfError> {
@@ -176,7 +208,7 @@ pub fn prepare(
         }
     }
 
-    let (body, range_at, contents_at) = signature_dictionary(signing_time, reserved);
+    let (body, range_at, contents_at) = signature_dictionary(head, reserved);
     update.put_raw(signature_id, body);
     let mut written = update.write(&revision)?;
     let body_at = *written
@@ -229,13 +261,12 @@ fn range_slot_len() -> usize {
     2 + 3 * (RANGE_DIGITS + 1)
 }
 
-/// The signature dictionary's body with a blank ByteRange and a zero /Contents of
-/// `reserved` octets; returns it with the offsets of the ByteRange slot and of the
-/// `<` of /Contents within it.
-fn signature_dictionary(signing_time: OffsetDateTime, reserved: usize) -> (Vec<u8>, usize, usize) {
-    let mut body = Vec::with_capacity(256 + 2 * reserved);
-    body.extend_from_slice(b"<</Type /Sig/Filter /Adobe.PPKLite/SubFilter /ETSI.CAdES.detached/M ");
-    syntax::write_string(&mut body, syntax::date(signing_time).as_bytes());
+/// The signature dictionary's body, `head` then a blank ByteRange and a zero
+/// /Contents of `reserved` octets; returns it with the offsets of the ByteRange slot
+/// and of the `<` of /Contents within it.
+fn signature_dictionary(head: &[u8], reserved: usize) -> (Vec<u8>, usize, usize) {
+    let mut body = Vec::with_capacity(head.len() + 64 + 2 * reserved);
+    body.extend_from_slice(head);
     body.extend_from_slice(b"/ByteRange [");
     let range_at = body.len();
     // Blank now, the numbers go in once the file's length is known; unused room stays

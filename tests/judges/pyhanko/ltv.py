@@ -1,4 +1,4 @@
-"""PAdES B-LT judge: pyHanko validates a signature with only the data the PDF carries.
+"""PAdES B-LT and B-LTA judge: pyHanko validates a signature with only the data the PDF carries.
 
     python ltv.py ROOT.pem SIGNED.pdf
 
@@ -9,9 +9,10 @@ certificate must come from the DSS: the signer's (OCSP), the issuing CA's and th
 TSU's (the root's CRL). The CLI cannot express this: `sign validate` never reads the
 DSS, and `sign adesverify` fetches online whenever it may.
 
-Also checks the DSS has a /VRI entry for the signature, and reports, for information,
-pyHanko's long-term (past) validation, which without document time-stamps (B-LTA) has
-no proof of existence for the certificates.
+Also checks the DSS has a /VRI entry for the signature, and reports pyHanko's
+long-term (past) validation (`ades_lta_validation`), which passes only where a
+document time-stamp (B-LTA) proves the DSS's data existed: the caller judges that
+line by the level it asked for.
 
 Prints the verdict and the facts behind it; exits 0 when every signature passes.
 """
