@@ -12,7 +12,7 @@
 //! the signature over the signed attributes), X.509 chain to a CA this service
 //! trusts, the signature time-stamp (imprint over the signature value, the TSU's own
 //! signature and chain), and revocation at the best-signature-time (an OCSP response
-//! embedded in the signature (LT), else our responder now). In a PDF, each document
+//! embedded in the signature (LT), else one in a PDF's DSS, else our responder now). In a PDF, each document
 //! time-stamp (B-LTA) is reported on its own: its token checked as a signature
 //! time-stamp is, over the bytes its ByteRange covers.
 
@@ -136,7 +136,8 @@ pub struct CertificateStatus {
     /// When it was revoked or suspended (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// `embedded-ocsp` (in the signature) or `online-ocsp` (asked now).
+    /// `embedded-ocsp` (in the signature), `dss-ocsp` (in the PDF's document security
+    /// store) or `online-ocsp` (asked now).
     pub source: &'static str,
 }
 
@@ -258,6 +259,17 @@ impl crate::Signatures {
         signature: &[u8],
         covered: &Covered,
     ) -> Result<ValidationReport, SignatureError> {
+        self.validate_cms(signature, covered, &[]).await
+    }
+
+    /// [`Self::validate_cades`], with OCSP responses a PDF's DSS holds (`archived`)
+    /// as a source of the signer's status after those the CMS embeds.
+    async fn validate_cms(
+        &self,
+        signature: &[u8],
+        covered: &Covered,
+        archived: &[Vec<u8>],
+    ) -> Result<ValidationReport, SignatureError> {
         let now = self.context().clock.now();
         let signed_data = match parse_signed_data(signature) {
             Ok(signed_data) => signed_data,
@@ -273,7 +285,7 @@ impl crate::Signatures {
         let mut signatures = Vec::new();
         for signer_info in signed_data.signer_infos.0.iter() {
             signatures.push(
-                self.validate_signer(&signed_data, signer_info, covered, now)
+                self.validate_signer(&signed_data, signer_info, covered, archived, now)
                     .await,
             );
         }
@@ -304,6 +316,11 @@ impl crate::Signatures {
                 "the PDF carries no signature (no signed /ByteRange)".into(),
             ));
         }
+        // The DSS's OCSP responses vouch for a signer when the CMS carries none, so an
+        // LT signature validates with our responder gone. A DSS lopdf cannot read
+        // leaves the CMS and the responder as sources (the signatures are still found
+        // and judged from the file's bytes).
+        let archived = crate::pades::dss::ocsp_responses(pdf).unwrap_or_default();
         let mut signatures = Vec::new();
         let mut document_time_stamps = Vec::new();
         for embedded in found {
@@ -328,7 +345,11 @@ impl crate::Signatures {
                 continue;
             }
             let report = self
-                .validate_cades(&embedded.cms, &Covered::Document(embedded.signed_bytes))
+                .validate_cms(
+                    &embedded.cms,
+                    &Covered::Document(embedded.signed_bytes),
+                    &archived,
+                )
                 .await?;
             for mut entry in report.signatures {
                 entry.format = match (entry.format, embedded.dss_after) {
@@ -375,6 +396,7 @@ impl crate::Signatures {
         signed_data: &SignedData,
         signer_info: &SignerInfo,
         covered: &Covered,
+        archived: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> SignatureReport {
         let mut verdict = Verdict {
@@ -590,7 +612,8 @@ impl crate::Signatures {
             );
         }
 
-        // Revocation: the embedded OCSP response (LT), else our responder now.
+        // Revocation: the embedded OCSP response (LT), else one in the PDF's DSS, else
+        // our responder now.
         let embedded: Vec<Vec<u8>> = signed_data
             .crls
             .iter()
@@ -607,7 +630,7 @@ impl crate::Signatures {
         let mut certificate_status = None;
         if let Some(issuer) = &issuer {
             certificate_status = self
-                .status_of(&certificate, issuer, &embedded, now)
+                .status_of(&certificate, issuer, &embedded, archived, now)
                 .await
                 .map_err(|why| {
                     verdict.fail(Indication::Indeterminate, SubIndication::TryLater, why)
@@ -781,19 +804,24 @@ impl crate::Signatures {
         certificate: &Certificate,
         issuer: &Certificate,
         embedded: &[Vec<u8>],
+        archived: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> Result<Status, String> {
         let serial =
             CertificateSerial::from_certificate(certificate.tbs_certificate().serial_number());
         let id = client::cert_id(issuer, serial).map_err(|e| e.to_string())?;
-        for response in embedded {
+        let sourced = embedded
+            .iter()
+            .map(|r| (r, "embedded-ocsp"))
+            .chain(archived.iter().map(|r| (r, "dss-ocsp")));
+        for (response, source) in sourced {
             // An archived answer is judged at its own thisUpdate: it proves the status
             // then, however old it is now.
             let Some(at) = this_update(response) else {
                 continue;
             };
             if let Ok(status) = client::check_response(response, issuer, &id, at) {
-                return Ok(Status::from_checked(status, "embedded-ocsp"));
+                return Ok(Status::from_checked(status, source));
             }
         }
         let url = client::ocsp_url(certificate)

@@ -566,7 +566,25 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     // B-LT and B-LTA: with our OCSP responder gone, only the DSS can vouch for the
     // signer's certificate; B-T, with no DSS, must then fail the same judge.
     tsa.stop_ca().await;
-    for (name, level, _, path) in &signed {
+    for (name, level, output, path) in &signed {
+        // Our report too: LT and LTA from their DSS, T with nobody to ask.
+        let report = our_report(&tsa, output).await;
+        for entry in report["signatures"].as_array().unwrap() {
+            match *level {
+                "LT" | "LTA" => {
+                    assert_eq!(entry["indication"], "TOTAL-PASSED", "{name}: {report}");
+                    assert_eq!(
+                        entry["certificate_status"]["source"], "dss-ocsp",
+                        "{name}: {report}"
+                    );
+                }
+                "T" => {
+                    assert_eq!(entry["indication"], "INDETERMINATE", "{name}: {report}");
+                    assert_eq!(entry["sub_indication"], "TRY_LATER", "{name}: {report}");
+                }
+                _ => {}
+            }
+        }
         let judged = pyhanko_ltv(&tsa, path);
         if matches!(*level, "LT" | "LTA") {
             assert!(judged.success, "{name}: LTV: {}", judged.text);

@@ -104,6 +104,34 @@ pub fn add(
     Ok(update.write(&revision)?.bytes)
 }
 
+/// The OCSP responses (DER) listed in the DSS of `pdf`'s last revision (which carries
+/// every earlier signature's entries); none without a DSS. Each is only what the file
+/// claims: a validator checks the responder's signature before believing one.
+pub fn ocsp_responses(pdf: &[u8]) -> Result<Vec<Vec<u8>>, PdfError> {
+    let revision = document::read(pdf)?;
+    let catalog = revision.catalog()?;
+    let Ok(dss) = catalog.get(b"DSS") else {
+        return Ok(Vec::new());
+    };
+    let dss = revision.dictionary(dss, "the DSS")?;
+    let Ok(listed) = dss.get(b"OCSPs") else {
+        return Ok(Vec::new());
+    };
+    revision
+        .array(listed, "the DSS /OCSPs")?
+        .iter()
+        .map(|entry| {
+            let stream = revision
+                .resolve(entry)?
+                .as_stream()
+                .map_err(|_| PdfError::Malformed("a DSS /OCSPs entry is not a stream".into()))?;
+            stream
+                .get_plain_content()
+                .map_err(|e| PdfError::Malformed(format!("a DSS OCSP stream cannot be read: {e}")))
+        })
+        .collect()
+}
+
 /// An uncompressed stream holding `der`.
 fn stream(der: &[u8]) -> Vec<u8> {
     let mut body = format!("<</Length {}>>\nstream\n", der.len()).into_bytes();
