@@ -153,6 +153,10 @@ pub enum SignatureError {
     /// The seal was withdrawn: its certificate is revoked, its key destroyed.
     #[error("the seal {0} was withdrawn")]
     SealWithdrawn(String),
+    /// A signed PDF whose signatures cannot be extended (one fails validation or has
+    /// no signature time-stamp).
+    #[error("{0}")]
+    NotExtendable(String),
     /// The operation cannot be done here (a seal key needs an HSM, a CA to certify it).
     #[error("{0}")]
     Refused(String),
@@ -187,6 +191,7 @@ impl SignatureError {
                 | Self::UnknownSeal(_)
                 | Self::SealWithdrawn(_)
                 | Self::Refused(_)
+                | Self::NotExtendable(_)
         ) || matches!(self, Self::Pdf(pdf) if pdf.is_client_error())
     }
 }

@@ -127,6 +127,9 @@ impl IntoResponse for SignatureError {
             Self::UnknownSeal(_) => (StatusCode::NOT_FOUND, "unknown-seal"),
             Self::SealWithdrawn(_) => (StatusCode::GONE, "seal-withdrawn"),
             Self::Refused(_) => (StatusCode::CONFLICT, "refused"),
+            Self::NotExtendable(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "signature-not-extendable")
+            }
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Pdf(pdf) => match pdf {
                 PdfError::NotPdf(_) => (StatusCode::BAD_REQUEST, "not-a-pdf"),
@@ -345,15 +348,63 @@ async fn finalize(
     Ok(finished_response(&headers, finished))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    /// The signed PDF, base64.
+    document: String,
+    /// `LT` or `LTA` (default `LTA`).
+    level: Option<String>,
+}
+
+/// `POST /api/v1/signatures/extend`: a signed PDF's signatures to B-LT or B-LTA (a
+/// B-LTA file's archive renewed by another document time-stamp).
+async fn extend(
+    State(signatures): State<Signatures>,
+    headers: HeaderMap,
+    body: Result<Json<ExtendBody>, JsonRejection>,
+) -> Result<Response, SignatureError> {
+    let client = caller(&signatures, &headers)?;
+    let body = json_body(body)?;
+    let pdf = base64_field("document", &body.document)?;
+    let level = match body.level.as_deref() {
+        None => Level::Lta,
+        Some(text) => Level::parse(text).ok_or_else(|| {
+            SignatureError::BadRequest(format!("level `{text}` is not LT or LTA"))
+        })?,
+    };
+    let extended = signatures.extend_pdf(&client, pdf, level).await?;
+    if accepts(&headers, PDF) {
+        return Ok((
+            [
+                (header::CONTENT_TYPE, PDF),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            extended.pdf,
+        )
+            .into_response());
+    }
+    Ok(Json(serde_json::json!({
+        "level": extended.level.name(),
+        "signatures": extended.signatures,
+        "document_time_stamps": extended.document_time_stamps,
+        "document": Base64::encode_string(&extended.pdf),
+    }))
+    .into_response())
+}
+
+/// Whether the request's `Accept` names `media_type`.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(media_type))
+}
+
 /// A finished signature in the representation asked for: the signed PDF or the
 /// `.p7s` itself (`Accept`), else JSON with it in base64.
 fn finished_response(headers: &HeaderMap, finished: crate::cades::Finished) -> Response {
-    let accepts = |media_type: &str| {
-        headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains(media_type))
-    };
+    let accepts = |media_type: &str| accepts(headers, media_type);
     if let Some(pdf) = finished.pdf {
         if accepts(PDF) {
             return (
@@ -666,6 +717,7 @@ pub(crate) fn routes(tsa: &TimeStampAuthority, signatures: &Signatures) -> Route
         .route("/api/v1/signatures/mobile-id", post(mobile_start))
         .route("/api/v1/signatures/{id}/mobile-id", get(mobile_status))
         .route("/api/v1/validations", post(validate))
+        .route("/api/v1/signatures/extend", post(extend))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BYTES))
         .route_layer(axum::middleware::from_fn(refuse_announced_too_large))
         .with_state(signatures.clone());

@@ -917,12 +917,12 @@ fn finish(
 
 /// Whether `cms` is a time-stamp token (a SignedData over a TSTInfo): what a document
 /// time-stamp's /Contents holds.
-fn is_time_stamp_token(cms: &[u8]) -> bool {
+pub(crate) fn is_time_stamp_token(cms: &[u8]) -> bool {
     parse_signed_data(cms)
         .is_ok_and(|signed_data| signed_data.encap_content_info.econtent_type == ID_CT_TST_INFO)
 }
 
-fn parse_signed_data(der: &[u8]) -> Result<SignedData, String> {
+pub(crate) fn parse_signed_data(der: &[u8]) -> Result<SignedData, String> {
     let content_info =
         ContentInfo::from_der(der).map_err(|e| format!("not a CMS ContentInfo: {e}"))?;
     if content_info.content_type != ID_SIGNED_DATA {
@@ -938,7 +938,7 @@ fn parse_signed_data(der: &[u8]) -> Result<SignedData, String> {
     SignedData::from_der(&inner).map_err(|e| format!("not a CMS SignedData: {e}"))
 }
 
-fn identifies(sid: &SignerIdentifier, certificate: &Certificate) -> bool {
+pub(crate) fn identifies(sid: &SignerIdentifier, certificate: &Certificate) -> bool {
     let tbs = certificate.tbs_certificate();
     match sid {
         SignerIdentifier::IssuerAndSerialNumber(named) => {

@@ -30,6 +30,19 @@ async fn post(tsa: &Tsa, path: &str, accept: &str, body: Vec<u8>) -> Answer {
     tsa.api(path, Some(&tsa.api_token), accept, body).await
 }
 
+/// `POST /api/v1/signatures/extend` of `pdf` to `level`, the PDF asked for.
+async fn extend(tsa: &Tsa, pdf: &[u8], level: &str) -> Answer {
+    post(
+        tsa,
+        "/api/v1/signatures/extend",
+        "application/pdf",
+        json!({ "document": Base64::encode_string(pdf), "level": level })
+            .to_string()
+            .into_bytes(),
+    )
+    .await
+}
+
 /// Announces a 33 MiB body (over the API's limit) and sends none of it: the service
 /// answers from the headers at once. The status and the whole answer. Sending the body
 /// as well raced the server's close of the connection: the client could meet a broken
@@ -368,6 +381,44 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         let path = write(&tsa, &format!("{name}.pdf"), &output);
         signed.push((name, level.trim_start_matches("B-"), output, path));
     }
+    // Extended afterwards: B-T to B-LT, B-LT to B-LTA, and a B-LTA file's archive
+    // renewed (a second document time-stamp over the first and the DSS added for it).
+    for (name, from, level) in [
+        ("ext-t-to-lt", 1, "LT"),
+        ("ext-lt-to-lta", 2, "LTA"),
+        ("ext-lta-renewed", 6, "LTA"),
+    ] {
+        let original = signed[from].2.clone();
+        let answer = extend(&tsa, &original, level).await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.text());
+        assert!(answer.body.starts_with(&original), "{name}: appended only");
+        let path = write(&tsa, &format!("{name}.pdf"), &answer.body);
+        signed.push((name, level, answer.body, path));
+    }
+    // Not extended: B-B (no time-stamp), a level below LT, a changed PDF.
+    let answer = extend(&tsa, &signed[0].2, "LTA").await;
+    answer.assert_problem(422, "signature-not-extendable");
+    assert!(
+        answer.text().contains("no signature time-stamp"),
+        "{}",
+        answer.text()
+    );
+    extend(&tsa, &signed[1].2, "T")
+        .await
+        .assert_problem(400, "bad-request");
+    let mut changed = signed[1].2.clone();
+    let at = changed
+        .windows(16)
+        .position(|w| w == b"Contract, page 1")
+        .unwrap();
+    changed[at] = b'K';
+    let answer = extend(&tsa, &changed, "LT").await;
+    answer.assert_problem(422, "signature-not-extendable");
+    assert!(
+        answer.text().contains("does not validate"),
+        "{}",
+        answer.text()
+    );
 
     for (name, level, output, path) in &signed {
         let verdict = openssl_judges(&tsa, name, output);
@@ -494,9 +545,14 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         let stamps = report["document_time_stamps"].as_array();
         if *level == "LTA" {
             let stamps = stamps.unwrap_or_else(|| panic!("{name}: {report}"));
-            assert_eq!(stamps.len(), 1, "{name}: {report}");
-            assert_eq!(stamps[0]["valid"], true, "{name}: {report}");
-            assert_eq!(stamps[0]["covers_whole_file"], true, "{name}: {report}");
+            let expected = if *name == "ext-lta-renewed" { 2 } else { 1 };
+            assert_eq!(stamps.len(), expected, "{name}: {report}");
+            assert!(
+                stamps.iter().all(|s| s["valid"] == true),
+                "{name}: {report}"
+            );
+            let last = stamps.last().unwrap();
+            assert_eq!(last["covers_whole_file"], true, "{name}: {report}");
         } else {
             assert!(stamps.is_none(), "{name}: {report}");
         }
@@ -590,7 +646,9 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
             assert!(judged.success, "{name}: LTV: {}", judged.text);
             // Signer, CA, root, TSU, responder, each stored once (the second signer
             // shares them); its OCSP response too when the responder gave the same one.
-            if *name == "twice" {
+            // The second signer and the extensions add their own OCSP response, or
+            // share the first when the responder gave the same one.
+            if *name == "twice" || name.starts_with("ext-") {
                 assert!(
                     judged
                         .text
@@ -601,7 +659,8 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                     "{}",
                     judged.text
                 );
-                assert_eq!(judged.text.matches("LTV PASSED").count(), 2);
+                let signers = if *name == "twice" { 2 } else { 1 };
+                assert_eq!(judged.text.matches("LTV PASSED").count(), signers);
             } else {
                 assert_said(
                     name,
@@ -668,11 +727,21 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         .await,
         8
     );
-    // Seven time-stamps: signature time-stamps (plain-t, plain-lt, form-t, stream-lt,
-    // form-lta, twice) and form-lta's document time-stamp.
+    // Nine time-stamps: signature time-stamps (plain-t, plain-lt, form-t, stream-lt,
+    // form-lta, twice) and the document time-stamps of form-lta, ext-lt-to-lta and
+    // ext-lta-renewed.
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
-        7
+        9
+    );
+    assert_eq!(
+        count(
+            &tsa,
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'signature.extend' \
+             AND outcome = 'success' AND details LIKE '%extended_pdf_sha256%'"
+        )
+        .await,
+        3
     );
     eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
         .await

@@ -21,6 +21,7 @@
 //! the signed PDF after), while the audit log still gets digests only.
 
 pub mod build;
+pub mod extend;
 pub mod mobile;
 pub mod revocation;
 pub mod timestamp;
@@ -686,25 +687,10 @@ impl Signatures {
                 .stamp(Sha256::digest(&signature).as_slice())
                 .await?;
             if pending.level.long_term() {
-                validation
-                    .certificates
-                    .extend(status.responder_certificates.iter().cloned());
-                validation.ocsp_responses.push(status.response.clone());
-                // The CA certificates' status: the CRL each names (the root's).
-                self.add_ca_crls(certificate, &mut validation, now).await?;
-                for tsu in &token.certificates {
-                    validation.certificates.push(tsu.clone());
-                    validation.certificates.extend(self.trust.chain_of(tsu));
-                    self.add_ca_crls(tsu, &mut validation, now).await?;
-                    // The TSU's own status, where its certificate names a responder.
-                    if trust::ocsp_url(tsu).is_some()
-                        && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
-                    {
-                        let tsu_status =
-                            revocation::check(self.responders(), tsu, tsu_issuer, now).await?;
-                        validation.ocsp_responses.push(tsu_status.response);
-                    }
-                }
+                self.add_signer_material(certificate, &status, &mut validation, now)
+                    .await?;
+                self.add_time_stamp_material(&token.certificates, &mut validation, now)
+                    .await?;
             }
             additions.time_stamp = Some(token.token);
         }
@@ -747,18 +733,76 @@ impl Signatures {
                 source,
             })?;
         let embedded = cms.clone();
-        let archived = pending.level == Level::Lta;
         let pdf = tokio::task::spawn_blocking(move || {
             let (signed, contents) = pades::signature::embed(&prepared, &embedded)?;
-            let signed = match material {
-                Some(material) => pades::dss::add(&signed, &contents, &material)?,
-                None => signed,
-            };
-            if !archived {
-                return Ok::<_, SignatureError>((signed, None));
+            match material {
+                Some(material) => pades::dss::add(&signed, &contents, &material),
+                None => Ok(signed),
             }
+        })
+        .await
+        .map_err(|e| SignatureError::Task(format!("finishing the PDF: {e}")))??;
+        // B-LTA: the document time-stamp over everything above, the DSS included.
+        let pdf = if pending.level == Level::Lta {
+            self.add_document_time_stamp(pdf).await?
+        } else {
+            pdf
+        };
+        Ok(Output {
+            cms,
+            pdf: Some(pdf),
+        })
+    }
+
+    /// LT validation data for a signer whose status our responder gave as `status`:
+    /// the responder's certificates, its response, and the CRLs of the CAs above.
+    pub(crate) async fn add_signer_material(
+        &self,
+        certificate: &Certificate,
+        status: &revocation::GoodStatus,
+        validation: &mut Additions,
+        now: OffsetDateTime,
+    ) -> Result<(), SignatureError> {
+        validation
+            .certificates
+            .extend(status.responder_certificates.iter().cloned());
+        validation.ocsp_responses.push(status.response.clone());
+        // The CA certificates' status: the CRL each names (the root's).
+        self.add_ca_crls(certificate, validation, now).await
+    }
+
+    /// LT validation data for the TSU certificates a time-stamp token carries: each
+    /// with its chain, the CRLs covering them, and the TSU's own OCSP status where
+    /// its certificate names a responder.
+    pub(crate) async fn add_time_stamp_material(
+        &self,
+        tsus: &[Certificate],
+        validation: &mut Additions,
+        now: OffsetDateTime,
+    ) -> Result<(), SignatureError> {
+        for tsu in tsus {
+            validation.certificates.push(tsu.clone());
+            validation.certificates.extend(self.trust.chain_of(tsu));
+            self.add_ca_crls(tsu, validation, now).await?;
+            if trust::ocsp_url(tsu).is_some()
+                && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
+            {
+                let tsu_status = revocation::check(self.responders(), tsu, tsu_issuer, now).await?;
+                validation.ocsp_responses.push(tsu_status.response);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a document time-stamp (B-LTA) to `pdf`: an invisible field whose token,
+    /// from our TSA, covers every byte before it.
+    pub(crate) async fn add_document_time_stamp(
+        &self,
+        pdf: Vec<u8>,
+    ) -> Result<Vec<u8>, SignatureError> {
+        let (prepared, digest) = tokio::task::spawn_blocking(move || {
             let prepared = pades::signature::prepare_document_time_stamp(
-                &signed,
+                &pdf,
                 pades::DOCUMENT_TIME_STAMP_RESERVED,
             )?;
             let digest = pades::byte_range_digest(
@@ -766,29 +810,19 @@ impl Signatures {
                 &prepared.bytes,
                 &prepared.placeholder,
             );
-            Ok((prepared.bytes, Some(digest)))
+            Ok::<_, SignatureError>((prepared.bytes, digest))
         })
         .await
-        .map_err(|e| SignatureError::Task(format!("finishing the PDF: {e}")))??;
-        // B-LTA: the document time-stamp over everything above, the DSS included.
-        let pdf = match pdf {
-            (pdf, None) => pdf,
-            (prepared, Some(digest)) => {
-                let token = self.time_stamps.stamp(&digest).await?;
-                let token = token
-                    .token
-                    .to_der()
-                    .map_err(|source| SignatureError::Encoding {
-                        what: "document time-stamp",
-                        source,
-                    })?;
-                pades::signature::embed(&prepared, &token)?.0
-            }
-        };
-        Ok(Output {
-            cms,
-            pdf: Some(pdf),
-        })
+        .map_err(|e| SignatureError::Task(format!("preparing a document time-stamp: {e}")))??;
+        let token = self.time_stamps.stamp(&digest).await?;
+        let token = token
+            .token
+            .to_der()
+            .map_err(|source| SignatureError::Encoding {
+                what: "document time-stamp",
+                source,
+            })?;
+        Ok(pades::signature::embed(&prepared, &token)?.0)
     }
 
     /// Adds the CRL covering each CA certificate above `certificate` (and, for a TSU

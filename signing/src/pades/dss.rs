@@ -37,6 +37,16 @@ pub fn add(
     contents: &[u8],
     material: &ValidationMaterial,
 ) -> Result<Vec<u8>, PdfError> {
+    add_all(signed, &[(contents, material)])
+}
+
+/// Appends one DSS update to `signed` for several signatures, each given by its
+/// /Contents string's octets and its validation data: every item stored once, each
+/// signature's own under its /VRI key.
+pub fn add_all(
+    signed: &[u8],
+    signatures: &[(&[u8], &ValidationMaterial)],
+) -> Result<Vec<u8>, PdfError> {
     let revision = document::read(signed)?;
     let mut update = Update::new(&revision);
     let mut catalog = revision.catalog()?.clone();
@@ -44,58 +54,71 @@ pub fn add(
         Ok(existing) => revision.dictionary(existing, "the DSS")?.clone(),
         Err(_) => Dictionary::new(),
     };
-
-    let mut vri = Dictionary::new();
-    for (key, vri_key, items) in [
-        (
-            b"Certs".as_slice(),
-            b"Cert".as_slice(),
-            &material.certificates,
-        ),
-        (b"OCSPs", b"OCSP", &material.ocsp_responses),
-        (b"CRLs", b"CRL", &material.crls),
-    ] {
-        let mut unique: Vec<&Vec<u8>> = Vec::new();
-        for item in items {
-            if !unique.contains(&item) {
-                unique.push(item);
-            }
-        }
-        if unique.is_empty() {
-            continue;
-        }
-        let mut listed = match dss.get(key) {
-            Ok(existing) => revision.array(existing, "a DSS array")?.clone(),
-            Err(_) => Vec::new(),
-        };
-        // What an earlier signature already stored is referred to, not stored again.
-        let stored: Vec<(Object, Vec<u8>)> = listed
-            .iter()
-            .filter_map(|entry| {
-                let content = revision.resolve(entry).ok()?.as_stream().ok()?;
-                Some((entry.clone(), content.get_plain_content().ok()?))
-            })
-            .collect();
-        let mut ours = Vec::new();
-        for der in unique {
-            if let Some((entry, _)) = stored.iter().find(|(_, content)| content == der) {
-                ours.push(entry.clone());
-                continue;
-            }
-            let id = update.allocate();
-            update.put_raw(id, stream(der));
-            listed.push(Object::Reference(id));
-            ours.push(Object::Reference(id));
-        }
-        dss.set(key, Object::Array(listed));
-        vri.set(vri_key, Object::Array(ours));
-    }
-
     let mut vris = match dss.get(b"VRI") {
         Ok(existing) => revision.dictionary(existing, "the DSS /VRI")?.clone(),
         Err(_) => Dictionary::new(),
     };
-    vris.set(vri_key(contents), Object::Dictionary(vri));
+    // Streams this update adds, so that a second signature refers to them too.
+    let mut added: Vec<(&[u8], Object)> = Vec::new();
+    for (contents, material) in signatures {
+        let mut vri = Dictionary::new();
+        for (key, vri_key, items) in [
+            (
+                b"Certs".as_slice(),
+                b"Cert".as_slice(),
+                &material.certificates,
+            ),
+            (b"OCSPs", b"OCSP", &material.ocsp_responses),
+            (b"CRLs", b"CRL", &material.crls),
+        ] {
+            let mut unique: Vec<&Vec<u8>> = Vec::new();
+            for item in items {
+                if !unique.contains(&item) {
+                    unique.push(item);
+                }
+            }
+            if unique.is_empty() {
+                continue;
+            }
+            let mut listed = match dss.get(key) {
+                Ok(existing) => revision.array(existing, "a DSS array")?.clone(),
+                Err(_) => Vec::new(),
+            };
+            // What an earlier signature already stored is referred to, not stored again.
+            let stored: Vec<(Object, Vec<u8>)> = listed
+                .iter()
+                .filter_map(|entry| {
+                    let content = revision.resolve(entry).ok()?.as_stream().ok()?;
+                    Some((entry.clone(), content.get_plain_content().ok()?))
+                })
+                .collect();
+            let mut ours = Vec::new();
+            for der in unique {
+                let known = stored
+                    .iter()
+                    .find(|(_, content)| content == der)
+                    .map(|(entry, _)| entry)
+                    .or_else(|| {
+                        added
+                            .iter()
+                            .find(|(content, _)| *content == der.as_slice())
+                            .map(|(_, entry)| entry)
+                    });
+                if let Some(entry) = known {
+                    ours.push(entry.clone());
+                    continue;
+                }
+                let id = update.allocate();
+                update.put_raw(id, stream(der));
+                listed.push(Object::Reference(id));
+                ours.push(Object::Reference(id));
+                added.push((der, Object::Reference(id)));
+            }
+            dss.set(key, Object::Array(listed));
+            vri.set(vri_key, Object::Array(ours));
+        }
+        vris.set(vri_key(contents), Object::Dictionary(vri));
+    }
     dss.set("VRI", Object::Dictionary(vris));
     let dss_id: ObjectId = update.allocate();
     update.put(dss_id, &Object::Dictionary(dss))?;

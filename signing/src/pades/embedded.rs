@@ -11,6 +11,8 @@ pub struct EmbeddedSignature {
     pub byte_range: [usize; 4],
     /// The CMS in `/Contents`, without the padding.
     pub cms: Vec<u8>,
+    /// The `/Contents` string's octets, padding included (what a DSS /VRI key hashes).
+    pub contents: Vec<u8>,
     /// What the signature covers: the file's bytes outside `/Contents`, up to `b + c`.
     pub signed_bytes: Vec<u8>,
     /// Whether the byte range reaches the end of the file (nothing was added since).
@@ -102,6 +104,7 @@ pub fn signatures(pdf: &[u8]) -> Result<Vec<EmbeddedSignature>, PdfError> {
         found.push(EmbeddedSignature {
             byte_range: [zero, start, end, tail],
             cms: contents[..cms_len].to_vec(),
+            contents,
             signed_bytes,
             covers_whole_file: last == pdf.len(),
             dss_after: pdf[last..].windows(4).any(|w| w == b"/DSS"),

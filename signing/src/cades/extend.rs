@@ -1,0 +1,214 @@
+//! Extending the signatures of a signed PDF (PAdES augmentation, ETSI EN 319 142-1
+//! §5.4): to B-LT, one DSS revision with every signature's validation data as it
+//! stands now (signer's chain, its OCSP response from our responder, the CAs' CRLs, the
+//! TSUs' certificates and CRLs); to B-LTA, that and then a document time-stamp over the
+//! whole file. Run again on a B-LTA file, it renews the archive: the last document
+//! time-stamp's TSU data goes into the DSS and a new document time-stamp covers it.
+//!
+//! Only a PDF whose every signature validates (TOTAL-PASSED) and carries a signature
+//! time-stamp is extended: validation data added to a failing signature would only
+//! dress it up, and B-B has no time the data could be judged at.
+
+use der::Encode;
+use eid_core::{AuditEvent, audit};
+use sha2::{Digest, Sha256};
+use x509_cert::Certificate;
+
+use super::{Level, Signatures, build::Additions, revocation};
+use crate::{
+    SignatureError,
+    cms::{ID_AA_SIGNATURE_TIME_STAMP_TOKEN, SignedData},
+    pades::{self, ValidationMaterial},
+    validation::{self, Indication},
+};
+
+/// A PDF whose signatures were extended.
+#[derive(Debug)]
+pub struct Extended {
+    /// The level reached.
+    pub level: Level,
+    /// The extended PDF: the input's bytes, then the new revisions.
+    pub pdf: Vec<u8>,
+    /// How many signatures it carries.
+    pub signatures: usize,
+    /// How many document time-stamps it carries now.
+    pub document_time_stamps: usize,
+}
+
+fn not_extendable(why: String) -> SignatureError {
+    SignatureError::NotExtendable(why)
+}
+
+/// The certificate of `signed_data`'s (first) signer, found among the certificates it
+/// carries.
+fn signer_certificate(signed_data: &SignedData) -> Option<Certificate> {
+    let signer_info = signed_data.signer_infos.0.iter().next()?;
+    signed_data
+        .certificates
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|choice| match choice {
+            cms::cert::CertificateChoices::Certificate(certificate) => Some(certificate),
+            _ => None,
+        })
+        .find(|certificate| validation::identifies(&signer_info.sid, certificate))
+        .cloned()
+}
+
+/// The TSU certificate of the signature time-stamp in `signed_data`'s SignerInfo.
+fn signature_time_stamp_unit(signed_data: &SignedData) -> Option<Certificate> {
+    let token = signed_data
+        .signer_infos
+        .0
+        .iter()
+        .next()?
+        .unsigned_attrs
+        .iter()
+        .flat_map(|attrs| attrs.iter())
+        .find(|attribute| attribute.oid == ID_AA_SIGNATURE_TIME_STAMP_TOKEN)?
+        .values
+        .iter()
+        .next()?
+        .to_der()
+        .ok()?;
+    signer_certificate(&validation::parse_signed_data(&token).ok()?)
+}
+
+impl Signatures {
+    /// Extends every signature of `pdf` to `level` (LT or LTA) for `client`.
+    pub async fn extend_pdf(
+        &self,
+        client: &str,
+        pdf: Vec<u8>,
+        level: Level,
+    ) -> Result<Extended, SignatureError> {
+        if !level.long_term() {
+            return Err(SignatureError::BadRequest(format!(
+                "a PDF's signatures are extended to LT or LTA, not {}",
+                level.name()
+            )));
+        }
+        pades::check_size(&pdf)?;
+        let now = self.ctx.clock.now();
+        let report = self.validate_pades(&pdf).await?;
+        if report.signatures.is_empty() {
+            return Err(not_extendable(
+                "the PDF carries document time-stamps but no signature".into(),
+            ));
+        }
+        for (index, entry) in report.signatures.iter().enumerate() {
+            let number = index + 1;
+            if entry.indication != Indication::TotalPassed {
+                return Err(not_extendable(format!(
+                    "signature {number} does not validate ({:?}, {:?}): {}",
+                    entry.indication,
+                    entry.sub_indication,
+                    entry.errors.join("; ")
+                )));
+            }
+            if entry.timestamp.is_none() {
+                return Err(not_extendable(format!(
+                    "signature {number} has no signature time-stamp (B-B): only a time-stamped \
+                     signature (T and above) is extended"
+                )));
+            }
+        }
+
+        let found = pades::embedded::signatures(&pdf)?;
+        let mut materials: Vec<(Vec<u8>, ValidationMaterial)> = Vec::new();
+        let mut signers = Vec::new();
+        for embedded in &found {
+            let signed_data = validation::parse_signed_data(&embedded.cms)
+                .map_err(|why| not_extendable(format!("a signature's CMS: {why}")))?;
+            let mut validation = Additions::default();
+            if validation::is_time_stamp_token(&embedded.cms) {
+                // An earlier document time-stamp: its TSU's data, for the renewal.
+                let tsu = signer_certificate(&signed_data)
+                    .into_iter()
+                    .collect::<Vec<_>>();
+                self.add_time_stamp_material(&tsu, &mut validation, now)
+                    .await?;
+            } else {
+                let certificate = signer_certificate(&signed_data).ok_or_else(|| {
+                    not_extendable("a signature does not carry its signer's certificate".into())
+                })?;
+                let issuer = self.trust.issuer_of(&certificate).ok_or_else(|| {
+                    not_extendable(
+                        "a signer's certificate is not from a CA this service trusts".into(),
+                    )
+                })?;
+                // Fails closed: a signer revoked or suspended now is not extended.
+                let status =
+                    revocation::check(self.responders(), &certificate, issuer, now).await?;
+                validation.certificates.push(certificate.clone());
+                validation
+                    .certificates
+                    .extend(self.trust.chain_of(&certificate));
+                self.add_signer_material(&certificate, &status, &mut validation, now)
+                    .await?;
+                let tsu = signature_time_stamp_unit(&signed_data)
+                    .into_iter()
+                    .collect::<Vec<_>>();
+                self.add_time_stamp_material(&tsu, &mut validation, now)
+                    .await?;
+                signers.push(hex::encode(
+                    certificate.tbs_certificate().serial_number().as_bytes(),
+                ));
+            }
+            let certificates = validation
+                .certificates
+                .iter()
+                .map(Encode::to_der)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| SignatureError::Encoding {
+                    what: "validation data",
+                    source,
+                })?;
+            materials.push((
+                embedded.contents.clone(),
+                ValidationMaterial {
+                    certificates,
+                    ocsp_responses: validation.ocsp_responses,
+                    crls: validation.crls,
+                },
+            ));
+        }
+
+        let input_sha256 = hex::encode(Sha256::digest(&pdf));
+        let with_dss = tokio::task::spawn_blocking(move || {
+            let entries: Vec<(&[u8], &ValidationMaterial)> = materials
+                .iter()
+                .map(|(contents, material)| (contents.as_slice(), material))
+                .collect();
+            pades::dss::add_all(&pdf, &entries)
+        })
+        .await
+        .map_err(|e| SignatureError::Task(format!("adding the DSS: {e}")))??;
+        let (pdf, added_stamps) = if level == Level::Lta {
+            (self.add_document_time_stamp(with_dss).await?, 1)
+        } else {
+            (with_dss, 0)
+        };
+        let extended = Extended {
+            level,
+            signatures: signers.len(),
+            document_time_stamps: report.document_time_stamps.len() + added_stamps,
+            pdf,
+        };
+        let event = AuditEvent::new(
+            format!("service:{client}"),
+            "signature.extend",
+            "document",
+            &input_sha256,
+        )
+        .details(serde_json::json!({
+            "level": level.name(),
+            "signer_serials": signers,
+            "document_time_stamps": extended.document_time_stamps,
+            "pdf_sha256": input_sha256,
+            "extended_pdf_sha256": hex::encode(Sha256::digest(&extended.pdf)),
+        }));
+        audit::record(&self.ctx.db, self.ctx.clock.as_ref(), &event).await?;
+        Ok(extended)
+    }
+}
