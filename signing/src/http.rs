@@ -375,14 +375,7 @@ async fn extend(
     };
     let extended = signatures.extend_pdf(&client, pdf, level).await?;
     if accepts(&headers, PDF) {
-        return Ok((
-            [
-                (header::CONTENT_TYPE, PDF),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            extended.pdf,
-        )
-            .into_response());
+        return Ok(pdf_response(extended.pdf));
     }
     Ok(Json(serde_json::json!({
         "level": extended.level.name(),
@@ -391,6 +384,18 @@ async fn extend(
         "document": Base64::encode_string(&extended.pdf),
     }))
     .into_response())
+}
+
+/// A PDF as the whole answer (not to be cached: it is someone's signed document).
+fn pdf_response(pdf: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, PDF),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        pdf,
+    )
+        .into_response()
 }
 
 /// Whether the request's `Accept` names `media_type`.
@@ -407,14 +412,7 @@ fn finished_response(headers: &HeaderMap, finished: crate::cades::Finished) -> R
     let accepts = |media_type: &str| accepts(headers, media_type);
     if let Some(pdf) = finished.pdf {
         if accepts(PDF) {
-            return (
-                [
-                    (header::CONTENT_TYPE, PDF),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                pdf,
-            )
-                .into_response();
+            return pdf_response(pdf);
         }
         return Json(serde_json::json!({
             "id": finished.id,

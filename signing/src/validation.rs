@@ -12,9 +12,9 @@
 //! the signature over the signed attributes), X.509 chain to a CA this service
 //! trusts, the signature time-stamp (imprint over the signature value, the TSU's own
 //! signature and chain), and revocation at the best-signature-time (an OCSP response
-//! embedded in the signature (LT), else one in a PDF's DSS, else our responder now). In a PDF, each document
-//! time-stamp (B-LTA) is reported on its own: its token checked as a signature
-//! time-stamp is, over the bytes its ByteRange covers.
+//! embedded in the signature (LT), else one in a PDF's DSS, else our responder now).
+//! In a PDF, each document time-stamp (B-LTA) is reported on its own: its token
+//! checked as a signature time-stamp is, over the bytes its ByteRange covers.
 
 use cms::{
     cert::CertificateChoices,
@@ -319,8 +319,14 @@ impl crate::Signatures {
         // The DSS's OCSP responses vouch for a signer when the CMS carries none, so an
         // LT signature validates with our responder gone. A DSS lopdf cannot read
         // leaves the CMS and the responder as sources (the signatures are still found
-        // and judged from the file's bytes).
-        let archived = crate::pades::dss::ocsp_responses(pdf).unwrap_or_default();
+        // and judged from the file's bytes). Reading the PDF's objects is CPU work: off
+        // the executor.
+        let copy = pdf.to_vec();
+        let archived = tokio::task::spawn_blocking(move || {
+            crate::pades::dss::ocsp_responses(&copy).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
         let mut signatures = Vec::new();
         let mut document_time_stamps = Vec::new();
         for embedded in found {
@@ -373,13 +379,13 @@ impl crate::Signatures {
                 continue;
             };
             let signed_end = coverage.byte_range[2] + coverage.byte_range[3];
-            let archived = document_time_stamps.iter().any(|stamp| {
+            let dss_stamped = document_time_stamps.iter().any(|stamp| {
                 let end = stamp.byte_range[2] + stamp.byte_range[3];
                 stamp.time_stamp.valid
                     && end > signed_end
                     && pdf[signed_end..end].windows(4).any(|w| w == b"/DSS")
             });
-            if entry.format == "PAdES-BASELINE-LT" && archived {
+            if entry.format == "PAdES-BASELINE-LT" && dss_stamped {
                 entry.format = "PAdES-BASELINE-LTA";
             }
         }
