@@ -351,9 +351,16 @@ async fn finalize(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExtendBody {
-    /// The signed PDF, base64.
-    document: String,
-    /// `LT` or `LTA` (default `LTA`).
+    /// A CAdES signature (base64 DER) to extend; without it, `document` is a signed
+    /// PDF whose signatures are extended.
+    signature: Option<String>,
+    /// The signed PDF, or the document a CAdES signature covers (base64).
+    document: Option<String>,
+    /// Instead of a CAdES signature's document: its digest (base64).
+    digest: Option<String>,
+    /// The digest's algorithm (`sha256`, `sha384`, `sha512`).
+    digest_algorithm: Option<String>,
+    /// `LT` or `LTA` (LTA for PDFs only; default: LTA for a PDF, LT for CAdES).
     level: Option<String>,
 }
 
@@ -366,16 +373,45 @@ async fn extend(
 ) -> Result<Response, SignatureError> {
     let client = caller(&signatures, &headers)?;
     let body = json_body(body)?;
-    let pdf = base64_field("document", &body.document)?;
-    let level = match body.level.as_deref() {
-        None => Level::Lta,
-        Some(text) => Level::parse(text).ok_or_else(|| {
-            SignatureError::BadRequest(format!("level `{text}` is not LT or LTA"))
-        })?,
+    let level = |default| match body.level.as_deref() {
+        None => Ok(default),
+        Some(text) => Level::parse(text)
+            .ok_or_else(|| SignatureError::BadRequest(format!("level `{text}` is not LT or LTA"))),
     };
+    if let Some(signature) = &body.signature {
+        let level = level(Level::Lt)?;
+        let signature = base64_field("signature", signature)?;
+        let covered = covered(
+            body.document.clone(),
+            body.digest.clone(),
+            body.digest_algorithm.clone(),
+        )?;
+        let extended = signatures
+            .extend_cades(&client, &signature, &covered, level)
+            .await?;
+        if accepts(&headers, PKCS7_SIGNATURE) {
+            return Ok(bytes_response(PKCS7_SIGNATURE, extended));
+        }
+        return Ok(Json(serde_json::json!({
+            "level": level.name(),
+            "format": "CAdES detached (CMS SignedData, DER)",
+            "signature": Base64::encode_string(&extended),
+        }))
+        .into_response());
+    }
+    let level = level(Level::Lta)?;
+    let (Some(document), None, None) = (&body.document, &body.digest, &body.digest_algorithm)
+    else {
+        return Err(SignatureError::BadRequest(
+            "give a signed PDF as `document`, or a CAdES `signature` with the signed \
+             `document` or its `digest`"
+                .into(),
+        ));
+    };
+    let pdf = base64_field("document", document)?;
     let extended = signatures.extend_pdf(&client, pdf, level).await?;
     if accepts(&headers, PDF) {
-        return Ok(pdf_response(extended.pdf));
+        return Ok(bytes_response(PDF, extended.pdf));
     }
     Ok(Json(serde_json::json!({
         "level": extended.level.name(),
@@ -386,14 +422,15 @@ async fn extend(
     .into_response())
 }
 
-/// A PDF as the whole answer (not to be cached: it is someone's signed document).
-fn pdf_response(pdf: Vec<u8>) -> Response {
+/// A signed PDF or `.p7s` as the whole answer, of `media_type` (not to be cached:
+/// it is someone's signed document).
+fn bytes_response(media_type: &'static str, bytes: Vec<u8>) -> Response {
     (
         [
-            (header::CONTENT_TYPE, PDF),
+            (header::CONTENT_TYPE, media_type),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        pdf,
+        bytes,
     )
         .into_response()
 }
@@ -412,7 +449,7 @@ fn finished_response(headers: &HeaderMap, finished: crate::cades::Finished) -> R
     let accepts = |media_type: &str| accepts(headers, media_type);
     if let Some(pdf) = finished.pdf {
         if accepts(PDF) {
-            return pdf_response(pdf);
+            return bytes_response(PDF, pdf);
         }
         return Json(serde_json::json!({
             "id": finished.id,
@@ -423,14 +460,7 @@ fn finished_response(headers: &HeaderMap, finished: crate::cades::Finished) -> R
         .into_response();
     }
     if accepts(PKCS7_SIGNATURE) {
-        return (
-            [
-                (header::CONTENT_TYPE, PKCS7_SIGNATURE),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            finished.cades,
-        )
-            .into_response();
+        return bytes_response(PKCS7_SIGNATURE, finished.cades);
     }
     Json(serde_json::json!({
         "id": finished.id,
@@ -585,7 +615,25 @@ async fn validate(
         return Ok(Json(report).into_response());
     };
     let signature = base64_field("signature", &signature)?;
-    let covered = match (body.document, body.digest, body.digest_algorithm) {
+    let covered = covered(body.document, body.digest, body.digest_algorithm)?;
+    let report = signatures.validate_cades(&signature, &covered).await?;
+    tracing::info!(
+        client,
+        signature = %crate::validation::fingerprint(&signature),
+        indications = ?report.signatures.iter().map(|s| s.indication).collect::<Vec<_>>(),
+        "validated a signature"
+    );
+    Ok(Json(report).into_response())
+}
+
+/// What a detached CAdES signature covers, from a request's fields: the `document`
+/// (base64), or its `digest` (base64) with `digest_algorithm`.
+fn covered(
+    document: Option<String>,
+    digest: Option<String>,
+    algorithm: Option<String>,
+) -> Result<Covered, SignatureError> {
+    Ok(match (document, digest, algorithm) {
         (Some(document), None, None) => Covered::Document(base64_field("document", &document)?),
         (None, Some(digest), Some(algorithm)) => {
             let algorithm = DigestAlgorithm::parse(&algorithm).ok_or_else(|| {
@@ -609,15 +657,7 @@ async fn validate(
                 "give the signed `document`, or its `digest` with `digest_algorithm`".into(),
             ));
         }
-    };
-    let report = signatures.validate_cades(&signature, &covered).await?;
-    tracing::info!(
-        client,
-        signature = %crate::validation::fingerprint(&signature),
-        indications = ?report.signatures.iter().map(|s| s.indication).collect::<Vec<_>>(),
-        "validated a signature"
-    );
-    Ok(Json(report).into_response())
+    })
 }
 
 /// The client of a seal API call, from its access token.

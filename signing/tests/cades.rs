@@ -310,6 +310,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     let document = b"%PDF-1.7 a contract worth signing on a card\n".to_vec();
     let document_path = write(&tsa, "contract.pdf", &document);
 
+    let mut made = Vec::new();
     for level in ["B", "T", "LT"] {
         let (id, tbs) = prepared(&tsa, &card, &document, level).await;
         let signature = card.sign(tbs).await;
@@ -326,7 +327,66 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
             &document_path,
             level,
         );
+        made.push(cades);
     }
+
+    // Extended afterwards: the T signature to LT, judged as one made at LT.
+    let extend = |body: Value, accept: &'static str| {
+        post(
+            &tsa,
+            "/api/v1/signatures/extend",
+            Some(&tsa.api_token),
+            accept,
+            body.to_string().into_bytes(),
+        )
+    };
+    let answer = extend(
+        json!({
+            "signature": Base64::encode_string(&made[1]),
+            "document": Base64::encode_string(&document),
+            "level": "LT",
+        }),
+        "application/pkcs7-signature",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    judge(
+        &tsa,
+        &card,
+        "extended-t-to-lt",
+        &answer.body,
+        &document_path,
+        "LT",
+    );
+    let extended = report(&tsa, &answer.body, &document).await;
+    assert_eq!(extended["indication"], "TOTAL-PASSED", "{extended}");
+    assert_eq!(extended["format"], "CAdES-BASELINE-LT", "{extended}");
+    assert_eq!(extended["certificate_status"]["source"], "embedded-ocsp");
+    // Not extended: B (no time-stamp), another document, LTA (for PDFs).
+    let refused = |cades: &[u8], covered: &[u8], level: &str| {
+        json!({
+            "signature": Base64::encode_string(cades),
+            "document": Base64::encode_string(covered),
+            "level": level,
+        })
+    };
+    let answer = extend(refused(&made[0], &document, "LT"), "application/json").await;
+    answer.assert_problem(422, "signature-not-extendable");
+    assert!(
+        answer.text().contains("no signature time-stamp"),
+        "{}",
+        answer.text()
+    );
+    let answer = extend(refused(&made[1], b"another", "LT"), "application/json").await;
+    answer.assert_problem(422, "signature-not-extendable");
+    assert!(
+        answer.text().contains("does not validate"),
+        "{}",
+        answer.text()
+    );
+    extend(refused(&made[1], &document, "LTA"), "application/json")
+        .await
+        .assert_problem(400, "bad-request");
 
     // The digest instead of the document, and the DER answer.
     let answer = prepare(
@@ -395,6 +455,15 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'signature.finalize' AND outcome = 'success'").await,
         4
+    );
+    assert_eq!(
+        count(
+            &tsa,
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'signature.extend' \
+             AND details LIKE '%\"format\":\"cades\"%'"
+        )
+        .await,
+        1
     );
     // Three signature time-stamps (T, LT, LT by digest), recorded by the TSA.
     assert_eq!(

@@ -314,6 +314,61 @@ pub fn assemble(
         .map_err(encoding("SignedData"))
 }
 
+/// `cades` with `additions`' certificates, OCSP responses and CRLs added to its
+/// SignedData (its `certificates` and `crls`, outside what the signature covers; each
+/// item once), the signer infos untouched: how a CAdES-T signature becomes LT.
+pub fn add_validation_data(cades: &[u8], additions: &Additions) -> Result<Vec<u8>, SignatureError> {
+    let info = ContentInfo::from_der(cades).map_err(encoding("ContentInfo"))?;
+    let mut signed_data: SignedData = info.content.decode_as().map_err(encoding("SignedData"))?;
+    let mut certificates: Vec<Certificate> = signed_data
+        .certificates
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|choice| match choice {
+            cms::cert::CertificateChoices::Certificate(certificate) => Some(certificate.clone()),
+            _ => None,
+        })
+        .collect();
+    certificates.extend(additions.certificates.iter().cloned());
+    signed_data.certificates =
+        Some(certificate_set(&certificates).map_err(encoding("certificates"))?);
+    let mut choices: Vec<RevocationInfoChoice> = signed_data
+        .crls
+        .iter()
+        .flat_map(|set| set.iter().cloned())
+        .collect();
+    let mut added = additions
+        .ocsp_responses
+        .iter()
+        .map(|der| RevocationInfoChoice::ocsp_response(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(encoding("OCSP response"))?;
+    for der in &additions.crls {
+        added.push(RevocationInfoChoice::Crl(
+            CertificateList::from_der(der).map_err(encoding("CRL"))?,
+        ));
+    }
+    for choice in added {
+        if !choices.contains(&choice) {
+            choices.push(choice);
+        }
+    }
+    let other = choices
+        .iter()
+        .any(|choice| matches!(choice, RevocationInfoChoice::Other(_)));
+    if !choices.is_empty() {
+        signed_data.crls =
+            Some(SetOfVec::try_from(choices).map_err(encoding("revocation values"))?);
+    }
+    // RFC 5652 §5.1: v5 once a RevocationInfoChoice of type other is present.
+    if other {
+        signed_data.version = CmsVersion::V5;
+    }
+    signed_data
+        .to_content_info_der()
+        .map_err(encoding("SignedData"))
+}
+
 /// The signature value of the (only) signer of a CAdES signature, to time-stamp it.
 pub fn signature_value(cades: &[u8]) -> Result<Vec<u8>, SignatureError> {
     let info = ContentInfo::from_der(cades).map_err(encoding("ContentInfo"))?;

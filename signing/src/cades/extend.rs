@@ -1,12 +1,13 @@
-//! Extending the signatures of a signed PDF (PAdES augmentation, ETSI EN 319 142-1
-//! §5.4): to B-LT, one DSS revision with every signature's validation data as it
+//! Extending signatures (augmentation): a detached CAdES signature to LT, its
+//! validation data added to the CMS; the signatures of a signed PDF (ETSI EN 319 142-1
+//! §5.4) to B-LT, one DSS revision with every signature's validation data as it
 //! stands now (signer's chain, its OCSP response from our responder, the CAs' CRLs, the
 //! TSUs' certificates and CRLs); to B-LTA, that and then a document time-stamp over the
 //! whole file. Run again on a B-LTA file, it renews the archive: the last document
 //! time-stamp's TSU data goes into the DSS and a new document time-stamp covers it.
 //!
-//! Only a PDF whose every signature validates (TOTAL-PASSED) and carries a signature
-//! time-stamp is extended: validation data added to a failing signature would only
+//! Only signatures that validate (TOTAL-PASSED, every one in a PDF) and carry a
+//! signature time-stamp are extended: validation data added to a failing signature would only
 //! dress it up, and B-B has no time the data could be judged at.
 
 use der::Encode;
@@ -74,7 +75,109 @@ fn signature_time_stamp_unit(signed_data: &SignedData) -> Option<Certificate> {
     signer_certificate(&validation::parse_signed_data(&token).ok()?)
 }
 
+/// Refuses a report unless every signature in it passed and is time-stamped.
+fn check_extendable(report: &validation::ValidationReport) -> Result<(), SignatureError> {
+    for (index, entry) in report.signatures.iter().enumerate() {
+        let number = index + 1;
+        if entry.indication != Indication::TotalPassed {
+            return Err(not_extendable(format!(
+                "signature {number} does not validate ({:?}, {:?}): {}",
+                entry.indication,
+                entry.sub_indication,
+                entry.errors.join("; ")
+            )));
+        }
+        if entry.timestamp.is_none() {
+            return Err(not_extendable(format!(
+                "signature {number} has no signature time-stamp (B-B): only a time-stamped \
+                 signature (T and above) is extended"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Signatures {
+    /// The LT validation data of the signer of `signed_data` as it stands now (its
+    /// chain, its OCSP response from our responder, the CAs' CRLs, its time-stamp
+    /// unit's certificate and CRLs) into `material`; the signer's serial (hex).
+    async fn signature_material(
+        &self,
+        signed_data: &SignedData,
+        material: &mut Additions,
+        now: time::OffsetDateTime,
+    ) -> Result<String, SignatureError> {
+        let certificate = signer_certificate(signed_data).ok_or_else(|| {
+            not_extendable("a signature does not carry its signer's certificate".into())
+        })?;
+        let issuer = self.trust.issuer_of(&certificate).ok_or_else(|| {
+            not_extendable("a signer's certificate is not from a CA this service trusts".into())
+        })?;
+        // Fails closed: a signer revoked or suspended now is not extended.
+        let status = revocation::check(self.responders(), &certificate, issuer, now).await?;
+        material.certificates.push(certificate.clone());
+        material
+            .certificates
+            .extend(self.trust.chain_of(&certificate));
+        self.add_signer_material(&certificate, &status, material, now)
+            .await?;
+        let tsu = signature_time_stamp_unit(signed_data)
+            .into_iter()
+            .collect::<Vec<_>>();
+        self.add_time_stamp_material(&tsu, material, now).await?;
+        Ok(hex::encode(
+            certificate.tbs_certificate().serial_number().as_bytes(),
+        ))
+    }
+
+    /// Extends a detached CAdES signature over `covered` to LT for `client`: its
+    /// signer's and TSU's validation data added to the CMS (outside what the signature
+    /// covers).
+    pub async fn extend_cades(
+        &self,
+        client: &str,
+        signature: &[u8],
+        covered: &validation::Covered,
+        level: Level,
+    ) -> Result<Vec<u8>, SignatureError> {
+        if level != Level::Lt {
+            return Err(SignatureError::BadRequest(format!(
+                "a CAdES signature is extended to LT, not {} (LTA is for PDFs)",
+                level.name()
+            )));
+        }
+        let now = self.ctx.clock.now();
+        let report = self.validate_cades(signature, covered).await?;
+        check_extendable(&report)?;
+        let signed_data = validation::parse_signed_data(signature)
+            .map_err(|why| not_extendable(format!("the signature: {why}")))?;
+        if signed_data.signer_infos.0.len() != 1 {
+            return Err(not_extendable(
+                "only a signature with one signer is extended".into(),
+            ));
+        }
+        let mut additions = Additions::default();
+        let signer = self
+            .signature_material(&signed_data, &mut additions, now)
+            .await?;
+        let extended = super::build::add_validation_data(signature, &additions)?;
+        let event = AuditEvent::new(
+            format!("service:{client}"),
+            "signature.extend",
+            "signature",
+            &validation::fingerprint(signature),
+        )
+        .details(serde_json::json!({
+            "format": "cades",
+            "level": level.name(),
+            "signer_serials": [signer],
+            "signature_sha256": hex::encode(Sha256::digest(signature)),
+            "extended_signature_sha256": hex::encode(Sha256::digest(&extended)),
+        }));
+        audit::record(&self.ctx.db, self.ctx.clock.as_ref(), &event).await?;
+        Ok(extended)
+    }
+
     /// Extends every signature of `pdf` to `level` (LT or LTA) for `client`.
     pub async fn extend_pdf(
         &self,
@@ -96,23 +199,7 @@ impl Signatures {
                 "the PDF carries document time-stamps but no signature".into(),
             ));
         }
-        for (index, entry) in report.signatures.iter().enumerate() {
-            let number = index + 1;
-            if entry.indication != Indication::TotalPassed {
-                return Err(not_extendable(format!(
-                    "signature {number} does not validate ({:?}, {:?}): {}",
-                    entry.indication,
-                    entry.sub_indication,
-                    entry.errors.join("; ")
-                )));
-            }
-            if entry.timestamp.is_none() {
-                return Err(not_extendable(format!(
-                    "signature {number} has no signature time-stamp (B-B): only a time-stamped \
-                     signature (T and above) is extended"
-                )));
-            }
-        }
+        check_extendable(&report)?;
 
         let found = pades::embedded::signatures(&pdf)?;
         let mut materials: Vec<(Vec<u8>, ValidationMaterial)> = Vec::new();
@@ -120,42 +207,21 @@ impl Signatures {
         for embedded in &found {
             let signed_data = validation::parse_signed_data(&embedded.cms)
                 .map_err(|why| not_extendable(format!("a signature's CMS: {why}")))?;
-            let mut validation = Additions::default();
+            let mut material = Additions::default();
             if validation::is_time_stamp_token(&embedded.cms) {
                 // An earlier document time-stamp: its TSU's data, for the renewal.
                 let tsu = signer_certificate(&signed_data)
                     .into_iter()
                     .collect::<Vec<_>>();
-                self.add_time_stamp_material(&tsu, &mut validation, now)
+                self.add_time_stamp_material(&tsu, &mut material, now)
                     .await?;
             } else {
-                let certificate = signer_certificate(&signed_data).ok_or_else(|| {
-                    not_extendable("a signature does not carry its signer's certificate".into())
-                })?;
-                let issuer = self.trust.issuer_of(&certificate).ok_or_else(|| {
-                    not_extendable(
-                        "a signer's certificate is not from a CA this service trusts".into(),
-                    )
-                })?;
-                // Fails closed: a signer revoked or suspended now is not extended.
-                let status =
-                    revocation::check(self.responders(), &certificate, issuer, now).await?;
-                validation.certificates.push(certificate.clone());
-                validation
-                    .certificates
-                    .extend(self.trust.chain_of(&certificate));
-                self.add_signer_material(&certificate, &status, &mut validation, now)
-                    .await?;
-                let tsu = signature_time_stamp_unit(&signed_data)
-                    .into_iter()
-                    .collect::<Vec<_>>();
-                self.add_time_stamp_material(&tsu, &mut validation, now)
-                    .await?;
-                signers.push(hex::encode(
-                    certificate.tbs_certificate().serial_number().as_bytes(),
-                ));
+                signers.push(
+                    self.signature_material(&signed_data, &mut material, now)
+                        .await?,
+                );
             }
-            let certificates = validation
+            let certificates = material
                 .certificates
                 .iter()
                 .map(Encode::to_der)
@@ -168,8 +234,8 @@ impl Signatures {
                 embedded.contents.clone(),
                 ValidationMaterial {
                     certificates,
-                    ocsp_responses: validation.ocsp_responses,
-                    crls: validation.crls,
+                    ocsp_responses: material.ocsp_responses,
+                    crls: material.crls,
                 },
             ));
         }
@@ -202,6 +268,7 @@ impl Signatures {
             &input_sha256,
         )
         .details(serde_json::json!({
+            "format": "pades",
             "level": level.name(),
             "signer_serials": signers,
             "document_time_stamps": extended.document_time_stamps,
