@@ -165,7 +165,7 @@ impl Signatures {
             format!("service:{client}"),
             "signature.extend",
             "signature",
-            &validation::fingerprint(signature),
+            validation::fingerprint(signature),
         )
         .details(serde_json::json!({
             "format": "cades",
