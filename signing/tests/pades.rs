@@ -491,7 +491,24 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         judged.text
     );
     assert_said("twice", &judged, &["Field 2: Signature2"]);
+    // Both signatures extended at once: one DSS revision with a /VRI entry each, then
+    // the document time-stamp.
+    let answer = extend(&tsa, &twice, "LTA").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let both_path = write(&tsa, "ext-twice-lta.pdf", &answer.body);
+    let judged = pyhanko_validates(&tsa, &both_path);
+    assert!(judged.success, "both extended: {}", judged.text);
+    assert_eq!(
+        judged
+            .text
+            .matches("The signature is judged VALID.")
+            .count(),
+        2,
+        "{}",
+        judged.text
+    );
     signed.push(("twice", "LT", twice, twice_path));
+    signed.push(("ext-twice-lta", "LTA", answer.body, both_path));
 
     // Changed after signing: one letter of page 2's text.
     let (_, _, original, _) = &signed[1];
@@ -518,7 +535,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         let signatures = report["signatures"].as_array().unwrap();
         assert_eq!(
             signatures.len(),
-            if *name == "twice" { 2 } else { 1 },
+            if name.contains("twice") { 2 } else { 1 },
             "{report}"
         );
         for (index, entry) in signatures.iter().enumerate() {
@@ -659,7 +676,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
                     "{}",
                     judged.text
                 );
-                let signers = if *name == "twice" { 2 } else { 1 };
+                let signers = if name.contains("twice") { 2 } else { 1 };
                 assert_eq!(judged.text.matches("LTV PASSED").count(), signers);
             } else {
                 assert_said(
@@ -727,12 +744,12 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
         .await,
         8
     );
-    // Nine time-stamps: signature time-stamps (plain-t, plain-lt, form-t, stream-lt,
-    // form-lta, twice) and the document time-stamps of form-lta, ext-lt-to-lta and
-    // ext-lta-renewed.
+    // Ten time-stamps: signature time-stamps (plain-t, plain-lt, form-t, stream-lt,
+    // form-lta, twice) and the document time-stamps of form-lta, ext-lt-to-lta,
+    // ext-lta-renewed and ext-twice-lta.
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM timestamp_token").await,
-        9
+        10
     );
     assert_eq!(
         count(
@@ -741,7 +758,7 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
              AND outcome = 'success' AND details LIKE '%extended_pdf_sha256%'"
         )
         .await,
-        3
+        4
     );
     eid_core::audit::verify(&tsa.ctx.db, &tsa.checkpoint_key)
         .await
