@@ -85,6 +85,13 @@ impl CardApproval {
             Self::Exceptions { clerk, .. } | Self::Deactivation { clerk, .. } => clerk,
         }
     }
+
+    /// The version of the case the clerk saw when asking.
+    fn version(&self) -> i64 {
+        match self {
+            Self::Exceptions { version, .. } | Self::Deactivation { version, .. } => *version,
+        }
+    }
 }
 
 /// Reads and checks the client certificate a browser presented on the desk's card
@@ -175,6 +182,13 @@ impl Enrolment {
         if !self.card_login_offered() {
             return Err(EnrolmentError::Unavailable(
                 "ID-card login is not set up on this desk".into(),
+            ));
+        }
+        if let Some(approval) = approval
+            && !self.case_unchanged(approval).await?
+        {
+            return Err(EnrolmentError::Conflict(
+                "the application changed since this page was shown: reload it".into(),
             ));
         }
         let ctx = self.ctx();
@@ -347,6 +361,16 @@ impl Enrolment {
                 .await?;
             return Err(EnrolmentError::Forbidden(refusal.into()));
         }
+        // The case as the clerk saw it, or nothing: an approval of a case changed since
+        // would be refused when the desk takes it back, after the supervisor's card.
+        if !self.case_unchanged(approval).await? {
+            let refusal = "the case changed since the clerk asked for this approval";
+            self.refuse_card(desk_id, serial, "approve", refusal)
+                .await?;
+            return Err(EnrolmentError::Conflict(format!(
+                "{refusal}: the clerk asks again from the case as it is now"
+            )));
+        }
         self.append_audit(
             AuditEvent::new(
                 format!("staff:{staff_id}@desk:{desk_id}"),
@@ -362,6 +386,17 @@ impl Enrolment {
             })),
         )
         .await
+    }
+
+    /// Whether the case of `approval` is still at the version the clerk saw.
+    async fn case_unchanged(&self, approval: &CardApproval) -> Result<bool, EnrolmentError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM enrol_application WHERE application_id = $1")
+                .bind(approval.application())
+                .fetch_optional(self.ctx().db.pool())
+                .await
+                .map_err(query("reading the case's version"))?;
+        Ok(version == Some(approval.version()))
     }
 
     /// Audits a card the listener refused (`serial` `-` when it was unreadable).

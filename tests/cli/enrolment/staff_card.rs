@@ -8,8 +8,9 @@
 //! staff member's, and without a certificate; a used hand-off does not work twice.
 //!
 //! Later (a second citizen's case, with a name mismatch), a supervisor approves the
-//! exception with that card: refused while the card is clerk Anna's, then approved
-//! once it is linked to supervisor Astrid; the browser's own button starts it, curl
+//! exception with that card: refused while the card is clerk Anna's, refused while the
+//! case has changed since the clerk asked, then approved once it is linked to
+//! supervisor Astrid; the browser's own button starts it, curl
 //! presents the card, and the browser takes the approval back into the clerk's session.
 
 use std::path::Path;
@@ -274,6 +275,28 @@ pub(super) async fn supervisor_approves_with_their_card(
         .run(eid, &["enrolment", "staff", "card", "anna", "--remove"])
         .await;
     setup.run(eid, &link_card("astrid", national_id)).await;
+    // The case changes meanwhile (another clerk's edit, made here in the database): the
+    // supervisor's card is refused at once, and the clerk asks again from the case as it
+    // is now.
+    let case_path = case_url.split('?').next().unwrap();
+    let application_id = case_path.rsplit('/').next().unwrap();
+    let db = eid.database().await;
+    let changed =
+        sqlx::query("UPDATE enrol_application SET version = version + 1 WHERE application_id = $1")
+            .bind(application_id)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let (status, _, page) = curl(dir, &card_url, card_tls, card_env);
+    assert_eq!(status, "409", "{page}");
+    assert!(page.contains("changed since the clerk asked"), "{page}");
+    browser.goto(case_path).await;
+    browser.click("#approve-card").await;
+    let stale = card_url;
+    let card_url = browser
+        .wait_for_url(|url| url.contains("/desk-card/") && url != stale)
+        .await;
     let (status, back, page) = curl(dir, &card_url, card_tls, card_env);
     assert_eq!(status, "303", "{page}");
     assert!(
