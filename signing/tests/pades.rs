@@ -295,6 +295,22 @@ fn pyhanko_validates(tsa: &Tsa, path: &str) -> common::Judged {
     )
 }
 
+/// `pyhanko sign validate` of `path` succeeds and judges `signatures` signatures VALID.
+fn pyhanko_finds_valid(tsa: &Tsa, path: &str, signatures: usize) -> common::Judged {
+    let judged = pyhanko_validates(tsa, path);
+    assert!(judged.success, "{path}: {}", judged.text);
+    assert_eq!(
+        judged
+            .text
+            .matches("The signature is judged VALID.")
+            .count(),
+        signatures,
+        "{}",
+        judged.text
+    );
+    judged
+}
+
 /// pyHanko's validation with only the DSS for revocation data (see the script).
 fn pyhanko_ltv(tsa: &Tsa, path: &str) -> common::Judged {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/judges/pyhanko/ltv.py");
@@ -479,34 +495,14 @@ async fn journey(backend: TestBackend, keys: Keys, spec: eid_hsm::KeySpec) {
     let twice = sign(&tsa, &card, first, "LT", true).await;
     assert!(twice.starts_with(first));
     let twice_path = write(&tsa, "twice.pdf", &twice);
-    let judged = pyhanko_validates(&tsa, &twice_path);
-    assert!(judged.success, "two signatures: {}", judged.text);
-    assert_eq!(
-        judged
-            .text
-            .matches("The signature is judged VALID.")
-            .count(),
-        2,
-        "{}",
-        judged.text
-    );
+    let judged = pyhanko_finds_valid(&tsa, &twice_path, 2);
     assert_said("twice", &judged, &["Field 2: Signature2"]);
     // Both signatures extended at once: one DSS revision with a /VRI entry each, then
     // the document time-stamp.
     let answer = extend(&tsa, &twice, "LTA").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let both_path = write(&tsa, "ext-twice-lta.pdf", &answer.body);
-    let judged = pyhanko_validates(&tsa, &both_path);
-    assert!(judged.success, "both extended: {}", judged.text);
-    assert_eq!(
-        judged
-            .text
-            .matches("The signature is judged VALID.")
-            .count(),
-        2,
-        "{}",
-        judged.text
-    );
+    pyhanko_finds_valid(&tsa, &both_path, 2);
     signed.push(("twice", "LT", twice, twice_path));
     signed.push(("ext-twice-lta", "LTA", answer.body, both_path));
 

@@ -275,18 +275,10 @@ pub fn assemble(
     let crls = if additions.ocsp_responses.is_empty() && additions.crls.is_empty() {
         None
     } else {
-        let mut choices = additions
-            .ocsp_responses
-            .iter()
-            .map(|der| RevocationInfoChoice::ocsp_response(der))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(encoding("OCSP response"))?;
-        for der in &additions.crls {
-            choices.push(RevocationInfoChoice::Crl(
-                CertificateList::from_der(der).map_err(encoding("CRL"))?,
-            ));
-        }
-        Some(SetOfVec::try_from(choices).map_err(encoding("revocation values"))?)
+        Some(
+            SetOfVec::try_from(revocation_choices(additions)?)
+                .map_err(encoding("revocation values"))?,
+        )
     };
     let signed_data = SignedData {
         // RFC 5652 §5.1: v5 once a RevocationInfoChoice of type other (the OCSP
@@ -314,6 +306,23 @@ pub fn assemble(
         .map_err(encoding("SignedData"))
 }
 
+/// `additions`' OCSP responses (RFC 5940 `otherRevInfo`) and CRLs as
+/// RevocationInfoChoices.
+fn revocation_choices(additions: &Additions) -> Result<Vec<RevocationInfoChoice>, SignatureError> {
+    let mut choices = additions
+        .ocsp_responses
+        .iter()
+        .map(|der| RevocationInfoChoice::ocsp_response(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(encoding("OCSP response"))?;
+    for der in &additions.crls {
+        choices.push(RevocationInfoChoice::Crl(
+            CertificateList::from_der(der).map_err(encoding("CRL"))?,
+        ));
+    }
+    Ok(choices)
+}
+
 /// `cades` with `additions`' certificates, OCSP responses and CRLs added to its
 /// SignedData (its `certificates` and `crls`, outside what the signature covers; each
 /// item once), the signer infos untouched: how a CAdES-T signature becomes LT.
@@ -337,18 +346,7 @@ pub fn add_validation_data(cades: &[u8], additions: &Additions) -> Result<Vec<u8
         .iter()
         .flat_map(|set| set.iter().cloned())
         .collect();
-    let mut added = additions
-        .ocsp_responses
-        .iter()
-        .map(|der| RevocationInfoChoice::ocsp_response(der))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(encoding("OCSP response"))?;
-    for der in &additions.crls {
-        added.push(RevocationInfoChoice::Crl(
-            CertificateList::from_der(der).map_err(encoding("CRL"))?,
-        ));
-    }
-    for choice in added {
+    for choice in revocation_choices(additions)? {
         if !choices.contains(&choice) {
             choices.push(choice);
         }
