@@ -7,8 +7,8 @@
 //! time-stamp's TSU data goes into the DSS and a new document time-stamp covers it.
 //!
 //! Only signatures that validate (TOTAL-PASSED, every one in a PDF) and carry a
-//! signature time-stamp are extended: validation data added to a failing signature would only
-//! dress it up, and B-B has no time the data could be judged at.
+//! signature time-stamp are extended: validation data added to a failing signature
+//! would only dress it up, and B-B has no time the data could be judged at.
 
 use der::Encode;
 use eid_core::{AuditEvent, audit};
