@@ -706,7 +706,7 @@ impl crate::Signatures {
 
     /// Verifies a signature time-stamp token over `signature_value`; returns what it
     /// says and its genTime.
-    fn check_time_stamp(
+    pub(crate) fn check_time_stamp(
         &self,
         token: &der::Any,
         signature_value: &[u8],

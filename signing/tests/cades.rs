@@ -884,6 +884,36 @@ async fn validation_reports_follow_en_319_102_1(backend: TestBackend) {
     let before = report(&tsa, &t, &document).await;
     assert_eq!(before["indication"], "TOTAL-PASSED", "{before}");
     assert_eq!(before["certificate_status"]["status"], "revoked");
+    // Extended now, the T signature keeps the responder's answer that the revocation
+    // came after its time-stamp: the signature still stands on the embedded answer.
+    let answer = post(
+        &tsa,
+        "/api/v1/signatures/extend",
+        Some(&tsa.api_token),
+        "application/pkcs7-signature",
+        json!({
+            "signature": Base64::encode_string(&t),
+            "document": Base64::encode_string(&document),
+        })
+        .to_string()
+        .into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(openssl_accepts(
+        &tsa,
+        "extended-revoked",
+        &answer.body,
+        &document
+    ));
+    let kept = report(&tsa, &answer.body, &document).await;
+    assert_eq!(kept["indication"], "TOTAL-PASSED", "{kept}");
+    assert_eq!(kept["format"], "CAdES-BASELINE-LT", "{kept}");
+    assert_eq!(kept["certificate_status"]["status"], "revoked", "{kept}");
+    assert_eq!(
+        kept["certificate_status"]["source"], "embedded-ocsp",
+        "{kept}"
+    );
     // The LT signature proves its status at signing with its own OCSP response.
     let archived = report(&tsa, &lt, &document).await;
     assert_eq!(archived["indication"], "TOTAL-PASSED", "{archived}");

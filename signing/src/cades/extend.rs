@@ -56,13 +56,11 @@ fn signer_certificate(signed_data: &SignedData) -> Option<Certificate> {
         .cloned()
 }
 
-/// The TSU certificate of the signature time-stamp in `signed_data`'s SignerInfo.
-fn signature_time_stamp_unit(signed_data: &SignedData) -> Option<Certificate> {
-    let token = signed_data
-        .signer_infos
-        .0
-        .iter()
-        .next()?
+/// The signature time-stamp token of `signed_data`'s (first) signer, with the
+/// signature value it covers.
+fn signature_time_stamp(signed_data: &SignedData) -> Option<(der::Any, Vec<u8>)> {
+    let signer_info = signed_data.signer_infos.0.iter().next()?;
+    let token = signer_info
         .unsigned_attrs
         .iter()
         .flat_map(|attrs| attrs.iter())
@@ -70,9 +68,13 @@ fn signature_time_stamp_unit(signed_data: &SignedData) -> Option<Certificate> {
         .values
         .iter()
         .next()?
-        .to_der()
-        .ok()?;
-    signer_certificate(&validation::parse_signed_data(&token).ok()?)
+        .clone();
+    Some((token, signer_info.signature.as_bytes().to_vec()))
+}
+
+/// The TSU certificate of a signature time-stamp token.
+fn time_stamp_unit(token: &der::Any) -> Option<Certificate> {
+    signer_certificate(&validation::parse_signed_data(&token.to_der().ok()?).ok()?)
 }
 
 /// Refuses a report unless every signature in it passed and is time-stamped.
@@ -113,17 +115,40 @@ impl Signatures {
         let issuer = self.trust.issuer_of(&certificate).ok_or_else(|| {
             not_extendable("a signer's certificate is not from a CA this service trusts".into())
         })?;
-        // Fails closed: a signer revoked or suspended now is not extended.
-        let status = revocation::check(self.responders(), &certificate, issuer, now).await?;
+        // When the signature time-stamp proves the signature existed: a revocation
+        // after it leaves the signature standing, and the responder's answer is the
+        // evidence of when (kept, as a good one is); revoked before it, suspended or
+        // unknown, the signer is not extended.
+        let (token, value) = signature_time_stamp(signed_data)
+            .ok_or_else(|| not_extendable("a signature has no signature time-stamp".into()))?;
+        let proven = match self.check_time_stamp(&token, &value) {
+            Ok((report, at)) if report.valid => at,
+            Ok((report, _)) => {
+                return Err(not_extendable(format!(
+                    "a signature time-stamp does not verify: {}",
+                    report.problem.unwrap_or_default()
+                )));
+            }
+            Err(why) => {
+                return Err(not_extendable(format!(
+                    "a signature time-stamp is unreadable: {why}"
+                )));
+            }
+        };
+        let (status, answer) =
+            revocation::ask(self.responders(), &certificate, issuer, now).await?;
+        if !revocation::revoked_after(&status, proven)
+            && let Some(refusal) = revocation::refusal(&status)
+        {
+            return Err(refusal);
+        }
         material.certificates.push(certificate.clone());
         material
             .certificates
             .extend(self.trust.chain_of(&certificate));
-        self.add_signer_material(&certificate, &status, material, now)
+        self.add_signer_material(&certificate, &answer, material, now)
             .await?;
-        let tsu = signature_time_stamp_unit(signed_data)
-            .into_iter()
-            .collect::<Vec<_>>();
+        let tsu = time_stamp_unit(&token).into_iter().collect::<Vec<_>>();
         self.add_time_stamp_material(&tsu, material, now).await?;
         Ok(hex::encode(
             certificate.tbs_certificate().serial_number().as_bytes(),

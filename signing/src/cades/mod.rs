@@ -759,7 +759,7 @@ impl Signatures {
     pub(crate) async fn add_signer_material(
         &self,
         certificate: &Certificate,
-        status: &revocation::GoodStatus,
+        status: &revocation::OcspAnswer,
         validation: &mut Additions,
         now: OffsetDateTime,
     ) -> Result<(), SignatureError> {

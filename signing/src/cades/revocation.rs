@@ -25,9 +25,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest OCSP response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// A good status, with the evidence.
+/// A responder's answer about one certificate, as evidence: good, or (from [`ask`])
+/// whatever it says.
 #[derive(Clone, Debug)]
-pub(crate) struct GoodStatus {
+pub(crate) struct OcspAnswer {
     /// The DER `OCSPResponse` as the responder sent it.
     pub(crate) response: Vec<u8>,
     /// The certificates in it (the delegated responder's).
@@ -54,12 +55,53 @@ pub(crate) struct Responders<'a> {
 }
 
 /// Asks the responder named in `certificate` about it; `issuer` checks the answer.
+/// Only a good status passes: suspended, revoked and unknown are refusals.
 pub(crate) async fn check(
     responders: Responders<'_>,
     certificate: &Certificate,
     issuer: &Certificate,
     now: OffsetDateTime,
-) -> Result<GoodStatus, SignatureError> {
+) -> Result<OcspAnswer, SignatureError> {
+    let (status, answer) = ask(responders, certificate, issuer, now).await?;
+    match refusal(&status) {
+        None => Ok(answer),
+        Some(refusal) => Err(refusal),
+    }
+}
+
+/// Whether `status` is a revocation (not a suspension) that took effect after `time`:
+/// a signature proven to exist at `time` stands, and the answer proves when.
+pub(crate) fn revoked_after(status: &CheckedStatus, time: OffsetDateTime) -> bool {
+    matches!(status, CheckedStatus::Revoked { at, reason } if *reason != Some(CERTIFICATE_HOLD) && *at > time)
+}
+
+/// The refusal a status that is not good stands for.
+pub(crate) fn refusal(status: &CheckedStatus) -> Option<SignatureError> {
+    match status {
+        CheckedStatus::Good => None,
+        CheckedStatus::Revoked {
+            reason: Some(CERTIFICATE_HOLD),
+            at,
+        } => Some(SignatureError::CertificateSuspended(format!(
+            "the signer's certificate is suspended (since {at})"
+        ))),
+        CheckedStatus::Revoked { at, .. } => Some(SignatureError::CertificateRevoked(format!(
+            "the signer's certificate was revoked at {at}"
+        ))),
+        CheckedStatus::Unknown => Some(SignatureError::CertificateUnknown(
+            "the OCSP responder does not know the signer's certificate".into(),
+        )),
+    }
+}
+
+/// Asks the responder named in `certificate` about it; `issuer` checks the answer
+/// (signature, freshness): the status and the response, whatever the status.
+pub(crate) async fn ask(
+    responders: Responders<'_>,
+    certificate: &Certificate,
+    issuer: &Certificate,
+    now: OffsetDateTime,
+) -> Result<(CheckedStatus, OcspAnswer), SignatureError> {
     let unavailable = SignatureError::RevocationUnavailable;
     let url = ocsp_url(certificate).ok_or_else(|| {
         SignatureError::BadCertificate("the certificate names no OCSP responder".into())
@@ -103,24 +145,13 @@ pub(crate) async fn check(
         .verified
         .check_response(&body, issuer, &id, now)
         .map_err(|e| unavailable(format!("the OCSP response is unusable: {e}")))?;
-    match status {
-        CheckedStatus::Good => Ok(GoodStatus {
+    Ok((
+        status,
+        OcspAnswer {
             responder_certificates: responder_certificates(&body),
             response: body.to_vec(),
-        }),
-        CheckedStatus::Revoked {
-            reason: Some(CERTIFICATE_HOLD),
-            at,
-        } => Err(SignatureError::CertificateSuspended(format!(
-            "the signer's certificate is suspended (since {at})"
-        ))),
-        CheckedStatus::Revoked { at, .. } => Err(SignatureError::CertificateRevoked(format!(
-            "the signer's certificate was revoked at {at}"
-        ))),
-        CheckedStatus::Unknown => Err(SignatureError::CertificateUnknown(
-            "the OCSP responder does not know the signer's certificate".into(),
-        )),
-    }
+        },
+    ))
 }
 
 /// The certificates a (checked) response carries.
