@@ -821,6 +821,45 @@ async fn bad_pdfs_get_a_specific_problem(backend: TestBackend) {
         "{answer}"
     );
 
+    // Extension: not a PDF, a PDF with no signature, a damaged or oversized one,
+    // base64 that is not, an unknown field: each its own problem, nothing audited.
+    extend(&tsa, b"GIF89a, not a PDF", "LTA")
+        .await
+        .assert_problem(400, "not-a-pdf");
+    let answer = extend(&tsa, &plain, "LTA").await;
+    answer.assert_problem(400, "bad-request");
+    assert!(answer.text().contains("no signature"), "{}", answer.text());
+    extend(&tsa, &encrypted, "LT")
+        .await
+        .assert_problem(400, "bad-request");
+    extend(&tsa, &large, "LTA")
+        .await
+        .assert_problem(413, "document-too-large");
+    for body in [
+        json!({ "document": "***" }),
+        json!({ "document": Base64::encode_string(&plain), "colour": "blue" }),
+        json!({ "digest": Base64::encode_string(&[7u8; 32]), "digest_algorithm": "sha256" }),
+    ] {
+        post(
+            &tsa,
+            "/api/v1/signatures/extend",
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await
+        .assert_problem(400, "bad-request");
+    }
+    let (status, answer) = announce_too_large(&tsa, "/api/v1/signatures/extend").await;
+    assert_eq!(status, "413", "{answer}");
+    assert_eq!(
+        count(
+            &tsa,
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'signature.extend'"
+        )
+        .await,
+        0
+    );
+
     // Nothing stored for any of them.
     assert_eq!(
         count(&tsa, "SELECT COUNT(*) AS n FROM pending_signature").await,

@@ -75,12 +75,33 @@ pub(crate) fn openssl_serial(certificate: &Path) -> String {
 }
 
 /// An address nothing listens on now: for a server and the CLI to agree on one.
+/// A loopback address with a port free now, for a server started later. The port is
+/// below Linux's ephemeral range (32768-60999): a port the kernel handed out for
+/// port 0 and that was let go could be taken by any outgoing connection before the
+/// server binds it (seen in CI: "Address already in use" on the ID-card listener).
+/// Ports are taken in turn from a random start, so parallel tests do not meet.
 pub(crate) fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let mut seed = [0u8; 4];
+        getrandom::fill(&mut seed).unwrap();
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            u32::from_le_bytes(seed) % SPAN,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    loop {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let address = format!("127.0.0.1:{port}");
+        if std::net::TcpListener::bind(&address).is_ok() {
+            return address;
+        }
+    }
 }
 
 pub(crate) fn openssl_csr(dir: &Path, name: &str, key_args: &[&str]) -> String {
