@@ -1046,10 +1046,51 @@ async fn visible_signature_is_drawn_where_asked(backend: TestBackend) {
     );
 }
 
+/// A B-T PDF whose signer is revoked after the time-stamp is extended to LTA with the
+/// responder's answer saying so in the DSS: the signature stands for our report and for
+/// pyHanko's DSS-only validation; a B-T PDF signed after the revocation cannot be made.
+async fn revoked_after_the_time_stamp_is_kept_as_evidence(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let card = Card::issue(&tsa, "3900101123456").await;
+    let plain = sample(&Sample::default());
+    let signed = sign(&tsa, &card, &plain, "T", true).await;
+    let serial = eid_ca::CertificateSerial::from_certificate(
+        card.certificate.tbs_certificate().serial_number(),
+    );
+    // OCSP gives revocation times in whole seconds: one within the time-stamp's second
+    // could not be told to come after it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tsa.ca
+        .change_status(
+            &serial,
+            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
+            "test",
+        )
+        .await
+        .unwrap();
+    let answer = extend(&tsa, &signed, "LTA").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let report = our_report(&tsa, &answer.body).await;
+    let entry = &report["signatures"][0];
+    assert_eq!(entry["indication"], "TOTAL-PASSED", "{report}");
+    assert_eq!(entry["format"], "PAdES-BASELINE-LTA", "{report}");
+    assert_eq!(entry["certificate_status"]["status"], "revoked", "{report}");
+    assert_eq!(
+        entry["certificate_status"]["source"], "dss-ocsp",
+        "{report}"
+    );
+    let path = write(&tsa, "revoked-after.pdf", &answer.body);
+    tsa.stop_ca().await;
+    let judged = pyhanko_ltv(&tsa, &path);
+    assert!(judged.success, "{}", judged.text);
+    assert_said("revoked-after", &judged, &["LTV: PASSED"]);
+}
+
 on_both_backends!(
     levels_are_judged_by_pyhanko,
     bad_pdfs_get_a_specific_problem,
-    visible_signature_is_drawn_where_asked
+    visible_signature_is_drawn_where_asked,
+    revoked_after_the_time_stamp_is_kept_as_evidence
 );
 
 /// The instance's own keys on a SoftHSM2 token too, and a P-384 card (ECDSA with
