@@ -373,19 +373,16 @@ async fn extend(
 ) -> Result<Response, SignatureError> {
     let client = caller(&signatures, &headers)?;
     let body = json_body(body)?;
-    let level = |default| match body.level.as_deref() {
-        None => Ok(default),
-        Some(text) => Level::parse(text)
-            .ok_or_else(|| SignatureError::BadRequest(format!("level `{text}` is not LT or LTA"))),
+    let level = match body.level.as_deref() {
+        None if body.signature.is_some() => Level::Lt,
+        None => Level::Lta,
+        Some(text) => Level::parse(text).ok_or_else(|| {
+            SignatureError::BadRequest(format!("level `{text}` is not LT or LTA"))
+        })?,
     };
     if let Some(signature) = &body.signature {
-        let level = level(Level::Lt)?;
         let signature = base64_field("signature", signature)?;
-        let covered = covered(
-            body.document.clone(),
-            body.digest.clone(),
-            body.digest_algorithm.clone(),
-        )?;
+        let covered = covered(body.document, body.digest, body.digest_algorithm)?;
         let extended = signatures
             .extend_cades(&client, &signature, &covered, level)
             .await?;
@@ -399,7 +396,6 @@ async fn extend(
         }))
         .into_response());
     }
-    let level = level(Level::Lta)?;
     let (Some(document), None, None) = (&body.document, &body.digest, &body.digest_algorithm)
     else {
         return Err(SignatureError::BadRequest(

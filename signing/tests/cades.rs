@@ -661,25 +661,13 @@ async fn bad_input_gets_a_specific_problem(backend: TestBackend) {
     // Suspended, then revoked, between prepare and finalize.
     let (suspended_id, suspended_tbs) = prepared(&tsa, &card, &document, "LT").await;
     let (revoked_id, revoked_tbs) = prepared(&tsa, &card, &document, "LT").await;
-    let serial = eid_ca::CertificateSerial::from_certificate(
-        card.certificate.tbs_certificate().serial_number(),
-    );
-    tsa.ca
-        .change_status(&serial, eid_ca::StatusChange::Suspend, "operator:test")
-        .await
-        .unwrap();
+    card.change_status(&tsa, eid_ca::StatusChange::Suspend)
+        .await;
     let signature = card.sign(suspended_tbs).await;
     finalize(&tsa, &suspended_id, &signature, "application/json")
         .await
         .assert_problem(422, "certificate-suspended");
-    tsa.ca
-        .change_status(
-            &serial,
-            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
-            "operator:test",
-        )
-        .await
-        .unwrap();
+    card.revoke(&tsa).await;
     let signature = card.sign(revoked_tbs).await;
     finalize(&tsa, &revoked_id, &signature, "application/json")
         .await
@@ -855,29 +843,17 @@ async fn validation_reports_follow_en_319_102_1(backend: TestBackend) {
     // then revoked certificate; a T signature time-stamped before the revocation.
     let b = signed(&tsa, &card, &document, "B").await;
     let t = signed(&tsa, &card, &document, "T").await;
-    let serial = eid_ca::CertificateSerial::from_certificate(
-        card.certificate.tbs_certificate().serial_number(),
-    );
     // OCSP gives revocation times in whole seconds: a revocation within the second of
     // the time-stamp cannot be told to come after it (and is judged as before).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    tsa.ca
-        .change_status(&serial, eid_ca::StatusChange::Suspend, "test")
-        .await
-        .unwrap();
+    card.change_status(&tsa, eid_ca::StatusChange::Suspend)
+        .await;
     let held = report(&tsa, &b, &document).await;
     assert_eq!(held["indication"], "INDETERMINATE");
     assert_eq!(held["sub_indication"], "TRY_LATER", "{held}");
     assert_eq!(held["certificate_status"]["status"], "suspended");
     assert_eq!(held["certificate_status"]["source"], "online-ocsp");
-    tsa.ca
-        .change_status(
-            &serial,
-            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
-            "test",
-        )
-        .await
-        .unwrap();
+    card.revoke(&tsa).await;
     let revoked = report(&tsa, &b, &document).await;
     assert_eq!(revoked["indication"], "INDETERMINATE");
     assert_eq!(revoked["sub_indication"], "REVOKED_NO_POE", "{revoked}");

@@ -1054,20 +1054,10 @@ async fn revoked_after_the_time_stamp_is_kept_as_evidence(backend: TestBackend) 
     let card = Card::issue(&tsa, "3900101123456").await;
     let plain = sample(&Sample::default());
     let signed = sign(&tsa, &card, &plain, "T", true).await;
-    let serial = eid_ca::CertificateSerial::from_certificate(
-        card.certificate.tbs_certificate().serial_number(),
-    );
     // OCSP gives revocation times in whole seconds: one within the time-stamp's second
     // could not be told to come after it.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    tsa.ca
-        .change_status(
-            &serial,
-            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
-            "test",
-        )
-        .await
-        .unwrap();
+    card.revoke(&tsa).await;
     let answer = extend(&tsa, &signed, "LTA").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let report = our_report(&tsa, &answer.body).await;

@@ -424,6 +424,27 @@ impl Card {
             .with_pin(secrecy::SecretString::from(CARD_PIN.to_owned()))
     }
 
+    /// Suspends or revokes the card's signing certificate at `instance`'s CA.
+    pub async fn change_status(&self, instance: &Tsa, change: eid_ca::StatusChange) {
+        let serial = eid_ca::CertificateSerial::from_certificate(
+            self.certificate.tbs_certificate().serial_number(),
+        );
+        instance
+            .ca
+            .change_status(&serial, change, "operator:test")
+            .await
+            .unwrap();
+    }
+
+    /// Revokes the card's signing certificate (key compromise).
+    pub async fn revoke(&self, instance: &Tsa) {
+        self.change_status(
+            instance,
+            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
+        )
+        .await;
+    }
+
     /// Signs `data` on the card with its signing key, as the card's middleware would.
     pub async fn sign(&self, data: Vec<u8>) -> Vec<u8> {
         self.signer(eid_hsm::CITIZEN_SIGNING_LABEL)
