@@ -215,15 +215,26 @@ pub fn chain_after<'a>(
     clock: &dyn Clock,
     events: impl ExactSizeIterator<Item = &'a AuditEvent>,
 ) -> Result<Vec<AuditEntry>, AuditError> {
-    let count = i64::try_from(events.len())
-        .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
     let last_seq: i64 = head
         .try_get("seq")
         .map_err(DbError::query("reading the audit head"))?;
     // The head's hash is the previous entry's until it is set to the last new one.
-    let mut prev_hash: String = head
+    let prev_hash: String = head
         .try_get("hash")
         .map_err(DbError::query("reading the audit head"))?;
+    chain_from(last_seq, prev_hash, clock, events)
+}
+
+/// The entries for `events`, chained after the entry whose hash is `prev_hash`, the
+/// last of them at position `last_seq`, timed now by `clock`.
+pub fn chain_from<'a>(
+    last_seq: i64,
+    mut prev_hash: String,
+    clock: &dyn Clock,
+    events: impl ExactSizeIterator<Item = &'a AuditEvent>,
+) -> Result<Vec<AuditEntry>, AuditError> {
+    let count = i64::try_from(events.len())
+        .map_err(|_| AuditError::Broken("too many events in one append".into()))?;
     let recorded_at = now_text(clock);
     let mut entries = Vec::with_capacity(events.len());
     for (offset, event) in (0..count).rev().zip(events) {

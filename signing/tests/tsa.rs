@@ -402,6 +402,21 @@ async fn qualified_tokens_carry_the_etsi_statement(backend: TestBackend) {
 async fn concurrent_tokens_are_all_recorded_and_audited(backend: TestBackend) {
     let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
     let request = std::fs::read(query(&tsa, b"burst", "burst", &["-sha256"])).unwrap();
+    // Another writer appends to the audit chain meanwhile: the record writer finds the
+    // head moved under it and must chain after that writer's entries.
+    let other = {
+        let ctx = tsa.ctx.clone();
+        tokio::spawn(async move {
+            for i in 0..32 {
+                let event =
+                    eid_core::AuditEvent::new("test", "test.other_writer", "test", i.to_string());
+                eid_core::audit::record(&ctx.db, ctx.clock.as_ref(), &event)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let (url, body) = (format!("{}/tsa", tsa.url), request.clone());
@@ -422,7 +437,15 @@ async fn concurrent_tokens_are_all_recorded_and_audited(backend: TestBackend) {
             PkiStatus::Granted
         );
     }
+    other.await.unwrap();
     assert_recorded(&tsa, 64).await;
+    let others: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'test.other_writer'")
+            .fetch_one(tsa.ctx.db.pool())
+            .await
+            .unwrap()
+            .get("n");
+    assert_eq!(others, 32);
 }
 
 /// Exactly `tokens` tokens are recorded, each under a serial of its own and with its
@@ -454,13 +477,19 @@ async fn assert_recorded(tsa: &Tsa, tokens: i64) {
 
 /// A batch that fails part-way leaves nothing behind, its callers are told
 /// `systemFailure` (no token released), and the writer goes on with the next one. The
-/// failure is forced with a unique index on the imprint, so a second token for the same
-/// data clashes as a serial would: the TSA draws new serials three times, then gives up.
+/// failure is forced with a unique index on the imprint of the records, so a second
+/// token for the same data fails to be recorded (a clash not of serials, so the TSA does
+/// not draw new ones).
 async fn a_failed_record_batch_leaves_nothing_and_the_next_one_is_written(backend: TestBackend) {
     let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
-    sqlx::query(
-        "CREATE UNIQUE INDEX test_one_token_per_imprint ON timestamp_token (message_imprint)",
-    )
+    let imprint = match backend {
+        TestBackend::Sqlite => "json_extract(details, '$.message_imprint')",
+        TestBackend::Postgres => "(details::json ->> 'message_imprint')",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE UNIQUE INDEX test_one_token_per_imprint ON audit_log ({imprint}) \
+         WHERE action = 'tsa.timestamp.issue'"
+    )))
     .execute(tsa.ctx.db.pool())
     .await
     .unwrap();

@@ -3,13 +3,12 @@
 //! [`TimeStampAuthority::respond`] takes a DER `TimeStampReq` and always returns a DER
 //! `TimeStampResp`: a token, or a rejection with the PKIFailureInfo that says why.
 //!
-//! **Records and audit.** Each token is written to `timestamp_token` (serial, genTime,
-//! policy, imprint, nonce, TSU) and appended to the audit log as `tsa.timestamp.issue`
-//! (the imprint, never the data) in one transaction, before the token leaves the TSA:
-//! a token without its record cannot exist. A writer task batches the records of the
-//! requests waiting at that moment into one transaction, one INSERT and one
+//! **Records and audit.** Each token's record is its audit entry, `tsa.timestamp.issue`
+//! (serial, genTime, policy, imprint, nonce, TSU; the imprint, never the data),
+//! appended before the token leaves the TSA: a token without its record cannot exist.
+//! A writer task batches the records of the requests waiting at that moment into one
 //! audit-chain append (see `records.rs` for why not the shared group commit); the cost
-//! is measured in the README. The table's primary key on the serial is the
+//! is measured in the README. A unique index on the serials of these entries is the
 //! final guard of uniqueness across restarts and replicas: serials are the
 //! millisecond of issue and 72 random bits, and a clash (never seen in practice) is
 //! retried with a new serial.
@@ -36,7 +35,7 @@ use x509_cert::Certificate;
 pub use self::asn1::FailureInfo;
 pub use self::clock::{ClockMonitor, OsStatusSource, Verdict};
 pub use self::gen_time::GenTime;
-use self::records::{RecordWriter, TokenRecord};
+use self::records::RecordWriter;
 use self::token::{ParsedRequest, TokenSigner};
 use crate::TsaError;
 
@@ -291,29 +290,22 @@ impl TimeStampAuthority {
             .unwrap_or(gen_time)
             .format(&Rfc3339)
             .map_err(|e| TsaError::Task(format!("formatting genTime: {e}")))?;
-        let policy = inner.ctx.config.signing.tsa.policy.clone();
-        let hash_algorithm = parsed.hash.name();
-        let message_imprint = hex::encode(parsed.imprint.hashed_message.as_bytes());
-        let audit = AuditEvent::new("public", "tsa.timestamp.issue", "timestamp", &serial_hex)
-            .details(serde_json::json!({
-                "gen_time": gen_time_text,
-                "policy": policy,
-                "hash_algorithm": hash_algorithm,
-                "message_imprint": message_imprint,
-                "tsu_serial": inner.tsu_serial,
-            }));
+        let mut details = serde_json::json!({
+            "gen_time": gen_time_text,
+            "policy": inner.ctx.config.signing.tsa.policy,
+            "hash_algorithm": parsed.hash.name(),
+            "message_imprint": hex::encode(parsed.imprint.hashed_message.as_bytes()),
+            "tsu_serial": inner.tsu_serial,
+        });
+        if let Some(nonce) = &parsed.nonce {
+            details["nonce"] = hex::encode(nonce.as_bytes()).into();
+        }
         inner
             .records
-            .write(TokenRecord {
-                serial: serial_hex,
-                gen_time: gen_time_text,
-                policy,
-                hash_algorithm,
-                message_imprint,
-                nonce: parsed.nonce.as_ref().map(|n| hex::encode(n.as_bytes())),
-                tsu_serial: inner.tsu_serial.clone(),
-                audit,
-            })
+            .write(
+                AuditEvent::new("public", "tsa.timestamp.issue", "timestamp", serial_hex)
+                    .details(details),
+            )
             .await?;
         Ok(response)
     }
