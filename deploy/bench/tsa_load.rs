@@ -5,8 +5,8 @@
 //!   layer on two threads (both cores), from this process, the server idle;
 //! - TSA: `wrk` posting a SHA-256 query (certReq, nonce) on `EID_BENCH_CONNECTIONS`
 //!   connections (default 128) for 8 s; every token recorded and audited before it is
-//!   released. That each answer was a token is checked afterwards: the records table
-//!   grew by at least the number of answers wrk counted (refusals write nothing);
+//!   released. That each answer was a token is checked afterwards: the token records
+//!   (`timestamp_token`) grew by at least the number of answers wrk counted (refusals write nothing);
 //! - ceiling: `wrk` on `GET /` (the service's small JSON self-description) with the
 //!   same connections: what any route reaches on these cores;
 //! - latency at half the measured TSA rate: requests paced evenly from this process
