@@ -636,7 +636,16 @@ impl crate::Signatures {
         let mut certificate_status = None;
         if let Some(issuer) = &issuer {
             certificate_status = self
-                .status_of(&certificate, issuer, &embedded, archived, now)
+                .status_of(
+                    &certificate,
+                    issuer,
+                    (&embedded, archived),
+                    timestamp
+                        .as_ref()
+                        .is_some_and(|report| report.valid)
+                        .then_some(best_signature_time),
+                    now,
+                )
                 .await
                 .map_err(|why| {
                     verdict.fail(Indication::Indeterminate, SubIndication::TryLater, why)
@@ -805,21 +814,30 @@ impl crate::Signatures {
         Ok((report, gen_time))
     }
 
+    /// The signer's status: from an OCSP response the signature carries (`embedded`)
+    /// or the PDF's DSS keeps (`archived`), else from the responder now. When a
+    /// time-stamp proves the signature existed at `proven`, only a response issued then
+    /// or later counts (EN 319 102-1 revocation freshness, with a maximum freshness of
+    /// zero): a "good" issued before says nothing of a revocation between it and the
+    /// signature. Compared in whole seconds, as responses give their time.
     async fn status_of(
         &self,
         certificate: &Certificate,
         issuer: &Certificate,
-        embedded: &[Vec<u8>],
-        archived: &[Vec<u8>],
+        (embedded, archived): (&[Vec<u8>], &[Vec<u8>]),
+        proven: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<Status, String> {
         let serial =
             CertificateSerial::from_certificate(certificate.tbs_certificate().serial_number());
         let id = client::cert_id(issuer, serial).map_err(|e| e.to_string())?;
+        let proven = proven.map(|at| at.replace_nanosecond(0).unwrap_or(at));
+        let fresh = |at: OffsetDateTime| proven.is_none_or(|proven| at >= proven);
         let sourced = embedded
             .iter()
             .map(|r| (r, "embedded-ocsp"))
             .chain(archived.iter().map(|r| (r, "dss-ocsp")));
+        let mut stale = None;
         for (response, source) in sourced {
             // An archived answer is judged at its own thisUpdate: it proves the status
             // then, however old it is now.
@@ -827,12 +845,28 @@ impl crate::Signatures {
                 continue;
             };
             if let Ok(status) = client::check_response(response, issuer, &id, at) {
+                if !fresh(at) {
+                    stale = Some((source, at));
+                    continue;
+                }
                 return Ok(Status::from_checked(status, source));
             }
         }
-        let url = client::ocsp_url(certificate)
-            .ok_or("the certificate names no OCSP responder and the signature carries no status")?;
-        let request = client::build_request(&id).map_err(|e| e.to_string())?;
+        let stale_note = stale
+            .map(|(source, at)| {
+                format!(
+                    " (the {source} response was issued at {}, before the time-stamp)",
+                    rfc3339(at)
+                )
+            })
+            .unwrap_or_default();
+        let url = client::ocsp_url(certificate).ok_or_else(|| {
+            format!(
+                "the certificate names no OCSP responder and the signature carries no status issued after its time-stamp{stale_note}"
+            )
+        })?;
+        // With a nonce: answered when asked, so issued after the time-stamp.
+        let request = client::build_fresh_request(&id).map_err(|e| e.to_string())?;
         let body = self
             .http
             .post(&url)
@@ -841,12 +875,18 @@ impl crate::Signatures {
             .timeout(std::time::Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| format!("the OCSP responder {url} is unreachable: {e}"))?
+            .map_err(|e| format!("the OCSP responder {url} is unreachable{stale_note}: {e}"))?
             .bytes()
             .await
             .map_err(|e| format!("reading the OCSP response: {e}"))?;
         let status = client::check_response(&body, issuer, &id, now)
             .map_err(|e| format!("the OCSP response is unusable: {e}"))?;
+        if let Some(at) = this_update(&body).filter(|at| !fresh(*at)) {
+            return Err(format!(
+                "the OCSP responder's answer was issued at {}, before the signature's time-stamp",
+                rfc3339(at)
+            ));
+        }
         Ok(Status::from_checked(status, "online-ocsp"))
     }
 }

@@ -226,8 +226,11 @@ fn judge(tsa: &Tsa, card: &Card, name: &str, cades: &[u8], document: &str, level
         .to_pem(LineEnding::LF)
         .unwrap();
     let issuer = write(tsa, "citizen-sign-ca.pem", issuer.as_bytes());
+    // The response answers a request with a nonce, which openssl has not got here:
+    // `-no_nonce` leaves that check out, the signature and status are still verified.
     let ocsp = openssl(&[
         "ocsp",
+        "-no_nonce",
         "-respin",
         &response,
         "-issuer",
@@ -919,10 +922,55 @@ async fn validation_reports_follow_en_319_102_1(backend: TestBackend) {
     assert_eq!(answer.status, 400);
 }
 
+/// EN 319 102-1 revocation freshness: a status issued before the time-stamp proves
+/// nothing about the signer then. A T signature given the OCSP response of an earlier
+/// LT signature (issued before this one's time-stamp) is judged from our responder,
+/// asked now, not from that response; with the responder down it is INDETERMINATE /
+/// TRY_LATER, naming the stale response.
+async fn a_status_older_than_the_time_stamp_is_not_taken(backend: TestBackend) {
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let card = Card::issue(&tsa, "3900101123456").await;
+    let document = b"a deed".to_vec();
+    let earlier = signed_data(&signed(&tsa, &card, &document, "LT").await);
+    let old_status = earlier
+        .crls
+        .iter()
+        .flat_map(|set| set.iter())
+        .find(|choice| {
+            matches!(choice, RevocationInfoChoice::Other(other)
+                if other.other_rev_info_format == ID_RI_OCSP_RESPONSE)
+        })
+        .unwrap()
+        .clone();
+    // Statuses give whole seconds: the next time-stamp must be in a later second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = signed(&tsa, &card, &document, "T").await;
+    let mut grafted = signed_data(&later);
+    grafted.crls = Some(der::asn1::SetOfVec::try_from(vec![old_status]).unwrap());
+    let grafted = grafted.to_content_info_der().unwrap();
+
+    let judged = report(&tsa, &grafted, &document).await;
+    assert_eq!(judged["indication"], "TOTAL-PASSED", "{judged}");
+    assert_eq!(
+        judged["certificate_status"]["source"], "online-ocsp",
+        "{judged}"
+    );
+
+    tsa.stop_ca().await;
+    let judged = report(&tsa, &grafted, &document).await;
+    assert_eq!(judged["indication"], "INDETERMINATE", "{judged}");
+    assert_eq!(judged["sub_indication"], "TRY_LATER", "{judged}");
+    assert!(
+        judged.to_string().contains("before the time-stamp"),
+        "{judged}"
+    );
+}
+
 on_both_backends!(
     levels_b_t_lt_are_judged_by_openssl,
     bad_input_gets_a_specific_problem,
     validation_reports_follow_en_319_102_1,
+    a_status_older_than_the_time_stamp_is_not_taken,
 );
 
 /// The instance's own keys (CA, OCSP responder, TSU) on a SoftHSM2 token too, and a

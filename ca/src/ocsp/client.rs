@@ -74,6 +74,36 @@ pub fn cert_id(
 /// An unsigned OCSP request (DER) for one certificate, without a nonce, so that a
 /// responder may answer from its pre-produced cache (RFC 5019 2.1).
 pub fn build_request(id: &CertIdKey) -> Result<Vec<u8>, OcspClientError> {
+    request(id, None)
+}
+
+/// An unsigned OCSP request for one certificate with a random nonce (RFC 8954, 16
+/// octets): a responder signs its answer when asked instead of handing out a
+/// pre-produced one, so the answer's thisUpdate is the time of asking. For status that
+/// must have been issued after a given moment, such as a signature's time-stamp
+/// (EN 319 102-1 revocation freshness).
+pub fn build_fresh_request(id: &CertIdKey) -> Result<Vec<u8>, OcspClientError> {
+    let malformed = |e: &dyn std::fmt::Display| OcspClientError::Malformed(e.to_string());
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| malformed(&e))?;
+    let value = der::asn1::OctetString::new(nonce.to_vec())
+        .and_then(|octets| octets.to_der())
+        .and_then(der::asn1::OctetString::new)
+        .map_err(|e| malformed(&e))?;
+    request(
+        id,
+        Some(vec![x509_cert::ext::Extension {
+            extn_id: super::asn1::ID_PKIX_OCSP_NONCE,
+            critical: false,
+            extn_value: value,
+        }]),
+    )
+}
+
+fn request(
+    id: &CertIdKey,
+    extensions: Option<Vec<x509_cert::ext::Extension>>,
+) -> Result<Vec<u8>, OcspClientError> {
     let malformed = |e: super::OcspError| OcspClientError::Malformed(e.to_string());
     let request = OcspRequest {
         tbs_request: TbsRequest {
@@ -83,7 +113,7 @@ pub fn build_request(id: &CertIdKey) -> Result<Vec<u8>, OcspClientError> {
                 req_cert: id.to_asn1().map_err(malformed)?,
                 single_request_extensions: None,
             }],
-            request_extensions: None,
+            request_extensions: extensions,
         },
         optional_signature: None,
     };

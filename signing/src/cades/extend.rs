@@ -135,8 +135,14 @@ impl Signatures {
                 )));
             }
         };
-        let (status, answer) =
-            revocation::ask(self.responders(), &certificate, issuer, now).await?;
+        let (status, answer) = revocation::ask(
+            self.responders(),
+            &certificate,
+            issuer,
+            now,
+            revocation::Freshness::Fresh,
+        )
+        .await?;
         if !revocation::revoked_after(&status, proven)
             && let Some(refusal) = revocation::refusal(&status)
         {

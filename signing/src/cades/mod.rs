@@ -672,7 +672,14 @@ impl Signatures {
             })?;
         // The certificate may have been revoked (or expired) since it was prepared.
         let issuer = self.trust.check_signer(certificate, now)?.clone();
-        let status = revocation::check(self.responders(), certificate, &issuer, now).await?;
+        revocation::check(
+            self.responders(),
+            certificate,
+            &issuer,
+            now,
+            revocation::Freshness::Current,
+        )
+        .await?;
 
         let chain = self.trust.chain_of(certificate);
         let mut additions = Additions {
@@ -687,6 +694,16 @@ impl Signatures {
                 .stamp(Sha256::digest(&signature).as_slice())
                 .await?;
             if pending.level.long_term() {
+                // Asked again after the time-stamp, answered then: the status before
+                // signing may be older than the time-stamp, and proves nothing after it.
+                let status = revocation::check(
+                    self.responders(),
+                    certificate,
+                    &issuer,
+                    now,
+                    revocation::Freshness::Fresh,
+                )
+                .await?;
                 self.add_signer_material(certificate, &status, &mut validation, now)
                     .await?;
                 self.add_time_stamp_material(&token.certificates, &mut validation, now)
@@ -787,7 +804,14 @@ impl Signatures {
             if trust::ocsp_url(tsu).is_some()
                 && let Some(tsu_issuer) = self.trust.issuer_of(tsu)
             {
-                let tsu_status = revocation::check(self.responders(), tsu, tsu_issuer, now).await?;
+                let tsu_status = revocation::check(
+                    self.responders(),
+                    tsu,
+                    tsu_issuer,
+                    now,
+                    revocation::Freshness::Fresh,
+                )
+                .await?;
                 validation.ocsp_responses.push(tsu_status.response);
             }
         }

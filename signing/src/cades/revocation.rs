@@ -54,6 +54,18 @@ pub(crate) struct Responders<'a> {
     pub(crate) verified: &'a client::VerifiedResponses,
 }
 
+/// Which answer a caller needs from the responder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Any current answer, a pre-produced one included: the status now.
+    Current,
+    /// One signed when asked (the request carries a nonce), so its thisUpdate follows
+    /// everything done before the call, such as a signature's time-stamp: validation
+    /// data for LT, which EN 319 102-1 accepts only when issued after the time the
+    /// signature is proven to exist.
+    Fresh,
+}
+
 /// Asks the responder named in `certificate` about it; `issuer` checks the answer.
 /// Only a good status passes: suspended, revoked and unknown are refusals.
 pub(crate) async fn check(
@@ -61,8 +73,9 @@ pub(crate) async fn check(
     certificate: &Certificate,
     issuer: &Certificate,
     now: OffsetDateTime,
+    freshness: Freshness,
 ) -> Result<OcspAnswer, SignatureError> {
-    let (status, answer) = ask(responders, certificate, issuer, now).await?;
+    let (status, answer) = ask(responders, certificate, issuer, now, freshness).await?;
     match refusal(&status) {
         None => Ok(answer),
         Some(refusal) => Err(refusal),
@@ -101,6 +114,7 @@ pub(crate) async fn ask(
     certificate: &Certificate,
     issuer: &Certificate,
     now: OffsetDateTime,
+    freshness: Freshness,
 ) -> Result<(CheckedStatus, OcspAnswer), SignatureError> {
     let unavailable = SignatureError::RevocationUnavailable;
     let url = ocsp_url(certificate).ok_or_else(|| {
@@ -109,8 +123,11 @@ pub(crate) async fn ask(
     let serial = CertificateSerial::from_certificate(certificate.tbs_certificate().serial_number());
     let id = client::cert_id(issuer, serial)
         .map_err(|e| SignatureError::Task(format!("OCSP CertID: {e}")))?;
-    let request = client::build_request(&id)
-        .map_err(|e| SignatureError::Task(format!("OCSP request: {e}")))?;
+    let request = match freshness {
+        Freshness::Current => client::build_request(&id),
+        Freshness::Fresh => client::build_fresh_request(&id),
+    }
+    .map_err(|e| SignatureError::Task(format!("OCSP request: {e}")))?;
     let body = match responders.local {
         Some(local) => local.respond(&request).await,
         None => {

@@ -1287,6 +1287,7 @@ impl Csc {
             &credential.certificate,
             &issuer,
             ctx.clock.now(),
+            revocation::Freshness::Current,
         )
         .await
         {

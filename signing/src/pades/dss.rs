@@ -61,6 +61,11 @@ pub fn add_all(
     // Streams this update adds, so that a second signature refers to them too.
     let mut added: Vec<(&[u8], Object)> = Vec::new();
     for (contents, material) in signatures {
+        let key_of_signature = vri_key(contents);
+        // A signature's /VRI entry, once written, stays as it is (pyHanko, for one,
+        // judges a DSS update that changes one a suspicious modification); what is new
+        // for it goes into the DSS's arrays only.
+        let listed_already = vris.get(key_of_signature.as_bytes()).is_ok();
         let mut vri = Dictionary::new();
         for (key, vri_key, items) in [
             (
@@ -117,7 +122,9 @@ pub fn add_all(
             dss.set(key, Object::Array(listed));
             vri.set(vri_key, Object::Array(ours));
         }
-        vris.set(vri_key(contents), Object::Dictionary(vri));
+        if !listed_already {
+            vris.set(key_of_signature, Object::Dictionary(vri));
+        }
     }
     dss.set("VRI", Object::Dictionary(vris));
     let dss_id: ObjectId = update.allocate();
