@@ -509,13 +509,18 @@ impl crate::CertificateAuthority {
             .and_then(|row| row.try_get("epoch"))
             .map_err(CaError::query("reading the revocation epoch"))?;
         let previous = self.responder.epoch.swap(epoch, Ordering::SeqCst);
-        if previous != epoch && previous != -1 {
+        // The first look (no epoch seen yet) drops the caches too: answers may have been
+        // cached before it from statuses another process has changed since, and with no
+        // earlier epoch to compare, nothing else would ever drop them.
+        if previous != epoch {
             self.responder.forget_all();
             self.load_out_of_service().await?;
-            tracing::info!(
-                epoch,
-                "revocation status changed elsewhere; OCSP cache reloaded"
-            );
+            if previous != -1 {
+                tracing::info!(
+                    epoch,
+                    "revocation status changed elsewhere; OCSP cache reloaded"
+                );
+            }
         }
         Ok(())
     }

@@ -966,7 +966,53 @@ async fn a_status_older_than_the_time_stamp_is_not_taken(backend: TestBackend) {
     );
 }
 
+/// A revocation made by another process (another CA handle on the same database, as
+/// `eid ca revoke` beside a running server) reaches the responder's answers signed on
+/// demand at its first look at the revocation epoch, a "good" it cached before that
+/// look included.
+async fn another_process_s_revocation_reaches_the_responder(backend: TestBackend) {
+    use eid_ca::ocsp::client::{self, CheckedStatus};
+    let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
+    let card = Card::issue(&tsa, "3900101123456").await;
+    let issuer = tsa
+        .ca
+        .hierarchy()
+        .get(eid_ca::CaRole::CitizenSigningCa)
+        .unwrap()
+        .certificate
+        .clone();
+    let serial = eid_ca::CertificateSerial::from_certificate(
+        card.certificate.tbs_certificate().serial_number(),
+    );
+    let id = client::cert_id(&issuer, serial.clone()).unwrap();
+    let asked = |responder: eid_ca::CertificateAuthority| {
+        let (issuer, id) = (issuer.clone(), id.clone());
+        async move {
+            let request = client::build_fresh_request(&id).unwrap();
+            let answer = responder.respond_ocsp(&request).await;
+            client::check_response(&answer.body, &issuer, &id, time::OffsetDateTime::now_utc())
+                .unwrap()
+        }
+    };
+    assert_eq!(asked(tsa.ca.clone()).await, CheckedStatus::Good);
+    let elsewhere = eid_ca::CertificateAuthority::open(&tsa.ctx).await.unwrap();
+    elsewhere
+        .change_status(
+            &serial,
+            eid_ca::StatusChange::Revoke(eid_ca::reason::ReasonCode::KeyCompromise),
+            "operator:test",
+        )
+        .await
+        .unwrap();
+    tsa.ca.sync_revocations().await.unwrap();
+    assert!(
+        matches!(asked(tsa.ca.clone()).await, CheckedStatus::Revoked { .. }),
+        "the running responder still answers from its cache"
+    );
+}
+
 on_both_backends!(
+    another_process_s_revocation_reaches_the_responder,
     levels_b_t_lt_are_judged_by_openssl,
     bad_input_gets_a_specific_problem,
     validation_reports_follow_en_319_102_1,
