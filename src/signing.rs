@@ -20,20 +20,20 @@ use secrecy::SecretString;
 pub(crate) struct IdpCitizens(pub(crate) ServiceContext);
 
 impl csc::CitizenDirectory for IdpCitizens {
-    fn national_id<'a>(&'a self, subject: &'a str) -> PortFuture<'a, Option<String>> {
+    fn holder<'a>(&'a self, jti: &'a str, subject: &'a str) -> PortFuture<'a, csc::Holder> {
         Box::pin(async move {
-            eid_idp::flow::citizen(&self.0, subject)
-                .await
-                .map(|c| c.map(|c| c.national_id))
-                .map_err(|e| CscError::Unavailable(format!("the citizen register: {e}")))
-        })
-    }
-
-    fn grant_in_force<'a>(&'a self, jti: &'a str) -> PortFuture<'a, bool> {
-        Box::pin(async move {
-            eid_idp::flow::grant_in_force(&self.0, jti)
-                .await
-                .map_err(|e| CscError::Unavailable(format!("the identity provider's grants: {e}")))
+            use eid_idp::flow::TokenHolder;
+            Ok(
+                match eid_idp::flow::token_holder(&self.0, jti, subject)
+                    .await
+                    .map_err(|e| {
+                        CscError::Unavailable(format!("the identity provider's grants: {e}"))
+                    })? {
+                    TokenHolder::GrantNotInForce => csc::Holder::GrantNotInForce,
+                    TokenHolder::UnknownCitizen => csc::Holder::UnknownCitizen,
+                    TokenHolder::Citizen { national_id } => csc::Holder::Citizen(national_id),
+                },
+            )
         })
     }
 }

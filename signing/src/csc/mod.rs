@@ -51,15 +51,24 @@ use crate::{
 /// A port's answer.
 pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CscError>> + Send + 'a>>;
 
-/// What the identity provider's register says about a token: who its subject is (the
-/// provider's internal citizen id to the national identity number credentials are
-/// registered under), and whether its grant is still in force. The `eid` binary
-/// connects it to the provider's register.
+/// What the identity provider's register says about a token: whether its grant is
+/// still in force, and who its subject is (the provider's internal citizen id to the
+/// national identity number credentials are registered under), in one look. The `eid`
+/// binary connects it to the provider's register.
 pub trait CitizenDirectory: Send + Sync + fmt::Debug {
-    /// The national id of the citizen `subject`, if known.
-    fn national_id<'a>(&'a self, subject: &'a str) -> PortFuture<'a, Option<String>>;
-    /// Whether the grant behind the access token `jti` is still in force.
-    fn grant_in_force<'a>(&'a self, jti: &'a str) -> PortFuture<'a, bool>;
+    /// Whom the access token `jti` of the citizen `subject` speaks for.
+    fn holder<'a>(&'a self, jti: &'a str, subject: &'a str) -> PortFuture<'a, Holder>;
+}
+
+/// Whom an access token speaks for ([`CitizenDirectory::holder`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Its grant is revoked or unknown.
+    GrantNotInForce,
+    /// Its grant is in force, its subject no citizen the provider knows.
+    UnknownCitizen,
+    /// Its grant is in force for the citizen with this national id.
+    Citizen(String),
 }
 
 /// What the service asks the CA for a new credential.
@@ -454,12 +463,21 @@ impl Csc {
 
     /// Checks the bearer token, and that its grant was not revoked since it was issued.
     pub async fn access(&self, token: &str) -> Result<Access, CscError> {
-        let access = self.inner.tokens.verify(token, self.now()).await?;
-        if !self.inner.directory.grant_in_force(&access.jti).await? {
-            return Err(CscError::InvalidToken(
-                "the access token was revoked at the identity provider".into(),
-            ));
-        }
+        let mut access = self.inner.tokens.verify(token, self.now()).await?;
+        access.national_id = match self
+            .inner
+            .directory
+            .holder(&access.jti, &access.subject)
+            .await?
+        {
+            Holder::GrantNotInForce => {
+                return Err(CscError::InvalidToken(
+                    "the access token was revoked at the identity provider".into(),
+                ));
+            }
+            Holder::UnknownCitizen => None,
+            Holder::Citizen(national_id) => Some(national_id),
+        };
         Ok(access)
     }
 
@@ -469,14 +487,10 @@ impl Csc {
     }
 
     /// The national id of the token's citizen.
-    async fn national_id(&self, access: &Access) -> Result<String, CscError> {
-        self.inner
-            .directory
-            .national_id(&access.subject)
-            .await?
-            .ok_or_else(|| {
-                CscError::InvalidToken("the token's citizen is not known to this service".into())
-            })
+    fn national_id(access: &Access) -> Result<String, CscError> {
+        access.national_id.clone().ok_or_else(|| {
+            CscError::InvalidToken("the token's citizen is not known to this service".into())
+        })
     }
 
     /// Why this service cannot create credentials, if it cannot: its key store is not
@@ -792,7 +806,7 @@ impl Csc {
         access: &Access,
         credential_id: &str,
     ) -> Result<Credential, CscError> {
-        let national_id = self.national_id(access).await?;
+        let national_id = Self::national_id(access)?;
         match self.credential(credential_id).await? {
             Some(c) if c.national_id == national_id => Ok(c),
             _ => Err(CscError::InvalidRequest(format!(
@@ -811,7 +825,7 @@ impl Csc {
         describe: Option<(&str, bool)>,
     ) -> Result<(Vec<String>, Vec<Value>), CscError> {
         require_scope(access, &["service", "credential"])?;
-        let national_id = self.national_id(access).await?;
+        let national_id = Self::national_id(access)?;
         let sql = format!(
             "SELECT {CREDENTIAL_COLUMNS} FROM csc_credential WHERE national_id = $1 \
              AND status <> 'disabled' ORDER BY created_at, credential_id"

@@ -36,6 +36,9 @@ pub struct Access {
     pub jti: String,
     /// Expiry (Unix seconds).
     pub expires_at: i64,
+    /// The national id of the citizen the token speaks for, once the identity
+    /// provider's register was asked (none: not a citizen it knows).
+    pub national_id: Option<String>,
 }
 
 impl Access {
@@ -247,6 +250,7 @@ impl AccessTokens {
             credential,
             jti,
             expires_at,
+            national_id: None,
         })
     }
 }
