@@ -314,6 +314,23 @@ pub async fn append_all(
     append_after(tx, &head, clock, events.iter()).await
 }
 
+/// SQLite: the statements that append `entries` (chained after the head row
+/// [`advance_head_sql`] returned in the transaction open on the connection), move the
+/// head's hash to the last of them and commit, bound, as one multi-statement query: one
+/// round trip to the connection's thread instead of three. SQLite stops at the first
+/// statement that fails and leaves the transaction open; the caller then closes the
+/// connection (SQLite rolls the transaction back) or rolls back itself.
+pub fn append_and_commit_sqlite(
+    entries: &[AuditEntry],
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    let head_hash = entries.last().map(|e| e.hash.clone()).unwrap_or_default();
+    let sql = format!(
+        "{}; {SET_HEAD_HASH}; COMMIT",
+        insert_sql(Backend::Sqlite, entries.len())
+    );
+    bind_entries(sqlx::query(sqlx::AssertSqlSafe(sql)), entries).bind(head_hash)
+}
+
 /// Appends `events`, in order, inside `tx`, after `head`: the row [`advance_head_sql`]
 /// returned when it reserved their positions in this transaction. Returns the new
 /// entries.

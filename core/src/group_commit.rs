@@ -218,6 +218,7 @@ where
 }
 
 async fn run(db: Database, clock: Arc<dyn Clock>, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut own = None;
     loop {
         let jobs = {
             let mut receiver = receiver.lock().await;
@@ -233,55 +234,162 @@ async fn run(db: Database, clock: Arc<dyn Clock>, receiver: Arc<Mutex<mpsc::Rece
             }
             jobs
         };
-        let mut tx = match db.begin_write().await {
-            Ok(tx) => tx,
-            Err(e) => {
-                // The jobs never ran; dropping them closes their callers' channels, and
-                // each caller reports that its write did not happen.
-                tracing::warn!(error = %e, "cannot begin a group commit");
-                drop(jobs);
-                continue;
-            }
-        };
-        let mut finishes = Vec::with_capacity(jobs.len());
-        let mut events = Vec::new();
-        let mut spoilt = false;
-        for job in jobs {
-            let (job_events, finish, job_spoilt) = job(&mut tx).await;
-            events.extend(job_events);
-            finishes.push(finish);
-            spoilt |= job_spoilt;
-        }
-        let committed = if spoilt {
-            // Dropping the transaction rolls it back.
-            drop(tx);
-            Err(DbError::Query {
-                operation: "a group of writes",
-                source: sqlx::Error::Protocol(
-                    "another write of the same group failed without a savepoint, so the \
-                     group was rolled back"
-                        .into(),
-                ),
-            })
+        if db.backend() == Backend::Sqlite {
+            run_batch_sqlite(&db, clock.as_ref(), &mut own, jobs).await;
         } else {
-            let appended: Result<(), AuditError> =
-                audit::append_all(&mut tx, clock.as_ref(), &events)
-                    .await
-                    .map(|_| ());
-            match appended {
-                Ok(()) => tx.commit().await.map_err(|source| DbError::Query {
-                    operation: "committing a group of writes",
-                    source,
-                }),
-                // Without its audit entries nothing of the batch may commit.
-                Err(e) => Err(DbError::Query {
-                    operation: "appending a group's audit entries",
-                    source: sqlx::Error::Protocol(e.to_string()),
-                }),
-            }
-        };
-        for finish in finishes {
-            finish(committed.as_ref().map(|_| ()));
+            run_batch(&db, clock.as_ref(), jobs).await;
         }
+    }
+}
+
+/// Runs `jobs` on `conn`, inside the batch's open transaction: each job's audit events,
+/// how to tell its caller, and whether one spoilt the transaction.
+async fn run_jobs(
+    conn: &mut AnyConnection,
+    jobs: Vec<Job>,
+) -> (Vec<AuditEvent>, Vec<Finish>, bool) {
+    let mut finishes = Vec::with_capacity(jobs.len());
+    let mut events = Vec::new();
+    let mut spoilt = false;
+    for job in jobs {
+        let (job_events, finish, job_spoilt) = job(&mut *conn).await;
+        events.extend(job_events);
+        finishes.push(finish);
+        spoilt |= job_spoilt;
+    }
+    (events, finishes, spoilt)
+}
+
+/// The error every operation of a batch gets when one of them spoilt its transaction.
+fn spoilt_batch() -> DbError {
+    DbError::Query {
+        operation: "a group of writes",
+        source: sqlx::Error::Protocol(
+            "another write of the same group failed without a savepoint, so the group was \
+             rolled back"
+                .into(),
+        ),
+    }
+}
+
+/// Without its audit entries nothing of the batch may commit.
+fn unaudited(e: &AuditError) -> DbError {
+    DbError::Query {
+        operation: "appending a group's audit entries",
+        source: sqlx::Error::Protocol(e.to_string()),
+    }
+}
+
+/// Runs `jobs` as one batch, in a transaction of the pool's (PostgreSQL).
+async fn run_batch(db: &Database, clock: &dyn Clock, jobs: Vec<Job>) {
+    let mut tx = match db.begin_write().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            // The jobs never ran; dropping them closes their callers' channels, and
+            // each caller reports that its write did not happen.
+            tracing::warn!(error = %e, "cannot begin a group commit");
+            return;
+        }
+    };
+    let (events, finishes, spoilt) = run_jobs(&mut tx, jobs).await;
+    let committed = if spoilt {
+        // Dropping the transaction rolls it back.
+        drop(tx);
+        Err(spoilt_batch())
+    } else {
+        match audit::append_all(&mut tx, clock, &events).await {
+            Ok(_) => tx.commit().await.map_err(|source| DbError::Query {
+                operation: "committing a group of writes",
+                source,
+            }),
+            Err(e) => Err(unaudited(&e)),
+        }
+    };
+    for finish in finishes {
+        finish(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// SQLite: `jobs` as one batch on a connection the writer keeps for itself, its
+/// transaction begun and ended by hand so that the audit entries, the head's move and
+/// `COMMIT` go to SQLite's connection thread in one round trip
+/// ([`audit::append_and_commit_sqlite`]): a batch takes its jobs' round trips and three
+/// more (`BEGIN IMMEDIATE`, the head's advance, that one) instead of five. After a
+/// failure the connection is closed, which rolls back what is open, and the next batch
+/// opens another.
+async fn run_batch_sqlite(
+    db: &Database,
+    clock: &dyn Clock,
+    own: &mut Option<AnyConnection>,
+    jobs: Vec<Job>,
+) {
+    let _turn = db.write_turn().await;
+    let conn = match own {
+        Some(conn) => conn,
+        None => match db.pool().acquire().await {
+            Ok(conn) => own.insert(conn.detach()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot begin a group commit");
+                return;
+            }
+        },
+    };
+    if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        tracing::warn!(error = %e, "cannot begin a group commit");
+        close(own).await;
+        return;
+    }
+    let (events, finishes, spoilt) = run_jobs(conn, jobs).await;
+    let committed = if spoilt {
+        Err(spoilt_batch())
+    } else {
+        append_and_commit_sqlite(conn, clock, &events).await
+    };
+    if committed.is_err() {
+        close(own).await;
+    }
+    for finish in finishes {
+        finish(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// Appends `events` and commits, on SQLite.
+async fn append_and_commit_sqlite(
+    conn: &mut AnyConnection,
+    clock: &dyn Clock,
+    events: &[AuditEvent],
+) -> Result<(), DbError> {
+    let commit_failed = |source| DbError::Query {
+        operation: "committing a group of writes",
+        source,
+    };
+    if events.is_empty() {
+        return sqlx::raw_sql("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(commit_failed);
+    }
+    let count = i64::try_from(events.len())
+        .map_err(|_| unaudited(&AuditError::Broken("too many events in one append".into())))?;
+    let head = sqlx::query(sqlx::AssertSqlSafe(audit::advance_head_sql(1)))
+        .bind(count)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(DbError::query("locking the audit head"))?;
+    let entries = audit::chain_after(&head, clock, events.iter()).map_err(|e| unaudited(&e))?;
+    audit::append_and_commit_sqlite(&entries)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(commit_failed)
+}
+
+/// Closes the writer's own connection: SQLite rolls back the transaction left open on
+/// it.
+async fn close(own: &mut Option<AnyConnection>) {
+    if let Some(conn) = own.take() {
+        use sqlx::Connection;
+        let _ = conn.close().await;
     }
 }

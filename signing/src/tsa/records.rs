@@ -172,14 +172,7 @@ async fn write_batch_sqlite(
             .ok_or_else(|| BatchError::Failed("the audit head row is missing".into()))?;
         let entries =
             audit::chain_after(head, ctx.clock.as_ref(), records.iter()).map_err(|e| failed(&e))?;
-        let head_hash = entries.last().map(|e| e.hash.clone()).unwrap_or_default();
-        let sql = format!(
-            "{}; {}; COMMIT",
-            audit::insert_sql(Backend::Sqlite, entries.len()),
-            audit::SET_HEAD_HASH
-        );
-        audit::bind_entries(sqlx::query(sqlx::AssertSqlSafe(sql)), &entries)
-            .bind(head_hash)
+        audit::append_and_commit_sqlite(&entries)
             .execute(&mut *conn)
             .await
             .map_err(insert_failed)?;
