@@ -82,6 +82,16 @@ fn write(tsa: &Tsa, name: &str, data: &[u8]) -> String {
     path.display().to_string()
 }
 
+/// The CA that certifies citizens' signing keys.
+fn signing_ca(tsa: &Tsa) -> x509_cert::Certificate {
+    tsa.ca
+        .hierarchy()
+        .get(eid_ca::CaRole::CitizenSigningCa)
+        .unwrap()
+        .certificate
+        .clone()
+}
+
 fn signed_data(cades: &[u8]) -> SignedData {
     let info = cms::content_info::ContentInfo::from_der(cades).unwrap();
     info.content.decode_as().unwrap()
@@ -217,14 +227,7 @@ fn judge(tsa: &Tsa, card: &Card, name: &str, cades: &[u8], document: &str, level
         &format!("{name}-signer.pem"),
         card.certificate_pem.as_bytes(),
     );
-    let issuer = tsa
-        .ca
-        .hierarchy()
-        .get(eid_ca::CaRole::CitizenSigningCa)
-        .unwrap()
-        .certificate
-        .to_pem(LineEnding::LF)
-        .unwrap();
+    let issuer = signing_ca(tsa).to_pem(LineEnding::LF).unwrap();
     let issuer = write(tsa, "citizen-sign-ca.pem", issuer.as_bytes());
     // The response answers a request with a nonce, which openssl has not got here:
     // `-no_nonce` leaves that check out, the signature and status are still verified.
@@ -974,13 +977,7 @@ async fn another_process_s_revocation_reaches_the_responder(backend: TestBackend
     use eid_ca::ocsp::client::{self, CheckedStatus};
     let tsa = Tsa::start(backend, Keys::Soft, "", os_silent()).await;
     let card = Card::issue(&tsa, "3900101123456").await;
-    let issuer = tsa
-        .ca
-        .hierarchy()
-        .get(eid_ca::CaRole::CitizenSigningCa)
-        .unwrap()
-        .certificate
-        .clone();
+    let issuer = signing_ca(&tsa);
     let serial = eid_ca::CertificateSerial::from_certificate(
         card.certificate.tbs_certificate().serial_number(),
     );
