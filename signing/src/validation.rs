@@ -819,7 +819,8 @@ impl crate::Signatures {
     /// time-stamp proves the signature existed at `proven`, only a response issued then
     /// or later counts (EN 319 102-1 revocation freshness, with a maximum freshness of
     /// zero): a "good" issued before says nothing of a revocation between it and the
-    /// signature. Compared in whole seconds, as responses give their time.
+    /// signature. A revocation for good counts whenever it was reported. Compared in
+    /// whole seconds, as responses give their time.
     async fn status_of(
         &self,
         certificate: &Certificate,
@@ -845,7 +846,11 @@ impl crate::Signatures {
                 continue;
             };
             if let Ok(status) = client::check_response(response, issuer, &id, at) {
-                if !fresh(at) {
+                // A revocation (not a hold) stays true whenever it was reported: only
+                // other answers must be fresh.
+                let revoked_for_good = matches!(status, CheckedStatus::Revoked { reason, .. }
+                    if reason != Some(CERTIFICATE_HOLD));
+                if !fresh(at) && !revoked_for_good {
                     stale = Some((source, at));
                     continue;
                 }
