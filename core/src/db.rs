@@ -261,6 +261,35 @@ impl Database {
         &self.pool
     }
 
+    /// A connection a writer keeps for itself, out of the pool (which may open another
+    /// in its place): the one in `own`, or a new one at first use or after
+    /// [`Self::close_own`].
+    pub async fn own_connection<'c>(
+        &self,
+        own: &'c mut Option<sqlx::AnyConnection>,
+    ) -> Result<&'c mut sqlx::AnyConnection, DbError> {
+        match own {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(DbError::query("opening a writer's own connection"))?;
+                Ok(own.insert(conn.detach()))
+            }
+        }
+    }
+
+    /// Closes a writer's own connection after a failure: the database rolls back the
+    /// transaction left open on it, and [`Self::own_connection`] opens another.
+    pub async fn close_own(own: &mut Option<sqlx::AnyConnection>) {
+        if let Some(conn) = own.take() {
+            use sqlx::Connection;
+            let _ = conn.close().await;
+        }
+    }
+
     /// Which engine this is.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -324,19 +324,16 @@ async fn run_batch_sqlite(
     jobs: Vec<Job>,
 ) {
     let _turn = db.write_turn().await;
-    let conn = match own {
-        Some(conn) => conn,
-        None => match db.pool().acquire().await {
-            Ok(conn) => own.insert(conn.detach()),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot begin a group commit");
-                return;
-            }
-        },
+    let conn = match db.own_connection(own).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot begin a group commit");
+            return;
+        }
     };
     if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
         tracing::warn!(error = %e, "cannot begin a group commit");
-        close(own).await;
+        Database::close_own(own).await;
         return;
     }
     let (events, finishes, spoilt) = run_jobs(conn, jobs).await;
@@ -346,7 +343,7 @@ async fn run_batch_sqlite(
         append_and_commit_sqlite(conn, clock, &events).await
     };
     if committed.is_err() {
-        close(own).await;
+        Database::close_own(own).await;
     }
     for finish in finishes {
         finish(committed.as_ref().map(|_| ()));
@@ -383,13 +380,4 @@ async fn append_and_commit_sqlite(
         .await
         .map(|_| ())
         .map_err(commit_failed)
-}
-
-/// Closes the writer's own connection: SQLite rolls back the transaction left open on
-/// it.
-async fn close(own: &mut Option<AnyConnection>) {
-    if let Some(conn) = own.take() {
-        use sqlx::Connection;
-        let _ = conn.close().await;
-    }
 }

@@ -153,7 +153,11 @@ async fn write_batch_sqlite(
 ) -> Result<(), BatchError> {
     let failed = |e: &dyn std::fmt::Display| BatchError::Failed(e.to_string());
     let _turn = ctx.db.write_turn().await;
-    let conn = own_connection(ctx, own).await?;
+    let conn = ctx
+        .db
+        .own_connection(own)
+        .await
+        .map_err(|e| BatchError::Failed(e.to_string()))?;
     let result = async {
         let count = i64::try_from(records.len()).map_err(|e| failed(&e))?;
         let head = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -179,11 +183,8 @@ async fn write_batch_sqlite(
         Ok(())
     }
     .await;
-    if result.is_err()
-        && let Some(conn) = own.take()
-    {
-        use sqlx::Connection;
-        let _ = conn.close().await;
+    if result.is_err() {
+        eid_core::Database::close_own(own).await;
     }
     result
 }
@@ -256,7 +257,11 @@ async fn write_batch_postgres(
     records: &[AuditEvent],
 ) -> Result<(), BatchError> {
     let failed = |e: &dyn std::fmt::Display| BatchError::Failed(e.to_string());
-    let conn = own_connection(ctx, own).await?;
+    let conn = ctx
+        .db
+        .own_connection(own)
+        .await
+        .map_err(|e| BatchError::Failed(e.to_string()))?;
     let result = async {
         let count = i64::try_from(records.len()).map_err(|e| failed(&e))?;
         if let Some((seq, hash)) = last.take() {
@@ -267,10 +272,7 @@ async fn write_batch_postgres(
                 records.iter(),
             )
             .map_err(|e| failed(&e))?;
-            let new_head = entries
-                .last()
-                .map(|e| (e.seq, e.hash.clone()))
-                .ok_or_else(|| BatchError::Failed("an empty batch".into()))?;
+            let new_head = last_head(&entries)?;
             let moved: i64 = sqlx::query(APPEND_IF_HEAD)
                 .bind(new_head.0)
                 .bind(new_head.1.clone())
@@ -296,10 +298,7 @@ async fn write_batch_postgres(
             .map_err(|e| failed(&e))?;
         let entries = audit::chain_after(&head, ctx.clock.as_ref(), records.iter())
             .map_err(|e| failed(&e))?;
-        let new_head = entries
-            .last()
-            .map(|e| (e.seq, e.hash.clone()))
-            .ok_or_else(|| BatchError::Failed("an empty batch".into()))?;
+        let new_head = last_head(&entries)?;
         sqlx::query(APPEND_LOCKED)
             .bind(new_head.1.clone())
             .bind(entries_json(&entries))
@@ -316,31 +315,16 @@ async fn write_batch_postgres(
             Ok(())
         }
         Err(e) => {
-            if let Some(conn) = own.take() {
-                use sqlx::Connection;
-                let _ = conn.close().await;
-            }
+            eid_core::Database::close_own(own).await;
             Err(e)
         }
     }
 }
 
-/// The writer's own connection, opened at first use or after a failure.
-async fn own_connection<'c>(
-    ctx: &ServiceContext,
-    own: &'c mut Option<sqlx::AnyConnection>,
-) -> Result<&'c mut sqlx::AnyConnection, BatchError> {
-    match own {
-        Some(conn) => Ok(conn),
-        None => {
-            let conn = ctx
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(DbError::query("opening the token record connection"))
-                .map_err(|e| BatchError::Failed(e.to_string()))?;
-            Ok(own.insert(conn.detach()))
-        }
-    }
+/// The head `entries` leave: the last one's position and hash.
+fn last_head(entries: &[audit::AuditEntry]) -> Result<Head, BatchError> {
+    entries
+        .last()
+        .map(|e| (e.seq, e.hash.clone()))
+        .ok_or_else(|| BatchError::Failed("an empty batch".into()))
 }
